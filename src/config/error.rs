@@ -1,0 +1,62 @@
+//! Config errors: every problem found in a file, each with its place, printed as
+//! `file:line:col: message`.
+
+use std::fmt;
+
+use super::yaml::Pos;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// Every problem found in one file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub file: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    /// The errors as `file:line:col: message` lines.
+    pub fn lines(&self) -> Vec<String> {
+        self.errors
+            .iter()
+            .map(|e| format!("{}:{}: {}", self.file, e.pos, e.message))
+            .collect()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.lines().join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A "did you mean" hint for a misspelt name, from the names allowed at that place.
+pub fn suggestion(name: &str, allowed: &[&str]) -> Option<String> {
+    allowed
+        .iter()
+        .map(|a| (strsim::damerau_levenshtein(name, a), *a))
+        .filter(|(d, a)| *d <= 2.max(a.len() / 3) && *d < a.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, a)| a.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_near_misses_only() {
+        let keys = ["type", "default", "from", "writable"];
+        assert_eq!(suggestion("tpye", &keys), Some("type".into()));
+        assert_eq!(suggestion("defualt", &keys), Some("default".into()));
+        assert_eq!(suggestion("writeable", &keys), Some("writable".into()));
+        assert_eq!(suggestion("colour", &keys), None);
+    }
+}

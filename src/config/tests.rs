@@ -1,0 +1,109 @@
+use super::*;
+
+const SEED: &str = r#"
+version: 1
+resources:
+  session.user.{cid}:
+    description: The user logged in on the connection.
+    fields:
+      id:   { type: integer, from: "{{token.userId}}" }
+      name: { type: string,  from: "{{token.name}}" }
+      role: { type: string,  from: "{{token.role}}", enum: [admin, user, guest] }
+      user: { type: ref,     from: "users.user.{{token.userId}}" }
+    access:
+      get: cid == params.cid
+  session.prefs.{cid}:
+    fields:
+      theme:    { type: string,  default: light, enum: [light, dark], writable: true }
+      fontSize: { type: integer, default: 14, min: 8, max: 32, writable: true }
+    reset: { on_logout: false }
+    access:
+      get: cid == params.cid
+      call:
+        set: cid == params.cid && token != null
+        reset: cid == params.cid
+"#;
+
+#[test]
+fn the_design_example_compiles() {
+    let c = Config::parse("r.yaml", SEED).unwrap();
+    assert_eq!(c.resources.len(), 2);
+    let user = &c.resources[0];
+    assert_eq!(user.pattern.as_str(), "session.user.{cid}");
+    assert_eq!(user.fields.len(), 4);
+    assert!(user.reset_on_logout);
+    assert!(user.fields_read_token());
+    assert!(!user.access_reads_token());
+    let prefs = &c.resources[1];
+    assert!(!prefs.reset_on_logout);
+    assert_eq!(
+        prefs.field("fontSize").unwrap().default,
+        serde_json::json!(14)
+    );
+    assert!(prefs.access_reads_token());
+    assert!(matches!(&prefs.access.call, CallAccess::Methods(m) if m.len() == 2));
+    assert_eq!(c.nats.queue_group, "connres");
+    assert_eq!(c.api.prefix, "connres");
+}
+
+#[test]
+fn resolve_finds_the_one_matching_pattern() {
+    let c = Config::parse("r.yaml", SEED).unwrap();
+    let (r, params) = c.resolve("session.prefs.c1").unwrap();
+    assert_eq!(r.pattern.as_str(), "session.prefs.{cid}");
+    assert_eq!(params, vec![("cid", "c1")]);
+    assert!(c.resolve("session.other.c1").is_none());
+    assert!(c.resolve("session.prefs").is_none());
+}
+
+/// Every `tests/config/invalid/NAME.yaml` fixture must fail with exactly the lines in
+/// `NAME.errors` (`line:col: message`, file order).
+#[test]
+fn invalid_fixtures_report_every_error() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config/invalid");
+    let mut checked = 0;
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    {
+        let source = std::fs::read_to_string(&path).unwrap();
+        let expected = std::fs::read_to_string(path.with_extension("errors")).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let errors = Config::parse(&name, &source).expect_err(&name);
+        let got: Vec<String> = errors.lines();
+        let want: Vec<String> = expected
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("{name}:{l}"))
+            .collect();
+        assert_eq!(got, want, "fixture {name}");
+        checked += 1;
+    }
+    assert!(
+        checked >= 5,
+        "only {checked} fixtures found in {}",
+        dir.display()
+    );
+}
+
+#[test]
+fn valid_fixtures_compile() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config/valid");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let source = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = Config::parse(&path.display().to_string(), &source) {
+            panic!("{e}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1);
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources.yaml");
+    Config::load_file(&shipped).unwrap();
+}

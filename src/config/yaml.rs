@@ -1,0 +1,266 @@
+//! The YAML reader: the one module that names the YAML crate. It turns the file into a
+//! small tree where every node and every key keeps its line and column, so that the
+//! compiler can report every error at its place.
+//!
+//! Why not `serde_yaml`: it is deprecated, keeps the last of two duplicate keys
+//! silently, stops at the first error and gives no positions for nodes. `marked-yaml`
+//! gives spans for every node and rejects duplicate keys.
+
+use std::fmt;
+
+use marked_yaml::{LoadError, LoaderOptions, Node};
+use serde_json::Value;
+
+/// A 1-based line and column in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
+}
+
+/// A YAML node with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Yaml {
+    pub pos: Pos,
+    pub kind: Kind,
+}
+
+/// A mapping key with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key {
+    pub name: String,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Yaml>),
+    /// Entries in file order; duplicate keys are rejected by the parser.
+    Map(Vec<(Key, Yaml)>),
+}
+
+impl Yaml {
+    /// A name for the node's type, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Null => "null",
+            Kind::Bool(_) => "a boolean",
+            Kind::Int(_) => "an integer",
+            Kind::Float(_) => "a number",
+            Kind::Str(_) => "a string",
+            Kind::Seq(_) => "a list",
+            Kind::Map(_) => "a mapping",
+        }
+    }
+
+    /// The node as plain JSON (for defaults and enum values).
+    pub fn to_json(&self) -> Value {
+        match &self.kind {
+            Kind::Null => Value::Null,
+            Kind::Bool(b) => Value::Bool(*b),
+            Kind::Int(i) => Value::from(*i),
+            Kind::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Kind::Str(s) => Value::String(s.clone()),
+            Kind::Seq(items) => Value::Array(items.iter().map(Yaml::to_json).collect()),
+            Kind::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A YAML syntax error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// Parses a YAML document whose top level is a mapping.
+pub fn parse(source: &str) -> Result<Yaml, SyntaxError> {
+    if source.trim().is_empty() {
+        return Err(SyntaxError {
+            pos: Pos { line: 1, col: 1 },
+            message: "the file is empty; it needs at least `version: 1` and `resources:`".into(),
+        });
+    }
+    let options = LoaderOptions::default()
+        .error_on_duplicate_keys(true)
+        .toplevel_mapping();
+    let node = marked_yaml::parse_yaml_with_options(0, source, options).map_err(load_error)?;
+    Ok(convert(&node))
+}
+
+fn load_error(e: LoadError) -> SyntaxError {
+    let (marker, message) = match &e {
+        LoadError::TopLevelMustBeMapping(m) => {
+            (Some(*m), "the top level must be a mapping".to_string())
+        }
+        LoadError::TopLevelMustBeSequence(m) => {
+            (Some(*m), "the top level must be a mapping".to_string())
+        }
+        LoadError::UnexpectedAnchor(m) => (
+            Some(*m),
+            "YAML anchors and aliases are not supported".to_string(),
+        ),
+        LoadError::MappingKeyMustBeScalar(m) => {
+            (Some(*m), "mapping keys must be plain strings".to_string())
+        }
+        LoadError::UnexpectedTag(m) => (Some(*m), "YAML tags are not supported".to_string()),
+        LoadError::ScanError(m, se) => (Some(*m), format!("YAML syntax: {}", se.info())),
+        LoadError::DuplicateKey(inner) => (
+            inner.key.span().start().copied(),
+            format!(
+                "duplicate key `{}` (first defined at {})",
+                inner.key.as_str(),
+                inner
+                    .prev_key
+                    .span()
+                    .start()
+                    .map(|m| pos_of(*m))
+                    .unwrap_or_default()
+            ),
+        ),
+    };
+    SyntaxError {
+        pos: marker.map(pos_of).unwrap_or(Pos { line: 1, col: 1 }),
+        message,
+    }
+}
+
+fn pos_of(m: marked_yaml::Marker) -> Pos {
+    Pos {
+        line: m.line(),
+        col: m.column().max(1),
+    }
+}
+
+fn span_pos(span: &marked_yaml::Span) -> Pos {
+    span.start()
+        .map(|m| pos_of(*m))
+        .unwrap_or(Pos { line: 1, col: 1 })
+}
+
+fn convert(node: &Node) -> Yaml {
+    let pos = span_pos(node.span());
+    let kind = match node {
+        Node::Scalar(s) => scalar(s.as_str(), s.may_coerce()),
+        Node::Sequence(seq) => Kind::Seq(seq.iter().map(convert).collect()),
+        Node::Mapping(map) => Kind::Map(
+            map.iter()
+                .map(|(k, v)| {
+                    (
+                        Key {
+                            name: k.as_str().to_string(),
+                            pos: span_pos(k.span()),
+                        },
+                        convert(v),
+                    )
+                })
+                .collect(),
+        ),
+    };
+    Yaml { pos, kind }
+}
+
+/// YAML 1.2 core schema resolution for plain scalars; quoted scalars stay strings.
+fn scalar(text: &str, plain: bool) -> Kind {
+    if !plain {
+        return Kind::Str(text.to_string());
+    }
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Kind::Null,
+        "true" | "True" | "TRUE" => return Kind::Bool(true),
+        "false" | "False" | "FALSE" => return Kind::Bool(false),
+        _ => {}
+    }
+    let numeric = text
+        .trim_start_matches(['-', '+'])
+        .starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    if numeric {
+        if let Ok(i) = text.parse::<i64>() {
+            return Kind::Int(i);
+        }
+        if let Ok(f) = text.parse::<f64>() {
+            if f.is_finite() {
+                return Kind::Float(f);
+            }
+        }
+    }
+    Kind::Str(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_resolve_like_yaml_core_schema() {
+        let doc = parse("a: 1\nb: 1.5\nc: true\nd: ~\ne: \"1\"\nf: text\ng:\nh: -3\n").unwrap();
+        let Kind::Map(entries) = doc.kind else {
+            panic!()
+        };
+        let kinds: Vec<_> = entries.into_iter().map(|(_, v)| v.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                Kind::Int(1),
+                Kind::Float(1.5),
+                Kind::Bool(true),
+                Kind::Null,
+                Kind::Str("1".into()),
+                Kind::Str("text".into()),
+                Kind::Null,
+                Kind::Int(-3),
+            ]
+        );
+    }
+
+    #[test]
+    fn positions_are_one_based() {
+        let doc = parse("top:\n  key: value\n").unwrap();
+        let Kind::Map(entries) = &doc.kind else {
+            panic!()
+        };
+        let Kind::Map(inner) = &entries[0].1.kind else {
+            panic!()
+        };
+        assert_eq!(inner[0].0.pos, Pos { line: 2, col: 3 });
+        assert_eq!(inner[0].1.pos, Pos { line: 2, col: 8 });
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected() {
+        let e = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(e.pos, Pos { line: 3, col: 1 });
+        assert!(
+            e.message
+                .contains("duplicate key `a` (first defined at 1:1)"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(e.message.starts_with("YAML syntax"), "{}", e.message);
+        assert!(e.pos.line >= 1);
+        assert!(parse("").unwrap_err().message.contains("empty"));
+        assert!(parse("- a\n").unwrap_err().message.contains("mapping"));
+    }
+}

@@ -1,0 +1,488 @@
+//! Field definitions: the declared type and constraints of a model property, and the
+//! conversions between RES wire values, template output and the stored value.
+//!
+//! A stored value is plain JSON: primitives as is, a `ref` as its resource ID string, a
+//! `data` value as its JSON. Only [`ResValue`] turns it into a RES value for the wire.
+
+use std::fmt;
+
+use regex::Regex;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
+
+use crate::pattern::is_resource_name;
+use crate::template::Template;
+
+/// A field's declared type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FieldType {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    Ref,
+    Data,
+}
+
+impl FieldType {
+    pub const NAMES: &'static [&'static str] =
+        &["string", "integer", "number", "boolean", "ref", "data"];
+
+    pub fn parse(name: &str) -> Option<FieldType> {
+        Some(match name {
+            "string" => FieldType::String,
+            "integer" => FieldType::Integer,
+            "number" => FieldType::Number,
+            "boolean" => FieldType::Boolean,
+            "ref" => FieldType::Ref,
+            "data" => FieldType::Data,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::String => "string",
+            FieldType::Integer => "integer",
+            FieldType::Number => "number",
+            FieldType::Boolean => "boolean",
+            FieldType::Ref => "ref",
+            FieldType::Data => "data",
+        }
+    }
+}
+
+impl fmt::Display for FieldType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Constraints beyond the type. Which ones a type allows is checked at load.
+#[derive(Debug, Clone, Default)]
+pub struct Constraints {
+    pub one_of: Option<Vec<Value>>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub max_length: Option<usize>,
+    pub pattern: Option<Regex>,
+}
+
+impl PartialEq for Constraints {
+    fn eq(&self, other: &Self) -> bool {
+        self.one_of == other.one_of
+            && self.min == other.min
+            && self.max == other.max
+            && self.max_length == other.max_length
+            && self.pattern.as_ref().map(Regex::as_str) == other.pattern.as_ref().map(Regex::as_str)
+    }
+}
+
+/// A validated field of a resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldDef {
+    pub name: String,
+    pub description: Option<String>,
+    pub ty: FieldType,
+    /// The null-reset default, already checked against type and constraints.
+    pub default: Value,
+    /// Where the value comes from, when it is derived (`from:`).
+    pub source: Option<Template>,
+    pub constraints: Constraints,
+    pub writable: bool,
+}
+
+impl FieldDef {
+    /// Checks a stored value against the type and the constraints.
+    pub fn check(&self, value: &Value) -> Result<(), String> {
+        if value.is_null() {
+            return Ok(());
+        }
+        let type_ok = match self.ty {
+            FieldType::String => value.is_string(),
+            FieldType::Integer => value.is_i64() || value.is_u64(),
+            FieldType::Number => value.is_number(),
+            FieldType::Boolean => value.is_boolean(),
+            FieldType::Ref => value.as_str().is_some_and(is_resource_name),
+            FieldType::Data => true,
+        };
+        if !type_ok {
+            return Err(format!("{} is not {}", short(value), type_phrase(self.ty)));
+        }
+        let c = &self.constraints;
+        if let Some(options) = &c.one_of {
+            if !options.iter().any(|o| json_eq(o, value)) {
+                let list: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+                return Err(format!(
+                    "{} is not one of [{}] (enum)",
+                    short(value),
+                    list.join(", ")
+                ));
+            }
+        }
+        if let Some(n) = value.as_f64() {
+            if let Some(min) = c.min {
+                if n < min {
+                    return Err(format!("{} is below min {}", short(value), fmt_num(min)));
+                }
+            }
+            if let Some(max) = c.max {
+                if n > max {
+                    return Err(format!("{} is above max {}", short(value), fmt_num(max)));
+                }
+            }
+        }
+        if let Some(s) = value.as_str() {
+            if let Some(max_length) = c.max_length {
+                let len = s.chars().count();
+                if len > max_length {
+                    return Err(format!(
+                        "is {len} characters long, longer than max_length {max_length}"
+                    ));
+                }
+            }
+            if let Some(re) = &c.pattern {
+                if !re.is_match(s) {
+                    return Err(format!(
+                        "{} does not match pattern `{}`",
+                        short(value),
+                        re.as_str()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Converts a RES value sent by a client or service into a stored value, checking
+    /// type and constraints. The error names the rule broken, not the field.
+    pub fn from_wire(&self, wire: &Value) -> Result<Value, String> {
+        let value = match (self.ty, wire) {
+            (_, Value::Null) => Value::Null,
+            (FieldType::Data, Value::Object(obj)) => match obj.get("data") {
+                Some(inner) if obj.len() == 1 => inner.clone(),
+                _ => wire.clone(),
+            },
+            (FieldType::Data, Value::Array(_)) => wire.clone(),
+            (FieldType::Data, _) => {
+                return Err(format!(
+                    "{} is not data: send {{\"data\": ...}}, an object or an array",
+                    short(wire)
+                ))
+            }
+            (FieldType::Ref, Value::Object(obj)) => match (obj.get("rid"), obj.len()) {
+                (Some(Value::String(rid)), n) if n == 1 || (n == 2 && obj.contains_key("soft")) => {
+                    Value::String(rid.clone())
+                }
+                _ => {
+                    return Err(format!(
+                        "{} is not a resource reference {{\"rid\": ...}}",
+                        short(wire)
+                    ))
+                }
+            },
+            (_, Value::Object(obj))
+                if obj.get("action").and_then(Value::as_str) == Some("delete") =>
+            {
+                return Err(
+                    "cannot be deleted: declared fields can only be set (null clears them)".into(),
+                )
+            }
+            (_, Value::Object(_) | Value::Array(_)) => {
+                return Err(format!(
+                    "{} is not {}: objects and arrays are only allowed in data fields",
+                    short(wire),
+                    type_phrase(self.ty)
+                ))
+            }
+            (FieldType::Integer, Value::Number(n))
+                if n.as_i64().is_none() && n.as_u64().is_none() =>
+            {
+                match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+                    _ => return Err(format!("{} is not an integer", short(wire))),
+                }
+            }
+            _ => wire.clone(),
+        };
+        self.check(&value)?;
+        Ok(value)
+    }
+
+    /// Converts the output of a `from` template into a stored value. A single-expression
+    /// template gives JSON; mixed text gives a string that is parsed for the field type.
+    pub fn from_rendered(&self, rendered: Value) -> Result<Value, String> {
+        let value = match (self.ty, rendered) {
+            (_, Value::Null) => Value::Null,
+            (FieldType::Integer, Value::String(s)) => s
+                .trim()
+                .parse::<i64>()
+                .map(Value::from)
+                .map_err(|_| format!("\"{s}\" is not an integer"))?,
+            (FieldType::Number, Value::String(s)) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(|| format!("\"{s}\" is not a number"))?,
+            (FieldType::Boolean, Value::String(s)) => match s.trim() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => return Err(format!("\"{s}\" is not a boolean")),
+            },
+            (FieldType::String, v @ (Value::Number(_) | Value::Bool(_))) => {
+                Value::String(v.to_string())
+            }
+            (FieldType::Ref, Value::Number(n)) => Value::String(n.to_string()),
+            (FieldType::Data, v) => v,
+            (FieldType::Integer, Value::Number(n))
+                if n.as_i64().is_none() && n.as_u64().is_none() =>
+            {
+                match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+                    _ => return Err(format!("{n} is not an integer")),
+                }
+            }
+            (_, v) => v,
+        };
+        self.check(&value)?;
+        Ok(value)
+    }
+}
+
+/// A stored value as a RES value on the wire: `ref` as `{"rid": ...}`, `data` as
+/// `{"data": ...}`, primitives as is.
+pub struct ResValue<'a>(pub FieldType, pub &'a Value);
+
+impl Serialize for ResValue<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match (self.0, self.1) {
+            (_, Value::Null) => serializer.serialize_unit(),
+            (FieldType::Ref, v) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("rid", v)?;
+                map.end()
+            }
+            (FieldType::Data, v) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("data", v)?;
+                map.end()
+            }
+            (_, v) => v.serialize(serializer),
+        }
+    }
+}
+
+/// JSON equality where numbers compare by value (14 equals 14.0).
+pub fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+fn type_phrase(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::String => "a string",
+        FieldType::Integer => "an integer",
+        FieldType::Number => "a number",
+        FieldType::Boolean => "a boolean",
+        FieldType::Ref => "a valid resource name",
+        FieldType::Data => "data",
+    }
+}
+
+fn fmt_num(n: f64) -> String {
+    Value::from(n)
+        .to_string()
+        .trim_end_matches(".0")
+        .to_string()
+}
+
+/// A value for an error message, cut short so a large payload stays a short message.
+fn short(value: &Value) -> String {
+    let s = value.to_string();
+    if s.chars().count() > 40 {
+        let cut: String = s.chars().take(37).collect();
+        format!("{cut}...")
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field(ty: FieldType) -> FieldDef {
+        FieldDef {
+            name: "f".into(),
+            description: None,
+            ty,
+            default: Value::Null,
+            source: None,
+            constraints: Constraints::default(),
+            writable: true,
+        }
+    }
+
+    #[test]
+    fn integer_wire_values() {
+        let f = field(FieldType::Integer);
+        assert_eq!(f.from_wire(&json!(7)).unwrap(), json!(7));
+        assert_eq!(f.from_wire(&json!(7.0)).unwrap(), json!(7));
+        assert!(f
+            .from_wire(&json!(2.5))
+            .unwrap_err()
+            .contains("not an integer"));
+        assert!(f
+            .from_wire(&json!("7"))
+            .unwrap_err()
+            .contains("not an integer"));
+        assert_eq!(f.from_wire(&json!(null)).unwrap(), json!(null));
+    }
+
+    #[test]
+    fn number_string_boolean_wire_values() {
+        assert_eq!(
+            field(FieldType::Number).from_wire(&json!(2)).unwrap(),
+            json!(2)
+        );
+        assert_eq!(
+            field(FieldType::Number).from_wire(&json!(2.5)).unwrap(),
+            json!(2.5)
+        );
+        assert!(field(FieldType::Number).from_wire(&json!("2")).is_err());
+        assert!(field(FieldType::String).from_wire(&json!(2)).is_err());
+        assert!(field(FieldType::Boolean).from_wire(&json!("true")).is_err());
+        assert_eq!(
+            field(FieldType::Boolean).from_wire(&json!(true)).unwrap(),
+            json!(true)
+        );
+    }
+
+    #[test]
+    fn ref_and_data_wire_values() {
+        let r = field(FieldType::Ref);
+        assert_eq!(
+            r.from_wire(&json!({"rid": "users.user.1"})).unwrap(),
+            json!("users.user.1")
+        );
+        assert_eq!(
+            r.from_wire(&json!("users.user.1")).unwrap(),
+            json!("users.user.1")
+        );
+        assert!(r.from_wire(&json!("users..1")).is_err());
+        assert!(r.from_wire(&json!({"rid": 5})).is_err());
+        let d = field(FieldType::Data);
+        assert_eq!(
+            d.from_wire(&json!({"data": [1, 2]})).unwrap(),
+            json!([1, 2])
+        );
+        assert_eq!(d.from_wire(&json!({"a": 1})).unwrap(), json!({"a": 1}));
+        assert_eq!(d.from_wire(&json!([1])).unwrap(), json!([1]));
+        assert!(d.from_wire(&json!(5)).is_err());
+    }
+
+    #[test]
+    fn objects_and_delete_refused_for_primitives() {
+        let s = field(FieldType::String);
+        assert!(s
+            .from_wire(&json!({"a": 1}))
+            .unwrap_err()
+            .contains("only allowed in data"));
+        assert!(s.from_wire(&json!([1])).is_err());
+        assert!(s
+            .from_wire(&json!({"action": "delete"}))
+            .unwrap_err()
+            .contains("deleted"));
+    }
+
+    #[test]
+    fn constraints() {
+        let mut f = field(FieldType::Integer);
+        f.constraints.min = Some(8.0);
+        f.constraints.max = Some(32.0);
+        assert!(f.from_wire(&json!(7)).unwrap_err().contains("below min 8"));
+        assert!(f
+            .from_wire(&json!(33))
+            .unwrap_err()
+            .contains("above max 32"));
+        assert!(f.from_wire(&json!(32)).is_ok());
+        let mut s = field(FieldType::String);
+        s.constraints.one_of = Some(vec![json!("light"), json!("dark")]);
+        assert!(s.from_wire(&json!("blue")).unwrap_err().contains("enum"));
+        s.constraints.one_of = None;
+        s.constraints.max_length = Some(3);
+        assert!(s
+            .from_wire(&json!("abcd"))
+            .unwrap_err()
+            .contains("max_length 3"));
+        assert!(s.from_wire(&json!("äöü")).is_ok());
+        s.constraints.max_length = None;
+        s.constraints.pattern = Some(Regex::new("^[a-z]+$").unwrap());
+        assert!(s.from_wire(&json!("ABC")).unwrap_err().contains("pattern"));
+        let mut n = field(FieldType::Number);
+        n.constraints.one_of = Some(vec![json!(14)]);
+        assert!(n.check(&json!(14.0)).is_ok());
+    }
+
+    #[test]
+    fn rendered_strings_convert_to_the_field_type() {
+        assert_eq!(
+            field(FieldType::Integer)
+                .from_rendered(json!("42"))
+                .unwrap(),
+            json!(42)
+        );
+        assert_eq!(
+            field(FieldType::Integer).from_rendered(json!(42)).unwrap(),
+            json!(42)
+        );
+        assert!(field(FieldType::Integer)
+            .from_rendered(json!("4x"))
+            .is_err());
+        assert_eq!(
+            field(FieldType::Number)
+                .from_rendered(json!("2.5"))
+                .unwrap(),
+            json!(2.5)
+        );
+        assert_eq!(
+            field(FieldType::Boolean)
+                .from_rendered(json!("true"))
+                .unwrap(),
+            json!(true)
+        );
+        assert_eq!(
+            field(FieldType::String).from_rendered(json!(42)).unwrap(),
+            json!("42")
+        );
+        assert_eq!(
+            field(FieldType::Ref)
+                .from_rendered(json!("users.user.42"))
+                .unwrap(),
+            json!("users.user.42")
+        );
+        assert!(field(FieldType::Ref)
+            .from_rendered(json!("users.user."))
+            .is_err());
+        assert_eq!(
+            field(FieldType::Data)
+                .from_rendered(json!({"a": 1}))
+                .unwrap(),
+            json!({"a": 1})
+        );
+    }
+
+    #[test]
+    fn res_value_encoding() {
+        let enc = |ty, v: Value| serde_json::to_value(ResValue(ty, &v)).unwrap();
+        assert_eq!(enc(FieldType::Ref, json!("a.b")), json!({"rid": "a.b"}));
+        assert_eq!(enc(FieldType::Data, json!([1])), json!({"data": [1]}));
+        assert_eq!(enc(FieldType::Ref, json!(null)), json!(null));
+        assert_eq!(enc(FieldType::String, json!("x")), json!("x"));
+    }
+}

@@ -1,0 +1,50 @@
+//! connres: a generic RES service serving per-connection resources declared in YAML.
+
+pub mod config;
+pub mod engine;
+pub mod field;
+pub mod pattern;
+pub mod protocol;
+pub mod rule;
+pub mod service;
+pub mod store;
+pub mod template;
+
+use std::fmt::Write as _;
+
+/// A human summary of a config: each resource with its fields and subjects (what
+/// `connres check` prints).
+pub fn summary(config: &config::Config) -> String {
+    let mut out = String::new();
+    for res in &config.resources {
+        let w = res.pattern.wildcard();
+        let fields: Vec<String> = res
+            .fields
+            .iter()
+            .map(|f| {
+                let mut s = format!("{}:{}", f.name, f.ty);
+                if f.source.is_some() {
+                    s.push_str(" (from)");
+                }
+                if f.writable {
+                    s.push_str(" (writable)");
+                }
+                s
+            })
+            .collect();
+        let _ = writeln!(out, "{}", res.pattern);
+        if let Some(d) = &res.description {
+            let _ = writeln!(out, "  {d}");
+        }
+        let _ = writeln!(out, "  fields:   {}", fields.join(", "));
+        let _ = writeln!(out, "  subjects: get.{w} access.{w} call.{w}.*");
+    }
+    let p = &config.api.prefix;
+    let _ = writeln!(
+        out,
+        "{} resource(s); also conn.*.token, {p}.set.>, {p}.reset.> (queue group {})",
+        config.resources.len(),
+        config.nats.queue_group
+    );
+    out
+}

@@ -1,0 +1,278 @@
+//! Resource name patterns: `session.user.{cid}` parsed once, matched against resource
+//! names, turned into NATS subscription subjects and gateway reset patterns.
+
+use std::fmt;
+
+/// The capture the gateway fills with the connection ID.
+pub const CID: &str = "cid";
+
+/// One dot-separated part of a pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Part {
+    Literal(String),
+    Capture(String),
+}
+
+/// A parsed resource name pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pattern {
+    source: String,
+    parts: Vec<Part>,
+    /// Index of the `{cid}` part, if the pattern has one.
+    cid_index: Option<usize>,
+}
+
+/// Why a pattern string is not a pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("resource pattern is empty")]
+    Empty,
+    #[error("resource pattern `{0}` has an empty part (two dots in a row, or a leading or trailing dot)")]
+    EmptyPart(String),
+    #[error("resource pattern `{pattern}`: part `{part}` must be a literal name or a whole `{{capture}}`")]
+    BadPart { pattern: String, part: String },
+    #[error("resource pattern `{pattern}`: capture `{{{name}}}` must be a name of letters, digits and `_`")]
+    BadCapture { pattern: String, name: String },
+    #[error("resource pattern `{pattern}`: capture `{{{name}}}` appears twice")]
+    DuplicateCapture { pattern: String, name: String },
+}
+
+/// The captures of a resource name matched by a pattern, in pattern order.
+pub type Params<'a> = Vec<(&'a str, &'a str)>;
+
+impl Pattern {
+    pub fn parse(source: &str) -> Result<Pattern, PatternError> {
+        if source.is_empty() {
+            return Err(PatternError::Empty);
+        }
+        let mut parts = Vec::new();
+        for raw in source.split('.') {
+            if raw.is_empty() {
+                return Err(PatternError::EmptyPart(source.to_string()));
+            }
+            let part = if let Some(inner) = raw.strip_prefix('{').and_then(|r| r.strip_suffix('}'))
+            {
+                let valid = !inner.is_empty()
+                    && inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !inner.starts_with(|c: char| c.is_ascii_digit());
+                if !valid {
+                    return Err(PatternError::BadCapture {
+                        pattern: source.to_string(),
+                        name: inner.to_string(),
+                    });
+                }
+                if parts.contains(&Part::Capture(inner.to_string())) {
+                    return Err(PatternError::DuplicateCapture {
+                        pattern: source.to_string(),
+                        name: inner.to_string(),
+                    });
+                }
+                Part::Capture(inner.to_string())
+            } else {
+                if !is_name_part(raw) || raw.contains(['{', '}']) {
+                    return Err(PatternError::BadPart {
+                        pattern: source.to_string(),
+                        part: raw.to_string(),
+                    });
+                }
+                Part::Literal(raw.to_string())
+            };
+            parts.push(part);
+        }
+        let cid_index = parts
+            .iter()
+            .position(|p| matches!(p, Part::Capture(n) if n == CID));
+        Ok(Pattern {
+            source: source.to_string(),
+            parts,
+            cid_index,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+
+    pub fn has_cid(&self) -> bool {
+        self.cid_index.is_some()
+    }
+
+    /// Names of the captures, in order.
+    pub fn captures(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Capture(n) => Some(n.as_str()),
+            Part::Literal(_) => None,
+        })
+    }
+
+    /// Matches a resource name (no query), returning the captures.
+    pub fn matches<'a>(&'a self, name: &'a str) -> Option<Params<'a>> {
+        let mut params = Vec::new();
+        let mut split = name.split('.');
+        for part in &self.parts {
+            let seg = split.next()?;
+            match part {
+                Part::Literal(l) if l == seg => {}
+                Part::Literal(_) => return None,
+                Part::Capture(n) => {
+                    if seg.is_empty() {
+                        return None;
+                    }
+                    params.push((n.as_str(), seg));
+                }
+            }
+        }
+        if split.next().is_some() {
+            return None;
+        }
+        Some(params)
+    }
+
+    /// The connection ID in a resource name this pattern matches, without allocating.
+    pub fn cid_of<'a>(&self, name: &'a str) -> Option<&'a str> {
+        self.cid_index.and_then(|i| name.split('.').nth(i))
+    }
+
+    /// True when some resource name matches both patterns.
+    pub fn overlaps(&self, other: &Pattern) -> bool {
+        self.parts.len() == other.parts.len()
+            && self
+                .parts
+                .iter()
+                .zip(&other.parts)
+                .all(|(a, b)| match (a, b) {
+                    (Part::Literal(x), Part::Literal(y)) => x == y,
+                    _ => true,
+                })
+    }
+
+    /// The gateway's pattern syntax, used in `system.reset` and subjects: captures as `*`.
+    pub fn wildcard(&self) -> String {
+        let mut out = String::with_capacity(self.source.len());
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.push('.');
+            }
+            match part {
+                Part::Literal(l) => out.push_str(l),
+                Part::Capture(_) => out.push('*'),
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+/// A part of a resource name: non-empty, no whitespace, no dots and none of the NATS
+/// wildcards `*` and `>` or the query mark `?`.
+fn is_name_part(part: &str) -> bool {
+    !part.is_empty()
+        && !part
+            .chars()
+            .any(|c| c.is_whitespace() || c == '.' || c == '*' || c == '>' || c == '?')
+}
+
+/// True when `name` is a valid RES resource name (dot-separated non-empty parts, no
+/// whitespace, no wildcards, no query).
+pub fn is_resource_name(name: &str) -> bool {
+    !name.is_empty() && name.split('.').all(is_name_part)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_literals_and_captures() {
+        let p = Pattern::parse("session.user.{cid}").unwrap();
+        assert_eq!(
+            p.parts(),
+            &[
+                Part::Literal("session".into()),
+                Part::Literal("user".into()),
+                Part::Capture("cid".into())
+            ]
+        );
+        assert!(p.has_cid());
+        assert_eq!(p.wildcard(), "session.user.*");
+        assert_eq!(p.captures().collect::<Vec<_>>(), vec!["cid"]);
+    }
+
+    #[test]
+    fn rejects_bad_patterns() {
+        assert_eq!(Pattern::parse(""), Err(PatternError::Empty));
+        assert!(matches!(
+            Pattern::parse("a..b"),
+            Err(PatternError::EmptyPart(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("a.b."),
+            Err(PatternError::EmptyPart(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("a.x{cid}"),
+            Err(PatternError::BadPart { .. })
+        ));
+        assert!(matches!(
+            Pattern::parse("a.*"),
+            Err(PatternError::BadPart { .. })
+        ));
+        assert!(matches!(
+            Pattern::parse("a.{}"),
+            Err(PatternError::BadCapture { .. })
+        ));
+        assert!(matches!(
+            Pattern::parse("a.{c-d}"),
+            Err(PatternError::BadCapture { .. })
+        ));
+        assert!(matches!(
+            Pattern::parse("a.{x}.{x}"),
+            Err(PatternError::DuplicateCapture { .. })
+        ));
+    }
+
+    #[test]
+    fn matches_names_and_extracts_params() {
+        let p = Pattern::parse("chat.{room}.typing.{cid}").unwrap();
+        assert_eq!(
+            p.matches("chat.lobby.typing.c1"),
+            Some(vec![("room", "lobby"), ("cid", "c1")])
+        );
+        assert_eq!(p.cid_of("chat.lobby.typing.c1"), Some("c1"));
+        assert_eq!(p.matches("chat.lobby.typing"), None);
+        assert_eq!(p.matches("chat.lobby.typing.c1.x"), None);
+        assert_eq!(p.matches("chat.lobby.talking.c1"), None);
+        assert_eq!(p.matches("chat..typing.c1"), None);
+    }
+
+    #[test]
+    fn overlap_needs_same_length_and_compatible_literals() {
+        let a = Pattern::parse("session.user.{cid}").unwrap();
+        let b = Pattern::parse("session.{kind}.c1").unwrap();
+        let c = Pattern::parse("session.prefs.{cid}").unwrap();
+        let d = Pattern::parse("session.user.{cid}.x").unwrap();
+        assert!(a.overlaps(&b));
+        assert!(!a.overlaps(&c));
+        assert!(!a.overlaps(&d));
+        assert!(b.overlaps(&c));
+    }
+
+    #[test]
+    fn resource_names() {
+        assert!(is_resource_name("users.user.42"));
+        assert!(!is_resource_name("users..42"));
+        assert!(!is_resource_name("users.user 42"));
+        assert!(!is_resource_name("users.*"));
+        assert!(!is_resource_name(""));
+        assert!(!is_resource_name("a.b?q=1"));
+    }
+}

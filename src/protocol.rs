@@ -1,0 +1,260 @@
+//! The RES wire format: typed views of inbound request payloads, and the encoders for
+//! replies, events and system resets. The one place where errors become RES error codes.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::field::{FieldDef, ResValue};
+
+/// A RES error reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidParams(String),
+    #[error("{0}")]
+    MethodNotFound(String),
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ResError {
+    /// The RES error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ResError::NotFound(_) => "system.notFound",
+            ResError::InvalidParams(_) => "system.invalidParams",
+            ResError::MethodNotFound(_) => "system.methodNotFound",
+            ResError::AccessDenied(_) => "system.accessDenied",
+            ResError::Internal(_) => "system.internalError",
+        }
+    }
+
+    /// `{"error": {"code": ..., "message": ...}}`
+    pub fn reply(&self) -> Bytes {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            code: &'a str,
+            message: String,
+        }
+        #[derive(serde::Serialize)]
+        struct Reply<'a> {
+            error: Body<'a>,
+        }
+        to_bytes(&Reply {
+            error: Body {
+                code: self.code(),
+                message: self.to_string(),
+            },
+        })
+    }
+}
+
+/// The payload of an `access.<rid>` request.
+#[derive(Debug, Deserialize)]
+pub struct AccessRequest<'a> {
+    #[serde(borrow)]
+    pub cid: Cow<'a, str>,
+    #[serde(default)]
+    pub token: Option<Value>,
+    #[serde(default, borrow)]
+    pub query: Option<Cow<'a, str>>,
+}
+
+/// The payload of a `call.<rid>.<method>` request.
+#[derive(Debug, Deserialize)]
+pub struct CallRequest<'a> {
+    #[serde(borrow)]
+    pub cid: Cow<'a, str>,
+    #[serde(default)]
+    pub token: Option<Value>,
+    #[serde(default)]
+    pub params: Option<Value>,
+    #[serde(default, borrow)]
+    pub query: Option<Cow<'a, str>>,
+}
+
+/// The payload of a `conn.<cid>.token` event.
+#[derive(Debug, Deserialize)]
+pub struct TokenEvent {
+    pub token: Option<Value>,
+}
+
+/// The payload of a backend `<prefix>.set.<rid>` request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSetRequest {
+    pub values: serde_json::Map<String, Value>,
+}
+
+/// Parses a request payload, answering `system.invalidParams` when it is not the
+/// expected JSON object.
+pub fn parse<'a, T: Deserialize<'a>>(payload: &'a [u8], what: &str) -> Result<T, ResError> {
+    if payload.is_empty() {
+        return Err(ResError::InvalidParams(format!(
+            "{what}: empty payload, expected a JSON object"
+        )));
+    }
+    serde_json::from_slice(payload).map_err(|e| ResError::InvalidParams(format!("{what}: {e}")))
+}
+
+/// True when the payload is a JSON object (checked before anything else in a call).
+pub fn is_json_object(payload: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
+        && payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// A model as RES values, field by field.
+pub struct ModelView<'a> {
+    pub fields: &'a [FieldDef],
+    pub values: &'a [Value],
+}
+
+impl Serialize for ModelView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.fields.len()))?;
+        for (f, v) in self.fields.iter().zip(self.values) {
+            map.serialize_entry(&f.name, &ResValue(f.ty, v))?;
+        }
+        map.end()
+    }
+}
+
+/// The changed fields of a model, for a change event.
+pub struct Changes<'a> {
+    pub fields: &'a [FieldDef],
+    pub values: &'a [Value],
+    pub changed: &'a [usize],
+}
+
+impl Serialize for Changes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.changed.len()))?;
+        for &i in self.changed {
+            let f = &self.fields[i];
+            map.serialize_entry(&f.name, &ResValue(f.ty, &self.values[i]))?;
+        }
+        map.end()
+    }
+}
+
+/// `{"result": {"model": {...}}}`
+pub fn model_reply(model: &ModelView) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Result<'a, 'b> {
+        model: &'a ModelView<'b>,
+    }
+    result_reply(&Result { model })
+}
+
+/// `{"result": {"get": ..., "call": ...}}`
+pub fn access_reply(get: bool, call: Option<&str>) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Result<'a> {
+        get: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        call: Option<&'a str>,
+    }
+    result_reply(&Result { get, call })
+}
+
+/// `{"result": null}`
+pub fn null_reply() -> Bytes {
+    Bytes::from_static(b"{\"result\":null}")
+}
+
+fn result_reply<T: Serialize>(result: &T) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Reply<'a, T> {
+        result: &'a T,
+    }
+    to_bytes(&Reply { result })
+}
+
+/// `event.<rid>.change` with `{"values": {...}}`.
+pub fn change_event(rid: &str, changes: &Changes) -> (String, Bytes) {
+    #[derive(serde::Serialize)]
+    struct Event<'a, 'b> {
+        values: &'a Changes<'b>,
+    }
+    (
+        format!("event.{rid}.change"),
+        to_bytes(&Event { values: changes }),
+    )
+}
+
+/// `event.<rid>.reaccess`, no payload.
+pub fn reaccess_event(rid: &str) -> (String, Bytes) {
+    (format!("event.{rid}.reaccess"), Bytes::new())
+}
+
+/// `system.reset` with gateway patterns.
+pub fn system_reset(resources: &[String], access: &[String]) -> (String, Bytes) {
+    #[derive(serde::Serialize)]
+    struct Reset<'a> {
+        resources: &'a [String],
+        access: &'a [String],
+    }
+    (
+        "system.reset".to_string(),
+        to_bytes(&Reset { resources, access }),
+    )
+}
+
+fn to_bytes<T: Serialize>(value: &T) -> Bytes {
+    // Serializing these types into a Vec cannot fail: all keys are strings.
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn error_replies_carry_codes() {
+        let r = ResError::AccessDenied("no".into()).reply();
+        let v: Value = serde_json::from_slice(&r).unwrap();
+        assert_eq!(
+            v,
+            json!({"error": {"code": "system.accessDenied", "message": "no"}})
+        );
+    }
+
+    #[test]
+    fn parses_access_payloads() {
+        let p = br#"{"cid":"c1","token":{"a":1},"query":"x=1","isHttp":false}"#;
+        let r: AccessRequest = parse(p, "access").unwrap();
+        assert_eq!(r.cid, "c1");
+        assert_eq!(r.token, Some(json!({"a": 1})));
+        assert_eq!(r.query.as_deref(), Some("x=1"));
+        let r: AccessRequest = parse(br#"{"cid":"c1","token":null}"#, "access").unwrap();
+        assert_eq!(r.token, None);
+        assert!(parse::<AccessRequest>(b"", "access").is_err());
+        assert!(parse::<AccessRequest>(b"{}", "access").is_err());
+        assert!(parse::<AccessRequest>(b"[1]", "access").is_err());
+    }
+
+    #[test]
+    fn json_object_check() {
+        assert!(is_json_object(b" {\"a\":1}"));
+        assert!(!is_json_object(b"[1]"));
+        assert!(!is_json_object(b""));
+        assert!(!is_json_object(b"{bad"));
+    }
+
+    #[test]
+    fn access_reply_shape() {
+        let v: Value = serde_json::from_slice(&access_reply(true, Some("*"))).unwrap();
+        assert_eq!(v, json!({"result": {"get": true, "call": "*"}}));
+        let v: Value = serde_json::from_slice(&access_reply(false, None)).unwrap();
+        assert_eq!(v, json!({"result": {"get": false}}));
+    }
+}

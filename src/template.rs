@@ -1,0 +1,330 @@
+//! Value templates (`from:`): handlebars over `{cid, token, params}`, compiled at load.
+//!
+//! A template that is exactly one path expression (`{{token.userId}}`) is resolved as a
+//! JSON lookup, so 42 stays a number and no handlebars rendering runs per request. Any
+//! other template renders to a string with strict mode on (a missing path is an error,
+//! which the caller turns into the field's default) and no HTML escaping.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use handlebars::template::{HelperTemplate, Parameter, TemplateElement};
+use handlebars::{Handlebars, Path, PathSeg, RenderContext, Renderable};
+use serde::Serialize;
+use serde_json::Value;
+
+/// The variables a template may read.
+pub const ROOTS: &[&str] = &["cid", "token", "params"];
+
+static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(handlebars::no_escape);
+    hb
+});
+
+/// A compiled `from` template.
+#[derive(Clone)]
+pub struct Template {
+    source: String,
+    kind: Kind,
+    reads_token: bool,
+}
+
+#[derive(Clone)]
+enum Kind {
+    /// `{{a.b.c}}`: the segments of the one path.
+    Path(Vec<String>),
+    /// Anything else, rendered by handlebars to a string.
+    Text(Box<handlebars::Template>),
+}
+
+/// Why a template was refused at load. `line` and `col` are 1-based within the template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub message: String,
+    pub pos: Option<(usize, usize)>,
+}
+
+/// What a template renders from: the connection the resource belongs to, its token and
+/// the captures of the resource name.
+#[derive(Serialize)]
+pub struct TemplateInput<'a> {
+    pub cid: Option<&'a str>,
+    pub token: Option<&'a Value>,
+    #[serde(serialize_with = "serialize_params")]
+    pub params: &'a [(&'a str, &'a str)],
+}
+
+fn serialize_params<S: serde::Serializer>(
+    params: &&[(&str, &str)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(params.iter().copied())
+}
+
+impl Template {
+    pub fn compile(source: &str) -> Result<Template, TemplateError> {
+        let tpl = handlebars::Template::compile(source).map_err(|e| TemplateError {
+            message: format!("template syntax: {}", e.reason()),
+            pos: e.pos(),
+        })?;
+        let mut paths = Vec::new();
+        collect_paths(&tpl, true, &mut paths);
+        for (path, top_level) in &paths {
+            if !*top_level {
+                continue;
+            }
+            if let Some(root) = path.first() {
+                if !ROOTS.contains(&root.as_str()) {
+                    return Err(TemplateError {
+                        message: format!(
+                            "template reads unknown variable `{root}` (templates can read {})",
+                            ROOTS.join(", ")
+                        ),
+                        pos: None,
+                    });
+                }
+            }
+        }
+        let reads_token = paths
+            .iter()
+            .any(|(p, _)| p.first().map(String::as_str) == Some("token"));
+        let kind = match single_path(&tpl) {
+            Some(segs) => Kind::Path(segs),
+            None => Kind::Text(Box::new(tpl)),
+        };
+        Ok(Template {
+            source: source.to_string(),
+            kind,
+            reads_token,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// True when the template reads the connection's token.
+    pub fn reads_token(&self) -> bool {
+        self.reads_token
+    }
+
+    /// Renders the template. `None` means a path it reads is missing or null (the caller
+    /// uses the field's default).
+    pub fn render(&self, input: &TemplateInput) -> Option<Value> {
+        match &self.kind {
+            Kind::Path(segs) => lookup(input, segs).filter(|v| !v.is_null()),
+            Kind::Text(tpl) => {
+                let ctx = handlebars::Context::wraps(input).ok()?;
+                let mut rc = RenderContext::new(None);
+                tpl.renders(&REGISTRY, &ctx, &mut rc)
+                    .ok()
+                    .map(Value::String)
+            }
+        }
+    }
+}
+
+impl PartialEq for Template {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Template({:?})", self.source)
+    }
+}
+
+fn lookup(input: &TemplateInput, segs: &[String]) -> Option<Value> {
+    match segs {
+        [root, rest @ ..] if root == "token" => rest
+            .iter()
+            .try_fold(input.token?, |v, seg| match v {
+                Value::Object(map) => map.get(seg),
+                Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => None,
+            })
+            .cloned(),
+        [root] if root == "cid" => input.cid.map(|c| Value::String(c.to_string())),
+        [root, name] if root == "params" => input
+            .params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| Value::String(v.to_string())),
+        _ => None,
+    }
+}
+
+/// `{{a.b}}` alone, with no helper, params or surrounding text.
+fn single_path(tpl: &handlebars::Template) -> Option<Vec<String>> {
+    let [TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h)] =
+        tpl.elements.as_slice()
+    else {
+        return None;
+    };
+    if !h.params.is_empty() || !h.hash.is_empty() {
+        return None;
+    }
+    match &h.name {
+        Parameter::Name(n) if ROOTS.contains(&n.as_str()) => Some(vec![n.clone()]),
+        Parameter::Path(Path::Relative((segs, _))) => segs
+            .iter()
+            .map(|s| match s {
+                PathSeg::Named(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .filter(|s| s.first().is_some_and(|r| ROOTS.contains(&r.as_str()))),
+        _ => None,
+    }
+}
+
+/// Every variable path in the template, and whether it is outside any block (where the
+/// context is the template input itself).
+fn collect_paths(tpl: &handlebars::Template, top: bool, out: &mut Vec<(Vec<String>, bool)>) {
+    for el in &tpl.elements {
+        match el {
+            TemplateElement::Expression(h)
+            | TemplateElement::HtmlExpression(h)
+            | TemplateElement::HelperBlock(h) => collect_helper(h, top, out),
+            _ => {}
+        }
+    }
+}
+
+fn collect_helper(h: &HelperTemplate, top: bool, out: &mut Vec<(Vec<String>, bool)>) {
+    // A bare name with parameters is a helper call; without, it reads a variable.
+    if h.params.is_empty() && h.hash.is_empty() && !h.block {
+        collect_param(&h.name, top, out);
+    }
+    for p in h.params.iter().chain(h.hash.values()) {
+        collect_param(p, top, out);
+    }
+    if let Some(t) = &h.template {
+        collect_paths(t, false, out);
+    }
+    if let Some(t) = &h.inverse {
+        collect_paths(t, false, out);
+    }
+}
+
+fn collect_param(p: &Parameter, top: bool, out: &mut Vec<(Vec<String>, bool)>) {
+    match p {
+        Parameter::Name(n) => out.push((vec![n.clone()], top)),
+        Parameter::Path(Path::Relative((segs, _))) => {
+            let names: Vec<String> = segs
+                .iter()
+                .map(|s| match s {
+                    PathSeg::Named(n) => n.clone(),
+                    _ => String::new(),
+                })
+                .collect();
+            if names.first().is_some_and(|n| !n.is_empty() && n != "this") {
+                out.push((names, top));
+            }
+        }
+        Parameter::Subexpression(sub) => {
+            for p in sub.params().into_iter().flatten() {
+                collect_param(p, top, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn input<'a>(token: Option<&'a Value>, params: &'a [(&'a str, &'a str)]) -> TemplateInput<'a> {
+        TemplateInput {
+            cid: Some("c1"),
+            token,
+            params,
+        }
+    }
+
+    #[test]
+    fn single_expression_keeps_json_type() {
+        let t = Template::compile("{{token.userId}}").unwrap();
+        let token = json!({"userId": 42, "name": "Ann"});
+        assert_eq!(t.render(&input(Some(&token), &[])), Some(json!(42)));
+        assert!(t.reads_token());
+    }
+
+    #[test]
+    fn nested_paths_and_arrays() {
+        let t = Template::compile("{{token.profile.tags.1}}").unwrap();
+        let token = json!({"profile": {"tags": ["a", "b"]}});
+        assert_eq!(t.render(&input(Some(&token), &[])), Some(json!("b")));
+    }
+
+    #[test]
+    fn missing_path_or_null_token_is_none() {
+        let t = Template::compile("{{token.userId}}").unwrap();
+        assert_eq!(t.render(&input(None, &[])), None);
+        let token = json!({"name": "x"});
+        assert_eq!(t.render(&input(Some(&token), &[])), None);
+        let token = json!({"userId": null});
+        assert_eq!(t.render(&input(Some(&token), &[])), None);
+        let mixed = Template::compile("users.user.{{token.userId}}").unwrap();
+        assert_eq!(mixed.render(&input(None, &[])), None);
+    }
+
+    #[test]
+    fn mixed_text_renders_a_string_without_escaping() {
+        let t = Template::compile("users.user.{{token.userId}}").unwrap();
+        let token = json!({"userId": 42});
+        assert_eq!(
+            t.render(&input(Some(&token), &[])),
+            Some(json!("users.user.42"))
+        );
+        let t = Template::compile("<{{token.name}}> & co").unwrap();
+        let token = json!({"name": "A&B <b>"});
+        assert_eq!(
+            t.render(&input(Some(&token), &[])),
+            Some(json!("<A&B <b>> & co"))
+        );
+    }
+
+    #[test]
+    fn cid_and_params() {
+        let t = Template::compile("{{cid}}").unwrap();
+        assert_eq!(t.render(&input(None, &[])), Some(json!("c1")));
+        assert!(!t.reads_token());
+        let t = Template::compile("{{params.room}}").unwrap();
+        assert_eq!(
+            t.render(&input(None, &[("room", "lobby")])),
+            Some(json!("lobby"))
+        );
+        let t = Template::compile("room-{{params.room}}").unwrap();
+        assert_eq!(
+            t.render(&input(None, &[("room", "lobby")])),
+            Some(json!("room-lobby"))
+        );
+    }
+
+    #[test]
+    fn helpers_work() {
+        let t = Template::compile("{{#if token.admin}}admin{{else}}user{{/if}}").unwrap();
+        let token = json!({"admin": true});
+        assert_eq!(t.render(&input(Some(&token), &[])), Some(json!("admin")));
+        assert!(t.reads_token());
+    }
+
+    #[test]
+    fn rejects_syntax_errors_and_unknown_variables() {
+        let e = Template::compile("{{token.userId").unwrap_err();
+        assert!(e.message.contains("template syntax"), "{}", e.message);
+        let e = Template::compile("{{user.id}}").unwrap_err();
+        assert!(
+            e.message.contains("unknown variable `user`"),
+            "{}",
+            e.message
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! The shared integration-test harness: a real `nats-server` on a free loopback port,
+//! connres running in-process against it, and a client that plays the gateway.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::{Client, Subscriber};
+use bytes::Bytes;
+use connres::config::Config;
+use connres::service::Service;
+use futures::{FutureExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long to wait for something that must happen before calling the test failed.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A `nats-server` process on a free loopback port, killed on drop.
+pub struct NatsServer {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+}
+
+/// The nats-server binary: `$NATS_SERVER`, the project's `.tools/bin`, or `PATH`.
+pub fn nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/nats-server");
+    if local.exists() {
+        return local;
+    }
+    PathBuf::from("nats-server")
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let port = free_port();
+        NatsServer::start_on(port)
+    }
+
+    /// Starts a server on a given port (to restart one at the same address).
+    pub fn start_on(port: u16) -> NatsServer {
+        let child = Command::new(nats_server_bin())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed: run scripts/install-nats-server.sh");
+        let server = NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+        };
+        // Wait until it accepts connections (bounded; a readiness poll, not a sleep).
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("nats-server did not start on port {port}");
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// connres running in-process.
+pub struct Connres {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), connres::service::ServiceError>>>,
+}
+
+impl Connres {
+    /// Stops the service gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("connres stops")
+                .expect("task joins")
+                .expect("clean exit");
+        }
+    }
+}
+
+impl Drop for Connres {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// The test's side of the wire: requests like Resgate sends them, and every event and
+/// system message connres publishes.
+pub struct Gateway {
+    pub client: Client,
+    pub events: Subscriber,
+    pub system: Subscriber,
+}
+
+/// Starts connres on `yaml` against `server`, with a gateway already listening, and
+/// returns once connres has announced itself with `system.reset`.
+pub async fn start(server: &NatsServer, yaml: &str) -> (Connres, Gateway) {
+    let config = Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+    let gateway = Gateway::connect(server).await;
+    let mut gateway = gateway;
+    let service = Service::start(config, &server.url)
+        .await
+        .expect("connres starts");
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(service.run(async {
+        let _ = stopped.await;
+    }));
+    let (subject, _) = gateway.next_system().await;
+    assert_eq!(subject, "system.reset");
+    (
+        Connres {
+            stop: Some(stop),
+            task: Some(task),
+        },
+        gateway,
+    )
+}
+
+impl Gateway {
+    pub async fn connect(server: &NatsServer) -> Gateway {
+        let client = async_nats::connect(&server.url)
+            .await
+            .expect("gateway connects");
+        let events = client.subscribe("event.>").await.unwrap();
+        let system = client.subscribe("system.>").await.unwrap();
+        client.flush().await.unwrap();
+        Gateway {
+            client,
+            events,
+            system,
+        }
+    }
+
+    /// Sends a request and returns the parsed reply.
+    pub async fn request(&self, subject: &str, payload: Value) -> Value {
+        let body = if payload.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(payload.to_string())
+        };
+        self.request_raw(subject, body).await
+    }
+
+    pub async fn request_raw(&self, subject: &str, payload: Bytes) -> Value {
+        let reply = tokio::time::timeout(WAIT, self.client.request(subject.to_string(), payload))
+            .await
+            .unwrap_or_else(|_| panic!("no reply to {subject}"))
+            .unwrap_or_else(|e| panic!("request {subject}: {e}"));
+        serde_json::from_slice(&reply.payload).expect("reply is JSON")
+    }
+
+    /// `get.<rid>`: the model.
+    pub async fn get(&self, rid: &str) -> Value {
+        let reply = self.request(&format!("get.{rid}"), Value::Null).await;
+        reply["result"]["model"].clone()
+    }
+
+    /// `access.<rid>` as connection `cid` with `token`: the whole reply.
+    pub async fn access(&self, rid: &str, cid: &str, token: Value) -> Value {
+        let mut payload = json!({"cid": cid, "isHttp": false});
+        if !token.is_null() {
+            payload["token"] = token;
+        }
+        self.request(&format!("access.{rid}"), payload).await
+    }
+
+    /// `call.<rid>.<method>` as connection `cid` with `token` and `params`.
+    pub async fn call(
+        &self,
+        rid: &str,
+        method: &str,
+        cid: &str,
+        token: Value,
+        params: Value,
+    ) -> Value {
+        let mut payload = json!({"cid": cid, "isHttp": false});
+        if !token.is_null() {
+            payload["token"] = token;
+        }
+        if !params.is_null() {
+            payload["params"] = params;
+        }
+        self.request(&format!("call.{rid}.{method}"), payload).await
+    }
+
+    /// Publishes `conn.<cid>.token` (a null token is a logout).
+    pub async fn token(&self, cid: &str, token: Value) {
+        let body = json!({ "token": token }).to_string();
+        self.client
+            .publish(format!("conn.{cid}.token"), Bytes::from(body))
+            .await
+            .unwrap();
+        self.client.flush().await.unwrap();
+    }
+
+    /// The next event connres published: its subject and payload (null when empty).
+    pub async fn next_event(&mut self) -> (String, Value) {
+        let msg = tokio::time::timeout(WAIT, self.events.next())
+            .await
+            .expect("an event arrives")
+            .expect("event subscription open");
+        (msg.subject.to_string(), parse_or_null(&msg.payload))
+    }
+
+    /// The next `system.*` message.
+    pub async fn next_system(&mut self) -> (String, Value) {
+        let msg = tokio::time::timeout(WAIT, self.system.next())
+            .await
+            .expect("a system message arrives")
+            .expect("system subscription open");
+        (msg.subject.to_string(), parse_or_null(&msg.payload))
+    }
+
+    /// Events already delivered to this client, without waiting. Call it after a reply
+    /// that connres sent after the events in question: connres publishes in order on
+    /// one connection, so those events are here by then.
+    pub fn pending_events(&mut self) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        while let Some(Some(msg)) = self.events.next().now_or_never() {
+            out.push((msg.subject.to_string(), parse_or_null(&msg.payload)));
+        }
+        out
+    }
+
+    /// System messages already delivered, without waiting.
+    pub fn pending_system(&mut self) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        while let Some(Some(msg)) = self.system.next().now_or_never() {
+            out.push((msg.subject.to_string(), parse_or_null(&msg.payload)));
+        }
+        out
+    }
+}
+
+fn parse_or_null(payload: &[u8]) -> Value {
+    if payload.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(payload).expect("event payload is JSON")
+    }
+}
+
+/// The seed config from DESIGN.md.
+pub const SEED: &str = r#"
+version: 1
+resources:
+  session.user.{cid}:
+    fields:
+      id:   { type: integer, from: "{{token.userId}}" }
+      name: { type: string,  from: "{{token.name}}" }
+      role: { type: string,  from: "{{token.role}}", enum: [admin, user, guest] }
+      user: { type: ref,     from: "users.user.{{token.userId}}" }
+    access:
+      get: cid == params.cid
+  session.prefs.{cid}:
+    fields:
+      theme:    { type: string,  default: light, enum: [light, dark], writable: true }
+      fontSize: { type: integer, default: 14, min: 8, max: 32, writable: true }
+    reset: { on_logout: false }
+    access:
+      get: cid == params.cid
+      call:
+        set: cid == params.cid && token != null
+        reset: cid == params.cid
+"#;
