@@ -3,9 +3,8 @@
 //! tests. The caller publishes `events` in order and then `reply`, all before it handles
 //! the next message, which keeps every change event ahead of the replies that reflect it.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -60,7 +59,7 @@ enum Writer {
 /// The generic connection-resource engine.
 pub struct Engine<S: Store = MemoryStore> {
     store: S,
-    warnings: RefCell<WarnLimiter>,
+    warnings: Mutex<WarnLimiter>,
 }
 
 impl Default for Engine<MemoryStore> {
@@ -73,7 +72,7 @@ impl<S: Store> Engine<S> {
     pub fn new(store: S) -> Self {
         Engine {
             store,
-            warnings: RefCell::new(WarnLimiter::default()),
+            warnings: Mutex::new(WarnLimiter::default()),
         }
     }
 
@@ -463,7 +462,7 @@ impl<S: Store> Engine<S> {
                     Some(Ok(v)) => v,
                     Some(Err(e)) => {
                         let key = format!("{}/{}", res.pattern, f.name);
-                        self.warnings.borrow_mut().warn(&key, || {
+                        self.warnings.lock().unwrap_or_else(|e| e.into_inner()).warn(&key, || {
                             tracing::warn!(resource = %res.pattern, field = %f.name, rid, "from template value {e}; the field takes its default")
                         });
                         f.default.clone()
@@ -506,7 +505,7 @@ impl<S: Store> Engine<S> {
             Ok(b) => b,
             Err(e) => {
                 let key = format!("{}/{what}", res.pattern);
-                self.warnings.borrow_mut().warn(&key, || {
+                self.warnings.lock().unwrap_or_else(|e| e.into_inner()).warn(&key, || {
                     tracing::warn!(resource = %res.pattern, rule = rule.source(), error = %e, "access rule `{what}` failed; denied")
                 });
                 false
@@ -571,6 +570,8 @@ impl WarnLimiter {
         }
     }
 }
+
+mod migrate;
 
 #[cfg(test)]
 mod tests;

@@ -159,6 +159,16 @@ impl FieldDef {
     pub fn from_wire(&self, wire: &Value) -> Result<Value, String> {
         let value = match (self.ty, wire) {
             (_, Value::Null) => Value::Null,
+            // The RES delete action, refused for every type (a data field that must hold
+            // this very object takes it wrapped: {"data": {"action": "delete"}}).
+            (_, Value::Object(obj))
+                if obj.len() == 1
+                    && obj.get("action").and_then(Value::as_str) == Some("delete") =>
+            {
+                return Err(
+                    "cannot be deleted: declared fields can only be set (null clears them)".into(),
+                )
+            }
             (FieldType::Data, Value::Object(obj)) => match obj.get("data") {
                 Some(inner) if obj.len() == 1 => inner.clone(),
                 _ => wire.clone(),
@@ -181,13 +191,6 @@ impl FieldDef {
                     ))
                 }
             },
-            (_, Value::Object(obj))
-                if obj.get("action").and_then(Value::as_str) == Some("delete") =>
-            {
-                return Err(
-                    "cannot be deleted: declared fields can only be set (null clears them)".into(),
-                )
-            }
             (_, Value::Object(_) | Value::Array(_)) => {
                 return Err(format!(
                     "{} is not {}: objects and arrays are only allowed in data fields",
@@ -398,6 +401,15 @@ mod tests {
             .from_wire(&json!({"action": "delete"}))
             .unwrap_err()
             .contains("deleted"));
+        let d = field(FieldType::Data);
+        assert!(d
+            .from_wire(&json!({"action": "delete"}))
+            .unwrap_err()
+            .contains("deleted"));
+        assert_eq!(
+            d.from_wire(&json!({"data": {"action": "delete"}})).unwrap(),
+            json!({"action": "delete"})
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod field;
 pub mod pattern;
 pub mod protocol;
+pub mod reload;
 pub mod rule;
 pub mod service;
 pub mod store;

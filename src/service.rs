@@ -8,17 +8,20 @@
 //! leave in the order the state changed, and a request always sees exactly one config.
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use async_nats::{Client, ConnectOptions, Event, Message, Subscriber};
 use futures::stream::{SelectAll, Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::engine::{Engine, Request};
 use crate::protocol;
+use crate::reload::{ReloadReport, Trigger, Triggers, WatchError};
 
 /// Default NATS server when neither the flag, the environment nor the file names one.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -77,11 +80,17 @@ pub struct Service {
     events: mpsc::UnboundedReceiver<Event>,
     /// Set while the connection is down, so the next `Connected` is a reconnect.
     disconnected: bool,
+    /// Reload triggers, when the config came from a watched file.
+    triggers: Option<Triggers>,
+    /// The text of the config in force, to skip reloads of an unchanged file.
+    loaded_source: Option<String>,
+    reports: broadcast::Sender<ReloadReport>,
+    reload_failures: u64,
 }
 
 impl Service {
-    /// Connects, subscribes every subject of `config`, waits until the server has the
-    /// subscriptions and only then publishes `system.reset` for every pattern.
+    /// Connects and subscribes every subject of `config`. Nothing is served until
+    /// [`Service::run`], which first announces the service with `system.reset`.
     pub async fn start(config: Config, nats_url: &str) -> Result<Service, ServiceError> {
         let (tx, events) = mpsc::unbounded_channel();
         let client = ConnectOptions::new()
@@ -106,33 +115,52 @@ impl Service {
             subs: SelectAll::new(),
             events,
             disconnected: false,
+            triggers: None,
+            loaded_source: None,
+            reports: broadcast::channel(16).0,
+            reload_failures: 0,
         };
         let config = service.config.clone();
         service.subscribe_fixed(&config).await?;
         for res in &config.resources {
             service
-                .subscribe_pattern(&config, res.pattern.as_str(), &res.pattern.wildcard())
+                .subscribe_pattern(res.pattern.as_str(), &res.pattern.wildcard())
                 .await?;
         }
-        service.announce().await?;
         tracing::info!(
             url = nats_url,
             resources = config.resources.len(),
             queue_group = %config.nats.queue_group,
-            "connres is serving"
+            "subscribed"
         );
         Ok(service)
     }
 
-    /// Serves until `shutdown` resolves, then stops taking requests, answers the ones
-    /// already received and flushes.
+    /// Reloads the config when `path` changes or on SIGHUP.
+    pub fn watch(mut self, path: &Path) -> Result<Service, WatchError> {
+        self.loaded_source = std::fs::read_to_string(path).ok();
+        self.triggers = Some(Triggers::watch(path)?);
+        Ok(self)
+    }
+
+    /// Reports of every reload from now on.
+    pub fn reload_reports(&self) -> broadcast::Receiver<ReloadReport> {
+        self.reports.subscribe()
+    }
+
+    /// Makes sure the server has every subscription, publishes `system.reset` naming
+    /// every pattern (the readiness signal), then serves until `shutdown` resolves;
+    /// then it stops taking requests, answers the ones already received and flushes.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServiceError> {
         tokio::pin!(shutdown);
+        self.announce().await?;
+        tracing::info!("connres is serving");
         loop {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
                 Some(ev) = self.events.recv() => self.connection_event(ev).await?,
+                trigger = next_trigger(&mut self.triggers) => self.reload(trigger).await?,
                 item = self.subs.next() => match item {
                     Some((route, msg)) => self.handle(route, msg).await,
                     None => break,
@@ -166,9 +194,117 @@ impl Service {
             .await
     }
 
+    /// Loads the watched file again and, when it is valid and different, puts it in force:
+    /// subscribe added patterns, swap, carry state over, unsubscribe removed patterns,
+    /// then one `system.reset` naming exactly what changed.
+    async fn reload(&mut self, trigger: Trigger) -> Result<(), ServiceError> {
+        let Some(path) = self.triggers.as_ref().map(|t| t.path().to_path_buf()) else {
+            return Ok(());
+        };
+        let source = match std::fs::read_to_string(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                let line = format!("{}:1:1: cannot read the file: {e}", path.display());
+                self.reject(vec![line]);
+                return Ok(());
+            }
+        };
+        if trigger == Trigger::FileChanged && self.loaded_source.as_deref() == Some(source.as_str())
+        {
+            tracing::debug!(file = %path.display(), "config file unchanged");
+            let _ = self.reports.send(ReloadReport::Unchanged);
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut new = match Config::parse(&path.display().to_string(), &source) {
+            Ok(c) => c,
+            Err(errors) => {
+                self.reject(errors.lines());
+                return Ok(());
+            }
+        };
+        self.keep_restart_settings(&mut new);
+        let diff = config::diff(&self.config, &new);
+        let new = Arc::new(new);
+        for pattern in &diff.added {
+            if let Some(res) = new.resources.iter().find(|r| r.pattern.as_str() == pattern) {
+                self.subscribe_pattern(pattern, &res.pattern.wildcard())
+                    .await?;
+            }
+        }
+        self.config = new;
+        self.engine.reloaded(&self.config);
+        let parse_to_swap_us = started.elapsed().as_micros() as u64;
+        for tagged in self.subs.iter_mut() {
+            if tagged
+                .pattern
+                .as_ref()
+                .is_some_and(|p| diff.removed.contains(p))
+            {
+                if let Err(e) = tagged.sub.unsubscribe().await {
+                    tracing::warn!(error = %e, "unsubscribe failed");
+                }
+            }
+        }
+        if !diff.needs_no_reset() {
+            let (subject, payload) =
+                protocol::system_reset(&diff.reset_resources, &diff.reset_access);
+            self.publish(subject, payload).await?;
+        }
+        self.loaded_source = Some(source);
+        tracing::info!(
+            file = %path.display(),
+            added = ?diff.added,
+            removed = ?diff.removed,
+            reset_resources = ?diff.reset_resources,
+            reset_access = ?diff.reset_access,
+            parse_to_swap_us,
+            "config reloaded"
+        );
+        let _ = self.reports.send(ReloadReport::Applied {
+            diff,
+            parse_to_swap_us,
+        });
+        Ok(())
+    }
+
+    fn reject(&mut self, errors: Vec<String>) {
+        self.reload_failures += 1;
+        for line in &errors {
+            tracing::error!("{line}");
+        }
+        tracing::error!(
+            failures = self.reload_failures,
+            "config reload rejected; the previous config keeps serving"
+        );
+        let _ = self.reports.send(ReloadReport::Rejected { errors });
+    }
+
+    /// The NATS connection, queue group and API prefix are fixed for the process's life.
+    fn keep_restart_settings(&self, new: &mut Config) {
+        if new.nats != self.config.nats || new.api != self.config.api {
+            tracing::warn!(
+                "`nats` and `api` settings take effect on restart; keeping the running ones"
+            );
+            new.nats = self.config.nats.clone();
+            new.api = self.config.api.clone();
+        }
+    }
+
+    /// How many reloads were rejected since start.
+    pub fn reload_failures(&self) -> u64 {
+        self.reload_failures
+    }
+
+    async fn publish(&self, subject: String, payload: bytes::Bytes) -> Result<(), ServiceError> {
+        self.client
+            .publish(subject, payload)
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))
+    }
+
     async fn subscribe_pattern(
         &mut self,
-        _config: &Config,
         pattern: &str,
         wildcard: &str,
     ) -> Result<(), ServiceError> {
@@ -217,10 +353,7 @@ impl Service {
             .map(|r| r.pattern.wildcard())
             .collect();
         let (subject, payload) = protocol::system_reset(&patterns, &patterns);
-        self.client
-            .publish(subject, payload)
-            .await
-            .map_err(|e| ServiceError::Nats(e.to_string()))?;
+        self.publish(subject, payload).await?;
         self.client
             .flush()
             .await
@@ -275,6 +408,14 @@ impl Service {
                 None => tracing::debug!(subject, "request without a reply subject"),
             }
         }
+    }
+}
+
+/// The next reload trigger, or never when the config is not watched.
+async fn next_trigger(triggers: &mut Option<Triggers>) -> Trigger {
+    match triggers {
+        Some(t) => t.next().await,
+        None => std::future::pending().await,
     }
 }
 

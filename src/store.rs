@@ -41,8 +41,12 @@ pub trait Store: Send {
     /// After a (re)connect to NATS token events may have been missed: every record
     /// becomes unconfirmed, so the next request's token fills it in again.
     fn unconfirm_all(&mut self);
-    /// Every model with written values, for reload to re-check them.
+    /// Every model with state, for a reload to re-check it.
     fn models_mut(&mut self) -> Box<dyn Iterator<Item = (&String, &mut ModelState)> + '_>;
+    /// Every connection record, for a reload to forget resources no longer declared.
+    fn connections_mut(&mut self) -> Box<dyn Iterator<Item = (&String, &mut Connection)> + '_>;
+    /// Drops a model's state (its resource is no longer declared).
+    fn remove_model(&mut self, rid: &str);
 }
 
 /// The embedded in-memory store: one engine instance per NATS cluster.
@@ -84,6 +88,14 @@ impl Store for MemoryStore {
 
     fn models_mut(&mut self) -> Box<dyn Iterator<Item = (&String, &mut ModelState)> + '_> {
         Box::new(self.models.iter_mut())
+    }
+
+    fn connections_mut(&mut self) -> Box<dyn Iterator<Item = (&String, &mut Connection)> + '_> {
+        Box::new(self.connections.iter_mut())
+    }
+
+    fn remove_model(&mut self, rid: &str) {
+        self.models.remove(rid);
     }
 }
 

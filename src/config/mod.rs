@@ -2,6 +2,7 @@
 //! [`Config`] that requests are served from. Every error in a file is collected and
 //! reported as `file:line:col: message`; an invalid file never becomes a `Config`.
 
+mod diff;
 mod error;
 mod yaml;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use regex::Regex;
 use serde_json::Value;
 
+pub use diff::{diff, ConfigDiff};
 pub use error::{suggestion, ConfigError, ConfigErrors};
 pub use yaml::Pos;
 use yaml::{Key, Kind, Yaml};

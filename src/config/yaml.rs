@@ -100,6 +100,7 @@ pub fn parse(source: &str) -> Result<Yaml, SyntaxError> {
     }
     let options = LoaderOptions::default()
         .error_on_duplicate_keys(true)
+        .prevent_coercion(true)
         .toplevel_mapping();
     let node = marked_yaml::parse_yaml_with_options(0, source, options).map_err(load_error)?;
     Ok(convert(&node))

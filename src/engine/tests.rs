@@ -1,1 +1,608 @@
+//! Unit tests of [`Engine::handle`]: a parsed config, the in-memory store, no NATS.
 
+use super::*;
+use serde_json::json;
+
+/// The seed config plus a resource whose written fields reset on logout, one whose
+/// access rule fails at run time without a token, and one with another capture and a
+/// single call rule.
+const YAML: &str = r#"
+version: 1
+resources:
+  session.user.{cid}:
+    fields:
+      id:   { type: integer, from: "{{token.userId}}" }
+      name: { type: string,  from: "{{token.name}}" }
+      role: { type: string,  from: "{{token.role}}", enum: [admin, user, guest] }
+      user: { type: ref,     from: "users.user.{{token.userId}}" }
+    access:
+      get: cid == params.cid
+  session.prefs.{cid}:
+    fields:
+      theme:    { type: string,  default: light, enum: [light, dark], writable: true }
+      fontSize: { type: integer, default: 14, min: 8, max: 32, writable: true }
+    reset: { on_logout: false }
+    access:
+      get: cid == params.cid
+      call:
+        set: cid == params.cid && token != null
+        reset: cid == params.cid
+  session.draft.{cid}:
+    fields:
+      text: { type: string, default: "", writable: true }
+    access:
+      get: cid == params.cid
+      call: cid == params.cid
+  admin.panel.{cid}:
+    fields:
+      open: { type: boolean, default: false }
+    access:
+      get: token.role == 'admin'
+  chat.{room}.typing.{cid}:
+    fields:
+      room:   { type: string, from: "{{params.room}}" }
+      typing: { type: boolean, default: false, writable: true }
+    access:
+      get: "true"
+      call: cid == params.cid
+"#;
+
+const ANN: &str = r#"{"token":{"userId":42,"name":"Ann","role":"admin"}}"#;
+const LOGOUT: &str = r#"{"token":null}"#;
+
+struct T {
+    config: Config,
+    engine: Engine,
+}
+
+impl T {
+    fn new() -> T {
+        T {
+            config: Config::parse("t.yaml", YAML).unwrap_or_else(|e| panic!("{e}")),
+            engine: Engine::default(),
+        }
+    }
+
+    fn handle(&mut self, request: Request) -> Outcome {
+        self.engine.handle(&self.config, request)
+    }
+
+    /// The model a get answers; asserts the get produced no events.
+    fn get(&mut self, rid: &str) -> Value {
+        let out = self.handle(Request::Get { rid });
+        assert!(out.events.is_empty(), "get published {:?}", events(&out));
+        let reply = reply(&out);
+        assert_eq!(reply.as_object().map(|o| o.len()), Some(1), "{reply}");
+        reply["result"]["model"].clone()
+    }
+
+    fn access(&mut self, rid: &str, payload: &str) -> Outcome {
+        self.handle(Request::Access {
+            rid,
+            payload: payload.as_bytes(),
+        })
+    }
+
+    fn call(&mut self, rid: &str, method: &str, payload: &str) -> Outcome {
+        self.handle(Request::Call {
+            rid,
+            method,
+            payload: payload.as_bytes(),
+        })
+    }
+
+    /// A token event; asserts it got no reply and returns its events.
+    fn token(&mut self, cid: &str, payload: &str) -> Vec<(String, Value)> {
+        let out = self.handle(Request::Token {
+            cid,
+            payload: payload.as_bytes(),
+        });
+        assert!(out.reply.is_none(), "a token event is not answered");
+        events(&out)
+    }
+}
+
+fn reply(out: &Outcome) -> Value {
+    let bytes = out.reply.as_ref().expect("a reply");
+    serde_json::from_slice(bytes).expect("the reply is JSON")
+}
+
+/// The events as subject and parsed payload (null for an empty payload).
+fn events(out: &Outcome) -> Vec<(String, Value)> {
+    out.events
+        .iter()
+        .map(|(s, p)| {
+            let v = if p.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(p).expect("event payload is JSON")
+            };
+            (s.clone(), v)
+        })
+        .collect()
+}
+
+fn change(rid: &str, values: Value) -> (String, Value) {
+    (format!("event.{rid}.change"), json!({ "values": values }))
+}
+
+fn reaccess(rid: &str) -> (String, Value) {
+    (format!("event.{rid}.reaccess"), Value::Null)
+}
+
+fn error_code(out: &Outcome) -> String {
+    let r = reply(out);
+    assert!(r.get("result").is_none(), "expected an error, got {r}");
+    r["error"]["code"]
+        .as_str()
+        .expect("an error code")
+        .to_string()
+}
+
+fn error_message(out: &Outcome) -> String {
+    reply(out)["error"]["message"]
+        .as_str()
+        .expect("an error message")
+        .to_string()
+}
+
+fn null_user() -> Value {
+    json!({"id": null, "name": null, "role": null, "user": null})
+}
+
+fn ann_user() -> Value {
+    json!({"id": 42, "name": "Ann", "role": "admin", "user": {"rid": "users.user.42"}})
+}
+
+#[test]
+fn get_of_an_unseen_name_answers_the_defaults() {
+    let mut t = T::new();
+    assert_eq!(t.get("session.user.c1"), null_user());
+    assert_eq!(
+        t.get("session.prefs.c1"),
+        json!({"theme": "light", "fontSize": 14})
+    );
+    assert_eq!(t.get("session.draft.c1"), json!({"text": ""}));
+    assert_eq!(
+        t.get("chat.lobby.typing.c1"),
+        json!({"room": "lobby", "typing": false})
+    );
+}
+
+#[test]
+fn access_grants_the_own_connection_only() {
+    let mut t = T::new();
+    let own = t.access("session.user.c1", r#"{"cid":"c1"}"#);
+    assert!(own.events.is_empty());
+    assert_eq!(reply(&own), json!({"result": {"get": true}}));
+    let other = t.access("session.user.c1", r#"{"cid":"c2"}"#);
+    assert_eq!(reply(&other), json!({"result": {"get": false}}));
+
+    // Per-method call rules list the granted methods; `set` needs a token.
+    let prefs = t.access("session.prefs.c1", r#"{"cid":"c1"}"#);
+    assert_eq!(
+        reply(&prefs),
+        json!({"result": {"get": true, "call": "reset"}})
+    );
+    let prefs = t.access(
+        "session.prefs.c3",
+        r#"{"cid":"c3","token":{"userId":1},"query":null,"isHttp":false}"#,
+    );
+    assert_eq!(
+        reply(&prefs),
+        json!({"result": {"get": true, "call": "set,reset"}})
+    );
+    let prefs = t.access("session.prefs.c1", r#"{"cid":"c2"}"#);
+    assert_eq!(reply(&prefs), json!({"result": {"get": false}}));
+
+    // A single call rule grants every method as `*`.
+    let chat = t.access("chat.lobby.typing.c1", r#"{"cid":"c1"}"#);
+    assert_eq!(reply(&chat), json!({"result": {"get": true, "call": "*"}}));
+    let chat = t.access("chat.lobby.typing.c1", r#"{"cid":"c2"}"#);
+    assert_eq!(reply(&chat), json!({"result": {"get": true}}));
+}
+
+#[test]
+fn login_by_token_event_publishes_one_typed_change() {
+    let mut t = T::new();
+    t.get("session.user.c1");
+    let ev = t.token("c1", ANN);
+    assert_eq!(ev, vec![change("session.user.c1", ann_user())]);
+    // 42 stays an integer, the ref is a resource reference.
+    assert!(ev[0].1["values"]["id"].is_i64());
+    assert_eq!(t.get("session.user.c1"), ann_user());
+}
+
+#[test]
+fn a_token_event_for_a_connection_without_known_models_publishes_nothing() {
+    let mut t = T::new();
+    assert!(t.token("c1", ANN).is_empty());
+    // The token is kept: the first get reflects it.
+    assert_eq!(t.get("session.user.c1"), ann_user());
+    // Other connections are not affected.
+    assert_eq!(t.get("session.user.c2"), null_user());
+}
+
+#[test]
+fn the_same_token_again_publishes_nothing() {
+    let mut t = T::new();
+    t.get("session.user.c1");
+    assert_eq!(t.token("c1", ANN).len(), 1);
+    assert!(t.token("c1", ANN).is_empty());
+    // Same token with an extra `tid` and other key order: still the same token.
+    assert!(t
+        .token(
+            "c1",
+            r#"{"tid":"t1","token":{"role":"admin","name":"Ann","userId":42}}"#
+        )
+        .is_empty());
+    // A logout twice: one change, then nothing.
+    assert_eq!(t.token("c1", LOGOUT).len(), 1);
+    assert!(t.token("c1", LOGOUT).is_empty());
+}
+
+#[test]
+fn one_changed_claim_changes_only_its_fields() {
+    let mut t = T::new();
+    t.get("session.user.c1");
+    t.token("c1", ANN);
+    let ev = t.token(
+        "c1",
+        r#"{"token":{"userId":42,"name":"Bea","role":"admin"}}"#,
+    );
+    assert_eq!(ev, vec![change("session.user.c1", json!({"name": "Bea"}))]);
+    // userId feeds two fields: both change, in declaration order.
+    let ev = t.token(
+        "c1",
+        r#"{"token":{"userId":7,"name":"Bea","role":"admin"}}"#,
+    );
+    assert_eq!(
+        ev,
+        vec![change(
+            "session.user.c1",
+            json!({"id": 7, "user": {"rid": "users.user.7"}})
+        )]
+    );
+    // A claim that breaks the field's enum gives the field its default.
+    let ev = t.token("c1", r#"{"token":{"userId":7,"name":"Bea","role":"boss"}}"#);
+    assert_eq!(ev, vec![change("session.user.c1", json!({"role": null}))]);
+}
+
+#[test]
+fn logout_resets_derived_fields_and_written_fields_per_reset_on_logout() {
+    let mut t = T::new();
+    for rid in ["session.user.c1", "session.prefs.c1", "session.draft.c1"] {
+        t.get(rid);
+    }
+    t.token("c1", ANN);
+    let set = t.call(
+        "session.prefs.c1",
+        "set",
+        r#"{"cid":"c1","token":{"userId":42},"params":{"theme":"dark"}}"#,
+    );
+    assert_eq!(reply(&set), json!({"result": null}));
+    let set = t.call(
+        "session.draft.c1",
+        "set",
+        r#"{"cid":"c1","params":{"text":"hello"}}"#,
+    );
+    assert_eq!(
+        events(&set),
+        vec![change("session.draft.c1", json!({"text": "hello"}))]
+    );
+
+    let ev = t.token("c1", LOGOUT);
+    assert_eq!(
+        ev,
+        vec![
+            change("session.draft.c1", json!({"text": ""})),
+            change("session.user.c1", null_user()),
+        ]
+    );
+    assert_eq!(t.get("session.user.c1"), null_user());
+    assert_eq!(t.get("session.draft.c1"), json!({"text": ""}));
+    // reset.on_logout false keeps what was written.
+    assert_eq!(
+        t.get("session.prefs.c1"),
+        json!({"theme": "dark", "fontSize": 14})
+    );
+}
+
+#[test]
+fn a_token_change_without_logout_keeps_written_fields() {
+    let mut t = T::new();
+    t.get("session.draft.c1");
+    t.token("c1", ANN);
+    t.call(
+        "session.draft.c1",
+        "set",
+        r#"{"cid":"c1","params":{"text":"x"}}"#,
+    );
+    assert!(t.token("c1", r#"{"token":{"userId":1}}"#).is_empty());
+    assert_eq!(t.get("session.draft.c1"), json!({"text": "x"}));
+}
+
+#[test]
+fn a_token_in_an_access_request_fills_in_an_unconfirmed_connection() {
+    let mut t = T::new();
+    t.get("session.user.c1");
+    let token = r#"{"cid":"c1","token":{"userId":42,"name":"Ann","role":"admin"}}"#;
+    let out = t.access("session.user.c1", token);
+    // The change comes with (and so is published before) the reply.
+    assert_eq!(events(&out), vec![change("session.user.c1", ann_user())]);
+    assert_eq!(reply(&out), json!({"result": {"get": true}}));
+    assert_eq!(t.get("session.user.c1"), ann_user());
+
+    // Now confirmed: a request with another token or none changes nothing.
+    let out = t.access(
+        "session.user.c1",
+        r#"{"cid":"c1","token":{"userId":1,"name":"Old"}}"#,
+    );
+    assert!(out.events.is_empty());
+    let out = t.access("session.user.c1", r#"{"cid":"c1"}"#);
+    assert!(out.events.is_empty());
+    assert_eq!(t.get("session.user.c1"), ann_user());
+    // Token events still change it.
+    assert_eq!(
+        t.token("c1", LOGOUT),
+        vec![change("session.user.c1", null_user())]
+    );
+}
+
+#[test]
+fn a_token_in_a_call_request_fills_in_an_unconfirmed_connection() {
+    let mut t = T::new();
+    t.get("session.user.c1");
+    let out = t.call(
+        "session.draft.c1",
+        "set",
+        r#"{"cid":"c1","token":{"userId":42,"name":"Ann","role":"admin"},"params":{"text":"x"}}"#,
+    );
+    assert_eq!(
+        events(&out),
+        vec![
+            change("session.user.c1", ann_user()),
+            change("session.draft.c1", json!({"text": "x"})),
+        ]
+    );
+    assert_eq!(reply(&out), json!({"result": null}));
+}
+
+#[test]
+fn a_request_without_a_token_confirms_a_logged_out_connection() {
+    let mut t = T::new();
+    t.get("session.user.c1");
+    assert!(t
+        .access("session.user.c1", r#"{"cid":"c1"}"#)
+        .events
+        .is_empty());
+    // A later request carrying a token is stale: it cannot log the connection in.
+    let out = t.access(
+        "session.user.c1",
+        r#"{"cid":"c1","token":{"userId":42,"name":"Ann","role":"admin"}}"#,
+    );
+    assert!(out.events.is_empty());
+    assert_eq!(t.get("session.user.c1"), null_user());
+}
+
+#[test]
+fn a_stale_request_never_overrides_a_token_event() {
+    let mut t = T::new();
+    t.get("session.user.c1");
+    t.token("c1", ANN);
+    // A request sent before the logout still carries the old token; after the logout
+    // another one carries a token the connection no longer has.
+    t.token("c1", LOGOUT);
+    for payload in [
+        r#"{"cid":"c1","token":{"userId":42,"name":"Ann","role":"admin"}}"#,
+        r#"{"cid":"c1","token":{"userId":9}}"#,
+    ] {
+        let out = t.access("session.user.c1", payload);
+        assert!(out.events.is_empty(), "{:?}", events(&out));
+        let out = t.call("session.draft.c1", "reset", payload);
+        assert!(out.events.is_empty(), "{:?}", events(&out));
+    }
+    assert_eq!(t.get("session.user.c1"), null_user());
+
+    // And a stale request without a token cannot log the user out.
+    t.token("c1", ANN);
+    let out = t.access("session.user.c1", r#"{"cid":"c1"}"#);
+    assert!(out.events.is_empty());
+    assert_eq!(t.get("session.user.c1"), ann_user());
+}
+
+#[test]
+fn after_a_reconnect_requests_fill_in_tokens_again() {
+    let mut t = T::new();
+    t.get("session.user.c1");
+    t.get("session.user.c2");
+    t.token("c1", ANN);
+    t.token("c2", ANN);
+    t.engine.reconnected();
+
+    // c1 logged in as someone else while we were away; the next request says so.
+    let out = t.access(
+        "session.user.c1",
+        r#"{"cid":"c1","token":{"userId":42,"name":"Ann","role":"user"}}"#,
+    );
+    assert_eq!(
+        events(&out),
+        vec![change("session.user.c1", json!({"role": "user"}))]
+    );
+    // c2 logged out while we were away.
+    let out = t.access("session.user.c2", r#"{"cid":"c2"}"#);
+    assert_eq!(events(&out), vec![change("session.user.c2", null_user())]);
+    // Both are confirmed again.
+    let out = t.access("session.user.c1", r#"{"cid":"c1"}"#);
+    assert!(out.events.is_empty());
+    let out = t.access(
+        "session.user.c2",
+        r#"{"cid":"c2","token":{"userId":42,"name":"Ann","role":"admin"}}"#,
+    );
+    assert!(out.events.is_empty());
+}
+
+#[test]
+fn login_asks_reaccess_only_for_models_whose_access_reads_the_token() {
+    let mut t = T::new();
+    // session.user's rule does not read token, session.prefs's call.set and
+    // admin.panel's get do.
+    for rid in ["session.user.c1", "session.prefs.c1", "admin.panel.c1"] {
+        t.get(rid);
+    }
+    let ev = t.token("c1", ANN);
+    assert_eq!(
+        ev,
+        vec![
+            change("session.user.c1", ann_user()),
+            reaccess("admin.panel.c1"),
+            reaccess("session.prefs.c1"),
+        ]
+    );
+    // token -> token: the gateway re-asks access by itself.
+    let ev = t.token(
+        "c1",
+        r#"{"token":{"userId":42,"name":"Bea","role":"admin"}}"#,
+    );
+    assert_eq!(ev, vec![change("session.user.c1", json!({"name": "Bea"}))]);
+    // Logout: no reaccess either.
+    let ev = t.token("c1", LOGOUT);
+    assert_eq!(ev, vec![change("session.user.c1", null_user())]);
+    // null -> token again.
+    let ev = t.token("c1", r#"{"token":{"userId":1}}"#);
+    assert!(ev.contains(&reaccess("session.prefs.c1")), "{ev:?}");
+    assert!(ev.contains(&reaccess("admin.panel.c1")), "{ev:?}");
+}
+
+#[test]
+fn resources_a_connection_asked_access_for_are_known_for_reaccess() {
+    let mut t = T::new();
+    // c2 asks access for c1's prefs without a token (denied, and cached so).
+    let out = t.access("session.prefs.c1", r#"{"cid":"c2"}"#);
+    assert_eq!(reply(&out), json!({"result": {"get": false}}));
+    let ev = t.token("c2", ANN);
+    assert_eq!(ev, vec![reaccess("session.prefs.c1")]);
+}
+
+#[test]
+fn a_rule_that_fails_at_run_time_denies() {
+    let mut t = T::new();
+    // `token.role` on a null token is a CEL error: denied, not a crash.
+    let out = t.access("admin.panel.c1", r#"{"cid":"c1"}"#);
+    assert_eq!(reply(&out), json!({"result": {"get": false}}));
+    // A token without the claim errors too.
+    let out = t.access("admin.panel.c2", r#"{"cid":"c2","token":{"userId":1}}"#);
+    assert_eq!(reply(&out), json!({"result": {"get": false}}));
+    let out = t.access("admin.panel.c3", r#"{"cid":"c3","token":{"role":"admin"}}"#);
+    assert_eq!(reply(&out), json!({"result": {"get": true}}));
+}
+
+#[test]
+fn a_malformed_access_payload_is_an_invalid_params_error() {
+    let mut t = T::new();
+    for payload in ["", "not json", "[1]", "{}", r#"{"cid":5}"#, "{\"cid\":"] {
+        let out = t.access("session.user.c1", payload);
+        assert!(out.events.is_empty());
+        assert_eq!(
+            error_code(&out),
+            "system.invalidParams",
+            "payload {payload:?}"
+        );
+        assert!(error_message(&out).contains("access request"));
+    }
+}
+
+#[test]
+fn call_errors_come_in_the_designed_order() {
+    let mut t = T::new();
+    let rid = "session.prefs.c1";
+    // 1. payload not a JSON object, even with an unknown method and no access.
+    for payload in ["", "null", "[1]", "\"x\"", "42", "{bad"] {
+        let out = t.call(rid, "nope", payload);
+        assert_eq!(
+            error_code(&out),
+            "system.invalidParams",
+            "payload {payload:?}"
+        );
+        assert!(out.events.is_empty());
+    }
+    // 2. unknown method, even when access would deny.
+    let out = t.call(rid, "nope", r#"{"cid":"c2","params":{"bad":1}}"#);
+    assert_eq!(error_code(&out), "system.methodNotFound");
+    assert!(
+        error_message(&out).contains("nope"),
+        "{}",
+        error_message(&out)
+    );
+    // 3. access denied, even when the fields are wrong: another connection, and `set`
+    // without a token.
+    let out = t.call(rid, "set", r#"{"cid":"c2","params":{"bad":1}}"#);
+    assert_eq!(error_code(&out), "system.accessDenied");
+    let out = t.call(rid, "set", r#"{"cid":"c1","params":{"theme":"dark"}}"#);
+    assert_eq!(error_code(&out), "system.accessDenied");
+    // 4. fields: unknown, wrong type, broken constraint, each named.
+    let ok = r#"{"cid":"c3","token":{"userId":1},"params":"#;
+    let rid = "session.prefs.c3";
+    for (params, words) in [
+        (r#"{"bad":1}"#, &["`bad`", "not declared"][..]),
+        (r#"{"fontSize":"big"}"#, &["`fontSize`", "integer"][..]),
+        (r#"{"fontSize":40}"#, &["`fontSize`", "max 32"][..]),
+        (r#"{"theme":"blue"}"#, &["`theme`", "enum"][..]),
+    ] {
+        let out = t.call(rid, "set", &format!("{ok}{params}}}"));
+        assert_eq!(error_code(&out), "system.invalidParams", "{params}");
+        let message = error_message(&out);
+        for w in words {
+            assert!(message.contains(w), "{params}: {message}");
+        }
+        assert!(out.events.is_empty());
+    }
+    assert_eq!(
+        t.get(rid),
+        json!({"theme": "light", "fontSize": 14}),
+        "nothing was written"
+    );
+}
+
+#[test]
+fn a_call_on_a_derived_field_is_refused() {
+    let mut t = T::new();
+    let out = t.call(
+        "chat.lobby.typing.c1",
+        "set",
+        r#"{"cid":"c1","params":{"room":"other"}}"#,
+    );
+    assert_eq!(error_code(&out), "system.invalidParams");
+    assert!(error_message(&out).contains("`room`"));
+}
+
+#[test]
+fn a_name_no_pattern_matches_gets_no_reply() {
+    let mut t = T::new();
+    for out in [
+        t.handle(Request::Get {
+            rid: "session.other.c1",
+        }),
+        t.handle(Request::Get {
+            rid: "session.user.c1.x",
+        }),
+        t.access("session.other.c1", r#"{"cid":"c1"}"#),
+        t.access("session.other.c1", ""),
+        t.call("session.other.c1", "set", r#"{"cid":"c1"}"#),
+        t.call("session.other.c1", "nope", "[1]"),
+    ] {
+        assert!(out.reply.is_none());
+        assert!(out.events.is_empty());
+    }
+}
+
+#[test]
+fn a_malformed_token_event_is_ignored() {
+    let mut t = T::new();
+    t.get("session.user.c1");
+    t.token("c1", ANN);
+    for payload in ["", "nope", "[1]"] {
+        assert!(t.token("c1", payload).is_empty());
+    }
+    assert_eq!(t.get("session.user.c1"), ann_user());
+}

@@ -292,3 +292,52 @@ resources:
         set: cid == params.cid && token != null
         reset: cid == params.cid
 "#;
+
+/// Starts connres on the config file at `path`, watching it for reloads; returns the
+/// reload reports from then on as well.
+pub async fn start_watched(
+    server: &NatsServer,
+    path: &std::path::Path,
+) -> (
+    Connres,
+    Gateway,
+    tokio::sync::broadcast::Receiver<connres::reload::ReloadReport>,
+) {
+    let config = Config::load_file(path).unwrap_or_else(|e| panic!("{e}"));
+    let mut gateway = Gateway::connect(server).await;
+    let service = Service::start(config, &server.url)
+        .await
+        .expect("connres starts")
+        .watch(path)
+        .expect("watch starts");
+    let reports = service.reload_reports();
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(service.run(async {
+        let _ = stopped.await;
+    }));
+    let (subject, _) = gateway.next_system().await;
+    assert_eq!(subject, "system.reset");
+    (
+        Connres {
+            stop: Some(stop),
+            task: Some(task),
+        },
+        gateway,
+        reports,
+    )
+}
+
+/// The next reload report that is not `Unchanged`.
+pub async fn next_reload(
+    reports: &mut tokio::sync::broadcast::Receiver<connres::reload::ReloadReport>,
+) -> connres::reload::ReloadReport {
+    loop {
+        let report = tokio::time::timeout(WAIT, reports.recv())
+            .await
+            .expect("a reload happens")
+            .expect("reports open");
+        if report != connres::reload::ReloadReport::Unchanged {
+            return report;
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! What a reload changes: old and new configs compared pattern by pattern.
+
+use super::{Config, Resource};
+use crate::field::FieldDef;
+
+/// The difference between two configs, in the gateway's pattern syntax where it is
+/// published.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigDiff {
+    /// Patterns only in the new config (subscribe before the swap).
+    pub added: Vec<String>,
+    /// Patterns only in the old config (unsubscribe after the swap).
+    pub removed: Vec<String>,
+    /// `system.reset` `resources`: patterns whose served model can differ, and removed ones.
+    pub reset_resources: Vec<String>,
+    /// `system.reset` `access`: patterns whose access rules changed, and removed ones.
+    pub reset_access: Vec<String>,
+}
+
+impl ConfigDiff {
+    /// True when gateways need to be told nothing.
+    pub fn needs_no_reset(&self) -> bool {
+        self.reset_resources.is_empty() && self.reset_access.is_empty()
+    }
+}
+
+/// Compares two configs. Resources are the same resource when their pattern text is the
+/// same; a description alone changes nothing a gateway sees.
+pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
+    let mut d = ConfigDiff::default();
+    let find = |c: &Config, p: &str| {
+        c.resources
+            .iter()
+            .find(|r| r.pattern.as_str() == p)
+            .cloned()
+    };
+    for o in &old.resources {
+        match find(new, o.pattern.as_str()) {
+            None => {
+                d.removed.push(o.pattern.as_str().to_string());
+                d.reset_resources.push(o.pattern.wildcard());
+                d.reset_access.push(o.pattern.wildcard());
+            }
+            Some(n) => {
+                if !same_model(o, &n) {
+                    d.reset_resources.push(o.pattern.wildcard());
+                }
+                if o.access != n.access {
+                    d.reset_access.push(o.pattern.wildcard());
+                }
+            }
+        }
+    }
+    for n in &new.resources {
+        if find(old, n.pattern.as_str()).is_none() {
+            d.added.push(n.pattern.as_str().to_string());
+        }
+    }
+    d
+}
+
+/// Same field set and the same definition for every field, descriptions aside.
+fn same_model(a: &Resource, b: &Resource) -> bool {
+    let strip = |f: &FieldDef| FieldDef {
+        description: None,
+        ..f.clone()
+    };
+    a.fields.len() == b.fields.len()
+        && a.fields
+            .iter()
+            .zip(&b.fields)
+            .all(|(x, y)| strip(x) == strip(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(resources: &str) -> Config {
+        Config::parse("t.yaml", &format!("version: 1\nresources:\n{resources}")).unwrap()
+    }
+
+    const USER: &str = "  session.user.{cid}:\n    fields:\n      name: { type: string, from: \"{{token.name}}\" }\n    access:\n      get: cid == params.cid\n";
+    const PREFS: &str = "  session.prefs.{cid}:\n    fields:\n      theme: { type: string, default: light, writable: true }\n    access:\n      get: cid == params.cid\n";
+
+    #[test]
+    fn identical_configs_differ_in_nothing() {
+        let d = diff(
+            &config(&format!("{USER}{PREFS}")),
+            &config(&format!("{USER}{PREFS}")),
+        );
+        assert_eq!(d, ConfigDiff::default());
+        assert!(d.needs_no_reset());
+    }
+
+    #[test]
+    fn access_change_is_listed_under_access_only() {
+        let changed = PREFS.replace(
+            "get: cid == params.cid",
+            "get: cid == params.cid && token != null",
+        );
+        let d = diff(
+            &config(&format!("{USER}{PREFS}")),
+            &config(&format!("{USER}{changed}")),
+        );
+        assert_eq!(d.reset_access, vec!["session.prefs.*"]);
+        assert!(d.reset_resources.is_empty());
+        assert!(d.added.is_empty() && d.removed.is_empty());
+    }
+
+    #[test]
+    fn default_change_is_listed_under_resources_only() {
+        let changed = PREFS.replace("default: light", "default: dark");
+        let d = diff(
+            &config(&format!("{USER}{PREFS}")),
+            &config(&format!("{USER}{changed}")),
+        );
+        assert_eq!(d.reset_resources, vec!["session.prefs.*"]);
+        assert!(d.reset_access.is_empty());
+    }
+
+    #[test]
+    fn field_added_renamed_or_retyped_is_a_model_change() {
+        let base = config(PREFS);
+        for changed in [
+            PREFS.replace(
+                "      theme:",
+                "      font: { type: integer }\n      theme:",
+            ),
+            PREFS.replace("theme:", "colour:"),
+            PREFS.replace("type: string, default: light", "type: data"),
+            PREFS.replace(", writable: true", ", writable: true, max_length: 3"),
+        ] {
+            let d = diff(&base, &config(&changed));
+            assert_eq!(d.reset_resources, vec!["session.prefs.*"], "{changed}");
+        }
+    }
+
+    #[test]
+    fn description_only_changes_nothing() {
+        let changed = PREFS.replace(
+            "theme: { type: string,",
+            "theme: { type: string, description: Colour scheme,",
+        );
+        assert!(diff(&config(PREFS), &config(&changed)).needs_no_reset());
+    }
+
+    #[test]
+    fn added_and_removed_patterns() {
+        let d = diff(&config(USER), &config(PREFS));
+        assert_eq!(d.added, vec!["session.prefs.{cid}"]);
+        assert_eq!(d.removed, vec!["session.user.{cid}"]);
+        assert_eq!(d.reset_resources, vec!["session.user.*"]);
+        assert_eq!(d.reset_access, vec!["session.user.*"]);
+    }
+}

@@ -1,0 +1,137 @@
+//! Carrying state across a reload: written values stay where they still fit the new
+//! declaration, and state of resources no longer declared is dropped.
+
+use super::Engine;
+use crate::config::Config;
+use crate::store::Store;
+
+impl<S: Store> Engine<S> {
+    /// Brings the store in line with a new config. A written value survives when its
+    /// field still exists, is still written rather than derived, and the value still
+    /// passes the field's type and constraints; otherwise the field follows its default.
+    /// `from` fields need nothing: they are computed from the token on every read.
+    /// Gateways learn of the changes from the `system.reset` the reload publishes.
+    pub fn reloaded(&mut self, new: &Config) {
+        let mut gone = Vec::new();
+        for (rid, model) in self.store.models_mut() {
+            let Some((res, _)) = new.resolve(rid) else {
+                gone.push(rid.clone());
+                continue;
+            };
+            model.written.retain(|name, value| {
+                res.field(name)
+                    .is_some_and(|f| f.source.is_none() && f.check(value).is_ok())
+            });
+        }
+        for rid in gone {
+            self.store.remove_model(&rid);
+        }
+        for (_, conn) in self.store.connections_mut() {
+            conn.rids.retain(|rid| new.resolve(rid).is_some());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::engine::{Engine, Request};
+    use serde_json::{json, Value};
+
+    fn config(prefs_fields: &str) -> Config {
+        Config::parse(
+            "t.yaml",
+            &format!(
+                "version: 1\nresources:\n  session.prefs.{{cid}}:\n    fields:\n{prefs_fields}    access:\n      get: 'true'\n"
+            ),
+        )
+        .unwrap()
+    }
+
+    fn get(engine: &mut Engine, config: &Config, rid: &str) -> Value {
+        let out = engine.handle(config, Request::Get { rid });
+        let v: Value = serde_json::from_slice(&out.reply.unwrap()).unwrap();
+        v["result"]["model"].clone()
+    }
+
+    fn api_set(engine: &mut Engine, config: &Config, rid: &str, values: Value) {
+        let payload = json!({ "values": values }).to_string();
+        let out = engine.handle(
+            config,
+            Request::ApiSet {
+                rid,
+                payload: payload.as_bytes(),
+            },
+        );
+        assert_eq!(out.reply.as_deref(), Some(&b"{\"result\":null}"[..]));
+    }
+
+    #[test]
+    fn written_values_survive_when_they_still_fit() {
+        let old = config("      theme: { type: string, default: light }\n      size: { type: integer, default: 14 }\n      gone: { type: string }\n");
+        let mut engine = Engine::default();
+        api_set(
+            &mut engine,
+            &old,
+            "session.prefs.c1",
+            json!({"theme": "dark", "size": 30, "gone": "x"}),
+        );
+        let new = config("      theme: { type: string, default: light, enum: [light, dark] }\n      size: { type: integer, default: 12, max: 20 }\n");
+        engine.reloaded(&new);
+        assert_eq!(
+            get(&mut engine, &new, "session.prefs.c1"),
+            json!({"theme": "dark", "size": 12})
+        );
+        // A field that comes back later does not resurrect the dropped value.
+        let again = config("      theme: { type: string, default: light }\n      size: { type: integer, default: 12 }\n      gone: { type: string }\n");
+        engine.reloaded(&again);
+        assert_eq!(
+            get(&mut engine, &again, "session.prefs.c1")["gone"],
+            json!(null)
+        );
+    }
+
+    #[test]
+    fn unwritten_fields_follow_a_new_default() {
+        let old = config("      theme: { type: string, default: light }\n");
+        let mut engine = Engine::default();
+        assert_eq!(
+            get(&mut engine, &old, "session.prefs.c1"),
+            json!({"theme": "light"})
+        );
+        let new = config("      theme: { type: string, default: dark }\n");
+        engine.reloaded(&new);
+        assert_eq!(
+            get(&mut engine, &new, "session.prefs.c1"),
+            json!({"theme": "dark"})
+        );
+    }
+
+    #[test]
+    fn state_of_removed_resources_is_dropped() {
+        let old = config("      theme: { type: string }\n");
+        let mut engine = Engine::default();
+        api_set(
+            &mut engine,
+            &old,
+            "session.prefs.c1",
+            json!({"theme": "dark"}),
+        );
+        let other = Config::parse(
+            "t.yaml",
+            "version: 1\nresources:\n  other.{cid}:\n    fields: {}\n",
+        )
+        .unwrap();
+        engine.reloaded(&other);
+        assert!(engine.store().model("session.prefs.c1").is_none());
+        assert!(engine
+            .store()
+            .connection("c1")
+            .is_none_or(|c| c.rids.is_empty()));
+        engine.reloaded(&old);
+        assert_eq!(
+            get(&mut engine, &old, "session.prefs.c1"),
+            json!({"theme": null})
+        );
+    }
+}

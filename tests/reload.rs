@@ -1,0 +1,341 @@
+//! Hot reload against a real nats-server: edits to the watched file take effect live,
+//! with a `system.reset` naming exactly what changed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use connres::reload::ReloadReport;
+use serde_json::{json, Value};
+
+const USER: &str = r#"
+  session.user.{cid}:
+    fields:
+      name: { type: string, from: "{{token.name}}" }
+    access:
+      get: cid == params.cid
+"#;
+
+const PREFS: &str = r#"
+  session.prefs.{cid}:
+    fields:
+      theme: { type: string, default: light, enum: [light, dark], writable: true }
+    access:
+      get: cid == params.cid
+      call: cid == params.cid
+"#;
+
+const ROOM: &str = r#"
+  chat.room.{room}:
+    fields:
+      topic: { type: string, default: general }
+    access:
+      get: "true"
+"#;
+
+fn config(resources: &[&str]) -> String {
+    format!("version: 1\nresources:{}", resources.concat())
+}
+
+fn write_in_place(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// Saves like an editor: write a temporary file, then rename it over the original.
+fn write_by_rename(path: &Path, text: &str) {
+    let tmp = path.with_extension("yaml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+struct Dir {
+    dir: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new(text: &str) -> Dir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("resources.yaml"), text).unwrap();
+        Dir { dir }
+    }
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("resources.yaml")
+    }
+}
+
+fn applied(report: ReloadReport) -> connres::config::ConfigDiff {
+    match report {
+        ReloadReport::Applied { diff, .. } => diff,
+        other => panic!("expected an applied reload, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn added_resource_is_served_after_a_rename_save() {
+    let server = NatsServer::start();
+    let dir = Dir::new(&config(&[USER]));
+    let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
+
+    write_by_rename(&dir.path(), &config(&[USER, ROOM]));
+    let diff = applied(next_reload(&mut reports).await);
+    assert_eq!(diff.added, vec!["chat.room.{room}"]);
+    assert!(
+        diff.needs_no_reset(),
+        "added patterns need no reset: {diff:?}"
+    );
+    assert_eq!(gw.get("chat.room.lobby").await, json!({"topic": "general"}));
+    assert!(gw.pending_system().is_empty());
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn added_resource_is_served_after_an_in_place_write() {
+    let server = NatsServer::start();
+    let dir = Dir::new(&config(&[USER]));
+    let (connres, gw, mut reports) = start_watched(&server, &dir.path()).await;
+
+    write_in_place(&dir.path(), &config(&[USER, PREFS]));
+    applied(next_reload(&mut reports).await);
+    assert_eq!(gw.get("session.prefs.c1").await, json!({"theme": "light"}));
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn access_rule_change_resets_access_only() {
+    let server = NatsServer::start();
+    let dir = Dir::new(&config(&[USER, PREFS]));
+    let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
+    assert_eq!(
+        gw.access("session.prefs.c1", "c1", Value::Null).await["result"]["get"],
+        json!(true)
+    );
+
+    let stricter = PREFS.replace(
+        "get: cid == params.cid",
+        "get: cid == params.cid && token != null",
+    );
+    write_by_rename(&dir.path(), &config(&[USER, &stricter]));
+    applied(next_reload(&mut reports).await);
+    let (subject, reset) = gw.next_system().await;
+    assert_eq!(subject, "system.reset");
+    assert_eq!(
+        reset,
+        json!({"resources": [], "access": ["session.prefs.*"]})
+    );
+    assert_eq!(
+        gw.access("session.prefs.c1", "c1", Value::Null).await["result"]["get"],
+        json!(false)
+    );
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn default_change_resets_resources_and_serves_the_new_default() {
+    let server = NatsServer::start();
+    let dir = Dir::new(&config(&[USER, PREFS]));
+    let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
+    assert_eq!(gw.get("session.prefs.c1").await, json!({"theme": "light"}));
+
+    write_by_rename(
+        &dir.path(),
+        &config(&[USER, &PREFS.replace("default: light", "default: dark")]),
+    );
+    applied(next_reload(&mut reports).await);
+    let (_, reset) = gw.next_system().await;
+    assert_eq!(
+        reset,
+        json!({"resources": ["session.prefs.*"], "access": []})
+    );
+    assert_eq!(gw.get("session.prefs.c1").await, json!({"theme": "dark"}));
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn broken_edit_keeps_the_old_config_and_publishes_nothing() {
+    let server = NatsServer::start();
+    let dir = Dir::new(&config(&[USER, PREFS]));
+    let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
+
+    let broken = config(&[USER, &PREFS.replace("type: string", "tpye: string")]);
+    write_by_rename(&dir.path(), &broken);
+    let errors = match next_reload(&mut reports).await {
+        ReloadReport::Rejected { errors } => errors,
+        other => panic!("expected a rejected reload, got {other:?}"),
+    };
+    let file = dir.path().display().to_string();
+    let line = broken.lines().position(|l| l.contains("tpye")).unwrap() + 1;
+    assert!(
+        errors.iter().any(|e| e.starts_with(&format!("{file}:{line}:")) && e.contains("did you mean `type`")),
+        "{errors:?}"
+    );
+    // Still served by the old config; the get's reply comes after anything published before it.
+    assert_eq!(gw.get("session.prefs.c1").await, json!({"theme": "light"}));
+    assert!(gw.pending_system().is_empty());
+
+    // Fixing the file applies it.
+    write_by_rename(&dir.path(), &config(&[USER, PREFS, ROOM]));
+    assert_eq!(
+        applied(next_reload(&mut reports).await).added,
+        vec!["chat.room.{room}"]
+    );
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn removed_resource_is_reset_and_no_longer_answered() {
+    let server = NatsServer::start();
+    let dir = Dir::new(&config(&[USER, PREFS]));
+    let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
+    assert_eq!(gw.get("session.prefs.c1").await, json!({"theme": "light"}));
+
+    write_by_rename(&dir.path(), &config(&[USER]));
+    assert_eq!(
+        applied(next_reload(&mut reports).await).removed,
+        vec!["session.prefs.{cid}"]
+    );
+    let (_, reset) = gw.next_system().await;
+    assert_eq!(
+        reset,
+        json!({"resources": ["session.prefs.*"], "access": ["session.prefs.*"]})
+    );
+    // No subscription is left, so NATS answers "no responders" at once.
+    let err = gw
+        .client
+        .request("get.session.prefs.c1", bytes::Bytes::new())
+        .await
+        .expect_err("nobody serves a removed resource");
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders);
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn state_survives_a_reload() {
+    let server = NatsServer::start();
+    let dir = Dir::new(&config(&[USER, PREFS]));
+    let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
+    assert_eq!(gw.get("session.user.c1").await, json!({"name": null}));
+    gw.token("c1", json!({"name": "Ann"})).await;
+    gw.next_event().await;
+    let set = gw
+        .call(
+            "session.prefs.c1",
+            "set",
+            "c1",
+            json!({"name": "Ann"}),
+            json!({"theme": "dark"}),
+        )
+        .await;
+    assert_eq!(set, json!({"result": null}));
+    gw.next_event().await;
+
+    write_by_rename(&dir.path(), &config(&[USER, PREFS, ROOM]));
+    applied(next_reload(&mut reports).await);
+    assert_eq!(gw.get("session.user.c1").await, json!({"name": "Ann"}));
+    assert_eq!(gw.get("session.prefs.c1").await, json!({"theme": "dark"}));
+
+    // A constraint the written value breaks sends the field back to its default.
+    let narrower = PREFS.replace("enum: [light, dark]", "enum: [light, sepia]");
+    write_by_rename(&dir.path(), &config(&[USER, &narrower, ROOM]));
+    applied(next_reload(&mut reports).await);
+    assert_eq!(gw.get("session.prefs.c1").await, json!({"theme": "light"}));
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn unchanged_file_is_a_no_op() {
+    let server = NatsServer::start();
+    let text = config(&[USER, PREFS]);
+    let dir = Dir::new(&text);
+    let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
+
+    write_by_rename(&dir.path(), &text);
+    let report = tokio::time::timeout(WAIT, reports.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report, ReloadReport::Unchanged);
+    gw.get("session.user.c1").await;
+    assert!(gw.pending_system().is_empty());
+    connres.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_answered_while_the_file_is_rewritten() {
+    let server = NatsServer::start();
+    let dir = Dir::new(&config(&[USER, PREFS]));
+    let (connres, gw, mut reports) = start_watched(&server, &dir.path()).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let client = gw.client.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut answered = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let reply = tokio::time::timeout(
+                    WAIT,
+                    client.request(format!("get.session.prefs.c{t}"), bytes::Bytes::new()),
+                )
+                .await
+                .expect("answered in time")
+                .expect("answered");
+                let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+                let theme = &v["result"]["model"]["theme"];
+                assert!(theme == "light" || theme == "dark", "{v}");
+                answered += 1;
+            }
+            answered
+        }));
+    }
+    for i in 0..20 {
+        let default = if i % 2 == 0 { "dark" } else { "light" };
+        write_by_rename(
+            &dir.path(),
+            &config(&[
+                USER,
+                &PREFS.replace("default: light", &format!("default: {default}")),
+            ]),
+        );
+        applied(next_reload(&mut reports).await);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for t in tasks {
+        let answered = t.await.unwrap();
+        assert!(answered > 0);
+        total += answered;
+    }
+    assert!(total >= 4);
+    connres.stop().await;
+}
+
+/// Kubernetes mounts a ConfigMap as `resources.yaml -> ..data/resources.yaml` with
+/// `..data -> ..<timestamp>/`, and updates it by swapping the `..data` symlink.
+#[tokio::test]
+async fn configmap_symlink_swap_is_seen() {
+    use std::os::unix::fs::symlink;
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = dir.path().join("..2026_11_26_v1");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(v1.join("resources.yaml"), config(&[USER])).unwrap();
+    symlink("..2026_11_26_v1", dir.path().join("..data")).unwrap();
+    symlink("..data/resources.yaml", dir.path().join("resources.yaml")).unwrap();
+    let path = dir.path().join("resources.yaml");
+    let (connres, gw, mut reports) = start_watched(&server, &path).await;
+
+    let v2 = dir.path().join("..2026_11_26_v2");
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(v2.join("resources.yaml"), config(&[USER, ROOM])).unwrap();
+    symlink("..2026_11_26_v2", dir.path().join("..data_tmp")).unwrap();
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+
+    assert_eq!(
+        applied(next_reload(&mut reports).await).added,
+        vec!["chat.room.{room}"]
+    );
+    assert_eq!(gw.get("chat.room.lobby").await, json!({"topic": "general"}));
+    connres.stop().await;
+}
