@@ -102,6 +102,13 @@ pub fn parse<'a, T: Deserialize<'a>>(payload: &'a [u8], what: &str) -> Result<T,
             "{what}: empty payload, expected a JSON object"
         )));
     }
+    // serde reads a struct from a JSON array too (`[cid, token]`); RES payloads are
+    // objects only.
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ResError::InvalidParams(format!(
+            "{what}: expected a JSON object"
+        )));
+    }
     serde_json::from_slice(payload).map_err(|e| ResError::InvalidParams(format!("{what}: {e}")))
 }
 
@@ -240,6 +247,8 @@ mod tests {
         assert!(parse::<AccessRequest>(b"", "access").is_err());
         assert!(parse::<AccessRequest>(b"{}", "access").is_err());
         assert!(parse::<AccessRequest>(b"[1]", "access").is_err());
+        assert!(parse::<AccessRequest>(br#"["c1", {"a": 1}]"#, "access").is_err());
+        assert!(parse::<TokenEvent>(b"[1]", "token").is_err());
     }
 
     #[test]

@@ -46,12 +46,12 @@ impl Rule {
                 message: format!(
                     "CEL syntax: {}",
                     first
-                        .map(|e| e.msg.as_str())
+                        .map(|e| e.msg.trim_start_matches("Syntax error: "))
                         .unwrap_or("invalid expression")
                 ),
+                // The parser's positions are 1-based already.
                 pos: first.and_then(|e| {
-                    (e.pos.0 > 0 && e.pos.1 >= 0)
-                        .then_some((e.pos.0 as usize, e.pos.1 as usize + 1))
+                    (e.pos.0 > 0 && e.pos.1 > 0).then_some((e.pos.0 as usize, e.pos.1 as usize))
                 }),
             }
         })?;
@@ -251,8 +251,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_syntax_and_unknown_variables() {
-        let e = Rule::compile("cid == ").unwrap_err();
-        assert!(e.message.starts_with("CEL syntax"), "{}", e.message);
+        let e = Rule::compile("cid == )").unwrap_err();
+        assert!(
+            e.message.starts_with("CEL syntax: mismatched input ')'"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.pos, Some((1, 8)), "the column of `)`");
         let e = Rule::compile("user == 1").unwrap_err();
         assert!(
             e.message.contains("unknown variable `user`"),

@@ -66,7 +66,7 @@ fn serialize_params<S: serde::Serializer>(
 impl Template {
     pub fn compile(source: &str) -> Result<Template, TemplateError> {
         let tpl = handlebars::Template::compile(source).map_err(|e| TemplateError {
-            message: format!("template syntax: {}", e.reason()),
+            message: syntax_message(source, e.reason()),
             pos: e.pos(),
         })?;
         let mut paths = Vec::new();
@@ -136,6 +136,24 @@ impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Template({:?})", self.source)
     }
+}
+
+/// A syntax error in words: the parser's own message for a malformed template lists
+/// grammar rule names (`expected trailing_tilde_to_omit_whitespace`).
+fn syntax_message(source: &str, reason: &handlebars::TemplateErrorReason) -> String {
+    let what = match reason {
+        handlebars::TemplateErrorReason::InvalidSyntax(_) => {
+            if source.matches("{{").count() > source.matches("}}").count() {
+                "a `{{` is not closed by `}}`".to_string()
+            } else if source.matches("{{#").count() > source.matches("{{/").count() {
+                "a block `{{#...}}` is not closed by its `{{/...}}`".to_string()
+            } else {
+                "invalid handlebars expression".to_string()
+            }
+        }
+        other => other.to_string(),
+    };
+    format!("template syntax: {what}")
 }
 
 fn lookup(input: &TemplateInput, segs: &[String]) -> Option<Value> {
@@ -319,7 +337,16 @@ mod tests {
     #[test]
     fn rejects_syntax_errors_and_unknown_variables() {
         let e = Template::compile("{{token.userId").unwrap_err();
-        assert!(e.message.contains("template syntax"), "{}", e.message);
+        assert_eq!(e.message, "template syntax: a `{{` is not closed by `}}`");
+        let e = Template::compile("{{#if token.a}}x").unwrap_err();
+        assert!(
+            e.message.contains("not closed by its `{{/...}}`"),
+            "{}",
+            e.message
+        );
+        let e = Template::compile("a {{token.}} b").unwrap_err();
+        assert_eq!(e.message, "template syntax: invalid handlebars expression");
+        assert_eq!(e.pos, Some((1, 11)));
         let e = Template::compile("{{user.id}}").unwrap_err();
         assert!(
             e.message.contains("unknown variable `user`"),

@@ -114,7 +114,10 @@ async fn set_announces_only_changed_fields_and_reset_restores_defaults() {
     let server = NatsServer::start();
     let (connres, mut gw) = start(&server, WRITES).await;
     let rid = "session.prefs.c1";
-
+    // As a gateway would: access with the token first (it fills in the unknown
+    // connection), then get.
+    let r = gw.access(rid, "c1", token()).await;
+    assert_eq!(r, json!({"result": {"get": true, "call": "set,reset"}}));
     assert_eq!(gw.get(rid).await, json!({"theme": "light", "fontSize": 14}));
 
     // fontSize is already 14: only theme changed.
@@ -198,6 +201,9 @@ async fn every_type_accepts_its_res_values() {
         (json!({"label": ""}), json!({"label": ""})),
         (json!({"code": "ABC"}), json!({"code": "ABC"})),
         (json!({"level": 2}), json!({"level": 2})),
+        (json!({"level": null}), json!({"level": null})),
+        (json!({"level": 3}), json!({"level": 3})),
+        (json!({"code": null}), json!({"code": null})),
         (json!({"flag": true}), json!({"flag": true})),
         (json!({"flag": null}), json!({"flag": null})),
         (
@@ -229,7 +235,7 @@ async fn every_type_accepts_its_res_values() {
             json!({"blob": {"data": {"data": 1, "more": 2}}}),
         ),
         (
-            json!({"count": 8, "flag": false, "level": 2}),
+            json!({"count": 8, "flag": false, "level": 3}),
             json!({"count": 8, "flag": false}),
         ),
     ];

@@ -129,7 +129,7 @@ mod tests {
             ),
             PREFS.replace("theme:", "colour:"),
             PREFS.replace("type: string, default: light", "type: data"),
-            PREFS.replace(", writable: true", ", writable: true, max_length: 3"),
+            PREFS.replace(", writable: true", ", writable: true, max_length: 10"),
         ] {
             let d = diff(&base, &config(&changed));
             assert_eq!(d.reset_resources, vec!["session.prefs.*"], "{changed}");

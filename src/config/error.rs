@@ -39,12 +39,20 @@ impl std::error::Error for ConfigErrors {}
 
 /// A "did you mean" hint for a misspelt name, from the names allowed at that place.
 pub fn suggestion(name: &str, allowed: &[&str]) -> Option<String> {
-    allowed
+    let near = allowed
         .iter()
         .map(|a| (strsim::damerau_levenshtein(name, a), *a))
         .filter(|(d, a)| *d <= 2.max(a.len() / 3) && *d < a.len())
         .min_by_key(|(d, _)| *d)
-        .map(|(_, a)| a.to_string())
+        .map(|(_, a)| a.to_string());
+    // An abbreviation (`int`, `bool`, `str`) of exactly one allowed name.
+    let mut prefixed = allowed
+        .iter()
+        .filter(|a| name.len() >= 3 && a.len() > name.len() && a.starts_with(name));
+    near.or_else(|| match (prefixed.next(), prefixed.next()) {
+        (Some(a), None) => Some(a.to_string()),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -58,5 +66,8 @@ mod tests {
         assert_eq!(suggestion("defualt", &keys), Some("default".into()));
         assert_eq!(suggestion("writeable", &keys), Some("writable".into()));
         assert_eq!(suggestion("colour", &keys), None);
+        let types = ["string", "integer", "number", "boolean", "ref", "data"];
+        assert_eq!(suggestion("int", &types), Some("integer".into()));
+        assert_eq!(suggestion("bool", &types), Some("boolean".into()));
     }
 }

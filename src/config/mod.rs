@@ -39,7 +39,14 @@ pub struct Config {
     pub api: ApiSettings,
     pub resources: Vec<Arc<Resource>>,
     /// Resources by part count and first literal part, for matching without a scan.
-    index: HashMap<(usize, Option<String>), Vec<usize>>,
+    index: HashMap<usize, PartIndex>,
+}
+
+/// Resources with one part count: by their first part when it is a literal, else listed.
+#[derive(Debug, Default)]
+struct PartIndex {
+    by_first: HashMap<String, Vec<usize>>,
+    by_capture: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,11 +161,11 @@ impl Config {
 
     /// Finds the resource whose pattern matches a resource name, with its captures.
     pub fn resolve<'a>(&'a self, name: &'a str) -> Option<(&'a Arc<Resource>, Params<'a>)> {
-        let parts = name.split('.').count();
-        let first = name.split('.').next().map(str::to_string);
-        let by_literal = self.index.get(&(parts, first)).into_iter().flatten();
-        let by_capture = self.index.get(&(parts, None)).into_iter().flatten();
-        by_literal.chain(by_capture).find_map(|&i| {
+        let parts = name.bytes().filter(|&b| b == b'.').count() + 1;
+        let first = name.split('.').next().unwrap_or(name);
+        let index = self.index.get(&parts)?;
+        let by_literal = index.by_first.get(first).into_iter().flatten();
+        by_literal.chain(&index.by_capture).find_map(|&i| {
             let resource = &self.resources[i];
             resource
                 .pattern
@@ -168,16 +175,13 @@ impl Config {
     }
 
     fn new(nats: NatsSettings, api: ApiSettings, resources: Vec<Arc<Resource>>) -> Config {
-        let mut index: HashMap<_, Vec<usize>> = HashMap::new();
+        let mut index: HashMap<usize, PartIndex> = HashMap::new();
         for (i, r) in resources.iter().enumerate() {
-            let first = match r.pattern.parts().first() {
-                Some(Part::Literal(l)) => Some(l.clone()),
-                _ => None,
-            };
-            index
-                .entry((r.pattern.parts().len(), first))
-                .or_default()
-                .push(i);
+            let entry = index.entry(r.pattern.parts().len()).or_default();
+            match r.pattern.parts().first() {
+                Some(Part::Literal(l)) => entry.by_first.entry(l.clone()).or_default().push(i),
+                _ => entry.by_capture.push(i),
+            }
         }
         Config {
             nats,
@@ -298,8 +302,11 @@ impl Compiler {
                 .find(|(key, _)| key.name == k)
                 .map(|(_, v)| *v)
         };
+        // The top-level mapping's own position is where its first value starts; a key
+        // that is missing belongs to the file as a whole.
+        let top = Pos { line: 1, col: 1 };
         match get("version") {
-            None => self.error(doc.pos, format!("missing `version: {VERSION}`")),
+            None => self.error(top, format!("missing `version: {VERSION}`")),
             Some(v) if v.kind == Kind::Int(VERSION) => {}
             Some(v) => self.error(
                 v.pos,
@@ -319,10 +326,7 @@ impl Compiler {
         let resources = match get("resources") {
             Some(r) => self.resources(r),
             None => {
-                self.error(
-                    doc.pos,
-                    "missing `resources:` (a mapping of resource patterns)",
-                );
+                self.error(top, "missing `resources:` (a mapping of resource patterns)");
                 Vec::new()
             }
         };
@@ -360,7 +364,7 @@ impl Compiler {
             } else {
                 self.error(
                     value.pos,
-                    format!("`api.prefix` `{s}` must be a NATS subject without wildcards"),
+                    format!("`api.prefix` `{s}` must be a NATS subject (dot-separated tokens without spaces or wildcards)"),
                 );
             }
         }
@@ -419,7 +423,9 @@ impl Compiler {
         for (key, value) in entries {
             match key.name.as_str() {
                 "description" => {
-                    resource.description = self.string(value, "`description`").map(str::to_string)
+                    resource.description = self
+                        .string(value, &format!("{what}: `description`"))
+                        .map(str::to_string)
                 }
                 "fields" => resource.fields = self.fields(&resource.pattern, value),
                 "reset" => {
@@ -474,12 +480,12 @@ impl Compiler {
         let ty = match get("type") {
             None => {
                 self.error(
-                    node.pos,
+                    key.pos,
                     format!("{what} needs a `type` ({})", FieldType::NAMES.join(", ")),
                 );
                 None
             }
-            Some(t) => match self.string(t, "`type`") {
+            Some(t) => match self.string(t, &format!("{what}: `type`")) {
                 Some(s) => {
                     let ty = FieldType::parse(s);
                     if ty.is_none() {
@@ -496,13 +502,13 @@ impl Compiler {
             },
         };
         let description = get("description")
-            .and_then(|d| self.string(d, "`description`"))
+            .and_then(|d| self.string(d, &format!("{what}: `description`")))
             .map(str::to_string);
         let writable = get("writable")
-            .and_then(|w| self.boolean(w, "`writable`"))
+            .and_then(|w| self.boolean(w, &format!("{what}: `writable`")))
             .unwrap_or(false);
         let source = get("from").and_then(|f| {
-            let text = self.string(f, "`from`")?;
+            let text = self.string(f, &format!("{what}: `from`"))?;
             match Template::compile(text) {
                 Ok(t) => Some((f, t)),
                 Err(e) => {
@@ -535,7 +541,7 @@ impl Compiler {
                 if !allowed {
                     c.error(
                         node.pos,
-                        format!("`{key}` applies to {types} fields, not to {ty}"),
+                        format!("{what}: `{key}` applies to {types} fields, not to {ty}"),
                     );
                     return None;
                 }
@@ -543,10 +549,10 @@ impl Compiler {
             get(key)
         };
         if let Some(n) = only_for(self, "min", numeric, "integer and number") {
-            constraints.min = self.number(n, "`min`");
+            constraints.min = self.number(n, &format!("{what}: `min`"));
         }
         if let Some(n) = only_for(self, "max", numeric, "integer and number") {
-            constraints.max = self.number(n, "`max`");
+            constraints.max = self.number(n, &format!("{what}: `max`"));
         }
         if let (Some(min), Some(max)) = (constraints.min, constraints.max) {
             if min > max {
@@ -561,12 +567,12 @@ impl Compiler {
                 Kind::Int(i) if i >= 0 => constraints.max_length = Some(i as usize),
                 _ => self.error(
                     n.pos,
-                    "`max_length` must be a whole number of characters, 0 or more",
+                    format!("{what}: `max_length` must be a whole number of characters, 0 or more"),
                 ),
             }
         }
         if let Some(n) = only_for(self, "pattern", textual, "string") {
-            if let Some(re) = self.string(n, "`pattern`") {
+            if let Some(re) = self.string(n, &format!("{what}: `pattern`")) {
                 match Regex::new(re) {
                     Ok(r) => constraints.pattern = Some(r),
                     Err(e) => self.error(
@@ -590,7 +596,10 @@ impl Compiler {
                 Kind::Seq(items) if !items.is_empty() => {
                     constraints.one_of = Some(items.iter().map(Yaml::to_json).collect())
                 }
-                _ => self.error(n.pos, "`enum` must be a non-empty list of values"),
+                _ => self.error(
+                    n.pos,
+                    format!("{what}: `enum` must be a non-empty list of values"),
+                ),
             }
         }
 
@@ -699,10 +708,11 @@ fn yaml_items(node: &Yaml) -> &[Yaml] {
     }
 }
 
+/// The regex crate's message without its source excerpt: the `error: ...` line.
 fn first_line(s: &str) -> &str {
     s.lines()
         .rev()
-        .find(|l| l.trim_start().starts_with("error:"))
+        .find_map(|l| l.trim_start().strip_prefix("error:"))
         .map_or(s.lines().next().unwrap_or(s), str::trim)
 }
 

@@ -36,6 +36,7 @@ impl<S: Store> Engine<S> {
 mod tests {
     use crate::config::Config;
     use crate::engine::{Engine, Request};
+    use crate::store::Store;
     use serde_json::{json, Value};
 
     fn config(prefs_fields: &str) -> Config {

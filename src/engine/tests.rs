@@ -606,3 +606,98 @@ fn a_malformed_token_event_is_ignored() {
     }
     assert_eq!(t.get("session.user.c1"), ann_user());
 }
+
+/// The valid config fixtures serve what they declare.
+#[test]
+fn the_valid_fixtures_serve_their_declarations() {
+    let load = |name: &str| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/config/valid")
+            .join(name);
+        Config::load_file(&path).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let chat = load("chat.yaml");
+    let mut engine = Engine::default();
+    let out = engine.handle(
+        &chat,
+        Request::Get {
+            rid: "chat.lobby.settings",
+        },
+    );
+    assert_eq!(
+        reply(&out)["result"]["model"],
+        json!({
+            "title": "Room lobby",
+            "colors": {"data": {"fg": "black", "bg": "white"}},
+            "tags": {"data": ["general", "1"]},
+            "slow": 0
+        })
+    );
+    engine.handle(
+        &chat,
+        Request::Token {
+            cid: "c1",
+            payload: br#"{"token":{"userId":5}}"#,
+        },
+    );
+    let out = engine.handle(
+        &chat,
+        Request::Get {
+            rid: "chat.lobby.typing.c1",
+        },
+    );
+    assert_eq!(
+        reply(&out)["result"]["model"],
+        json!({
+            "room": "lobby",
+            "channel": {"rid": "chat.room.lobby"},
+            "user": {"rid": "users.user.5"},
+            "typing": false,
+            "draft": null
+        })
+    );
+
+    let profile = load("profile.yaml");
+    let mut engine = Engine::default();
+    let rid = "session.profile.c1";
+    let out = engine.handle(&profile, Request::Get { rid });
+    assert_eq!(
+        reply(&out)["result"]["model"],
+        json!({
+            "greeting": "Hello!",
+            "admin": false,
+            "score": 0.5,
+            "nick": null,
+            "level": 1,
+            "badges": null,
+            "home": {"rid": "site.home"}
+        })
+    );
+    let out = engine.handle(
+        &profile,
+        Request::Token {
+            cid: "c1",
+            payload: br#"{"token":{"name":"Ann","admin":true}}"#,
+        },
+    );
+    assert_eq!(
+        events(&out),
+        vec![
+            change(rid, json!({"greeting": "Hello, Ann!", "admin": true})),
+            reaccess(rid),
+        ],
+        "its get rule reads `token`"
+    );
+    // The `set` rule reads `model.level` and `query`.
+    let out = engine.handle(
+        &profile,
+        Request::Access {
+            rid,
+            payload: br#"{"cid":"c1","query":""}"#,
+        },
+    );
+    assert_eq!(
+        reply(&out),
+        json!({"result": {"get": true, "call": "set,reset"}})
+    );
+}

@@ -14,6 +14,7 @@ use connres::service::Service;
 use futures::{FutureExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
+use tokio::task::coop::unconstrained;
 use tokio::task::JoinHandle;
 
 /// How long to wait for something that must happen before calling the test failed.
@@ -124,25 +125,35 @@ pub struct Gateway {
 /// Starts connres on `yaml` against `server`, with a gateway already listening, and
 /// returns once connres has announced itself with `system.reset`.
 pub async fn start(server: &NatsServer, yaml: &str) -> (Connres, Gateway) {
+    let (connres, gateway, _) = start_with_reset(server, yaml).await;
+    (connres, gateway)
+}
+
+/// Like [`start`], and also returns the payload of the `system.reset` connres announced
+/// itself with.
+pub async fn start_with_reset(server: &NatsServer, yaml: &str) -> (Connres, Gateway, Value) {
     let config = Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
-    let gateway = Gateway::connect(server).await;
-    let mut gateway = gateway;
+    let mut gateway = Gateway::connect(server).await;
     let service = Service::start(config, &server.url)
         .await
         .expect("connres starts");
+    let (connres, reset) = launch(service, &mut gateway).await;
+    (connres, gateway, reset)
+}
+
+/// Runs a started service and waits for its `system.reset` announcement.
+async fn launch(service: Service, gateway: &mut Gateway) -> (Connres, Value) {
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(service.run(async {
         let _ = stopped.await;
     }));
-    let (subject, _) = gateway.next_system().await;
+    let (subject, payload) = gateway.next_system().await;
     assert_eq!(subject, "system.reset");
-    (
-        Connres {
-            stop: Some(stop),
-            task: Some(task),
-        },
-        gateway,
-    )
+    let connres = Connres {
+        stop: Some(stop),
+        task: Some(task),
+    };
+    (connres, payload)
 }
 
 impl Gateway {
@@ -245,7 +256,7 @@ impl Gateway {
     /// one connection, so those events are here by then.
     pub fn pending_events(&mut self) -> Vec<(String, Value)> {
         let mut out = Vec::new();
-        while let Some(Some(msg)) = self.events.next().now_or_never() {
+        while let Some(Some(msg)) = unconstrained(self.events.next()).now_or_never() {
             out.push((msg.subject.to_string(), parse_or_null(&msg.payload)));
         }
         out
@@ -254,7 +265,7 @@ impl Gateway {
     /// System messages already delivered, without waiting.
     pub fn pending_system(&mut self) -> Vec<(String, Value)> {
         let mut out = Vec::new();
-        while let Some(Some(msg)) = self.system.next().now_or_never() {
+        while let Some(Some(msg)) = unconstrained(self.system.next()).now_or_never() {
             out.push((msg.subject.to_string(), parse_or_null(&msg.payload)));
         }
         out
@@ -311,20 +322,8 @@ pub async fn start_watched(
         .watch(path)
         .expect("watch starts");
     let reports = service.reload_reports();
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(service.run(async {
-        let _ = stopped.await;
-    }));
-    let (subject, _) = gateway.next_system().await;
-    assert_eq!(subject, "system.reset");
-    (
-        Connres {
-            stop: Some(stop),
-            task: Some(task),
-        },
-        gateway,
-        reports,
-    )
+    let (connres, _) = launch(service, &mut gateway).await;
+    (connres, gateway, reports)
 }
 
 /// The next reload report that is not `Unchanged`.
@@ -339,5 +338,45 @@ pub async fn next_reload(
         if report != connres::reload::ReloadReport::Unchanged {
             return report;
         }
+    }
+}
+
+static BARRIERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Gateway {
+    /// Waits until connres has handled every `conn.*.token` event published before, and
+    /// returns the events it published before this barrier's own (so a test can assert
+    /// that an earlier token event published nothing). The config must declare the
+    /// seed's `session.user.{cid}` with `id` from `token.userId`.
+    ///
+    /// How: a fresh marker connection gets its `session.user` model known by a get, then
+    /// logs in by a token event. Token events arrive on one subscription and are handled
+    /// in order, and connres publishes in order, so every event of an earlier token event
+    /// arrives before the marker's change event.
+    pub async fn token_barrier(&mut self) -> Vec<(String, Value)> {
+        let n = BARRIERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cid = format!("barrier{n}");
+        let rid = format!("session.user.{cid}");
+        assert_eq!(self.get(&rid).await["id"], Value::Null, "barrier model");
+        self.token(&cid, json!({ "userId": 1 })).await;
+        let marker = format!("event.{rid}.change");
+        let mut before = Vec::new();
+        loop {
+            let (subject, payload) = self.next_event().await;
+            if subject == marker {
+                return before;
+            }
+            before.push((subject, payload));
+        }
+    }
+
+    /// Asserts a reply is a RES error with `code`, and returns its message.
+    pub fn expect_error(reply: &Value, code: &str) -> String {
+        assert_eq!(reply["error"]["code"], json!(code), "reply {reply}");
+        assert!(reply.get("result").is_none(), "reply {reply}");
+        reply["error"]["message"]
+            .as_str()
+            .expect("an error message")
+            .to_string()
     }
 }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: installs nats-server if missing, then format check, lints, and
+# every unit and integration test (the integration tests start their own nats-server on
+# free loopback ports).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NATS_SERVER=$(scripts/install-nats-server.sh)
+export NATS_SERVER
+echo "using $NATS_SERVER ($("$NATS_SERVER" --version))"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked

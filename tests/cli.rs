@@ -1,0 +1,286 @@
+//! The `connres` binary: `check` and `serve`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use common::*;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_connres");
+
+fn project_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
+}
+
+/// The binary with a clean environment for its own variables.
+fn connres() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("CONNRES_CONFIG")
+        .env_remove("NATS_URL")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// A child process killed on drop unless it was waited for.
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        Proc(Some(cmd.spawn().expect("connres starts")))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// Waits for the exit (bounded by WAIT as a failure guard) and collects the output.
+    async fn output(mut self) -> Output {
+        let child = self.0.take().expect("running");
+        let pid = child.id();
+        let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
+        match tokio::time::timeout(WAIT, waiting).await {
+            Ok(out) => out.expect("joins").expect("waits"),
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                panic!("connres (pid {pid}) did not exit");
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `file:line:col: message` with a numeric line and column.
+fn located<'a>(line: &'a str, file: &str) -> Option<(u32, u32, &'a str)> {
+    let rest = line.strip_prefix(file)?.strip_prefix(':')?;
+    let (l, rest) = rest.split_once(':')?;
+    let (c, message) = rest.split_once(": ")?;
+    Some((l.parse().ok()?, c.parse().ok()?, message))
+}
+
+const INVALID: &str = "version: 1
+resources:
+  session.x.{cid}:
+    fields:
+      a: { tpye: integer }
+      b: { type: integer, default: 2.5 }
+    access:
+      get: cid ==
+";
+
+fn invalid_file() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resources.yaml");
+    std::fs::write(&path, INVALID).unwrap();
+    (dir, path)
+}
+
+#[tokio::test]
+async fn check_accepts_the_project_file_and_prints_a_summary() {
+    let file = project_file("resources.yaml");
+    let out = Proc::spawn(connres().arg("check").arg(&file))
+        .output()
+        .await;
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+    for needle in [
+        "session.user.{cid}",
+        "session.prefs.{cid}",
+        "session.status.{cid}",
+        "get.session.user.*",
+        "call.session.prefs.*.*",
+        "theme:string (writable)",
+        "id:integer (from)",
+        "resource(s); also conn.*.token, connres.set.>, connres.reset.>",
+        ": ok",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "summary lacks {needle:?}:\n{stdout}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_reports_every_error_with_its_location_and_exits_1() {
+    let (_dir, path) = invalid_file();
+    let out = Proc::spawn(connres().arg("check").arg(&path))
+        .output()
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let file = path.display().to_string();
+    let errors: Vec<(u32, u32, &str)> = stderr.lines().filter_map(|l| located(l, &file)).collect();
+    assert!(errors.len() >= 3, "located errors on stderr:\n{stderr}");
+    let has = |line: u32, needle: &str| {
+        errors
+            .iter()
+            .any(|(l, _, m)| *l == line && m.contains(needle))
+    };
+    assert!(
+        has(5, "`tpye`") && has(5, "did you mean `type`"),
+        "{stderr}"
+    );
+    assert!(has(6, "default 2.5 is not an integer"), "{stderr}");
+    assert!(has(8, "access.get"), "{stderr}");
+    // Nothing that looks like a location is malformed.
+    for line in stderr.lines() {
+        let after = line.strip_prefix(&format!("{file}:")).unwrap_or("");
+        if after.starts_with(|c: char| c.is_ascii_digit()) {
+            assert!(located(line, &file).is_some(), "malformed {line:?}");
+        }
+    }
+    assert!(text(&out.stdout).is_empty());
+}
+
+#[tokio::test]
+async fn check_of_a_missing_file_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.yaml");
+    let out = Proc::spawn(connres().arg("check").arg(&path))
+        .output()
+        .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let file = path.display().to_string();
+    assert!(
+        stderr.lines().any(|l| located(l, &file).is_some()),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn serve_refuses_an_invalid_config_without_starting() {
+    let server = NatsServer::start();
+    let mut gw = Gateway::connect(&server).await;
+    let (_dir, path) = invalid_file();
+    let out = Proc::spawn(
+        connres()
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .arg("--nats")
+            .arg(&server.url),
+    )
+    .output()
+    .await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let file = path.display().to_string();
+    assert!(
+        stderr.lines().any(|l| located(l, &file).is_some()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not starting"), "{stderr}");
+    // It never announced itself: a round trip to the server after its exit shows no
+    // system message.
+    gw.client.flush().await.unwrap();
+    assert!(gw.pending_system().is_empty());
+    assert!(nobody_serves_connres_subjects(&gw).await);
+}
+
+/// Nobody answers requests on connres's subjects.
+async fn nobody_serves_connres_subjects(gw: &Gateway) -> bool {
+    let r = tokio::time::timeout(
+        WAIT,
+        gw.client
+            .request("get.session.user.c1", bytes::Bytes::new()),
+    )
+    .await
+    .expect("answered or refused in time");
+    matches!(r, Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders)
+}
+
+#[tokio::test]
+async fn serve_announces_serves_and_exits_0_on_sigterm() {
+    let server = NatsServer::start();
+    let mut gw = Gateway::connect(&server).await;
+    // A copy of the project file, so the reload watcher watches a private directory.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resources.yaml");
+    std::fs::copy(project_file("resources.yaml"), &path).unwrap();
+    let proc = Proc::spawn(
+        connres()
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .arg("--nats")
+            .arg(&server.url),
+    );
+
+    let (subject, reset) = gw.next_system().await;
+    assert_eq!(subject, "system.reset");
+    let config = connres::config::Config::load_file(&path).expect("the project file is valid");
+    let mut declared: Vec<String> = config
+        .resources
+        .iter()
+        .map(|r| r.pattern.wildcard())
+        .collect();
+    declared.sort_unstable();
+    assert!(declared.contains(&"session.user.*".to_string()));
+    for key in ["resources", "access"] {
+        let mut patterns: Vec<String> = reset[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} in {reset}"))
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        patterns.sort_unstable();
+        assert_eq!(patterns, declared, "system.reset {key}");
+    }
+
+    assert_eq!(
+        gw.get("session.user.c1").await,
+        json!({"id": null, "name": null, "role": null, "user": null})
+    );
+    assert_eq!(
+        gw.access("session.user.c1", "c1", json!(null)).await,
+        json!({"result": {"get": true}})
+    );
+    let r = gw
+        .request(
+            "connres.set.session.status.c1",
+            json!({"values": {"cartItems": 2}}),
+        )
+        .await;
+    assert_eq!(r, json!({"result": null}));
+    assert_eq!(
+        gw.next_event().await,
+        (
+            "event.session.status.c1.change".to_string(),
+            json!({"values": {"cartItems": 2}})
+        )
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &proc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = proc.output().await;
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
+}
