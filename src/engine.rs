@@ -38,7 +38,7 @@ pub enum Request<'a> {
     /// `<prefix>.set.<rid>`
     ApiSet { rid: &'a str, payload: &'a [u8] },
     /// `<prefix>.reset.<rid>`
-    ApiReset { rid: &'a str },
+    ApiReset { rid: &'a str, payload: &'a [u8] },
 }
 
 /// What handling a message produced: events to publish first, then the reply (none for
@@ -98,7 +98,9 @@ impl<S: Store> Engine<S> {
             Request::ApiSet { rid, payload } => {
                 Some(self.api_set(config, rid, payload, &mut out.events))
             }
-            Request::ApiReset { rid } => Some(self.api_reset(config, rid, &mut out.events)),
+            Request::ApiReset { rid, payload } => {
+                Some(self.api_reset(config, rid, payload, &mut out.events))
+            }
         };
         out.reply = reply.map(|r| r.unwrap_or_else(|e| e.reply()));
         out
@@ -262,9 +264,15 @@ impl<S: Store> Engine<S> {
         &mut self,
         config: &Config,
         rid: &str,
+        payload: &[u8],
         events: &mut Vec<(String, Bytes)>,
     ) -> Result<Bytes, ResError> {
         let (res, params) = resolve_or_not_found(config, rid)?;
+        if !payload.iter().all(u8::is_ascii_whitespace) && !protocol::is_json_object(payload) {
+            return Err(ResError::InvalidParams(
+                "reset request: the payload must be empty or a JSON object".into(),
+            ));
+        }
         self.reset(res, rid, &params, events);
         Ok(protocol::null_reply())
     }

@@ -181,7 +181,9 @@ impl FieldDef {
                 ))
             }
             (FieldType::Ref, Value::Object(obj)) => match (obj.get("rid"), obj.len()) {
-                (Some(Value::String(rid)), n) if n == 1 || (n == 2 && obj.contains_key("soft")) => {
+                (Some(Value::String(rid)), n)
+                    if n == 1 || (n == 2 && obj.get("soft") == Some(&Value::Bool(false))) =>
+                {
                     Value::String(rid.clone())
                 }
                 _ => {
@@ -369,6 +371,14 @@ mod tests {
     #[test]
     fn ref_and_data_wire_values() {
         let r = field(FieldType::Ref);
+        assert!(
+            r.from_wire(&json!({"rid": "a.b", "soft": true})).is_err(),
+            "soft refs are not kept, so refused"
+        );
+        assert_eq!(
+            r.from_wire(&json!({"rid": "a.b", "soft": false})).unwrap(),
+            json!("a.b")
+        );
         assert_eq!(
             r.from_wire(&json!({"rid": "users.user.1"})).unwrap(),
             json!("users.user.1")

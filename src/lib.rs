@@ -35,7 +35,7 @@ pub fn summary(config: &config::Config) -> String {
             .collect();
         let _ = writeln!(out, "{}", res.pattern);
         if let Some(d) = &res.description {
-            let _ = writeln!(out, "  {d}");
+            let _ = writeln!(out, "  {}", d.trim());
         }
         let _ = writeln!(out, "  fields:   {}", fields.join(", "));
         let _ = writeln!(out, "  subjects: get.{w} access.{w} call.{w}.*");

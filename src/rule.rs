@@ -45,9 +45,9 @@ impl Rule {
             RuleError {
                 message: format!(
                     "CEL syntax: {}",
-                    first
-                        .map(|e| e.msg.trim_start_matches("Syntax error: "))
-                        .unwrap_or("invalid expression")
+                    first.map_or("invalid expression".to_string(), |e| tidy_parse_error(
+                        &e.msg
+                    ))
                 ),
                 // The parser's positions are 1-based already.
                 pos: first.and_then(|e| {
@@ -110,6 +110,18 @@ impl Rule {
             Ok(other) => Err(format!("rule gave {other:?}, not a boolean")),
             Err(e) => Err(e.to_string()),
         }
+    }
+}
+
+/// The parser's message without its prefix and without the list of every token it
+/// would have accepted, which is long and says little to a person.
+fn tidy_parse_error(msg: &str) -> String {
+    let msg = msg.trim_start_matches("Syntax error: ");
+    let msg = msg.split(" expecting ").next().unwrap_or(msg);
+    let msg = msg.replace("'<EOF>'", "end of expression");
+    match msg.strip_prefix("mismatched input ") {
+        Some(rest) => format!("unexpected {rest}"),
+        None => msg,
     }
 }
 
@@ -253,7 +265,7 @@ mod tests {
     fn rejects_bad_syntax_and_unknown_variables() {
         let e = Rule::compile("cid == )").unwrap_err();
         assert!(
-            e.message.starts_with("CEL syntax: mismatched input ')'"),
+            e.message.starts_with("CEL syntax: unexpected ')'"),
             "{}",
             e.message
         );

@@ -451,6 +451,7 @@ fn route_request<'a>(
         },
         Route::ApiReset => Request::ApiReset {
             rid: rest(prefix)?.strip_prefix(".reset.")?,
+            payload,
         },
     })
 }
@@ -479,7 +480,7 @@ mod tests {
         ));
         assert!(matches!(
             route_request(Route::ApiReset, "connres.reset.a.b", b"", "connres"),
-            Some(Request::ApiReset { rid: "a.b" })
+            Some(Request::ApiReset { rid: "a.b", .. })
         ));
         assert!(route_request(Route::Get, "access.a", b"", "connres").is_none());
     }

@@ -275,9 +275,18 @@ async fn backend_reset_restores_the_defaults() {
     assert_ok(&r);
     assert!(gw.pending_events().is_empty());
 
-    // A payload is allowed and ignored.
+    // An empty object is allowed as the payload; anything else is refused, unchanged.
     let r = api_set(&gw, rid, json!({"cartItems": 1})).await;
     assert_ok(&r);
+    for junk in [&b"junk"[..], b"[1]", b"\"x\""] {
+        let r = gw
+            .request_raw(
+                &format!("connres.reset.{rid}"),
+                bytes::Bytes::copy_from_slice(junk),
+            )
+            .await;
+        Gateway::expect_error(&r, "system.invalidParams");
+    }
     let r = gw.request(&format!("connres.reset.{rid}"), json!({})).await;
     assert_ok(&r);
     assert_changes(
