@@ -6,7 +6,7 @@
 //! which the caller turns into the field's default) and no HTML escaping.
 
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use handlebars::template::{HelperTemplate, Parameter, TemplateElement};
 use handlebars::{Handlebars, Path, PathSeg, RenderContext, Renderable};
@@ -36,7 +36,7 @@ enum Kind {
     /// `{{a.b.c}}`: the segments of the one path.
     Path(Vec<String>),
     /// Anything else, rendered by handlebars to a string.
-    Text(Box<handlebars::Template>),
+    Text(Arc<handlebars::Template>),
 }
 
 /// Why a template was refused at load. `line` and `col` are 1-based within the template.
@@ -92,7 +92,7 @@ impl Template {
             .any(|(p, _)| p.first().map(String::as_str) == Some("token"));
         let kind = match single_path(&tpl) {
             Some(segs) => Kind::Path(segs),
-            None => Kind::Text(Box::new(tpl)),
+            None => Kind::Text(Arc::new(tpl)),
         };
         Ok(Template {
             source: source.to_string(),

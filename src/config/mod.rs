@@ -215,6 +215,10 @@ const FIELD_KEYS: &[&str] = &[
 #[derive(Default)]
 struct Compiler {
     errors: Vec<ConfigError>,
+    /// Compiled rules and templates by source: configs repeat the same few rules
+    /// (`cid == params.cid`) on every resource, and compiling CEL dominates load time.
+    rules: HashMap<String, Rule>,
+    templates: HashMap<String, Template>,
 }
 
 type Entries<'y> = Vec<(&'y Key, &'y Yaml)>;
@@ -509,8 +513,15 @@ impl Compiler {
             .unwrap_or(false);
         let source = get("from").and_then(|f| {
             let text = self.string(f, &format!("{what}: `from`"))?;
-            match Template::compile(text) {
-                Ok(t) => Some((f, t)),
+            let compiled = match self.templates.get(text) {
+                Some(t) => Ok(t.clone()),
+                None => Template::compile(text),
+            };
+            match compiled {
+                Ok(t) => {
+                    self.templates.insert(text.to_string(), t.clone());
+                    Some((f, t))
+                }
                 Err(e) => {
                     let at = e
                         .pos
@@ -689,7 +700,13 @@ impl Compiler {
                 return None;
             }
         };
+        if let Some(rule) = self.rules.get(&source) {
+            return Some(rule.clone());
+        }
         Rule::compile(&source)
+            .inspect(|rule| {
+                self.rules.insert(source.clone(), rule.clone());
+            })
             .map_err(|e| {
                 let at = e
                     .pos
