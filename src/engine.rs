@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::config::{Config, Resource, METHODS};
+use crate::config::{CallAccess, Config, Resource, METHODS};
 use crate::field::json_eq;
 use crate::pattern::Params;
 use crate::protocol::{
@@ -135,16 +135,8 @@ impl<S: Store> Engine<S> {
             Err(e) => return Some(Err(e)),
         };
         self.learn_token(config, &req.cid, req.token.as_ref(), events);
-        if !self
-            .store
-            .connection(&req.cid)
-            .is_some_and(|c| c.rids.contains(rid))
-        {
-            self.store
-                .connection_mut(&req.cid)
-                .rids
-                .insert(rid.to_string());
-        }
+        // The gateway caches this access for the requester: its login must re-ask it.
+        self.know(&req.cid, rid);
         let model = self.model_json(res, rid, &params);
         let input = RuleInput {
             cid: &req.cid,
@@ -159,11 +151,11 @@ impl<S: Store> Engine<S> {
             .as_ref()
             .is_some_and(|r| self.allows(r, res, "get", &input));
         let call = match &res.access.call {
-            crate::config::CallAccess::Deny => None,
-            crate::config::CallAccess::All(rule) => self
+            CallAccess::Deny => None,
+            CallAccess::All(rule) => self
                 .allows(rule, res, "call", &input)
                 .then(|| "*".to_string()),
-            crate::config::CallAccess::Methods(rules) => {
+            CallAccess::Methods(rules) => {
                 let granted: Vec<&str> = rules
                     .iter()
                     .filter(|(m, r)| self.allows(r, res, m, &input))
@@ -433,13 +425,18 @@ impl<S: Store> Engine<S> {
     /// Records that the gateway may now hold this model for its connection.
     fn remember(&mut self, res: &Resource, rid: &str) {
         if let Some(cid) = res.pattern.cid_of(rid) {
-            if !self
-                .store
-                .connection(cid)
-                .is_some_and(|c| c.rids.contains(rid))
-            {
-                self.store.connection_mut(cid).rids.insert(rid.to_string());
-            }
+            self.know(cid, rid);
+        }
+    }
+
+    /// Adds a resource to a connection's known resources.
+    fn know(&mut self, cid: &str, rid: &str) {
+        if !self
+            .store
+            .connection(cid)
+            .is_some_and(|c| c.rids.contains(rid))
+        {
+            self.store.connection_mut(cid).rids.insert(rid.to_string());
         }
     }
 
@@ -486,15 +483,7 @@ impl<S: Store> Engine<S> {
 
     /// The model as plain JSON, for rules that read `model`.
     fn model_json(&self, res: &Resource, rid: &str, params: &Params) -> Option<Value> {
-        let reads = res.access.get.as_ref().is_some_and(Rule::reads_model)
-            || match &res.access.call {
-                crate::config::CallAccess::Deny => false,
-                crate::config::CallAccess::All(r) => r.reads_model(),
-                crate::config::CallAccess::Methods(rules) => {
-                    rules.iter().any(|(_, r)| r.reads_model())
-                }
-            };
-        if !reads {
+        if !res.access_reads_model() {
             return None;
         }
         let values = self.values(res, rid, params, self.token_of(res, rid).as_deref());

@@ -87,6 +87,18 @@ pub enum CallAccess {
     Methods(Vec<(String, Rule)>),
 }
 
+impl Access {
+    /// Every rule: `get` and the call rules.
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        let call: Vec<&Rule> = match &self.call {
+            CallAccess::Deny => Vec::new(),
+            CallAccess::All(r) => vec![r],
+            CallAccess::Methods(rules) => rules.iter().map(|(_, r)| r).collect(),
+        };
+        self.get.iter().chain(call)
+    }
+}
+
 impl CallAccess {
     /// The rule that decides a method, if any.
     pub fn rule(&self, method: &str) -> Option<&Rule> {
@@ -105,12 +117,12 @@ impl Resource {
 
     /// True when an access rule reads `token` (so access may change at login).
     pub fn access_reads_token(&self) -> bool {
-        let call = match &self.access.call {
-            CallAccess::Deny => false,
-            CallAccess::All(r) => r.reads_token(),
-            CallAccess::Methods(rules) => rules.iter().any(|(_, r)| r.reads_token()),
-        };
-        call || self.access.get.as_ref().is_some_and(Rule::reads_token)
+        self.access.rules().any(Rule::reads_token)
+    }
+
+    /// True when an access rule reads `model` (so the model is built for it).
+    pub fn access_reads_model(&self) -> bool {
+        self.access.rules().any(Rule::reads_model)
     }
 
     /// True when a field follows the token.
