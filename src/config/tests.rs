@@ -1,28 +1,6 @@
 use super::*;
 
-const SEED: &str = r#"
-version: 1
-resources:
-  session.user.{cid}:
-    description: The user logged in on the connection.
-    fields:
-      id:   { type: integer, from: "{{token.userId}}" }
-      name: { type: string,  from: "{{token.name}}" }
-      role: { type: string,  from: "{{token.role}}", enum: [admin, user, guest] }
-      user: { type: ref,     from: "users.user.{{token.userId}}" }
-    access:
-      get: cid == params.cid
-  session.prefs.{cid}:
-    fields:
-      theme:    { type: string,  default: light, enum: [light, dark], writable: true }
-      fontSize: { type: integer, default: 14, min: 8, max: 32, writable: true }
-    reset: { on_logout: false }
-    access:
-      get: cid == params.cid
-      call:
-        set: cid == params.cid && token != null
-        reset: cid == params.cid
-"#;
+const SEED: &str = include_str!("../../tests/config/valid/seed.yaml");
 
 #[test]
 fn the_design_example_compiles() {

@@ -6,27 +6,9 @@ use serde_json::json;
 /// The seed config plus a resource whose written fields reset on logout, one whose
 /// access rule fails at run time without a token, and one with another capture and a
 /// single call rule.
-const YAML: &str = r#"
-version: 1
-resources:
-  session.user.{cid}:
-    fields:
-      id:   { type: integer, from: "{{token.userId}}" }
-      name: { type: string,  from: "{{token.name}}" }
-      role: { type: string,  from: "{{token.role}}", enum: [admin, user, guest] }
-      user: { type: ref,     from: "users.user.{{token.userId}}" }
-    access:
-      get: cid == params.cid
-  session.prefs.{cid}:
-    fields:
-      theme:    { type: string,  default: light, enum: [light, dark], writable: true }
-      fontSize: { type: integer, default: 14, min: 8, max: 32, writable: true }
-    reset: { on_logout: false }
-    access:
-      get: cid == params.cid
-      call:
-        set: cid == params.cid && token != null
-        reset: cid == params.cid
+const YAML: &str = concat!(
+    include_str!("../../tests/config/valid/seed.yaml"),
+    r#"
   session.draft.{cid}:
     fields:
       text: { type: string, default: "", writable: true }
@@ -45,7 +27,8 @@ resources:
     access:
       get: "true"
       call: cid == params.cid
-"#;
+"#
+);
 
 const ANN: &str = r#"{"token":{"userId":42,"name":"Ann","role":"admin"}}"#;
 const LOGOUT: &str = r#"{"token":null}"#;

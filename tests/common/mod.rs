@@ -281,28 +281,7 @@ fn parse_or_null(payload: &[u8]) -> Value {
 }
 
 /// The seed config from DESIGN.md.
-pub const SEED: &str = r#"
-version: 1
-resources:
-  session.user.{cid}:
-    fields:
-      id:   { type: integer, from: "{{token.userId}}" }
-      name: { type: string,  from: "{{token.name}}" }
-      role: { type: string,  from: "{{token.role}}", enum: [admin, user, guest] }
-      user: { type: ref,     from: "users.user.{{token.userId}}" }
-    access:
-      get: cid == params.cid
-  session.prefs.{cid}:
-    fields:
-      theme:    { type: string,  default: light, enum: [light, dark], writable: true }
-      fontSize: { type: integer, default: 14, min: 8, max: 32, writable: true }
-    reset: { on_logout: false }
-    access:
-      get: cid == params.cid
-      call:
-        set: cid == params.cid && token != null
-        reset: cid == params.cid
-"#;
+pub const SEED: &str = include_str!("../config/valid/seed.yaml");
 
 /// Starts connres on the config file at `path`, watching it for reloads; returns the
 /// reload reports from then on as well.
