@@ -12,7 +12,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions, Event, Message, Subscriber};
 use futures::stream::{SelectAll, Stream, StreamExt};
@@ -25,6 +25,9 @@ use crate::reload::{ReloadReport, Trigger, Triggers, WatchError};
 
 /// Default NATS server when neither the flag, the environment nor the file names one.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// How long a shutdown may spend answering requests already received.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +170,24 @@ impl Service {
                 },
             }
         }
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            tracing::warn!("shutting down while NATS is unreachable: nothing to drain");
+            return Ok(());
+        }
         tracing::info!("shutting down: draining subscriptions");
+        match tokio::time::timeout(DRAIN_TIMEOUT, self.drain()).await {
+            Ok(result) => result?,
+            Err(_) => tracing::warn!(
+                timeout = ?DRAIN_TIMEOUT,
+                "gave up draining (NATS went away?); requests still in flight are unanswered"
+            ),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// Unsubscribes, answers what was already received, and flushes.
+    async fn drain(&mut self) -> Result<(), ServiceError> {
         for tagged in self.subs.iter_mut() {
             if let Err(e) = tagged.sub.drain().await {
                 tracing::warn!(error = %e, "drain failed");
@@ -179,9 +199,7 @@ impl Service {
         self.client
             .flush()
             .await
-            .map_err(|e| ServiceError::Nats(e.to_string()))?;
-        tracing::info!("stopped");
-        Ok(())
+            .map_err(|e| ServiceError::Nats(e.to_string()))
     }
 
     async fn subscribe_fixed(&mut self, config: &Config) -> Result<(), ServiceError> {

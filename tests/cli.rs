@@ -284,3 +284,31 @@ async fn serve_announces_serves_and_exits_0_on_sigterm() {
     let out = proc.output().await;
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
 }
+
+#[tokio::test]
+async fn sigterm_while_nats_is_gone_still_exits_0() {
+    let server = NatsServer::start();
+    let mut gw = Gateway::connect(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resources.yaml");
+    std::fs::copy(project_file("resources.yaml"), &path).unwrap();
+    let proc = Proc::spawn(
+        connres()
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .arg("--nats")
+            .arg(&server.url),
+    );
+    assert_eq!(gw.next_system().await.0, "system.reset");
+    drop(gw);
+    drop(server);
+    let status = Command::new("kill")
+        .args(["-TERM", &proc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Bounded by the drain timeout, well inside the harness's failure guard.
+    let out = proc.output().await;
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
+}
