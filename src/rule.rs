@@ -9,7 +9,12 @@ use cel::{Context, Env, IdedExpr, Program};
 use serde_json::Value;
 
 /// The variables a rule may read.
-pub const VARIABLES: &[&str] = &["cid", "token", "params", "query", "model"];
+pub const VARIABLES: [&str; 5] = ["cid", "token", "params", "query", "model"];
+const CID: usize = 0;
+const TOKEN: usize = 1;
+const PARAMS: usize = 2;
+const QUERY: usize = 3;
+const MODEL: usize = 4;
 
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
@@ -18,8 +23,8 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 pub struct Rule {
     source: String,
     program: Arc<Program>,
-    reads_token: bool,
-    reads_model: bool,
+    /// Which of [`VARIABLES`] the rule reads, in that order; only those are bound.
+    reads: [bool; 5],
 }
 
 /// Why a rule was refused at load; `pos` is the 1-based line and column in the rule.
@@ -67,13 +72,11 @@ impl Rule {
                 pos: None,
             });
         }
-        let reads_token = free.contains(&"token");
-        let reads_model = free.contains(&"model");
+        let reads = VARIABLES.map(|v| free.contains(&v));
         Ok(Rule {
             source: source.to_string(),
             program: Arc::new(program),
-            reads_token,
-            reads_model,
+            reads,
         })
     }
 
@@ -82,28 +85,39 @@ impl Rule {
     }
 
     pub fn reads_token(&self) -> bool {
-        self.reads_token
+        self.reads[TOKEN]
     }
 
     pub fn reads_model(&self) -> bool {
-        self.reads_model
+        self.reads[MODEL]
     }
 
     /// Evaluates the rule: `Ok(true)` grants, `Ok(false)` denies, `Err` is a rule that
     /// failed at run time (the caller denies and logs it).
     pub fn eval(&self, input: &RuleInput) -> Result<bool, String> {
+        // Converting values into CEL costs more than most rules do, so only the
+        // variables the rule reads are bound.
         let mut ctx = Context::with_env(ENV.clone());
-        ctx.add_variable_from_value("cid", input.cid.to_string());
-        ctx.add_variable("token", input.token.unwrap_or(&Value::Null))
-            .map_err(|e| e.to_string())?;
-        let params: std::collections::HashMap<&str, &str> = input.params.iter().copied().collect();
-        ctx.add_variable("params", params)
-            .map_err(|e| e.to_string())?;
-        ctx.add_variable("query", input.query)
-            .map_err(|e| e.to_string())?;
-        if self.reads_model {
-            ctx.add_variable("model", input.model.unwrap_or(&Value::Null))
-                .map_err(|e| e.to_string())?;
+        let err = |e: cel::SerializationError| e.to_string();
+        if self.reads[CID] {
+            ctx.add_variable_from_value(VARIABLES[CID], input.cid.to_string());
+        }
+        if self.reads[TOKEN] {
+            ctx.add_variable(VARIABLES[TOKEN], input.token.unwrap_or(&Value::Null))
+                .map_err(err)?;
+        }
+        if self.reads[PARAMS] {
+            let params: std::collections::HashMap<&str, &str> =
+                input.params.iter().copied().collect();
+            ctx.add_variable(VARIABLES[PARAMS], params).map_err(err)?;
+        }
+        if self.reads[QUERY] {
+            ctx.add_variable(VARIABLES[QUERY], input.query)
+                .map_err(err)?;
+        }
+        if self.reads[MODEL] {
+            ctx.add_variable(VARIABLES[MODEL], input.model.unwrap_or(&Value::Null))
+                .map_err(err)?;
         }
         match self.program.execute(&ctx) {
             Ok(cel::Value::Bool(b)) => Ok(b),
