@@ -398,7 +398,9 @@ impl Service {
                     "NATS dropped messages for a slow subscription; requests went unanswered"
                 )
             }
-            other => tracing::info!(event = %other, "NATS connection event"),
+            Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
+            // async-nats logs connection errors itself; repeating them adds noise.
+            other => tracing::debug!(event = %other, "NATS connection event"),
         }
         Ok(())
     }
