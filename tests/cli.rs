@@ -215,11 +215,9 @@ async fn nobody_serves_connres_subjects(gw: &Gateway) -> bool {
     matches!(r, Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders)
 }
 
-#[tokio::test]
-async fn serve_announces_serves_and_exits_0_on_sigterm() {
-    let server = NatsServer::start();
-    let mut gw = Gateway::connect(&server).await;
-    // A copy of the project file, so the reload watcher watches a private directory.
+/// Runs `connres serve` on a copy of the project's resources.yaml, so that the reload
+/// watcher watches a private directory.
+fn serve_project_file(server: &NatsServer) -> (tempfile::TempDir, Proc) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("resources.yaml");
     std::fs::copy(project_file("resources.yaml"), &path).unwrap();
@@ -231,6 +229,15 @@ async fn serve_announces_serves_and_exits_0_on_sigterm() {
             .arg("--nats")
             .arg(&server.url),
     );
+    (dir, proc)
+}
+
+#[tokio::test]
+async fn serve_announces_serves_and_exits_0_on_sigterm() {
+    let server = NatsServer::start();
+    let mut gw = Gateway::connect(&server).await;
+    let (dir, proc) = serve_project_file(&server);
+    let path = dir.path().join("resources.yaml");
 
     let (subject, reset) = gw.next_system().await;
     assert_eq!(subject, "system.reset");
@@ -289,17 +296,7 @@ async fn serve_announces_serves_and_exits_0_on_sigterm() {
 async fn sigterm_while_nats_is_gone_still_exits_0() {
     let server = NatsServer::start();
     let mut gw = Gateway::connect(&server).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("resources.yaml");
-    std::fs::copy(project_file("resources.yaml"), &path).unwrap();
-    let proc = Proc::spawn(
-        connres()
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .arg("--nats")
-            .arg(&server.url),
-    );
+    let (_dir, proc) = serve_project_file(&server);
     assert_eq!(gw.next_system().await.0, "system.reset");
     drop(gw);
     drop(server);
