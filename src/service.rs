@@ -196,10 +196,7 @@ impl Service {
         while let Some((route, msg)) = self.subs.next().await {
             self.handle(route, msg).await;
         }
-        self.client
-            .flush()
-            .await
-            .map_err(|e| ServiceError::Nats(e.to_string()))
+        self.flush().await
     }
 
     async fn subscribe_fixed(&mut self, config: &Config) -> Result<(), ServiceError> {
@@ -249,6 +246,10 @@ impl Service {
                 self.subscribe_pattern(pattern, &res.pattern.wildcard())
                     .await?;
             }
+        }
+        if !diff.added.is_empty() {
+            // The server must have the new subscriptions before the config is in force.
+            self.flush().await?;
         }
         self.config = new;
         self.engine.reloaded(&self.config);
@@ -314,6 +315,14 @@ impl Service {
         self.reload_failures
     }
 
+    /// Waits until the server has processed everything sent so far.
+    async fn flush(&self) -> Result<(), ServiceError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))
+    }
+
     async fn publish(&self, subject: String, payload: bytes::Bytes) -> Result<(), ServiceError> {
         self.client
             .publish(subject, payload)
@@ -360,10 +369,7 @@ impl Service {
     /// Makes sure the server has every subscription, then publishes `system.reset`
     /// naming every pattern: gateways re-fetch what they cached from an earlier run.
     async fn announce(&mut self) -> Result<(), ServiceError> {
-        self.client
-            .flush()
-            .await
-            .map_err(|e| ServiceError::Nats(e.to_string()))?;
+        self.flush().await?;
         let patterns: Vec<String> = self
             .config
             .resources
@@ -372,10 +378,7 @@ impl Service {
             .collect();
         let (subject, payload) = protocol::system_reset(&patterns, &patterns);
         self.publish(subject, payload).await?;
-        self.client
-            .flush()
-            .await
-            .map_err(|e| ServiceError::Nats(e.to_string()))
+        self.flush().await
     }
 
     async fn connection_event(&mut self, ev: Event) -> Result<(), ServiceError> {

@@ -35,8 +35,17 @@ pub struct Template {
 enum Kind {
     /// `{{a.b.c}}`: the segments of the one path.
     Path(Vec<String>),
+    /// Text and plain path expressions only (`users.user.{{token.userId}}`): joined
+    /// without handlebars when every path gives a string, number or boolean.
+    Plain(Vec<Piece>, Arc<handlebars::Template>),
     /// Anything else, rendered by handlebars to a string.
     Text(Arc<handlebars::Template>),
+}
+
+#[derive(Clone)]
+enum Piece {
+    Text(String),
+    Path(Vec<String>),
 }
 
 /// Why a template was refused at load. `line` and `col` are 1-based within the template.
@@ -90,9 +99,10 @@ impl Template {
         let reads_token = paths
             .iter()
             .any(|(p, _)| p.first().map(String::as_str) == Some("token"));
-        let kind = match single_path(&tpl) {
-            Some(segs) => Kind::Path(segs),
-            None => Kind::Text(Arc::new(tpl)),
+        let kind = match (single_path(&tpl), plain_pieces(&tpl)) {
+            (Some(segs), _) => Kind::Path(segs),
+            (None, Some(pieces)) => Kind::Plain(pieces, Arc::new(tpl)),
+            (None, None) => Kind::Text(Arc::new(tpl)),
         };
         Ok(Template {
             source: source.to_string(),
@@ -115,15 +125,52 @@ impl Template {
     pub fn render(&self, input: &TemplateInput) -> Option<Value> {
         match &self.kind {
             Kind::Path(segs) => lookup(input, segs).filter(|v| !v.is_null()),
-            Kind::Text(tpl) => {
-                let ctx = handlebars::Context::wraps(input).ok()?;
-                let mut rc = RenderContext::new(None);
-                tpl.renders(&REGISTRY, &ctx, &mut rc)
-                    .ok()
-                    .map(Value::String)
-            }
+            Kind::Plain(pieces, tpl) => match join(pieces, input) {
+                Joined::Text(s) => Some(Value::String(s)),
+                Joined::Missing => None,
+                Joined::NotPlain => render_handlebars(tpl, input),
+            },
+            Kind::Text(tpl) => render_handlebars(tpl, input),
         }
     }
+}
+
+fn render_handlebars(tpl: &handlebars::Template, input: &TemplateInput) -> Option<Value> {
+    let ctx = handlebars::Context::wraps(input).ok()?;
+    let mut rc = RenderContext::new(None);
+    tpl.renders(&REGISTRY, &ctx, &mut rc)
+        .ok()
+        .map(Value::String)
+}
+
+enum Joined {
+    Text(String),
+    /// A path is missing or null: the field takes its default.
+    Missing,
+    /// A path gave an object or array: handlebars decides how that renders.
+    NotPlain,
+}
+
+fn join(pieces: &[Piece], input: &TemplateInput) -> Joined {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Path(segs) => match lookup(input, segs) {
+                None | Some(Value::Null) => return Joined::Missing,
+                Some(Value::String(v)) => out.push_str(&v),
+                Some(Value::Number(n)) => {
+                    let _ = write!(out, "{n}");
+                }
+                Some(Value::Bool(b)) => {
+                    let _ = write!(out, "{b}");
+                }
+                Some(_) => return Joined::NotPlain,
+            },
+        }
+    }
+    Joined::Text(out)
 }
 
 impl PartialEq for Template {
@@ -183,7 +230,26 @@ fn single_path(tpl: &handlebars::Template) -> Option<Vec<String>> {
     else {
         return None;
     };
-    if !h.params.is_empty() || !h.hash.is_empty() {
+    path_expression(h)
+}
+
+/// Text and plain path expressions, in order; `None` when anything else is used.
+fn plain_pieces(tpl: &handlebars::Template) -> Option<Vec<Piece>> {
+    tpl.elements
+        .iter()
+        .map(|el| match el {
+            TemplateElement::RawString(t) => Some(Piece::Text(t.clone())),
+            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) => {
+                path_expression(h).map(Piece::Path)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The path of an expression that only reads a variable (`{{token.userId}}`).
+fn path_expression(h: &HelperTemplate) -> Option<Vec<String>> {
+    if !h.params.is_empty() || !h.hash.is_empty() || h.block {
         return None;
     }
     match &h.name {
@@ -307,6 +373,31 @@ mod tests {
             t.render(&input(Some(&token), &[])),
             Some(json!("<A&B <b>> & co"))
         );
+    }
+
+    #[test]
+    fn plain_templates_render_like_handlebars() {
+        let t = Template::compile("u.{{token.id}}-{{token.ok}}/{{params.room}}/{{cid}}").unwrap();
+        assert!(matches!(t.kind, Kind::Plain(..)));
+        let Kind::Plain(_, hb) = &t.kind else {
+            unreachable!()
+        };
+        for token in [
+            json!({"id": 42, "ok": true}),
+            json!({"id": "x y", "ok": false}),
+            json!({"id": 1.5, "ok": "yes"}),
+        ] {
+            let i = input(Some(&token), &[("room", "lobby")]);
+            let fast = t.render(&i);
+            assert!(fast.is_some());
+            assert_eq!(fast, render_handlebars(hb, &i), "{token}");
+        }
+        // An object is left to handlebars; a missing or null path gives the default.
+        let token = json!({"id": {"a": 1}, "ok": true});
+        let i = input(Some(&token), &[("room", "lobby")]);
+        assert_eq!(t.render(&i), render_handlebars(hb, &i));
+        let token = json!({"id": null, "ok": true});
+        assert_eq!(t.render(&input(Some(&token), &[("room", "lobby")])), None);
     }
 
     #[test]
