@@ -29,6 +29,9 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// How long a shutdown may spend answering requests already received.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a round trip to the NATS server may take before it counts as failed.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -163,7 +166,7 @@ impl Service {
                 biased;
                 _ = &mut shutdown => break,
                 Some(ev) = self.events.recv() => self.connection_event(ev).await?,
-                trigger = next_trigger(&mut self.triggers) => self.reload(trigger).await?,
+                trigger = next_trigger(&mut self.triggers) => self.reload(trigger).await,
                 item = self.subs.next() => match item {
                     Some((route, msg)) => self.handle(route, msg).await,
                     None => break,
@@ -211,64 +214,52 @@ impl Service {
 
     /// Loads the watched file again and, when it is valid and different, puts it in force:
     /// subscribe added patterns, swap, carry state over, unsubscribe removed patterns,
-    /// then one `system.reset` naming exactly what changed.
-    async fn reload(&mut self, trigger: Trigger) -> Result<(), ServiceError> {
+    /// then one `system.reset` naming exactly what changed. Never fatal: whatever goes
+    /// wrong before the swap leaves the old config serving.
+    async fn reload(&mut self, trigger: Trigger) {
         let Some(path) = self.triggers.as_ref().map(|t| t.path().to_path_buf()) else {
-            return Ok(());
+            return;
         };
         let source = match std::fs::read_to_string(&path) {
             Ok(s) => s,
             Err(e) => {
                 let line = format!("{}:1:1: cannot read the file: {e}", path.display());
                 self.reject(vec![line]);
-                return Ok(());
+                return;
             }
         };
         if trigger == Trigger::FileChanged && self.loaded_source.as_deref() == Some(source.as_str())
         {
             tracing::debug!(file = %path.display(), "config file unchanged");
             let _ = self.reports.send(ReloadReport::Unchanged);
-            return Ok(());
+            return;
         }
         let started = Instant::now();
         let mut new = match Config::parse(&path.display().to_string(), &source) {
             Ok(c) => c,
             Err(errors) => {
                 self.reject(errors.lines());
-                return Ok(());
+                return;
             }
         };
         self.keep_restart_settings(&mut new);
         let diff = config::diff(&self.config, &new);
         let new = Arc::new(new);
-        for pattern in &diff.added {
-            if let Some(res) = new.resources.iter().find(|r| r.pattern.as_str() == pattern) {
-                self.subscribe_pattern(pattern, &res.pattern.wildcard())
-                    .await?;
-            }
-        }
-        if !diff.added.is_empty() {
-            // The server must have the new subscriptions before the config is in force.
-            self.flush().await?;
+        if let Err(e) = self.subscribe_added(&new, &diff.added).await {
+            self.unsubscribe_patterns(&diff.added).await;
+            self.reject(vec![format!("{}: reload not applied: {e}", path.display())]);
+            return;
         }
         self.config = new;
         self.engine.reloaded(&self.config);
         let parse_to_swap_us = started.elapsed().as_micros() as u64;
-        for tagged in self.subs.iter_mut() {
-            if tagged
-                .pattern
-                .as_ref()
-                .is_some_and(|p| diff.removed.contains(p))
-            {
-                if let Err(e) = tagged.sub.unsubscribe().await {
-                    tracing::warn!(error = %e, "unsubscribe failed");
-                }
-            }
-        }
+        self.unsubscribe_patterns(&diff.removed).await;
         if !diff.needs_no_reset() {
             let (subject, payload) =
                 protocol::system_reset(&diff.reset_resources, &diff.reset_access);
-            self.publish(subject, payload).await?;
+            if let Err(e) = self.publish(subject, payload).await {
+                tracing::error!(error = %e, "the reload's system.reset was not published; gateways may serve stale models");
+            }
         }
         self.loaded_source = Some(source);
         tracing::info!(
@@ -284,7 +275,40 @@ impl Service {
             diff,
             parse_to_swap_us,
         });
-        Ok(())
+    }
+
+    /// Subscribes the added patterns and waits until the server has them: they must be
+    /// live before the config that declares them is in force.
+    async fn subscribe_added(
+        &mut self,
+        new: &Config,
+        added: &[String],
+    ) -> Result<(), ServiceError> {
+        if added.is_empty() {
+            return Ok(());
+        }
+        for pattern in added {
+            if let Some(res) = new.resources.iter().find(|r| r.pattern.as_str() == pattern) {
+                self.subscribe_pattern(pattern, &res.pattern.wildcard())
+                    .await?;
+            }
+        }
+        self.sync_with_server().await
+    }
+
+    /// Ends the subscriptions of the given patterns (their streams then finish).
+    async fn unsubscribe_patterns(&mut self, patterns: &[String]) {
+        for tagged in self.subs.iter_mut() {
+            if tagged
+                .pattern
+                .as_ref()
+                .is_some_and(|p| patterns.contains(p))
+            {
+                if let Err(e) = tagged.sub.unsubscribe().await {
+                    tracing::warn!(error = %e, "unsubscribe failed");
+                }
+            }
+        }
     }
 
     fn reject(&mut self, errors: Vec<String>) {
@@ -315,7 +339,29 @@ impl Service {
         self.reload_failures
     }
 
-    /// Waits until the server has processed everything sent so far.
+    /// Waits until the server has processed everything sent so far on this connection,
+    /// subscriptions included: a message to ourselves makes the round trip after them.
+    /// (`flush` only empties the socket buffer.)
+    async fn sync_with_server(&self) -> Result<(), ServiceError> {
+        let inbox = self.client.new_inbox();
+        let mut echo = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|source| ServiceError::Subscribe {
+                subject: inbox.clone(),
+                source,
+            })?;
+        self.publish(inbox, bytes::Bytes::new()).await?;
+        match tokio::time::timeout(SYNC_TIMEOUT, echo.next()).await {
+            Ok(Some(_)) => Ok(()),
+            _ => Err(ServiceError::Nats(
+                "the server did not echo a message in time".into(),
+            )),
+        }
+    }
+
+    /// Writes out everything buffered for the server.
     async fn flush(&self) -> Result<(), ServiceError> {
         self.client
             .flush()

@@ -2,7 +2,7 @@
 //! connres running in-process against it, and a client that plays the gateway.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -40,32 +40,46 @@ pub fn nats_server_bin() -> PathBuf {
 }
 
 impl NatsServer {
+    /// Starts a server on a port it picks itself (`-p -1`), so concurrent test runs never
+    /// race for a port.
     pub fn start() -> NatsServer {
-        let port = free_port();
-        NatsServer::start_on(port)
+        NatsServer::spawn("-1")
     }
 
     /// Starts a server on a given port (to restart one at the same address).
     pub fn start_on(port: u16) -> NatsServer {
-        let child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        NatsServer::spawn(&port.to_string())
+    }
+
+    /// Spawns nats-server and reads its log until it says where it listens: readiness
+    /// by the server's own word, not by polling.
+    fn spawn(port: &str) -> NatsServer {
+        let mut child = Command::new(nats_server_bin())
+            .args(["-a", "127.0.0.1", "-p", port])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("nats-server must be installed: run scripts/install-nats-server.sh");
-        let server = NatsServer {
+        let mut log = BufReader::new(child.stderr.take().expect("piped"));
+        let mut line = String::new();
+        let port = loop {
+            line.clear();
+            if log.read_line(&mut line).unwrap_or(0) == 0 {
+                let _ = child.kill();
+                panic!("nats-server exited before listening (port {port})");
+            }
+            if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
+                let port = addr.trim().rsplit(':').next().and_then(|p| p.parse().ok());
+                break port.expect("a port in nats-server's listening line");
+            }
+        };
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        NatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),
             port,
-        };
-        // Wait until it accepts connections (bounded; a readiness poll, not a sleep).
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("nats-server did not start on port {port}");
     }
 }
 
@@ -74,14 +88,6 @@ impl Drop for NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// connres running in-process.
