@@ -357,7 +357,10 @@ impl<S: Store> Engine<S> {
         let before = self.values(res, rid, params, token.as_deref());
         apply(self.store.model_mut(rid));
         let after = self.values(res, rid, params, token.as_deref());
-        push_change(events, res, rid, &before, &after);
+        // Access the gateway cached was computed from the old model.
+        if push_change(events, res, rid, &before, &after) && res.access_reads_model() {
+            events.push(protocol::reaccess_event(rid));
+        }
     }
 
     /// A token from an access or call request fills in a connection with no confirmed
@@ -403,23 +406,30 @@ impl<S: Store> Engine<S> {
         }
         self.store.connection_mut(cid).token = token.clone();
         let logout = old.is_some() && token.is_none();
+        // Re-access: rules that read `model` whose model changed, and on login every
+        // known resource whose rules read `token` (Resgate keeps access it computed
+        // without a token).
+        let mut reaccess: Vec<&str> = Vec::new();
         for (res, rid, params, before) in owned {
             if logout && res.reset_on_logout {
                 self.store.model_mut(rid).written.clear();
             }
             let after = self.values(res, rid, &params, token.as_deref());
-            push_change(events, res, rid, &before, &after);
+            if push_change(events, res, rid, &before, &after) && res.access_reads_model() {
+                reaccess.push(rid);
+            }
         }
         if old.is_none() && token.is_some() {
             for rid in &rids {
-                if config
+                let reads_token = config
                     .resolve(rid)
-                    .is_some_and(|(res, _)| res.access_reads_token())
-                {
-                    events.push(protocol::reaccess_event(rid));
+                    .is_some_and(|(res, _)| res.access_reads_token());
+                if reads_token && !reaccess.contains(&rid.as_str()) {
+                    reaccess.push(rid);
                 }
             }
         }
+        events.extend(reaccess.into_iter().map(protocol::reaccess_event));
     }
 
     /// Records that the gateway may now hold this model for its connection.
@@ -520,26 +530,29 @@ fn resolve_or_not_found<'a>(
         .ok_or_else(|| ResError::NotFound(format!("no declared resource matches `{rid}`")))
 }
 
+/// Publishes the change event of a model, if anything changed, and says whether it did.
 fn push_change(
     events: &mut Vec<(String, Bytes)>,
     res: &Resource,
     rid: &str,
     before: &[Value],
     after: &[Value],
-) {
+) -> bool {
     let changed: Vec<usize> = (0..after.len())
         .filter(|&i| !json_eq(&before[i], &after[i]))
         .collect();
-    if !changed.is_empty() {
-        events.push(protocol::change_event(
-            rid,
-            &Changes {
-                fields: &res.fields,
-                values: after,
-                changed: &changed,
-            },
-        ));
+    if changed.is_empty() {
+        return false;
     }
+    events.push(protocol::change_event(
+        rid,
+        &Changes {
+            fields: &res.fields,
+            values: after,
+            changed: &changed,
+        },
+    ));
+    true
 }
 
 /// Logs a given warning at most once per interval, so a broken rule or template under

@@ -1,6 +1,7 @@
 //! Access rules: CEL expressions compiled at load and evaluated per request over
 //! `cid`, `token`, `params`, `query` and `model`. Anything but `true` denies.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
@@ -25,6 +26,8 @@ pub struct Rule {
     program: Arc<Program>,
     /// Which of [`VARIABLES`] the rule reads, in that order; only those are bound.
     reads: [bool; 5],
+    /// The captures the rule selects as `params.<name>`.
+    params: Vec<String>,
 }
 
 /// Why a rule was refused at load; `pos` is the 1-based line and column in the rule.
@@ -45,6 +48,12 @@ pub struct RuleInput<'a> {
 
 impl Rule {
     pub fn compile(source: &str) -> Result<Rule, RuleError> {
+        if nesting(source) > MAX_NESTING {
+            return Err(RuleError {
+                message: format!("rule nests brackets deeper than {MAX_NESTING} levels"),
+                pos: None,
+            });
+        }
         let program = ENV.compile(source).map_err(|errs| {
             let first = errs.errors.first();
             RuleError {
@@ -60,8 +69,9 @@ impl Rule {
                 }),
             }
         })?;
-        let mut free = Vec::new();
-        free_variables(program.expression(), &mut Vec::new(), &mut free);
+        let mut walk = Reads::default();
+        walk.visit(program.expression());
+        let mut free = walk.free;
         free.sort_unstable();
         if let Some(var) = free.iter().find(|v| !VARIABLES.contains(v)) {
             return Err(RuleError {
@@ -73,15 +83,22 @@ impl Rule {
             });
         }
         let reads = VARIABLES.map(|v| free.contains(&v));
+        let params = walk.params.iter().map(|p| p.to_string()).collect();
         Ok(Rule {
             source: source.to_string(),
             program: Arc::new(program),
             reads,
+            params,
         })
     }
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The captures the rule reads as `params.<name>`.
+    pub fn params_read(&self) -> &[String] {
+        &self.params
     }
 
     pub fn reads_token(&self) -> bool {
@@ -98,26 +115,30 @@ impl Rule {
         // Converting values into CEL costs more than most rules do, so only the
         // variables the rule reads are bound.
         let mut ctx = Context::with_env(ENV.clone());
-        let err = |e: cel::SerializationError| e.to_string();
         if self.reads[CID] {
             ctx.add_variable_from_value(VARIABLES[CID], input.cid.to_string());
         }
         if self.reads[TOKEN] {
-            ctx.add_variable(VARIABLES[TOKEN], input.token.unwrap_or(&Value::Null))
-                .map_err(err)?;
+            let token = to_cel(input.token.unwrap_or(&Value::Null));
+            ctx.add_variable_from_value(VARIABLES[TOKEN], token);
         }
         if self.reads[PARAMS] {
-            let params: std::collections::HashMap<&str, &str> =
-                input.params.iter().copied().collect();
-            ctx.add_variable(VARIABLES[PARAMS], params).map_err(err)?;
+            let params: HashMap<String, String> = input
+                .params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            ctx.add_variable_from_value(VARIABLES[PARAMS], params);
         }
         if self.reads[QUERY] {
-            ctx.add_variable(VARIABLES[QUERY], input.query)
-                .map_err(err)?;
+            let query = input
+                .query
+                .map_or(cel::Value::Null, |q| q.to_string().into());
+            ctx.add_variable_from_value(VARIABLES[QUERY], query);
         }
         if self.reads[MODEL] {
-            ctx.add_variable(VARIABLES[MODEL], input.model.unwrap_or(&Value::Null))
-                .map_err(err)?;
+            let model = to_cel(input.model.unwrap_or(&Value::Null));
+            ctx.add_variable_from_value(VARIABLES[MODEL], model);
         }
         match self.program.execute(&ctx) {
             Ok(cel::Value::Bool(b)) => Ok(b),
@@ -127,9 +148,54 @@ impl Rule {
     }
 }
 
+/// JSON as CEL values. Whole numbers become `int` (not `uint`, as serde would make of
+/// non-negative ones), so `model.size + 1` works with CEL's int literals.
+fn to_cel(value: &Value) -> cel::Value {
+    match value {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => cel::Value::Int(i),
+            (None, Some(u)) => cel::Value::UInt(u),
+            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(map) => {
+            let map: HashMap<cel::objects::Key, cel::Value> = map
+                .iter()
+                .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
+                .collect();
+            cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
+        }
+    }
+}
+
+/// How deeply brackets may nest in a rule. The CEL parser recurses per level and would
+/// exhaust a thread's stack long before its own limit in unoptimised builds.
+const MAX_NESTING: usize = 32;
+
+fn nesting(source: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for c in source.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 /// The parser's message without its prefix and without the list of every token it
 /// would have accepted, which is long and says little to a person.
 fn tidy_parse_error(msg: &str) -> String {
+    if msg.contains("Recursion limit") {
+        return "expression nested too deeply".to_string();
+    }
     let msg = msg.trim_start_matches("Syntax error: ");
     let msg = msg.split(" expecting ").next().unwrap_or(msg);
     let msg = msg.replace("'<EOF>'", "end of expression");
@@ -139,59 +205,71 @@ fn tidy_parse_error(msg: &str) -> String {
     }
 }
 
-/// Collects the variables an expression reads that no comprehension (`exists`, `all`,
-/// `map`, ...) binds. The crate's own `references()` counts bound names too.
-fn free_variables<'e>(expr: &'e IdedExpr, bound: &mut Vec<&'e str>, out: &mut Vec<&'e str>) {
-    let entries =
-        |entries: &'e [IdedEntryExpr], bound: &mut Vec<&'e str>, out: &mut Vec<&'e str>| {
-            for entry in entries {
-                match &entry.expr {
-                    EntryExpr::StructField(f) => free_variables(&f.value, bound, out),
-                    EntryExpr::MapEntry(m) => {
-                        free_variables(&m.key, bound, out);
-                        free_variables(&m.value, bound, out);
-                    }
+/// What an expression reads: the variables no comprehension (`exists`, `all`, `map`,
+/// ...) binds, and the captures it selects from `params`. The crate's own
+/// `references()` counts bound names too.
+#[derive(Default)]
+struct Reads<'e> {
+    bound: Vec<&'e str>,
+    free: Vec<&'e str>,
+    params: Vec<&'e str>,
+}
+
+impl<'e> Reads<'e> {
+    fn visit(&mut self, expr: &'e IdedExpr) {
+        match &expr.expr {
+            Expr::Ident(name) => {
+                if !name.starts_with('@')
+                    && !self.bound.contains(&name.as_str())
+                    && !self.free.contains(&name.as_str())
+                {
+                    self.free.push(name);
                 }
             }
-        };
-    match &expr.expr {
-        Expr::Ident(name) => {
-            if !name.starts_with('@')
-                && !bound.contains(&name.as_str())
-                && !out.contains(&name.as_str())
-            {
-                out.push(name);
+            Expr::Call(call) => {
+                if let Some(target) = &call.target {
+                    self.visit(target);
+                }
+                call.args.iter().for_each(|a| self.visit(a));
+            }
+            Expr::Comprehension(c) => {
+                self.visit(&c.iter_range);
+                self.visit(&c.accu_init);
+                let before = self.bound.len();
+                self.bound.push(&c.iter_var);
+                self.bound.extend(c.iter_var2.as_deref());
+                self.bound.push(&c.accu_var);
+                self.visit(&c.loop_cond);
+                self.visit(&c.loop_step);
+                self.visit(&c.result);
+                self.bound.truncate(before);
+            }
+            Expr::List(list) => list.elements.iter().for_each(|e| self.visit(e)),
+            Expr::Map(map) => self.entries(&map.entries),
+            Expr::Struct(st) => self.entries(&st.entries),
+            Expr::Select(sel) => {
+                if matches!(&sel.operand.expr, Expr::Ident(n) if n == "params")
+                    && !self.bound.contains(&"params")
+                    && !self.params.contains(&sel.field.as_str())
+                {
+                    self.params.push(&sel.field);
+                }
+                self.visit(&sel.operand);
+            }
+            Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+
+    fn entries(&mut self, entries: &'e [IdedEntryExpr]) {
+        for entry in entries {
+            match &entry.expr {
+                EntryExpr::StructField(f) => self.visit(&f.value),
+                EntryExpr::MapEntry(m) => {
+                    self.visit(&m.key);
+                    self.visit(&m.value);
+                }
             }
         }
-        Expr::Call(call) => {
-            if let Some(target) = &call.target {
-                free_variables(target, bound, out);
-            }
-            for arg in &call.args {
-                free_variables(arg, bound, out);
-            }
-        }
-        Expr::Comprehension(c) => {
-            free_variables(&c.iter_range, bound, out);
-            free_variables(&c.accu_init, bound, out);
-            let before = bound.len();
-            bound.push(&c.iter_var);
-            bound.extend(c.iter_var2.as_deref());
-            bound.push(&c.accu_var);
-            free_variables(&c.loop_cond, bound, out);
-            free_variables(&c.loop_step, bound, out);
-            free_variables(&c.result, bound, out);
-            bound.truncate(before);
-        }
-        Expr::List(list) => {
-            for e in &list.elements {
-                free_variables(e, bound, out);
-            }
-        }
-        Expr::Map(map) => entries(&map.entries, bound, out),
-        Expr::Struct(st) => entries(&st.entries, bound, out),
-        Expr::Select(sel) => free_variables(&sel.operand, bound, out),
-        Expr::Literal(_) | Expr::Unspecified => {}
     }
 }
 
@@ -266,6 +344,32 @@ mod tests {
         assert_eq!(r.eval(&i), Ok(true));
         i.query = Some("x=1");
         assert_eq!(r.eval(&i), Ok(false));
+    }
+
+    #[test]
+    fn whole_numbers_are_ints_for_arithmetic() {
+        let r = Rule::compile("model.fontSize + 1 > 9 && token.n - 1 == 1").unwrap();
+        let model = json!({"fontSize": 14});
+        let token = json!({"n": 2});
+        let mut i = input("c1", Some(&token), &[]);
+        i.model = Some(&model);
+        assert_eq!(r.eval(&i), Ok(true));
+    }
+
+    #[test]
+    fn params_read_are_listed() {
+        let r = Rule::compile("cid == params.cid && params.room != '' && [1].all(params, true)")
+            .unwrap();
+        assert_eq!(r.params_read(), ["cid", "room"]);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_at_load() {
+        let deep = format!("{}true{}", "(".repeat(40), ")".repeat(40));
+        let e = Rule::compile(&deep).unwrap_err();
+        assert!(e.message.contains("deeper than 32"), "{}", e.message);
+        let ok = format!("{}true{}", "(".repeat(10), ")".repeat(10));
+        assert!(Rule::compile(&ok).is_ok());
     }
 
     #[test]

@@ -88,8 +88,6 @@ pub struct Service {
     disconnected: bool,
     /// Reload triggers, when the config came from a watched file.
     triggers: Option<Triggers>,
-    /// The text of the config in force, to skip reloads of an unchanged file.
-    loaded_source: Option<String>,
     reports: broadcast::Sender<ReloadReport>,
     reload_failures: u64,
 }
@@ -122,7 +120,6 @@ impl Service {
             events,
             disconnected: false,
             triggers: None,
-            loaded_source: None,
             reports: broadcast::channel(16).0,
             reload_failures: 0,
         };
@@ -144,7 +141,6 @@ impl Service {
 
     /// Reloads the config when `path` changes or on SIGHUP.
     pub fn watch(mut self, path: &Path) -> Result<Service, WatchError> {
-        self.loaded_source = std::fs::read_to_string(path).ok();
         self.triggers = Some(Triggers::watch(path)?);
         Ok(self)
     }
@@ -228,7 +224,8 @@ impl Service {
                 return;
             }
         };
-        if trigger == Trigger::FileChanged && self.loaded_source.as_deref() == Some(source.as_str())
+        if trigger == Trigger::FileChanged
+            && self.config.source_hash() == config::source_hash(&source)
         {
             tracing::debug!(file = %path.display(), "config file unchanged");
             let _ = self.reports.send(ReloadReport::Unchanged);
@@ -250,8 +247,8 @@ impl Service {
             self.reject(vec![format!("{}: reload not applied: {e}", path.display())]);
             return;
         }
-        self.config = new;
-        self.engine.reloaded(&self.config);
+        let old = std::mem::replace(&mut self.config, new);
+        self.engine.reloaded(&old, &self.config);
         let parse_to_swap_us = started.elapsed().as_micros() as u64;
         self.unsubscribe_patterns(&diff.removed).await;
         if !diff.needs_no_reset() {
@@ -261,7 +258,6 @@ impl Service {
                 tracing::error!(error = %e, "the reload's system.reset was not published; gateways may serve stale models");
             }
         }
-        self.loaded_source = Some(source);
         tracing::info!(
             file = %path.display(),
             added = ?diff.added,
@@ -438,7 +434,10 @@ impl Service {
                 self.announce().await?;
             }
             Event::Disconnected => {
+                // Token events are being missed from now on; the reconnect may be noticed
+                // only after the first messages on the new connection are handled.
                 self.disconnected = true;
+                self.engine.reconnected();
                 tracing::warn!("lost the NATS connection; reconnecting")
             }
             Event::SlowConsumer(sid) => {
@@ -467,15 +466,18 @@ impl Service {
                 tracing::error!(subject, error = %e, "could not publish an event");
             }
         }
-        if let Some(body) = outcome.reply {
-            match msg.reply {
-                Some(reply) => {
-                    if let Err(e) = self.client.publish(reply, body).await {
-                        tracing::error!(subject, error = %e, "could not publish a reply");
-                    }
+        match (outcome.reply, msg.reply) {
+            (Some(body), Some(reply)) => {
+                if let Err(e) = self.client.publish(reply, body).await {
+                    tracing::error!(subject, error = %e, "could not publish a reply");
                 }
-                None => tracing::debug!(subject, "request without a reply subject"),
             }
+            (Some(_), None) => tracing::debug!(subject, "request without a reply subject"),
+            (None, Some(_)) => tracing::info!(
+                subject,
+                "no declared resource matches (removed by a reload?); not answered"
+            ),
+            (None, None) => {}
         }
     }
 }

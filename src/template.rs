@@ -29,6 +29,8 @@ pub struct Template {
     source: String,
     kind: Kind,
     reads_token: bool,
+    /// The captures the template reads (`params.room` -> `room`).
+    params: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -79,7 +81,8 @@ impl Template {
             pos: e.pos(),
         })?;
         let mut paths = Vec::new();
-        collect_paths(&tpl, true, &mut paths);
+        collect_paths(&tpl, true, &mut paths)
+            .map_err(|message| TemplateError { message, pos: None })?;
         for (path, top_level) in &paths {
             if !*top_level {
                 continue;
@@ -99,6 +102,12 @@ impl Template {
         let reads_token = paths
             .iter()
             .any(|(p, _)| p.first().map(String::as_str) == Some("token"));
+        let mut params: Vec<String> = paths
+            .iter()
+            .filter(|(p, top)| *top && p.first().map(String::as_str) == Some("params"))
+            .filter_map(|(p, _)| p.get(1).cloned())
+            .collect();
+        params.dedup();
         let kind = match (single_path(&tpl), plain_pieces(&tpl)) {
             (Some(segs), _) => Kind::Path(segs),
             (None, Some(pieces)) => Kind::Plain(pieces, Arc::new(tpl)),
@@ -108,11 +117,17 @@ impl Template {
             source: source.to_string(),
             kind,
             reads_token,
+            params,
         })
     }
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The captures the template reads as `params.<name>`.
+    pub fn params_read(&self) -> &[String] {
+        &self.params
     }
 
     /// True when the template reads the connection's token.
@@ -268,18 +283,33 @@ fn path_expression(h: &HelperTemplate) -> Option<Vec<String>> {
 
 /// Every variable path in the template, and whether it is outside any block (where the
 /// context is the template input itself).
-fn collect_paths(tpl: &handlebars::Template, top: bool, out: &mut Vec<(Vec<String>, bool)>) {
+fn collect_paths(
+    tpl: &handlebars::Template,
+    top: bool,
+    out: &mut Vec<(Vec<String>, bool)>,
+) -> Result<(), String> {
     for el in &tpl.elements {
         match el {
             TemplateElement::Expression(h)
             | TemplateElement::HtmlExpression(h)
-            | TemplateElement::HelperBlock(h) => collect_helper(h, top, out),
+            | TemplateElement::HelperBlock(h) => collect_helper(h, top, out)?,
+            TemplateElement::PartialExpression(_) | TemplateElement::PartialBlock(_) => {
+                return Err("templates cannot use partials (`{{> ...}}`)".into())
+            }
+            TemplateElement::DecoratorExpression(_) | TemplateElement::DecoratorBlock(_) => {
+                return Err("templates cannot use decorators (`{{* ...}}`)".into())
+            }
             _ => {}
         }
     }
+    Ok(())
 }
 
-fn collect_helper(h: &HelperTemplate, top: bool, out: &mut Vec<(Vec<String>, bool)>) {
+fn collect_helper(
+    h: &HelperTemplate,
+    top: bool,
+    out: &mut Vec<(Vec<String>, bool)>,
+) -> Result<(), String> {
     // A bare name with parameters is a helper call; without, it reads a variable.
     if h.params.is_empty() && h.hash.is_empty() && !h.block {
         collect_param(&h.name, top, out);
@@ -287,26 +317,26 @@ fn collect_helper(h: &HelperTemplate, top: bool, out: &mut Vec<(Vec<String>, boo
     for p in h.params.iter().chain(h.hash.values()) {
         collect_param(p, top, out);
     }
-    if let Some(t) = &h.template {
-        collect_paths(t, false, out);
+    for t in h.template.iter().chain(&h.inverse) {
+        collect_paths(t, false, out)?;
     }
-    if let Some(t) = &h.inverse {
-        collect_paths(t, false, out);
-    }
+    Ok(())
 }
 
 fn collect_param(p: &Parameter, top: bool, out: &mut Vec<(Vec<String>, bool)>) {
     match p {
         Parameter::Name(n) => out.push((vec![n.clone()], top)),
         Parameter::Path(Path::Relative((segs, _))) => {
+            // `@root.`, `../` and `this.` lead to the same variables; skip past them.
             let names: Vec<String> = segs
                 .iter()
-                .map(|s| match s {
-                    PathSeg::Named(n) => n.clone(),
-                    _ => String::new(),
+                .filter_map(|s| match s {
+                    PathSeg::Named(n) => Some(n.clone()),
+                    _ => None,
                 })
+                .skip_while(|n| n == "this")
                 .collect();
-            if names.first().is_some_and(|n| !n.is_empty() && n != "this") {
+            if !names.is_empty() {
                 out.push((names, top));
             }
         }
@@ -423,6 +453,31 @@ mod tests {
         let token = json!({"admin": true});
         assert_eq!(t.render(&input(Some(&token), &[])), Some(json!("admin")));
         assert!(t.reads_token());
+    }
+
+    #[test]
+    fn rejects_partials_decorators_and_roundabout_paths() {
+        let e = Template::compile(r#"{{#*inline "p"}}{{> p}}{{/inline}}{{> p}}"#).unwrap_err();
+        assert!(
+            e.message.contains("decorators") || e.message.contains("partials"),
+            "{}",
+            e.message
+        );
+        let e = Template::compile("{{> p}}").unwrap_err();
+        assert!(e.message.contains("partials"), "{}", e.message);
+        let e = Template::compile("{{@root.user}}").unwrap_err();
+        assert!(
+            e.message.contains("unknown variable `user`"),
+            "{}",
+            e.message
+        );
+        assert!(Template::compile("{{@root.token.x}}")
+            .unwrap()
+            .reads_token());
+        assert!(Template::compile("a{{../token.x}}").unwrap().reads_token());
+        assert!(Template::compile("{{this.token.x}}").unwrap().reads_token());
+        let t = Template::compile("{{params.room}}-{{params.cid}}").unwrap();
+        assert_eq!(t.params_read(), ["room", "cid"]);
     }
 
     #[test]

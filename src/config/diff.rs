@@ -42,10 +42,12 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
                 d.reset_access.push(o.pattern.wildcard());
             }
             Some(n) => {
-                if !same_model(o, &n) {
+                let model_changed = !same_model(o, &n);
+                if model_changed {
                     d.reset_resources.push(o.pattern.wildcard());
                 }
-                if o.access != n.access {
+                // Rules that read `model` may decide differently on a changed model.
+                if o.access != n.access || (model_changed && n.access_reads_model()) {
                     d.reset_access.push(o.pattern.wildcard());
                 }
             }
@@ -134,6 +136,15 @@ mod tests {
             let d = diff(&base, &config(&changed));
             assert_eq!(d.reset_resources, vec!["session.prefs.*"], "{changed}");
         }
+    }
+
+    #[test]
+    fn model_change_resets_access_when_rules_read_the_model() {
+        let reads = PREFS.replace("get: cid == params.cid", "get: model.theme == 'light'");
+        let changed = reads.replace("default: light", "default: dark");
+        let d = diff(&config(&reads), &config(&changed));
+        assert_eq!(d.reset_resources, vec!["session.prefs.*"]);
+        assert_eq!(d.reset_access, vec!["session.prefs.*"]);
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub const VERSION: i64 = 1;
 pub const DEFAULT_QUEUE_GROUP: &str = "connres";
 /// Default prefix of the backend write API.
 pub const DEFAULT_API_PREFIX: &str = "connres";
+/// Subject roots of RES and NATS that the backend write API must stay out of.
+const RESERVED_SUBJECT_ROOTS: &[&str] = &[
+    "get", "access", "call", "auth", "event", "conn", "system", "_INBOX",
+];
 /// The call methods connres serves.
 pub const METHODS: &[&str] = &["set", "reset"];
 
@@ -38,6 +42,9 @@ pub struct Config {
     pub nats: NatsSettings,
     pub api: ApiSettings,
     pub resources: Vec<Arc<Resource>>,
+    /// A hash of the text this config was compiled from, to skip reloads of an
+    /// unchanged file.
+    source_hash: u64,
     /// Resources by part count and first literal part, for matching without a scan.
     index: HashMap<usize, PartIndex>,
 }
@@ -162,13 +169,21 @@ impl Config {
             }])
         })?;
         let mut c = Compiler::default();
-        let config = c.config(&doc);
+        let config = c.config(&doc).map(|mut config| {
+            config.source_hash = source_hash(source);
+            config
+        });
         if c.errors.is_empty() {
             config.ok_or_else(|| fail(Vec::new()))
         } else {
             c.errors.sort_by_key(|e| e.pos);
             Err(fail(c.errors))
         }
+    }
+
+    /// The hash of the text this config was compiled from (see [`source_hash`]).
+    pub fn source_hash(&self) -> u64 {
+        self.source_hash
     }
 
     /// Finds the resource whose pattern matches a resource name, with its captures.
@@ -199,9 +214,18 @@ impl Config {
             nats,
             api,
             resources,
+            source_hash: 0,
             index,
         }
     }
+}
+
+/// A hash of config text, stable within one process.
+pub fn source_hash(source: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    source.hash(&mut h);
+    h.finish()
 }
 
 const TOP_KEYS: &[&str] = &["version", "nats", "api", "resources"];
@@ -375,13 +399,19 @@ impl Compiler {
             let Some(s) = self.string(value, "`api.prefix`") else {
                 continue;
             };
-            if s.split('.').all(is_subject_token) {
-                out.prefix = s.to_string();
-            } else {
+            let first = s.split('.').next().unwrap_or(s);
+            if !s.split('.').all(is_subject_token) {
                 self.error(
                     value.pos,
                     format!("`api.prefix` `{s}` must be a NATS subject (dot-separated tokens without spaces or wildcards)"),
                 );
+            } else if RESERVED_SUBJECT_ROOTS.contains(&first) {
+                self.error(
+                    value.pos,
+                    format!("`api.prefix` `{s}` starts with `{first}`, which RES and NATS use ({}); the write API must not share their subjects", RESERVED_SUBJECT_ROOTS.join(", ")),
+                );
+            } else {
+                out.prefix = s.to_string();
             }
         }
         out
@@ -454,7 +484,7 @@ impl Compiler {
                         }
                     }
                 }
-                _ => resource.access = self.access(value),
+                _ => resource.access = self.access(&resource.pattern, value),
             }
         }
         Some(resource)
@@ -554,6 +584,7 @@ impl Compiler {
                     format!("{what} reads `token`, but resource `{pattern}` has no `{{cid}}` capture to tie it to a connection"),
                 );
             }
+            self.check_params(pattern, t.params_read(), f.pos, &what);
         }
 
         let mut constraints = Constraints::default();
@@ -665,14 +696,33 @@ impl Compiler {
         (self.errors.len() == before).then_some(field)
     }
 
-    fn access(&mut self, node: &Yaml) -> Access {
+    /// Every `params.<name>` read must be a capture of the pattern.
+    fn check_params(&mut self, pattern: &Pattern, read: &[String], pos: Pos, what: &str) {
+        for name in read {
+            if !pattern.captures().any(|c| c == name) {
+                let captures: Vec<String> =
+                    pattern.captures().map(|c| format!("params.{c}")).collect();
+                let known = if captures.is_empty() {
+                    "it has no captures".to_string()
+                } else {
+                    format!("it has {}", captures.join(", "))
+                };
+                self.error(
+                    pos,
+                    format!("{what} reads `params.{name}`, but resource `{pattern}` has no `{{{name}}}` capture ({known})"),
+                );
+            }
+        }
+    }
+
+    fn access(&mut self, pattern: &Pattern, node: &Yaml) -> Access {
         let mut access = Access::default();
         for (key, value) in self
             .mapping(node, "`access`", ACCESS_KEYS)
             .unwrap_or_default()
         {
             if key.name == "get" {
-                access.get = self.rule(value, "`access.get`");
+                access.get = self.rule(pattern, value, "`access.get`");
                 continue;
             }
             access.call = match &value.kind {
@@ -683,21 +733,29 @@ impl Compiler {
                     let rules = methods
                         .into_iter()
                         .filter_map(|(m, v)| {
-                            let rule = self.rule(v, &format!("`access.call.{}`", m.name))?;
+                            let rule =
+                                self.rule(pattern, v, &format!("`access.call.{}`", m.name))?;
                             Some((m.name.clone(), rule))
                         })
                         .collect();
                     CallAccess::Methods(rules)
                 }
                 _ => self
-                    .rule(value, "`access.call`")
+                    .rule(pattern, value, "`access.call`")
                     .map_or(CallAccess::Deny, CallAccess::All),
             };
         }
         access
     }
 
-    fn rule(&mut self, node: &Yaml, what: &str) -> Option<Rule> {
+    fn rule(&mut self, pattern: &Pattern, node: &Yaml, what: &str) -> Option<Rule> {
+        let rule = self.compile_rule(node, what)?;
+        let before = self.errors.len();
+        self.check_params(pattern, rule.params_read(), node.pos, what);
+        (self.errors.len() == before).then_some(rule)
+    }
+
+    fn compile_rule(&mut self, node: &Yaml, what: &str) -> Option<Rule> {
         let source = match &node.kind {
             Kind::Str(s) => s.clone(),
             Kind::Bool(b) => b.to_string(),

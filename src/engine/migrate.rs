@@ -11,10 +11,17 @@ impl<S: Store> Engine<S> {
     /// passes the field's type and constraints; otherwise the field follows its default.
     /// `from` fields need nothing: they are computed from the token on every read.
     /// Gateways learn of the changes from the `system.reset` the reload publishes.
-    pub fn reloaded(&mut self, new: &Config) {
+    ///
+    /// State belongs to its pattern: when a name now matches another pattern (or none),
+    /// its state is dropped, so a reload never hands one resource's values to another.
+    pub fn reloaded(&mut self, old: &Config, new: &Config) {
+        let same_resource = |rid: &str| match (old.resolve(rid), new.resolve(rid)) {
+            (Some((o, _)), Some((n, _))) => o.pattern == n.pattern,
+            _ => false,
+        };
         let mut gone = Vec::new();
         for (rid, model) in self.store.models_mut() {
-            let Some((res, _)) = new.resolve(rid) else {
+            let Some((res, _)) = new.resolve(rid).filter(|_| same_resource(rid)) else {
                 gone.push(rid.clone());
                 continue;
             };
@@ -27,7 +34,7 @@ impl<S: Store> Engine<S> {
             self.store.remove_model(&rid);
         }
         for (_, conn) in self.store.connections_mut() {
-            conn.rids.retain(|rid| new.resolve(rid).is_some());
+            conn.rids.retain(|rid| same_resource(rid));
         }
     }
 }
@@ -78,14 +85,14 @@ mod tests {
             json!({"theme": "dark", "size": 30, "gone": "x"}),
         );
         let new = config("      theme: { type: string, default: light, enum: [light, dark] }\n      size: { type: integer, default: 12, max: 20 }\n");
-        engine.reloaded(&new);
+        engine.reloaded(&old, &new);
         assert_eq!(
             get(&mut engine, &new, "session.prefs.c1"),
             json!({"theme": "dark", "size": 12})
         );
         // A field that comes back later does not resurrect the dropped value.
         let again = config("      theme: { type: string, default: light }\n      size: { type: integer, default: 12 }\n      gone: { type: string }\n");
-        engine.reloaded(&again);
+        engine.reloaded(&new, &again);
         assert_eq!(
             get(&mut engine, &again, "session.prefs.c1")["gone"],
             json!(null)
@@ -101,11 +108,33 @@ mod tests {
             json!({"theme": "light"})
         );
         let new = config("      theme: { type: string, default: dark }\n");
-        engine.reloaded(&new);
+        engine.reloaded(&old, &new);
         assert_eq!(
             get(&mut engine, &new, "session.prefs.c1"),
             json!({"theme": "dark"})
         );
+    }
+
+    #[test]
+    fn state_never_moves_to_another_pattern() {
+        let old = Config::parse(
+            "t.yaml",
+            "version: 1\nresources:\n  x.{cid}.secret:\n    fields:\n      v: { type: string }\n    access:\n      get: cid == params.cid\n",
+        )
+        .unwrap();
+        let mut engine = Engine::default();
+        api_set(&mut engine, &old, "x.c1.secret", json!({"v": "c1-private"}));
+        let new = Config::parse(
+            "t.yaml",
+            "version: 1\nresources:\n  x.{owner}.{cid}:\n    fields:\n      v: { type: string }\n    access:\n      get: cid == params.cid\n",
+        )
+        .unwrap();
+        engine.reloaded(&old, &new);
+        assert_eq!(get(&mut engine, &new, "x.c1.secret"), json!({"v": null}));
+        assert!(engine
+            .store()
+            .connection("c1")
+            .is_none_or(|c| c.rids.is_empty()));
     }
 
     #[test]
@@ -123,13 +152,13 @@ mod tests {
             "version: 1\nresources:\n  other.{cid}:\n    fields: {}\n",
         )
         .unwrap();
-        engine.reloaded(&other);
+        engine.reloaded(&old, &other);
         assert!(engine.store().model("session.prefs.c1").is_none());
         assert!(engine
             .store()
             .connection("c1")
             .is_none_or(|c| c.rids.is_empty()));
-        engine.reloaded(&old);
+        engine.reloaded(&other, &old);
         assert_eq!(
             get(&mut engine, &old, "session.prefs.c1"),
             json!({"theme": null})

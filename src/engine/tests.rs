@@ -684,3 +684,47 @@ fn the_valid_fixtures_serve_their_declarations() {
         json!({"result": {"get": true, "call": "set,reset"}})
     );
 }
+
+/// Rules that read `model`: the gateway's cached access was computed from the model, so
+/// every change of the model asks for re-access, once.
+#[test]
+fn model_changes_ask_reaccess_when_rules_read_the_model() {
+    let yaml = r#"
+version: 1
+resources:
+  doc.owned.{cid}:
+    fields:
+      owner: { type: string }
+      role:  { type: string, from: "{{token.role}}" }
+    access:
+      get: model.owner == cid || model.role == 'admin' || token != null
+"#;
+    let mut t = T::new();
+    t.config = Config::parse("t.yaml", yaml).unwrap();
+    let rid = "doc.owned.c1";
+    assert_eq!(t.get(rid), json!({"owner": null, "role": null}));
+
+    // A backend write changes the model: change, then reaccess.
+    let payload = json!({"values": {"owner": "c1"}}).to_string();
+    let out = t.handle(Request::ApiSet {
+        rid,
+        payload: payload.as_bytes(),
+    });
+    assert_eq!(
+        events(&out),
+        vec![change(rid, json!({"owner": "c1"})), reaccess(rid)]
+    );
+    // Writing the same value changes nothing and asks nothing.
+    let out = t.handle(Request::ApiSet {
+        rid,
+        payload: payload.as_bytes(),
+    });
+    assert!(events(&out).is_empty());
+
+    // Login changes a derived field; the rule reads both model and token: one reaccess.
+    let evs = t.token("c1", r#"{"token":{"role":"admin"}}"#);
+    assert_eq!(
+        evs,
+        vec![change(rid, json!({"role": "admin"})), reaccess(rid)]
+    );
+}
