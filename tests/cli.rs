@@ -38,6 +38,15 @@ impl Proc {
         self.0.as_ref().expect("running").id()
     }
 
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Waits for the exit (bounded by WAIT as a failure guard) and collects the output.
     async fn output(mut self) -> Output {
         let child = self.0.take().expect("running");
@@ -283,11 +292,7 @@ async fn serve_announces_serves_and_exits_0_on_sigterm() {
         )
     );
 
-    let status = Command::new("kill")
-        .args(["-TERM", &proc.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    proc.terminate();
     let out = proc.output().await;
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
 }
@@ -300,11 +305,7 @@ async fn sigterm_while_nats_is_gone_still_exits_0() {
     assert_eq!(gw.next_system().await.0, "system.reset");
     drop(gw);
     drop(server);
-    let status = Command::new("kill")
-        .args(["-TERM", &proc.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    proc.terminate();
     // Bounded by the drain timeout, well inside the harness's failure guard.
     let out = proc.output().await;
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
