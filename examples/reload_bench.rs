@@ -3,7 +3,9 @@
 //! - parse to swap: what the service reports for a real reload (parse, diff, subscribe
 //!   nothing new, swap, carry state over);
 //! - save to in force: from writing the file to the service reporting the new config in
-//!   force, through the directory watch and its 100 ms debounce.
+//!   force, through the directory watch and its 100 ms debounce;
+//! - the reload stall: a client on its own thread sends gets one at a time during the
+//!   reloads; the longest of those round trips is how long a reload can hold a request.
 //!
 //! Usage: `cargo run --release --example reload_bench [N]`, with `NATS_URL` pointing at a
 //! running nats-server on loopback (default nats://127.0.0.1:4222).
@@ -66,6 +68,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = stopped.await;
     }));
 
+    // The probe: sequential gets from another thread for as long as the reloads run.
+    let probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let probe = {
+        let (url, probing) = (url.clone(), probing.clone());
+        std::thread::spawn(move || -> Result<Vec<Duration>, String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let client = async_nats::connect(&url).await.map_err(|e| e.to_string())?;
+                let mut samples = Vec::new();
+                let mut i = 0u64;
+                while probing.load(std::sync::atomic::Ordering::Relaxed) {
+                    let subject = format!("get.app{}.model.c{}", i % 7, i % 100);
+                    i += 1;
+                    let t = Instant::now();
+                    client
+                        .request(subject, bytes::Bytes::new())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    samples.push(t.elapsed());
+                }
+                Ok(samples)
+            })
+        })
+    };
+
     let mut to_swap = Vec::new();
     let mut in_force = Vec::new();
     for round in 0..10u32 {
@@ -84,13 +114,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     assert_eq!(diff.reset_resources.len(), n);
                     break;
                 }
-                ReloadReport::Unchanged => continue,
+                ReloadReport::Unchanged { .. } | ReloadReport::StillRejected => continue,
                 ReloadReport::Rejected { errors } => return Err(errors.join("\n").into()),
             }
         }
     }
+    probing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut probes = probe.join().map_err(|_| "probe panicked")??;
     stats("reload: parse to swap", to_swap);
     stats("reload: save to in force", in_force);
+    probes.sort();
+    let pct = |p: f64| probes[((probes.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
+    println!(
+        "{:<28} p50 {:>9.3} ms   p99 {:>9.3} ms   max {:>9.3} ms   ({} gets)",
+        "get during reloads",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        probes.len()
+    );
     let _ = stop.send(());
     task.await??;
     Ok(())

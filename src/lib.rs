@@ -1,5 +1,6 @@
 //! connres: a generic RES service serving per-connection resources declared in YAML.
 
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod field;

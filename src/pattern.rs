@@ -174,7 +174,7 @@ impl fmt::Display for Pattern {
 
 /// A part of a resource name: non-empty, no whitespace, no dots and none of the NATS
 /// wildcards `*` and `>` or the query mark `?`.
-fn is_name_part(part: &str) -> bool {
+pub fn is_name_part(part: &str) -> bool {
     !part.is_empty()
         && !part
             .chars()

@@ -81,10 +81,17 @@ pub struct CallRequest<'a> {
     pub query: Option<Cow<'a, str>>,
 }
 
-/// The payload of a `conn.<cid>.token` event.
+/// The payload of a `conn.<cid>.token` event. `token` is `None` when the key is
+/// missing (a malformed event) and `Some(Value::Null)` for a logout.
 #[derive(Debug, Deserialize)]
 pub struct TokenEvent {
+    #[serde(default, deserialize_with = "present")]
     pub token: Option<Value>,
+}
+
+/// Reads a key that is present, even as `null`, as `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// The payload of a backend `<prefix>.set.<rid>` request.
@@ -249,6 +256,10 @@ mod tests {
         assert!(parse::<AccessRequest>(b"[1]", "access").is_err());
         assert!(parse::<AccessRequest>(br#"["c1", {"a": 1}]"#, "access").is_err());
         assert!(parse::<TokenEvent>(b"[1]", "token").is_err());
+        let missing: TokenEvent = parse(br#"{"tid":"t1"}"#, "token").unwrap();
+        assert_eq!(missing.token, None);
+        let logout: TokenEvent = parse(br#"{"token":null}"#, "token").unwrap();
+        assert_eq!(logout.token, Some(Value::Null));
     }
 
     #[test]

@@ -1,10 +1,17 @@
-//! What triggers a config reload: a debounced watch on the config file's directory, and
-//! SIGHUP. Watching the directory, not the file, sees in-place writes, editors' write to
-//! a temporary file then rename, and Kubernetes ConfigMap symlink swaps alike; the
-//! service compares the file's content with what it loaded, so events for other files in
-//! the directory cost one read and nothing else.
+//! What triggers a config reload: a debounced watch on the config file, and SIGHUP.
+//!
+//! The watch is on the file's directory, since editors save by writing a temporary file
+//! and renaming it over the original, and Kubernetes swaps a ConfigMap by re-pointing a
+//! `..data` symlink: neither shows up as an event on the file itself. But a directory
+//! also holds other files (a log written next to the config, say), so a batch of events
+//! counts only when an event names the config file, or when the file the config path
+//! leads to (through any symlinks) is no longer the one seen before: another inode, size
+//! or modification time. Everything else costs one `stat` and nothing more.
 
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use notify::RecursiveMode;
@@ -18,7 +25,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Why a reload runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
-    /// Something changed in the config file's directory.
+    /// The config file changed.
     FileChanged,
     /// SIGHUP: reload even when the content looks unchanged.
     Signal,
@@ -39,13 +46,57 @@ pub struct WatchError {
     source: notify::Error,
 }
 
+/// What identifies the file a config path leads to, to tell a swap or a write from
+/// events about other files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIdentity {
+    target: PathBuf,
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl FileIdentity {
+    /// The identity of what `path` leads to now; `None` when it leads nowhere.
+    pub fn of(path: &Path) -> Option<FileIdentity> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileIdentity {
+            target: std::fs::canonicalize(path).ok()?,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        })
+    }
+}
+
+/// True when a batch of events in the directory concerns the config file: one names it,
+/// or what the config path leads to is not what it was (`seen`, updated here).
+pub fn concerns_config<'a>(
+    event_paths: impl IntoIterator<Item = &'a Path>,
+    file_name: &OsString,
+    seen: &mut Option<FileIdentity>,
+    now: Option<FileIdentity>,
+) -> bool {
+    let named = event_paths
+        .into_iter()
+        .any(|p| p.file_name() == Some(file_name.as_os_str()));
+    let swapped = *seen != now;
+    *seen = now;
+    named || swapped
+}
+
 impl Triggers {
-    /// Watches the directory of `path` and listens for SIGHUP.
+    /// Watches the config file (through its directory) and listens for SIGHUP.
     pub fn watch(path: &Path) -> Result<Triggers, WatchError> {
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let file_name = path.file_name().map(OsString::from).unwrap_or_default();
+        let seen = Mutex::new(FileIdentity::of(path));
+        let config_path = path.to_path_buf();
         let (tx, changes) = mpsc::unbounded_channel();
         let mut debouncer =
             new_debouncer(
@@ -53,7 +104,13 @@ impl Triggers {
                 None,
                 move |result: DebounceEventResult| match result {
                     Ok(events) => {
-                        if events.iter().any(|e| !e.kind.is_access()) {
+                        let paths = events
+                            .iter()
+                            .filter(|e| !e.kind.is_access())
+                            .flat_map(|e| e.paths.iter().map(PathBuf::as_path));
+                        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                        let now = FileIdentity::of(&config_path);
+                        if concerns_config(paths, &file_name, &mut seen, now) {
                             let _ = tx.send(());
                         }
                     }
@@ -116,11 +173,64 @@ pub enum ReloadReport {
     /// The new config is in force.
     Applied {
         diff: crate::config::ConfigDiff,
-        /// From the start of parsing to the swap, in microseconds.
+        /// From the start of compiling to the swap, in microseconds.
         parse_to_swap_us: u64,
     },
-    /// The file's content is what is already served: nothing to do.
-    Unchanged,
+    /// The file holds what is already served: nothing to do. `restored`: it came back
+    /// to the served content after a rejected edit.
+    Unchanged { restored: bool },
     /// The new file is invalid (or unreadable); the old config keeps serving.
     Rejected { errors: Vec<String> },
+    /// The file holds the content rejected last time: not reported again.
+    StillRejected,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(ino: u64, len: u64) -> Option<FileIdentity> {
+        Some(FileIdentity {
+            target: PathBuf::from("/cfg/..2024/resources.yaml"),
+            dev: 1,
+            ino,
+            len,
+            mtime: (100, 0),
+        })
+    }
+
+    #[test]
+    fn events_about_other_files_do_not_count() {
+        let name = OsString::from("resources.yaml");
+        let mut seen = identity(7, 100);
+        let log = [Path::new("/cfg/connres.log")];
+        assert!(!concerns_config(log, &name, &mut seen, identity(7, 100)));
+        assert!(!concerns_config([], &name, &mut seen, identity(7, 100)));
+    }
+
+    #[test]
+    fn an_event_naming_the_file_counts() {
+        let name = OsString::from("resources.yaml");
+        let mut seen = identity(7, 100);
+        let saved = [
+            Path::new("/cfg/.resources.yaml.swp"),
+            Path::new("/cfg/resources.yaml"),
+        ];
+        assert!(concerns_config(saved, &name, &mut seen, identity(7, 100)));
+    }
+
+    #[test]
+    fn a_swap_behind_a_symlink_counts_once() {
+        // A ConfigMap update re-points `..data`: no event names the file itself.
+        let name = OsString::from("resources.yaml");
+        let mut seen = identity(7, 100);
+        let swap = [Path::new("/cfg/..data_tmp"), Path::new("/cfg/..data")];
+        assert!(concerns_config(swap, &name, &mut seen, identity(8, 120)));
+        assert_eq!(seen, identity(8, 120));
+        let log = [Path::new("/cfg/connres.log")];
+        assert!(!concerns_config(log, &name, &mut seen, identity(8, 120)));
+        // The file going away and coming back counts too.
+        assert!(concerns_config([], &name, &mut seen, None));
+        assert!(concerns_config([], &name, &mut seen, identity(9, 120)));
+    }
 }

@@ -254,7 +254,7 @@ async fn unchanged_file_is_a_no_op() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(report, ReloadReport::Unchanged);
+    assert_eq!(report, ReloadReport::Unchanged { restored: false });
     gw.get("session.user.c1").await;
     assert!(gw.pending_system().is_empty());
     connres.stop().await;

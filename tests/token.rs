@@ -107,7 +107,7 @@ async fn logout_returns_to_defaults_and_resets_written_fields_per_resource() {
     let server = NatsServer::start();
     let (connres, mut gw) = start(&server, &config()).await;
     for rid in ["session.user.c1", "session.prefs.c1", "session.draft.c1"] {
-        gw.get(rid).await;
+        gw.subscribe(rid, "c1", Value::Null).await;
     }
     gw.token("c1", ann()).await;
     assert_eq!(gw.next_event().await.0, "event.session.user.c1.change");
@@ -165,7 +165,7 @@ async fn login_asks_reaccess_only_where_access_reads_the_token() {
     let (connres, mut gw) = start(&server, &config()).await;
     // user's and draft's rules do not read `token`; prefs' `set` rule does.
     for rid in ["session.user.c1", "session.prefs.c1", "session.draft.c1"] {
-        gw.get(rid).await;
+        gw.subscribe(rid, "c1", Value::Null).await;
     }
     gw.token("c1", ann()).await;
     let mut events = [gw.next_event().await, gw.next_event().await];

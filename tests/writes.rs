@@ -413,12 +413,12 @@ async fn one_bad_field_rejects_the_whole_call() {
     assert_eq!(gw.get(rid).await, before);
 
     // On the seed prefs too, and a later good call still works.
-    let prefs = "session.prefs.c1";
+    let prefs = "session.prefs.c2";
     let r = gw
         .call(
             prefs,
             "set",
-            "c1",
+            "c2",
             token(),
             json!({"theme": "dark", "fontSize": 33}),
         )
@@ -433,7 +433,7 @@ async fn one_bad_field_rejects_the_whole_call() {
         .call(
             prefs,
             "set",
-            "c1",
+            "c2",
             token(),
             json!({"theme": "dark", "fontSize": 32}),
         )
@@ -507,9 +507,15 @@ async fn access_is_checked_on_every_call() {
     assert_code(&r, "system.accessDenied");
     let r = gw.call(rid, "reset", "c2", token(), json!(null)).await;
     assert_code(&r, "system.accessDenied");
-    // `set` needs a token in the payload, `reset` does not.
+    // `set` needs a token, `reset` does not.
     let r = gw
-        .call(rid, "set", "c1", json!(null), json!({"theme": "light"}))
+        .call(
+            "session.prefs.c3",
+            "set",
+            "c3",
+            json!(null),
+            json!({"theme": "light"}),
+        )
         .await;
     assert_code(&r, "system.accessDenied");
     assert!(gw.pending_events().is_empty());
@@ -518,9 +524,9 @@ async fn access_is_checked_on_every_call() {
     assert_ok(&r);
     assert_changes(&mut gw, rid, &[json!({"theme": "light"})]);
 
-    // A resource without call access denies every method.
+    // A connection without a token may not call t.cart (`token != null`).
     let r = gw
-        .call("t.cart.c1", "set", "c1", json!(null), json!({"item": "x"}))
+        .call("t.cart.c3", "set", "c3", json!(null), json!({"item": "x"}))
         .await;
     assert_code(&r, "system.accessDenied");
     assert!(gw.pending_events().is_empty());
@@ -689,7 +695,7 @@ async fn concurrent_mixed_sets_replay_to_the_final_state() {
     let server = NatsServer::start();
     let (connres, mut gw) = start(&server, WRITES).await;
     let rid = "session.prefs.c1";
-    let initial = gw.get(rid).await;
+    let initial = gw.subscribe(rid, "c1", Value::Null).await;
     assert_eq!(initial, json!({"theme": "light", "fontSize": 14}));
     // Log in by event; the reaccess it causes is the barrier that it was handled.
     gw.token("c1", token()).await;

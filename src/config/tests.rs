@@ -25,6 +25,26 @@ fn the_design_example_compiles() {
 }
 
 #[test]
+fn state_settings_have_production_defaults_and_can_be_set() {
+    let seed = Config::parse("r.yaml", SEED).unwrap();
+    assert_eq!(seed.state, StateSettings::default());
+    assert_eq!(seed.state.idle_ttl, DEFAULT_IDLE_TTL);
+    assert_eq!(seed.state.max_entries, DEFAULT_MAX_ENTRIES);
+    let chat = Config::parse(
+        "chat.yaml",
+        include_str!("../../tests/config/valid/chat.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        chat.state,
+        StateSettings {
+            idle_ttl: std::time::Duration::from_secs(30 * 60),
+            max_entries: 50_000,
+        }
+    );
+}
+
+#[test]
 fn resolve_finds_the_one_matching_pattern() {
     let c = Config::parse("r.yaml", SEED).unwrap();
     let (r, params) = c.resolve("session.prefs.c1").unwrap();

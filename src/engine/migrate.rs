@@ -2,8 +2,8 @@
 //! declaration, and state of resources no longer declared is dropped.
 
 use super::Engine;
-use crate::config::Config;
-use crate::store::Store;
+use crate::config::{Config, Resource};
+use crate::store::{Store, Written};
 
 impl<S: Store> Engine<S> {
     /// Brings the store in line with a new config. A written value survives when its
@@ -14,28 +14,43 @@ impl<S: Store> Engine<S> {
     ///
     /// State belongs to its pattern: when a name now matches another pattern (or none),
     /// its state is dropped, so a reload never hands one resource's values to another.
+    /// What the new config no longer needs remembered (a model that neither follows the
+    /// token nor holds a value, a granted resource whose rules ignore the token) goes too.
     pub fn reloaded(&mut self, old: &Config, new: &Config) {
         let same_resource = |rid: &str| match (old.resolve(rid), new.resolve(rid)) {
-            (Some((o, _)), Some((n, _))) => o.pattern == n.pattern,
-            _ => false,
+            (Some((o, _)), Some((n, _))) if o.pattern == n.pattern => Some(n.clone()),
+            _ => None,
         };
-        let mut gone = Vec::new();
-        for (rid, model) in self.store.models_mut() {
-            let Some((res, _)) = new.resolve(rid).filter(|_| same_resource(rid)) else {
-                gone.push(rid.clone());
-                continue;
-            };
-            model.written.retain(|name, value| {
+        let keep_fitting = |res: &Resource, written: &mut Written| {
+            written.retain(|name, value| {
                 res.field(name)
                     .is_some_and(|f| f.source.is_none() && f.check(value).is_ok())
+            })
+        };
+        self.store.for_each_connection(|_, conn| {
+            conn.models.retain_mut(|m| {
+                let Some(res) = same_resource(&m.rid) else {
+                    return false;
+                };
+                keep_fitting(&res, &mut m.written);
+                res.follows_token() || !m.written.is_empty()
             });
-        }
-        for rid in gone {
-            self.store.remove_model(&rid);
-        }
-        for (_, conn) in self.store.connections_mut() {
-            conn.rids.retain(|rid| same_resource(rid));
-        }
+            conn.granted
+                .retain(|rid| same_resource(rid).is_some_and(|r| r.access_reads_token()));
+        });
+        self.store
+            .retain_shared(|rid, written| match same_resource(rid) {
+                Some(res) => {
+                    keep_fitting(&res, written);
+                    true
+                }
+                None => false,
+            });
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        // A lower `max_entries` is reached by the sweeps, a budget at a time.
     }
 }
 
@@ -134,7 +149,7 @@ mod tests {
         assert!(engine
             .store()
             .connection("c1")
-            .is_none_or(|c| c.rids.is_empty()));
+            .is_none_or(|c| c.models.is_empty() && c.granted.is_empty()));
     }
 
     #[test]
@@ -153,11 +168,14 @@ mod tests {
         )
         .unwrap();
         engine.reloaded(&old, &other);
-        assert!(engine.store().model("session.prefs.c1").is_none());
         assert!(engine
             .store()
             .connection("c1")
-            .is_none_or(|c| c.rids.is_empty()));
+            .is_none_or(|c| c.model("session.prefs.c1").is_none()));
+        assert!(engine
+            .store()
+            .connection("c1")
+            .is_none_or(|c| c.models.is_empty() && c.granted.is_empty()));
         engine.reloaded(&other, &old);
         assert_eq!(
             get(&mut engine, &old, "session.prefs.c1"),

@@ -201,6 +201,18 @@ impl Gateway {
         reply["result"]["model"].clone()
     }
 
+    /// What Resgate does when connection `cid` subscribes `rid`: asks access (which must
+    /// grant `get`), then gets the model, which it returns.
+    pub async fn subscribe(&self, rid: &str, cid: &str, token: Value) -> Value {
+        let access = self.access(rid, cid, token).await;
+        assert_eq!(
+            access["result"]["get"],
+            json!(true),
+            "access to {rid}: {access}"
+        );
+        self.get(rid).await
+    }
+
     /// `access.<rid>` as connection `cid` with `token`: the whole reply.
     pub async fn access(&self, rid: &str, cid: &str, token: Value) -> Value {
         let mut payload = json!({"cid": cid, "isHttp": false});
@@ -320,7 +332,7 @@ pub async fn next_reload(
             .await
             .expect("a reload happens")
             .expect("reports open");
-        if report != connres::reload::ReloadReport::Unchanged {
+        if !matches!(report, connres::reload::ReloadReport::Unchanged { .. }) {
             return report;
         }
     }

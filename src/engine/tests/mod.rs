@@ -1,13 +1,15 @@
 //! Unit tests of [`Engine::handle`]: a parsed config, the in-memory store, no NATS.
 
 use super::*;
+use crate::clock::Clock;
+use crate::store::MemoryStore;
 use serde_json::json;
 
 /// The seed config plus a resource whose written fields reset on logout, one whose
 /// access rule fails at run time without a token, and one with another capture and a
 /// single call rule.
 const YAML: &str = concat!(
-    include_str!("../../tests/config/valid/seed.yaml"),
+    include_str!("../../../tests/config/valid/seed.yaml"),
     r#"
   session.draft.{cid}:
     fields:
@@ -27,6 +29,17 @@ const YAML: &str = concat!(
     access:
       get: "true"
       call: cid == params.cid
+  notes.{cid}:
+    fields:
+      text: { type: string }
+    access:
+      get: "true"
+      call: token != null
+  public.board.{name}:
+    fields:
+      title: { type: string }
+    access:
+      get: "true"
 "#
 );
 
@@ -36,13 +49,23 @@ const LOGOUT: &str = r#"{"token":null}"#;
 struct T {
     config: Config,
     engine: Engine,
+    clock: Clock,
 }
 
 impl T {
     fn new() -> T {
+        T::with_state("")
+    }
+
+    /// The test config with a `state:` block (e.g. "state: { idle_ttl: 1h }\n") and a
+    /// manual clock.
+    fn with_state(state: &str) -> T {
+        let yaml = format!("{state}{YAML}");
+        let clock = Clock::manual();
         T {
-            config: Config::parse("t.yaml", YAML).unwrap_or_else(|e| panic!("{e}")),
-            engine: Engine::default(),
+            config: Config::parse("t.yaml", &yaml).unwrap_or_else(|e| panic!("{e}")),
+            engine: Engine::new(MemoryStore::default(), clock.clone()),
+            clock,
         }
     }
 
@@ -136,6 +159,8 @@ fn null_user() -> Value {
 fn ann_user() -> Value {
     json!({"id": 42, "name": "Ann", "role": "admin", "user": {"rid": "users.user.42"}})
 }
+
+mod bounded;
 
 #[test]
 fn get_of_an_unseen_name_answers_the_defaults() {
@@ -278,8 +303,8 @@ fn logout_resets_derived_fields_and_written_fields_per_reset_on_logout() {
     assert_eq!(
         ev,
         vec![
-            change("session.draft.c1", json!({"text": ""})),
             change("session.user.c1", null_user()),
+            change("session.draft.c1", json!({"text": ""})),
         ]
     );
     assert_eq!(t.get("session.user.c1"), null_user());
@@ -428,9 +453,11 @@ fn after_a_reconnect_requests_fill_in_tokens_again() {
 #[test]
 fn login_asks_reaccess_only_for_models_whose_access_reads_the_token() {
     let mut t = T::new();
-    // session.user's rule does not read token, session.prefs's call.set and
-    // admin.panel's get do.
+    // session.user's rule does not read token, session.prefs's call.set does. The
+    // gateway asks access before it gets. admin.panel's get reads the token too, but
+    // without one it denies everything, and Resgate keeps no denied subscription.
     for rid in ["session.user.c1", "session.prefs.c1", "admin.panel.c1"] {
+        t.access(rid, r#"{"cid":"c1"}"#);
         t.get(rid);
     }
     let ev = t.token("c1", ANN);
@@ -438,7 +465,6 @@ fn login_asks_reaccess_only_for_models_whose_access_reads_the_token() {
         ev,
         vec![
             change("session.user.c1", ann_user()),
-            reaccess("admin.panel.c1"),
             reaccess("session.prefs.c1"),
         ]
     );
@@ -454,17 +480,34 @@ fn login_asks_reaccess_only_for_models_whose_access_reads_the_token() {
     // null -> token again.
     let ev = t.token("c1", r#"{"token":{"userId":1}}"#);
     assert!(ev.contains(&reaccess("session.prefs.c1")), "{ev:?}");
+    // Granted while logged in, admin.panel is known from then on.
+    t.access("admin.panel.c1", r#"{"cid":"c1","token":{"role":"admin"}}"#);
+    t.token("c1", LOGOUT);
+    let ev = t.token("c1", r#"{"token":{"userId":1}}"#);
     assert!(ev.contains(&reaccess("admin.panel.c1")), "{ev:?}");
 }
 
 #[test]
-fn resources_a_connection_asked_access_for_are_known_for_reaccess() {
+fn resources_a_connection_was_granted_are_known_for_reaccess() {
     let mut t = T::new();
-    // c2 asks access for c1's prefs without a token (denied, and cached so).
-    let out = t.access("session.prefs.c1", r#"{"cid":"c2"}"#);
-    assert_eq!(reply(&out), json!({"result": {"get": false}}));
+    // c2 may read c1's notes but not call them without a token: the gateway caches that.
+    let out = t.access("notes.c1", r#"{"cid":"c2"}"#);
+    assert_eq!(reply(&out), json!({"result": {"get": true}}));
     let ev = t.token("c2", ANN);
-    assert_eq!(ev, vec![reaccess("session.prefs.c1")]);
+    assert_eq!(ev, vec![reaccess("notes.c1")]);
+}
+
+#[test]
+fn a_denied_access_leaves_nothing_behind() {
+    let mut t = T::new();
+    for i in 0..100 {
+        let out = t.access(&format!("session.prefs.x{i}"), r#"{"cid":"c2"}"#);
+        assert_eq!(reply(&out), json!({"result": {"get": false}}));
+    }
+    assert_eq!(t.engine.store().entries(), 0);
+    assert!(t.engine.store().connection("c2").is_none());
+    // Resgate drops a subscription whose access is denied: a login owes it nothing.
+    assert!(t.token("c2", ANN).is_empty());
 }
 
 #[test]

@@ -1,0 +1,658 @@
+//! The compiler: walks the spanned YAML tree into a [`Config`], collecting every error
+//! with its position instead of stopping at the first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use regex::Regex;
+use serde_json::Value;
+
+use super::yaml::{Key, Kind, Pos, Yaml};
+use super::{
+    suggestion, Access, ApiSettings, CallAccess, Config, ConfigError, NatsSettings, Resource,
+    StateSettings, DEFAULT_API_PREFIX, DEFAULT_QUEUE_GROUP, METHODS, RESERVED_SUBJECT_ROOTS,
+    VERSION,
+};
+use crate::field::{Constraints, FieldDef, FieldType};
+use crate::pattern::{Part, Pattern};
+use crate::rule::Rule;
+use crate::template::Template;
+
+const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "resources"];
+const STATE_KEYS: &[&str] = &["idle_ttl", "max_entries"];
+const NATS_KEYS: &[&str] = &["url", "queue_group"];
+const API_KEYS: &[&str] = &["prefix"];
+const RESOURCE_KEYS: &[&str] = &["description", "fields", "reset", "access"];
+const RESET_KEYS: &[&str] = &["on_logout"];
+const ACCESS_KEYS: &[&str] = &["get", "call"];
+const FIELD_KEYS: &[&str] = &[
+    "type",
+    "description",
+    "default",
+    "from",
+    "enum",
+    "min",
+    "max",
+    "max_length",
+    "pattern",
+    "writable",
+];
+
+/// Walks the YAML tree, collecting every error instead of stopping at the first.
+#[derive(Default)]
+pub(super) struct Compiler {
+    pub(super) errors: Vec<ConfigError>,
+    /// Compiled rules and templates by source: configs repeat the same few rules
+    /// (`cid == params.cid`) on every resource, and compiling CEL dominates load time.
+    rules: HashMap<String, Rule>,
+    templates: HashMap<String, Template>,
+}
+
+type Entries<'y> = Vec<(&'y Key, &'y Yaml)>;
+
+impl Compiler {
+    fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            pos,
+            message: message.into(),
+        });
+    }
+
+    /// The entries of a mapping; unknown keys are reported (with a suggestion) and left out.
+    fn mapping<'y>(&mut self, node: &'y Yaml, what: &str, allowed: &[&str]) -> Option<Entries<'y>> {
+        let Kind::Map(entries) = &node.kind else {
+            self.error(
+                node.pos,
+                format!("{what} must be a mapping, not {}", node.type_name()),
+            );
+            return None;
+        };
+        let mut known = Vec::new();
+        for (key, value) in entries {
+            if allowed.contains(&key.name.as_str()) {
+                known.push((key, value));
+            } else {
+                let hint = match suggestion(&key.name, allowed) {
+                    Some(s) => format!("; did you mean `{s}`?"),
+                    None => format!(" (expected one of: {})", allowed.join(", ")),
+                };
+                self.error(
+                    key.pos,
+                    format!("unknown key `{}` in {what}{hint}", key.name),
+                );
+            }
+        }
+        Some(known)
+    }
+
+    fn string<'y>(&mut self, node: &'y Yaml, what: &str) -> Option<&'y str> {
+        match &node.kind {
+            Kind::Str(s) => Some(s),
+            _ => {
+                self.error(
+                    node.pos,
+                    format!("{what} must be a string, not {}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, node: &Yaml, what: &str) -> Option<bool> {
+        match node.kind {
+            Kind::Bool(b) => Some(b),
+            _ => {
+                self.error(
+                    node.pos,
+                    format!("{what} must be true or false, not {}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, node: &Yaml, what: &str) -> Option<f64> {
+        match node.kind {
+            Kind::Int(i) => Some(i as f64),
+            Kind::Float(f) => Some(f),
+            _ => {
+                self.error(
+                    node.pos,
+                    format!("{what} must be a number, not {}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn config(&mut self, doc: &Yaml) -> Option<Config> {
+        let entries = self.mapping(doc, "the top level", TOP_KEYS)?;
+        let get = |k: &str| {
+            entries
+                .iter()
+                .find(|(key, _)| key.name == k)
+                .map(|(_, v)| *v)
+        };
+        // The top-level mapping's own position is where its first value starts; a key
+        // that is missing belongs to the file as a whole.
+        let top = Pos { line: 1, col: 1 };
+        match get("version") {
+            None => self.error(top, format!("missing `version: {VERSION}`")),
+            Some(v) if v.kind == Kind::Int(VERSION) => {}
+            Some(v) => self.error(
+                v.pos,
+                format!(
+                    "unsupported version {}: this build reads version {VERSION}",
+                    v.to_json()
+                ),
+            ),
+        }
+        let nats = get("nats").map(|n| self.nats(n)).unwrap_or(NatsSettings {
+            url: None,
+            queue_group: DEFAULT_QUEUE_GROUP.into(),
+        });
+        let api = get("api").map(|a| self.api(a)).unwrap_or(ApiSettings {
+            prefix: DEFAULT_API_PREFIX.into(),
+        });
+        let state = get("state").map(|s| self.state(s)).unwrap_or_default();
+        let resources = match get("resources") {
+            Some(r) => self.resources(r),
+            None => {
+                self.error(top, "missing `resources:` (a mapping of resource patterns)");
+                Vec::new()
+            }
+        };
+        Some(Config::new(nats, api, state, resources))
+    }
+
+    fn state(&mut self, node: &Yaml) -> StateSettings {
+        let mut out = StateSettings::default();
+        for (key, value) in self
+            .mapping(node, "`state`", STATE_KEYS)
+            .unwrap_or_default()
+        {
+            if key.name == "idle_ttl" {
+                if let Kind::Int(n) = value.kind {
+                    self.error(
+                        value.pos,
+                        format!("`state.idle_ttl` needs a unit: write e.g. {n}s, 30m or 24h"),
+                    );
+                    continue;
+                }
+                let Some(text) = self.string(value, "`state.idle_ttl`") else {
+                    continue;
+                };
+                match humantime::parse_duration(text) {
+                    Ok(d) if d >= std::time::Duration::from_secs(1) => out.idle_ttl = d,
+                    Ok(_) => self.error(value.pos, "`state.idle_ttl` must be at least 1s"),
+                    Err(e) => self.error(
+                        value.pos,
+                        format!("`state.idle_ttl` `{text}` is not a duration ({e}); write e.g. 30m, 24h or 7d"),
+                    ),
+                }
+            } else {
+                match value.kind {
+                    Kind::Int(n) if n >= 1 => out.max_entries = n as usize,
+                    _ => self.error(
+                        value.pos,
+                        format!(
+                            "`state.max_entries` must be a whole number, 1 or more, not {}",
+                            value.to_json()
+                        ),
+                    ),
+                }
+            }
+        }
+        out
+    }
+
+    fn nats(&mut self, node: &Yaml) -> NatsSettings {
+        let mut out = NatsSettings {
+            url: None,
+            queue_group: DEFAULT_QUEUE_GROUP.into(),
+        };
+        for (key, value) in self.mapping(node, "`nats`", NATS_KEYS).unwrap_or_default() {
+            let Some(s) = self.string(value, &format!("`nats.{}`", key.name)) else {
+                continue;
+            };
+            match key.name.as_str() {
+                "url" => out.url = Some(s.to_string()),
+                _ if is_subject_token(s) => out.queue_group = s.to_string(),
+                _ => self.error(value.pos, "`nats.queue_group` must be one NATS subject token (no spaces, dots or wildcards)"),
+            }
+        }
+        out
+    }
+
+    fn api(&mut self, node: &Yaml) -> ApiSettings {
+        let mut out = ApiSettings {
+            prefix: DEFAULT_API_PREFIX.into(),
+        };
+        for (_, value) in self.mapping(node, "`api`", API_KEYS).unwrap_or_default() {
+            let Some(s) = self.string(value, "`api.prefix`") else {
+                continue;
+            };
+            let first = s.split('.').next().unwrap_or(s);
+            if !s.split('.').all(is_subject_token) {
+                self.error(
+                    value.pos,
+                    format!("`api.prefix` `{s}` must be a NATS subject (dot-separated tokens without spaces or wildcards)"),
+                );
+            } else if RESERVED_SUBJECT_ROOTS.contains(&first) {
+                self.error(
+                    value.pos,
+                    format!("`api.prefix` `{s}` starts with `{first}`, which RES and NATS use ({}); the write API must not share their subjects", RESERVED_SUBJECT_ROOTS.join(", ")),
+                );
+            } else {
+                out.prefix = s.to_string();
+            }
+        }
+        out
+    }
+
+    fn resources(&mut self, node: &Yaml) -> Vec<Arc<Resource>> {
+        let Kind::Map(entries) = &node.kind else {
+            self.error(
+                node.pos,
+                format!(
+                    "`resources` must be a mapping of resource patterns, not {}",
+                    node.type_name()
+                ),
+            );
+            return Vec::new();
+        };
+        let mut out: Vec<(Pos, Arc<Resource>)> = Vec::new();
+        for (key, value) in entries {
+            let pattern = match Pattern::parse(&key.name) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.error(key.pos, e.to_string());
+                    continue;
+                }
+            };
+            if let Some((pos, other)) = out.iter().find(|(_, r)| r.pattern.overlaps(&pattern)) {
+                self.error(
+                    key.pos,
+                    format!(
+                        "resource pattern `{pattern}` overlaps `{}` (line {}): both match names like `{}`",
+                        other.pattern,
+                        pos.line,
+                        example_name(&pattern, &other.pattern)
+                    ),
+                );
+                continue;
+            }
+            if let Some(resource) = self.resource(pattern, value) {
+                out.push((key.pos, Arc::new(resource)));
+            }
+        }
+        out.into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn resource(&mut self, pattern: Pattern, node: &Yaml) -> Option<Resource> {
+        let what = format!("resource `{pattern}`");
+        let entries = self.mapping(node, &what, RESOURCE_KEYS)?;
+        let mut resource = Resource {
+            pattern,
+            description: None,
+            fields: Vec::new(),
+            reset_on_logout: true,
+            access: Access::default(),
+        };
+        for (key, value) in entries {
+            match key.name.as_str() {
+                "description" => {
+                    resource.description = self
+                        .string(value, &format!("{what}: `description`"))
+                        .map(str::to_string)
+                }
+                "fields" => resource.fields = self.fields(&resource.pattern, value),
+                "reset" => {
+                    for (_, v) in self
+                        .mapping(value, "`reset`", RESET_KEYS)
+                        .unwrap_or_default()
+                    {
+                        if let Some(b) = self.boolean(v, "`reset.on_logout`") {
+                            resource.reset_on_logout = b;
+                        }
+                    }
+                }
+                _ => resource.access = self.access(&resource.pattern, value),
+            }
+        }
+        Some(resource)
+    }
+
+    fn fields(&mut self, pattern: &Pattern, node: &Yaml) -> Vec<FieldDef> {
+        let Kind::Map(entries) = &node.kind else {
+            self.error(
+                node.pos,
+                format!(
+                    "`fields` must be a mapping of field names, not {}",
+                    node.type_name()
+                ),
+            );
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .filter_map(|(key, value)| self.field(pattern, key, value))
+            .collect()
+    }
+
+    fn field(&mut self, pattern: &Pattern, key: &Key, node: &Yaml) -> Option<FieldDef> {
+        let name = &key.name;
+        if name.is_empty() {
+            self.error(key.pos, "a field name must not be empty");
+            return None;
+        }
+        let what = format!("field `{name}`");
+        let entries = self.mapping(node, &what, FIELD_KEYS)?;
+        let get = |k: &str| {
+            entries
+                .iter()
+                .find(|(key, _)| key.name == k)
+                .map(|(_, v)| *v)
+        };
+        let before = self.errors.len();
+
+        let ty = match get("type") {
+            None => {
+                self.error(
+                    key.pos,
+                    format!("{what} needs a `type` ({})", FieldType::NAMES.join(", ")),
+                );
+                None
+            }
+            Some(t) => match self.string(t, &format!("{what}: `type`")) {
+                Some(s) => {
+                    let ty = FieldType::parse(s);
+                    if ty.is_none() {
+                        let hint = suggestion(s, FieldType::NAMES)
+                            .map(|h| format!("; did you mean `{h}`?"))
+                            .unwrap_or_else(|| {
+                                format!(" (expected one of: {})", FieldType::NAMES.join(", "))
+                            });
+                        self.error(t.pos, format!("unknown field type `{s}`{hint}"));
+                    }
+                    ty
+                }
+                None => None,
+            },
+        };
+        let description = get("description")
+            .and_then(|d| self.string(d, &format!("{what}: `description`")))
+            .map(str::to_string);
+        let writable = get("writable")
+            .and_then(|w| self.boolean(w, &format!("{what}: `writable`")))
+            .unwrap_or(false);
+        let source = get("from").and_then(|f| {
+            let text = self.string(f, &format!("{what}: `from`"))?;
+            let compiled = match self.templates.get(text) {
+                Some(t) => Ok(t.clone()),
+                None => Template::compile(text),
+            };
+            match compiled {
+                Ok(t) => {
+                    self.templates.insert(text.to_string(), t.clone());
+                    Some((f, t))
+                }
+                Err(e) => {
+                    let at = e
+                        .pos
+                        .map(|(l, c)| format!(" (template line {l}, column {c})"))
+                        .unwrap_or_default();
+                    self.error(f.pos, format!("{what}: {}{at}", e.message));
+                    None
+                }
+            }
+        });
+        if let Some((f, t)) = &source {
+            if writable {
+                self.error(f.pos, format!("{what} has both `from` and `writable: true`; a derived field cannot be written"));
+            }
+            if t.reads_token() && !pattern.has_cid() {
+                self.error(
+                    f.pos,
+                    format!("{what} reads `token`, but resource `{pattern}` has no `{{cid}}` capture to tie it to a connection"),
+                );
+            }
+            self.check_params(pattern, t.params_read(), f.pos, &what);
+        }
+
+        let mut constraints = Constraints::default();
+        let numeric = matches!(ty, Some(FieldType::Integer | FieldType::Number));
+        let textual = matches!(ty, Some(FieldType::String));
+        let only_for = |c: &mut Compiler, key: &str, allowed: bool, types: &str| {
+            if let (Some(node), Some(ty)) = (get(key), ty) {
+                if !allowed {
+                    c.error(
+                        node.pos,
+                        format!("{what}: `{key}` applies to {types} fields, not to {ty}"),
+                    );
+                    return None;
+                }
+            }
+            get(key)
+        };
+        if let Some(n) = only_for(self, "min", numeric, "integer and number") {
+            constraints.min = self.number(n, &format!("{what}: `min`"));
+        }
+        if let Some(n) = only_for(self, "max", numeric, "integer and number") {
+            constraints.max = self.number(n, &format!("{what}: `max`"));
+        }
+        if let (Some(min), Some(max)) = (constraints.min, constraints.max) {
+            if min > max {
+                self.error(
+                    get("max").map_or(node.pos, |n| n.pos),
+                    format!("{what}: `max` {max} is below `min` {min}"),
+                );
+            }
+        }
+        if let Some(n) = only_for(self, "max_length", textual, "string") {
+            match n.kind {
+                Kind::Int(i) if i >= 0 => constraints.max_length = Some(i as usize),
+                _ => self.error(
+                    n.pos,
+                    format!("{what}: `max_length` must be a whole number of characters, 0 or more"),
+                ),
+            }
+        }
+        if let Some(n) = only_for(self, "pattern", textual, "string") {
+            if let Some(re) = self.string(n, &format!("{what}: `pattern`")) {
+                match Regex::new(re) {
+                    Ok(r) => constraints.pattern = Some(r),
+                    Err(e) => self.error(
+                        n.pos,
+                        format!(
+                            "{what}: bad regex in `pattern`: {}",
+                            first_line(&e.to_string())
+                        ),
+                    ),
+                }
+            }
+        }
+        let enumerable = !matches!(ty, Some(FieldType::Ref | FieldType::Data));
+        if let Some(n) = only_for(
+            self,
+            "enum",
+            enumerable,
+            "string, integer, number and boolean",
+        ) {
+            match &n.kind {
+                Kind::Seq(items) if !items.is_empty() => {
+                    constraints.one_of = Some(items.iter().map(Yaml::to_json).collect())
+                }
+                _ => self.error(
+                    n.pos,
+                    format!("{what}: `enum` must be a non-empty list of values"),
+                ),
+            }
+        }
+
+        if self.errors.len() > before {
+            return None;
+        }
+        let mut field = FieldDef {
+            name: name.clone(),
+            description,
+            ty: ty?,
+            default: Value::Null,
+            source: source.map(|(_, t)| t),
+            constraints,
+            writable,
+        };
+        // Enum values must themselves be valid values of the field.
+        if let (Some(options), Some(n)) = (field.constraints.one_of.clone(), get("enum")) {
+            let unconstrained = FieldDef {
+                constraints: Constraints::default(),
+                ..field.clone()
+            };
+            for (opt, item) in options.iter().zip(yaml_items(n)) {
+                if let Err(e) = unconstrained.check(opt) {
+                    self.error(item.pos, format!("{what}: enum value {e}"));
+                }
+            }
+        }
+        if let Some(d) = get("default") {
+            let value = d.to_json();
+            let value = if field.ty == FieldType::Data {
+                value
+            } else {
+                field.from_wire(&value).unwrap_or(value)
+            };
+            match field.check(&value) {
+                Ok(()) => field.default = value,
+                Err(e) => self.error(d.pos, format!("{what}: default {e}")),
+            }
+        }
+        (self.errors.len() == before).then_some(field)
+    }
+
+    /// Every `params.<name>` read must be a capture of the pattern.
+    fn check_params(&mut self, pattern: &Pattern, read: &[String], pos: Pos, what: &str) {
+        for name in read {
+            if !pattern.captures().any(|c| c == name) {
+                let captures: Vec<String> =
+                    pattern.captures().map(|c| format!("params.{c}")).collect();
+                let known = if captures.is_empty() {
+                    "it has no captures".to_string()
+                } else {
+                    format!("it has {}", captures.join(", "))
+                };
+                self.error(
+                    pos,
+                    format!("{what} reads `params.{name}`, but resource `{pattern}` has no `{{{name}}}` capture ({known})"),
+                );
+            }
+        }
+    }
+
+    fn access(&mut self, pattern: &Pattern, node: &Yaml) -> Access {
+        let mut access = Access::default();
+        for (key, value) in self
+            .mapping(node, "`access`", ACCESS_KEYS)
+            .unwrap_or_default()
+        {
+            if key.name == "get" {
+                access.get = self.rule(pattern, value, "`access.get`");
+                continue;
+            }
+            access.call = match &value.kind {
+                Kind::Map(_) => {
+                    let methods = self
+                        .mapping(value, "`access.call`", METHODS)
+                        .unwrap_or_default();
+                    let rules = methods
+                        .into_iter()
+                        .filter_map(|(m, v)| {
+                            let rule =
+                                self.rule(pattern, v, &format!("`access.call.{}`", m.name))?;
+                            Some((m.name.clone(), rule))
+                        })
+                        .collect();
+                    CallAccess::Methods(rules)
+                }
+                _ => self
+                    .rule(pattern, value, "`access.call`")
+                    .map_or(CallAccess::Deny, CallAccess::All),
+            };
+        }
+        access
+    }
+
+    fn rule(&mut self, pattern: &Pattern, node: &Yaml, what: &str) -> Option<Rule> {
+        let rule = self.compile_rule(node, what)?;
+        let before = self.errors.len();
+        self.check_params(pattern, rule.params_read(), node.pos, what);
+        (self.errors.len() == before).then_some(rule)
+    }
+
+    fn compile_rule(&mut self, node: &Yaml, what: &str) -> Option<Rule> {
+        let source = match &node.kind {
+            Kind::Str(s) => s.clone(),
+            Kind::Bool(b) => b.to_string(),
+            _ => {
+                self.error(
+                    node.pos,
+                    format!(
+                        "{what} must be a CEL expression string, not {}",
+                        node.type_name()
+                    ),
+                );
+                return None;
+            }
+        };
+        if let Some(rule) = self.rules.get(&source) {
+            return Some(rule.clone());
+        }
+        Rule::compile(&source)
+            .inspect(|rule| {
+                self.rules.insert(source.clone(), rule.clone());
+            })
+            .map_err(|e| {
+                let at = e
+                    .pos
+                    .map(|(l, c)| format!(" (rule line {l}, column {c})"))
+                    .unwrap_or_default();
+                self.error(node.pos, format!("{what}: {}{at}", e.message));
+            })
+            .ok()
+    }
+}
+
+fn yaml_items(node: &Yaml) -> &[Yaml] {
+    match &node.kind {
+        Kind::Seq(items) => items,
+        _ => &[],
+    }
+}
+
+/// The regex crate's message without its source excerpt: the `error: ...` line.
+fn first_line(s: &str) -> &str {
+    s.lines()
+        .rev()
+        .find_map(|l| l.trim_start().strip_prefix("error:"))
+        .map_or(s.lines().next().unwrap_or(s), str::trim)
+}
+
+/// A NATS subject token: non-empty, no whitespace, dots or wildcards.
+fn is_subject_token(s: &str) -> bool {
+    !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c == '.' || c == '*' || c == '>')
+}
+
+/// A resource name both overlapping patterns match, for the error message.
+fn example_name(a: &Pattern, b: &Pattern) -> String {
+    a.parts()
+        .iter()
+        .zip(b.parts())
+        .map(|parts| match parts {
+            (Part::Literal(l), _) | (_, Part::Literal(l)) => l.clone(),
+            (Part::Capture(n), _) => format!("<{n}>"),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}

@@ -1,0 +1,130 @@
+//! Access requests: `access.get` and `access.call` are evaluated with the token the
+//! gateway sent, since the gateway caches its answer per token. A granted request
+//! remembers what a later login must ask the gateway to re-check; a denied one leaves
+//! nothing behind.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::{check_cid, resolve, Engine, Events};
+use crate::config::{CallAccess, Config, Resource};
+use crate::pattern::Params;
+use crate::protocol::{self, AccessRequest, ResError};
+use crate::rule::RuleInput;
+use crate::store::Store;
+
+impl<S: Store> Engine<S> {
+    pub(super) fn access(
+        &mut self,
+        config: &Config,
+        rid: &str,
+        payload: &[u8],
+        events: &mut Events,
+    ) -> Option<Result<Bytes, ResError>> {
+        let (res, params) = match resolve(config, rid)? {
+            Ok(found) => found,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(self.access_checked(config, res, rid, &params, payload, events))
+    }
+
+    fn access_checked(
+        &mut self,
+        config: &Config,
+        res: &Resource,
+        rid: &str,
+        params: &Params,
+        payload: &[u8],
+        events: &mut Events,
+    ) -> Result<Bytes, ResError> {
+        let req: AccessRequest = protocol::parse(payload, "access request")?;
+        check_cid(&req.cid)?;
+        let token = req.token.as_ref().filter(|t| !t.is_null());
+        let model = if res.access_reads_model() {
+            let known = self.token_after_learning(&req.cid, token);
+            let model_token = self.model_token(res, rid, &req.cid, known);
+            self.model_json(res, rid, params, model_token)
+        } else {
+            None
+        };
+        let input = RuleInput {
+            cid: &req.cid,
+            token,
+            params,
+            query: req.query.as_deref(),
+            model: model.as_ref(),
+        };
+        let get = res
+            .access
+            .get
+            .as_ref()
+            .is_some_and(|r| self.allows(r, res, "get", &input));
+        let call = match &res.access.call {
+            CallAccess::Deny => None,
+            CallAccess::All(rule) => self
+                .allows(rule, res, "call", &input)
+                .then(|| "*".to_string()),
+            CallAccess::Methods(rules) => {
+                let granted: Vec<&str> = rules
+                    .iter()
+                    .filter(|(m, r)| self.allows(r, res, m, &input))
+                    .map(|(m, _)| m.as_str())
+                    .collect();
+                (!granted.is_empty()).then(|| granted.join(","))
+            }
+        };
+        let granted = get || call.is_some();
+        self.learn_token(config, &req.cid, token, granted, events);
+        if granted {
+            self.remember_access(res, rid, &req.cid);
+        }
+        Ok(protocol::access_reply(get, call.as_deref()))
+    }
+
+    /// The gateway now caches this access for the requester: a login must re-ask it when
+    /// the rules read the token, and the requester's own model must get the events of its
+    /// token changes.
+    fn remember_access(&mut self, res: &Resource, rid: &str, requester: &str) {
+        let now = self.now;
+        if res.pattern.cid_of(rid) == Some(requester) {
+            if res.follows_token() {
+                self.store.update_connection(requester, now, |c| {
+                    c.model_mut(rid);
+                });
+            }
+        } else if res.access_reads_token() {
+            self.store
+                .update_connection(requester, now, |c| c.grant(rid));
+        }
+    }
+
+    /// The token a requester's record holds once this request's token is learned: the
+    /// confirmed one if there is one, else the one the request carries.
+    pub(super) fn token_after_learning<'a>(
+        &'a self,
+        cid: &str,
+        sent: Option<&'a Value>,
+    ) -> Option<&'a Value> {
+        match self.store.connection(cid) {
+            Some(c) if c.confirmed => c.token.as_deref(),
+            _ => sent,
+        }
+    }
+
+    /// The token a model is rendered with for a rule: the requester's (as it will be
+    /// after learning) for its own model, else the owner's stored token.
+    pub(super) fn model_token<'a>(
+        &'a self,
+        res: &Resource,
+        rid: &str,
+        requester: &str,
+        requester_token: Option<&'a Value>,
+    ) -> Option<&'a Value> {
+        let owner = res.pattern.cid_of(rid)?;
+        if owner == requester {
+            requester_token
+        } else {
+            self.store.connection(owner)?.token.as_deref()
+        }
+    }
+}

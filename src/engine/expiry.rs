@@ -1,0 +1,170 @@
+//! Bounded state: idle connections expire, and past `state.max_entries` the least
+//! recently touched connection goes first. Dropped state that a gateway may still cache
+//! is named in a `system.reset`, queued here and taken in batches by the service, which
+//! paces them.
+//!
+//! What a dropped connection owes the gateways, model by model (the gateway cannot be
+//! told "this connection closed", so an idle one may still be open and must never be
+//! shown as logged out):
+//! - written values: under `resources`, so the gateway re-fetches the defaults;
+//! - logged in, and values follow the token: under `access`: the gateway re-asks access
+//!   with the connection's token, which fills the record in again (a re-get carries no
+//!   token and would show the logged-out model);
+//! - logged out, and access rules read the token (also for other resources it was
+//!   granted): under `access`, so a later login's re-access is not lost with the record.
+//!
+//! A model that is both written and follows the token is named under `access` first: the
+//! queue hands out `access` batches before `resources` ones, so the token is back before
+//! the re-fetch.
+
+use hashlink::LinkedHashSet;
+
+use super::Engine;
+use crate::clock::ticks;
+use crate::config::{Config, Resource};
+use crate::store::{Dropped, Store};
+
+/// The most names in one `system.reset`.
+pub const RESET_BATCH: usize = 500;
+/// The most units one sweep drops; the next sweep goes on.
+pub const SWEEP_BUDGET: usize = 10_000;
+/// The most units one message may evict (a message adds at most a couple of entries).
+pub(super) const BOUND_BUDGET_PER_MESSAGE: usize = 64;
+/// Past this many waiting names, a dropped model is named by its pattern instead, so the
+/// queue stays bounded whatever the churn while NATS is away.
+const QUEUE_MAX: usize = 100_000;
+
+/// One `system.reset` worth of names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResetBatch {
+    pub resources: Vec<String>,
+    pub access: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ResetQueue {
+    access: LinkedHashSet<Box<str>>,
+    resources: LinkedHashSet<Box<str>>,
+}
+
+impl ResetQueue {
+    fn push(set: &mut LinkedHashSet<Box<str>>, res: &Resource, rid: &str) {
+        if set.len() < QUEUE_MAX {
+            set.replace(rid.into());
+        } else {
+            set.replace(res.pattern.wildcard().into());
+        }
+    }
+
+    fn take(&mut self, max: usize) -> Option<ResetBatch> {
+        let drain = |set: &mut LinkedHashSet<Box<str>>| {
+            std::iter::from_fn(|| set.pop_front())
+                .take(max)
+                .map(String::from)
+                .collect()
+        };
+        if !self.access.is_empty() {
+            Some(ResetBatch {
+                resources: Vec::new(),
+                access: drain(&mut self.access),
+            })
+        } else if !self.resources.is_empty() {
+            Some(ResetBatch {
+                resources: drain(&mut self.resources),
+                access: Vec::new(),
+            })
+        } else {
+            None
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.access.len() + self.resources.len()
+    }
+}
+
+impl<S: Store> Engine<S> {
+    /// Drops what idled past `state.idle_ttl` and what exceeds `state.max_entries`, at
+    /// most [`SWEEP_BUDGET`] units; returns how many went.
+    pub fn sweep(&mut self, config: &Config) -> usize {
+        let now = self.clock.now();
+        let ttl = ticks(config.state.idle_ttl);
+        let mut dropped = 0;
+        while dropped < SWEEP_BUDGET
+            && self
+                .store
+                .oldest()
+                .is_some_and(|t| now.saturating_sub(t) >= ttl)
+        {
+            let Some(unit) = self.store.pop_oldest() else {
+                break;
+            };
+            self.dropped(config, unit);
+            dropped += 1;
+        }
+        dropped + self.enforce_bound(config, SWEEP_BUDGET - dropped)
+    }
+
+    /// Takes least recently touched units out until the store is within
+    /// `state.max_entries`, at most `budget`; returns how many went.
+    pub(super) fn enforce_bound(&mut self, config: &Config, budget: usize) -> usize {
+        let mut dropped = 0;
+        while dropped < budget && self.store.entries() > config.state.max_entries {
+            let Some(unit) = self.store.pop_oldest() else {
+                break;
+            };
+            self.dropped(config, unit);
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// The next `system.reset` owed for dropped state: `access` names first.
+    pub fn take_reset(&mut self, max: usize) -> Option<ResetBatch> {
+        self.resets.take(max)
+    }
+
+    /// How many names wait to be named in a `system.reset`.
+    pub fn pending_resets(&self) -> usize {
+        self.resets.len()
+    }
+
+    /// Queues what gateways must be told of a unit that was dropped.
+    fn dropped(&mut self, config: &Config, unit: Dropped) {
+        let q = &mut self.resets;
+        match unit {
+            Dropped::Connection { conn, .. } => {
+                let logged_in = conn.token.is_some();
+                for m in &conn.models {
+                    let Some((res, _)) = config.resolve(&m.rid) else {
+                        continue;
+                    };
+                    if (logged_in && res.fields_read_token())
+                        || (!logged_in && res.access_reads_token())
+                    {
+                        ResetQueue::push(&mut q.access, res, &m.rid);
+                    }
+                    if !m.written.is_empty() {
+                        ResetQueue::push(&mut q.resources, res, &m.rid);
+                    }
+                }
+                if !logged_in {
+                    for rid in &conn.granted {
+                        if let Some((res, _)) = config.resolve(rid) {
+                            if res.access_reads_token() {
+                                ResetQueue::push(&mut q.access, res, rid);
+                            }
+                        }
+                    }
+                }
+            }
+            Dropped::Model { rid, written } => {
+                if let Some((res, _)) = config.resolve(&rid) {
+                    if !written.is_empty() {
+                        ResetQueue::push(&mut q.resources, res, &rid);
+                    }
+                }
+            }
+        }
+    }
+}

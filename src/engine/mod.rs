@@ -1,0 +1,319 @@
+//! The engine: serves one request or event against one config snapshot and the store,
+//! and says what to publish. Pure: no NATS, callable from unit tests; time comes from
+//! an injected [`Clock`] and only decides expiry. The caller publishes `events` in order
+//! and then `reply`, all before it handles the next message, which keeps every change
+//! event ahead of the replies that reflect it.
+//!
+//! Submodules by concern: `access` (access requests), `token` (token records, login and
+//! logout), `write` (calls and the backend API), `expiry` (idle expiry, the size bound
+//! and the resets they owe gateways), `migrate` (state across a reload).
+
+mod access;
+mod expiry;
+mod migrate;
+mod token;
+mod warn;
+mod write;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::clock::{Clock, Tick};
+use crate::config::{Config, Resource};
+use crate::field::json_eq;
+use crate::pattern::{self, Params};
+use crate::protocol::{self, Changes, ModelView, ResError};
+use crate::rule::{Rule, RuleInput};
+use crate::store::{MemoryStore, Store, Written};
+use crate::template::TemplateInput;
+
+use expiry::ResetQueue;
+pub use expiry::{ResetBatch, RESET_BATCH};
+use warn::WarnLimiter;
+
+/// One inbound message, already routed by its subject.
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// `get.<rid>`
+    Get { rid: &'a str },
+    /// `access.<rid>`
+    Access { rid: &'a str, payload: &'a [u8] },
+    /// `call.<rid>.<method>`
+    Call {
+        rid: &'a str,
+        method: &'a str,
+        payload: &'a [u8],
+    },
+    /// `conn.<cid>.token`
+    Token { cid: &'a str, payload: &'a [u8] },
+    /// `<prefix>.set.<rid>`
+    ApiSet { rid: &'a str, payload: &'a [u8] },
+    /// `<prefix>.reset.<rid>`
+    ApiReset { rid: &'a str, payload: &'a [u8] },
+}
+
+/// What handling a message produced: events to publish first, then the reply (none for
+/// events, and none for a name no pattern matches: another service may own it).
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub events: Vec<(String, Bytes)>,
+    pub reply: Option<Bytes>,
+}
+
+/// The events of one message, in publishing order.
+type Events = Vec<(String, Bytes)>;
+
+/// The generic connection-resource engine.
+pub struct Engine<S: Store = MemoryStore> {
+    store: S,
+    clock: Clock,
+    /// The clock read once per message: every touch of one message has the same time.
+    now: Tick,
+    /// Names of dropped state that gateways may still cache, waiting to be named in a
+    /// `system.reset`.
+    resets: ResetQueue,
+    warnings: Mutex<WarnLimiter>,
+}
+
+impl Default for Engine<MemoryStore> {
+    fn default() -> Self {
+        Engine::new(MemoryStore::default(), Clock::system())
+    }
+}
+
+impl<S: Store> Engine<S> {
+    pub fn new(store: S, clock: Clock) -> Self {
+        Engine {
+            store,
+            now: clock.now(),
+            clock,
+            resets: ResetQueue::default(),
+            warnings: Mutex::new(WarnLimiter::default()),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Handles one message against one config snapshot.
+    pub fn handle(&mut self, config: &Config, request: Request) -> Outcome {
+        self.now = self.clock.now();
+        let mut out = Outcome::default();
+        let reply = match request {
+            Request::Get { rid } => self.get(config, rid),
+            Request::Access { rid, payload } => self.access(config, rid, payload, &mut out.events),
+            Request::Call {
+                rid,
+                method,
+                payload,
+            } => self.call(config, rid, method, payload, &mut out.events),
+            Request::Token { cid, payload } => {
+                self.token_event(config, cid, payload, &mut out.events);
+                None
+            }
+            Request::ApiSet { rid, payload } => {
+                Some(self.api_set(config, rid, payload, &mut out.events))
+            }
+            Request::ApiReset { rid, payload } => {
+                Some(self.api_reset(config, rid, payload, &mut out.events))
+            }
+        };
+        out.reply = reply.map(|r| r.unwrap_or_else(|e| e.reply()));
+        self.enforce_bound(config, expiry::BOUND_BUDGET_PER_MESSAGE);
+        out
+    }
+
+    /// After a (re)connect to NATS: token events may have been missed, so every record
+    /// is filled in again from the next request that carries its token.
+    pub fn reconnected(&mut self) {
+        self.store.unconfirm_all();
+    }
+
+    fn get(&mut self, config: &Config, rid: &str) -> Option<Result<Bytes, ResError>> {
+        let (res, params) = match resolve(config, rid)? {
+            Ok(found) => found,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Some(cid) = res.pattern.cid_of(rid) {
+            if res.fields_read_token() {
+                // A token change must reach the gateway that now caches this model.
+                let now = self.now;
+                self.store.update_connection(cid, now, |c| {
+                    c.model_mut(rid);
+                });
+            } else {
+                self.store.touch_connection(cid, self.now);
+            }
+        }
+        let values = self.values(res, rid, &params, self.token_of(res, rid).as_deref());
+        Some(Ok(protocol::model_reply(&ModelView {
+            fields: &res.fields,
+            values: &values,
+        })))
+    }
+
+    /// The owner's stored token of a model with a `{cid}`.
+    fn token_of(&self, res: &Resource, rid: &str) -> Option<Arc<Value>> {
+        let cid = res.pattern.cid_of(rid)?;
+        self.store.connection(cid)?.token.clone()
+    }
+
+    /// The written values of a model, if it has any.
+    fn written(&self, res: &Resource, rid: &str) -> Option<&Written> {
+        match res.pattern.cid_of(rid) {
+            Some(cid) => Some(&self.store.connection(cid)?.model(rid)?.written),
+            None => self.store.shared(rid),
+        }
+    }
+
+    /// Changes a model's written values (created when missing). A model of a connection
+    /// left with nothing written is forgotten unless it follows the token.
+    fn update_written(&mut self, res: &Resource, rid: &str, change: impl FnOnce(&mut Written)) {
+        let now = self.now;
+        match res.pattern.cid_of(rid) {
+            Some(cid) => self.store.update_connection(cid, now, |c| {
+                change(&mut c.model_mut(rid).written);
+                if !res.follows_token() && c.model(rid).is_some_and(|m| m.written.is_empty()) {
+                    c.remove_model(rid);
+                }
+            }),
+            None => self.store.update_shared(rid, now, change),
+        }
+    }
+
+    /// The model's current values, field by field, as stored values.
+    fn values(
+        &self,
+        res: &Resource,
+        rid: &str,
+        params: &Params,
+        token: Option<&Value>,
+    ) -> Vec<Value> {
+        let written = self.written(res, rid);
+        let input = TemplateInput {
+            cid: res.pattern.cid_of(rid),
+            token,
+            params,
+        };
+        res.fields
+            .iter()
+            .map(|f| match &f.source {
+                Some(t) => match t.render(&input).map(|v| f.from_rendered(v)) {
+                    None => f.default.clone(),
+                    Some(Ok(v)) => v,
+                    Some(Err(e)) => {
+                        self.warn(&format!("{}/{}", res.pattern, f.name), || {
+                            tracing::warn!(resource = %res.pattern, field = %f.name, rid, "from template value {e}; the field takes its default")
+                        });
+                        f.default.clone()
+                    }
+                },
+                None => written
+                    .and_then(|w| w.get(&f.name))
+                    .cloned()
+                    .unwrap_or_else(|| f.default.clone()),
+            })
+            .collect()
+    }
+
+    /// The model as plain JSON, for rules that read `model`, rendered with `token`.
+    fn model_json(
+        &self,
+        res: &Resource,
+        rid: &str,
+        params: &Params,
+        token: Option<&Value>,
+    ) -> Option<Value> {
+        if !res.access_reads_model() {
+            return None;
+        }
+        let values = self.values(res, rid, params, token);
+        Some(Value::Object(
+            res.fields
+                .iter()
+                .map(|f| f.name.clone())
+                .zip(values)
+                .collect(),
+        ))
+    }
+
+    /// Evaluates a rule; an error denies and is logged (rate-limited per rule).
+    fn allows(&self, rule: &Rule, res: &Resource, what: &str, input: &RuleInput) -> bool {
+        match rule.eval(input) {
+            Ok(b) => b,
+            Err(e) => {
+                self.warn(&format!("{}/{what}", res.pattern), || {
+                    tracing::warn!(resource = %res.pattern, rule = rule.source(), error = %e, "access rule `{what}` failed; denied")
+                });
+                false
+            }
+        }
+    }
+
+    fn warn(&self, key: &str, log: impl FnOnce()) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .warn(key, log);
+    }
+}
+
+/// The resource a name belongs to and its captures. `None` when no pattern matches (the
+/// name is not ours: no reply); `Err` when a pattern matches but the name is not a valid
+/// resource name (a wildcard or whitespace in a capture: `system.invalidParams`).
+fn resolve<'a>(
+    config: &'a Config,
+    rid: &'a str,
+) -> Option<Result<(&'a Arc<Resource>, Params<'a>), ResError>> {
+    let found = config.resolve(rid)?;
+    Some(if pattern::is_resource_name(rid) {
+        Ok(found)
+    } else {
+        Err(ResError::InvalidParams(format!(
+            "`{rid}` is not a valid resource name (dot-separated parts without wildcards or whitespace)"
+        )))
+    })
+}
+
+/// Checks that a cid from a payload or subject is a connection ID: one non-empty name
+/// part, no wildcards or whitespace.
+fn check_cid(cid: &str) -> Result<(), ResError> {
+    if pattern::is_name_part(cid) {
+        Ok(())
+    } else {
+        Err(ResError::InvalidParams(format!(
+            "`{cid}` is not a connection ID"
+        )))
+    }
+}
+
+/// Publishes the change event of a model, if anything changed, and says whether it did.
+fn push_change(
+    events: &mut Events,
+    res: &Resource,
+    rid: &str,
+    before: &[Value],
+    after: &[Value],
+) -> bool {
+    let changed: Vec<usize> = (0..after.len())
+        .filter(|&i| !json_eq(&before[i], &after[i]))
+        .collect();
+    if changed.is_empty() {
+        return false;
+    }
+    events.push(protocol::change_event(
+        rid,
+        &Changes {
+            fields: &res.fields,
+            values: after,
+            changed: &changed,
+        },
+    ));
+    true
+}
+
+#[cfg(test)]
+mod tests;

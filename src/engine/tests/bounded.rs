@@ -1,0 +1,276 @@
+//! Bounded state and hostile input: idle expiry, the size bound, the resets they owe,
+//! and requests that must leave nothing behind or change nothing.
+
+use std::time::Duration;
+
+use super::*;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn api_set(t: &mut T, rid: &str, values: Value) -> Outcome {
+    let payload = json!({ "values": values }).to_string();
+    t.handle(Request::ApiSet {
+        rid,
+        payload: payload.as_bytes(),
+    })
+}
+
+fn sweep(t: &mut T) -> usize {
+    t.engine.sweep(&t.config)
+}
+
+/// Every reset the engine owes, batch by batch.
+fn resets(t: &mut T) -> Vec<ResetBatch> {
+    std::iter::from_fn(|| t.engine.take_reset(RESET_BATCH)).collect()
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn idle_connections_expire_and_gateways_are_told_what_they_may_still_cache() {
+    let mut t = T::with_state("state: { idle_ttl: 1h }\n");
+    // c1: logged in, its user model cached, prefs written.
+    t.token("c1", ANN);
+    t.access("session.user.c1", r#"{"cid":"c1"}"#);
+    assert_eq!(t.get("session.user.c1"), ann_user());
+    let set = t.call(
+        "session.prefs.c1",
+        "set",
+        r#"{"cid":"c1","params":{"theme":"dark"}}"#,
+    );
+    assert_eq!(reply(&set), json!({"result": null}));
+    // c2: logged out; prefs access cached without a token (its `set` rule reads it).
+    t.access("session.prefs.c2", r#"{"cid":"c2"}"#);
+    // c3: touched again later, so it stays.
+    t.access("session.user.c3", r#"{"cid":"c3"}"#);
+    t.clock.advance(HOUR / 2);
+    t.get("session.user.c3");
+    t.clock.advance(HOUR / 2);
+    assert_eq!(sweep(&mut t), 2);
+
+    assert!(t.engine.store().connection("c1").is_none());
+    assert!(t.engine.store().connection("c2").is_none());
+    assert!(t.engine.store().connection("c3").is_some());
+    // Access first (the token comes back with the re-asked access), then re-fetches.
+    assert_eq!(
+        resets(&mut t),
+        vec![
+            ResetBatch {
+                resources: vec![],
+                access: names(&["session.user.c1", "session.prefs.c2"]),
+            },
+            ResetBatch {
+                resources: names(&["session.prefs.c1"]),
+                access: vec![],
+            },
+        ]
+    );
+    // Dropped state reads as its defaults.
+    assert_eq!(
+        t.get("session.prefs.c1"),
+        json!({"theme": "light", "fontSize": 14})
+    );
+    // The re-asked access fills the token in again: the cached model stays right.
+    t.access(
+        "session.user.c1",
+        &format!(r#"{{"cid":"c1","token":{}}}"#, &ANN[9..ANN.len() - 1]),
+    );
+    assert_eq!(t.get("session.user.c1"), ann_user());
+}
+
+#[test]
+fn nothing_expires_before_its_time() {
+    let mut t = T::with_state("state: { idle_ttl: 1h }\n");
+    t.token("c1", ANN);
+    t.clock.advance(HOUR - Duration::from_secs(1));
+    assert_eq!(sweep(&mut t), 0);
+    assert!(t.engine.store().connection("c1").is_some());
+    assert!(resets(&mut t).is_empty());
+}
+
+#[test]
+fn models_without_a_cid_expire_on_their_own() {
+    let mut t = T::with_state("state: { idle_ttl: 1h }\n");
+    api_set(&mut t, "public.board.a", json!({"title": "A"}));
+    api_set(&mut t, "public.board.b", json!({"title": "B"}));
+    t.clock.advance(HOUR / 2);
+    api_set(&mut t, "public.board.b", json!({"title": "B2"}));
+    t.clock.advance(HOUR / 2);
+    assert_eq!(sweep(&mut t), 1);
+    assert_eq!(
+        resets(&mut t),
+        vec![ResetBatch {
+            resources: names(&["public.board.a"]),
+            access: vec![],
+        }]
+    );
+    assert_eq!(t.get("public.board.a"), json!({"title": null}));
+    assert_eq!(t.get("public.board.b"), json!({"title": "B2"}));
+}
+
+#[test]
+fn past_max_entries_the_least_recently_touched_connection_goes_first() {
+    let mut t = T::with_state("state: { max_entries: 3 }\n");
+    for cid in ["c1", "c2", "c3"] {
+        t.token(cid, ANN);
+        t.get(&format!("session.user.{cid}"));
+    }
+    assert_eq!(t.engine.store().entries(), 3);
+    t.get("session.user.c1");
+    t.token("c4", ANN);
+    assert_eq!(t.engine.store().entries(), 3);
+    assert!(t.engine.store().connection("c2").is_none());
+    for cid in ["c1", "c3", "c4"] {
+        assert!(t.engine.store().connection(cid).is_some(), "{cid} kept");
+    }
+    assert_eq!(
+        resets(&mut t),
+        vec![ResetBatch {
+            resources: vec![],
+            access: names(&["session.user.c2"]),
+        }]
+    );
+}
+
+#[test]
+fn a_lower_max_entries_after_a_reload_is_reached_by_the_sweep() {
+    let mut t = T::new();
+    for i in 0..10 {
+        t.token(&format!("c{i}"), ANN);
+    }
+    let smaller = Config::parse("t.yaml", &format!("state: {{ max_entries: 4 }}\n{YAML}")).unwrap();
+    t.engine.reloaded(&t.config, &smaller);
+    t.config = smaller;
+    assert_eq!(sweep(&mut t), 6);
+    assert_eq!(t.engine.store().entries(), 4);
+    assert!(t.engine.store().connection("c9").is_some());
+}
+
+#[test]
+fn denied_requests_and_unknown_names_create_nothing() {
+    let mut t = T::new();
+    for i in 0..1000 {
+        let rid = format!("session.prefs.other{i}");
+        let out = t.access(&rid, r#"{"cid":"c1","token":{"userId":1}}"#);
+        assert_eq!(reply(&out), json!({"result": {"get": false}}));
+        let out = t.call(
+            &rid,
+            "set",
+            r#"{"cid":"c1","token":{"userId":1},"params":{}}"#,
+        );
+        assert_eq!(error_code(&out), "system.accessDenied");
+    }
+    let out = t.handle(Request::Get {
+        rid: "nobody.serves.this",
+    });
+    assert!(out.reply.is_none());
+    assert_eq!(t.engine.store().entries(), 0);
+}
+
+#[test]
+fn empty_writes_create_nothing() {
+    let mut t = T::new();
+    let out = api_set(&mut t, "session.prefs.c1", json!({}));
+    assert_eq!(reply(&out), json!({"result": null}));
+    let out = api_set(&mut t, "public.board.x", json!({}));
+    assert_eq!(reply(&out), json!({"result": null}));
+    assert_eq!(t.engine.store().entries(), 0);
+    // A client's empty set learns its token, but keeps no model.
+    let out = t.call(
+        "session.prefs.c1",
+        "set",
+        r#"{"cid":"c1","token":{"userId":1},"params":{}}"#,
+    );
+    assert_eq!(reply(&out), json!({"result": null}));
+    assert!(out.events.is_empty());
+    let conn = t
+        .engine
+        .store()
+        .connection("c1")
+        .expect("the token is known");
+    assert!(conn.models.is_empty());
+}
+
+#[test]
+fn a_reset_forgets_a_model_that_only_held_written_values() {
+    let mut t = T::new();
+    // session.draft's rules and fields ignore the token.
+    api_set(&mut t, "session.draft.c1", json!({"text": "x"}));
+    assert_eq!(t.engine.store().entries(), 1);
+    t.handle(Request::ApiReset {
+        rid: "session.draft.c1",
+        payload: b"",
+    });
+    assert!(t.engine.store().connection("c1").unwrap().models.is_empty());
+}
+
+#[test]
+fn a_token_event_without_a_token_key_changes_nothing() {
+    let mut t = T::new();
+    t.get("session.user.c1");
+    t.token("c1", ANN);
+    assert!(t.token("c1", r#"{"tid":"t1"}"#).is_empty());
+    assert_eq!(t.get("session.user.c1"), ann_user());
+    // A null token is a logout.
+    assert_eq!(
+        t.token("c1", r#"{"token":null,"tid":"t1"}"#),
+        vec![change("session.user.c1", null_user())]
+    );
+}
+
+#[test]
+fn a_stale_call_after_logout_is_denied() {
+    let mut t = T::new();
+    t.token("c1", ANN);
+    let set = |t: &mut T| {
+        t.call(
+            "session.prefs.c1",
+            "set",
+            r#"{"cid":"c1","token":{"userId":42},"params":{"theme":"dark"}}"#,
+        )
+    };
+    assert!(set(&mut t)
+        .reply
+        .is_some_and(|r| &r[..] == b"{\"result\":null}"));
+    t.token("c1", LOGOUT);
+    // In flight with the old token: the rule holds against what is known now.
+    let out = set(&mut t);
+    assert_eq!(error_code(&out), "system.accessDenied");
+    assert!(out.events.is_empty());
+    // Access keeps the gateway's token: it caches its answer per token.
+    let out = t.access("session.prefs.c1", r#"{"cid":"c1","token":{"userId":42}}"#);
+    assert_eq!(
+        reply(&out),
+        json!({"result": {"get": true, "call": "set,reset"}})
+    );
+}
+
+#[test]
+fn names_with_wildcards_are_refused_everywhere() {
+    let mut t = T::new();
+    for rid in ["session.prefs.*", "session.prefs.>", "session.prefs. x"] {
+        let out = api_set(&mut t, rid, json!({"theme": "dark"}));
+        assert_eq!(error_code(&out), "system.invalidParams", "{rid}");
+        let out = t.handle(Request::ApiReset { rid, payload: b"" });
+        assert_eq!(error_code(&out), "system.invalidParams", "{rid}");
+        let out = t.handle(Request::Get { rid });
+        assert_eq!(error_code(&out), "system.invalidParams", "{rid}");
+        let out = t.access(rid, r#"{"cid":"c1"}"#);
+        assert_eq!(error_code(&out), "system.invalidParams", "{rid}");
+        let out = t.call(rid, "set", r#"{"cid":"c1","params":{}}"#);
+        assert_eq!(error_code(&out), "system.invalidParams", "{rid}");
+    }
+    // Empty parts.
+    for rid in ["session.prefs.", "session..prefs.c1", ""] {
+        let out = api_set(&mut t, rid, json!({"theme": "dark"}));
+        assert_eq!(error_code(&out), "system.invalidParams", "{rid:?}");
+    }
+    // A cid that is not a connection ID, in a payload or a token event.
+    let out = t.access("session.prefs.c1", r#"{"cid":"*"}"#);
+    assert_eq!(error_code(&out), "system.invalidParams");
+    assert!(t.token("*", ANN).is_empty());
+    assert!(t.token(">", ANN).is_empty());
+    assert_eq!(t.engine.store().entries(), 0);
+}

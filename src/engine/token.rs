@@ -1,0 +1,142 @@
+//! Token records: `conn.<cid>.token` events are authoritative; a request's token only
+//! fills in a record that is not confirmed. A token change recomputes the `from` fields
+//! of the connection's models, resets written fields on logout and, on login, asks the
+//! gateway to re-check access it computed without a token.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{check_cid, push_change, Engine, Events};
+use crate::config::Config;
+use crate::protocol::{self, TokenEvent};
+use crate::store::Store;
+
+impl<S: Store> Engine<S> {
+    pub(super) fn token_event(
+        &mut self,
+        config: &Config,
+        cid: &str,
+        payload: &[u8],
+        events: &mut Events,
+    ) {
+        if check_cid(cid).is_err() {
+            tracing::warn!(
+                cid,
+                "ignored a token event for `{cid}`, which is not a connection ID"
+            );
+            return;
+        }
+        match protocol::parse::<TokenEvent>(payload, "token event") {
+            Ok(TokenEvent { token: Some(token) }) => {
+                let token = Some(token).filter(|t| !t.is_null()).map(Arc::new);
+                self.set_token(config, cid, token, events)
+            }
+            Ok(TokenEvent { token: None }) => tracing::warn!(
+                cid,
+                "ignored a conn.{cid}.token event without a `token` key (a logout sends \"token\": null)"
+            ),
+            Err(e) => {
+                tracing::warn!(cid, error = %e, "ignored a malformed conn.{cid}.token event")
+            }
+        }
+    }
+
+    /// A token from an access or call request fills in a connection with no confirmed
+    /// record only; confirmed records change by token events alone. `create`: whether
+    /// the request may create a record (a denied request leaves nothing behind).
+    pub(super) fn learn_token(
+        &mut self,
+        config: &Config,
+        cid: &str,
+        sent: Option<&Value>,
+        create: bool,
+        events: &mut Events,
+    ) {
+        match self.store.connection(cid) {
+            Some(c) if c.confirmed => {
+                self.store.touch_connection(cid, self.now);
+                return;
+            }
+            None if !create => return,
+            _ => {}
+        }
+        self.set_token(config, cid, sent.cloned().map(Arc::new), events);
+    }
+
+    /// Replaces a connection's token and confirms its record: recomputes the `from`
+    /// fields of its models, resets written fields on logout, and asks for re-access on
+    /// login.
+    fn set_token(
+        &mut self,
+        config: &Config,
+        cid: &str,
+        token: Option<Arc<Value>>,
+        events: &mut Events,
+    ) {
+        let now = self.now;
+        let Some(conn) = self.store.connection(cid) else {
+            self.store.update_connection(cid, now, |c| {
+                c.token = token;
+                c.confirmed = true;
+            });
+            return;
+        };
+        let old = conn.token.clone();
+        if old == token {
+            self.store
+                .update_connection(cid, now, |c| c.confirmed = true);
+            return;
+        }
+        let models: Vec<String> = conn.models.iter().map(|m| m.rid.to_string()).collect();
+        let granted: Vec<String> = conn.granted.iter().map(|g| g.to_string()).collect();
+        let mut owned = Vec::with_capacity(models.len());
+        for rid in &models {
+            if let Some((res, params)) = config.resolve(rid) {
+                let before = self.values(res, rid, &params, old.as_deref());
+                owned.push((res, rid.as_str(), params, before));
+            }
+        }
+        let logout = old.is_some() && token.is_none();
+        self.store.update_connection(cid, now, |c| {
+            c.token = token.clone();
+            c.confirmed = true;
+            if logout {
+                for (res, rid, ..) in &owned {
+                    if !res.reset_on_logout {
+                        continue;
+                    }
+                    if res.follows_token() {
+                        if let Some(m) = c.models.iter_mut().find(|m| &*m.rid == *rid) {
+                            m.written.clear();
+                        }
+                    } else {
+                        // Only its written values made it worth remembering.
+                        c.remove_model(rid);
+                    }
+                }
+            }
+        });
+        // Re-access: rules that read `model` whose model changed, and on login every
+        // known resource whose rules read `token` (Resgate keeps access it computed
+        // without a token).
+        let mut reaccess: Vec<&str> = Vec::new();
+        for (res, rid, params, before) in &owned {
+            let after = self.values(res, rid, params, token.as_deref());
+            if push_change(events, res, rid, before, &after) && res.access_reads_model() {
+                reaccess.push(rid);
+            }
+        }
+        if old.is_none() && token.is_some() {
+            for rid in models.iter().chain(&granted) {
+                let reads_token = config
+                    .resolve(rid)
+                    .is_some_and(|(res, _)| res.access_reads_token());
+                if reads_token && !reaccess.contains(&rid.as_str()) {
+                    reaccess.push(rid);
+                }
+            }
+        }
+        events.extend(reaccess.into_iter().map(protocol::reaccess_event));
+    }
+}

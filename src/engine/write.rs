@@ -1,0 +1,228 @@
+//! Writes: client `set`/`reset` calls and the backend API. Every value is validated
+//! before any is applied; a change publishes one change event with only what changed.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::{check_cid, push_change, resolve, Engine, Events};
+use crate::config::{Config, Resource, METHODS};
+use crate::pattern::{self, Params};
+use crate::protocol::{self, ApiSetRequest, CallRequest, ResError};
+use crate::rule::RuleInput;
+use crate::store::{Store, Written};
+
+/// Who is writing: clients may only write `writable` fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    Client,
+    Service,
+}
+
+impl<S: Store> Engine<S> {
+    pub(super) fn call(
+        &mut self,
+        config: &Config,
+        rid: &str,
+        method: &str,
+        payload: &[u8],
+        events: &mut Events,
+    ) -> Option<Result<Bytes, ResError>> {
+        let (res, params) = match resolve(config, rid)? {
+            Ok(found) => found,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(self.call_checked(config, res, rid, &params, method, payload, events))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call_checked(
+        &mut self,
+        config: &Config,
+        res: &Resource,
+        rid: &str,
+        params: &Params,
+        method: &str,
+        payload: &[u8],
+        events: &mut Events,
+    ) -> Result<Bytes, ResError> {
+        if !protocol::is_json_object(payload) {
+            return Err(ResError::InvalidParams(
+                "call payload must be a JSON object".into(),
+            ));
+        }
+        if !METHODS.contains(&method) {
+            return Err(ResError::MethodNotFound(format!(
+                "method `{method}` not found: {} serves {}",
+                res.pattern,
+                METHODS.join(" and ")
+            )));
+        }
+        let req: CallRequest = protocol::parse(payload, "call request")?;
+        check_cid(&req.cid)?;
+        let sent = req.token.as_ref().filter(|t| !t.is_null());
+        // A call changes state, so its rule holds against the token the service knows
+        // now: the confirmed record's, not a stale one the request may carry.
+        let allowed = {
+            let token = self.token_after_learning(&req.cid, sent);
+            let model = if res.access_reads_model() {
+                let model_token = self.model_token(res, rid, &req.cid, token);
+                self.model_json(res, rid, params, model_token)
+            } else {
+                None
+            };
+            let input = RuleInput {
+                cid: &req.cid,
+                token,
+                params,
+                query: req.query.as_deref(),
+                model: model.as_ref(),
+            };
+            res.access
+                .call
+                .rule(method)
+                .is_some_and(|r| self.allows(r, res, method, &input))
+        };
+        self.learn_token(config, &req.cid, sent, allowed, events);
+        if !allowed {
+            return Err(ResError::AccessDenied(format!(
+                "access denied: {method} on {rid}"
+            )));
+        }
+        if method == "reset" {
+            self.reset(res, rid, params, events);
+            return Ok(protocol::null_reply());
+        }
+        match &req.params {
+            Some(Value::Object(values)) => {
+                self.write(res, rid, params, values, Writer::Client, events)?
+            }
+            _ => {
+                return Err(ResError::InvalidParams(
+                    "set needs params as an object of field names and values".into(),
+                ))
+            }
+        }
+        Ok(protocol::null_reply())
+    }
+
+    pub(super) fn api_set(
+        &mut self,
+        config: &Config,
+        rid: &str,
+        payload: &[u8],
+        events: &mut Events,
+    ) -> Result<Bytes, ResError> {
+        let (res, params) = api_resolve(config, rid)?;
+        let req: ApiSetRequest = protocol::parse(payload, "set request")?;
+        self.write(res, rid, &params, &req.values, Writer::Service, events)?;
+        Ok(protocol::null_reply())
+    }
+
+    pub(super) fn api_reset(
+        &mut self,
+        config: &Config,
+        rid: &str,
+        payload: &[u8],
+        events: &mut Events,
+    ) -> Result<Bytes, ResError> {
+        let (res, params) = api_resolve(config, rid)?;
+        if !payload.iter().all(u8::is_ascii_whitespace) && !protocol::is_json_object(payload) {
+            return Err(ResError::InvalidParams(
+                "reset request: the payload must be empty or a JSON object".into(),
+            ));
+        }
+        self.reset(res, rid, &params, events);
+        Ok(protocol::null_reply())
+    }
+
+    /// Validates every value, then applies them all or none, and announces the change.
+    /// Writing nothing creates nothing.
+    fn write(
+        &mut self,
+        res: &Resource,
+        rid: &str,
+        params: &Params,
+        values: &Map<String, Value>,
+        writer: Writer,
+        events: &mut Events,
+    ) -> Result<(), ResError> {
+        let mut accepted = Vec::with_capacity(values.len());
+        let mut problems = Vec::new();
+        for (name, wire) in values {
+            let Some(field) = res.field(name) else {
+                problems.push(format!("field `{name}` is not declared on {}", res.pattern));
+                continue;
+            };
+            if let Some(t) = &field.source {
+                problems.push(format!(
+                    "field `{name}` is derived (from: {}) and cannot be written",
+                    t.source()
+                ));
+                continue;
+            }
+            if writer == Writer::Client && !field.writable {
+                problems.push(format!("field `{name}` is read-only (not writable: true)"));
+                continue;
+            }
+            match field.from_wire(wire) {
+                Ok(v) => accepted.push((name.as_str(), v)),
+                Err(e) => problems.push(format!("field `{name}`: {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ResError::InvalidParams(problems.join("; ")));
+        }
+        if accepted.is_empty() {
+            return Ok(());
+        }
+        self.change(res, rid, params, events, |written| {
+            for (name, v) in accepted {
+                written.insert(name, v);
+            }
+        });
+        Ok(())
+    }
+
+    fn reset(&mut self, res: &Resource, rid: &str, params: &Params, events: &mut Events) {
+        if self.written(res, rid).is_some_and(|w| !w.is_empty()) {
+            self.change(res, rid, params, events, Written::clear);
+        } else if let Some(cid) = res.pattern.cid_of(rid) {
+            self.store.touch_connection(cid, self.now);
+        }
+    }
+
+    /// Applies a change to a model's written values and publishes what it changed.
+    fn change(
+        &mut self,
+        res: &Resource,
+        rid: &str,
+        params: &Params,
+        events: &mut Events,
+        apply: impl FnOnce(&mut Written),
+    ) {
+        let token = self.token_of(res, rid);
+        let before = self.values(res, rid, params, token.as_deref());
+        self.update_written(res, rid, apply);
+        let after = self.values(res, rid, params, token.as_deref());
+        // Access the gateway cached was computed from the old model.
+        if push_change(events, res, rid, &before, &after) && res.access_reads_model() {
+            events.push(protocol::reaccess_event(rid));
+        }
+    }
+}
+
+/// A backend API name: a valid resource name (`system.invalidParams` otherwise) that a
+/// pattern matches (`system.notFound` otherwise).
+fn api_resolve<'a>(
+    config: &'a Config,
+    rid: &'a str,
+) -> Result<(&'a std::sync::Arc<Resource>, Params<'a>), ResError> {
+    if !pattern::is_resource_name(rid) {
+        return Err(ResError::InvalidParams(format!(
+            "`{rid}` is not a valid resource name (dot-separated non-empty parts without wildcards or whitespace)"
+        )));
+    }
+    config
+        .resolve(rid)
+        .ok_or_else(|| ResError::NotFound(format!("no declared resource matches `{rid}`")))
+}

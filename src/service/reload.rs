@@ -1,0 +1,240 @@
+//! Reloads in two steps, so that requests never wait on a file or a compiler. The
+//! reloader task reads the file, compiles it on a blocking thread, diffs it against the
+//! config in force and subscribes added patterns, all beside the serving task; the
+//! serving task then only swaps the prepared config in between two messages, carries
+//! state over, unsubscribes removed patterns and publishes one `system.reset`.
+//!
+//! The reloader remembers what it last rejected: the same bad content is not reported
+//! again however often the file is touched, and content back at what is served is
+//! logged once, so an operator sees the recovery.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::Client;
+use tokio::sync::{broadcast, mpsc};
+
+use super::route::Tagged;
+use super::{subscribe_pattern, sync_with_server, Service, ServiceError};
+use crate::config::{self, Config, ConfigDiff};
+use crate::protocol;
+use crate::reload::{ReloadReport, Trigger, Triggers};
+
+/// A valid new config, ready to be swapped in.
+pub(super) struct Prepared {
+    config: Arc<Config>,
+    diff: ConfigDiff,
+    /// Subscriptions of the added patterns, live on the server already.
+    added: Vec<Tagged>,
+    /// When compiling started.
+    started: Instant,
+    file: String,
+}
+
+/// Starts the reloader; prepared configs arrive on the returned channel in order.
+pub(super) fn spawn(
+    client: Client,
+    triggers: Triggers,
+    current: Arc<Config>,
+    reports: broadcast::Sender<ReloadReport>,
+) -> mpsc::Receiver<Prepared> {
+    let (tx, rx) = mpsc::channel(1);
+    let reloader = Reloader {
+        client,
+        triggers,
+        current,
+        reports,
+        prepared: tx,
+        rejected: None,
+        failures: 0,
+    };
+    tokio::spawn(reloader.run());
+    rx
+}
+
+struct Reloader {
+    client: Client,
+    triggers: Triggers,
+    /// The config last handed to the serving task: what is (about to be) in force.
+    current: Arc<Config>,
+    reports: broadcast::Sender<ReloadReport>,
+    prepared: mpsc::Sender<Prepared>,
+    /// The hash of the content rejected last, until other content is read.
+    rejected: Option<u64>,
+    failures: u64,
+}
+
+impl Reloader {
+    async fn run(mut self) {
+        loop {
+            let trigger = self.triggers.next().await;
+            if self.reload(trigger).await.is_err() {
+                return; // the service stopped
+            }
+        }
+    }
+
+    /// One reload attempt; `Err` only when the serving task is gone.
+    async fn reload(&mut self, trigger: Trigger) -> Result<(), ()> {
+        let path = self.triggers.path().to_path_buf();
+        let file = path.display().to_string();
+        let forced = trigger == Trigger::Signal;
+        let source = match tokio::fs::read_to_string(&path).await {
+            Ok(s) => s,
+            Err(e) => {
+                let error = format!("{file}:1:1: cannot read the file: {e}");
+                self.reject(config::source_hash(&error), forced, vec![error]);
+                return Ok(());
+            }
+        };
+        let hash = config::source_hash(&source);
+        if !forced && hash == self.current.source_hash() {
+            let restored = self.rejected.take().is_some();
+            if restored {
+                tracing::info!(
+                    file,
+                    "config file is back to the served content; nothing to reload"
+                );
+            } else {
+                tracing::info!(file, "config file unchanged; nothing to reload");
+            }
+            let _ = self.reports.send(ReloadReport::Unchanged { restored });
+            return Ok(());
+        }
+        if !forced && self.rejected == Some(hash) {
+            tracing::debug!(file, "config file still holds the rejected content");
+            let _ = self.reports.send(ReloadReport::StillRejected);
+            return Ok(());
+        }
+        let started = Instant::now();
+        let compiled = {
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || Config::parse(&file, &source)).await
+        };
+        let mut new = match compiled {
+            Ok(Ok(c)) => c,
+            Ok(Err(errors)) => {
+                self.reject(hash, forced, errors.lines());
+                return Ok(());
+            }
+            Err(e) => {
+                self.reject(
+                    hash,
+                    forced,
+                    vec![format!("{file}:1:1: compiling failed: {e}")],
+                );
+                return Ok(());
+            }
+        };
+        self.keep_restart_settings(&mut new);
+        let diff = config::diff(&self.current, &new);
+        let new = Arc::new(new);
+        let added = match self.subscribe_added(&new, &diff.added).await {
+            Ok(added) => added,
+            Err(e) => {
+                let error = format!("{file}: reload not applied: {e}");
+                self.reject(hash, true, vec![error]);
+                return Ok(());
+            }
+        };
+        self.rejected = None;
+        self.current = new.clone();
+        let prepared = Prepared {
+            config: new,
+            diff,
+            added,
+            started,
+            file,
+        };
+        self.prepared.send(prepared).await.map_err(|_| ())
+    }
+
+    /// Reports a rejected file, unless this content was the one rejected last time
+    /// (a SIGHUP reports it again).
+    fn reject(&mut self, hash: u64, forced: bool, errors: Vec<String>) {
+        if !forced && self.rejected == Some(hash) {
+            let _ = self.reports.send(ReloadReport::StillRejected);
+            return;
+        }
+        self.rejected = Some(hash);
+        self.failures += 1;
+        for line in &errors {
+            tracing::error!("{line}");
+        }
+        tracing::error!(
+            failures = self.failures,
+            "config reload rejected; the previous config keeps serving"
+        );
+        let _ = self.reports.send(ReloadReport::Rejected { errors });
+    }
+
+    /// The NATS connection, queue group and API prefix are fixed for the process's life.
+    fn keep_restart_settings(&self, new: &mut Config) {
+        if new.nats != self.current.nats || new.api != self.current.api {
+            tracing::warn!(
+                "`nats` and `api` settings take effect on restart; keeping the running ones"
+            );
+            new.nats = self.current.nats.clone();
+            new.api = self.current.api.clone();
+        }
+    }
+
+    /// Subscribes the added patterns and waits until the server has them: they must be
+    /// live before the config that declares them is in force. On failure nothing stays
+    /// subscribed (dropping a subscriber unsubscribes it).
+    async fn subscribe_added(
+        &self,
+        new: &Config,
+        added: &[String],
+    ) -> Result<Vec<Tagged>, ServiceError> {
+        let mut subs = Vec::new();
+        for pattern in added {
+            subs.extend(subscribe_pattern(&self.client, new, pattern).await?);
+        }
+        if !subs.is_empty() {
+            sync_with_server(&self.client).await?;
+        }
+        Ok(subs)
+    }
+}
+
+impl Service {
+    /// Puts a prepared config in force: the swap, then what follows from it.
+    pub(super) async fn apply(&mut self, prepared: Prepared) {
+        let Prepared {
+            config,
+            diff,
+            added,
+            started,
+            file,
+        } = prepared;
+        for tagged in added {
+            self.subs.push(tagged);
+        }
+        let old = std::mem::replace(&mut self.config, config);
+        self.engine.reloaded(&old, &self.config);
+        let parse_to_swap_us = started.elapsed().as_micros() as u64;
+        self.update_stats();
+        self.unsubscribe_patterns(&diff.removed).await;
+        if !diff.needs_no_reset() {
+            let (subject, payload) =
+                protocol::system_reset(&diff.reset_resources, &diff.reset_access);
+            if let Err(e) = self.publish(subject, payload).await {
+                tracing::error!(error = %e, "the reload's system.reset was not published; gateways may serve stale models");
+            }
+        }
+        tracing::info!(
+            file,
+            added = ?diff.added,
+            removed = ?diff.removed,
+            reset_resources = ?diff.reset_resources,
+            reset_access = ?diff.reset_access,
+            parse_to_swap_us,
+            "config reloaded"
+        );
+        let _ = self.reports.send(ReloadReport::Applied {
+            diff,
+            parse_to_swap_us,
+        });
+    }
+}

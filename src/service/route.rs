@@ -1,0 +1,105 @@
+//! From NATS subscription to engine request: which kind of message a subscription
+//! carries, and how its subject becomes a [`Request`].
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_nats::{Message, Subscriber};
+use futures::stream::{Stream, StreamExt};
+
+use crate::engine::Request;
+
+/// Which kind of message a subscription receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    Get,
+    Access,
+    Call,
+    Token,
+    ApiSet,
+    ApiReset,
+}
+
+/// A subscription, tagged with its route and the pattern it serves (none for the
+/// token and API subscriptions).
+pub(super) struct Tagged {
+    pub(super) route: Route,
+    pub(super) pattern: Option<String>,
+    pub(super) sub: Subscriber,
+}
+
+impl Stream for Tagged {
+    type Item = (Route, Message);
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let route = self.route;
+        self.sub.poll_next_unpin(cx).map(|m| m.map(|m| (route, m)))
+    }
+}
+
+/// Turns a subject into an engine request.
+pub(super) fn route_request<'a>(
+    route: Route,
+    subject: &'a str,
+    payload: &'a [u8],
+    prefix: &str,
+) -> Option<Request<'a>> {
+    let rest = |p: &str| subject.strip_prefix(p);
+    Some(match route {
+        Route::Get => Request::Get { rid: rest("get.")? },
+        Route::Access => Request::Access {
+            rid: rest("access.")?,
+            payload,
+        },
+        Route::Call => {
+            let (rid, method) = rest("call.")?.rsplit_once('.')?;
+            Request::Call {
+                rid,
+                method,
+                payload,
+            }
+        }
+        Route::Token => Request::Token {
+            cid: rest("conn.")?.strip_suffix(".token")?,
+            payload,
+        },
+        Route::ApiSet => Request::ApiSet {
+            rid: rest(prefix)?.strip_prefix(".set.")?,
+            payload,
+        },
+        Route::ApiReset => Request::ApiReset {
+            rid: rest(prefix)?.strip_prefix(".reset.")?,
+            payload,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_subjects() {
+        assert!(matches!(
+            route_request(Route::Call, "call.session.prefs.c1.set", b"{}", "connres"),
+            Some(Request::Call {
+                rid: "session.prefs.c1",
+                method: "set",
+                ..
+            })
+        ));
+        assert!(matches!(
+            route_request(Route::Token, "conn.c1.token", b"{}", "connres"),
+            Some(Request::Token { cid: "c1", .. })
+        ));
+        assert!(matches!(
+            route_request(Route::ApiSet, "my.api.set.a.b", b"{}", "my.api"),
+            Some(Request::ApiSet { rid: "a.b", .. })
+        ));
+        assert!(matches!(
+            route_request(Route::ApiReset, "connres.reset.a.b", b"", "connres"),
+            Some(Request::ApiReset { rid: "a.b", .. })
+        ));
+        assert!(route_request(Route::Get, "access.a", b"", "connres").is_none());
+    }
+}

@@ -1,0 +1,214 @@
+//! The embedded in-memory store, for one engine instance per NATS cluster: two maps kept
+//! in the order their units were last touched (`hashlink`'s linked hash map: a lookup
+//! and a move to the back are O(1), so is taking the coldest unit).
+
+use hashlink::LinkedHashMap;
+
+use super::{Connection, Dropped, Store, Written};
+use crate::clock::Tick;
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    connections: LinkedHashMap<Box<str>, (Tick, Connection)>,
+    shared: LinkedHashMap<Box<str>, (Tick, Written)>,
+    /// The sum of the units' entries, kept current by every change.
+    entries: usize,
+}
+
+impl MemoryStore {
+    /// How many connection records it holds.
+    pub fn connections(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// How many models without a cid it holds.
+    pub fn shared_models(&self) -> usize {
+        self.shared.len()
+    }
+
+    /// Which unit is older: a connection (`true`) or a shared model (`false`).
+    fn oldest_is_connection(&self) -> Option<bool> {
+        match (self.connections.front(), self.shared.front()) {
+            (Some((_, (c, _))), Some((_, (s, _)))) => Some(c <= s),
+            (Some(_), None) => Some(true),
+            (None, Some(_)) => Some(false),
+            (None, None) => None,
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    fn connection(&self, cid: &str) -> Option<&Connection> {
+        self.connections.get(cid).map(|(_, c)| c)
+    }
+
+    fn update_connection<R>(
+        &mut self,
+        cid: &str,
+        now: Tick,
+        change: impl FnOnce(&mut Connection) -> R,
+    ) -> R {
+        let (touched, conn) = match self.connections.to_back(cid) {
+            Some(unit) => unit,
+            None => {
+                self.entries += 1;
+                self.connections
+                    .entry(cid.into())
+                    .or_insert((now, Connection::default()))
+            }
+        };
+        *touched = now;
+        let before = conn.entries();
+        let result = change(conn);
+        self.entries = self.entries + conn.entries() - before;
+        result
+    }
+
+    fn touch_connection(&mut self, cid: &str, now: Tick) -> bool {
+        match self.connections.to_back(cid) {
+            Some((touched, _)) => {
+                *touched = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove_connection(&mut self, cid: &str) -> Option<Connection> {
+        let (_, conn) = self.connections.remove(cid)?;
+        self.entries -= conn.entries();
+        Some(conn)
+    }
+
+    fn shared(&self, rid: &str) -> Option<&Written> {
+        self.shared.get(rid).map(|(_, w)| w)
+    }
+
+    fn update_shared<R>(
+        &mut self,
+        rid: &str,
+        now: Tick,
+        change: impl FnOnce(&mut Written) -> R,
+    ) -> R {
+        let (touched, written) = match self.shared.to_back(rid) {
+            Some(unit) => unit,
+            None => {
+                self.entries += 1;
+                self.shared
+                    .entry(rid.into())
+                    .or_insert((now, Written::default()))
+            }
+        };
+        *touched = now;
+        let result = change(written);
+        if written.is_empty() {
+            self.shared.remove(rid);
+            self.entries -= 1;
+        }
+        result
+    }
+
+    fn entries(&self) -> usize {
+        self.entries
+    }
+
+    fn oldest(&self) -> Option<Tick> {
+        let c = self.connections.front().map(|(_, (t, _))| *t);
+        let s = self.shared.front().map(|(_, (t, _))| *t);
+        c.into_iter().chain(s).min()
+    }
+
+    fn pop_oldest(&mut self) -> Option<Dropped> {
+        if self.oldest_is_connection()? {
+            let (cid, (_, conn)) = self.connections.pop_front()?;
+            self.entries -= conn.entries();
+            Some(Dropped::Connection { cid, conn })
+        } else {
+            let (rid, (_, written)) = self.shared.pop_front()?;
+            self.entries -= 1;
+            Some(Dropped::Model { rid, written })
+        }
+    }
+
+    fn unconfirm_all(&mut self) {
+        for (_, c) in self.connections.values_mut() {
+            c.confirmed = false;
+        }
+    }
+
+    fn for_each_connection(&mut self, mut visit: impl FnMut(&str, &mut Connection)) {
+        let mut entries = self.shared.len();
+        for (cid, (_, conn)) in self.connections.iter_mut() {
+            visit(cid, conn);
+            entries += conn.entries();
+        }
+        self.entries = entries;
+    }
+
+    fn retain_shared(&mut self, mut keep: impl FnMut(&str, &mut Written) -> bool) {
+        let before = self.shared.len();
+        self.shared
+            .retain(|rid, (_, written)| keep(rid, written) && !written.is_empty());
+        self.entries -= before - self.shared.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn records_are_created_unconfirmed_and_unconfirmed_after_reconnect() {
+        let mut s = MemoryStore::default();
+        assert!(s.connection("c1").is_none());
+        s.update_connection("c1", 0, |c| {
+            assert!(!c.confirmed && c.token.is_none());
+            c.confirmed = true;
+        });
+        s.unconfirm_all();
+        assert!(!s.connection("c1").unwrap().confirmed);
+    }
+
+    #[test]
+    fn entries_count_models_and_records_without_models() {
+        let mut s = MemoryStore::default();
+        s.update_connection("c1", 0, |_| {});
+        assert_eq!(s.entries(), 1);
+        s.update_connection("c1", 0, |c| {
+            c.model_mut("a.c1");
+            c.model_mut("b.c1");
+            c.grant("x.c2");
+            c.grant("x.c2");
+        });
+        assert_eq!(s.entries(), 3);
+        s.update_shared("public.board", 0, |w| w.insert("x", Value::Bool(true)));
+        assert_eq!(s.entries(), 4);
+        // An empty shared model is not kept.
+        s.update_shared("public.other", 0, |_| {});
+        assert_eq!((s.entries(), s.shared_models()), (4, 1));
+        s.remove_connection("c1");
+        assert_eq!(s.entries(), 1);
+        s.retain_shared(|_, _| false);
+        assert_eq!(s.entries(), 0);
+    }
+
+    #[test]
+    fn the_least_recently_touched_unit_goes_first() {
+        let mut s = MemoryStore::default();
+        s.update_connection("c1", 1, |_| {});
+        s.update_shared("public.a", 2, |w| w.insert("x", Value::Null));
+        s.update_connection("c2", 3, |_| {});
+        assert!(s.touch_connection("c1", 4));
+        assert!(!s.touch_connection("c9", 4));
+        assert_eq!(s.oldest(), Some(2));
+        let order: Vec<String> = std::iter::from_fn(|| s.pop_oldest())
+            .map(|d| match d {
+                Dropped::Connection { cid, .. } => cid.to_string(),
+                Dropped::Model { rid, .. } => rid.to_string(),
+            })
+            .collect();
+        assert_eq!(order, ["public.a", "c2", "c1"]);
+        assert_eq!(s.entries(), 0);
+    }
+}

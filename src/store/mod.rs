@@ -1,0 +1,174 @@
+//! Per-connection state behind the [`Store`] trait: each connection's token record and
+//! the models the engine remembers for it, and models without a `{cid}`.
+//!
+//! The unit of storage and of expiry is the connection: its token record and every model
+//! whose name carries its cid live in one [`Connection`], touched and dropped together.
+//! A model without a cid is a unit of its own. The store keeps units in the order they
+//! were last touched, so idle expiry and the size bound both take from the cold end.
+//!
+//! The engine applies every change to one connection in order and needs to read its own
+//! writes at once, so the trait is synchronous and hands out references.
+
+mod memory;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+pub use memory::MemoryStore;
+
+use crate::clock::Tick;
+
+/// What the engine knows of one connection.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Connection {
+    /// The connection's token; `None` when logged out or unknown.
+    pub token: Option<Arc<Value>>,
+    /// True once the token came from a token event or filled in from a request. A
+    /// confirmed record changes only by token events.
+    pub confirmed: bool,
+    /// Models of this connection (names carrying its cid) the engine must remember:
+    /// ones a gateway may cache whose values or access follow the token, and ones with
+    /// written values.
+    pub models: Vec<Model>,
+    /// Other resources this connection was granted access to whose rules read the
+    /// token: a login must ask the gateway to re-check them.
+    pub granted: Vec<Box<str>>,
+}
+
+/// A remembered model of a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub rid: Box<str>,
+    pub written: Written,
+}
+
+impl Connection {
+    pub fn model(&self, rid: &str) -> Option<&Model> {
+        self.models.iter().find(|m| &*m.rid == rid)
+    }
+
+    /// The model, added (nothing written) when missing.
+    pub fn model_mut(&mut self, rid: &str) -> &mut Model {
+        let i = match self.models.iter().position(|m| &*m.rid == rid) {
+            Some(i) => i,
+            None => {
+                // Exact growth: most connections hold one or two models.
+                self.models.reserve_exact(1);
+                self.models.push(Model {
+                    rid: rid.into(),
+                    written: Written::default(),
+                });
+                self.models.len() - 1
+            }
+        };
+        &mut self.models[i]
+    }
+
+    pub fn remove_model(&mut self, rid: &str) {
+        self.models.retain(|m| &*m.rid != rid);
+    }
+
+    /// Remembers a resource of another connection, or without a cid, that this
+    /// connection was granted access to.
+    pub fn grant(&mut self, rid: &str) {
+        if !self.granted.iter().any(|g| &**g == rid) {
+            self.granted.reserve_exact(1);
+            self.granted.push(rid.into());
+        }
+    }
+
+    /// How many entries this connection counts towards `state.max_entries`: one per
+    /// remembered model or granted resource, and one for a record that holds neither.
+    pub fn entries(&self) -> usize {
+        (self.models.len() + self.granted.len()).max(1)
+    }
+}
+
+/// The written values of one model, by field name; a field that is absent follows its
+/// default. A short vector, not a map: models have a handful of fields and a map's
+/// node costs hundreds of bytes per model.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Written(Vec<(Box<str>, Value)>);
+
+impl Written {
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.0.iter().find(|(f, _)| &**f == field).map(|(_, v)| v)
+    }
+
+    pub fn insert(&mut self, field: &str, value: Value) {
+        match self.0.iter_mut().find(|(f, _)| &**f == field) {
+            Some((_, v)) => *v = value,
+            None => {
+                self.0.reserve_exact(1);
+                self.0.push((field.into(), value));
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = Vec::new();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Keeps the values `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &Value) -> bool) {
+        self.0.retain(|(f, v)| keep(f, v));
+    }
+}
+
+/// A unit taken out of the store by expiry or the size bound.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dropped {
+    Connection { cid: Box<str>, conn: Connection },
+    Model { rid: Box<str>, written: Written },
+}
+
+/// Where per-connection state lives. Every method that takes `now` touches the unit it
+/// reaches: it becomes the most recently used.
+pub trait Store: Send {
+    fn connection(&self, cid: &str) -> Option<&Connection>;
+    /// Changes a connection's record, created (unconfirmed, no token) when missing.
+    fn update_connection<R>(
+        &mut self,
+        cid: &str,
+        now: Tick,
+        change: impl FnOnce(&mut Connection) -> R,
+    ) -> R;
+    /// Touches a connection's record if there is one; says whether there was.
+    fn touch_connection(&mut self, cid: &str, now: Tick) -> bool;
+    fn remove_connection(&mut self, cid: &str) -> Option<Connection>;
+
+    /// The written values of a model without a cid.
+    fn shared(&self, rid: &str) -> Option<&Written>;
+    /// Changes a model without a cid, created when missing and removed when left empty.
+    fn update_shared<R>(
+        &mut self,
+        rid: &str,
+        now: Tick,
+        change: impl FnOnce(&mut Written) -> R,
+    ) -> R;
+
+    /// Entries counted against `state.max_entries` (see [`Connection::entries`]; a model
+    /// without a cid counts one).
+    fn entries(&self) -> usize;
+    /// When the least recently touched unit was touched.
+    fn oldest(&self) -> Option<Tick>;
+    /// Takes out the least recently touched unit.
+    fn pop_oldest(&mut self) -> Option<Dropped>;
+
+    /// After a (re)connect to NATS token events may have been missed: every record
+    /// becomes unconfirmed, so the next request's token fills it in again.
+    fn unconfirm_all(&mut self);
+    /// Visits every connection (for a reload to re-check what it holds).
+    fn for_each_connection(&mut self, visit: impl FnMut(&str, &mut Connection));
+    /// Keeps the models without a cid that `keep` says yes to (reload).
+    fn retain_shared(&mut self, keep: impl FnMut(&str, &mut Written) -> bool);
+}
