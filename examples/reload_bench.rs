@@ -114,7 +114,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     assert_eq!(diff.reset_resources.len(), n);
                     break;
                 }
-                ReloadReport::Unchanged { .. } | ReloadReport::StillRejected => continue,
+                ReloadReport::Compiling
+                | ReloadReport::Unchanged { .. }
+                | ReloadReport::StillRejected => continue,
                 ReloadReport::Rejected { errors } => return Err(errors.join("\n").into()),
             }
         }

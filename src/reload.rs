@@ -170,6 +170,9 @@ impl Triggers {
 /// What a reload did, for logs, tests and (later) metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadReport {
+    /// New content is being compiled, beside the serving task; one of the outcomes below
+    /// follows.
+    Compiling,
     /// The new config is in force.
     Applied {
         diff: crate::config::ConfigDiff,

@@ -336,6 +336,25 @@ async fn names_no_pattern_matches_answer_not_found() {
 }
 
 #[tokio::test]
+async fn names_with_wildcards_are_invalid_params_and_change_nothing() {
+    let server = NatsServer::start();
+    let (connres, mut gw) = start(&server, API).await;
+    // NATS delivers a publish to `*` like any other token; `>` likewise.
+    for rid in ["session.status.*", "session.status.>", "room.*"] {
+        let r = api_set(&gw, rid, json!({"cartItems": 1})).await;
+        assert_error(&r, "system.invalidParams", &["not a valid resource name"]);
+        let r = api_reset(&gw, rid).await;
+        assert_error(&r, "system.invalidParams", &["not a valid resource name"]);
+    }
+    // Nothing was stored under `*` and nothing was announced.
+    assert_eq!(gw.get("session.status.c1").await["cartItems"], json!(0));
+    assert!(gw.pending_events().is_empty());
+    let r = gw.request("get.session.status.*", Value::Null).await;
+    assert_error(&r, "system.invalidParams", &[]);
+    connres.stop().await;
+}
+
+#[tokio::test]
 async fn backend_writes_to_resources_without_a_connection() {
     let server = NatsServer::start();
     let (connres, mut gw) = start(&server, API).await;

@@ -2,80 +2,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
 
+use common::process::*;
 use common::*;
 use serde_json::json;
-
-const BIN: &str = env!("CARGO_BIN_EXE_connres");
-
-fn project_file(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
-}
-
-/// The binary with a clean environment for its own variables.
-fn connres() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("CONNRES_CONFIG")
-        .env_remove("NATS_URL")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// A child process killed on drop unless it was waited for.
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        Proc(Some(cmd.spawn().expect("connres starts")))
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.as_ref().expect("running").id()
-    }
-
-    /// Sends SIGTERM.
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the exit (bounded by WAIT as a failure guard) and collects the output.
-    async fn output(mut self) -> Output {
-        let child = self.0.take().expect("running");
-        let pid = child.id();
-        let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
-        match tokio::time::timeout(WAIT, waiting).await {
-            Ok(out) => out.expect("joins").expect("waits"),
-            Err(_) => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-                panic!("connres (pid {pid}) did not exit");
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// `file:line:col: message` with a numeric line and column.
 fn located<'a>(line: &'a str, file: &str) -> Option<(u32, u32, &'a str)> {
@@ -108,12 +39,12 @@ async fn check_accepts_the_project_file_and_prints_a_summary() {
     let out = Proc::spawn(connres().arg("check").arg(&file))
         .output()
         .await;
-    let stdout = text(&out.stdout);
+    let stdout = out.stdout.clone();
     assert!(
         out.status.success(),
         "exit {:?}: {}",
         out.status,
-        text(&out.stderr)
+        out.stderr.clone()
     );
     assert_eq!(out.status.code(), Some(0));
     for needle in [
@@ -141,7 +72,7 @@ async fn check_reports_every_error_with_its_location_and_exits_1() {
         .output()
         .await;
     assert_eq!(out.status.code(), Some(1));
-    let stderr = text(&out.stderr);
+    let stderr = out.stderr.clone();
     let file = path.display().to_string();
     let errors: Vec<(u32, u32, &str)> = stderr.lines().filter_map(|l| located(l, &file)).collect();
     assert!(errors.len() >= 3, "located errors on stderr:\n{stderr}");
@@ -163,7 +94,7 @@ async fn check_reports_every_error_with_its_location_and_exits_1() {
             assert!(located(line, &file).is_some(), "malformed {line:?}");
         }
     }
-    assert!(text(&out.stdout).is_empty());
+    assert!(out.stdout.clone().is_empty());
 }
 
 #[tokio::test]
@@ -174,7 +105,7 @@ async fn check_of_a_missing_file_fails() {
         .output()
         .await;
     assert_eq!(out.status.code(), Some(1));
-    let stderr = text(&out.stderr);
+    let stderr = out.stderr.clone();
     let file = path.display().to_string();
     assert!(
         stderr.lines().any(|l| located(l, &file).is_some()),
@@ -198,7 +129,7 @@ async fn serve_refuses_an_invalid_config_without_starting() {
     .output()
     .await;
     assert!(!out.status.success());
-    let stderr = text(&out.stderr);
+    let stderr = out.stderr.clone();
     let file = path.display().to_string();
     assert!(
         stderr.lines().any(|l| located(l, &file).is_some()),
@@ -227,18 +158,8 @@ async fn nobody_serves_connres_subjects(gw: &Gateway) -> bool {
 /// Runs `connres serve` on a copy of the project's resources.yaml, so that the reload
 /// watcher watches a private directory.
 fn serve_project_file(server: &NatsServer) -> (tempfile::TempDir, Proc) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("resources.yaml");
-    std::fs::copy(project_file("resources.yaml"), &path).unwrap();
-    let proc = Proc::spawn(
-        connres()
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .arg("--nats")
-            .arg(&server.url),
-    );
-    (dir, proc)
+    let yaml = std::fs::read_to_string(project_file("resources.yaml")).unwrap();
+    serve(&server.url, &yaml)
 }
 
 #[tokio::test]
@@ -294,7 +215,12 @@ async fn serve_announces_serves_and_exits_0_on_sigterm() {
 
     proc.terminate();
     let out = proc.output().await;
-    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        out.stderr.clone()
+    );
 }
 
 #[tokio::test]
@@ -308,5 +234,10 @@ async fn sigterm_while_nats_is_gone_still_exits_0() {
     proc.terminate();
     // Bounded by the drain timeout, well inside the harness's failure guard.
     let out = proc.output().await;
-    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        out.stderr.clone()
+    );
 }

@@ -27,24 +27,7 @@ async fn after_a_reconnect_tokens_are_learned_again() {
     drop(server);
     let _server = NatsServer::start_on(port);
 
-    // Wait until connres serves again. Bounded retries: a try ends with a reply, with
-    // "no responders" while connres is not subscribed yet, or after a short wait while the
-    // gateway's own connection is still down.
-    let mut answered = false;
-    for _ in 0..200 {
-        let request = gw
-            .client
-            .request("get.session.user.c9", bytes::Bytes::new());
-        match tokio::time::timeout(std::time::Duration::from_millis(200), request).await {
-            Ok(Ok(_)) => {
-                answered = true;
-                break;
-            }
-            Ok(Err(_)) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-            Err(_) => {}
-        }
-    }
-    assert!(answered, "connres serves again after the server restarts");
+    gw.wait_until_served("session.user.c9").await;
 
     // Now unconfirmed: the next request's token fills the record in, events first.
     let reply = gw

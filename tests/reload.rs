@@ -339,3 +339,101 @@ async fn configmap_symlink_swap_is_seen() {
     assert_eq!(gw.get("chat.room.lobby").await, json!({"topic": "general"}));
     connres.stop().await;
 }
+
+/// The next report, skipping only `Compiling`.
+async fn next_outcome(
+    reports: &mut tokio::sync::broadcast::Receiver<ReloadReport>,
+) -> ReloadReport {
+    loop {
+        let report = tokio::time::timeout(WAIT, reports.recv())
+            .await
+            .expect("a reload report")
+            .expect("reports open");
+        if report != ReloadReport::Compiling {
+            return report;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_log_beside_the_config_triggers_nothing_and_bad_content_is_reported_once() {
+    let server = NatsServer::start();
+    let good = config(&[USER, PREFS]);
+    let dir = Dir::new(&good);
+    let (connres, _gw, mut reports) = start_watched(&server, &dir.path()).await;
+
+    let bad_a = format!("{good}  broken: [\n");
+    write_by_rename(&dir.path(), &bad_a);
+    assert!(matches!(
+        next_outcome(&mut reports).await,
+        ReloadReport::Rejected { .. }
+    ));
+    // A log written line by line into the config's directory: no reload, no report.
+    {
+        use std::io::Write;
+        let mut log = std::fs::File::create(dir.dir.path().join("connres.log")).unwrap();
+        for i in 0..200 {
+            writeln!(log, "log line {i}").unwrap();
+            log.sync_data().unwrap();
+        }
+    }
+    // The same bad content saved again is not reported again.
+    write_by_rename(&dir.path(), &bad_a);
+    assert_eq!(
+        next_outcome(&mut reports).await,
+        ReloadReport::StillRejected
+    );
+    // Other bad content is.
+    write_by_rename(&dir.path(), &format!("{good}  also: {{ broken\n"));
+    assert!(matches!(
+        next_outcome(&mut reports).await,
+        ReloadReport::Rejected { .. }
+    ));
+    // Back to what is served: reported (and logged) once as restored.
+    write_by_rename(&dir.path(), &good);
+    assert_eq!(
+        next_outcome(&mut reports).await,
+        ReloadReport::Unchanged { restored: true }
+    );
+    connres.stop().await;
+}
+
+/// A config of `n` resources, each with a written field whose default is `default`.
+fn large_config(n: usize, default: u32) -> String {
+    let mut s = String::from("version: 1\nresources:\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "  app{i}.model.{{cid}}:\n    fields:\n      name: {{ type: string, from: \"{{{{token.name}}}}\" }}\n      size: {{ type: integer, default: {default}, min: 0, writable: true }}\n    access:\n      get: cid == params.cid\n      call:\n        set: cid == params.cid && token != null\n"
+        ));
+    }
+    s
+}
+
+#[tokio::test]
+async fn requests_are_answered_while_a_large_file_compiles() {
+    let server = NatsServer::start();
+    let dir = Dir::new(&large_config(1000, 1));
+    let (connres, gw, mut reports) = start_watched(&server, &dir.path()).await;
+    write_by_rename(&dir.path(), &large_config(1000, 2));
+    loop {
+        let report = tokio::time::timeout(WAIT, reports.recv())
+            .await
+            .expect("a report")
+            .expect("reports open");
+        if report == ReloadReport::Compiling {
+            break;
+        }
+    }
+    // Until the swap the old config answers: requests do not wait for the compiler.
+    let mut answered_while_compiling = 0;
+    while gw.get("app7.model.c1").await["size"] == json!(1) {
+        answered_while_compiling += 1;
+    }
+    assert!(
+        answered_while_compiling > 0,
+        "no request was answered while the file compiled"
+    );
+    applied(next_reload(&mut reports).await);
+    assert_eq!(gw.get("app999.model.c1").await["size"], json!(2));
+    connres.stop().await;
+}

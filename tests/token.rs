@@ -195,7 +195,9 @@ async fn a_malformed_token_event_is_ignored() {
     gw.get("session.user.c1").await;
     gw.token("c1", ann()).await;
     gw.next_event().await;
-    for body in ["", "nope", "[{\"userId\": 1}]"] {
+    // Not JSON, not an object, and an object without a `token` key (which is not a
+    // logout: a logout sends `"token": null`).
+    for body in ["", "nope", "[{\"userId\": 1}]", "{\"tid\":\"t1\"}"] {
         gw.client
             .publish("conn.c1.token", body.into())
             .await

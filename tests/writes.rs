@@ -534,6 +534,44 @@ async fn access_is_checked_on_every_call() {
 }
 
 #[tokio::test]
+async fn a_call_in_flight_across_a_logout_is_judged_by_the_logout() {
+    let server = NatsServer::start();
+    let (connres, mut gw) = start(&server, WRITES).await;
+    let rid = "t.cart.c1";
+    gw.subscribe(rid, "c1", Value::Null).await;
+    gw.token("c1", token()).await;
+    assert_eq!(
+        gw.next_event().await,
+        (
+            format!("event.{rid}.change"),
+            json!({"values": {"owner": 7}})
+        )
+    );
+    assert_eq!(gw.next_event().await.0, format!("event.{rid}.reaccess"));
+    let r = gw
+        .call(rid, "set", "c1", token(), json!({"item": "book"}))
+        .await;
+    assert_ok(&r);
+    assert_changes(&mut gw, rid, &[json!({"item": "book"})]);
+    gw.token("c1", Value::Null).await;
+    assert_eq!(
+        gw.next_event().await,
+        (
+            format!("event.{rid}.change"),
+            json!({"values": {"owner": null, "item": null}})
+        )
+    );
+    // Sent before the gateway saw the logout: it still carries the old token.
+    let r = gw
+        .call(rid, "set", "c1", token(), json!({"item": "pen"}))
+        .await;
+    assert_code(&r, "system.accessDenied");
+    assert!(gw.pending_events().is_empty());
+    assert_eq!(gw.get(rid).await["item"], json!(null));
+    connres.stop().await;
+}
+
+#[tokio::test]
 async fn change_event_is_on_the_wire_before_the_reply() {
     let server = NatsServer::start();
     let (connres, _gw) = start(&server, WRITES).await;

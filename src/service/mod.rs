@@ -344,10 +344,10 @@ impl Service {
             }
             Event::Disconnected => {
                 self.disconnected = true;
+                tracing::warn!("lost the NATS connection; reconnecting");
                 self.handle_received().await;
                 // Token events are being missed from now on.
                 self.engine.reconnected();
-                tracing::warn!("lost the NATS connection; reconnecting")
             }
             Event::SlowConsumer(sid) => {
                 tracing::error!(

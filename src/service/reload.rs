@@ -107,6 +107,7 @@ impl Reloader {
             return Ok(());
         }
         let started = Instant::now();
+        let _ = self.reports.send(ReloadReport::Compiling);
         let compiled = {
             let file = file.clone();
             tokio::task::spawn_blocking(move || Config::parse(&file, &source)).await

@@ -2,6 +2,8 @@
 //! connres running in-process against it, and a client that plays the gateway.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -25,6 +27,8 @@ pub struct NatsServer {
     child: Child,
     pub url: String,
     pub port: u16,
+    /// The HTTP monitoring address, when started with one.
+    monitor: Option<String>,
 }
 
 /// The nats-server binary: `$NATS_SERVER`, the project's `.tools/bin`, or `PATH`.
@@ -43,30 +47,43 @@ impl NatsServer {
     /// Starts a server on a port it picks itself (`-p -1`), so concurrent test runs never
     /// race for a port.
     pub fn start() -> NatsServer {
-        NatsServer::spawn("-1")
+        NatsServer::spawn("-1", false)
     }
 
     /// Starts a server on a given port (to restart one at the same address).
     pub fn start_on(port: u16) -> NatsServer {
-        NatsServer::spawn(&port.to_string())
+        NatsServer::spawn(&port.to_string(), false)
+    }
+
+    /// Starts a server with HTTP monitoring on a port it picks, for [`NatsServer::connz`].
+    pub fn start_monitored() -> NatsServer {
+        NatsServer::spawn("-1", true)
     }
 
     /// Spawns nats-server and reads its log until it says where it listens: readiness
     /// by the server's own word, not by polling.
-    fn spawn(port: &str) -> NatsServer {
+    fn spawn(port: &str, monitored: bool) -> NatsServer {
+        let mut args = vec!["-a", "127.0.0.1", "-p", port];
+        if monitored {
+            args.extend(["-m", "-1"]);
+        }
         let mut child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", port])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("nats-server must be installed: run scripts/install-nats-server.sh");
         let mut log = BufReader::new(child.stderr.take().expect("piped"));
         let mut line = String::new();
+        let mut monitor = None;
         let port = loop {
             line.clear();
             if log.read_line(&mut line).unwrap_or(0) == 0 {
                 let _ = child.kill();
                 panic!("nats-server exited before listening (port {port})");
+            }
+            if let Some(addr) = line.split("Starting http monitor on ").nth(1) {
+                monitor = Some(addr.trim().to_string());
             }
             if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
                 let port = addr.trim().rsplit(':').next().and_then(|p| p.parse().ok());
@@ -79,6 +96,42 @@ impl NatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),
             port,
+            monitor,
+        }
+    }
+
+    /// The server's view of its client connections (`/connz`), from its monitoring port.
+    pub fn connz(&self) -> Value {
+        use std::io::{Read, Write};
+        let addr = self.monitor.as_ref().expect("started with start_monitored");
+        let mut stream = std::net::TcpStream::connect(addr).expect("monitor port");
+        write!(stream, "GET /connz HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let body = response.split("\r\n\r\n").nth(1).expect("an HTTP body");
+        serde_json::from_str(body).expect("connz is JSON")
+    }
+
+    /// How many messages the server has sent to the connection named `name`, once
+    /// everything it queued for it is written to the socket (`out_msgs` with no
+    /// `pending_bytes`). Asks until that holds: the server writes asynchronously.
+    pub async fn delivered_to(&self, name: &str) -> u64 {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let connz = self.connz();
+            let conn = connz["connections"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+                .cloned()
+                .unwrap_or_else(|| panic!("no connection named {name}: {connz}"));
+            if conn["pending_bytes"] == 0 {
+                return conn["out_msgs"].as_u64().expect("out_msgs");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still pending: {conn}"
+            );
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -133,6 +186,23 @@ pub struct Gateway {
 pub async fn start(server: &NatsServer, yaml: &str) -> (Connres, Gateway) {
     let (connres, gateway, _) = start_with_reset(server, yaml).await;
     (connres, gateway)
+}
+
+/// Like [`start`], with a clock the test moves; also returns the service's live stats.
+pub async fn start_clocked(
+    server: &NatsServer,
+    yaml: &str,
+    clock: connres::clock::Clock,
+) -> (Connres, Gateway, std::sync::Arc<connres::service::Stats>) {
+    let config = Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+    let mut gateway = Gateway::connect(server).await;
+    let service = Service::start(config, &server.url)
+        .await
+        .expect("connres starts")
+        .with_clock(clock);
+    let stats = service.stats();
+    let (connres, _) = launch(service, &mut gateway).await;
+    (connres, gateway, stats)
 }
 
 /// Like [`start`], and also returns the payload of the `system.reset` connres announced
@@ -211,6 +281,21 @@ impl Gateway {
             "access to {rid}: {access}"
         );
         self.get(rid).await
+    }
+
+    /// Waits until connres answers on `rid` again after a NATS outage: bounded retries,
+    /// each ending with a reply, with "no responders" while connres is not subscribed
+    /// yet, or after a short wait while the gateway's own connection is still down.
+    pub async fn wait_until_served(&self, rid: &str) {
+        for _ in 0..200 {
+            let request = self.client.request(format!("get.{rid}"), Bytes::new());
+            match tokio::time::timeout(Duration::from_millis(200), request).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(_) => {}
+            }
+        }
+        panic!("connres does not serve {rid} again");
     }
 
     /// `access.<rid>` as connection `cid` with `token`: the whole reply.
@@ -323,7 +408,7 @@ pub async fn start_watched(
     (connres, gateway, reports)
 }
 
-/// The next reload report that is not `Unchanged`.
+/// The next reload report that is an outcome other than `Unchanged`.
 pub async fn next_reload(
     reports: &mut tokio::sync::broadcast::Receiver<connres::reload::ReloadReport>,
 ) -> connres::reload::ReloadReport {
@@ -332,7 +417,8 @@ pub async fn next_reload(
             .await
             .expect("a reload happens")
             .expect("reports open");
-        if !matches!(report, connres::reload::ReloadReport::Unchanged { .. }) {
+        use connres::reload::ReloadReport::{Compiling, Unchanged};
+        if !matches!(report, Unchanged { .. } | Compiling) {
             return report;
         }
     }
