@@ -1,10 +1,15 @@
 //! Load generator and yardstick for connres (see BENCHMARKS.md and scripts/bench.sh).
 //!
 //! ```text
-//! bench bare --nats URL                      # the bare responder (DESIGN.md yardstick)
+//! bench bare --nats URL                      # the bare responder (the yardstick)
 //! bench load --nats URL --kind get|get-anon|access|set [--requests N] [--concurrency C]
 //!            [--cids K] [--pid SERVER_PID] [--nats-pid NATS_PID] [--target connres|bare]
+//! bench fill --nats URL --connections N [--from I] [--pid SERVER_PID]
 //! ```
+//!
+//! `fill` makes N live connections with the seed models, as Resgate and an auth service
+//! would: a token event, then access and get of `session.user.<cid>` and a `set` of
+//! `session.prefs.<cid>`; then prints the server's RSS (memory per live connection).
 //!
 //! `bare` answers `get.session.user.*`, `access.session.user.*` and
 //! `call.session.prefs.*.set` with fixed pre-serialized replies, inline in one task on a
@@ -45,6 +50,28 @@ enum Command {
     },
     /// Send a bounded load and report.
     Load(LoadArgs),
+    /// Make live connections with the seed models and report the server's memory.
+    Fill {
+        #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        /// How many connections to add.
+        #[arg(long)]
+        connections: u64,
+        /// The first connection's number (to add more to an earlier fill).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Connections being set up at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// The server's pid, for its RSS.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// What each connection holds: `seed` (token of three claims, user model
+        /// subscribed, a preference written), `user` (no write), `small` (as `user`,
+        /// with a one-claim token), `anon` (as `user`, logged out).
+        #[arg(long, default_value = "seed")]
+        shape: String,
+    },
 }
 
 #[derive(Parser, Clone)]
@@ -121,6 +148,14 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Bare { nats, queue_group } => bare(&nats, &queue_group).await,
             Command::Load(args) => load(args).await,
+            Command::Fill {
+                nats,
+                connections,
+                from,
+                concurrency,
+                pid,
+                shape,
+            } => fill(&nats, from, connections, concurrency, pid, &shape).await,
         }
     });
     match result {
@@ -502,6 +537,106 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
             .first_error
             .as_ref()
             .map_or(String::new(), |e| format!(", {} errors, first: {e}", tally.errors)),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Live connections, for memory
+
+/// One connection as it lives in production: logged in by its token event, its user
+/// model subscribed (access, then get) and its preferences written.
+async fn connect_one(client: &Client, i: u64, shape: &str) -> anyhow::Result<()> {
+    let cid = format!("fill{i}");
+    let token = if shape == "small" {
+        format!(r#"{{"userId":{i}}}"#)
+    } else if shape == "anon" {
+        "null".to_string()
+    } else {
+        format!(r#"{{"userId":{i},"name":"User {i}","role":"user"}}"#)
+    };
+    client
+        .publish(
+            format!("conn.{cid}.token"),
+            Bytes::from(format!(r#"{{"token":{token}}}"#)),
+        )
+        .await?;
+    let steps = [
+        (
+            format!("access.session.user.{cid}"),
+            format!(r#"{{"cid":"{cid}","token":{token},"isHttp":false}}"#),
+        ),
+        (format!("get.session.user.{cid}"), String::new()),
+        (
+            format!("call.session.prefs.{cid}.set"),
+            format!(
+                r#"{{"cid":"{cid}","token":{token},"params":{{"theme":"dark"}},"isHttp":false}}"#
+            ),
+        ),
+    ];
+    let steps = if shape == "seed" {
+        &steps[..]
+    } else {
+        &steps[..2]
+    };
+    for (subject, payload) in steps.iter().cloned() {
+        let reply = client
+            .request(subject.clone(), Bytes::from(payload))
+            .await?;
+        if !reply.payload.starts_with(br#"{"result""#) {
+            bail!("{subject}: {}", String::from_utf8_lossy(&reply.payload));
+        }
+    }
+    Ok(())
+}
+
+async fn fill(
+    url: &str,
+    from: u64,
+    connections: u64,
+    concurrency: usize,
+    pid: Option<u32>,
+    shape: &str,
+) -> anyhow::Result<()> {
+    if !["seed", "user", "small", "anon"].contains(&shape) {
+        bail!("--shape is seed, user, small or anon");
+    }
+    let client = async_nats::ConnectOptions::new()
+        .name("bench-fill")
+        .request_timeout(Some(Duration::from_secs(30)))
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
+    let rss_before = pid.and_then(|p| status_kb(p, "VmRSS"));
+    let started = Instant::now();
+    let mut next = from;
+    let end = from + connections;
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        while in_flight.len() < concurrency.max(1) && next < end {
+            in_flight.push(connect_one(&client, next, shape));
+            next += 1;
+        }
+        match in_flight.next().await {
+            Some(result) => result?,
+            None => break,
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let rss_after = pid.and_then(|p| status_kb(p, "VmRSS"));
+    let per = match (rss_before, rss_after) {
+        (Some(b), Some(a)) if connections > 0 => {
+            format!(
+                "{:.0}",
+                (a.saturating_sub(b)) as f64 * 1024.0 / connections as f64
+            )
+        }
+        _ => "-".into(),
+    };
+    println!(
+        "FILL connections={end} added={connections} secs={secs:.1} rss_before_kb={} rss_after_kb={} bytes_per_added_connection={per}",
+        rss_before.map_or("-".into(), |v| v.to_string()),
+        rss_after.map_or("-".into(), |v| v.to_string()),
     );
     Ok(())
 }

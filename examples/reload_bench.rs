@@ -122,7 +122,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     probing.store(false, std::sync::atomic::Ordering::Relaxed);
-    let mut probes = probe.join().map_err(|_| "probe panicked")??;
+    // Joined off the runtime's thread: the service must answer the probe's last get.
+    let mut probes = tokio::task::spawn_blocking(move || probe.join())
+        .await?
+        .map_err(|_| "probe panicked")??;
     stats("reload: parse to swap", to_swap);
     stats("reload: save to in force", in_force);
     probes.sort();

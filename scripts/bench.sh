@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Benchmark: connres against the bare-responder yardstick (DESIGN.md, "Performance
-# shape") on one throwaway nats-server on a free loopback port. For each target it runs
-# a bounded load per request kind (N requests, CONC in flight from one client) and a
-# sequential latency run (SEQ_N requests, one in flight), and reports throughput,
+# Benchmark: connres against the bare-responder yardstick (BENCHMARKS.md) on one
+# throwaway nats-server on a free loopback port. For each target it runs a bounded load
+# per request kind (N requests, CONC in flight from one client) and a sequential latency
+# run (SEQ_N requests, one in flight), and reports throughput,
 # latency p50/p99, the target's CPU time per request over the measured window (exact,
 # from /proc/<pid>/task/*/schedstat; and utime+stime from /proc/<pid>/stat in CLK_TCK
 # ticks as a cross-check) and its peak RSS (VmHWM). Results: a table, then connres/bare

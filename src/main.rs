@@ -88,7 +88,7 @@ fn serve(path: PathBuf, nats: Option<String>) -> anyhow::Result<()> {
         .or_else(|| config.nats.url.clone())
         .unwrap_or_else(|| DEFAULT_NATS_URL.to_string());
     // One thread: the engine is one task, and a current-thread runtime costs 15-25% less
-    // CPU per request than the default multi-thread one (DESIGN.md, performance shape).
+    // CPU per request than the default multi-thread one (BENCHMARKS.md).
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,5 +1,5 @@
 //! The backend write API: `<prefix>.set.<rid>` with `{"values": {...}}` and
-//! `<prefix>.reset.<rid>` over NATS request/reply (issue 4).
+//! `<prefix>.reset.<rid>` over NATS request/reply.
 
 mod common;
 

@@ -1,5 +1,5 @@
-//! `call` requests: malformed payloads and method errors, checked in the order of
-//! DESIGN.md (payload, method, access, fields). Writes are tested elsewhere.
+//! `call` requests: malformed payloads and method errors, checked in the documented
+//! order (payload, method, access, fields). Writes are tested elsewhere.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The client write path: `call.<rid>.set` and `call.<rid>.reset` (issue 4). Validation
+//! The client write path: `call.<rid>.set` and `call.<rid>.reset`. Validation
 //! of RES values per field, atomic rejection, change events before replies, ordering
 //! under concurrent callers, access, and `reset.on_logout`.
 

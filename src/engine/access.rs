@@ -40,13 +40,7 @@ impl<S: Store> Engine<S> {
         let req: AccessRequest = protocol::parse(payload, "access request")?;
         check_cid(&req.cid)?;
         let token = req.token.as_ref().filter(|t| !t.is_null());
-        let model = if res.access_reads_model() {
-            let known = self.token_after_learning(&req.cid, token);
-            let model_token = self.model_token(res, rid, &req.cid, known);
-            self.model_json(res, rid, params, model_token)
-        } else {
-            None
-        };
+        let model = self.rule_model(res, rid, params, &req.cid, token);
         let input = RuleInput {
             cid: &req.cid,
             token,
@@ -111,20 +105,36 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// The token a model is rendered with for a rule: the requester's (as it will be
-    /// after learning) for its own model, else the owner's stored token.
-    pub(super) fn model_token<'a>(
-        &'a self,
+    /// The model as plain JSON, when a rule of its resource reads `model`. It is
+    /// rendered with the token it will have once this request is handled: for the
+    /// requester's own model, the requester's after learning (`sent` is the token the
+    /// request carries), else the owner's stored token.
+    pub(super) fn rule_model(
+        &self,
         res: &Resource,
         rid: &str,
+        params: &Params,
         requester: &str,
-        requester_token: Option<&'a Value>,
-    ) -> Option<&'a Value> {
-        let owner = res.pattern.cid_of(rid)?;
-        if owner == requester {
-            requester_token
-        } else {
-            self.store.connection(owner)?.token.as_deref()
+        sent: Option<&Value>,
+    ) -> Option<Value> {
+        if !res.access_reads_model() {
+            return None;
         }
+        let token = match res.pattern.cid_of(rid) {
+            Some(owner) if owner == requester => self.token_after_learning(requester, sent),
+            Some(owner) => self
+                .store
+                .connection(owner)
+                .and_then(|c| c.token.as_deref()),
+            None => None,
+        };
+        let values = self.values(res, rid, params, token);
+        Some(Value::Object(
+            res.fields
+                .iter()
+                .map(|f| f.name.clone())
+                .zip(values)
+                .collect(),
+        ))
     }
 }

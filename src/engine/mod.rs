@@ -219,27 +219,6 @@ impl<S: Store> Engine<S> {
             .collect()
     }
 
-    /// The model as plain JSON, for rules that read `model`, rendered with `token`.
-    fn model_json(
-        &self,
-        res: &Resource,
-        rid: &str,
-        params: &Params,
-        token: Option<&Value>,
-    ) -> Option<Value> {
-        if !res.access_reads_model() {
-            return None;
-        }
-        let values = self.values(res, rid, params, token);
-        Some(Value::Object(
-            res.fields
-                .iter()
-                .map(|f| f.name.clone())
-                .zip(values)
-                .collect(),
-        ))
-    }
-
     /// Evaluates a rule; an error denies and is logged (rate-limited per rule).
     fn allows(&self, rule: &Rule, res: &Resource, what: &str, input: &RuleInput) -> bool {
         match rule.eval(input) {

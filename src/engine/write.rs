@@ -64,12 +64,7 @@ impl<S: Store> Engine<S> {
         // now: the confirmed record's, not a stale one the request may carry.
         let allowed = {
             let token = self.token_after_learning(&req.cid, sent);
-            let model = if res.access_reads_model() {
-                let model_token = self.model_token(res, rid, &req.cid, token);
-                self.model_json(res, rid, params, model_token)
-            } else {
-                None
-            };
+            let model = self.rule_model(res, rid, params, &req.cid, sent);
             let input = RuleInput {
                 cid: &req.cid,
                 token,

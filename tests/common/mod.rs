@@ -383,7 +383,7 @@ fn parse_or_null(payload: &[u8]) -> Value {
     }
 }
 
-/// The seed config from DESIGN.md.
+/// The seed config: the user on the connection and its preferences.
 pub const SEED: &str = include_str!("../config/valid/seed.yaml");
 
 /// Starts connres on the config file at `path`, watching it for reloads; returns the
