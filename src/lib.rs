@@ -48,5 +48,11 @@ pub fn summary(config: &config::Config) -> String {
         config.resources.len(),
         config.nats.queue_group
     );
+    let _ = writeln!(
+        out,
+        "state: idle_ttl {}, max_entries {}",
+        humantime::format_duration(config.state.idle_ttl),
+        config.state.max_entries
+    );
     out
 }
