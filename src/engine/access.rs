@@ -86,7 +86,11 @@ impl<S: Store> Engine<S> {
                     c.model_mut(rid);
                 });
             }
-        } else if res.access_reads_token() {
+            return;
+        }
+        // Another connection's model, or one without a cid, is in use too.
+        self.touch_model(res, rid);
+        if res.access_reads_token() {
             self.store
                 .update_connection(requester, now, |c| c.grant(rid));
         }

@@ -1,5 +1,9 @@
 //! Carrying state across a reload: written values stay where they still fit the new
-//! declaration, and state of resources no longer declared is dropped.
+//! declaration, and state of resources no longer declared is dropped. Only what the new
+//! config can invalidate is visited.
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::Engine;
 use crate::config::{Config, Resource};
@@ -14,12 +18,31 @@ impl<S: Store> Engine<S> {
     ///
     /// State belongs to its pattern: when a name now matches another pattern (or none),
     /// its state is dropped, so a reload never hands one resource's values to another.
-    /// What the new config no longer needs remembered (a model that neither follows the
-    /// token nor holds a value, a granted resource whose rules ignore the token) goes too.
+    ///
+    /// Only the patterns whose stored state the new config can invalidate are visited
+    /// (see [`invalidated`]); a reload that changes rules, defaults or descriptions, or
+    /// adds resources or fields, visits nothing, however much state there is.
     pub fn reloaded(&mut self, old: &Config, new: &Config) {
-        let same_resource = |rid: &str| match (old.resolve(rid), new.resolve(rid)) {
-            (Some((o, _)), Some((n, _))) if o.pattern == n.pattern => Some(n.clone()),
-            _ => None,
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let invalidated = invalidated(old, new);
+        if invalidated.is_empty() {
+            return;
+        }
+        // `None`: the name's state is not affected. `Some(None)`: it is dropped.
+        // `Some(Some(res))`: its values are re-checked against `res`.
+        let affected = |rid: &str| -> Option<Option<Arc<Resource>>> {
+            let (o, _) = old.resolve(rid)?;
+            if !invalidated.contains(o.pattern.as_str()) {
+                return None;
+            }
+            Some(
+                new.resolve(rid)
+                    .filter(|(n, _)| n.pattern == o.pattern)
+                    .map(|(n, _)| n.clone()),
+            )
         };
         let keep_fitting = |res: &Resource, written: &mut Written| {
             written.retain(|name, value| {
@@ -28,30 +51,47 @@ impl<S: Store> Engine<S> {
             })
         };
         self.store.for_each_connection(|_, conn| {
-            conn.models.retain_mut(|m| {
-                let Some(res) = same_resource(&m.rid) else {
-                    return false;
-                };
-                keep_fitting(&res, &mut m.written);
-                res.follows_token() || !m.written.is_empty()
+            conn.models.retain_mut(|m| match affected(&m.rid) {
+                None => true,
+                Some(None) => false,
+                Some(Some(res)) => {
+                    keep_fitting(&res, &mut m.written);
+                    res.follows_token() || !m.written.is_empty()
+                }
             });
             conn.granted
-                .retain(|rid| same_resource(rid).is_some_and(|r| r.access_reads_token()));
+                .retain(|rid| !matches!(affected(rid), Some(None)));
         });
         self.store
-            .retain_shared(|rid, written| match same_resource(rid) {
-                Some(res) => {
+            .retain_shared(|rid, written| match affected(rid) {
+                None => true,
+                Some(None) => false,
+                Some(Some(res)) => {
                     keep_fitting(&res, written);
                     true
                 }
-                None => false,
             });
-        self.warnings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        // A lower `max_entries` is reached by the sweeps, a budget at a time.
     }
+}
+
+/// The patterns whose stored state a new config can invalidate: removed ones, and ones
+/// where a field without `from` (one that may hold written values) was removed, became
+/// derived, or changed its type or constraints.
+fn invalidated<'a>(old: &'a Config, new: &Config) -> HashSet<&'a str> {
+    old.resources
+        .iter()
+        .filter(|o| {
+            let Some(n) = new.resources.iter().find(|n| n.pattern == o.pattern) else {
+                return true;
+            };
+            o.fields.iter().filter(|f| f.source.is_none()).any(|f| {
+                n.field(&f.name).is_none_or(|g| {
+                    g.source.is_some() || g.ty != f.ty || g.constraints != f.constraints
+                })
+            })
+        })
+        .map(|o| o.pattern.as_str())
+        .collect()
 }
 
 #[cfg(test)]
@@ -87,6 +127,49 @@ mod tests {
             },
         );
         assert_eq!(out.reply.as_deref(), Some(&b"{\"result\":null}"[..]));
+    }
+
+    #[test]
+    fn only_changes_that_can_invalidate_stored_values_visit_state() {
+        let base = "      theme: { type: string, default: light, writable: true }\n      name: { type: string, from: \"{{token.name}}\" }\n";
+        let old = config(base);
+        let invalidates = |fields: &str| !super::invalidated(&old, &config(fields)).is_empty();
+        // Nothing stored can become invalid: defaults, descriptions, derived fields,
+        // added fields, `writable`.
+        assert!(!invalidates(&base.replace("light", "dark")));
+        assert!(!invalidates(
+            &base.replace("writable: true", "writable: false")
+        ));
+        assert!(!invalidates(&base.replace("token.name", "token.nick")));
+        assert!(!invalidates(&format!(
+            "{base}      extra: {{ type: integer }}\n"
+        )));
+        // A written field removed, derived, retyped or constrained can.
+        assert!(invalidates(
+            "      name: { type: string, from: \"{{token.name}}\" }\n"
+        ));
+        assert!(invalidates(
+            &base.replace("default: light, writable: true", "from: \"x\"")
+        ));
+        assert!(invalidates(
+            &base.replace("type: string, default: light", "type: integer")
+        ));
+        assert!(invalidates(
+            &base.replace("light,", "light, enum: [light, dark],")
+        ));
+        // So can a removed resource; its rules alone cannot.
+        let other = Config::parse(
+            "t.yaml",
+            "version: 1\nresources:\n  other.{cid}:\n    fields: {}\n",
+        )
+        .unwrap();
+        assert!(!super::invalidated(&old, &other).is_empty());
+        let rules = Config::parse(
+            "t.yaml",
+            &format!("version: 1\nresources:\n  session.prefs.{{cid}}:\n    fields:\n{base}    access:\n      get: 'false'\n"),
+        )
+        .unwrap();
+        assert!(super::invalidated(&old, &rules).is_empty());
     }
 
     #[test]

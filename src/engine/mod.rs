@@ -147,6 +147,8 @@ impl<S: Store> Engine<S> {
             } else {
                 self.store.touch_connection(cid, self.now);
             }
+        } else {
+            self.store.touch_shared(rid, self.now);
         }
         let values = self.values(res, rid, &params, self.token_of(res, rid).as_deref());
         Some(Ok(protocol::model_reply(&ModelView {
@@ -159,6 +161,14 @@ impl<S: Store> Engine<S> {
     fn token_of(&self, res: &Resource, rid: &str) -> Option<Arc<Value>> {
         let cid = res.pattern.cid_of(rid)?;
         self.store.connection(cid)?.token.clone()
+    }
+
+    /// Touches the unit a model's state lives in, if it has one.
+    fn touch_model(&mut self, res: &Resource, rid: &str) {
+        match res.pattern.cid_of(rid) {
+            Some(cid) => self.store.touch_connection(cid, self.now),
+            None => self.store.touch_shared(rid, self.now),
+        };
     }
 
     /// The written values of a model, if it has any.

@@ -181,8 +181,8 @@ impl<S: Store> Engine<S> {
     fn reset(&mut self, res: &Resource, rid: &str, params: &Params, events: &mut Events) {
         if self.written(res, rid).is_some_and(|w| !w.is_empty()) {
             self.change(res, rid, params, events, Written::clear);
-        } else if let Some(cid) = res.pattern.cid_of(rid) {
-            self.store.touch_connection(cid, self.now);
+        } else {
+            self.touch_model(res, rid);
         }
     }
 

@@ -84,6 +84,16 @@ impl Store for MemoryStore {
         self.shared.get(rid).map(|(_, w)| w)
     }
 
+    fn touch_shared(&mut self, rid: &str, now: Tick) -> bool {
+        match self.shared.to_back(rid) {
+            Some((touched, _)) => {
+                *touched = now;
+                true
+            }
+            None => false,
+        }
+    }
+
     fn update_shared<R>(
         &mut self,
         rid: &str,

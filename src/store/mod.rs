@@ -148,6 +148,8 @@ pub trait Store: Send {
 
     /// The written values of a model without a cid.
     fn shared(&self, rid: &str) -> Option<&Written>;
+    /// Touches a model without a cid if it is stored; says whether it was.
+    fn touch_shared(&mut self, rid: &str, now: Tick) -> bool;
     /// Changes a model without a cid, created when missing and removed when left empty.
     fn update_shared<R>(
         &mut self,

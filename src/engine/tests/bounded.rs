@@ -93,10 +93,17 @@ fn nothing_expires_before_its_time() {
 #[test]
 fn models_without_a_cid_expire_on_their_own() {
     let mut t = T::with_state("state: { idle_ttl: 1h }\n");
-    api_set(&mut t, "public.board.a", json!({"title": "A"}));
-    api_set(&mut t, "public.board.b", json!({"title": "B"}));
+    for name in ["a", "b", "c"] {
+        api_set(
+            &mut t,
+            &format!("public.board.{name}"),
+            json!({"title": name}),
+        );
+    }
     t.clock.advance(HOUR / 2);
+    // Written to, and read: both keep a model.
     api_set(&mut t, "public.board.b", json!({"title": "B2"}));
+    t.get("public.board.c");
     t.clock.advance(HOUR / 2);
     assert_eq!(sweep(&mut t), 1);
     assert_eq!(
@@ -108,6 +115,7 @@ fn models_without_a_cid_expire_on_their_own() {
     );
     assert_eq!(t.get("public.board.a"), json!({"title": null}));
     assert_eq!(t.get("public.board.b"), json!({"title": "B2"}));
+    assert_eq!(t.get("public.board.c"), json!({"title": "c"}));
 }
 
 #[test]
