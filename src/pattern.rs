@@ -132,6 +132,17 @@ impl Pattern {
         Some(params)
     }
 
+    /// True when the pattern matches a resource name; unlike [`Pattern::matches`] it
+    /// collects no captures, so it does not allocate.
+    pub fn is_match(&self, name: &str) -> bool {
+        let mut split = name.split('.');
+        self.parts.iter().all(|part| match (part, split.next()) {
+            (Part::Literal(l), Some(seg)) => l == seg,
+            (Part::Capture(_), Some(seg)) => !seg.is_empty(),
+            (_, None) => false,
+        }) && split.next().is_none()
+    }
+
     /// The connection ID in a resource name this pattern matches, without allocating.
     pub fn cid_of<'a>(&self, name: &'a str) -> Option<&'a str> {
         self.cid_index.and_then(|i| name.split('.').nth(i))
@@ -252,6 +263,21 @@ mod tests {
         assert_eq!(p.matches("chat.lobby.typing.c1.x"), None);
         assert_eq!(p.matches("chat.lobby.talking.c1"), None);
         assert_eq!(p.matches("chat..typing.c1"), None);
+    }
+
+    #[test]
+    fn is_match_agrees_with_matches() {
+        let p = Pattern::parse("chat.{room}.typing.{cid}").unwrap();
+        for name in [
+            "chat.lobby.typing.c1",
+            "chat.lobby.typing",
+            "chat.lobby.typing.c1.x",
+            "chat.lobby.talking.c1",
+            "chat..typing.c1",
+            "",
+        ] {
+            assert_eq!(p.is_match(name), p.matches(name).is_some(), "{name:?}");
+        }
     }
 
     #[test]

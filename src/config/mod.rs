@@ -218,17 +218,32 @@ impl Config {
 
     /// Finds the resource whose pattern matches a resource name, with its captures.
     pub fn resolve<'a>(&'a self, name: &'a str) -> Option<(&'a Arc<Resource>, Params<'a>)> {
-        let parts = name.bytes().filter(|&b| b == b'.').count() + 1;
-        let first = name.split('.').next().unwrap_or(name);
-        let index = self.index.get(&parts)?;
-        let by_literal = index.by_first.get(first).into_iter().flatten();
-        by_literal.chain(&index.by_capture).find_map(|&i| {
-            let resource = &self.resources[i];
+        self.candidates(name).find_map(|resource| {
             resource
                 .pattern
                 .matches(name)
                 .map(|params| (resource, params))
         })
+    }
+
+    /// The resource whose pattern matches a resource name, without its captures (and
+    /// without allocating).
+    pub fn resource_of(&self, name: &str) -> Option<&Arc<Resource>> {
+        self.candidates(name).find(|r| r.pattern.is_match(name))
+    }
+
+    /// The resources that may match a name: same part count and first literal, or a
+    /// capture first.
+    fn candidates<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Arc<Resource>> {
+        let parts = name.bytes().filter(|&b| b == b'.').count() + 1;
+        let first = name.split('.').next().unwrap_or(name);
+        let index = self.index.get(&parts);
+        let by_literal = index
+            .and_then(|i| i.by_first.get(first))
+            .into_iter()
+            .flatten();
+        let by_capture = index.into_iter().flat_map(|i| &i.by_capture);
+        by_literal.chain(by_capture).map(|&i| &self.resources[i])
     }
 
     fn new(

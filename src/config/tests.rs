@@ -52,6 +52,8 @@ fn resolve_finds_the_one_matching_pattern() {
     assert_eq!(params, vec![("cid", "c1")]);
     assert!(c.resolve("session.other.c1").is_none());
     assert!(c.resolve("session.prefs").is_none());
+    assert!(Arc::ptr_eq(c.resource_of("session.prefs.c1").unwrap(), r));
+    assert!(c.resource_of("session.other.c1").is_none());
 }
 
 /// Every `tests/config/invalid/NAME.yaml` fixture must fail with exactly the lines in

@@ -136,7 +136,7 @@ impl<S: Store> Engine<S> {
             Dropped::Connection { conn, .. } => {
                 let logged_in = conn.token.is_some();
                 for m in &conn.models {
-                    let Some((res, _)) = config.resolve(&m.rid) else {
+                    let Some(res) = config.resource_of(&m.rid) else {
                         continue;
                     };
                     if (logged_in && res.fields_read_token())
@@ -150,7 +150,7 @@ impl<S: Store> Engine<S> {
                 }
                 if !logged_in {
                     for rid in &conn.granted {
-                        if let Some((res, _)) = config.resolve(rid) {
+                        if let Some(res) = config.resource_of(rid) {
                             if res.access_reads_token() {
                                 ResetQueue::push(&mut q.access, res, rid);
                             }
@@ -159,7 +159,7 @@ impl<S: Store> Engine<S> {
                 }
             }
             Dropped::Model { rid, written } => {
-                if let Some((res, _)) = config.resolve(&rid) {
+                if let Some(res) = config.resource_of(&rid) {
                     if !written.is_empty() {
                         ResetQueue::push(&mut q.resources, res, &rid);
                     }

@@ -34,14 +34,14 @@ impl<S: Store> Engine<S> {
         // `None`: the name's state is not affected. `Some(None)`: it is dropped.
         // `Some(Some(res))`: its values are re-checked against `res`.
         let affected = |rid: &str| -> Option<Option<Arc<Resource>>> {
-            let (o, _) = old.resolve(rid)?;
+            let o = old.resource_of(rid)?;
             if !invalidated.contains(o.pattern.as_str()) {
                 return None;
             }
             Some(
-                new.resolve(rid)
-                    .filter(|(n, _)| n.pattern == o.pattern)
-                    .map(|(n, _)| n.clone()),
+                new.resource_of(rid)
+                    .filter(|n| n.pattern == o.pattern)
+                    .cloned(),
             )
         };
         let keep_fitting = |res: &Resource, written: &mut Written| {

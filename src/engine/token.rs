@@ -130,8 +130,8 @@ impl<S: Store> Engine<S> {
         if old.is_none() && token.is_some() {
             for rid in models.iter().chain(&granted) {
                 let reads_token = config
-                    .resolve(rid)
-                    .is_some_and(|(res, _)| res.access_reads_token());
+                    .resource_of(rid)
+                    .is_some_and(|res| res.access_reads_token());
                 if reads_token && !reaccess.contains(&rid.as_str()) {
                     reaccess.push(rid);
                 }
