@@ -65,13 +65,7 @@ impl Store for MemoryStore {
     }
 
     fn touch_connection(&mut self, cid: &str, now: Tick) -> bool {
-        match self.connections.to_back(cid) {
-            Some((touched, _)) => {
-                *touched = now;
-                true
-            }
-            None => false,
-        }
+        touch(&mut self.connections, cid, now)
     }
 
     fn remove_connection(&mut self, cid: &str) -> Option<Connection> {
@@ -85,13 +79,7 @@ impl Store for MemoryStore {
     }
 
     fn touch_shared(&mut self, rid: &str, now: Tick) -> bool {
-        match self.shared.to_back(rid) {
-            Some((touched, _)) => {
-                *touched = now;
-                true
-            }
-            None => false,
-        }
+        touch(&mut self.shared, rid, now)
     }
 
     fn update_shared<R>(
@@ -160,6 +148,17 @@ impl Store for MemoryStore {
         self.shared
             .retain(|rid, (_, written)| keep(rid, written) && !written.is_empty());
         self.entries -= before - self.shared.len();
+    }
+}
+
+/// Moves a unit to the most recently touched end; says whether it exists.
+fn touch<V>(units: &mut LinkedHashMap<Box<str>, (Tick, V)>, key: &str, now: Tick) -> bool {
+    match units.to_back(key) {
+        Some((touched, _)) => {
+            *touched = now;
+            true
+        }
+        None => false,
     }
 }
 
