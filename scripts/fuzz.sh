@@ -7,10 +7,10 @@
 # seeded from the committed corpus (fuzz/corpus/TARGET, and tests/config for `config`).
 # New corpus entries go to fuzz/work/corpus/TARGET and crashes to fuzz/artifacts/TARGET
 # (both ignored by git). Replay one with `cargo test --test fuzz` after copying it into
-# fuzz/corpus/TARGET, or `.tools/bin/cargo-fuzz run --fuzz-dir fuzz TARGET FILE`.
+# fuzz/corpus/TARGET, or `RUSTC_BOOTSTRAP=1 .tools/bin/cargo-fuzz run --fuzz-dir fuzz TARGET FILE`.
 #
-# Environment: FUZZ_SANITIZER (address, the default, or none: about twice as fast),
-# FUZZ_NICE (10), FUZZ_ARGS (more libFuzzer flags, e.g. "-jobs=2 -workers=2").
+# Environment: FUZZ_SANITIZER (address, the default, or none: faster),
+# FUZZ_NICE (10), FUZZ_ARGS (more libFuzzer flags, e.g. "-fork=1 -ignore_crashes=1").
 #
 # Only a stable toolchain is needed: cargo-fuzz passes nightly `-Z` flags, which
 # RUSTC_BOOTSTRAP=1 lets the stable compiler accept.
