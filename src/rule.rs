@@ -48,6 +48,15 @@ pub struct RuleInput<'a> {
 
 impl Rule {
     pub fn compile(source: &str) -> Result<Rule, RuleError> {
+        if source.len() > MAX_LENGTH {
+            return Err(RuleError {
+                message: format!(
+                    "rule is {} bytes long; at most {MAX_LENGTH}: split it into simpler rules",
+                    source.len()
+                ),
+                pos: None,
+            });
+        }
         if nesting(source) > MAX_NESTING {
             return Err(RuleError {
                 message: format!("rule nests brackets deeper than {MAX_NESTING} levels"),
@@ -70,7 +79,15 @@ impl Rule {
             }
         })?;
         let mut walk = Reads::default();
-        walk.visit(program.expression());
+        walk.visit(program.expression(), 1);
+        if walk.too_deep {
+            return Err(RuleError {
+                message: format!(
+                    "rule is nested deeper than {MAX_DEPTH} operators and brackets; split it into simpler rules"
+                ),
+                pos: None,
+            });
+        }
         let mut free = walk.free;
         free.sort_unstable();
         if let Some(var) = free.iter().find(|v| !VARIABLES.contains(v)) {
@@ -175,6 +192,18 @@ fn to_cel(value: &Value) -> cel::Value {
 /// exhaust a thread's stack long before its own limit in unoptimised builds.
 const MAX_NESTING: usize = 32;
 
+/// How long a rule may be. The parser builds its tree recursively too: this bounds
+/// how deep that goes (a few thousand levels are fine on a 2 MiB stack in an optimised
+/// build) before the depth check below can look at the tree.
+const MAX_LENGTH: usize = 4096;
+
+/// How deep a rule's expression tree may be. Evaluation recurses per level, and a flat
+/// chain such as `1 + 1 + ... + 1` parses into a tree as deep as it is long, without a
+/// single bracket: a few thousand levels exhaust the stack at the first request (an
+/// unoptimised build needs about 35 KiB a level). Real rules are a handful of levels
+/// deep.
+const MAX_DEPTH: usize = 32;
+
 fn nesting(source: &str) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);
     for c in source.chars() {
@@ -208,15 +237,23 @@ fn tidy_parse_error(msg: &str) -> String {
 /// What an expression reads: the variables no comprehension (`exists`, `all`, `map`,
 /// ...) binds, and the captures it selects from `params`. The crate's own
 /// `references()` counts bound names too.
+/// The walk stops descending past [`MAX_DEPTH`] and says so, so it never recurses
+/// deeper than that itself.
 #[derive(Default)]
 struct Reads<'e> {
     bound: Vec<&'e str>,
     free: Vec<&'e str>,
     params: Vec<&'e str>,
+    too_deep: bool,
 }
 
 impl<'e> Reads<'e> {
-    fn visit(&mut self, expr: &'e IdedExpr) {
+    fn visit(&mut self, expr: &'e IdedExpr, depth: usize) {
+        if depth > MAX_DEPTH {
+            self.too_deep = true;
+            return;
+        }
+        let next = depth + 1;
         match &expr.expr {
             Expr::Ident(name) => {
                 if !name.starts_with('@')
@@ -228,25 +265,25 @@ impl<'e> Reads<'e> {
             }
             Expr::Call(call) => {
                 if let Some(target) = &call.target {
-                    self.visit(target);
+                    self.visit(target, next);
                 }
-                call.args.iter().for_each(|a| self.visit(a));
+                call.args.iter().for_each(|a| self.visit(a, next));
             }
             Expr::Comprehension(c) => {
-                self.visit(&c.iter_range);
-                self.visit(&c.accu_init);
+                self.visit(&c.iter_range, next);
+                self.visit(&c.accu_init, next);
                 let before = self.bound.len();
                 self.bound.push(&c.iter_var);
                 self.bound.extend(c.iter_var2.as_deref());
                 self.bound.push(&c.accu_var);
-                self.visit(&c.loop_cond);
-                self.visit(&c.loop_step);
-                self.visit(&c.result);
+                self.visit(&c.loop_cond, next);
+                self.visit(&c.loop_step, next);
+                self.visit(&c.result, next);
                 self.bound.truncate(before);
             }
-            Expr::List(list) => list.elements.iter().for_each(|e| self.visit(e)),
-            Expr::Map(map) => self.entries(&map.entries),
-            Expr::Struct(st) => self.entries(&st.entries),
+            Expr::List(list) => list.elements.iter().for_each(|e| self.visit(e, next)),
+            Expr::Map(map) => self.entries(&map.entries, next),
+            Expr::Struct(st) => self.entries(&st.entries, next),
             Expr::Select(sel) => {
                 if matches!(&sel.operand.expr, Expr::Ident(n) if n == "params")
                     && !self.bound.contains(&"params")
@@ -254,19 +291,19 @@ impl<'e> Reads<'e> {
                 {
                     self.params.push(&sel.field);
                 }
-                self.visit(&sel.operand);
+                self.visit(&sel.operand, next);
             }
             Expr::Literal(_) | Expr::Unspecified => {}
         }
     }
 
-    fn entries(&mut self, entries: &'e [IdedEntryExpr]) {
+    fn entries(&mut self, entries: &'e [IdedEntryExpr], depth: usize) {
         for entry in entries {
             match &entry.expr {
-                EntryExpr::StructField(f) => self.visit(&f.value),
+                EntryExpr::StructField(f) => self.visit(&f.value, depth),
                 EntryExpr::MapEntry(m) => {
-                    self.visit(&m.key);
-                    self.visit(&m.value);
+                    self.visit(&m.key, depth);
+                    self.visit(&m.value, depth);
                 }
             }
         }
@@ -310,6 +347,29 @@ mod tests {
         assert_eq!(r.eval(&input("c1", None, &[("cid", "c1")])), Ok(true));
         assert_eq!(r.eval(&input("c2", None, &[("cid", "c1")])), Ok(false));
         assert!(!r.reads_token());
+    }
+
+    #[test]
+    fn rules_too_deep_to_evaluate_are_refused_at_load() {
+        // A flat chain, no brackets: once a stack overflow at the first request.
+        let chain = vec!["1"; 6000].join(" + ");
+        let e = Rule::compile(&format!("{chain} == 6000")).unwrap_err();
+        assert!(e.message.contains("at most 4096"), "{}", e.message);
+        let e = Rule::compile(&vec!["1"; 150].join(" + ")).unwrap_err();
+        assert!(e.message.contains("nested deeper than 32"), "{}", e.message);
+        let e = Rule::compile(&vec!["'a'"; 40].join(" + ")).unwrap_err();
+        assert!(e.message.contains("nested deeper"), "{}", e.message);
+        // Long chains of && and || are fine (the parser balances them), and so are
+        // realistic rules.
+        let any = (0..200)
+            .map(|i| format!("cid == 'c{i}'"))
+            .collect::<Vec<_>>()
+            .join(" || ");
+        let r = Rule::compile(&any).unwrap();
+        assert_eq!(r.eval(&input("c199", None, &[])), Ok(true));
+        let sum = vec!["1"; 20].join(" + ");
+        let r = Rule::compile(&format!("{sum} == 20")).unwrap();
+        assert_eq!(r.eval(&input("c1", None, &[])), Ok(true));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Reloads in two steps, so that requests never wait on a file or a compiler. The
-//! reloader task reads the file, compiles it on a blocking thread, diffs it against the
+//! reloader task reads the file, compiles it on a thread of its own, diffs it against the
 //! config in force and subscribes added patterns, all beside the serving task; the
 //! serving task then only swaps the prepared config in between two messages, carries
 //! state over, unsubscribes removed patterns and publishes one `system.reset`.
@@ -108,22 +108,15 @@ impl Reloader {
         }
         let started = Instant::now();
         let _ = self.reports.send(ReloadReport::Compiling);
-        let compiled = {
-            let file = file.clone();
-            tokio::task::spawn_blocking(move || Config::parse(&file, &source)).await
-        };
-        let mut new = match compiled {
+        let mut new = match compile(file.clone(), source).await {
             Ok(Ok(c)) => c,
             Ok(Err(errors)) => {
                 self.reject(hash, forced, errors.lines());
                 return Ok(());
             }
             Err(e) => {
-                self.reject(
-                    hash,
-                    forced,
-                    vec![format!("{file}:1:1: compiling failed: {e}")],
-                );
+                let error = format!("{file}:1:1: compiling failed: {e}");
+                self.reject(hash, forced, vec![error]);
                 return Ok(());
             }
         };
@@ -197,6 +190,27 @@ impl Reloader {
         }
         Ok(subs)
     }
+}
+
+/// The stack of the thread a reload compiles on: the YAML reader and the rule parser
+/// recurse, and the main thread, which compiles the first config, has 8 MiB.
+const COMPILE_STACK: usize = 8 << 20;
+
+/// Compiles config text on a thread of its own, beside the serving task.
+async fn compile(
+    file: String,
+    source: String,
+) -> Result<Result<Config, config::ConfigErrors>, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("connres-compile".into())
+        .stack_size(COMPILE_STACK)
+        .spawn(move || {
+            let _ = tx.send(Config::parse(&file, &source));
+        })
+        .map_err(|e| e.to_string())?;
+    rx.await
+        .map_err(|_| "the compiler thread stopped".to_string())
 }
 
 impl Service {
