@@ -2,8 +2,9 @@
 //! - parse: reading the text into a validated `Config`;
 //! - parse to swap: what the service reports for a real reload (compile, diff, subscribe
 //!   nothing new, swap, carry state over);
-//! - save to in force: from writing the file to the service reporting the new config in
-//!   force, through the directory watch and its 100 ms debounce;
+//! - save to in force: from saving the file (write a temporary file, rename it over the
+//!   config, as editors do) to the service reporting the new config in force, through
+//!   the directory watch and its 100 ms debounce;
 //! - the reload stall: a client on its own thread sends gets one at a time during the
 //!   reloads; the longest of those round trips is how long a reload can hold a request.
 //!
@@ -117,8 +118,11 @@ async fn reloads(
 ) -> Result<(Vec<Duration>, Vec<Duration>), Error> {
     let (mut to_swap, mut in_force) = (Vec::new(), Vec::new());
     for text in texts {
+        // Saved as editors save: a temporary file renamed over the config.
         let t = Instant::now();
-        std::fs::write(path, &text)?;
+        let tmp = path.with_extension("yaml.tmp");
+        std::fs::write(&tmp, &text)?;
+        std::fs::rename(&tmp, path)?;
         loop {
             match tokio::time::timeout(Duration::from_secs(60), reports.recv()).await?? {
                 ReloadReport::Applied {

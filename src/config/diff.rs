@@ -28,21 +28,15 @@ impl ConfigDiff {
 /// same; a description alone changes nothing a gateway sees.
 pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     let mut d = ConfigDiff::default();
-    let find = |c: &Config, p: &str| {
-        c.resources
-            .iter()
-            .find(|r| r.pattern.as_str() == p)
-            .cloned()
-    };
     for o in &old.resources {
-        match find(new, o.pattern.as_str()) {
+        match new.resource(o.pattern.as_str()) {
             None => {
                 d.removed.push(o.pattern.as_str().to_string());
                 d.reset_resources.push(o.pattern.wildcard());
                 d.reset_access.push(o.pattern.wildcard());
             }
             Some(n) => {
-                let model_changed = !same_model(o, &n);
+                let model_changed = !same_model(o, n);
                 if model_changed {
                     d.reset_resources.push(o.pattern.wildcard());
                 }
@@ -54,7 +48,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         }
     }
     for n in &new.resources {
-        if find(old, n.pattern.as_str()).is_none() {
+        if old.resource(n.pattern.as_str()).is_none() {
             d.added.push(n.pattern.as_str().to_string());
         }
     }

@@ -53,6 +53,8 @@ pub struct Config {
     source_hash: u64,
     /// Resources by part count and first literal part, for matching without a scan.
     index: HashMap<usize, PartIndex>,
+    /// Resources by pattern text.
+    by_pattern: HashMap<String, usize>,
 }
 
 /// Resources with one part count: by their first part when it is a literal, else listed.
@@ -226,6 +228,11 @@ impl Config {
         })
     }
 
+    /// The resource declared with exactly this pattern text.
+    pub fn resource(&self, pattern: &str) -> Option<&Arc<Resource>> {
+        self.by_pattern.get(pattern).map(|&i| &self.resources[i])
+    }
+
     /// The resource whose pattern matches a resource name, without its captures (and
     /// without allocating).
     pub fn resource_of(&self, name: &str) -> Option<&Arc<Resource>> {
@@ -253,6 +260,11 @@ impl Config {
         resources: Vec<Arc<Resource>>,
     ) -> Config {
         let mut index: HashMap<usize, PartIndex> = HashMap::new();
+        let by_pattern = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.pattern.as_str().to_string(), i))
+            .collect();
         for (i, r) in resources.iter().enumerate() {
             let entry = index.entry(r.pattern.parts().len()).or_default();
             match r.pattern.parts().first() {
@@ -267,6 +279,7 @@ impl Config {
             resources,
             source_hash: 0,
             index,
+            by_pattern,
         }
     }
 }

@@ -81,7 +81,7 @@ fn invalidated<'a>(old: &'a Config, new: &Config) -> HashSet<&'a str> {
     old.resources
         .iter()
         .filter(|o| {
-            let Some(n) = new.resources.iter().find(|n| n.pattern == o.pattern) else {
+            let Some(n) = new.resource(o.pattern.as_str()) else {
                 return true;
             };
             o.fields.iter().filter(|f| f.source.is_none()).any(|f| {

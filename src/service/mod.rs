@@ -457,11 +457,7 @@ async fn subscribe_pattern(
     config: &Config,
     pattern: &str,
 ) -> Result<Vec<Tagged>, ServiceError> {
-    let Some(res) = config
-        .resources
-        .iter()
-        .find(|r| r.pattern.as_str() == pattern)
-    else {
+    let Some(res) = config.resource(pattern) else {
         return Ok(Vec::new());
     };
     let w = res.pattern.wildcard();

@@ -206,6 +206,12 @@ async fn compile(
         .name("connres-compile".into())
         .stack_size(COMPILE_STACK)
         .spawn(move || {
+            // Below the serving thread: on a small machine the two share the cores, and
+            // requests must not wait for the compiler's time slice.
+            // SAFETY: setpriority on this thread's own id; failure leaves it as it was.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+            }
             let _ = tx.send(Config::parse(&file, &source));
         })
         .map_err(|e| e.to_string())?;
@@ -229,6 +235,9 @@ impl Service {
         let old = std::mem::replace(&mut self.config, config);
         self.engine.reloaded(&old, &self.config);
         let parse_to_swap_us = started.elapsed().as_micros() as u64;
+        // Freeing a large config (compiled rules, templates, regexes) takes
+        // milliseconds: not on the serving task.
+        tokio::task::spawn_blocking(move || drop(old));
         self.update_stats();
         self.unsubscribe_patterns(&diff.removed).await;
         if !diff.needs_no_reset() {
