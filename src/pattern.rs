@@ -145,7 +145,13 @@ impl Pattern {
 
     /// The connection ID in a resource name this pattern matches, without allocating.
     pub fn cid_of<'a>(&self, name: &'a str) -> Option<&'a str> {
-        self.cid_index.and_then(|i| name.split('.').nth(i))
+        let i = self.cid_index?;
+        if i + 1 == self.parts.len() {
+            // The usual place: the last part, one search from the end.
+            name.rsplit('.').next()
+        } else {
+            name.split('.').nth(i)
+        }
     }
 
     /// True when some resource name matches both patterns.
@@ -186,10 +192,13 @@ impl fmt::Display for Pattern {
 /// A part of a resource name: non-empty, no whitespace, no dots and none of the NATS
 /// wildcards `*` and `>` or the query mark `?`.
 pub fn is_name_part(part: &str) -> bool {
+    // Connection IDs and most captures are plain ASCII: a byte check settles them.
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
     !part.is_empty()
-        && !part
-            .chars()
-            .any(|c| c.is_whitespace() || c == '.' || c == '*' || c == '>' || c == '?')
+        && (part.bytes().all(plain)
+            || !part
+                .chars()
+                .any(|c| c.is_whitespace() || c == '.' || c == '*' || c == '>' || c == '?'))
 }
 
 /// True when `name` is a valid RES resource name (dot-separated non-empty parts, no
@@ -259,6 +268,8 @@ mod tests {
             Some(vec![("room", "lobby"), ("cid", "c1")])
         );
         assert_eq!(p.cid_of("chat.lobby.typing.c1"), Some("c1"));
+        let inner = Pattern::parse("a.{cid}.b").unwrap();
+        assert_eq!(inner.cid_of("a.c2.b"), Some("c2"));
         assert_eq!(p.matches("chat.lobby.typing"), None);
         assert_eq!(p.matches("chat.lobby.typing.c1.x"), None);
         assert_eq!(p.matches("chat.lobby.talking.c1"), None);

@@ -292,35 +292,36 @@ impl Compiler {
     fn resource(&mut self, pattern: Pattern, node: &Yaml) -> Option<Resource> {
         let what = format!("resource `{pattern}`");
         let entries = self.mapping(node, &what, RESOURCE_KEYS)?;
-        let mut resource = Resource {
-            pattern,
-            description: None,
-            fields: Vec::new(),
-            reset_on_logout: true,
-            access: Access::default(),
-        };
+        let (mut description, mut fields, mut reset_on_logout) = (None, Vec::new(), true);
+        let mut access = Access::default();
         for (key, value) in entries {
             match key.name.as_str() {
                 "description" => {
-                    resource.description = self
+                    description = self
                         .string(value, &format!("{what}: `description`"))
                         .map(str::to_string)
                 }
-                "fields" => resource.fields = self.fields(&resource.pattern, value),
+                "fields" => fields = self.fields(&pattern, value),
                 "reset" => {
                     for (_, v) in self
                         .mapping(value, "`reset`", RESET_KEYS)
                         .unwrap_or_default()
                     {
                         if let Some(b) = self.boolean(v, "`reset.on_logout`") {
-                            resource.reset_on_logout = b;
+                            reset_on_logout = b;
                         }
                     }
                 }
-                _ => resource.access = self.access(&resource.pattern, value),
+                _ => access = self.access(&pattern, value),
             }
         }
-        Some(resource)
+        Some(Resource::new(
+            pattern,
+            description,
+            fields,
+            reset_on_logout,
+            access,
+        ))
     }
 
     fn fields(&mut self, pattern: &Pattern, node: &Yaml) -> Vec<FieldDef> {

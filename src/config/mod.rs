@@ -101,6 +101,16 @@ pub struct Resource {
     pub fields: Vec<FieldDef>,
     pub reset_on_logout: bool,
     pub access: Access,
+    /// What the fields and rules read, worked out once at load for the request path.
+    reads: Reads,
+}
+
+/// What a resource's fields and rules read.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Reads {
+    fields_token: bool,
+    access_token: bool,
+    access_model: bool,
 }
 
 /// The access rules of a resource. A missing rule denies.
@@ -148,14 +158,39 @@ impl Resource {
         self.fields.iter().find(|f| f.name == name)
     }
 
+    /// A resource from its parts, with what its fields and rules read worked out.
+    pub fn new(
+        pattern: Pattern,
+        description: Option<String>,
+        fields: Vec<FieldDef>,
+        reset_on_logout: bool,
+        access: Access,
+    ) -> Resource {
+        let reads = Reads {
+            fields_token: fields
+                .iter()
+                .any(|f| f.source.as_ref().is_some_and(Template::reads_token)),
+            access_token: access.rules().any(Rule::reads_token),
+            access_model: access.rules().any(Rule::reads_model),
+        };
+        Resource {
+            pattern,
+            description,
+            fields,
+            reset_on_logout,
+            access,
+            reads,
+        }
+    }
+
     /// True when an access rule reads `token` (so access may change at login).
     pub fn access_reads_token(&self) -> bool {
-        self.access.rules().any(Rule::reads_token)
+        self.reads.access_token
     }
 
     /// True when an access rule reads `model` (so the model is built for it).
     pub fn access_reads_model(&self) -> bool {
-        self.access.rules().any(Rule::reads_model)
+        self.reads.access_model
     }
 
     /// True when the engine must remember that a gateway may cache this model for its
@@ -166,9 +201,7 @@ impl Resource {
 
     /// True when a field follows the token.
     pub fn fields_read_token(&self) -> bool {
-        self.fields
-            .iter()
-            .any(|f| f.source.as_ref().is_some_and(Template::reads_token))
+        self.reads.fields_token
     }
 }
 

@@ -252,19 +252,22 @@ impl<S: Store> Engine<S> {
 
 /// The resource a name belongs to and its captures. `None` when no pattern matches (the
 /// name is not ours: no reply); `Err` when a pattern matches but the name is not a valid
-/// resource name (a wildcard or whitespace in a capture: `system.invalidParams`).
+/// resource name (a wildcard or whitespace in a capture: `system.invalidParams`; the
+/// literal parts matched the pattern's, which are valid).
 fn resolve<'a>(
     config: &'a Config,
     rid: &'a str,
 ) -> Option<Result<(&'a Arc<Resource>, Params<'a>), ResError>> {
     let found = config.resolve(rid)?;
-    Some(if pattern::is_resource_name(rid) {
-        Ok(found)
-    } else {
-        Err(ResError::InvalidParams(format!(
+    Some(
+        if found.1.iter().all(|(_, part)| pattern::is_name_part(part)) {
+            Ok(found)
+        } else {
+            Err(ResError::InvalidParams(format!(
             "`{rid}` is not a valid resource name (dot-separated parts without wildcards or whitespace)"
         )))
-    })
+        },
+    )
 }
 
 /// Checks that a cid from a payload or subject is a connection ID: one non-empty name

@@ -109,7 +109,6 @@ pub struct Service {
 
 /// One thing for the serving task to do.
 enum Step {
-    Message(Route, Message),
     Connection(Event),
     Reload(Box<Prepared>),
     Sweep,
@@ -225,7 +224,14 @@ impl Service {
                 _ = sweep.tick() => Step::Sweep,
                 _ = resets.tick(), if self.engine.pending_resets() > 0 => Step::Reset,
                 item = self.subs.next() => match item {
-                    Some((route, msg)) => Step::Message(route, msg),
+                    // The common case stays small: one message, raced with shutdown.
+                    Some((route, msg)) => {
+                        tokio::select! {
+                            biased;
+                            _ = &mut shutdown => break,
+                            _ = self.handle(route, msg) => continue,
+                        }
+                    }
                     None => break,
                 },
             };
@@ -253,7 +259,6 @@ impl Service {
 
     async fn step(&mut self, step: Step) -> Result<(), ServiceError> {
         match step {
-            Step::Message(route, msg) => self.handle(route, msg).await,
             Step::Connection(ev) => self.connection_event(ev).await?,
             Step::Reload(prepared) => self.apply(*prepared).await,
             Step::Sweep => {
