@@ -64,12 +64,13 @@ async fn a_request_received_before_an_outage_cannot_undo_a_logout() {
 #[tokio::test]
 async fn sigterm_is_seen_while_publishes_wait_for_a_lost_connection() {
     let server = NatsServer::start_monitored();
-    let gw = Gateway::connect(&server).await;
+    let mut gw = Gateway::connect(&server).await;
     let yaml = format!(
         "{SEED}  many.{{n}}.{{cid}}:\n    fields:\n      v: {{ type: integer, from: \"{{{{token.userId}}}}\" }}\n    access:\n      get: \"true\"\n"
     );
     let (_dir, mut proc) = serve(&server.url, &yaml);
-    proc.wait_for_log("connres is serving");
+    // Announced: the server has its subscriptions.
+    assert_eq!(gw.next_system().await.0, "system.reset");
     // c1 has 3,000 models cached: its login publishes 3,000 change events, more than
     // the NATS client buffers while the connection is down (2,048).
     for chunk in (0..3000).collect::<Vec<_>>().chunks(250) {
