@@ -4,6 +4,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod field;
+pub mod logs;
 pub mod pattern;
 pub mod protocol;
 pub mod reload;

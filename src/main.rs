@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use connres::config::Config;
-use connres::service::{Service, DEFAULT_NATS_URL};
+use connres::logs::{self, LogFormat};
+use connres::service::{Service, ServiceError, DEFAULT_NATS_URL};
 
 #[derive(Parser)]
 #[command(
@@ -18,6 +19,10 @@ use connres::service::{Service, DEFAULT_NATS_URL};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text (colours only on a terminal) or as one JSON object per line.
+    /// Levels: `RUST_LOG` (default `info,async_nats=warn`).
+    #[arg(long, global = true, env = "CONNRES_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -41,22 +46,34 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    logs::init(cli.log_format);
+    let report = Report(cli.log_format);
     match cli.command {
         Command::Check { file } => check(&file),
-        Command::Serve { config, nats } => match serve(config, nats) {
+        Command::Serve { config, nats } => match serve(config, nats, report) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("connres: {e:#}");
+                report.line(&format!("connres: {}", logs::error_chain(e.as_ref())));
+                if let Some(ServiceError::Connect { .. }) = e.downcast_ref::<ServiceError>() {
+                    report.line("connres: is nats-server running there? Point connres at another server with --nats URL, NATS_URL or `nats: { url: ... }` in the config.");
+                }
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Where `serve` reports why it could not start: plain lines on stderr, or log events
+/// when logs are JSON (so that every line a collector reads parses).
+#[derive(Clone, Copy)]
+struct Report(LogFormat);
+
+impl Report {
+    fn line(self, line: &str) {
+        match self.0 {
+            LogFormat::Text => eprintln!("{line}"),
+            LogFormat::Json => tracing::error!("{line}"),
+        }
     }
 }
 
@@ -77,10 +94,10 @@ fn check(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn serve(path: PathBuf, nats: Option<String>) -> anyhow::Result<()> {
+fn serve(path: PathBuf, nats: Option<String>, report: Report) -> anyhow::Result<()> {
     let config = Config::load_file(&path).map_err(|errors| {
         for line in errors.lines() {
-            eprintln!("{line}");
+            report.line(&line);
         }
         anyhow::anyhow!("{}: invalid config, not starting", path.display())
     })?;

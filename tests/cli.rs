@@ -242,3 +242,98 @@ async fn sigterm_while_nats_is_gone_still_exits_0() {
         out.stderr.clone()
     );
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let server = NatsServer::start();
+    let mut gw = Gateway::connect(&server).await;
+    let yaml = std::fs::read_to_string(project_file("resources.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resources.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let mut proc = Proc::spawn(
+        connres()
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&path)
+            .arg("--nats")
+            .arg(&server.url),
+    );
+    assert_eq!(gw.next_system().await.0, "system.reset");
+    proc.wait_for_log(r#""message":"connres is serving""#);
+    // A reload error is logged as JSON too.
+    std::fs::write(&path, "version: 1\nresources: [\n").unwrap();
+    proc.wait_for_log("config reload rejected");
+    proc.terminate();
+    let out = proc.output().await;
+    assert_eq!(out.status.code(), Some(0), "stderr:\n{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(lines.len() >= 3, "{}", out.stderr);
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(v[key].is_string(), "{key} in {line}");
+        }
+    }
+    assert!(out.stderr.contains(r#""level":"ERROR""#), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn text_logs_have_no_colour_codes_when_not_on_a_terminal() {
+    let server = NatsServer::start();
+    let mut gw = Gateway::connect(&server).await;
+    let (_dir, proc) = serve_project_file(&server);
+    assert_eq!(gw.next_system().await.0, "system.reset");
+    proc.terminate();
+    let out = proc.output().await;
+    assert!(out.stderr.contains("connres is serving"), "{}", out.stderr);
+    assert!(!out.stderr.contains('\u{1b}'), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn without_nats_serve_says_where_why_and_how_without_secrets() {
+    // Port 1 on loopback: nothing listens there.
+    let url = "nats://connres:s3cret@127.0.0.1:1";
+    for format in ["text", "json"] {
+        let out = Proc::spawn(
+            connres()
+                .args(["serve", "--log-format", format, "--config"])
+                .arg(project_file("resources.yaml"))
+                .args(["--nats", url]),
+        )
+        .output()
+        .await;
+        assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+        let e = &out.stderr;
+        assert!(e.contains("nats://***@127.0.0.1:1"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        assert_eq!(e.matches("Connection refused").count(), 1, "{e}");
+        assert!(e.contains("--nats") && e.contains("NATS_URL"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn an_outage_is_reported_with_its_cause_and_without_client_noise() {
+    let server = NatsServer::start();
+    let mut gw = Gateway::connect(&server).await;
+    let (_dir, mut proc) = serve_project_file(&server);
+    assert_eq!(gw.next_system().await.0, "system.reset");
+    drop(gw);
+    drop(server);
+    // The cause as the OS gave it (refused, or reset while the server went away).
+    let line = proc.wait_for_log("cannot reach NATS; still trying");
+    assert!(
+        line.contains("last: IO error: ") && line.contains("os error"),
+        "{line}"
+    );
+    proc.terminate();
+    let out = proc.output().await;
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains("client error"), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("cannot reach NATS").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+}

@@ -53,14 +53,16 @@ pub const RESET_EVERY: Duration = Duration::from_millis(100);
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("cannot connect to NATS at {url}: {source}")]
+    #[error("cannot connect to NATS at {url}")]
     Connect {
         url: String,
+        #[source]
         source: async_nats::ConnectError,
     },
-    #[error("cannot subscribe `{subject}`: {source}")]
+    #[error("cannot subscribe `{subject}`")]
     Subscribe {
         subject: String,
+        #[source]
         source: async_nats::SubscribeError,
     },
     #[error("NATS: {0}")]
@@ -120,9 +122,16 @@ impl Service {
     /// [`Service::run`], which first announces the service with `system.reset`.
     pub async fn start(config: Config, nats_url: &str) -> Result<Service, ServiceError> {
         let (tx, events) = mpsc::unbounded_channel();
+        let reconnects = ReconnectLog::default();
         let client = ConnectOptions::new()
             .name("connres")
             .max_reconnects(None)
+            // Asked before every connection attempt; used only to report why the last
+            // ones failed (the client's own events carry no cause).
+            .reconnect_to_server_callback(move |servers, _| {
+                reconnects.attempt(&servers);
+                std::future::ready(None)
+            })
             .event_callback(move |ev| {
                 let tx = tx.clone();
                 async move {
@@ -132,7 +141,7 @@ impl Service {
             .connect(nats_url)
             .await
             .map_err(|source| ServiceError::Connect {
-                url: nats_url.to_string(),
+                url: redact(nats_url),
                 source,
             })?;
         let config = Arc::new(config);
@@ -146,7 +155,7 @@ impl Service {
             }
         }
         tracing::info!(
-            url = nats_url,
+            url = redact(nats_url),
             resources = config.resources.len(),
             queue_group = %config.nats.queue_group,
             "subscribed"
@@ -430,6 +439,63 @@ async fn publish(
         .map_err(|e| ServiceError::Nats(e.to_string()))
 }
 
+/// A NATS URL (or a comma-separated list of them) fit for logs: credentials in it are
+/// replaced by `***`.
+pub fn redact(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let url = url.trim();
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            match rest.split_once('@') {
+                Some((_, host)) if scheme.is_empty() => format!("***@{host}"),
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => url.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Reports failed connection attempts, with their causes, at most once per
+/// [`ReconnectLog::EVERY`]: an outage gives a line now and then, not several a second.
+#[derive(Default, Clone)]
+struct ReconnectLog {
+    last: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+}
+
+impl ReconnectLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn attempt(&self, servers: &[async_nats::Server]) {
+        let failing: Vec<String> = servers
+            .iter()
+            .filter(|s| s.failed_attempts > 0)
+            .map(|s| {
+                format!(
+                    "{}:{} ({} failed attempts, last: {})",
+                    s.addr.host(),
+                    s.addr.port(),
+                    s.failed_attempts,
+                    s.last_error.as_deref().unwrap_or("unknown")
+                )
+            })
+            .collect();
+        if failing.is_empty() {
+            return;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        tracing::warn!(
+            servers = failing.join(", "),
+            "cannot reach NATS; still trying (reported at most every {}s)",
+            Self::EVERY.as_secs()
+        );
+    }
+}
+
 /// The token event and backend API subscriptions.
 async fn subscribe_fixed(client: &Client, config: &Config) -> Result<Vec<Tagged>, ServiceError> {
     let prefix = &config.api.prefix;
@@ -524,5 +590,24 @@ async fn sync_with_server(client: &Client) -> Result<(), ServiceError> {
         _ => Err(ServiceError::Nats(
             "the server did not echo a message in time".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_never_reach_the_logs() {
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            redact("nats://connres:s3cret@127.0.0.1:4222"),
+            "nats://***@127.0.0.1:4222"
+        );
+        assert_eq!(
+            redact("tls://tok@a:4222, nats://b:4222"),
+            "tls://***@a:4222,nats://b:4222"
+        );
+        assert_eq!(redact("u:p@host"), "***@host");
     }
 }

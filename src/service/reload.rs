@@ -126,7 +126,10 @@ impl Reloader {
         let added = match self.subscribe_added(&new, &diff.added).await {
             Ok(added) => added,
             Err(e) => {
-                let error = format!("{file}: reload not applied: {e}");
+                let error = format!(
+                    "{file}: reload not applied: {}",
+                    crate::logs::error_chain(&e)
+                );
                 self.reject(hash, true, vec![error]);
                 return Ok(());
             }

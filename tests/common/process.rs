@@ -15,12 +15,14 @@ pub fn project_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
 }
 
-/// The binary with a clean environment for its own variables.
+/// The binary with a clean environment for its own variables and for logging.
 pub fn connres() -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_remove("CONNRES_CONFIG")
         .env_remove("NATS_URL")
-        .env("RUST_LOG", "info")
+        .env_remove("CONNRES_LOG_FORMAT")
+        // The shipped default filter, whatever the developer's environment says.
+        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
