@@ -9,6 +9,7 @@
 //! Reloads are prepared by another task (`reload`); the serving task only swaps them in.
 //! `route` turns subjects into engine requests.
 
+mod connect;
 mod reload;
 mod route;
 
@@ -123,7 +124,9 @@ impl Service {
     pub async fn start(config: Config, nats_url: &str) -> Result<Service, ServiceError> {
         let (tx, events) = mpsc::unbounded_channel();
         let reconnects = ReconnectLog::default();
-        let client = ConnectOptions::new()
+        let servers = connect::Servers::parse(nats_url).map_err(ServiceError::Nats)?;
+        let options = servers.authenticate(ConnectOptions::new());
+        let client = options
             .name("connres")
             .max_reconnects(None)
             // Asked before every connection attempt; used only to report why the last
@@ -138,7 +141,7 @@ impl Service {
                     let _ = tx.send(ev);
                 }
             })
-            .connect(nats_url)
+            .connect(servers.urls.as_slice())
             .await
             .map_err(|source| ServiceError::Connect {
                 url: redact(nats_url),

@@ -60,12 +60,30 @@ impl NatsServer {
         NatsServer::spawn("-1", true)
     }
 
+    /// Starts a server with a configuration file (users, permissions), on a free port.
+    pub fn start_with_config(path: &std::path::Path) -> NatsServer {
+        NatsServer::spawn_with("-1", false, Some(path))
+    }
+
+    /// The server's URL with a user's credentials in it.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(port: &str, monitored: bool) -> NatsServer {
+        NatsServer::spawn_with(port, monitored, None)
+    }
+
     /// Spawns nats-server and reads its log until it says where it listens: readiness
     /// by the server's own word, not by polling.
-    fn spawn(port: &str, monitored: bool) -> NatsServer {
+    fn spawn_with(port: &str, monitored: bool, config: Option<&std::path::Path>) -> NatsServer {
+        let config = config.map(|p| p.display().to_string());
         let mut args = vec!["-a", "127.0.0.1", "-p", port];
         if monitored {
             args.extend(["-m", "-1"]);
+        }
+        if let Some(c) = &config {
+            args.extend(["-c", c.as_str()]);
         }
         let mut child = Command::new(nats_server_bin())
             .args(&args)
@@ -188,6 +206,17 @@ pub async fn start(server: &NatsServer, yaml: &str) -> (Connres, Gateway) {
     (connres, gateway)
 }
 
+/// Starts connres on `yaml` connecting with `connres_url` (which may carry credentials),
+/// with a gateway already connected.
+pub async fn start_as(connres_url: &str, mut gateway: Gateway, yaml: &str) -> (Connres, Gateway) {
+    let config = Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+    let service = Service::start(config, connres_url)
+        .await
+        .expect("connres starts");
+    let (connres, _) = launch(service, &mut gateway).await;
+    (connres, gateway)
+}
+
 /// Like [`start`], with a clock the test moves; also returns the service's live stats.
 pub async fn start_clocked(
     server: &NatsServer,
@@ -234,7 +263,19 @@ async fn launch(service: Service, gateway: &mut Gateway) -> (Connres, Value) {
 
 impl Gateway {
     pub async fn connect(server: &NatsServer) -> Gateway {
-        let client = async_nats::connect(&server.url)
+        Gateway::connect_with(server, async_nats::ConnectOptions::new()).await
+    }
+
+    /// Connects as a user of a server configured with users.
+    pub async fn connect_as(server: &NatsServer, user: &str, password: &str) -> Gateway {
+        let options =
+            async_nats::ConnectOptions::with_user_and_password(user.into(), password.into());
+        Gateway::connect_with(server, options).await
+    }
+
+    async fn connect_with(server: &NatsServer, options: async_nats::ConnectOptions) -> Gateway {
+        let client = options
+            .connect(&server.url)
             .await
             .expect("gateway connects");
         let events = client.subscribe("event.>").await.unwrap();

@@ -1,0 +1,128 @@
+//! Least privilege: connres serves the seed scenario on a NATS server configured with
+//! `deploy/nats-server.conf` (separate users for Resgate, connres and a backend), and
+//! only the backend user may use the backend write API.
+
+mod common;
+
+use std::path::Path;
+
+use common::process::project_file;
+use common::*;
+use serde_json::{json, Value};
+
+fn conf() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats-server.conf")
+}
+
+fn shipped() -> String {
+    std::fs::read_to_string(project_file("resources.yaml")).unwrap()
+}
+
+#[tokio::test]
+async fn connres_serves_the_seed_scenario_with_least_privilege() {
+    let server = NatsServer::start_with_config(&conf());
+    let resgate = Gateway::connect_as(&server, "resgate", "change-me-resgate").await;
+    let (connres, mut gw) = start_as(
+        &server.url_as("connres", "change-me-connres"),
+        resgate,
+        &shipped(),
+    )
+    .await;
+    // (Its subscriptions to events are refused: it only publishes and asks.)
+    let backend = Gateway::connect_as(&server, "backend", "change-me-backend").await;
+
+    // Resgate asks access and gets; the auth service logs the connection in.
+    let model = gw.subscribe("session.user.c1", "c1", Value::Null).await;
+    assert_eq!(model["id"], json!(null));
+    let prefs = gw.subscribe("session.prefs.c1", "c1", Value::Null).await;
+    assert_eq!(prefs["theme"], json!("light"));
+    backend
+        .token("c1", json!({"userId": 42, "name": "Ann", "role": "admin"}))
+        .await;
+    let (subject, payload) = gw.next_event().await;
+    assert_eq!(subject, "event.session.user.c1.change");
+    assert_eq!(payload["values"]["name"], json!("Ann"));
+    assert_eq!(gw.next_event().await.0, "event.session.prefs.c1.reaccess");
+
+    // A client write through Resgate, a backend write through the API.
+    let token = json!({"userId": 42});
+    let r = gw
+        .call(
+            "session.prefs.c1",
+            "set",
+            "c1",
+            token,
+            json!({"theme": "dark"}),
+        )
+        .await;
+    assert_eq!(r, json!({"result": null}));
+    assert_eq!(
+        gw.next_event().await,
+        (
+            "event.session.prefs.c1.change".to_string(),
+            json!({"values": {"theme": "dark"}})
+        )
+    );
+    let r = backend
+        .request(
+            "connres.set.session.status.c1",
+            json!({"values": {"cartItems": 2}}),
+        )
+        .await;
+    assert_eq!(r, json!({"result": null}));
+    assert_eq!(gw.next_event().await.0, "event.session.status.c1.change");
+
+    // Logout.
+    backend.token("c1", Value::Null).await;
+    let (_, payload) = gw.next_event().await;
+    assert_eq!(payload["values"]["name"], json!(null));
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn the_gateway_user_may_not_use_the_backend_api() {
+    let server = NatsServer::start_with_config(&conf());
+    let resgate = Gateway::connect_as(&server, "resgate", "change-me-resgate").await;
+    let (connres, mut gw) = start_as(
+        &server.url_as("connres", "change-me-connres"),
+        resgate,
+        &shipped(),
+    )
+    .await;
+    // Resgate's user again, watching its connection's errors.
+    let (tx, mut errors) = tokio::sync::mpsc::unbounded_channel();
+    let resgate = async_nats::ConnectOptions::with_user_and_password(
+        "resgate".into(),
+        "change-me-resgate".into(),
+    )
+    .event_callback(move |ev| {
+        let tx = tx.clone();
+        async move {
+            if let async_nats::Event::ServerError(e) = ev {
+                let _ = tx.send(e.to_string());
+            }
+        }
+    })
+    .connect(&server.url)
+    .await
+    .unwrap();
+    let body = json!({"values": {"cartItems": 99}}).to_string();
+    resgate
+        .publish("connres.set.session.status.c1", body.into())
+        .await
+        .unwrap();
+    resgate.flush().await.unwrap();
+    let error = tokio::time::timeout(WAIT, errors.recv())
+        .await
+        .expect("the server reports the violation")
+        .unwrap();
+    assert!(
+        error.contains("Permissions Violation for Publish to \"connres.set.session.status.c1\""),
+        "{error}"
+    );
+    // Nothing was written.
+    let model = gw.get("session.status.c1").await;
+    assert_eq!(model["cartItems"], json!(0));
+    assert!(gw.pending_events().is_empty());
+    connres.stop().await;
+}
