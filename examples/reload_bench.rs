@@ -196,7 +196,7 @@ async fn main() -> Result<(), Error> {
     let config = Config::load_file(&path).map_err(|e| e.to_string())?;
     let service = Service::start(config, &url).await?.watch(&path)?;
     let mut reports = service.reload_reports();
-    let stats_handle = service.stats();
+    let stats_handle = service.metrics();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(service.run(async {
         let _ = stopped.await;

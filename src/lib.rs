@@ -1,10 +1,12 @@
 //! connres: a generic RES service serving per-connection resources declared in YAML.
 
+pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod field;
 pub mod logs;
+pub mod metrics;
 pub mod pattern;
 pub mod protocol;
 pub mod reload;

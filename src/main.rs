@@ -35,6 +35,10 @@ enum Command {
         /// NATS server URL; overrides `nats.url` in the file.
         #[arg(long, env = "NATS_URL")]
         nats: Option<String>,
+        /// Serve Prometheus metrics at /metrics, and /healthz and /readyz, on this
+        /// address (e.g. 127.0.0.1:9464). Off when not given.
+        #[arg(long, env = "CONNRES_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Validate a resources file and print what it serves.
     Check {
@@ -50,7 +54,11 @@ fn main() -> ExitCode {
     let report = Report(cli.log_format);
     match cli.command {
         Command::Check { file } => check(&file),
-        Command::Serve { config, nats } => match serve(config, nats, report) {
+        Command::Serve {
+            config,
+            nats,
+            metrics_addr,
+        } => match serve(config, nats, metrics_addr, report) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 report.line(&format!("connres: {}", logs::error_chain(e.as_ref())));
@@ -94,7 +102,12 @@ fn check(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn serve(path: PathBuf, nats: Option<String>, report: Report) -> anyhow::Result<()> {
+fn serve(
+    path: PathBuf,
+    nats: Option<String>,
+    metrics_addr: Option<std::net::SocketAddr>,
+    report: Report,
+) -> anyhow::Result<()> {
     let config = Config::load_file(&path).map_err(|errors| {
         for line in errors.lines() {
             report.line(&line);
@@ -113,7 +126,20 @@ fn serve(path: PathBuf, nats: Option<String>, report: Report) -> anyhow::Result<
     runtime.block_on(async move {
         // Handlers go in before the service announces itself, so no signal is missed.
         let shutdown = shutdown_signal()?;
+        // Bound first: a taken port is an error at start, not a silent gap in metrics.
+        let listener = match metrics_addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+            ),
+            None => None,
+        };
         let service = Service::start(config, &url).await?.watch(&path)?;
+        if let Some(listener) = listener {
+            tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+            tokio::spawn(connres::admin::serve(listener, service.metrics()));
+        }
         service.run(shutdown).await?;
         Ok(())
     })

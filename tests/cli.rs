@@ -337,3 +337,48 @@ async fn an_outage_is_reported_with_its_cause_and_without_client_noise() {
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn serve_exposes_metrics_and_health_on_the_given_address() {
+    let server = NatsServer::start();
+    let mut gw = Gateway::connect(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resources.yaml");
+    std::fs::copy(project_file("resources.yaml"), &path).unwrap();
+    let mut proc = Proc::spawn(
+        connres()
+            .args(["serve", "--metrics-addr", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .arg("--nats")
+            .arg(&server.url),
+    );
+    assert_eq!(gw.next_system().await.0, "system.reset");
+    let line = proc.wait_for_log("serving /metrics, /healthz and /readyz");
+    let addr: std::net::SocketAddr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("an address in {line:?}"));
+    gw.get("session.user.c1").await;
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"connres_requests_total{kind="get",outcome="ok"} 1"#),
+        "{body}"
+    );
+    proc.terminate();
+    assert_eq!(proc.output().await.status.code(), Some(0));
+}

@@ -71,7 +71,7 @@ async fn idle_state_expires_in_one_batched_reset_and_reads_as_defaults() {
         reset,
         json!({"resources": ["session.prefs.c1"], "access": []})
     );
-    assert_eq!(stats.expired(), 2);
+    assert_eq!(stats.expired_total(), 2);
     assert_eq!(stats.connections(), 1);
 
     assert_eq!(

@@ -51,6 +51,9 @@ pub struct Config {
     /// A hash of the text this config was compiled from, to skip reloads of an
     /// unchanged file.
     source_hash: u64,
+    /// The SHA-256 of that text, hex: what `sha256sum` prints for the file, shown in
+    /// metrics so that instances serving different files stand out.
+    content_hash: String,
     /// Resources by part count and first literal part, for matching without a scan.
     index: HashMap<usize, PartIndex>,
     /// Resources by pattern text.
@@ -235,7 +238,12 @@ impl Config {
         })?;
         let mut c = compile::Compiler::default();
         let config = c.config(&doc).map(|mut config| {
+            use sha2::Digest as _;
             config.source_hash = source_hash(source);
+            config.content_hash = sha2::Sha256::digest(source.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             config
         });
         if c.errors.is_empty() {
@@ -249,6 +257,11 @@ impl Config {
     /// The hash of the text this config was compiled from (see [`source_hash`]).
     pub fn source_hash(&self) -> u64 {
         self.source_hash
+    }
+
+    /// The SHA-256 of the text this config was compiled from, in hex.
+    pub fn content_hash(&self) -> &str {
+        &self.content_hash
     }
 
     /// Finds the resource whose pattern matches a resource name, with its captures.
@@ -311,6 +324,7 @@ impl Config {
             state,
             resources,
             source_hash: 0,
+            content_hash: String::new(),
             index,
             by_pattern,
         }

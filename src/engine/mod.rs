@@ -60,6 +60,22 @@ pub enum Request<'a> {
 pub struct Outcome {
     pub events: Vec<(String, Bytes)>,
     pub reply: Option<Bytes>,
+    /// How it went, for metrics.
+    pub status: Status,
+}
+
+/// How handling a message went.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// A result reply, or an event applied.
+    #[default]
+    Ok,
+    /// An error reply with this RES error code.
+    Error(&'static str),
+    /// A request no pattern matches: not answered.
+    Unanswered,
+    /// A malformed event: logged and ignored.
+    Ignored,
 }
 
 /// The events of one message, in publishing order.
@@ -111,7 +127,9 @@ impl<S: Store> Engine<S> {
                 payload,
             } => self.call(config, rid, method, payload, &mut out.events),
             Request::Token { cid, payload } => {
-                self.token_event(config, cid, payload, &mut out.events);
+                if !self.token_event(config, cid, payload, &mut out.events) {
+                    out.status = Status::Ignored;
+                }
                 None
             }
             Request::ApiSet { rid, payload } => {
@@ -121,7 +139,18 @@ impl<S: Store> Engine<S> {
                 Some(self.api_reset(config, rid, payload, &mut out.events))
             }
         };
-        out.reply = reply.map(|r| r.unwrap_or_else(|e| e.reply()));
+        out.reply = match reply {
+            Some(Ok(body)) => Some(body),
+            Some(Err(e)) => {
+                out.status = Status::Error(e.code());
+                Some(e.reply())
+            }
+            None if matches!(request, Request::Token { .. }) => None,
+            None => {
+                out.status = Status::Unanswered;
+                None
+            }
+        };
         self.enforce_bound(config, expiry::BOUND_BUDGET_PER_MESSAGE);
         out
     }

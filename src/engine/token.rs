@@ -13,31 +13,38 @@ use crate::protocol::{self, TokenEvent};
 use crate::store::Store;
 
 impl<S: Store> Engine<S> {
+    /// Applies a token event; says whether it was one (a malformed event is logged and
+    /// ignored).
     pub(super) fn token_event(
         &mut self,
         config: &Config,
         cid: &str,
         payload: &[u8],
         events: &mut Events,
-    ) {
+    ) -> bool {
         if check_cid(cid).is_err() {
             tracing::warn!(
                 cid,
                 "ignored a token event for `{cid}`, which is not a connection ID"
             );
-            return;
+            return false;
         }
         match protocol::parse::<TokenEvent>(payload, "token event") {
             Ok(TokenEvent { token: Some(token) }) => {
                 let token = Some(token).filter(|t| !t.is_null()).map(Arc::new);
-                self.set_token(config, cid, token, events)
+                self.set_token(config, cid, token, events);
+                true
             }
-            Ok(TokenEvent { token: None }) => tracing::warn!(
-                cid,
-                "ignored a conn.{cid}.token event without a `token` key (a logout sends \"token\": null)"
-            ),
+            Ok(TokenEvent { token: None }) => {
+                tracing::warn!(
+                    cid,
+                    "ignored a conn.{cid}.token event without a `token` key (a logout sends \"token\": null)"
+                );
+                false
+            }
             Err(e) => {
-                tracing::warn!(cid, error = %e, "ignored a malformed conn.{cid}.token event")
+                tracing::warn!(cid, error = %e, "ignored a malformed conn.{cid}.token event");
+                false
             }
         }
     }

@@ -15,7 +15,6 @@ mod route;
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +28,7 @@ use tokio::time::{interval, MissedTickBehavior};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::{Engine, ResetBatch, RESET_BATCH};
+use crate::metrics::{EventKind, Metrics};
 use crate::protocol;
 use crate::reload::{ReloadReport, Triggers, WatchError};
 use crate::store::{MemoryStore, Store};
@@ -70,31 +70,6 @@ pub enum ServiceError {
     Nats(String),
 }
 
-/// Live figures of the engine's state, readable from other tasks.
-#[derive(Debug, Default)]
-pub struct Stats {
-    entries: AtomicUsize,
-    connections: AtomicUsize,
-    expired: AtomicUsize,
-}
-
-impl Stats {
-    /// Entries counted against `state.max_entries`.
-    pub fn entries(&self) -> usize {
-        self.entries.load(Ordering::Relaxed)
-    }
-
-    /// Connection records held.
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Relaxed)
-    }
-
-    /// Units dropped by idle expiry or the size bound since start.
-    pub fn expired(&self) -> usize {
-        self.expired.load(Ordering::Relaxed)
-    }
-}
-
 /// A running connres service.
 pub struct Service {
     client: Client,
@@ -107,7 +82,7 @@ pub struct Service {
     /// The config file to watch for reloads, if any.
     watched: Option<Triggers>,
     reports: broadcast::Sender<ReloadReport>,
-    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
 }
 
 /// One thing for the serving task to do.
@@ -172,7 +147,7 @@ impl Service {
             disconnected: false,
             watched: None,
             reports: broadcast::channel(16).0,
-            stats: Arc::default(),
+            metrics: Arc::default(),
         })
     }
 
@@ -194,9 +169,9 @@ impl Service {
         self.reports.subscribe()
     }
 
-    /// Live figures of the engine's state.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
+    /// The service's metrics (also the live figures of its state).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Makes sure the server has every subscription, publishes `system.reset` naming
@@ -211,13 +186,15 @@ impl Service {
             _ = &mut shutdown => return Ok(()),
             announced = self.announce() => announced?,
         }
-        tracing::info!("connres is serving");
+        self.metrics.config(self.config.content_hash(), false);
+        tracing::info!(config = self.config.content_hash(), "connres is serving");
         let mut reloads = match self.watched.take() {
             Some(triggers) => reload::spawn(
                 self.client.clone(),
                 triggers,
                 self.config.clone(),
                 self.reports.clone(),
+                self.metrics.clone(),
             ),
             None => mpsc::channel(1).1,
         };
@@ -276,7 +253,7 @@ impl Service {
             Step::Sweep => {
                 let dropped = self.engine.sweep(&self.config);
                 if dropped > 0 {
-                    self.stats.expired.fetch_add(dropped, Ordering::Relaxed);
+                    self.metrics.expired(dropped);
                     self.update_stats();
                     tracing::debug!(dropped, "dropped idle or least recently used state");
                 }
@@ -285,6 +262,7 @@ impl Service {
                 if let Some(ResetBatch { resources, access }) = self.engine.take_reset(RESET_BATCH)
                 {
                     let (subject, payload) = protocol::system_reset(&resources, &access);
+                    self.metrics.event(EventKind::SystemReset);
                     if let Err(e) = self.publish(subject, payload).await {
                         tracing::error!(error = %e, "a system.reset for dropped state was not published; gateways may show stale models");
                     }
@@ -346,13 +324,18 @@ impl Service {
             .collect();
         let (subject, payload) = protocol::system_reset(&patterns, &patterns);
         self.publish(subject, payload).await?;
-        self.flush().await
+        self.metrics.event(EventKind::SystemReset);
+        self.flush().await?;
+        self.metrics.nats(true);
+        self.metrics.set_ready(true);
+        Ok(())
     }
 
     async fn connection_event(&mut self, ev: Event) -> Result<(), ServiceError> {
         match ev {
             Event::Connected if self.disconnected => {
                 self.disconnected = false;
+                self.metrics.reconnected();
                 // async-nats resubscribes by itself; events may have been missed while
                 // we were away, so gateways are told to re-fetch.
                 tracing::info!("reconnected to NATS");
@@ -361,6 +344,8 @@ impl Service {
             }
             Event::Disconnected => {
                 self.disconnected = true;
+                self.metrics.set_ready(false);
+                self.metrics.nats(false);
                 tracing::warn!("lost the NATS connection; reconnecting");
                 self.handle_received().await;
                 // Token events are being missed from now on.
@@ -394,6 +379,7 @@ impl Service {
     }
 
     async fn handle(&mut self, route: Route, msg: Message) {
+        let started = std::time::Instant::now();
         let subject = msg.subject.as_str();
         let Some(request) = route_request(route, subject, &msg.payload, &self.config.api.prefix)
         else {
@@ -402,7 +388,13 @@ impl Service {
         };
         let outcome = self.engine.handle(&self.config, request);
         self.update_stats();
+        let status = outcome.status;
         for (subject, payload) in outcome.events {
+            self.metrics.event(if subject.ends_with(".reaccess") {
+                EventKind::Reaccess
+            } else {
+                EventKind::Change
+            });
             if let Err(e) = self.client.publish(subject.clone(), payload).await {
                 tracing::error!(subject, error = %e, "could not publish an event");
             }
@@ -420,14 +412,13 @@ impl Service {
             ),
             (None, None) => {}
         }
+        self.metrics
+            .request(route.kind(), status, started.elapsed());
     }
 
     fn update_stats(&self) {
         let store = self.engine.store();
-        self.stats.entries.store(store.entries(), Ordering::Relaxed);
-        self.stats
-            .connections
-            .store(store.connections(), Ordering::Relaxed);
+        self.metrics.state(store.connections(), store.entries());
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::route::Tagged;
 use super::{subscribe_pattern, sync_with_server, Service, ServiceError};
 use crate::config::{self, Config, ConfigDiff};
+use crate::metrics::Metrics;
 use crate::protocol;
 use crate::reload::{ReloadReport, Trigger, Triggers};
 
@@ -37,6 +38,7 @@ pub(super) fn spawn(
     triggers: Triggers,
     current: Arc<Config>,
     reports: broadcast::Sender<ReloadReport>,
+    metrics: Arc<Metrics>,
 ) -> mpsc::Receiver<Prepared> {
     let (tx, rx) = mpsc::channel(1);
     let reloader = Reloader {
@@ -47,6 +49,7 @@ pub(super) fn spawn(
         prepared: tx,
         rejected: None,
         failures: 0,
+        metrics,
     };
     tokio::spawn(reloader.run());
     rx
@@ -62,6 +65,7 @@ struct Reloader {
     /// The hash of the content rejected last, until other content is read.
     rejected: Option<u64>,
     failures: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Reloader {
@@ -155,6 +159,7 @@ impl Reloader {
         }
         self.rejected = Some(hash);
         self.failures += 1;
+        self.metrics.reload_rejected();
         for line in &errors {
             tracing::error!("{line}");
         }
@@ -242,10 +247,12 @@ impl Service {
         // milliseconds: not on the serving task.
         tokio::task::spawn_blocking(move || drop(old));
         self.update_stats();
+        self.metrics.config(self.config.content_hash(), true);
         self.unsubscribe_patterns(&diff.removed).await;
         if !diff.needs_no_reset() {
             let (subject, payload) =
                 protocol::system_reset(&diff.reset_resources, &diff.reset_access);
+            self.metrics.event(crate::metrics::EventKind::SystemReset);
             if let Err(e) = self.publish(subject, payload).await {
                 tracing::error!(error = %e, "the reload's system.reset was not published; gateways may serve stale models");
             }
@@ -257,6 +264,7 @@ impl Service {
             reset_resources = ?diff.reset_resources,
             reset_access = ?diff.reset_access,
             parse_to_swap_us,
+            config = self.config.content_hash(),
             "config reloaded"
         );
         let _ = self.reports.send(ReloadReport::Applied {

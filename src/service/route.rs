@@ -20,6 +20,20 @@ pub(super) enum Route {
     ApiReset,
 }
 
+impl Route {
+    /// The kind of message, for metrics.
+    pub(super) fn kind(self) -> crate::metrics::Kind {
+        use crate::metrics::Kind;
+        match self {
+            Route::Get => Kind::Get,
+            Route::Access => Kind::Access,
+            Route::Call => Kind::Call,
+            Route::Token => Kind::Token,
+            Route::ApiSet | Route::ApiReset => Kind::Api,
+        }
+    }
+}
+
 /// A subscription, tagged with its route and the pattern it serves (none for the
 /// token and API subscriptions).
 pub(super) struct Tagged {

@@ -217,19 +217,19 @@ pub async fn start_as(connres_url: &str, mut gateway: Gateway, yaml: &str) -> (C
     (connres, gateway)
 }
 
-/// Like [`start`], with a clock the test moves; also returns the service's live stats.
+/// Like [`start`], with a clock the test moves; also returns the service's metrics.
 pub async fn start_clocked(
     server: &NatsServer,
     yaml: &str,
     clock: connres::clock::Clock,
-) -> (Connres, Gateway, std::sync::Arc<connres::service::Stats>) {
+) -> (Connres, Gateway, std::sync::Arc<connres::metrics::Metrics>) {
     let config = Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
     let mut gateway = Gateway::connect(server).await;
     let service = Service::start(config, &server.url)
         .await
         .expect("connres starts")
         .with_clock(clock);
-    let stats = service.stats();
+    let stats = service.metrics();
     let (connres, _) = launch(service, &mut gateway).await;
     (connres, gateway, stats)
 }

@@ -1,0 +1,158 @@
+//! The metrics listener: counter values after known traffic, health, and readiness
+//! through a NATS outage.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use connres::clock::Clock;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// GET over HTTP/1.0: the status code and the body.
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// Serves the metrics of a running service on a free loopback port.
+async fn listen(metrics: std::sync::Arc<connres::metrics::Metrics>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(connres::admin::serve(listener, metrics));
+    addr
+}
+
+fn has(text: &str, line: &str) {
+    assert!(
+        text.lines().any(|l| l == line),
+        "no line {line:?} in:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn counters_show_the_traffic_that_was_sent() {
+    let server = NatsServer::start();
+    let (connres, mut gw, metrics) = start_clocked(&server, SEED, Clock::manual()).await;
+    let addr = listen(metrics).await;
+
+    // Access: granted to the owner, denied to another connection (both results).
+    gw.access("session.user.c1", "c1", Value::Null).await;
+    gw.access("session.user.c1", "c2", Value::Null).await;
+    for _ in 0..3 {
+        gw.get("session.user.c1").await;
+    }
+    // A set without a token is denied; after a login event it is applied.
+    let prefs = "session.prefs.c1";
+    let theme = json!({"theme": "dark"});
+    let r = gw
+        .call(prefs, "set", "c1", Value::Null, theme.clone())
+        .await;
+    assert_eq!(r["error"]["code"], json!("system.accessDenied"));
+    gw.token("c1", json!({"userId": 1})).await;
+    gw.client
+        .publish("conn.c1.token", "{\"tid\":\"t\"}".into())
+        .await
+        .unwrap();
+    // The barrier: one more get and token event, after every token event above.
+    gw.token_barrier().await;
+    let r = gw
+        .call(prefs, "set", "c1", json!({"userId": 1}), theme)
+        .await;
+    assert_eq!(r, json!({"result": null}));
+    let r = gw
+        .request("connres.set.nothing.here", json!({"values": {}}))
+        .await;
+    assert_eq!(r["error"]["code"], json!("system.notFound"));
+
+    let (status, text) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    has(
+        &text,
+        r#"connres_requests_total{kind="access",outcome="ok"} 2"#,
+    );
+    has(
+        &text,
+        r#"connres_requests_total{kind="get",outcome="ok"} 4"#,
+    );
+    has(
+        &text,
+        r#"connres_requests_total{kind="call",outcome="access_denied"} 1"#,
+    );
+    has(
+        &text,
+        r#"connres_requests_total{kind="call",outcome="ok"} 1"#,
+    );
+    has(
+        &text,
+        r#"connres_requests_total{kind="token",outcome="ok"} 2"#,
+    );
+    has(
+        &text,
+        r#"connres_requests_total{kind="token",outcome="ignored"} 1"#,
+    );
+    has(
+        &text,
+        r#"connres_requests_total{kind="api",outcome="not_found"} 1"#,
+    );
+    has(
+        &text,
+        r#"connres_request_duration_seconds_count{kind="get"} 4"#,
+    );
+    // Logins of c1 and the barrier's connection, and the set.
+    has(&text, r#"connres_events_total{kind="change"} 3"#);
+    has(&text, r#"connres_events_total{kind="system_reset"} 1"#);
+    has(&text, "connres_config_generation 1");
+    let hash = connres::config::Config::parse("x", SEED).unwrap();
+    has(
+        &text,
+        &format!(r#"connres_config_info{{hash="{}"}} 1"#, hash.content_hash()),
+    );
+    has(&text, "connres_nats_connected 1");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_follows_the_nats_connection() {
+    let server = NatsServer::start();
+    let port = server.port;
+    let (connres, gw, metrics) = start_clocked(&server, SEED, Clock::manual()).await;
+    let addr = listen(metrics).await;
+    assert_eq!(http_get(addr, "/healthz").await, (200, "ok\n".to_string()));
+    assert_eq!(http_get(addr, "/readyz").await.0, 200);
+    assert_eq!(http_get(addr, "/nothing").await.0, 404);
+
+    drop(server);
+    // Asked until it flips (connres notices the outage by itself); bounded by WAIT.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while http_get(addr, "/readyz").await.0 != 503 {
+        assert!(tokio::time::Instant::now() < deadline, "readyz still 200");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    let (_, text) = http_get(addr, "/metrics").await;
+    has(&text, "connres_nats_connected 0");
+
+    let _server = NatsServer::start_on(port);
+    gw.wait_until_served("session.user.c9").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while http_get(addr, "/readyz").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "readyz still 503");
+        tokio::task::yield_now().await;
+    }
+    let (_, text) = http_get(addr, "/metrics").await;
+    has(&text, "connres_nats_reconnects_total 1");
+    connres.stop().await;
+}
