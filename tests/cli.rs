@@ -282,11 +282,11 @@ async fn json_logs_are_one_object_per_line() {
 async fn text_logs_have_no_colour_codes_when_not_on_a_terminal() {
     let server = NatsServer::start();
     let mut gw = Gateway::connect(&server).await;
-    let (_dir, proc) = serve_project_file(&server);
+    let (_dir, mut proc) = serve_project_file(&server);
     assert_eq!(gw.next_system().await.0, "system.reset");
+    proc.wait_for_log("connres is serving");
     proc.terminate();
     let out = proc.output().await;
-    assert!(out.stderr.contains("connres is serving"), "{}", out.stderr);
     assert!(!out.stderr.contains('\u{1b}'), "{}", out.stderr);
 }
 
