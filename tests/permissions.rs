@@ -1,6 +1,7 @@
-//! Least privilege: connres serves the seed scenario on a NATS server configured with
-//! `deploy/nats-server.conf` (separate users for Resgate, connres and a backend), and
-//! only the backend user may use the backend write API.
+//! Authentication and least privilege: connres connects with the credentials in its
+//! NATS URL (a token; users with passwords), serves the seed scenario on a NATS server
+//! configured with `deploy/nats-server.conf` (separate users for Resgate, connres and a
+//! backend), and only the backend user may use the backend write API.
 
 mod common;
 
@@ -125,4 +126,32 @@ async fn the_gateway_user_may_not_use_the_backend_api() {
     assert_eq!(model["cartItems"], json!(0));
     assert!(gw.pending_events().is_empty());
     connres.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_in_the_url_authenticates() {
+    let server = NatsServer::start_with_args(&["--auth", "s3cret-token"]);
+    let gateway = Gateway::connect_with_token(&server, "s3cret-token").await;
+    let url = format!("nats://s3cret-token@127.0.0.1:{}", server.port);
+    let (connres, gw) = start_as(&url, gateway, &shipped()).await;
+    let model = gw.subscribe("session.user.c1", "c1", Value::Null).await;
+    assert_eq!(model["id"], json!(null));
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn without_the_token_connres_does_not_start() {
+    let server = NatsServer::start_with_args(&["--auth", "s3cret-token"]);
+    let config = connres::config::Config::parse("t.yaml", &shipped()).unwrap();
+    let url = format!("nats://wrong@127.0.0.1:{}", server.port);
+    let Err(e) = connres::service::Service::start(config, &url).await else {
+        panic!("connres started with a wrong token");
+    };
+    let message = connres::logs::error_chain(&e);
+    assert!(message.contains("nats://***@127.0.0.1"), "{message}");
+    assert!(
+        message.to_lowercase().contains("authorization"),
+        "{message}"
+    );
+    assert!(!message.contains("wrong"), "{message}");
 }

@@ -62,7 +62,12 @@ impl NatsServer {
 
     /// Starts a server with a configuration file (users, permissions), on a free port.
     pub fn start_with_config(path: &std::path::Path) -> NatsServer {
-        NatsServer::spawn_with("-1", false, Some(path))
+        NatsServer::spawn_with("-1", false, Some(path), &[])
+    }
+
+    /// Starts a server with more command-line options (e.g. `--auth TOKEN`).
+    pub fn start_with_args(args: &[&str]) -> NatsServer {
+        NatsServer::spawn_with("-1", false, None, args)
     }
 
     /// The server's URL with a user's credentials in it.
@@ -71,14 +76,20 @@ impl NatsServer {
     }
 
     fn spawn(port: &str, monitored: bool) -> NatsServer {
-        NatsServer::spawn_with(port, monitored, None)
+        NatsServer::spawn_with(port, monitored, None, &[])
     }
 
     /// Spawns nats-server and reads its log until it says where it listens: readiness
     /// by the server's own word, not by polling.
-    fn spawn_with(port: &str, monitored: bool, config: Option<&std::path::Path>) -> NatsServer {
+    fn spawn_with(
+        port: &str,
+        monitored: bool,
+        config: Option<&std::path::Path>,
+        extra: &[&str],
+    ) -> NatsServer {
         let config = config.map(|p| p.display().to_string());
         let mut args = vec!["-a", "127.0.0.1", "-p", port];
+        args.extend(extra);
         if monitored {
             args.extend(["-m", "-1"]);
         }
@@ -264,6 +275,12 @@ async fn launch(service: Service, gateway: &mut Gateway) -> (Connres, Value) {
 impl Gateway {
     pub async fn connect(server: &NatsServer) -> Gateway {
         Gateway::connect_with(server, async_nats::ConnectOptions::new()).await
+    }
+
+    /// Connects with a token to a server that requires one.
+    pub async fn connect_with_token(server: &NatsServer, token: &str) -> Gateway {
+        let options = async_nats::ConnectOptions::with_token(token.into());
+        Gateway::connect_with(server, options).await
     }
 
     /// Connects as a user of a server configured with users.
