@@ -155,60 +155,62 @@ impl Metrics {
                 .get_or_create(&ResultLabel { result })
                 .clone()
         });
-        let metrics = Metrics {
-            requests,
-            latency,
-            events,
-            connections: Gauge::default(),
-            entries: Gauge::default(),
-            expired: Counter::default(),
-            reloads,
-            generation: Gauge::default(),
-            config: Family::default(),
-            nats_connected: Gauge::default(),
-            reconnects: Counter::default(),
-            ready: AtomicBool::new(false),
-            registry,
-        };
-        let mut registry = metrics.registry;
+        let connections = Gauge::default();
+        let entries = Gauge::default();
+        let expired = Counter::default();
+        let generation = Gauge::default();
+        let config = Family::<ConfigLabel, Gauge>::default();
+        let nats_connected = Gauge::default();
+        let reconnects = Counter::default();
         registry.register(
             "connres_connections",
             "Connection records held",
-            metrics.connections.clone(),
+            connections.clone(),
         );
         registry.register(
             "connres_entries",
             "Entries held, counted against state.max_entries",
-            metrics.entries.clone(),
+            entries.clone(),
         );
         registry.register(
             "connres_expired",
             "Connections and models dropped by idle expiry or the size bound",
-            metrics.expired.clone(),
+            expired.clone(),
         );
         registry.register(
             "connres_config_generation",
             "Configs put in force since start (1 for the first)",
-            metrics.generation.clone(),
+            generation.clone(),
         );
         registry.register(
             "connres_config_info",
             "The config in force: 1, labelled with the SHA-256 of its text",
-            metrics.config.clone(),
+            config.clone(),
         );
         registry.register(
             "connres_nats_connected",
             "1 while connected to NATS",
-            metrics.nats_connected.clone(),
+            nats_connected.clone(),
         );
         registry.register(
             "connres_nats_reconnects",
             "Reconnections to NATS after losing the connection",
-            metrics.reconnects.clone(),
+            reconnects.clone(),
         );
         Metrics {
             registry,
-            ..metrics
+            requests,
+            latency,
+            events,
+            connections,
+            entries,
+            expired,
+            reloads,
+            generation,
+            config,
+            nats_connected,
+            reconnects,
+            ready: AtomicBool::new(false),
         }
     }
 

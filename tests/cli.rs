@@ -248,16 +248,8 @@ async fn json_logs_are_one_object_per_line() {
     let server = NatsServer::start();
     let mut gw = Gateway::connect(&server).await;
     let yaml = std::fs::read_to_string(project_file("resources.yaml")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, mut proc) = serve_with(&server.url, &yaml, &["--log-format", "json"]);
     let path = dir.path().join("resources.yaml");
-    std::fs::write(&path, &yaml).unwrap();
-    let mut proc = Proc::spawn(
-        connres()
-            .args(["serve", "--log-format", "json", "--config"])
-            .arg(&path)
-            .arg("--nats")
-            .arg(&server.url),
-    );
     assert_eq!(gw.next_system().await.0, "system.reset");
     proc.wait_for_log(r#""message":"connres is serving""#);
     // A reload error is logged as JSON too.
@@ -342,16 +334,8 @@ async fn an_outage_is_reported_with_its_cause_and_without_client_noise() {
 async fn serve_exposes_metrics_and_health_on_the_given_address() {
     let server = NatsServer::start();
     let mut gw = Gateway::connect(&server).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("resources.yaml");
-    std::fs::copy(project_file("resources.yaml"), &path).unwrap();
-    let mut proc = Proc::spawn(
-        connres()
-            .args(["serve", "--metrics-addr", "127.0.0.1:0", "--config"])
-            .arg(&path)
-            .arg("--nats")
-            .arg(&server.url),
-    );
+    let yaml = std::fs::read_to_string(project_file("resources.yaml")).unwrap();
+    let (_dir, mut proc) = serve_with(&server.url, &yaml, &["--metrics-addr", "127.0.0.1:0"]);
     assert_eq!(gw.next_system().await.0, "system.reset");
     let line = proc.wait_for_log("serving /metrics, /healthz and /readyz");
     let addr: std::net::SocketAddr = line

@@ -19,16 +19,17 @@ fn shipped() -> String {
     std::fs::read_to_string(project_file("resources.yaml")).unwrap()
 }
 
+/// connres on the shipped file as its user, with a gateway as Resgate's user.
+async fn start_least_privileged(server: &NatsServer) -> (Connres, Gateway) {
+    let resgate = Gateway::connect_as(server, "resgate", "change-me-resgate").await;
+    let url = server.url_as("connres", "change-me-connres");
+    start_as(&url, resgate, &shipped()).await
+}
+
 #[tokio::test]
 async fn connres_serves_the_seed_scenario_with_least_privilege() {
     let server = NatsServer::start_with_config(&conf());
-    let resgate = Gateway::connect_as(&server, "resgate", "change-me-resgate").await;
-    let (connres, mut gw) = start_as(
-        &server.url_as("connres", "change-me-connres"),
-        resgate,
-        &shipped(),
-    )
-    .await;
+    let (connres, mut gw) = start_least_privileged(&server).await;
     // (Its subscriptions to events are refused: it only publishes and asks.)
     let backend = Gateway::connect_as(&server, "backend", "change-me-backend").await;
 
@@ -83,13 +84,7 @@ async fn connres_serves_the_seed_scenario_with_least_privilege() {
 #[tokio::test]
 async fn the_gateway_user_may_not_use_the_backend_api() {
     let server = NatsServer::start_with_config(&conf());
-    let resgate = Gateway::connect_as(&server, "resgate", "change-me-resgate").await;
-    let (connres, mut gw) = start_as(
-        &server.url_as("connres", "change-me-connres"),
-        resgate,
-        &shipped(),
-    )
-    .await;
+    let (connres, mut gw) = start_least_privileged(&server).await;
     // Resgate's user again, watching its connection's errors.
     let (tx, mut errors) = tokio::sync::mpsc::unbounded_channel();
     let resgate = async_nats::ConnectOptions::with_user_and_password(

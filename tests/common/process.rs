@@ -172,12 +172,19 @@ impl Drop for Proc {
 /// Runs `connres serve` on `yaml`, written to a private directory (so that the reload
 /// watcher watches only it), against `server`.
 pub fn serve(server_url: &str, yaml: &str) -> (tempfile::TempDir, Proc) {
+    serve_with(server_url, yaml, &[])
+}
+
+/// Like [`serve`], with more options for `serve`. The config is `resources.yaml` in the
+/// returned directory.
+pub fn serve_with(server_url: &str, yaml: &str, options: &[&str]) -> (tempfile::TempDir, Proc) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("resources.yaml");
     std::fs::write(&path, yaml).unwrap();
     let proc = Proc::spawn(
         connres()
             .arg("serve")
+            .args(options)
             .arg("--config")
             .arg(&path)
             .arg("--nats")
