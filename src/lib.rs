@@ -51,6 +51,7 @@ pub fn summary(config: &config::Config) -> String {
         config.resources.len(),
         config.nats.queue_group
     );
+    let _ = writeln!(out, "nats: {}", config.nats.describe());
     let _ = writeln!(
         out,
         "state: idle_ttl {}, max_entries {}",

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use connres::config::Config;
+use clap::{Args, Parser, Subcommand};
+use connres::config::{Config, NatsOverrides, Secret};
 use connres::logs::{self, LogFormat};
-use connres::service::{Service, ServiceError, DEFAULT_NATS_URL};
+use connres::service::{Service, ServiceError};
 
 #[derive(Parser)]
 #[command(
@@ -32,9 +32,8 @@ enum Command {
         /// The resources file.
         #[arg(long, env = "CONNRES_CONFIG", default_value = "resources.yaml")]
         config: PathBuf,
-        /// NATS server URL; overrides `nats.url` in the file.
-        #[arg(long, env = "NATS_URL")]
-        nats: Option<String>,
+        #[command(flatten)]
+        nats: Box<NatsArgs>,
         /// Serve Prometheus metrics at /metrics, and /healthz and /readyz, on this
         /// address (e.g. 127.0.0.1:9464). Off when not given.
         #[arg(long, env = "CONNRES_METRICS_ADDR")]
@@ -48,6 +47,82 @@ enum Command {
     },
 }
 
+/// How to reach NATS. Each option given wins over the file's `nats:` block; credentials
+/// given here replace the file's as a whole.
+#[derive(Args)]
+#[command(next_help_heading = "NATS connection")]
+struct NatsArgs {
+    /// Server URLs, comma-separated (nats://, tls://, ws://, wss://; default
+    /// nats://127.0.0.1:4222). A URL may carry user:password@ or token@.
+    #[arg(long, env = "NATS_URL", value_name = "URLS")]
+    nats: Option<String>,
+    /// Connection name shown by nats-server (default connres).
+    #[arg(long, env = "CONNRES_NATS_NAME", value_name = "NAME")]
+    nats_name: Option<String>,
+    /// Credentials file: user JWT and NKey seed (.creds).
+    #[arg(long, env = "NATS_CREDS", value_name = "FILE")]
+    nats_creds: Option<PathBuf>,
+    /// File holding an NKey user seed.
+    #[arg(long, env = "NATS_NKEY", value_name = "FILE")]
+    nats_nkey: Option<PathBuf>,
+    /// User name, with --nats-password.
+    #[arg(long, env = "NATS_USER", value_name = "USER")]
+    nats_user: Option<String>,
+    /// Password (prefer the environment: flags show in the process list).
+    #[arg(
+        long,
+        env = "NATS_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    nats_password: Option<String>,
+    /// Token (prefer the environment: flags show in the process list).
+    #[arg(long, env = "NATS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    nats_token: Option<String>,
+    /// PEM file of the CA that signed the server's certificate (enables TLS).
+    #[arg(long, env = "NATS_CA", value_name = "FILE")]
+    nats_ca: Option<PathBuf>,
+    /// PEM client certificate, with --nats-key (enables TLS).
+    #[arg(long, env = "NATS_CERT", value_name = "FILE")]
+    nats_cert: Option<PathBuf>,
+    /// PEM key of the client certificate.
+    #[arg(long, env = "NATS_KEY", value_name = "FILE")]
+    nats_key: Option<PathBuf>,
+    /// TLS handshake before anything else (nats-server `handshake_first`).
+    #[arg(long, env = "CONNRES_NATS_TLS_FIRST")]
+    nats_tls_first: bool,
+    /// Exit after this many failed reconnect attempts in a row (default: retry forever).
+    #[arg(long, env = "CONNRES_NATS_MAX_RECONNECTS", value_name = "N")]
+    nats_max_reconnects: Option<usize>,
+    /// Longest wait between reconnect attempts (default 4s).
+    #[arg(long, env = "CONNRES_NATS_RECONNECT_MAX_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    nats_reconnect_max_delay: Option<std::time::Duration>,
+    /// How long one connection attempt may take (default 5s).
+    #[arg(long, env = "CONNRES_NATS_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    nats_connect_timeout: Option<std::time::Duration>,
+}
+
+impl NatsArgs {
+    fn overrides(self) -> NatsOverrides {
+        NatsOverrides {
+            url: self.nats,
+            name: self.nats_name,
+            creds: self.nats_creds,
+            nkey: self.nats_nkey,
+            user: self.nats_user,
+            password: self.nats_password.map(Secret::new),
+            token: self.nats_token.map(Secret::new),
+            ca: self.nats_ca,
+            cert: self.nats_cert,
+            key: self.nats_key,
+            tls_first: self.nats_tls_first,
+            max_reconnects: self.nats_max_reconnects,
+            reconnect_max_delay: self.nats_reconnect_max_delay,
+            connect_timeout: self.nats_connect_timeout,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logs::init(cli.log_format);
@@ -58,12 +133,15 @@ fn main() -> ExitCode {
             config,
             nats,
             metrics_addr,
-        } => match serve(config, nats, metrics_addr, report) {
+        } => match serve(config, nats.overrides(), metrics_addr, report) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 report.line(&format!("connres: {}", logs::error_chain(e.as_ref())));
-                if let Some(ServiceError::Connect { .. }) = e.downcast_ref::<ServiceError>() {
-                    report.line("connres: is nats-server running there? Point connres at another server with --nats URL, NATS_URL or `nats: { url: ... }` in the config.");
+                if let Some(hint) = e
+                    .downcast_ref::<ServiceError>()
+                    .and_then(ServiceError::hint)
+                {
+                    report.line(&format!("connres: {hint}."));
                 }
                 ExitCode::FAILURE
             }
@@ -104,7 +182,7 @@ fn check(file: &std::path::Path) -> ExitCode {
 
 fn serve(
     path: PathBuf,
-    nats: Option<String>,
+    nats: NatsOverrides,
     metrics_addr: Option<std::net::SocketAddr>,
     report: Report,
 ) -> anyhow::Result<()> {
@@ -114,9 +192,6 @@ fn serve(
         }
         anyhow::anyhow!("{}: invalid config, not starting", path.display())
     })?;
-    let url = nats
-        .or_else(|| config.nats.url.clone())
-        .unwrap_or_else(|| DEFAULT_NATS_URL.to_string());
     // One thread: the engine is one task, and a current-thread runtime costs 15-25% less
     // CPU per request than the default multi-thread one (BENCHMARKS.md).
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -135,7 +210,7 @@ fn serve(
             ),
             None => None,
         };
-        let service = Service::start(config, &url).await?.watch(&path)?;
+        let service = Service::connect(config, &nats).await?.watch(&path)?;
         if let Some(listener) = listener {
             tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
             tokio::spawn(connres::admin::serve(listener, service.metrics()));

@@ -2,16 +2,17 @@
 //! with its position instead of stopping at the first.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use regex::Regex;
 use serde_json::Value;
 
 use super::yaml::{Key, Kind, Pos, Yaml};
 use super::{
-    suggestion, Access, ApiSettings, CallAccess, Config, ConfigError, NatsSettings, Resource,
-    StateSettings, DEFAULT_API_PREFIX, DEFAULT_QUEUE_GROUP, METHODS, RESERVED_SUBJECT_ROOTS,
-    VERSION,
+    suggestion, Access, ApiSettings, CallAccess, Config, ConfigError, Resource, StateSettings,
+    DEFAULT_API_PREFIX, METHODS, RESERVED_SUBJECT_ROOTS, VERSION,
 };
 use crate::field::{Constraints, FieldDef, FieldType};
 use crate::pattern::{Part, Pattern};
@@ -20,7 +21,6 @@ use crate::template::Template;
 
 const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "resources"];
 const STATE_KEYS: &[&str] = &["idle_ttl", "max_entries"];
-const NATS_KEYS: &[&str] = &["url", "queue_group"];
 const API_KEYS: &[&str] = &["prefix"];
 const RESOURCE_KEYS: &[&str] = &["description", "fields", "reset", "access"];
 const RESET_KEYS: &[&str] = &["on_logout"];
@@ -46,12 +46,14 @@ pub(super) struct Compiler {
     /// (`cid == params.cid`) on every resource, and compiling CEL dominates load time.
     rules: HashMap<String, Rule>,
     templates: HashMap<String, Template>,
+    /// The config file's directory: relative paths in the file are relative to it.
+    pub(super) base: PathBuf,
 }
 
 type Entries<'y> = Vec<(&'y Key, &'y Yaml)>;
 
 impl Compiler {
-    fn error(&mut self, pos: Pos, message: impl Into<String>) {
+    pub(super) fn error(&mut self, pos: Pos, message: impl Into<String>) {
         self.errors.push(ConfigError {
             pos,
             message: message.into(),
@@ -59,7 +61,12 @@ impl Compiler {
     }
 
     /// The entries of a mapping; unknown keys are reported (with a suggestion) and left out.
-    fn mapping<'y>(&mut self, node: &'y Yaml, what: &str, allowed: &[&str]) -> Option<Entries<'y>> {
+    pub(super) fn mapping<'y>(
+        &mut self,
+        node: &'y Yaml,
+        what: &str,
+        allowed: &[&str],
+    ) -> Option<Entries<'y>> {
         let Kind::Map(entries) = &node.kind else {
             self.error(
                 node.pos,
@@ -85,7 +92,7 @@ impl Compiler {
         Some(known)
     }
 
-    fn string<'y>(&mut self, node: &'y Yaml, what: &str) -> Option<&'y str> {
+    pub(super) fn string<'y>(&mut self, node: &'y Yaml, what: &str) -> Option<&'y str> {
         match &node.kind {
             Kind::Str(s) => Some(s),
             _ => {
@@ -98,13 +105,40 @@ impl Compiler {
         }
     }
 
-    fn boolean(&mut self, node: &Yaml, what: &str) -> Option<bool> {
+    pub(super) fn boolean(&mut self, node: &Yaml, what: &str) -> Option<bool> {
         match node.kind {
             Kind::Bool(b) => Some(b),
             _ => {
                 self.error(
                     node.pos,
                     format!("{what} must be true or false, not {}", node.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A duration written with its unit (`30s`, `24h`), at least `min`.
+    pub(super) fn duration(&mut self, node: &Yaml, what: &str, min: Duration) -> Option<Duration> {
+        if let Kind::Int(n) = node.kind {
+            self.error(
+                node.pos,
+                format!("{what} needs a unit: write e.g. {n}s, 30m or 24h"),
+            );
+            return None;
+        }
+        let text = self.string(node, what)?;
+        match humantime::parse_duration(text) {
+            Ok(d) if d >= min => Some(d),
+            Ok(_) => {
+                let min = humantime::format_duration(min);
+                self.error(node.pos, format!("{what} must be at least {min}"));
+                None
+            }
+            Err(e) => {
+                self.error(
+                    node.pos,
+                    format!("{what} `{text}` is not a duration ({e}); write e.g. 500ms, 30s, 30m or 24h"),
                 );
                 None
             }
@@ -147,10 +181,7 @@ impl Compiler {
                 ),
             ),
         }
-        let nats = get("nats").map(|n| self.nats(n)).unwrap_or(NatsSettings {
-            url: None,
-            queue_group: DEFAULT_QUEUE_GROUP.into(),
-        });
+        let nats = get("nats").map(|n| self.nats(n)).unwrap_or_default();
         let api = get("api").map(|a| self.api(a)).unwrap_or(ApiSettings {
             prefix: DEFAULT_API_PREFIX.into(),
         });
@@ -172,23 +203,9 @@ impl Compiler {
             .unwrap_or_default()
         {
             if key.name == "idle_ttl" {
-                if let Kind::Int(n) = value.kind {
-                    self.error(
-                        value.pos,
-                        format!("`state.idle_ttl` needs a unit: write e.g. {n}s, 30m or 24h"),
-                    );
-                    continue;
-                }
-                let Some(text) = self.string(value, "`state.idle_ttl`") else {
-                    continue;
-                };
-                match humantime::parse_duration(text) {
-                    Ok(d) if d >= std::time::Duration::from_secs(1) => out.idle_ttl = d,
-                    Ok(_) => self.error(value.pos, "`state.idle_ttl` must be at least 1s"),
-                    Err(e) => self.error(
-                        value.pos,
-                        format!("`state.idle_ttl` `{text}` is not a duration ({e}); write e.g. 30m, 24h or 7d"),
-                    ),
+                let min = std::time::Duration::from_secs(1);
+                if let Some(d) = self.duration(value, "`state.idle_ttl`", min) {
+                    out.idle_ttl = d;
                 }
             } else {
                 match value.kind {
@@ -201,24 +218,6 @@ impl Compiler {
                         ),
                     ),
                 }
-            }
-        }
-        out
-    }
-
-    fn nats(&mut self, node: &Yaml) -> NatsSettings {
-        let mut out = NatsSettings {
-            url: None,
-            queue_group: DEFAULT_QUEUE_GROUP.into(),
-        };
-        for (key, value) in self.mapping(node, "`nats`", NATS_KEYS).unwrap_or_default() {
-            let Some(s) = self.string(value, &format!("`nats.{}`", key.name)) else {
-                continue;
-            };
-            match key.name.as_str() {
-                "url" => out.url = Some(s.to_string()),
-                _ if is_subject_token(s) => out.queue_group = s.to_string(),
-                _ => self.error(value.pos, "`nats.queue_group` must be one NATS subject token (no spaces, dots or wildcards)"),
             }
         }
         out
@@ -638,7 +637,7 @@ fn first_line(s: &str) -> &str {
 }
 
 /// A NATS subject token: non-empty, no whitespace, dots or wildcards.
-fn is_subject_token(s: &str) -> bool {
+pub(super) fn is_subject_token(s: &str) -> bool {
     !s.is_empty()
         && !s
             .chars()

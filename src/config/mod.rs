@@ -5,6 +5,7 @@
 mod compile;
 mod diff;
 mod error;
+mod nats;
 mod yaml;
 
 use std::collections::HashMap;
@@ -14,6 +15,10 @@ use std::time::Duration;
 
 pub use diff::{diff, ConfigDiff};
 pub use error::{suggestion, ConfigError, ConfigErrors};
+pub use nats::{
+    split_urls, NatsAuth, NatsOverrides, NatsSettings, ReconnectSettings, Secret, TlsSettings,
+    DEFAULT_NATS_URL, DEFAULT_QUEUE_GROUP,
+};
 pub use yaml::Pos;
 
 use crate::field::FieldDef;
@@ -23,8 +28,6 @@ use crate::template::Template;
 
 /// The only config version this build reads.
 pub const VERSION: i64 = 1;
-/// Default queue group for request subscriptions.
-pub const DEFAULT_QUEUE_GROUP: &str = "connres";
 /// Default prefix of the backend write API.
 pub const DEFAULT_API_PREFIX: &str = "connres";
 /// Subject roots of RES and NATS that the backend write API must stay out of.
@@ -65,12 +68,6 @@ pub struct Config {
 struct PartIndex {
     by_first: HashMap<String, Vec<usize>>,
     by_capture: Vec<usize>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatsSettings {
-    pub url: Option<String>,
-    pub queue_group: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +234,10 @@ impl Config {
             }])
         })?;
         let mut c = compile::Compiler::default();
+        c.base = Path::new(file)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let config = c.config(&doc).map(|mut config| {
             use sha2::Digest as _;
             config.source_hash = source_hash(source);

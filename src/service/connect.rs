@@ -1,106 +1,159 @@
-//! What connres connects to NATS with: the server URLs (several, comma-separated, for a
-//! cluster) and the credentials a URL may carry. The NATS client ignores credentials in
-//! URLs, so they are taken out here and passed as options: `nats://user:password@host`
-//! is a user and password, `nats://token@host` a token (both percent-decoded).
+//! Connecting: [`NatsSettings`] turned into the NATS client's options (credentials read
+//! from their files, TLS files checked, reconnect pacing), errors that say what to fix,
+//! and the rate-limited report of failed reconnect attempts.
 
-use async_nats::ConnectOptions;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Server URLs without credentials, and the credentials they carried.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct Servers {
-    pub(super) urls: Vec<String>,
-    auth: Option<Auth>,
+use async_nats::{ConnectError, ConnectErrorKind, ConnectOptions};
+
+use super::ServiceError;
+use crate::config::{NatsAuth, NatsSettings};
+
+/// The client options for `settings`, without the callbacks. Every file named is read
+/// or checked here, so a missing or unreadable one is an error naming it, before any
+/// connection attempt.
+pub(super) async fn options(settings: &NatsSettings) -> Result<ConnectOptions, ServiceError> {
+    let mut options = ConnectOptions::new()
+        .name(&settings.name)
+        .connection_timeout(settings.connect_timeout)
+        .max_reconnects(settings.reconnect.max_attempts)
+        .reconnect_delay_callback({
+            let max = settings.reconnect.max_delay;
+            move |attempts| reconnect_delay(attempts, max)
+        });
+    options = match &settings.auth {
+        None => options,
+        Some(NatsAuth::UserPassword { user, password }) => {
+            options.user_and_password(user.clone(), password.expose().to_string())
+        }
+        Some(NatsAuth::Token(token)) => options.token(token.expose().to_string()),
+        Some(NatsAuth::NKey(path)) => options.nkey(read_seed(path)?),
+        Some(NatsAuth::Creds(path)) => {
+            let text = read("credentials file", path)?;
+            options.credentials(&text).map_err(|e| {
+                ServiceError::Settings(format!(
+                    "NATS credentials file {} is not a .creds file (a user JWT and its NKey seed): {e}",
+                    path.display()
+                ))
+            })?
+        }
+    };
+    let tls = &settings.tls;
+    if let Some(ca) = &tls.ca {
+        read("TLS CA file", ca)?;
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        read("TLS client certificate", cert)?;
+        read("TLS client key", key)?;
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    if tls.required() {
+        options = options.require_tls(true);
+    }
+    if tls.first {
+        options = options.tls_first();
+    }
+    Ok(options)
 }
 
-#[derive(PartialEq, Eq)]
-enum Auth {
-    UserPassword(String, String),
-    Token(String),
+/// The wait before reconnect attempt `attempts` (1 is the first): none, then doubling
+/// from 2 ms up to `max`, as the client's default does with its fixed 4 s.
+fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exp = u32::try_from(attempts - 1).unwrap_or(u32::MAX).min(32);
+    Duration::from_millis(2u64.saturating_pow(exp)).min(max)
 }
 
-impl std::fmt::Debug for Auth {
-    /// Never the secret itself.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Auth::UserPassword(user, _) => write!(f, "UserPassword({user:?}, ***)"),
-            Auth::Token(_) => write!(f, "Token(***)"),
+fn read(what: &str, path: &Path) -> Result<String, ServiceError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ServiceError::Settings(format!("cannot read NATS {what} {}: {e}", path.display()))
+    })
+}
+
+/// The user seed in an NKey seed file (what `nk -gen user` writes: the seed alone).
+fn read_seed(path: &Path) -> Result<String, ServiceError> {
+    let text = read("NKey seed file", path)?;
+    let seed = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("SU"))
+        .ok_or_else(|| {
+            ServiceError::Settings(format!(
+                "NATS NKey seed file {} holds no user seed (a line starting with SU)",
+                path.display()
+            ))
+        })?;
+    nkeys::KeyPair::from_seed(seed).map_err(|e| {
+        ServiceError::Settings(format!(
+            "NATS NKey seed file {} holds an invalid seed: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(seed.to_string())
+}
+
+/// What to do about a failed first connection, by its kind (the client reports some
+/// TLS failures, such as an untrusted server certificate, as I/O errors).
+pub(super) fn hint(error: &ConnectError) -> &'static str {
+    let text = error.to_string().to_lowercase();
+    let tls = text.contains("certificate") || text.contains("tls");
+    match error.kind() {
+        ConnectErrorKind::Io if tls => hint(&ConnectError::new(ConnectErrorKind::Tls)),
+        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
+            "the server refused connres's credentials: check --nats-creds, --nats-nkey, --nats-user/--nats-password or --nats-token (NATS_CREDS, NATS_NKEY, NATS_USER/NATS_PASSWORD, NATS_TOKEN) or the `nats:` block in the config"
+        }
+        ConnectErrorKind::Tls => {
+            "check the server's TLS certificate and --nats-ca, --nats-cert, --nats-key (NATS_CA, NATS_CERT, NATS_KEY) or `nats.tls` in the config"
+        }
+        _ => {
+            "is nats-server running there? Point connres at another server with --nats URL, NATS_URL or `nats: { url: ... }` in the config"
         }
     }
 }
 
-impl Servers {
-    /// Splits `urls` (comma-separated) and takes the credentials out. Every URL that
-    /// carries credentials must carry the same ones: the client has one set.
-    pub(super) fn parse(urls: &str) -> Result<Servers, String> {
-        let mut out = Servers {
-            urls: Vec::new(),
-            auth: None,
-        };
-        for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-            let (scheme, rest) = match url.split_once("://") {
-                Some((s, r)) => (Some(s), r),
-                None => (None, url),
-            };
-            let (userinfo, host) = match rest.rsplit_once('@') {
-                Some((u, h)) => (Some(u), h),
-                None => (None, rest),
-            };
-            out.urls.push(match scheme {
-                Some(s) => format!("{s}://{host}"),
-                None => host.to_string(),
-            });
-            let Some(userinfo) = userinfo else { continue };
-            let auth = match userinfo.split_once(':') {
-                Some((user, password)) => Auth::UserPassword(decode(user), decode(password)),
-                None => Auth::Token(decode(userinfo)),
-            };
-            match &out.auth {
-                Some(a) if *a != auth => {
-                    return Err(
-                        "the NATS URLs carry different credentials; give every server the same"
-                            .into(),
-                    )
-                }
-                _ => out.auth = Some(auth),
-            }
-        }
-        if out.urls.is_empty() {
-            return Err("no NATS server URL given".into());
-        }
-        Ok(out)
-    }
-
-    /// The options with the credentials applied.
-    pub(super) fn authenticate(&self, options: ConnectOptions) -> ConnectOptions {
-        match &self.auth {
-            Some(Auth::UserPassword(user, password)) => {
-                options.user_and_password(user.clone(), password.clone())
-            }
-            Some(Auth::Token(token)) => options.token(token.clone()),
-            None => options,
-        }
-    }
+/// Reports failed connection attempts, with their causes, at most once per
+/// [`ReconnectLog::EVERY`]: an outage gives a line now and then, not several a second.
+#[derive(Default, Clone)]
+pub(super) struct ReconnectLog {
+    last: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
-/// Percent-decoding, as URLs write reserved characters in user names and passwords.
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
+impl ReconnectLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    pub(super) fn attempt(&self, servers: &[async_nats::Server]) {
+        let failing: Vec<String> = servers
+            .iter()
+            .filter(|s| s.failed_attempts > 0)
+            .map(|s| {
+                format!(
+                    "{}:{} ({} failed attempts, last: {})",
+                    s.addr.host(),
+                    s.addr.port(),
+                    s.failed_attempts,
+                    s.last_error.as_deref().unwrap_or("unknown")
+                )
+            })
+            .collect();
+        if failing.is_empty() {
+            return;
         }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(
+            servers = failing.join(", "),
+            "cannot reach NATS; still trying (reported at most every {}s)",
+            Self::EVERY.as_secs()
+        );
     }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -108,20 +161,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn credentials_come_out_of_the_urls() {
-        let s = Servers::parse("nats://connres:p%40ss@127.0.0.1:4222").unwrap();
-        assert_eq!(s.urls, ["nats://127.0.0.1:4222"]);
+    fn reconnect_waits_double_up_to_the_cap() {
+        let max = Duration::from_secs(2);
+        let waits: Vec<u128> = (1..=14)
+            .map(|n| reconnect_delay(n, max).as_millis())
+            .collect();
         assert_eq!(
-            s.auth,
-            Some(Auth::UserPassword("connres".into(), "p@ss".into()))
+            waits,
+            [0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2000, 2000, 2000]
         );
-        let s = Servers::parse("tls://s3cret@a:4222, tls://s3cret@b:4222").unwrap();
-        assert_eq!(s.urls, ["tls://a:4222", "tls://b:4222"]);
-        assert_eq!(s.auth, Some(Auth::Token("s3cret".into())));
-        assert!(!format!("{s:?}").contains("s3cret"));
-        let s = Servers::parse("127.0.0.1:4222").unwrap();
-        assert_eq!((s.urls.len(), s.auth), (1, None));
-        assert!(Servers::parse("nats://a@x:1,nats://b@y:1").is_err());
-        assert!(Servers::parse(" , ").is_err());
+        assert_eq!(reconnect_delay(usize::MAX, max), max);
+    }
+
+    #[test]
+    fn unreadable_or_wrong_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.nk");
+        let e = read_seed(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains("cannot read NATS NKey seed file") && e.contains("nope.nk"),
+            "{e}"
+        );
+        let wrong = dir.path().join("wrong.nk");
+        std::fs::write(&wrong, "not a seed\n").unwrap();
+        let e = read_seed(&wrong).unwrap_err().to_string();
+        assert!(e.contains("holds no user seed"), "{e}");
+        let good = dir.path().join("good.nk");
+        let seed = nkeys::KeyPair::new_user().seed().unwrap();
+        std::fs::write(&good, format!("{seed}\n")).unwrap();
+        assert_eq!(read_seed(&good).unwrap(), seed);
     }
 }

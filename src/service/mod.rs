@@ -19,24 +19,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::{Client, ConnectOptions, Event, Message};
+use async_nats::{Client, Event, Message};
 use futures::stream::{SelectAll, StreamExt};
 use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::{interval, MissedTickBehavior};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, NatsOverrides};
 use crate::engine::{Engine, ResetBatch, RESET_BATCH};
 use crate::metrics::{EventKind, Metrics};
 use crate::protocol;
 use crate::reload::{ReloadReport, Triggers, WatchError};
 use crate::store::{MemoryStore, Store};
+use connect::ReconnectLog;
 use reload::Prepared;
 use route::{route_request, Route, Tagged};
-
-/// Default NATS server when neither the flag, the environment nor the file names one.
-pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// How long a shutdown may spend answering requests already received.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,6 +66,19 @@ pub enum ServiceError {
     },
     #[error("NATS: {0}")]
     Nats(String),
+    /// The connection settings cannot be used (conflicting options, unreadable files).
+    #[error("{0}")]
+    Settings(String),
+}
+
+impl ServiceError {
+    /// What the operator can do about a failure to connect, if it is one.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            ServiceError::Connect { source, .. } => Some(connect::hint(source)),
+            _ => None,
+        }
+    }
 }
 
 /// A running connres service.
@@ -94,16 +105,32 @@ enum Step {
 }
 
 impl Service {
-    /// Connects and subscribes every subject of `config`. Nothing is served until
-    /// [`Service::run`], which first announces the service with `system.reset`.
+    /// Connects to `nats_url` (which may carry credentials) with the rest of the
+    /// config's `nats:` settings; see [`Service::connect`].
     pub async fn start(config: Config, nats_url: &str) -> Result<Service, ServiceError> {
+        let overrides = NatsOverrides {
+            url: Some(nats_url.to_string()),
+            ..NatsOverrides::default()
+        };
+        Service::connect(config, &overrides).await
+    }
+
+    /// Connects with the config's `nats:` settings under `overrides` (flags and the
+    /// environment) and subscribes every subject of `config`. Nothing is served until
+    /// [`Service::run`], which first announces the service with `system.reset`.
+    pub async fn connect(
+        config: Config,
+        overrides: &NatsOverrides,
+    ) -> Result<Service, ServiceError> {
+        let settings = config
+            .nats
+            .with_overrides(overrides)
+            .map_err(ServiceError::Settings)?;
+        let urls = settings.urls_or_default();
         let (tx, events) = mpsc::unbounded_channel();
         let reconnects = ReconnectLog::default();
-        let servers = connect::Servers::parse(nats_url).map_err(ServiceError::Nats)?;
-        let options = servers.authenticate(ConnectOptions::new());
-        let client = options
-            .name("connres")
-            .max_reconnects(None)
+        let client = connect::options(&settings)
+            .await?
             // Asked before every connection attempt; used only to report why the last
             // ones failed (the client's own events carry no cause).
             .reconnect_to_server_callback(move |servers, _| {
@@ -116,10 +143,10 @@ impl Service {
                     let _ = tx.send(ev);
                 }
             })
-            .connect(servers.urls.as_slice())
+            .connect(urls.as_slice())
             .await
             .map_err(|source| ServiceError::Connect {
-                url: redact(nats_url),
+                url: urls.join(","),
                 source,
             })?;
         let config = Arc::new(config);
@@ -133,7 +160,7 @@ impl Service {
             }
         }
         tracing::info!(
-            url = redact(nats_url),
+            nats = settings.describe(),
             resources = config.resources.len(),
             queue_group = %config.nats.queue_group,
             "subscribed"
@@ -358,6 +385,13 @@ impl Service {
                 )
             }
             Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
+            // Only with `nats.reconnect.max_attempts`: the client has closed. Exiting
+            // lets the supervisor restart connres (or page someone).
+            Event::ClientError(async_nats::ClientError::MaxReconnects) => {
+                return Err(ServiceError::Nats(
+                    "gave up reconnecting after `nats.reconnect.max_attempts` attempts".into(),
+                ))
+            }
             // async-nats logs connection errors itself; repeating them adds noise.
             other => tracing::debug!(event = %other, "NATS connection event"),
         }
@@ -431,63 +465,6 @@ async fn publish(
         .publish(subject, payload)
         .await
         .map_err(|e| ServiceError::Nats(e.to_string()))
-}
-
-/// A NATS URL (or a comma-separated list of them) fit for logs: credentials in it are
-/// replaced by `***`.
-pub fn redact(urls: &str) -> String {
-    urls.split(',')
-        .map(|url| {
-            let url = url.trim();
-            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-            match rest.split_once('@') {
-                Some((_, host)) if scheme.is_empty() => format!("***@{host}"),
-                Some((_, host)) => format!("{scheme}://***@{host}"),
-                None => url.to_string(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Reports failed connection attempts, with their causes, at most once per
-/// [`ReconnectLog::EVERY`]: an outage gives a line now and then, not several a second.
-#[derive(Default, Clone)]
-struct ReconnectLog {
-    last: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
-}
-
-impl ReconnectLog {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    fn attempt(&self, servers: &[async_nats::Server]) {
-        let failing: Vec<String> = servers
-            .iter()
-            .filter(|s| s.failed_attempts > 0)
-            .map(|s| {
-                format!(
-                    "{}:{} ({} failed attempts, last: {})",
-                    s.addr.host(),
-                    s.addr.port(),
-                    s.failed_attempts,
-                    s.last_error.as_deref().unwrap_or("unknown")
-                )
-            })
-            .collect();
-        if failing.is_empty() {
-            return;
-        }
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|at| at.elapsed() < Self::EVERY) {
-            return;
-        }
-        *last = Some(std::time::Instant::now());
-        tracing::warn!(
-            servers = failing.join(", "),
-            "cannot reach NATS; still trying (reported at most every {}s)",
-            Self::EVERY.as_secs()
-        );
-    }
 }
 
 /// The token event and backend API subscriptions.
@@ -584,24 +561,5 @@ async fn sync_with_server(client: &Client) -> Result<(), ServiceError> {
         _ => Err(ServiceError::Nats(
             "the server did not echo a message in time".into(),
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn credentials_never_reach_the_logs() {
-        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-        assert_eq!(
-            redact("nats://connres:s3cret@127.0.0.1:4222"),
-            "nats://***@127.0.0.1:4222"
-        );
-        assert_eq!(
-            redact("tls://tok@a:4222, nats://b:4222"),
-            "tls://***@a:4222,nats://b:4222"
-        );
-        assert_eq!(redact("u:p@host"), "***@host");
     }
 }

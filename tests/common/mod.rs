@@ -192,6 +192,15 @@ impl Connres {
                 .expect("clean exit");
         }
     }
+
+    /// Waits for the service to end by itself, and returns how it ended.
+    pub async fn ended(mut self) -> Result<(), connres::service::ServiceError> {
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("connres ends")
+            .expect("task joins")
+    }
 }
 
 impl Drop for Connres {
@@ -219,11 +228,25 @@ pub async fn start(server: &NatsServer, yaml: &str) -> (Connres, Gateway) {
 
 /// Starts connres on `yaml` connecting with `connres_url` (which may carry credentials),
 /// with a gateway already connected.
-pub async fn start_as(connres_url: &str, mut gateway: Gateway, yaml: &str) -> (Connres, Gateway) {
+pub async fn start_as(connres_url: &str, gateway: Gateway, yaml: &str) -> (Connres, Gateway) {
+    let overrides = connres::config::NatsOverrides {
+        url: Some(connres_url.into()),
+        ..Default::default()
+    };
+    start_connected(&overrides, gateway, yaml).await
+}
+
+/// Starts connres on `yaml` connecting with its `nats:` block under `overrides` (what
+/// flags and the environment give), with a gateway already connected.
+pub async fn start_connected(
+    overrides: &connres::config::NatsOverrides,
+    mut gateway: Gateway,
+    yaml: &str,
+) -> (Connres, Gateway) {
     let config = Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
-    let service = Service::start(config, connres_url)
+    let service = Service::connect(config, overrides)
         .await
-        .expect("connres starts");
+        .unwrap_or_else(|e| panic!("connres starts: {}", connres::logs::error_chain(&e)));
     let (connres, _) = launch(service, &mut gateway).await;
     (connres, gateway)
 }
@@ -290,7 +313,8 @@ impl Gateway {
         Gateway::connect_with(server, options).await
     }
 
-    async fn connect_with(server: &NatsServer, options: async_nats::ConnectOptions) -> Gateway {
+    /// Connects with any client options (TLS, NKeys, credentials).
+    pub async fn connect_with(server: &NatsServer, options: async_nats::ConnectOptions) -> Gateway {
         let client = options
             .connect(&server.url)
             .await

@@ -18,9 +18,12 @@ pub fn project_file(name: &str) -> PathBuf {
 /// The binary with a clean environment for its own variables and for logging.
 pub fn connres() -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.env_remove("CONNRES_CONFIG")
-        .env_remove("NATS_URL")
-        .env_remove("CONNRES_LOG_FORMAT")
+    for (name, _) in std::env::vars() {
+        if name.starts_with("NATS_") || name.starts_with("CONNRES_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
         // The shipped default filter, whatever the developer's environment says.
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
