@@ -193,7 +193,7 @@ async fn main() -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("resources.yaml");
     std::fs::write(&path, &text)?;
-    let config = Config::load_file(&path).map_err(|e| e.to_string())?;
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
     let service = Service::start(config, &url).await?.watch(&path)?;
     let mut reports = service.reload_reports();
     let stats_handle = service.metrics();

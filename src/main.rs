@@ -29,9 +29,8 @@ struct Cli {
 enum Command {
     /// Serve every declared resource over NATS.
     Serve {
-        /// The resources file.
-        #[arg(long, env = "CONNRES_CONFIG", default_value = "resources.yaml")]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         #[command(flatten)]
         nats: Box<NatsArgs>,
         /// Serve Prometheus metrics at /metrics, and /healthz and /readyz, on this
@@ -39,12 +38,26 @@ enum Command {
         #[arg(long, env = "CONNRES_METRICS_ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
     },
-    /// Validate a resources file and print what it serves.
+    /// Validate configs and print what each serves; every error as file:line:col.
     Check {
-        /// The resources file.
-        #[arg(env = "CONNRES_CONFIG", default_value = "resources.yaml")]
-        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Configs to check (files or directories) instead of --config.
+        paths: Vec<PathBuf>,
     },
+}
+
+/// The config, named the same way by every subcommand.
+#[derive(Args)]
+struct ConfigArg {
+    /// The config: a file, or a directory whose *.yaml files form one config.
+    #[arg(
+        long,
+        env = "CONNRES_CONFIG",
+        default_value = "resources.yaml",
+        value_name = "PATH"
+    )]
+    config: PathBuf,
 }
 
 /// How to reach NATS. Each option given wins over the file's `nats:` block; credentials
@@ -128,12 +141,24 @@ fn main() -> ExitCode {
     logs::init(cli.log_format);
     let report = Report(cli.log_format);
     match cli.command {
-        Command::Check { file } => check(&file),
+        Command::Check { config, paths } => {
+            let paths = if paths.is_empty() {
+                vec![config.config]
+            } else {
+                paths
+            };
+            paths
+                .iter()
+                .fold(ExitCode::SUCCESS, |code, path| match check(path) {
+                    ExitCode::SUCCESS => code,
+                    failed => failed,
+                })
+        }
         Command::Serve {
             config,
             nats,
             metrics_addr,
-        } => match serve(config, nats.overrides(), metrics_addr, report) {
+        } => match serve(config.config, nats.overrides(), metrics_addr, report) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 report.line(&format!("connres: {}", logs::error_chain(e.as_ref())));
@@ -164,7 +189,7 @@ impl Report {
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
-    match Config::load_file(file) {
+    match Config::load(file) {
         Ok(config) => {
             print!("{}", connres::summary(&config));
             println!("{}: ok", file.display());
@@ -186,7 +211,7 @@ fn serve(
     metrics_addr: Option<std::net::SocketAddr>,
     report: Report,
 ) -> anyhow::Result<()> {
-    let config = Config::load_file(&path).map_err(|errors| {
+    let config = Config::load(&path).map_err(|errors| {
         for line in errors.lines() {
             report.line(&line);
         }

@@ -1,4 +1,5 @@
-//! What triggers a config reload: a debounced watch on the config file, and SIGHUP.
+//! What triggers a config reload: a debounced watch on the config file (or on the
+//! config files of a config directory), and SIGHUP.
 //!
 //! The watch is on the file's directory, since editors save by writing a temporary file
 //! and renaming it over the original, and Kubernetes swaps a ConfigMap by re-pointing a
@@ -71,31 +72,77 @@ impl FileIdentity {
     }
 }
 
-/// True when a batch of events in the directory concerns the config file: one names it,
-/// or what the config path leads to is not what it was (`seen`, updated here).
+/// What is watched: one config file, or the config files of a directory.
+#[derive(Debug, Clone)]
+pub enum Watched {
+    File(OsString),
+    Dir,
+}
+
+impl Watched {
+    /// True when an event about `path` is about the config.
+    fn names(&self, path: &Path) -> bool {
+        let name = path.file_name();
+        match self {
+            Watched::File(file) => name == Some(file.as_os_str()),
+            Watched::Dir => name
+                .and_then(|n| n.to_str())
+                .is_some_and(crate::config::is_config_file),
+        }
+    }
+
+    /// The identities of the files the config path leads to now; `None` when a file
+    /// config leads nowhere.
+    pub fn identity(&self, path: &Path) -> Option<Vec<FileIdentity>> {
+        match self {
+            Watched::File(_) => FileIdentity::of(path).map(|i| vec![i]),
+            Watched::Dir => {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                    .ok()?
+                    .filter_map(Result::ok)
+                    .filter(|e| {
+                        e.file_name()
+                            .to_str()
+                            .is_some_and(crate::config::is_config_file)
+                    })
+                    .map(|e| e.path())
+                    .collect();
+                files.sort();
+                Some(files.iter().filter_map(|f| FileIdentity::of(f)).collect())
+            }
+        }
+    }
+}
+
+/// True when a batch of events in the directory concerns the config: one names a config
+/// file, or what the config path leads to is not what it was (`seen`, updated here).
 pub fn concerns_config<'a>(
     event_paths: impl IntoIterator<Item = &'a Path>,
-    file_name: &OsString,
-    seen: &mut Option<FileIdentity>,
-    now: Option<FileIdentity>,
+    watched: &Watched,
+    seen: &mut Option<Vec<FileIdentity>>,
+    now: Option<Vec<FileIdentity>>,
 ) -> bool {
-    let named = event_paths
-        .into_iter()
-        .any(|p| p.file_name() == Some(file_name.as_os_str()));
+    let named = event_paths.into_iter().any(|p| watched.names(p));
     let swapped = *seen != now;
     *seen = now;
     named || swapped
 }
 
 impl Triggers {
-    /// Watches the config file (through its directory) and listens for SIGHUP.
+    /// Watches the config file (through its directory), or a config directory, and
+    /// listens for SIGHUP.
     pub fn watch(path: &Path) -> Result<Triggers, WatchError> {
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
+        let (dir, watched) = if path.is_dir() {
+            (path.to_path_buf(), Watched::Dir)
+        } else {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let name = path.file_name().map(OsString::from).unwrap_or_default();
+            (dir, Watched::File(name))
         };
-        let file_name = path.file_name().map(OsString::from).unwrap_or_default();
-        let seen = Mutex::new(FileIdentity::of(path));
+        let seen = Mutex::new(watched.identity(path));
         let config_path = path.to_path_buf();
         let (tx, changes) = mpsc::unbounded_channel();
         let mut debouncer =
@@ -109,8 +156,8 @@ impl Triggers {
                             .filter(|e| !e.kind.is_access())
                             .flat_map(|e| e.paths.iter().map(PathBuf::as_path));
                         let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                        let now = FileIdentity::of(&config_path);
-                        if concerns_config(paths, &file_name, &mut seen, now) {
+                        let now = watched.identity(&config_path);
+                        if concerns_config(paths, &watched, &mut seen, now) {
                             let _ = tx.send(());
                         }
                     }
@@ -146,7 +193,7 @@ impl Triggers {
         })
     }
 
-    /// The config file this watches.
+    /// The config (file or directory) this watches.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -192,19 +239,19 @@ pub enum ReloadReport {
 mod tests {
     use super::*;
 
-    fn identity(ino: u64, len: u64) -> Option<FileIdentity> {
-        Some(FileIdentity {
+    fn identity(ino: u64, len: u64) -> Option<Vec<FileIdentity>> {
+        Some(vec![FileIdentity {
             target: PathBuf::from("/cfg/..2024/resources.yaml"),
             dev: 1,
             ino,
             len,
             mtime: (100, 0),
-        })
+        }])
     }
 
     #[test]
     fn events_about_other_files_do_not_count() {
-        let name = OsString::from("resources.yaml");
+        let name = Watched::File(OsString::from("resources.yaml"));
         let mut seen = identity(7, 100);
         let log = [Path::new("/cfg/connres.log")];
         assert!(!concerns_config(log, &name, &mut seen, identity(7, 100)));
@@ -213,7 +260,7 @@ mod tests {
 
     #[test]
     fn an_event_naming_the_file_counts() {
-        let name = OsString::from("resources.yaml");
+        let name = Watched::File(OsString::from("resources.yaml"));
         let mut seen = identity(7, 100);
         let saved = [
             Path::new("/cfg/.resources.yaml.swp"),
@@ -225,7 +272,7 @@ mod tests {
     #[test]
     fn a_swap_behind_a_symlink_counts_once() {
         // A ConfigMap update re-points `..data`: no event names the file itself.
-        let name = OsString::from("resources.yaml");
+        let name = Watched::File(OsString::from("resources.yaml"));
         let mut seen = identity(7, 100);
         let swap = [Path::new("/cfg/..data_tmp"), Path::new("/cfg/..data")];
         assert!(concerns_config(swap, &name, &mut seen, identity(8, 120)));
@@ -235,5 +282,28 @@ mod tests {
         // The file going away and coming back counts too.
         assert!(concerns_config([], &name, &mut seen, None));
         assert!(concerns_config([], &name, &mut seen, identity(9, 120)));
+    }
+
+    #[test]
+    fn in_a_config_directory_every_config_file_counts_and_nothing_else() {
+        let dir = Watched::Dir;
+        let mut seen = identity(7, 100);
+        let now = identity(7, 100);
+        assert!(concerns_config(
+            [Path::new("/cfg/teams/cart.yaml")],
+            &dir,
+            &mut seen,
+            now.clone()
+        ));
+        for other in [
+            "/cfg/cart.test.yaml",
+            "/cfg/.cart.yaml.swp",
+            "/cfg/notes.txt",
+        ] {
+            assert!(
+                !concerns_config([Path::new(other)], &dir, &mut seen, now.clone()),
+                "{other}"
+            );
+        }
     }
 }

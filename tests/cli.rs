@@ -172,7 +172,7 @@ async fn serve_announces_serves_and_exits_0_on_sigterm() {
 
     let (subject, reset) = gw.next_system().await;
     assert_eq!(subject, "system.reset");
-    let config = connres::config::Config::load_file(&path).expect("the project file is valid");
+    let config = connres::config::Config::load(&path).expect("the project file is valid");
     let mut declared: Vec<String> = config
         .resources
         .iter()

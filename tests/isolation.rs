@@ -51,7 +51,7 @@ const UNMATCHED: &[&str] = &[
 
 fn shipped() -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources.yaml");
-    Config::load_file(&path).unwrap_or_else(|e| panic!("{e}"))
+    Config::load(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 // ------------------------------------------------------------------ the shipped fields

@@ -48,13 +48,19 @@ pub(super) struct Compiler {
     templates: HashMap<String, Template>,
     /// The config file's directory: relative paths in the file are relative to it.
     pub(super) base: PathBuf,
+    /// The file being compiled, when the config is a directory of files.
+    pub(super) file: Option<String>,
 }
+
+/// A parsed config file: its name (when the config is a directory) and its tree.
+pub(super) type Doc = (Option<String>, Yaml);
 
 type Entries<'y> = Vec<(&'y Key, &'y Yaml)>;
 
 impl Compiler {
     pub(super) fn error(&mut self, pos: Pos, message: impl Into<String>) {
         self.errors.push(ConfigError {
+            file: self.file.clone(),
             pos,
             message: message.into(),
         });
@@ -159,19 +165,56 @@ impl Compiler {
         }
     }
 
-    pub(super) fn config(&mut self, doc: &Yaml) -> Option<Config> {
-        let entries = self.mapping(doc, "the top level", TOP_KEYS)?;
-        let get = |k: &str| {
-            entries
-                .iter()
-                .find(|(key, _)| key.name == k)
-                .map(|(_, v)| *v)
+    /// Compiles the files of a config: `version` and each top-level block in one file
+    /// at most, resources from all. `complete` is false when a file did not parse: then
+    /// nothing is said to be missing.
+    pub(super) fn config(&mut self, docs: &[Doc], complete: bool) -> Option<Config> {
+        // Each top-level key with the file and the node that set it.
+        let mut found: Vec<(&'static str, &Option<String>, &Key, &Yaml)> = Vec::new();
+        for (file, doc) in docs {
+            self.file = file.clone();
+            for (key, value) in self
+                .mapping(doc, "the top level", TOP_KEYS)
+                .unwrap_or_default()
+            {
+                let name = TOP_KEYS
+                    .iter()
+                    .find(|k| **k == key.name)
+                    .copied()
+                    .unwrap_or("");
+                let first = found
+                    .iter()
+                    .find(|(n, ..)| *n == name && name != "resources");
+                if let Some((_, first_file, first_key, _)) = first {
+                    let at = match first_file {
+                        Some(f) => format!("{f}:{}", first_key.pos),
+                        None => first_key.pos.to_string(),
+                    };
+                    self.error(
+                        key.pos,
+                        format!(
+                            "`{name}` is already set at {at}; top-level settings go in one file"
+                        ),
+                    );
+                    continue;
+                }
+                found.push((name, file, key, value));
+            }
+        }
+        let get = |this: &mut Self, k: &str| {
+            found.iter().find(|(n, ..)| *n == k).map(|(_, file, _, v)| {
+                this.file = (*file).clone();
+                *v
+            })
         };
-        // The top-level mapping's own position is where its first value starts; a key
-        // that is missing belongs to the file as a whole.
+        // A key that is missing belongs to the (first) file as a whole.
         let top = Pos { line: 1, col: 1 };
-        match get("version") {
-            None => self.error(top, format!("missing `version: {VERSION}`")),
+        match get(self, "version") {
+            None if complete => {
+                self.file = docs.first().and_then(|(f, _)| f.clone());
+                self.error(top, format!("missing `version: {VERSION}`"))
+            }
+            None => {}
             Some(v) if v.kind == Kind::Int(VERSION) => {}
             Some(v) => self.error(
                 v.pos,
@@ -181,18 +224,25 @@ impl Compiler {
                 ),
             ),
         }
-        let nats = get("nats").map(|n| self.nats(n)).unwrap_or_default();
-        let api = get("api").map(|a| self.api(a)).unwrap_or(ApiSettings {
-            prefix: DEFAULT_API_PREFIX.into(),
-        });
-        let state = get("state").map(|s| self.state(s)).unwrap_or_default();
-        let resources = match get("resources") {
-            Some(r) => self.resources(r),
-            None => {
-                self.error(top, "missing `resources:` (a mapping of resource patterns)");
-                Vec::new()
-            }
-        };
+        let nats = get(self, "nats").map(|n| self.nats(n)).unwrap_or_default();
+        let api = get(self, "api")
+            .map(|a| self.api(a))
+            .unwrap_or(ApiSettings {
+                prefix: DEFAULT_API_PREFIX.into(),
+            });
+        let state = get(self, "state")
+            .map(|s| self.state(s))
+            .unwrap_or_default();
+        let blocks: Vec<(&Option<String>, &Yaml)> = found
+            .iter()
+            .filter(|(n, ..)| *n == "resources")
+            .map(|(_, file, _, v)| (*file, *v))
+            .collect();
+        if blocks.is_empty() && complete {
+            self.file = docs.first().and_then(|(f, _)| f.clone());
+            self.error(top, "missing `resources:` (a mapping of resource patterns)");
+        }
+        let resources = self.resources(&blocks);
         Some(Config::new(nats, api, state, resources))
     }
 
@@ -249,43 +299,52 @@ impl Compiler {
         out
     }
 
-    fn resources(&mut self, node: &Yaml) -> Vec<Arc<Resource>> {
-        let Kind::Map(entries) = &node.kind else {
-            self.error(
-                node.pos,
-                format!(
-                    "`resources` must be a mapping of resource patterns, not {}",
-                    node.type_name()
-                ),
-            );
-            return Vec::new();
-        };
-        let mut out: Vec<(Pos, Arc<Resource>)> = Vec::new();
-        for (key, value) in entries {
-            let pattern = match Pattern::parse(&key.name) {
-                Ok(p) => p,
-                Err(e) => {
-                    self.error(key.pos, e.to_string());
-                    continue;
-                }
-            };
-            if let Some((pos, other)) = out.iter().find(|(_, r)| r.pattern.overlaps(&pattern)) {
+    /// The `resources:` blocks of every file, as one list; a pattern that overlaps one
+    /// declared before (in this file or an earlier one) is an error naming both.
+    fn resources(&mut self, blocks: &[(&Option<String>, &Yaml)]) -> Vec<Arc<Resource>> {
+        let mut out: Vec<(Option<String>, Pos, Arc<Resource>)> = Vec::new();
+        for (file, node) in blocks {
+            self.file = (*file).clone();
+            let Kind::Map(entries) = &node.kind else {
                 self.error(
-                    key.pos,
+                    node.pos,
                     format!(
-                        "resource pattern `{pattern}` overlaps `{}` (line {}): both match names like `{}`",
-                        other.pattern,
-                        pos.line,
-                        example_name(&pattern, &other.pattern)
+                        "`resources` must be a mapping of resource patterns, not {}",
+                        node.type_name()
                     ),
                 );
                 continue;
-            }
-            if let Some(resource) = self.resource(pattern, value) {
-                out.push((key.pos, Arc::new(resource)));
+            };
+            for (key, value) in entries {
+                let pattern = match Pattern::parse(&key.name) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.error(key.pos, e.to_string());
+                        continue;
+                    }
+                };
+                let overlap = out.iter().find(|(.., r)| r.pattern.overlaps(&pattern));
+                if let Some((other_file, pos, other)) = overlap {
+                    let at = match other_file {
+                        Some(f) if f != self.file.as_deref().unwrap_or_default() => {
+                            format!("{f}:{}", pos)
+                        }
+                        _ => format!("line {}", pos.line),
+                    };
+                    let message = format!(
+                        "resource pattern `{pattern}` overlaps `{}` ({at}): both match names like `{}`",
+                        other.pattern,
+                        example_name(&pattern, &other.pattern)
+                    );
+                    self.error(key.pos, message);
+                    continue;
+                }
+                if let Some(resource) = self.resource(pattern, value) {
+                    out.push((self.file.clone(), key.pos, Arc::new(resource)));
+                }
             }
         }
-        out.into_iter().map(|(_, r)| r).collect()
+        out.into_iter().map(|(.., r)| r).collect()
     }
 
     fn resource(&mut self, pattern: Pattern, node: &Yaml) -> Option<Resource> {

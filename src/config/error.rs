@@ -8,23 +8,41 @@ use super::yaml::Pos;
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The file, when the config is a directory of files.
+    pub file: Option<String>,
     pub pos: Pos,
     pub message: String,
 }
 
-/// Every problem found in one file, in file order.
+/// Every problem found in a config (a file, or a directory of files), in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors {
+    /// The config's path.
     pub file: String,
     pub errors: Vec<ConfigError>,
 }
 
 impl ConfigErrors {
+    /// One error about the config as a whole, such as a file that cannot be read.
+    pub fn one(file: impl Into<String>, message: impl Into<String>) -> ConfigErrors {
+        ConfigErrors {
+            file: file.into(),
+            errors: vec![ConfigError {
+                file: None,
+                pos: Pos { line: 1, col: 1 },
+                message: message.into(),
+            }],
+        }
+    }
+
     /// The errors as `file:line:col: message` lines.
     pub fn lines(&self) -> Vec<String> {
         self.errors
             .iter()
-            .map(|e| format!("{}:{}: {}", self.file, e.pos, e.message))
+            .map(|e| {
+                let file = e.file.as_deref().unwrap_or(&self.file);
+                format!("{file}:{}: {}", e.pos, e.message)
+            })
             .collect()
     }
 }

@@ -6,6 +6,7 @@ mod compile;
 mod diff;
 mod error;
 mod nats;
+mod source;
 mod yaml;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ pub use nats::{
     split_urls, NatsAuth, NatsOverrides, NatsSettings, ReconnectSettings, Secret, TlsSettings,
     DEFAULT_NATS_URL, DEFAULT_QUEUE_GROUP,
 };
+pub use source::{is_config_file, SourceFile, Sources};
 pub use yaml::Pos;
 
 use crate::field::FieldDef;
@@ -206,51 +208,63 @@ impl Resource {
 }
 
 impl Config {
-    /// Reads and compiles a config file.
-    pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-        let file = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(source) => Config::parse(&file, &source),
-            Err(e) => Err(ConfigErrors {
-                file,
-                errors: vec![ConfigError {
-                    pos: Pos { line: 1, col: 1 },
-                    message: format!("cannot read the file: {e}"),
-                }],
-            }),
-        }
+    /// Reads and compiles a config: a file, or a directory of `*.yaml` files.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::compile(&Sources::read(path)?)
     }
 
     /// Compiles a config from its text; `file` names it in errors.
     pub fn parse(file: &str, source: &str) -> Result<Config, ConfigErrors> {
-        let fail = |errors| ConfigErrors {
-            file: file.to_string(),
-            errors,
-        };
-        let doc = yaml::parse(source).map_err(|e| {
-            fail(vec![ConfigError {
-                pos: e.pos,
-                message: e.message,
-            }])
-        })?;
+        Config::compile(&Sources::single(file, source.to_string(), Path::new(file)))
+    }
+
+    /// Compiles a config read from its files: every error of every file, in file order.
+    pub fn compile(sources: &Sources) -> Result<Config, ConfigErrors> {
         let mut c = compile::Compiler::default();
-        c.base = Path::new(file)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let config = c.config(&doc).map(|mut config| {
-            use sha2::Digest as _;
-            config.source_hash = source_hash(source);
-            config.content_hash = sha2::Sha256::digest(source.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+        c.base = if sources.dir {
+            sources.path.clone()
+        } else {
+            sources
+                .path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        };
+        let mut docs = Vec::new();
+        for f in &sources.files {
+            c.file = sources.dir.then(|| f.name.clone());
+            match yaml::parse(&f.text) {
+                Ok((doc, duplicates)) => {
+                    for d in duplicates {
+                        c.error(d.pos, d.message);
+                    }
+                    docs.push((c.file.clone(), doc));
+                }
+                Err(e) => c.error(e.pos, e.message),
+            }
+        }
+        let complete = docs.len() == sources.files.len();
+        let config = c.config(&docs, complete).map(|mut config| {
+            config.source_hash = sources.source_hash();
+            config.content_hash = sources.content_hash();
             config
         });
+        let fail = |errors| ConfigErrors {
+            file: sources.path.display().to_string(),
+            errors,
+        };
         if c.errors.is_empty() {
             config.ok_or_else(|| fail(Vec::new()))
         } else {
-            c.errors.sort_by_key(|e| e.pos);
+            let order = |e: &ConfigError| {
+                let file = e.file.as_deref();
+                let index = sources
+                    .files
+                    .iter()
+                    .position(|f| Some(f.name.as_str()) == file);
+                (index, e.pos)
+            };
+            c.errors.sort_by_key(order);
             Err(fail(c.errors))
         }
     }

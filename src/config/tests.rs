@@ -105,5 +105,5 @@ fn valid_fixtures_compile() {
     }
     assert!(checked >= 1);
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources.yaml");
-    Config::load_file(&shipped).unwrap();
+    Config::load(&shipped).unwrap();
 }

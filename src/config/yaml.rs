@@ -46,7 +46,7 @@ pub enum Kind {
     Float(f64),
     Str(String),
     Seq(Vec<Yaml>),
-    /// Entries in file order; duplicate keys are rejected by the parser.
+    /// Entries in file order; of duplicate keys only the last is kept (and reported).
     Map(Vec<(Key, Yaml)>),
 }
 
@@ -90,20 +90,58 @@ pub struct SyntaxError {
     pub message: String,
 }
 
-/// Parses a YAML document whose top level is a mapping.
-pub fn parse(source: &str) -> Result<Yaml, SyntaxError> {
+/// How many duplicate keys one file may report before the rest are left unsaid.
+const MAX_DUPLICATES: usize = 50;
+
+/// Parses a YAML document whose top level is a mapping. Duplicate keys do not stop it:
+/// each is reported (the second of two keys, naming the first), and the tree keeps the
+/// last value, so the rest of the file is still checked. Any other error is fatal.
+pub fn parse(source: &str) -> Result<(Yaml, Vec<SyntaxError>), SyntaxError> {
     if source.trim().is_empty() {
         return Err(SyntaxError {
             pos: Pos { line: 1, col: 1 },
             message: "the file is empty; it needs at least `version: 1` and `resources:`".into(),
         });
     }
-    let options = LoaderOptions::default()
-        .error_on_duplicate_keys(true)
-        .prevent_coercion(true)
-        .toplevel_mapping();
-    let node = marked_yaml::parse_yaml_with_options(0, source, options).map_err(load_error)?;
-    Ok(convert(&node))
+    let options = || {
+        LoaderOptions::default()
+            .prevent_coercion(true)
+            .toplevel_mapping()
+    };
+    // The loader stops at the first duplicate: each one found is renamed in a copy of
+    // the text (same length, so later positions hold) and the copy loaded again.
+    let mut duplicates = Vec::new();
+    let mut probe: Vec<char> = source.chars().collect();
+    for round in 0..MAX_DUPLICATES {
+        let text: String = probe.iter().collect();
+        let strict = options().error_on_duplicate_keys(true);
+        match marked_yaml::parse_yaml_with_options(0, &text, strict) {
+            Ok(_) => break,
+            Err(LoadError::DuplicateKey(inner)) => {
+                let start = inner.key.span().start().copied();
+                let len = inner.key.as_str().chars().count();
+                duplicates.push(load_error(LoadError::DuplicateKey(inner)));
+                let Some(start) = start else {
+                    break;
+                };
+                let mut at = start.character();
+                if matches!(probe.get(at), Some('"' | '\'')) {
+                    at += 1;
+                }
+                for c in probe.iter_mut().skip(at).take(len) {
+                    *c = rename(round);
+                }
+            }
+            Err(e) => return Err(load_error(e)),
+        }
+    }
+    let node = marked_yaml::parse_yaml_with_options(0, source, options()).map_err(load_error)?;
+    Ok((convert(&node), duplicates))
+}
+
+/// A character no config uses, different for each renamed duplicate.
+fn rename(round: usize) -> char {
+    char::from_u32(0xE000 + round as u32).unwrap_or('\u{E000}')
 }
 
 fn load_error(e: LoadError) -> SyntaxError {
@@ -211,7 +249,8 @@ mod tests {
 
     #[test]
     fn scalars_resolve_like_yaml_core_schema() {
-        let doc = parse("a: 1\nb: 1.5\nc: true\nd: ~\ne: \"1\"\nf: text\ng:\nh: -3\n").unwrap();
+        let (doc, _) =
+            parse("a: 1\nb: 1.5\nc: true\nd: ~\ne: \"1\"\nf: text\ng:\nh: -3\n").unwrap();
         let Kind::Map(entries) = doc.kind else {
             panic!()
         };
@@ -233,7 +272,7 @@ mod tests {
 
     #[test]
     fn positions_are_one_based() {
-        let doc = parse("top:\n  key: value\n").unwrap();
+        let (doc, _) = parse("top:\n  key: value\n").unwrap();
         let Kind::Map(entries) = &doc.kind else {
             panic!()
         };
@@ -245,15 +284,28 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_are_rejected() {
-        let e = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
-        assert_eq!(e.pos, Pos { line: 3, col: 1 });
-        assert!(
-            e.message
-                .contains("duplicate key `a` (first defined at 1:1)"),
-            "{}",
-            e.message
+    fn every_duplicate_key_is_reported_and_the_rest_still_parses() {
+        let (doc, dups) = parse("a: 1\nb: 2\na: 3\nc:\n  x: 1\n  \"x\": 2\na: 4\n").unwrap();
+        let found: Vec<(Pos, &str)> = dups.iter().map(|d| (d.pos, d.message.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    Pos { line: 3, col: 1 },
+                    "duplicate key `a` (first defined at 1:1)"
+                ),
+                (
+                    Pos { line: 6, col: 3 },
+                    "duplicate key `x` (first defined at 5:3)"
+                ),
+                (
+                    Pos { line: 7, col: 1 },
+                    "duplicate key `a` (first defined at 1:1)"
+                ),
+            ]
         );
+        // The last value is kept.
+        assert_eq!(doc.to_json()["a"], serde_json::json!(4));
     }
 
     #[test]

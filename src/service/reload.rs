@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::route::Tagged;
 use super::{subscribe_pattern, sync_with_server, Service, ServiceError};
-use crate::config::{self, Config, ConfigDiff};
+use crate::config::{self, Config, ConfigDiff, Sources};
 use crate::metrics::Metrics;
 use crate::protocol;
 use crate::reload::{ReloadReport, Trigger, Triggers};
@@ -83,15 +83,21 @@ impl Reloader {
         let path = self.triggers.path().to_path_buf();
         let file = path.display().to_string();
         let forced = trigger == Trigger::Signal;
-        let source = match tokio::fs::read_to_string(&path).await {
-            Ok(s) => s,
+        let read = tokio::task::spawn_blocking(move || Sources::read(&path)).await;
+        let sources = match read {
+            Ok(Ok(sources)) => sources,
+            Ok(Err(errors)) => {
+                let lines = errors.lines();
+                self.reject(config::source_hash(&lines.join("\n")), forced, lines);
+                return Ok(());
+            }
             Err(e) => {
-                let error = format!("{file}:1:1: cannot read the file: {e}");
+                let error = format!("{file}:1:1: reading failed: {e}");
                 self.reject(config::source_hash(&error), forced, vec![error]);
                 return Ok(());
             }
         };
-        let hash = config::source_hash(&source);
+        let hash = sources.source_hash();
         if !forced && hash == self.current.source_hash() {
             let restored = self.rejected.take().is_some();
             if restored {
@@ -112,7 +118,7 @@ impl Reloader {
         }
         let started = Instant::now();
         let _ = self.reports.send(ReloadReport::Compiling);
-        let mut new = match compile(file.clone(), source).await {
+        let mut new = match compile(sources).await {
             Ok(Ok(c)) => c,
             Ok(Err(errors)) => {
                 self.reject(hash, forced, errors.lines());
@@ -205,10 +211,7 @@ impl Reloader {
 const COMPILE_STACK: usize = 8 << 20;
 
 /// Compiles config text on a thread of its own, beside the serving task.
-async fn compile(
-    file: String,
-    source: String,
-) -> Result<Result<Config, config::ConfigErrors>, String> {
+async fn compile(sources: Sources) -> Result<Result<Config, config::ConfigErrors>, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("connres-compile".into())
@@ -220,7 +223,7 @@ async fn compile(
             unsafe {
                 libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
             }
-            let _ = tx.send(Config::parse(&file, &source));
+            let _ = tx.send(Config::compile(&sources));
         })
         .map_err(|e| e.to_string())?;
     rx.await

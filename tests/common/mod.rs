@@ -478,7 +478,7 @@ pub async fn start_watched(
     Gateway,
     tokio::sync::broadcast::Receiver<connres::reload::ReloadReport>,
 ) {
-    let config = Config::load_file(path).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
     let mut gateway = Gateway::connect(server).await;
     let service = Service::start(config, &server.url)
         .await

@@ -640,7 +640,7 @@ fn the_valid_fixtures_serve_their_declarations() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/config/valid")
             .join(name);
-        Config::load_file(&path).unwrap_or_else(|e| panic!("{e}"))
+        Config::load(&path).unwrap_or_else(|e| panic!("{e}"))
     };
     let chat = load("chat.yaml");
     let mut engine = Engine::default();
