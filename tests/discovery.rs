@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use async_nats::Client;
 use bytes::Bytes;
 use common::*;
@@ -95,29 +93,6 @@ fn subjects(info: &Value) -> Vec<&str> {
         .iter()
         .map(|e| e["subject"].as_str().expect("a subject"))
         .collect()
-}
-
-struct ConfigFile {
-    dir: tempfile::TempDir,
-}
-
-impl ConfigFile {
-    fn new(text: &str) -> ConfigFile {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("resources.yaml"), text).unwrap();
-        ConfigFile { dir }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("resources.yaml")
-    }
-
-    /// Saves like an editor: a temporary file renamed over the config.
-    fn save(&self, text: &str) {
-        let tmp = Path::new(&self.path()).with_extension("yaml.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, self.path()).unwrap();
-    }
 }
 
 #[tokio::test]
@@ -215,7 +190,7 @@ async fn info_carries_each_config_hash_and_the_endpoints() {
 async fn a_reload_shows_at_once_with_its_hash_generation_and_endpoints() {
     let server = NatsServer::start();
     let (seed, gw) = start(&server, SEED).await;
-    let file = ConfigFile::new(CHAT);
+    let file = ConfigDir::new(CHAT);
     let (chat, chat_gw, mut reports) = start_watched(&server, &file.path()).await;
     let replies = gather(&gw.client, "$SRV.PING.connres", 2).await;
     let id = serving(&replies, &hash(CHAT))["id"]
@@ -227,7 +202,7 @@ async fn a_reload_shows_at_once_with_its_hash_generation_and_endpoints() {
 
     // A pattern added: its three endpoints appear, the others keep their counts.
     let added = format!("{CHAT}{LOBBY}");
-    file.save(&added);
+    write_by_rename(&file.path(), &added);
     assert!(matches!(
         next_reload(&mut reports).await,
         connres::reload::ReloadReport::Applied { .. }
@@ -257,7 +232,7 @@ async fn a_reload_shows_at_once_with_its_hash_generation_and_endpoints() {
         "{}resources:{LOBBY}",
         CHAT.split("resources:").next().unwrap()
     );
-    file.save(&removed);
+    write_by_rename(&file.path(), &removed);
     assert!(matches!(
         next_reload(&mut reports).await,
         connres::reload::ReloadReport::Applied { .. }
