@@ -342,5 +342,6 @@ mod tests {
             assert!(text.contains(line), "{line} in\n{text}");
         }
         assert!(!text.contains("abc123"), "{text}");
+        assert_eq!(m.generation(), 2);
     }
 }

@@ -41,7 +41,7 @@ const PREFIX: &str = "$SRV";
 
 /// The discovery requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verb {
+enum Verb {
     Ping,
     Info,
     Stats,
@@ -60,7 +60,7 @@ impl Verb {
 
     /// The verb of a request on `subject` for the instance `id`: `$SRV.<VERB>`,
     /// `$SRV.<VERB>.connres` or `$SRV.<VERB>.connres.<id>`; `None` for anything else.
-    pub(super) fn of(subject: &str, id: &str) -> Option<Verb> {
+    fn of(subject: &str, id: &str) -> Option<Verb> {
         let mut parts = subject.strip_prefix(PREFIX)?.strip_prefix('.')?.split('.');
         let first = parts.next()?;
         let verb = Verb::ALL.into_iter().find(|v| v.as_str() == first)?;
@@ -185,7 +185,7 @@ fn describe_error(reply: &[u8]) -> String {
 
 /// What discovery answers with: the instance, the config in force and its endpoints.
 /// Replaced, never changed, when a config is put in force.
-pub(super) struct View {
+struct View {
     id: String,
     /// RFC 3339, UTC.
     started: String,
@@ -225,7 +225,7 @@ impl View {
     }
 
     /// The reply to `verb`, JSON as the micro protocol v1 defines it.
-    pub(super) fn answer(&self, verb: Verb) -> Vec<u8> {
+    fn answer(&self, verb: Verb) -> Vec<u8> {
         let metadata = self.metadata();
         let identity = Identity {
             name: NAME,
