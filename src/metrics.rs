@@ -258,6 +258,11 @@ impl Metrics {
             .set(1);
     }
 
+    /// Configs put in force since start (`connres_config_generation`).
+    pub fn generation(&self) -> u64 {
+        self.generation.get().max(0) as u64
+    }
+
     pub fn reload_rejected(&self) {
         self.reloads[1].inc();
     }
@@ -337,5 +342,6 @@ mod tests {
             assert!(text.contains(line), "{line} in\n{text}");
         }
         assert!(!text.contains("abc123"), "{text}");
+        assert_eq!(m.generation(), 2);
     }
 }

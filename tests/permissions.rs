@@ -1,7 +1,8 @@
 //! Authentication and least privilege: connres connects with the credentials in its
 //! NATS URL (a token; users with passwords), serves the seed scenario on a NATS server
-//! configured with `deploy/nats-server.conf` (separate users for Resgate, connres and a
-//! backend), and only the backend user may use the backend write API.
+//! configured with `deploy/nats-server.conf` (separate users for Resgate, connres, a
+//! backend and an operator), only the backend user may use the backend write API, and
+//! the operator's discovery requests are answered.
 
 mod common;
 
@@ -120,6 +121,31 @@ async fn the_gateway_user_may_not_use_the_backend_api() {
     let model = gw.get("session.status.c1").await;
     assert_eq!(model["cartItems"], json!(0));
     assert!(gw.pending_events().is_empty());
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn the_operator_discovers_connres_with_least_privilege() {
+    let server = NatsServer::start_with_config(&conf());
+    let (connres, _gw) = start_least_privileged(&server).await;
+    let ops =
+        async_nats::ConnectOptions::with_user_and_password("ops".into(), "change-me-ops".into())
+            .connect(&server.url)
+            .await
+            .unwrap();
+    let hash = connres::config::Config::parse("resources.yaml", &shipped())
+        .unwrap()
+        .content_hash()
+        .to_string();
+    for subject in ["$SRV.PING", "$SRV.INFO.connres", "$SRV.STATS.connres"] {
+        let reply = tokio::time::timeout(WAIT, ops.request(subject, "".into()))
+            .await
+            .unwrap_or_else(|_| panic!("no answer to {subject}"))
+            .unwrap_or_else(|e| panic!("{subject}: {e}"));
+        let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(reply["name"], "connres", "{reply}");
+        assert_eq!(reply["metadata"]["config_hash"], hash.as_str(), "{reply}");
+    }
     connres.stop().await;
 }
 

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::*;
 use connres::reload::ReloadReport;
 use serde_json::{json, Value};
@@ -38,32 +36,6 @@ fn config(resources: &[&str]) -> String {
     format!("version: 1\nresources:{}", resources.concat())
 }
 
-fn write_in_place(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-}
-
-/// Saves like an editor: write a temporary file, then rename it over the original.
-fn write_by_rename(path: &Path, text: &str) {
-    let tmp = path.with_extension("yaml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-struct Dir {
-    dir: tempfile::TempDir,
-}
-
-impl Dir {
-    fn new(text: &str) -> Dir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("resources.yaml"), text).unwrap();
-        Dir { dir }
-    }
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("resources.yaml")
-    }
-}
-
 fn applied(report: ReloadReport) -> connres::config::ConfigDiff {
     match report {
         ReloadReport::Applied { diff, .. } => diff,
@@ -74,7 +46,7 @@ fn applied(report: ReloadReport) -> connres::config::ConfigDiff {
 #[tokio::test]
 async fn added_resource_is_served_after_a_rename_save() {
     let server = NatsServer::start();
-    let dir = Dir::new(&config(&[USER]));
+    let dir = ConfigDir::new(&config(&[USER]));
     let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
 
     write_by_rename(&dir.path(), &config(&[USER, ROOM]));
@@ -92,7 +64,7 @@ async fn added_resource_is_served_after_a_rename_save() {
 #[tokio::test]
 async fn added_resource_is_served_after_an_in_place_write() {
     let server = NatsServer::start();
-    let dir = Dir::new(&config(&[USER]));
+    let dir = ConfigDir::new(&config(&[USER]));
     let (connres, gw, mut reports) = start_watched(&server, &dir.path()).await;
 
     write_in_place(&dir.path(), &config(&[USER, PREFS]));
@@ -104,7 +76,7 @@ async fn added_resource_is_served_after_an_in_place_write() {
 #[tokio::test]
 async fn access_rule_change_resets_access_only() {
     let server = NatsServer::start();
-    let dir = Dir::new(&config(&[USER, PREFS]));
+    let dir = ConfigDir::new(&config(&[USER, PREFS]));
     let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
     assert_eq!(
         gw.access("session.prefs.c1", "c1", Value::Null).await["result"]["get"],
@@ -133,7 +105,7 @@ async fn access_rule_change_resets_access_only() {
 #[tokio::test]
 async fn default_change_resets_resources_and_serves_the_new_default() {
     let server = NatsServer::start();
-    let dir = Dir::new(&config(&[USER, PREFS]));
+    let dir = ConfigDir::new(&config(&[USER, PREFS]));
     let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
     assert_eq!(gw.get("session.prefs.c1").await, json!({"theme": "light"}));
 
@@ -154,7 +126,7 @@ async fn default_change_resets_resources_and_serves_the_new_default() {
 #[tokio::test]
 async fn broken_edit_keeps_the_old_config_and_publishes_nothing() {
     let server = NatsServer::start();
-    let dir = Dir::new(&config(&[USER, PREFS]));
+    let dir = ConfigDir::new(&config(&[USER, PREFS]));
     let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
 
     let broken = config(&[USER, &PREFS.replace("type: string", "tpye: string")]);
@@ -185,7 +157,7 @@ async fn broken_edit_keeps_the_old_config_and_publishes_nothing() {
 #[tokio::test]
 async fn removed_resource_is_reset_and_no_longer_answered() {
     let server = NatsServer::start();
-    let dir = Dir::new(&config(&[USER, PREFS]));
+    let dir = ConfigDir::new(&config(&[USER, PREFS]));
     let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
     assert_eq!(gw.get("session.prefs.c1").await, json!({"theme": "light"}));
 
@@ -212,7 +184,7 @@ async fn removed_resource_is_reset_and_no_longer_answered() {
 #[tokio::test]
 async fn state_survives_a_reload() {
     let server = NatsServer::start();
-    let dir = Dir::new(&config(&[USER, PREFS]));
+    let dir = ConfigDir::new(&config(&[USER, PREFS]));
     let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
     assert_eq!(gw.get("session.user.c1").await, json!({"name": null}));
     gw.token("c1", json!({"name": "Ann"})).await;
@@ -246,7 +218,7 @@ async fn state_survives_a_reload() {
 async fn unchanged_file_is_a_no_op() {
     let server = NatsServer::start();
     let text = config(&[USER, PREFS]);
-    let dir = Dir::new(&text);
+    let dir = ConfigDir::new(&text);
     let (connres, mut gw, mut reports) = start_watched(&server, &dir.path()).await;
 
     write_by_rename(&dir.path(), &text);
@@ -263,7 +235,7 @@ async fn unchanged_file_is_a_no_op() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_answered_while_the_file_is_rewritten() {
     let server = NatsServer::start();
-    let dir = Dir::new(&config(&[USER, PREFS]));
+    let dir = ConfigDir::new(&config(&[USER, PREFS]));
     let (connres, gw, mut reports) = start_watched(&server, &dir.path()).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
 
@@ -371,7 +343,7 @@ async fn next_new_outcome(
 async fn a_log_beside_the_config_triggers_nothing_and_bad_content_is_reported_once() {
     let server = NatsServer::start();
     let good = config(&[USER, PREFS]);
-    let dir = Dir::new(&good);
+    let dir = ConfigDir::new(&good);
     let (connres, _gw, mut reports) = start_watched(&server, &dir.path()).await;
 
     let bad_a = format!("{good}  broken: [\n");
@@ -425,7 +397,7 @@ fn large_config(n: usize, default: u32) -> String {
 #[tokio::test]
 async fn requests_are_answered_while_a_large_file_compiles() {
     let server = NatsServer::start();
-    let dir = Dir::new(&large_config(1000, 1));
+    let dir = ConfigDir::new(&large_config(1000, 1));
     let (connres, gw, mut reports) = start_watched(&server, &dir.path()).await;
     write_by_rename(&dir.path(), &large_config(1000, 2));
     loop {

@@ -7,9 +7,11 @@
 //! (events published, then the reply) before the next one starts, so events and replies
 //! leave in the order the state changed, and a request always sees exactly one config.
 //! Reloads are prepared by another task (`reload`); the serving task only swaps them in.
-//! `route` turns subjects into engine requests.
+//! `route` turns subjects into engine requests; `discovery` answers `$SRV.PING`, `INFO`
+//! and `STATS` beside the serving task.
 
 mod connect;
+mod discovery;
 mod reload;
 mod route;
 
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::{Client, Event, Message};
+use async_nats::{Client, Event};
 use futures::stream::{SelectAll, StreamExt};
 use futures::FutureExt;
 use tokio::sync::{broadcast, mpsc};
@@ -27,12 +29,13 @@ use tokio::time::{interval, MissedTickBehavior};
 
 use crate::clock::Clock;
 use crate::config::{Config, NatsOverrides};
-use crate::engine::{Engine, ResetBatch, RESET_BATCH};
+use crate::engine::{self, Engine, ResetBatch, RESET_BATCH};
 use crate::metrics::{EventKind, Metrics};
 use crate::protocol;
 use crate::reload::{ReloadReport, Triggers, WatchError};
 use crate::store::{MemoryStore, Store};
 use connect::ReconnectLog;
+use discovery::{Discovery, Endpoint};
 use reload::Prepared;
 use route::{route_request, Route, Tagged};
 
@@ -94,6 +97,7 @@ pub struct Service {
     watched: Option<Triggers>,
     reports: broadcast::Sender<ReloadReport>,
     metrics: Arc<Metrics>,
+    discovery: Discovery,
 }
 
 /// One thing for the serving task to do.
@@ -159,6 +163,8 @@ impl Service {
                 subs.push(tagged);
             }
         }
+        let endpoints = subs.iter().map(|t| t.endpoint.clone()).collect();
+        let discovery = Discovery::subscribe(&client, &config, endpoints).await?;
         tracing::info!(
             nats = settings.describe(),
             resources = config.resources.len(),
@@ -175,6 +181,7 @@ impl Service {
             watched: None,
             reports: broadcast::channel(16).0,
             metrics: Arc::default(),
+            discovery,
         })
     }
 
@@ -213,8 +220,13 @@ impl Service {
             _ = &mut shutdown => return Ok(()),
             announced = self.announce() => announced?,
         }
-        self.metrics.config(self.config.content_hash(), false);
-        tracing::info!(config = self.config.content_hash(), "connres is serving");
+        self.config_in_force(false, Vec::new());
+        let responder = self.discovery.answer(self.client.clone());
+        tracing::info!(
+            config = self.config.content_hash(),
+            instance = self.discovery.id(),
+            "connres is serving"
+        );
         let mut reloads = match self.watched.take() {
             Some(triggers) => reload::spawn(
                 self.client.clone(),
@@ -241,11 +253,11 @@ impl Service {
                 _ = resets.tick(), if self.engine.pending_resets() > 0 => Step::Reset,
                 item = self.subs.next() => match item {
                     // The common case stays small: one message, raced with shutdown.
-                    Some((route, msg)) => {
+                    Some(received) => {
                         tokio::select! {
                             biased;
                             _ = &mut shutdown => break,
-                            _ = self.handle(route, msg) => continue,
+                            _ = self.handle(received) => continue,
                         }
                     }
                     None => break,
@@ -257,6 +269,8 @@ impl Service {
                 result = self.step(step) => result?,
             }
         }
+        // Leaving: no longer listed by discovery.
+        drop(responder);
         if self.client.connection_state() != State::Connected {
             tracing::warn!("shutting down while NATS is unreachable: nothing to drain");
             return Ok(());
@@ -306,8 +320,8 @@ impl Service {
                 tracing::warn!(error = %e, "drain failed");
             }
         }
-        while let Some((route, msg)) = self.subs.next().await {
-            self.handle(route, msg).await;
+        while let Some(received) = self.subs.next().await {
+            self.handle(received).await;
         }
         self.flush().await
     }
@@ -405,14 +419,14 @@ impl Service {
     /// before the outage.
     async fn handle_received(&mut self) {
         while self.client.connection_state() != State::Connected {
-            let Some(Some((route, msg))) = self.subs.next().now_or_never() else {
+            let Some(Some(received)) = self.subs.next().now_or_never() else {
                 break;
             };
-            self.handle(route, msg).await;
+            self.handle(received).await;
         }
     }
 
-    async fn handle(&mut self, route: Route, msg: Message) {
+    async fn handle(&mut self, (route, endpoint, msg): route::Received) {
         let started = std::time::Instant::now();
         let subject = msg.subject.as_str();
         let Some(request) = route_request(route, subject, &msg.payload, &self.config.api.prefix)
@@ -423,6 +437,10 @@ impl Service {
         let outcome = self.engine.handle(&self.config, request);
         self.update_stats();
         let status = outcome.status;
+        let error = match status {
+            engine::Status::Error(_) => outcome.reply.clone(),
+            _ => None,
+        };
         for (subject, payload) in outcome.events {
             self.metrics.event(if subject.ends_with(".reaccess") {
                 EventKind::Reaccess
@@ -446,8 +464,9 @@ impl Service {
             ),
             (None, None) => {}
         }
-        self.metrics
-            .request(route.kind(), status, started.elapsed());
+        let took = started.elapsed();
+        self.metrics.request(route.kind(), status, took);
+        endpoint.record(took, error);
     }
 
     fn update_stats(&self) {
@@ -534,10 +553,12 @@ async fn subscribe(
         }
         None => client.subscribe(subject.clone()).await,
     };
+    let endpoint = Endpoint::new(route, pattern.as_deref(), &subject, queue_group);
     let sub = result.map_err(|source| ServiceError::Subscribe { subject, source })?;
     Ok(Tagged {
         route,
         pattern,
+        endpoint: Arc::new(endpoint),
         sub,
     })
 }

@@ -240,6 +240,7 @@ impl Service {
             started,
             file,
         } = prepared;
+        let endpoints = added.iter().map(|t| t.endpoint.clone()).collect();
         for tagged in added {
             self.subs.push(tagged);
         }
@@ -250,7 +251,7 @@ impl Service {
         // milliseconds: not on the serving task.
         tokio::task::spawn_blocking(move || drop(old));
         self.update_stats();
-        self.metrics.config(self.config.content_hash(), true);
+        self.config_in_force(true, endpoints);
         self.unsubscribe_patterns(&diff.removed).await;
         if !diff.needs_no_reset() {
             let (subject, payload) =

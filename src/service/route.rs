@@ -2,11 +2,13 @@
 //! carries, and how its subject becomes a [`Request`].
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_nats::{Message, Subscriber};
 use futures::stream::{Stream, StreamExt};
 
+use super::discovery::Endpoint;
 use crate::engine::Request;
 
 /// Which kind of message a subscription receives.
@@ -34,20 +36,26 @@ impl Route {
     }
 }
 
-/// A subscription, tagged with its route and the pattern it serves (none for the
-/// token and API subscriptions).
+/// A subscription, tagged with its route, the pattern it serves (none for the token
+/// and API subscriptions) and the endpoint that counts what it received.
 pub(super) struct Tagged {
     pub(super) route: Route,
     pub(super) pattern: Option<String>,
+    pub(super) endpoint: Arc<Endpoint>,
     pub(super) sub: Subscriber,
 }
 
-impl Stream for Tagged {
-    type Item = (Route, Message);
+/// A message, with the route and endpoint of the subscription it came on.
+pub(super) type Received = (Route, Arc<Endpoint>, Message);
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let route = self.route;
-        self.sub.poll_next_unpin(cx).map(|m| m.map(|m| (route, m)))
+impl Stream for Tagged {
+    type Item = Received;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.sub
+            .poll_next_unpin(cx)
+            .map(|m| m.map(|m| (this.route, this.endpoint.clone(), m)))
     }
 }
 

@@ -468,6 +468,35 @@ fn parse_or_null(payload: &[u8]) -> Value {
 /// The seed config: the user on the connection and its preferences.
 pub const SEED: &str = include_str!("../config/valid/seed.yaml");
 
+/// A config file, `resources.yaml`, in a temporary directory of its own.
+pub struct ConfigDir {
+    /// The directory, for files beside the config.
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    pub fn new(text: &str) -> ConfigDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("resources.yaml"), text).unwrap();
+        ConfigDir { dir }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("resources.yaml")
+    }
+}
+
+pub fn write_in_place(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// Saves like an editor: write a temporary file, then rename it over the original.
+pub fn write_by_rename(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("yaml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// Starts connres on the config file at `path`, watching it for reloads; returns the
 /// reload reports from then on as well.
 pub async fn start_watched(
