@@ -107,3 +107,83 @@ fn valid_fixtures_compile() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources.yaml");
     Config::load(&shipped).unwrap();
 }
+
+/// A config directory in a temporary place, from (file name, text) pairs.
+fn dir_of(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+const USERS: &str = "resources:\n  session.user.{cid}:\n    fields:\n      name: { type: string, from: \"{{token.name}}\" }\n    access:\n      get: cid == params.cid\n";
+
+#[test]
+fn a_directory_is_one_config_of_its_yaml_files() {
+    let dir = dir_of(&[
+        ("00-base.yaml", "version: 1\nstate: { idle_ttl: 1h }\n"),
+        ("users.yaml", USERS),
+        (
+            "rooms.yaml",
+            "resources:\n  chat.room.{room}:\n    fields:\n      topic: { type: string, default: general }\n    access:\n      get: \"true\"\n",
+        ),
+        ("users.test.yaml", "not: [config"),
+        ("notes.txt", "not config"),
+    ]);
+    let c = Config::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let patterns: Vec<&str> = c.resources.iter().map(|r| r.pattern.as_str()).collect();
+    assert_eq!(
+        patterns,
+        ["chat.room.{room}", "session.user.{cid}"],
+        "files in name order"
+    );
+    assert_eq!(c.state.idle_ttl, std::time::Duration::from_secs(3600));
+    // The hash covers names and texts: renaming a file changes it.
+    let before = c.content_hash().to_string();
+    std::fs::rename(
+        dir.path().join("rooms.yaml"),
+        dir.path().join("zz-rooms.yaml"),
+    )
+    .unwrap();
+    assert_ne!(Config::load(dir.path()).unwrap().content_hash(), before);
+}
+
+#[test]
+fn across_files_errors_name_both_files_and_come_in_file_order() {
+    let dir = dir_of(&[
+        ("a.yaml", &format!("version: 1\nnats: {{ queue_group: a }}\n{USERS}")),
+        (
+            "b.yaml",
+            "version: 1\nnats: { queue_group: b }\nresources:\n  session.{kind}.{cid}:\n    fields:\n      x: { type: sting }\n",
+        ),
+    ]);
+    let a = dir.path().join("a.yaml").display().to_string();
+    let b = dir.path().join("b.yaml").display().to_string();
+    let e = Config::load(dir.path()).unwrap_err();
+    assert_eq!(
+        e.lines(),
+        [
+            format!("{b}:1:1: `version` is already set at {a}:1:1; top-level settings go in one file"),
+            format!("{b}:2:1: `nats` is already set at {a}:2:1; top-level settings go in one file"),
+            format!("{b}:4:3: resource pattern `session.{{kind}}.{{cid}}` overlaps `session.user.{{cid}}` ({a}:4:3): both match names like `session.user.<cid>`"),
+        ]
+    );
+}
+
+#[test]
+fn a_directory_without_config_or_resources_is_an_error() {
+    let empty = dir_of(&[("notes.txt", "")]);
+    let e = Config::load(empty.path()).unwrap_err();
+    assert!(
+        e.lines()[0].ends_with("the directory holds no config (*.yaml) file"),
+        "{e}"
+    );
+    let settings_only = dir_of(&[("base.yaml", "version: 1\n")]);
+    let e = Config::load(settings_only.path()).unwrap_err();
+    assert!(
+        e.lines()[0]
+            .ends_with("base.yaml:1:1: missing `resources:` (a mapping of resource patterns)"),
+        "{e}"
+    );
+}
