@@ -16,7 +16,7 @@ use super::{
 };
 use crate::field::{Constraints, FieldDef, FieldType};
 use crate::pattern::{Part, Pattern};
-use crate::rule::Rule;
+use crate::rule::{Rule, Schema};
 use crate::template::Template;
 
 const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "resources"];
@@ -351,7 +351,7 @@ impl Compiler {
         let what = format!("resource `{pattern}`");
         let entries = self.mapping(node, &what, RESOURCE_KEYS)?;
         let (mut description, mut fields, mut reset_on_logout) = (None, Vec::new(), true);
-        let mut access = Access::default();
+        let mut access_node = None;
         for (key, value) in entries {
             match key.name.as_str() {
                 "description" => {
@@ -370,9 +370,16 @@ impl Compiler {
                         }
                     }
                 }
-                _ => access = self.access(&pattern, value),
+                _ => access_node = Some(value),
             }
         }
+        // Rules are checked against the fields, wherever the file puts them.
+        let access = access_node.map_or_else(Access::default, |node| {
+            let schema = Schema {
+                fields: fields.iter().map(|f| (f.name.as_str(), f.ty)).collect(),
+            };
+            self.access(&pattern, node, &schema)
+        });
         Some(Resource::new(
             pattern,
             description,
@@ -607,14 +614,14 @@ impl Compiler {
         }
     }
 
-    fn access(&mut self, pattern: &Pattern, node: &Yaml) -> Access {
+    fn access(&mut self, pattern: &Pattern, node: &Yaml, schema: &Schema) -> Access {
         let mut access = Access::default();
         for (key, value) in self
             .mapping(node, "`access`", ACCESS_KEYS)
             .unwrap_or_default()
         {
             if key.name == "get" {
-                access.get = self.rule(pattern, value, "`access.get`");
+                access.get = self.rule(pattern, value, "`access.get`", schema);
                 continue;
             }
             access.call = match &value.kind {
@@ -625,25 +632,38 @@ impl Compiler {
                     let rules = methods
                         .into_iter()
                         .filter_map(|(m, v)| {
-                            let rule =
-                                self.rule(pattern, v, &format!("`access.call.{}`", m.name))?;
+                            let rule = self.rule(
+                                pattern,
+                                v,
+                                &format!("`access.call.{}`", m.name),
+                                schema,
+                            )?;
                             Some((m.name.clone(), rule))
                         })
                         .collect();
                     CallAccess::Methods(rules)
                 }
                 _ => self
-                    .rule(pattern, value, "`access.call`")
+                    .rule(pattern, value, "`access.call`", schema)
                     .map_or(CallAccess::Deny, CallAccess::All),
             };
         }
         access
     }
 
-    fn rule(&mut self, pattern: &Pattern, node: &Yaml, what: &str) -> Option<Rule> {
+    fn rule(
+        &mut self,
+        pattern: &Pattern,
+        node: &Yaml,
+        what: &str,
+        schema: &Schema,
+    ) -> Option<Rule> {
         let rule = self.compile_rule(node, what)?;
         let before = self.errors.len();
         self.check_params(pattern, rule.params_read(), node.pos, what);
+        for problem in rule.check(schema) {
+            self.error(node.pos, format!("{what}: {problem}"));
+        }
         (self.errors.len() == before).then_some(rule)
     }
 

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
-use cel::common::ast::{EntryExpr, Expr, IdedEntryExpr};
-use cel::{Context, Env, IdedExpr, Program};
+use cel::{Context, Env, Program};
 use serde_json::Value;
 
 /// The variables a rule may read.
@@ -16,6 +15,12 @@ const TOKEN: usize = 1;
 const PARAMS: usize = 2;
 const QUERY: usize = 3;
 const MODEL: usize = 4;
+
+mod check;
+mod reads;
+
+pub use check::Schema;
+use reads::Reads;
 
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
@@ -231,82 +236,6 @@ fn tidy_parse_error(msg: &str) -> String {
     match msg.strip_prefix("mismatched input ") {
         Some(rest) => format!("unexpected {rest}"),
         None => msg,
-    }
-}
-
-/// What an expression reads: the variables no comprehension (`exists`, `all`, `map`,
-/// ...) binds, and the captures it selects from `params`. The crate's own
-/// `references()` counts bound names too.
-/// The walk stops descending past [`MAX_DEPTH`] and says so, so it never recurses
-/// deeper than that itself.
-#[derive(Default)]
-struct Reads<'e> {
-    bound: Vec<&'e str>,
-    free: Vec<&'e str>,
-    params: Vec<&'e str>,
-    too_deep: bool,
-}
-
-impl<'e> Reads<'e> {
-    fn visit(&mut self, expr: &'e IdedExpr, depth: usize) {
-        if depth > MAX_DEPTH {
-            self.too_deep = true;
-            return;
-        }
-        let next = depth + 1;
-        match &expr.expr {
-            Expr::Ident(name) => {
-                if !name.starts_with('@')
-                    && !self.bound.contains(&name.as_str())
-                    && !self.free.contains(&name.as_str())
-                {
-                    self.free.push(name);
-                }
-            }
-            Expr::Call(call) => {
-                if let Some(target) = &call.target {
-                    self.visit(target, next);
-                }
-                call.args.iter().for_each(|a| self.visit(a, next));
-            }
-            Expr::Comprehension(c) => {
-                self.visit(&c.iter_range, next);
-                self.visit(&c.accu_init, next);
-                let before = self.bound.len();
-                self.bound.push(&c.iter_var);
-                self.bound.extend(c.iter_var2.as_deref());
-                self.bound.push(&c.accu_var);
-                self.visit(&c.loop_cond, next);
-                self.visit(&c.loop_step, next);
-                self.visit(&c.result, next);
-                self.bound.truncate(before);
-            }
-            Expr::List(list) => list.elements.iter().for_each(|e| self.visit(e, next)),
-            Expr::Map(map) => self.entries(&map.entries, next),
-            Expr::Struct(st) => self.entries(&st.entries, next),
-            Expr::Select(sel) => {
-                if matches!(&sel.operand.expr, Expr::Ident(n) if n == "params")
-                    && !self.bound.contains(&"params")
-                    && !self.params.contains(&sel.field.as_str())
-                {
-                    self.params.push(&sel.field);
-                }
-                self.visit(&sel.operand, next);
-            }
-            Expr::Literal(_) | Expr::Unspecified => {}
-        }
-    }
-
-    fn entries(&mut self, entries: &'e [IdedEntryExpr], depth: usize) {
-        for entry in entries {
-            match &entry.expr {
-                EntryExpr::StructField(f) => self.visit(&f.value, depth),
-                EntryExpr::MapEntry(m) => {
-                    self.visit(&m.key, depth);
-                    self.visit(&m.value, depth);
-                }
-            }
-        }
     }
 }
 

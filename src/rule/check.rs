@@ -1,0 +1,336 @@
+//! Checking a rule against what is known of its resource before it ever runs: CEL is
+//! dynamically typed, so a misspelt model field, a capture compared with a number or a
+//! rule that gives a string would only ever deny, at run time. The check infers a
+//! coarse type for each expression (unknown where the value comes from a token or a
+//! comprehension) and reports what can only fail:
+//! - `model.<field>` naming no field of the resource (with "did you mean");
+//! - `==`, `!=`, `<`, ... between values of known, different kinds (a string and a
+//!   number, say): always false or an error, never what was meant;
+//! - a rule whose value is known not to be a boolean.
+
+use cel::common::ast::{operators, Expr, LiteralValue};
+use cel::IdedExpr;
+
+use super::{Rule, MAX_DEPTH};
+use crate::field::FieldType;
+
+/// What a rule's resource declares: its fields and their types.
+pub struct Schema<'a> {
+    pub fields: Vec<(&'a str, FieldType)>,
+}
+
+/// A coarse CEL type. `Dyn` is anything (a token claim, a comprehension variable): it
+/// never makes an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ty {
+    Bool,
+    Number,
+    String,
+    Bytes,
+    Null,
+    List,
+    Map,
+    Dyn,
+}
+
+impl Ty {
+    fn name(self) -> &'static str {
+        match self {
+            Ty::Bool => "a boolean",
+            Ty::Number => "a number",
+            Ty::String => "a string",
+            Ty::Bytes => "bytes",
+            Ty::Null => "null",
+            Ty::List => "a list",
+            Ty::Map => "a map",
+            Ty::Dyn => "any value",
+        }
+    }
+
+    /// The type a field's value has (null aside: every field can be null).
+    fn of_field(ty: FieldType) -> Ty {
+        match ty {
+            FieldType::String | FieldType::Ref => Ty::String,
+            FieldType::Integer | FieldType::Number => Ty::Number,
+            FieldType::Boolean => Ty::Bool,
+            FieldType::Data => Ty::Dyn,
+        }
+    }
+
+    /// True when two values of these types can be equal or ordered: the same kind, or
+    /// one unknown, or one null (fields and `query` can be null).
+    fn comparable(self, other: Ty) -> bool {
+        self == other
+            || [self, other]
+                .iter()
+                .any(|t| matches!(t, Ty::Dyn | Ty::Null))
+    }
+}
+
+impl Rule {
+    /// Everything in the rule that can only deny, given `schema`; empty when the rule
+    /// is fine.
+    pub fn check(&self, schema: &Schema) -> Vec<String> {
+        let mut check = Check {
+            schema,
+            bound: Vec::new(),
+            problems: Vec::new(),
+        };
+        let ty = check.ty(self.program.expression(), 0);
+        if !matches!(ty, Ty::Bool | Ty::Dyn) {
+            check.problems.push(format!(
+                "the rule gives {}, not true or false, so it always denies",
+                ty.name()
+            ));
+        }
+        check.problems
+    }
+}
+
+struct Check<'s, 'a, 'e> {
+    schema: &'s Schema<'a>,
+    /// Names bound by comprehensions (`exists(r, ...)`): unknown values.
+    bound: Vec<&'e str>,
+    problems: Vec<String>,
+}
+
+impl<'e> Check<'_, '_, 'e> {
+    fn ty(&mut self, expr: &'e IdedExpr, depth: usize) -> Ty {
+        if depth > MAX_DEPTH {
+            return Ty::Dyn; // Refused at compile already.
+        }
+        let next = depth + 1;
+        match &expr.expr {
+            Expr::Literal(lit) => match lit {
+                LiteralValue::Boolean(_) => Ty::Bool,
+                LiteralValue::Int(_) | LiteralValue::UInt(_) | LiteralValue::Double(_) => {
+                    Ty::Number
+                }
+                LiteralValue::String(_) => Ty::String,
+                LiteralValue::Bytes(_) => Ty::Bytes,
+                LiteralValue::Null => Ty::Null,
+            },
+            Expr::Ident(name) if self.bound.contains(&name.as_str()) => Ty::Dyn,
+            Expr::Ident(name) => match name.as_str() {
+                "cid" => Ty::String,
+                "params" | "model" => Ty::Map,
+                // `query` is a string or null; `token` anything.
+                _ => Ty::Dyn,
+            },
+            Expr::Select(sel) => {
+                let operand = self.unbound_ident(&sel.operand);
+                if sel.test {
+                    // `has(x.f)`: a boolean, and no read of a missing field.
+                    self.ty(&sel.operand, next);
+                    return Ty::Bool;
+                }
+                match operand {
+                    Some("params") => Ty::String,
+                    Some("model") => self.model_field(&sel.field),
+                    _ => {
+                        self.ty(&sel.operand, next);
+                        Ty::Dyn
+                    }
+                }
+            }
+            Expr::Call(call) => {
+                let target = call.target.as_deref().map(|t| self.ty(t, next));
+                let args: Vec<Ty> = call.args.iter().map(|a| self.ty(a, next)).collect();
+                self.call(&call.func_name, target, &args, &call.args)
+            }
+            Expr::Comprehension(c) => {
+                self.ty(&c.iter_range, next);
+                let accu = self.ty(&c.accu_init, next);
+                let before = self.bound.len();
+                self.bound.push(&c.iter_var);
+                self.bound.extend(c.iter_var2.as_deref());
+                self.bound.push(&c.accu_var);
+                self.ty(&c.loop_cond, next);
+                self.ty(&c.loop_step, next);
+                let result = self.ty(&c.result, next);
+                self.bound.truncate(before);
+                // `all`/`exists` start from a boolean and give one; `map`/`filter` a list.
+                match (accu, result) {
+                    (Ty::Bool, _) => Ty::Bool,
+                    (Ty::List, _) => Ty::List,
+                    (_, r) => r,
+                }
+            }
+            Expr::List(list) => {
+                for e in &list.elements {
+                    self.ty(e, next);
+                }
+                Ty::List
+            }
+            Expr::Map(_) | Expr::Struct(_) => Ty::Map,
+            Expr::Unspecified => Ty::Dyn,
+        }
+    }
+
+    /// The name of an identifier no comprehension binds.
+    fn unbound_ident(&self, expr: &'e IdedExpr) -> Option<&'e str> {
+        match &expr.expr {
+            Expr::Ident(n) if !self.bound.contains(&n.as_str()) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn model_field(&mut self, name: &str) -> Ty {
+        if let Some((_, ty)) = self.schema.fields.iter().find(|(f, _)| *f == name) {
+            return Ty::of_field(*ty);
+        }
+        let names: Vec<&str> = self.schema.fields.iter().map(|(f, _)| *f).collect();
+        let hint = match crate::config::suggestion(name, &names) {
+            Some(s) => format!("; did you mean `model.{s}`?"),
+            None if names.is_empty() => " (it has no fields)".to_string(),
+            None => format!(" (its fields: {})", names.join(", ")),
+        };
+        self.problems.push(format!(
+            "`model.{name}` is not a field of this resource{hint}"
+        ));
+        Ty::Dyn
+    }
+
+    fn call(&mut self, func: &str, target: Option<Ty>, args: &[Ty], exprs: &'e [IdedExpr]) -> Ty {
+        use operators::*;
+        match func {
+            LOGICAL_AND | LOGICAL_OR | LOGICAL_NOT | NOT_STRICTLY_FALSE | IN => Ty::Bool,
+            EQUALS | NOT_EQUALS | LESS | LESS_EQUALS | GREATER | GREATER_EQUALS => {
+                if let ([a, b], [ea, eb]) = (args, exprs) {
+                    if !a.comparable(*b) {
+                        self.problems.push(format!(
+                            "{} ({}) is compared with {} ({}): they can never be equal or ordered, so this is always false or an error",
+                            show(ea),
+                            a.name(),
+                            show(eb),
+                            b.name()
+                        ));
+                    }
+                }
+                Ty::Bool
+            }
+            ADD => match args {
+                [a, b] if a == b && matches!(a, Ty::Number | Ty::String | Ty::List) => *a,
+                _ => Ty::Dyn,
+            },
+            SUBSTRACT | MULTIPLY | DIVIDE | MODULO | NEGATE => {
+                if args.iter().all(|t| *t == Ty::Number) {
+                    Ty::Number
+                } else {
+                    Ty::Dyn
+                }
+            }
+            CONDITIONAL => match args {
+                [_, a, b] if a == b => *a,
+                _ => Ty::Dyn,
+            },
+            "size" | "int" | "uint" | "double" => Ty::Number,
+            "string" => Ty::String,
+            "contains" | "startsWith" | "endsWith" | "matches" => Ty::Bool,
+            // Indexing (`params['cid']`), unknown functions, and methods on unknown
+            // values: nothing is known.
+            _ => {
+                let _ = target;
+                Ty::Dyn
+            }
+        }
+    }
+}
+
+/// A short rendering of simple expressions for messages: `cid`, `params.cid`,
+/// `model.items`, literals; anything else is "an expression".
+fn show(expr: &IdedExpr) -> String {
+    fn path(expr: &IdedExpr) -> Option<String> {
+        match &expr.expr {
+            Expr::Ident(n) => Some(n.clone()),
+            Expr::Select(s) if !s.test => Some(format!("{}.{}", path(&s.operand)?, s.field)),
+            _ => None,
+        }
+    }
+    if let Some(p) = path(expr) {
+        return format!("`{p}`");
+    }
+    match &expr.expr {
+        Expr::Literal(LiteralValue::String(s)) => format!("`{:?}`", s.inner()),
+        Expr::Literal(LiteralValue::Int(i)) => format!("`{}`", i.inner()),
+        Expr::Literal(LiteralValue::UInt(u)) => format!("`{}u`", u.inner()),
+        Expr::Literal(LiteralValue::Double(d)) => format!("`{}`", d.inner()),
+        Expr::Literal(LiteralValue::Boolean(b)) => format!("`{}`", b.inner()),
+        _ => "an expression".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(rule: &str) -> Vec<String> {
+        let schema = Schema {
+            fields: vec![
+                ("items", FieldType::Integer),
+                ("owner", FieldType::String),
+                ("open", FieldType::Boolean),
+                ("extra", FieldType::Data),
+            ],
+        };
+        Rule::compile(rule).unwrap().check(&schema)
+    }
+
+    #[test]
+    fn sound_rules_pass() {
+        for rule in [
+            "cid == params.cid",
+            "cid == params.cid && token != null",
+            "token.role == 'admin' || token.roles.exists(r, r == 'admin')",
+            "model.items > 0 && model.owner == cid && model.open",
+            "model.extra.anything == 3 && has(model.owner)",
+            "query == null || query.startsWith('x')",
+            "size(model.owner) < 10 && model.items + 1 == 2",
+            "true",
+            "model.owner == null",
+            "[1, 2].all(x, x > 0)",
+            "token.n == 1 ? cid == 'a' : false",
+            "params['cid'] == cid",
+        ] {
+            assert_eq!(problems(rule), Vec::<String>::new(), "{rule}");
+        }
+    }
+
+    #[test]
+    fn misspelt_model_fields_are_named_with_a_suggestion() {
+        assert_eq!(
+            problems("model.itmes == 0"),
+            ["`model.itmes` is not a field of this resource; did you mean `model.items`?"]
+        );
+        assert_eq!(
+            problems("model.colour == 'red'"),
+            ["`model.colour` is not a field of this resource (its fields: items, owner, open, extra)"]
+        );
+        // A comprehension variable named `model` is not the model.
+        assert!(problems("[{'x': 1}].exists(model, model.x == 1)").is_empty());
+    }
+
+    #[test]
+    fn strings_compared_with_non_strings_are_errors() {
+        assert_eq!(
+            problems("cid == 3"),
+            ["`cid` (a string) is compared with `3` (a number): they can never be equal or ordered, so this is always false or an error"]
+        );
+        assert_eq!(problems("params.cid != true").len(), 1);
+        assert_eq!(problems("model.items == 'three'").len(), 1);
+        assert_eq!(problems("model.owner < 2").len(), 1);
+    }
+
+    #[test]
+    fn rules_that_are_not_booleans_are_errors() {
+        assert_eq!(
+            problems("model.items"),
+            ["the rule gives a number, not true or false, so it always denies"]
+        );
+        assert_eq!(problems("params.cid").len(), 1);
+        assert_eq!(problems("'true'").len(), 1);
+        assert_eq!(problems("[true]").len(), 1);
+        // Unknown values may be booleans.
+        assert!(problems("token.admin").is_empty());
+    }
+}
