@@ -4,6 +4,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod explain;
 pub mod field;
 pub mod logs;
 pub mod metrics;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use connres::config::{Config, NatsOverrides, Secret};
+use connres::explain::{Action, Question};
 use connres::logs::{self, LogFormat};
 use connres::service::{Service, ServiceError};
 
@@ -44,6 +45,33 @@ enum Command {
         config: ConfigArg,
         /// Configs to check (files or directories) instead of --config.
         paths: Vec<PathBuf>,
+    },
+    /// Show what connres would answer one request, and why, without NATS: the pattern
+    /// matched, its captures, every rule with its result, the model served or the
+    /// outcome of a call.
+    Explain {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The request, as the gateway sends it.
+        #[arg(value_enum)]
+        action: ExplainAction,
+        /// The resource name, e.g. session.user.c1.
+        rid: String,
+        /// The connection asking.
+        #[arg(long)]
+        cid: String,
+        /// The connection's token, as JSON (omit for logged out).
+        #[arg(long, value_parser = json_arg)]
+        token: Option<serde_json::Value>,
+        /// The call method (for `call`).
+        #[arg(long, required_if_eq("action", "call"))]
+        method: Option<String>,
+        /// The call's parameters, as JSON (for `call`), e.g. '{"theme":"dark"}'.
+        #[arg(long, value_parser = json_arg, default_value = "{}")]
+        params: serde_json::Value,
+        /// The resource's query string (rules read it as `query`).
+        #[arg(long)]
+        query: Option<String>,
     },
 }
 
@@ -136,6 +164,17 @@ impl NatsArgs {
     }
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExplainAction {
+    Get,
+    Access,
+    Call,
+}
+
+fn json_arg(s: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logs::init(cli.log_format);
@@ -153,6 +192,33 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS => code,
                     failed => failed,
                 })
+        }
+        Command::Explain {
+            config,
+            action,
+            rid,
+            cid,
+            token,
+            method,
+            params,
+            query,
+        } => {
+            let action = match action {
+                ExplainAction::Get => Action::Get,
+                ExplainAction::Access => Action::Access,
+                ExplainAction::Call => Action::Call {
+                    method: method.unwrap_or_default(),
+                    params,
+                },
+            };
+            let question = Question {
+                action,
+                rid,
+                cid,
+                token,
+                query,
+            };
+            explain(&config.config, &question)
         }
         Command::Serve {
             config,
@@ -184,6 +250,28 @@ impl Report {
         match self.0 {
             LogFormat::Text => eprintln!("{line}"),
             LogFormat::Json => tracing::error!("{line}"),
+        }
+    }
+}
+
+fn explain(path: &std::path::Path, question: &Question) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for line in errors.lines() {
+                eprintln!("{line}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    match connres::explain::explain(&config, question) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("connres: {e}");
+            ExitCode::FAILURE
         }
     }
 }

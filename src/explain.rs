@@ -1,0 +1,284 @@
+//! `connres explain`: what connres would answer one request, and why, without NATS.
+//! The request runs through a real engine (with the token, when given, delivered first
+//! as the auth service would), and every rule of the matched resource is shown with
+//! its source and its result for these inputs.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+use crate::config::{CallAccess, Config, Resource};
+use crate::engine::{Engine, Request};
+use crate::rule::{Rule, RuleInput};
+
+/// The request to explain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Get,
+    Access,
+    Call { method: String, params: Value },
+}
+
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub action: Action,
+    pub rid: String,
+    pub cid: String,
+    /// The connection's token; `None` is logged out.
+    pub token: Option<Value>,
+    pub query: Option<String>,
+}
+
+/// Why a question cannot be answered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExplainError {
+    #[error(
+        "no resource pattern matches `{0}`: connres would not answer it (another service may)"
+    )]
+    NoPattern(String),
+}
+
+/// The explanation, as lines for a person.
+pub fn explain(config: &Config, q: &Question) -> Result<String, ExplainError> {
+    let (res, params) = config
+        .resolve(&q.rid)
+        .ok_or_else(|| ExplainError::NoPattern(q.rid.clone()))?;
+    let mut out = String::new();
+    let _ = writeln!(out, "resource   {}", q.rid);
+    let _ = writeln!(out, "pattern    {}", res.pattern);
+    let shown: Vec<String> = params.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+    let _ = writeln!(
+        out,
+        "params     {}",
+        if shown.is_empty() {
+            "(none)".into()
+        } else {
+            shown.join(", ")
+        }
+    );
+    let token = q.token.as_ref().filter(|t| !t.is_null());
+    let _ = writeln!(
+        out,
+        "connection {} ({})",
+        q.cid,
+        token.map_or("logged out: no token".to_string(), |t| format!("token {t}"))
+    );
+
+    let mut engine = Engine::default();
+    if token.is_some() {
+        let payload = json!({ "token": token }).to_string();
+        engine.handle(
+            config,
+            Request::Token {
+                cid: &q.cid,
+                payload: payload.as_bytes(),
+            },
+        );
+    }
+    // The model as rules see it, when they read it: the same values a get serves.
+    let model = res
+        .access_reads_model()
+        .then(|| served_model(&mut engine, config, &q.rid));
+    let input = RuleInput {
+        cid: &q.cid,
+        token,
+        params: &params,
+        query: q.query.as_deref(),
+        model: model.as_ref(),
+    };
+    rules(&mut out, res, &input);
+
+    let request = json!({ "cid": q.cid, "token": token, "query": q.query });
+    let access = run(
+        &mut engine,
+        config,
+        Request::Access {
+            rid: &q.rid,
+            payload: request.to_string().as_bytes(),
+        },
+    );
+    let get = access["result"]["get"] == json!(true);
+    let call = access["result"]["call"].as_str().unwrap_or("").to_string();
+    match &q.action {
+        Action::Access => {
+            let _ = writeln!(out, "access     {}", access["result"]);
+        }
+        Action::Get if get => {
+            let _ = writeln!(out, "get        granted; the model served:");
+            let _ = writeln!(
+                out,
+                "           {}",
+                served_model(&mut engine, config, &q.rid)
+            );
+        }
+        Action::Get => {
+            let _ = writeln!(
+                out,
+                "get        denied: the gateway answers system.accessDenied"
+            );
+        }
+        Action::Call { method, params } => {
+            let granted = call == "*" || call.split(',').any(|m| m == method);
+            let payload = json!({ "cid": q.cid, "token": token, "params": params }).to_string();
+            let reply = run(
+                &mut engine,
+                config,
+                Request::Call {
+                    rid: &q.rid,
+                    method,
+                    payload: payload.as_bytes(),
+                },
+            );
+            let verdict = if !granted {
+                "denied by the access rules: the gateway answers system.accessDenied".to_string()
+            } else if let Some(e) = reply.get("error") {
+                format!(
+                    "refused: {} ({})",
+                    e["message"].as_str().unwrap_or(""),
+                    e["code"].as_str().unwrap_or("")
+                )
+            } else {
+                let after = served_model(&mut engine, config, &q.rid);
+                format!("granted and valid; the model after it:\n           {after}")
+            };
+            let _ = writeln!(out, "call {method:<6}{verdict}");
+        }
+    }
+    Ok(out)
+}
+
+/// Every rule of the resource with its result for `input`.
+fn rules(out: &mut String, res: &Resource, input: &RuleInput) {
+    let _ = writeln!(out, "rules");
+    let mut line = |what: &str, rule: Option<&Rule>| {
+        let (source, result) = match rule {
+            Some(r) => (
+                r.source().to_string(),
+                match r.eval(input) {
+                    Ok(true) => "granted".to_string(),
+                    Ok(false) => "denied".to_string(),
+                    Err(e) => format!("error, so denied: {e}"),
+                },
+            ),
+            None => ("(no rule)".to_string(), "denied".to_string()),
+        };
+        let _ = writeln!(out, "  {what:<11} {source}\n  {:<11} -> {result}", "");
+    };
+    line("get", res.access.get.as_ref());
+    match &res.access.call {
+        CallAccess::Deny => line("call", None),
+        CallAccess::All(rule) => line("call", Some(rule)),
+        CallAccess::Methods(rules) => {
+            for (method, rule) in rules {
+                line(&format!("call.{method}"), Some(rule));
+            }
+        }
+    }
+}
+
+/// The model a get of `rid` would serve, as JSON values.
+fn served_model(engine: &mut Engine, config: &Config, rid: &str) -> Value {
+    let reply = run(engine, config, Request::Get { rid });
+    reply["result"]["model"].clone()
+}
+
+fn run(engine: &mut Engine, config: &Config, request: Request) -> Value {
+    let outcome = engine.handle(config, request);
+    outcome
+        .reply
+        .and_then(|r| serde_json::from_slice(&r).ok())
+        .unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Config {
+        Config::parse("resources.yaml", include_str!("../resources.yaml")).unwrap()
+    }
+
+    fn ask(action: Action, rid: &str, cid: &str, token: Option<Value>) -> String {
+        let q = Question {
+            action,
+            rid: rid.into(),
+            cid: cid.into(),
+            token,
+            query: None,
+        };
+        explain(&shipped(), &q).unwrap()
+    }
+
+    #[test]
+    fn a_get_shows_the_rules_and_the_model() {
+        let out = ask(
+            Action::Get,
+            "session.user.c1",
+            "c1",
+            Some(json!({"userId": 42, "name": "Ann", "role": "admin"})),
+        );
+        assert!(out.contains("pattern    session.user.{cid}"), "{out}");
+        assert!(out.contains("params     cid = \"c1\""), "{out}");
+        assert!(
+            out.contains("get         cid == params.cid\n              -> granted"),
+            "{out}"
+        );
+        assert!(out.contains("\"name\":\"Ann\""), "{out}");
+        let other = ask(Action::Get, "session.user.c1", "c2", None);
+        assert!(
+            other.contains("-> denied") && other.contains("get        denied"),
+            "{other}"
+        );
+    }
+
+    #[test]
+    fn a_call_says_whether_it_is_allowed_and_valid() {
+        let token = Some(json!({"userId": 42}));
+        let set = |params: Value| Action::Call {
+            method: "set".into(),
+            params,
+        };
+        let ok = ask(
+            set(json!({"theme": "dark"})),
+            "session.prefs.c1",
+            "c1",
+            token.clone(),
+        );
+        assert!(
+            ok.contains("granted and valid") && ok.contains("\"theme\":\"dark\""),
+            "{ok}"
+        );
+        let bad = ask(
+            set(json!({"fontSize": 99})),
+            "session.prefs.c1",
+            "c1",
+            token,
+        );
+        assert!(
+            bad.contains("refused:") && bad.contains("system.invalidParams"),
+            "{bad}"
+        );
+        let out = ask(
+            set(json!({"theme": "dark"})),
+            "session.prefs.c1",
+            "c1",
+            None,
+        );
+        assert!(out.contains("denied by the access rules"), "{out}");
+    }
+
+    #[test]
+    fn a_name_no_pattern_matches_is_an_error() {
+        let q = Question {
+            action: Action::Get,
+            rid: "nope.x".into(),
+            cid: "c1".into(),
+            token: None,
+            query: None,
+        };
+        assert_eq!(
+            explain(&shipped(), &q),
+            Err(ExplainError::NoPattern("nope.x".into()))
+        );
+    }
+}
