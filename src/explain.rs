@@ -64,21 +64,11 @@ pub fn explain(config: &Config, q: &Question) -> Result<String, ExplainError> {
         token.map_or("logged out: no token".to_string(), |t| format!("token {t}"))
     );
 
-    let mut engine = Engine::default();
-    if token.is_some() {
-        let payload = json!({ "token": token }).to_string();
-        engine.handle(
-            config,
-            Request::Token {
-                cid: &q.cid,
-                payload: payload.as_bytes(),
-            },
-        );
-    }
+    let mut engine = engine_with(config, &q.cid, token);
     // The model as rules see it, when they read it: the same values a get serves.
     let model = res
         .access_reads_model()
-        .then(|| served_model(&mut engine, config, &q.rid));
+        .then(|| model_of(&mut engine, config, &q.rid));
     let input = RuleInput {
         cid: &q.cid,
         token,
@@ -88,28 +78,21 @@ pub fn explain(config: &Config, q: &Question) -> Result<String, ExplainError> {
     };
     rules(&mut out, res, &input);
 
-    let request = json!({ "cid": q.cid, "token": token, "query": q.query });
-    let access = run(
+    let access = access(
         &mut engine,
         config,
-        Request::Access {
-            rid: &q.rid,
-            payload: request.to_string().as_bytes(),
-        },
+        &q.rid,
+        &q.cid,
+        token,
+        q.query.as_deref(),
     );
-    let get = access["result"]["get"] == json!(true);
-    let call = access["result"]["call"].as_str().unwrap_or("").to_string();
     match &q.action {
         Action::Access => {
-            let _ = writeln!(out, "access     {}", access["result"]);
+            let _ = writeln!(out, "access     {}", access.reply);
         }
-        Action::Get if get => {
+        Action::Get if access.get => {
             let _ = writeln!(out, "get        granted; the model served:");
-            let _ = writeln!(
-                out,
-                "           {}",
-                served_model(&mut engine, config, &q.rid)
-            );
+            let _ = writeln!(out, "           {}", model_of(&mut engine, config, &q.rid));
         }
         Action::Get => {
             let _ = writeln!(
@@ -118,33 +101,107 @@ pub fn explain(config: &Config, q: &Question) -> Result<String, ExplainError> {
             );
         }
         Action::Call { method, params } => {
-            let granted = call == "*" || call.split(',').any(|m| m == method);
-            let payload = json!({ "cid": q.cid, "token": token, "params": params }).to_string();
-            let reply = run(
-                &mut engine,
-                config,
-                Request::Call {
-                    rid: &q.rid,
-                    method,
-                    payload: payload.as_bytes(),
-                },
-            );
-            let verdict = if !granted {
+            let verdict = if !access.allows(method) {
                 "denied by the access rules: the gateway answers system.accessDenied".to_string()
-            } else if let Some(e) = reply.get("error") {
-                format!(
-                    "refused: {} ({})",
-                    e["message"].as_str().unwrap_or(""),
-                    e["code"].as_str().unwrap_or("")
-                )
             } else {
-                let after = served_model(&mut engine, config, &q.rid);
-                format!("granted and valid; the model after it:\n           {after}")
+                match call(&mut engine, config, &q.rid, method, &q.cid, token, params) {
+                    Err((code, message)) => format!("refused: {message} ({code})"),
+                    Ok(()) => {
+                        let after = model_of(&mut engine, config, &q.rid);
+                        format!("granted and valid; the model after it:\n           {after}")
+                    }
+                }
             };
             let _ = writeln!(out, "call {method:<6}{verdict}");
         }
     }
     Ok(out)
+}
+
+/// A fresh engine in which `cid` holds `token`, as after the auth service's token event.
+pub(crate) fn engine_with(config: &Config, cid: &str, token: Option<&Value>) -> Engine {
+    let mut engine = Engine::default();
+    if token.is_some() {
+        let payload = json!({ "token": token }).to_string();
+        engine.handle(
+            config,
+            Request::Token {
+                cid,
+                payload: payload.as_bytes(),
+            },
+        );
+    }
+    engine
+}
+
+/// What an access request answers.
+pub(crate) struct AccessReply {
+    pub get: bool,
+    /// `*`, a comma-separated list of methods, or empty.
+    pub call: String,
+    /// The reply's `result`.
+    pub reply: Value,
+}
+
+impl AccessReply {
+    pub fn allows(&self, method: &str) -> bool {
+        self.call == "*" || self.call.split(',').any(|m| m == method)
+    }
+}
+
+/// The access request the gateway would send for `cid`.
+pub(crate) fn access(
+    engine: &mut Engine,
+    config: &Config,
+    rid: &str,
+    cid: &str,
+    token: Option<&Value>,
+    query: Option<&str>,
+) -> AccessReply {
+    let request = json!({ "cid": cid, "token": token, "query": query }).to_string();
+    let reply = run(
+        engine,
+        config,
+        Request::Access {
+            rid,
+            payload: request.as_bytes(),
+        },
+    );
+    let result = reply["result"].clone();
+    AccessReply {
+        get: result["get"] == json!(true),
+        call: result["call"].as_str().unwrap_or("").to_string(),
+        reply: result,
+    }
+}
+
+/// A call as the gateway would send it; `Err` holds the RES error's code and message.
+pub(crate) fn call(
+    engine: &mut Engine,
+    config: &Config,
+    rid: &str,
+    method: &str,
+    cid: &str,
+    token: Option<&Value>,
+    params: &Value,
+) -> Result<(), (String, String)> {
+    let payload = json!({ "cid": cid, "token": token, "params": params }).to_string();
+    let reply = run(
+        engine,
+        config,
+        Request::Call {
+            rid,
+            method,
+            payload: payload.as_bytes(),
+        },
+    );
+    match reply.get("error") {
+        Some(e) => Err((
+            e["code"].as_str().unwrap_or("").to_string(),
+            e["message"].as_str().unwrap_or("").to_string(),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Every rule of the resource with its result for `input`.
@@ -177,7 +234,7 @@ fn rules(out: &mut String, res: &Resource, input: &RuleInput) {
 }
 
 /// The model a get of `rid` would serve, as JSON values.
-fn served_model(engine: &mut Engine, config: &Config, rid: &str) -> Value {
+pub(crate) fn model_of(engine: &mut Engine, config: &Config, rid: &str) -> Value {
     let reply = run(engine, config, Request::Get { rid });
     reply["result"]["model"].clone()
 }

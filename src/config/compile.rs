@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::yaml::{Key, Kind, Pos, Yaml};
 use super::{
-    suggestion, Access, ApiSettings, CallAccess, Config, ConfigError, Resource, StateSettings,
-    DEFAULT_API_PREFIX, METHODS, RESERVED_SUBJECT_ROOTS, VERSION,
+    suggestion, Access, ApiSettings, CallAccess, Config, ConfigError, Resource, Site, Sites,
+    StateSettings, DEFAULT_API_PREFIX, METHODS, RESERVED_SUBJECT_ROOTS, VERSION,
 };
 use crate::field::{Constraints, FieldDef, FieldType};
 use crate::pattern::{Part, Pattern};
@@ -50,6 +50,8 @@ pub(super) struct Compiler {
     pub(super) base: PathBuf,
     /// The file being compiled, when the config is a directory of files.
     pub(super) file: Option<String>,
+    /// The sites of the resource being compiled.
+    sites: Vec<(String, Site)>,
 }
 
 /// A parsed config file: its name (when the config is a directory) and its tree.
@@ -339,7 +341,7 @@ impl Compiler {
                     self.error(key.pos, message);
                     continue;
                 }
-                if let Some(resource) = self.resource(pattern, value) {
+                if let Some(resource) = self.resource(key, pattern, value) {
                     out.push((self.file.clone(), key.pos, Arc::new(resource)));
                 }
             }
@@ -347,7 +349,12 @@ impl Compiler {
         out.into_iter().map(|(.., r)| r).collect()
     }
 
-    fn resource(&mut self, pattern: Pattern, node: &Yaml) -> Option<Resource> {
+    fn resource(&mut self, key: &Key, pattern: Pattern, node: &Yaml) -> Option<Resource> {
+        let site = Site {
+            file: self.file.clone(),
+            pos: key.pos,
+        };
+        self.sites = vec![("pattern".to_string(), site)];
         let what = format!("resource `{pattern}`");
         let entries = self.mapping(node, &what, RESOURCE_KEYS)?;
         let (mut description, mut fields, mut reset_on_logout) = (None, Vec::new(), true);
@@ -380,13 +387,9 @@ impl Compiler {
             };
             self.access(&pattern, node, &schema)
         });
-        Some(Resource::new(
-            pattern,
-            description,
-            fields,
-            reset_on_logout,
-            access,
-        ))
+        let mut resource = Resource::new(pattern, description, fields, reset_on_logout, access);
+        resource.sites = Sites(std::mem::take(&mut self.sites));
+        Some(resource)
     }
 
     fn fields(&mut self, pattern: &Pattern, node: &Yaml) -> Vec<FieldDef> {
@@ -664,6 +667,14 @@ impl Compiler {
         for problem in rule.check(schema) {
             self.error(node.pos, format!("{what}: {problem}"));
         }
+        let name = what.trim_matches('`').trim_start_matches("access.");
+        self.sites.push((
+            name.to_string(),
+            Site {
+                file: self.file.clone(),
+                pos: node.pos,
+            },
+        ));
         (self.errors.len() == before).then_some(rule)
     }
 

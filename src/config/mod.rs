@@ -103,8 +103,45 @@ pub struct Resource {
     pub fields: Vec<FieldDef>,
     pub reset_on_logout: bool,
     pub access: Access,
+    /// Where the pattern and each rule are written, for tools that point at them.
+    pub sites: Sites,
     /// What the fields and rules read, worked out once at load for the request path.
     reads: Reads,
+}
+
+/// A place in the config: the file (when the config is a directory) and the position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub file: Option<String>,
+    pub pos: Pos,
+}
+
+impl Site {
+    /// `file:line:col`, with the config's path for a single-file config.
+    pub fn show(&self, config_path: &str) -> String {
+        format!(
+            "{}:{}",
+            self.file.as_deref().unwrap_or(config_path),
+            self.pos
+        )
+    }
+}
+
+/// The sites of a resource by name: `pattern`, `get`, `call`, `call.<method>`. Where a
+/// thing is written is not what it is: sites never make two resources differ.
+#[derive(Debug, Clone, Default)]
+pub struct Sites(pub Vec<(String, Site)>);
+
+impl Sites {
+    pub fn get(&self, name: &str) -> Option<&Site> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+    }
+}
+
+impl PartialEq for Sites {
+    fn eq(&self, _: &Sites) -> bool {
+        true
+    }
 }
 
 /// What a resource's fields and rules read.
@@ -181,6 +218,7 @@ impl Resource {
             fields,
             reset_on_logout,
             access,
+            sites: Sites::default(),
             reads,
         }
     }
