@@ -15,7 +15,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 if ! resgate=$(scripts/find-resgate.sh); then
-  echo "no Resgate binary: set RESGATE_BIN=/path/to/resgate or put resgate on PATH" >&2
+  echo "no Resgate binary to run: set RESGATE_BIN=/path/to/resgate or put resgate on PATH" >&2
   echo "(releases, go install github.com/resgateio/resgate@v1.8.0, or the resgateio/resgate image)" >&2
   exit 1
 fi
