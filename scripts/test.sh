@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs nats-server if missing, then format check, lints, and
 # every unit and integration test (the integration tests start their own nats-server on
-# free loopback ports).
+# free loopback ports), then the end-to-end lane through a real Resgate (scripts/e2e.sh;
+# skipped with one line when no Resgate binary is found, unless CONNRES_E2E_REQUIRED=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NATS_SERVER=$(scripts/install-nats-server.sh)
@@ -10,3 +11,4 @@ echo "using $NATS_SERVER ($("$NATS_SERVER" --version))"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
+scripts/e2e.sh

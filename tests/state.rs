@@ -149,3 +149,37 @@ async fn ten_thousand_denied_requests_store_nothing() {
     assert_eq!(stats.connections(), 1);
     connres.stop().await;
 }
+
+/// Found through the real Resgate: a client subscribed to its user model while logged
+/// out, the connection idled past `idle_ttl`, then it logged in and never saw it. The
+/// gateway still cached the null model, but connres had dropped the connection without
+/// naming the model, so the login published no change event. Now the model is named
+/// under `access`; the gateway's re-asked access makes connres remember it again.
+#[tokio::test]
+async fn a_login_after_a_logged_out_connection_expired_reaches_the_gateway() {
+    let server = NatsServer::start();
+    let clock = Clock::manual();
+    let yaml = format!("state: {{ idle_ttl: 1h }}\n{SEED}");
+    let (connres, mut gw, _) = start_clocked(&server, &yaml, clock.clone()).await;
+    assert_eq!(
+        gw.subscribe("session.user.c1", "c1", Value::Null).await,
+        null_user()
+    );
+
+    clock.advance(HOUR);
+    let (subject, reset) = gw.next_system().await;
+    assert_eq!(subject, "system.reset");
+    assert_eq!(
+        reset,
+        json!({"resources": [], "access": ["session.user.c1"]})
+    );
+    // As Resgate does on that reset: access again, with the token it has (none).
+    let access = gw.access("session.user.c1", "c1", Value::Null).await;
+    assert_eq!(access["result"]["get"], json!(true));
+
+    gw.token("c1", user(1)).await;
+    let (subject, payload) = gw.next_event().await;
+    assert_eq!(subject, "event.session.user.c1.change");
+    assert_eq!(payload["values"]["name"], json!("u1"));
+    connres.stop().await;
+}

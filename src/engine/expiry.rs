@@ -11,7 +11,11 @@
 //!   with the connection's token, which fills the record in again (a re-get carries no
 //!   token and would show the logged-out model);
 //! - logged out, and access rules read the token (also for other resources it was
-//!   granted): under `access`, so a later login's re-access is not lost with the record.
+//!   granted): under `access`, so a later login's re-access is not lost with the record;
+//! - logged out, and values follow the token: under `access` too. The gateway still
+//!   caches the logged-out model and sends nothing more for it; the re-asked access
+//!   makes connres remember the model again, so a later login's change event reaches
+//!   the gateway (found through the real Resgate: the client never saw its login).
 //!
 //! A model that is both written and follows the token is named under `access` first: the
 //! queue hands out `access` batches before `resources` ones, so the token is back before
@@ -139,9 +143,7 @@ impl<S: Store> Engine<S> {
                     let Some(res) = config.resource_of(&m.rid) else {
                         continue;
                     };
-                    if (logged_in && res.fields_read_token())
-                        || (!logged_in && res.access_reads_token())
-                    {
+                    if res.fields_read_token() || (!logged_in && res.access_reads_token()) {
                         ResetQueue::push(&mut q.access, res, &m.rid);
                     }
                     if !m.written.is_empty() {

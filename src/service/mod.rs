@@ -29,9 +29,9 @@ use tokio::time::{interval, MissedTickBehavior};
 
 use crate::clock::Clock;
 use crate::config::{Config, NatsOverrides};
-use crate::engine::{self, Engine, ResetBatch, RESET_BATCH};
+use crate::engine::{self, Engine, ResetBatch, Status, RESET_BATCH};
 use crate::metrics::{EventKind, Metrics};
-use crate::protocol;
+use crate::protocol::{self, ResError};
 use crate::reload::{ReloadReport, Triggers, WatchError};
 use crate::store::{MemoryStore, Store};
 use connect::ReconnectLog;
@@ -458,6 +458,19 @@ impl Service {
                 }
             }
             (Some(_), None) => tracing::debug!(subject, "request without a reply subject"),
+            // A token event sent as a request is acknowledged once its events are out,
+            // so an auth service can answer the client's login after them (README,
+            // "Tokens, login and logout").
+            (None, Some(reply)) if route == Route::Token => {
+                let ack = if status == Status::Ok {
+                    protocol::null_reply()
+                } else {
+                    ResError::InvalidParams("not a token event (README, \"Tokens\")".into()).reply()
+                };
+                if let Err(e) = self.client.publish(reply, ack).await {
+                    tracing::error!(subject, error = %e, "could not acknowledge a token event");
+                }
+            }
             (None, Some(_)) => tracing::info!(
                 subject,
                 "no declared resource matches (removed by a reload?); not answered"

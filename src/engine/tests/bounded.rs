@@ -282,3 +282,27 @@ fn names_with_wildcards_are_refused_everywhere() {
     assert!(t.token(">", ANN).is_empty());
     assert_eq!(t.engine.store().entries(), 0);
 }
+
+#[test]
+fn a_logged_out_model_that_follows_the_token_is_named_so_a_later_login_reaches_it() {
+    let mut t = T::with_state("state: { idle_ttl: 1h }\n");
+    // c1: logged out, its user model cached by the gateway (all null).
+    t.access("session.user.c1", r#"{"cid":"c1"}"#);
+    assert_eq!(t.get("session.user.c1"), null_user());
+    t.clock.advance(HOUR);
+    assert_eq!(sweep(&mut t), 1);
+    assert_eq!(
+        resets(&mut t),
+        vec![ResetBatch {
+            resources: vec![],
+            access: names(&["session.user.c1"]),
+        }]
+    );
+    // The gateway asks again (no token) and keeps its null model; the login that
+    // follows must reach it.
+    t.access("session.user.c1", r#"{"cid":"c1"}"#);
+    assert_eq!(
+        t.token("c1", ANN),
+        vec![change("session.user.c1", ann_user())]
+    );
+}

@@ -1,0 +1,296 @@
+// The end-to-end stack: nats-server, connres (the built binary, on a temporary copy of
+// its config), the auth example, Resgate and, when asked, the web example's static file
+// server, all on loopback and free ports. Readiness is each program's own word (a log
+// line), never a sleep.
+//
+// Binaries come from the environment scripts/e2e.sh sets: NATS_SERVER, CONNRES_BIN,
+// AUTH_BIN, RESGATE_BIN. For debugging: E2E_TRACE=1 echoes every process's output to
+// stderr as it comes; E2E_RESGATE_TRACE=1 has Resgate log every NATS message.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** How long anything that must happen may take before the test calls it failed. */
+export const WAIT_MS = 15_000;
+
+function bin(name) {
+  const value = process.env[name];
+  if (!value) {
+    throw new Error(`${name} is not set: run the lane with scripts/e2e.sh`);
+  }
+  return value;
+}
+
+/** A free loopback TCP port (the OS picks it; the listener is closed at once). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A child process whose output is kept line by line, so tests can await a line. */
+export class Proc {
+  constructor(name, command, args, options = {}) {
+    this.name = name;
+    this.lines = [];
+    this.waiters = [];
+    this.exited = null;
+    this.child = spawn(command, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...options.env },
+      cwd: options.cwd,
+    });
+    const onData = (stream) => {
+      let partial = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (chunk) => {
+        partial += chunk;
+        const parts = partial.split('\n');
+        partial = parts.pop();
+        for (const line of parts) {
+          this.#line(line);
+        }
+      });
+    };
+    onData(this.child.stdout);
+    onData(this.child.stderr);
+    this.exitPromise = new Promise((resolve) => {
+      const exited = (how) => {
+        if (this.exited) {
+          return;
+        }
+        this.exited = how;
+        for (const w of this.waiters.splice(0)) {
+          w.reject(new Error(`${this.name} exited (${how.signal ?? how.code ?? how.error}) while waiting for ${w.pattern}`));
+        }
+        resolve(how);
+      };
+      this.child.on('exit', (code, signal) => exited({ code, signal }));
+      // A program that cannot be started emits 'error' and never 'exit'.
+      this.child.on('error', (e) => {
+        this.#line(`cannot start ${command}: ${e.message}`);
+        exited({ error: e.code ?? e.message });
+      });
+    });
+  }
+
+  #line(line) {
+    if (process.env.E2E_TRACE) {
+      console.error(`${this.name}| ${line}`);
+    }
+    this.lines.push(line);
+    for (const w of [...this.waiters]) {
+      const m = line.match(w.pattern);
+      if (m) {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        w.resolve(m);
+      }
+    }
+  }
+
+  /**
+   * The first line matching `pattern` from line `from` on (default: from now on): its
+   * match. Rejects when the process exits first or after WAIT_MS.
+   */
+  waitFor(pattern, from = this.lines.length) {
+    for (const line of this.lines.slice(from)) {
+      const m = line.match(pattern);
+      if (m) {
+        return Promise.resolve(m);
+      }
+    }
+    if (this.exited) {
+      return Promise.reject(new Error(`${this.name} has exited; no line matches ${pattern}`));
+    }
+    return new Promise((resolve, reject) => {
+      const w = { pattern, resolve, reject };
+      const timer = setTimeout(() => {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        reject(new Error(`${this.name}: no line matching ${pattern} within ${WAIT_MS} ms`));
+      }, WAIT_MS);
+      w.resolve = (m) => {
+        clearTimeout(timer);
+        resolve(m);
+      };
+      w.reject = (e) => {
+        clearTimeout(timer);
+        reject(e);
+      };
+      this.waiters.push(w);
+    });
+  }
+
+  /** Stops the process (SIGTERM, then SIGKILL if it lingers) and waits for it. */
+  async stop() {
+    if (this.exited) {
+      return this.exited;
+    }
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5_000);
+    const exited = await this.exitPromise;
+    clearTimeout(timer);
+    return exited;
+  }
+
+  tail(n = 40) {
+    return this.lines.slice(-n).map((l) => `  ${this.name}| ${l}`).join('\n');
+  }
+}
+
+/** Every process still running is killed when the test process goes. */
+const running = new Set();
+process.on('exit', () => {
+  for (const p of running) {
+    p.child.kill('SIGKILL');
+  }
+});
+
+function track(proc) {
+  running.add(proc);
+  proc.exitPromise.then(() => running.delete(proc));
+  return proc;
+}
+
+/** The shipped resources.yaml with `edit` applied to its text. */
+export function shippedConfig(edit = (text) => text) {
+  return edit(readFileSync(path.join(ROOT, 'resources.yaml'), 'utf8'));
+}
+
+/**
+ * A resource that tells a client its own connection ID (the tests need one connection's
+ * cid to try another connection's model), and whose empty `set` is a round trip through
+ * connres that changes nothing. Appended under `resources:`, the last key of the shipped
+ * file.
+ */
+export const WHOAMI = `
+  e2e.whoami.{cid}:
+    description: The connection's own ID (end-to-end tests only).
+    fields:
+      cid: { type: string, from: "{{cid}}" }
+      note: { type: string, writable: true }
+    access:
+      get: cid == params.cid
+      call: cid == params.cid
+`;
+
+/** Replaces `from` with `to` in `text`, failing when `from` is not there. */
+export function replaceOnce(text, from, to) {
+  if (!text.includes(from)) {
+    throw new Error(`the config has no ${JSON.stringify(from)} to replace`);
+  }
+  return text.replace(from, to);
+}
+
+/**
+ * Starts the whole stack. `config` is the text of connres's config file (a temporary
+ * copy the test may edit through `stack.writeConfig`); `web: true` also starts the
+ * web example's static server; `trace: true` has Resgate log every NATS message.
+ */
+export async function startStack({ config = shippedConfig((t) => t + WHOAMI), web = false, trace = false } = {}) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'connres-e2e-'));
+  const stack = new Stack(dir);
+  try {
+    await stack.start(config, web, trace);
+  } catch (e) {
+    await stack.stop();
+    throw stack.annotate(e);
+  }
+  return stack;
+}
+
+export class Stack {
+  constructor(dir) {
+    this.dir = dir;
+    this.configPath = path.join(dir, 'resources.yaml');
+    this.procs = [];
+  }
+
+  async start(config, web, trace) {
+    writeFileSync(this.configPath, config);
+
+    // nats-server picks its own port and says which.
+    this.nats = this.#spawn('nats', bin('NATS_SERVER'), ['-a', '127.0.0.1', '-p', '-1']);
+    const [, natsPort] = await this.nats.waitFor(/Listening for client connections on [^:]+:(\d+)/, 0);
+    this.natsUrl = `nats://127.0.0.1:${natsPort}`;
+
+    // connres: ready once it has subscribed and announced itself with system.reset.
+    this.connres = this.#spawn('connres', bin('CONNRES_BIN'), ['serve', '--config', this.configPath, '--nats', this.natsUrl], {
+      env: { RUST_LOG: 'info,async_nats=warn', CONNRES_LOG_FORMAT: 'text', NO_COLOR: '1' },
+    });
+    this.auth = this.#spawn('auth', bin('AUTH_BIN'), ['--nats', this.natsUrl]);
+    await Promise.all([this.connres.waitFor(/connres is serving/, 0), this.auth.waitFor(/auth service ready/, 0)]);
+
+    const resgatePort = await freePort();
+    this.resgate = this.#spawn('resgate', bin('RESGATE_BIN'), [
+      '--nats', this.natsUrl,
+      '--addr', '127.0.0.1',
+      '--port', String(resgatePort),
+      // The trace logs every NATS message: tests may await one (`trace: true`).
+      ...(trace || process.env.E2E_RESGATE_TRACE ? ['--debug', '--trace'] : ['--debug']),
+    ]);
+    await this.resgate.waitFor(/Server ready/, 0);
+    this.wsUrl = `ws://127.0.0.1:${resgatePort}`;
+
+    if (web) {
+      this.web = this.#spawn('web', process.execPath, [
+        path.join(ROOT, 'examples/web/serve.mjs'),
+        '--port', '0',
+        '--resgate', this.wsUrl,
+      ]);
+      const [, url] = await this.web.waitFor(/serving the web example on (http:\S+)/, 0);
+      this.webUrl = url;
+    }
+  }
+
+  #spawn(name, command, args, options) {
+    const proc = track(new Proc(name, command, args, options));
+    this.procs.push(proc);
+    return proc;
+  }
+
+  /** Replaces connres's config file by rename, as an editor saves it. */
+  writeConfig(text) {
+    const tmp = `${this.configPath}.tmp`;
+    writeFileSync(tmp, text);
+    // A rename is atomic: the watcher never sees half a file.
+    renameSync(tmp, this.configPath);
+  }
+
+  /** Every process's last log lines, for a failure message. */
+  logs() {
+    return this.procs.map((p) => p.tail()).join('\n');
+  }
+
+  /** The error with every process's last log lines added to its message. */
+  annotate(error) {
+    if (!(error instanceof Error)) {
+      // A ResError (a RES error reply) has read-only fields.
+      error = new Error(error && error.code ? `${error.code}: ${error.message}` : String(error));
+    }
+    if (!error.logsAdded) {
+      error.logsAdded = true;
+      error.message = `${error.message}\n--- last log lines ---\n${this.logs()}`;
+    }
+    return error;
+  }
+
+  async stop() {
+    // Clients' servers first: Resgate, then the services, then NATS.
+    for (const proc of [...this.procs].reverse()) {
+      await proc.stop();
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The web example, ready to open in a browser: nats-server, connres on the shipped
+# resources.yaml, the auth example (examples/auth.rs), Resgate and a static file server
+# for examples/web/, all on loopback. Prints the URL and runs until Ctrl-C.
+#
+#   scripts/web-demo.sh
+#   WEB_PORT=8000 RESGATE_PORT=8080 scripts/web-demo.sh   # fixed ports (default: free ones)
+#
+# Needs a Resgate binary ($RESGATE_BIN, `resgate` on PATH, or ../shared/bin/resgate;
+# users get theirs from the Resgate releases, `go install
+# github.com/resgateio/resgate@v1.8.0` or the resgateio/resgate container image), Node
+# 20+ with npm (for ResClient from npm and the file server), and cargo.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+if ! resgate=$(scripts/find-resgate.sh); then
+  echo "no Resgate binary to run: set RESGATE_BIN=/path/to/resgate or put resgate on PATH" >&2
+  echo "(releases, go install github.com/resgateio/resgate@v1.8.0, or the resgateio/resgate image)" >&2
+  exit 1
+fi
+nats_bin=$(scripts/install-nats-server.sh)
+scripts/install-e2e.sh --no-browser
+echo "building connres and the auth example..." >&2
+cargo build --quiet --bin connres --example auth
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  local rc=$? pid
+  # Stop only what this script started, by pid, last started first.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    pid=${pids[i]}
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 130 ] && [ "$rc" -ne 143 ]; then
+    for log in "$work"/*.log; do
+      [ -s "$log" ] && { echo "--- $(basename "$log") ---" >&2; tail -20 "$log" >&2; }
+    done
+  fi
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+  node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+# Waits (bounded) until a log file has a line matching a pattern; fails if the
+# process exits first.
+wait_line() {
+  local file=$1 pattern=$2 pid=$3 i
+  for i in $(seq 1 400); do
+    grep -qE "$pattern" "$file" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "$(basename "$file" .log) exited during startup" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "$(basename "$file" .log) did not start: no \"$pattern\" in its log" >&2
+  return 1
+}
+
+"$nats_bin" -a 127.0.0.1 -p -1 >"$work/nats.log" 2>&1 &
+pids+=($!)
+wait_line "$work/nats.log" 'Listening for client connections' "${pids[-1]}"
+nats_url="nats://127.0.0.1:$(grep -oE 'client connections on [0-9.]+:[0-9]+' "$work/nats.log" | grep -oE '[0-9]+$')"
+
+"$target_dir/debug/connres" serve --config "$root/resources.yaml" --nats "$nats_url" >"$work/connres.log" 2>&1 &
+pids+=($!)
+wait_line "$work/connres.log" 'connres is serving' "${pids[-1]}"
+
+"$target_dir/debug/examples/auth" --nats "$nats_url" >"$work/auth.log" 2>&1 &
+pids+=($!)
+wait_line "$work/auth.log" 'auth service ready' "${pids[-1]}"
+
+resgate_port=${RESGATE_PORT:-$(free_port)}
+"$resgate" --nats "$nats_url" --addr 127.0.0.1 --port "$resgate_port" >"$work/resgate.log" 2>&1 &
+pids+=($!)
+wait_line "$work/resgate.log" 'Server ready' "${pids[-1]}"
+
+node examples/web/serve.mjs --port "${WEB_PORT:-0}" --resgate "ws://127.0.0.1:$resgate_port" >"$work/web.log" 2>&1 &
+pids+=($!)
+wait_line "$work/web.log" 'serving the web example on' "${pids[-1]}"
+url=$(grep -oE 'http://[0-9.:]+/' "$work/web.log" | head -1)
+
+cat <<EOF
+
+  connres web example: open $url
+
+  nats-server $nats_url, connres on resources.yaml, the auth example,
+  Resgate ws://127.0.0.1:$resgate_port, logs in $work
+  Demo accounts: ann / ann-pass, bob / bob-pass, cat / cat-pass
+  Ctrl-C stops everything.
+
+EOF
+# Until Ctrl-C, or until one of them stops.
+wait -n "${pids[@]}"
+echo "a process stopped; shutting down" >&2
+exit 1
