@@ -15,7 +15,8 @@ use async_nats::Client;
 use tokio::sync::{broadcast, mpsc};
 
 use super::route::Tagged;
-use super::{subscribe_pattern, sync_with_server, Service, ServiceError};
+use super::subscribe::{subscribe_pattern, sync_with_server};
+use super::{Service, ServiceError};
 use crate::config::{self, Config, ConfigDiff, Sources};
 use crate::metrics::Metrics;
 use crate::protocol;

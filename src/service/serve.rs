@@ -1,0 +1,228 @@
+//! What the serving task does, one step at a time: a message handled to the end (events
+//! published, then the reply), a NATS connection event (on a reconnect the service is
+//! announced again; on a disconnect what was already received is handled first), an
+//! expiry sweep, one paced `system.reset` for dropped state. Also the announcement
+//! itself and the drain at shutdown.
+
+use async_nats::connection::State;
+use async_nats::{Client, Event};
+use futures::stream::StreamExt;
+use futures::FutureExt;
+
+use super::reload::Prepared;
+use super::route::{self, route_request, Route};
+use super::{Service, ServiceError};
+use crate::engine::{self, ResetBatch, Status, RESET_BATCH};
+use crate::metrics::EventKind;
+use crate::protocol::{self, ResError};
+use crate::store::Store;
+
+/// One thing for the serving task to do.
+pub(super) enum Step {
+    Connection(Event),
+    Reload(Box<Prepared>),
+    Sweep,
+    Reset,
+}
+
+impl Service {
+    pub(super) async fn step(&mut self, step: Step) -> Result<(), ServiceError> {
+        match step {
+            Step::Connection(ev) => self.connection_event(ev).await?,
+            Step::Reload(prepared) => self.apply(*prepared).await,
+            Step::Sweep => {
+                let dropped = self.engine.sweep(&self.config);
+                if dropped > 0 {
+                    self.metrics.expired(dropped);
+                    self.update_stats();
+                    tracing::debug!(dropped, "dropped idle or least recently used state");
+                }
+            }
+            Step::Reset => {
+                if let Some(ResetBatch { resources, access }) = self.engine.take_reset(RESET_BATCH)
+                {
+                    let (subject, payload) = protocol::system_reset(&resources, &access);
+                    self.metrics.event(EventKind::SystemReset);
+                    if let Err(e) = self.publish(subject, payload).await {
+                        tracing::error!(error = %e, "a system.reset for dropped state was not published; gateways may show stale models");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes, answers what was already received, and flushes.
+    pub(super) async fn drain(&mut self) -> Result<(), ServiceError> {
+        for tagged in self.subs.iter_mut() {
+            if let Err(e) = tagged.sub.drain().await {
+                tracing::warn!(error = %e, "drain failed");
+            }
+        }
+        while let Some(received) = self.subs.next().await {
+            self.handle(received).await;
+        }
+        self.flush().await
+    }
+
+    /// Writes out everything buffered for the server.
+    async fn flush(&self) -> Result<(), ServiceError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| ServiceError::Nats(e.to_string()))
+    }
+
+    pub(super) async fn publish(
+        &self,
+        subject: String,
+        payload: bytes::Bytes,
+    ) -> Result<(), ServiceError> {
+        publish(&self.client, subject, payload).await
+    }
+
+    /// Makes sure the server has every subscription, then publishes `system.reset`
+    /// naming every pattern: gateways re-fetch what they cached from an earlier run.
+    pub(super) async fn announce(&mut self) -> Result<(), ServiceError> {
+        self.flush().await?;
+        let patterns: Vec<String> = self
+            .config
+            .resources
+            .iter()
+            .map(|r| r.pattern.wildcard())
+            .collect();
+        let (subject, payload) = protocol::system_reset(&patterns, &patterns);
+        self.publish(subject, payload).await?;
+        self.metrics.event(EventKind::SystemReset);
+        self.flush().await?;
+        self.metrics.nats(true);
+        self.metrics.set_ready(true);
+        Ok(())
+    }
+
+    async fn connection_event(&mut self, ev: Event) -> Result<(), ServiceError> {
+        match ev {
+            Event::Connected if self.disconnected => {
+                self.disconnected = false;
+                self.metrics.reconnected();
+                // async-nats resubscribes by itself; events may have been missed while
+                // we were away, so gateways are told to re-fetch.
+                tracing::info!("reconnected to NATS");
+                self.engine.reconnected();
+                self.announce().await?;
+            }
+            Event::Disconnected => {
+                self.disconnected = true;
+                self.metrics.set_ready(false);
+                self.metrics.nats(false);
+                tracing::warn!("lost the NATS connection; reconnecting");
+                self.handle_received().await;
+                // Token events are being missed from now on.
+                self.engine.reconnected();
+            }
+            Event::SlowConsumer(sid) => {
+                tracing::error!(
+                    sid,
+                    "NATS dropped messages for a slow subscription; requests went unanswered"
+                )
+            }
+            Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
+            // Only with `nats.reconnect.max_attempts`: the client has closed. Exiting
+            // lets the supervisor restart connres (or page someone).
+            Event::ClientError(async_nats::ClientError::MaxReconnects) => {
+                return Err(ServiceError::Nats(
+                    "gave up reconnecting after `nats.reconnect.max_attempts` attempts".into(),
+                ))
+            }
+            // async-nats logs connection errors itself; repeating them adds noise.
+            other => tracing::debug!(event = %other, "NATS connection event"),
+        }
+        Ok(())
+    }
+
+    /// Handles the messages received before the connection dropped, with the token
+    /// records as they were: async-nats hands every message it read to its subscription
+    /// before it reports the disconnect, and while the connection is down nothing new
+    /// arrives. Stops when the connection is back, since what arrives then is not from
+    /// before the outage.
+    async fn handle_received(&mut self) {
+        while self.client.connection_state() != State::Connected {
+            let Some(Some(received)) = self.subs.next().now_or_never() else {
+                break;
+            };
+            self.handle(received).await;
+        }
+    }
+
+    pub(super) async fn handle(&mut self, (route, endpoint, msg): route::Received) {
+        let started = std::time::Instant::now();
+        let subject = msg.subject.as_str();
+        let Some(request) = route_request(route, subject, &msg.payload, &self.config.api.prefix)
+        else {
+            tracing::warn!(subject, "ignored a message on an unexpected subject");
+            return;
+        };
+        let outcome = self.engine.handle(&self.config, request);
+        self.update_stats();
+        let status = outcome.status;
+        let error = match status {
+            engine::Status::Error(_) => outcome.reply.clone(),
+            _ => None,
+        };
+        for (subject, payload) in outcome.events {
+            self.metrics.event(if subject.ends_with(".reaccess") {
+                EventKind::Reaccess
+            } else {
+                EventKind::Change
+            });
+            if let Err(e) = self.client.publish(subject.clone(), payload).await {
+                tracing::error!(subject, error = %e, "could not publish an event");
+            }
+        }
+        match (outcome.reply, msg.reply) {
+            (Some(body), Some(reply)) => {
+                if let Err(e) = self.client.publish(reply, body).await {
+                    tracing::error!(subject, error = %e, "could not publish a reply");
+                }
+            }
+            (Some(_), None) => tracing::debug!(subject, "request without a reply subject"),
+            // A token event sent as a request is acknowledged once its events are out,
+            // so an auth service can answer the client's login after them (README,
+            // "Tokens, login and logout").
+            (None, Some(reply)) if route == Route::Token => {
+                let ack = if status == Status::Ok {
+                    protocol::null_reply()
+                } else {
+                    ResError::InvalidParams("not a token event (README, \"Tokens\")".into()).reply()
+                };
+                if let Err(e) = self.client.publish(reply, ack).await {
+                    tracing::error!(subject, error = %e, "could not acknowledge a token event");
+                }
+            }
+            (None, Some(_)) => tracing::info!(
+                subject,
+                "no declared resource matches (removed by a reload?); not answered"
+            ),
+            (None, None) => {}
+        }
+        let took = started.elapsed();
+        self.metrics.request(route.kind(), status, took);
+        endpoint.record(took, error);
+    }
+
+    pub(super) fn update_stats(&self) {
+        let store = self.engine.store();
+        self.metrics.state(store.connections(), store.entries());
+    }
+}
+
+pub(super) async fn publish(
+    client: &Client,
+    subject: String,
+    payload: bytes::Bytes,
+) -> Result<(), ServiceError> {
+    client
+        .publish(subject, payload)
+        .await
+        .map_err(|e| ServiceError::Nats(e.to_string()))
+}
