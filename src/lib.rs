@@ -12,6 +12,7 @@ pub mod pattern;
 pub mod protocol;
 pub mod reload;
 pub mod rule;
+pub mod ruletest;
 pub mod service;
 pub mod store;
 pub mod template;

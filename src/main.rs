@@ -46,6 +46,14 @@ enum Command {
         /// Configs to check (files or directories) instead of --config.
         paths: Vec<PathBuf>,
     },
+    /// Run rule tests (*.test.yaml): each case's access, set outcome and model, then
+    /// the rules and fields no case exercised. Exit 1 on a failing case.
+    Test {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Test files or directories of them (default: *.test.yaml beside the config).
+        paths: Vec<PathBuf>,
+    },
     /// Show what connres would answer one request, and why, without NATS: the pattern
     /// matched, its captures, every rule with its result, the model served or the
     /// outcome of a call.
@@ -193,6 +201,7 @@ fn main() -> ExitCode {
                     failed => failed,
                 })
         }
+        Command::Test { config, paths } => test(&config.config, paths),
         Command::Explain {
             config,
             action,
@@ -254,15 +263,58 @@ impl Report {
     }
 }
 
-fn explain(path: &std::path::Path, question: &Question) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
+fn load_or_report(path: &std::path::Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(c) => Some(c),
         Err(errors) => {
             for line in errors.lines() {
                 eprintln!("{line}");
             }
+            eprintln!("{}: {} error(s)", path.display(), errors.errors.len());
+            None
+        }
+    }
+}
+
+fn test(path: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    let paths = if paths.is_empty() {
+        connres::ruletest::discover(path)
+    } else {
+        paths
+    };
+    if paths.is_empty() {
+        eprintln!(
+            "connres: no rule tests: no *.test.yaml beside {}; name test files as arguments",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let suites = match connres::ruletest::load(&paths) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in errors {
+                for line in e.lines() {
+                    eprintln!("{line}");
+                }
+            }
             return ExitCode::FAILURE;
         }
+    };
+    let report = connres::ruletest::run(&config, &path.display().to_string(), &suites);
+    print!("{}", report.text());
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn explain(path: &std::path::Path, question: &Question) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
     };
     match connres::explain::explain(&config, question) {
         Ok(text) => {

@@ -155,3 +155,76 @@ fn a_yaml_boolean_is_the_constant_rule() {
         out.stdout
     );
 }
+
+fn test_cmd(config: &std::path::Path, files: &[&std::path::Path]) -> common::process::Output {
+    let mut cmd = connres();
+    cmd.arg("test").arg("--config").arg(config).args(files);
+    run(&mut cmd)
+}
+
+#[test]
+fn the_shipped_rule_tests_pass_and_exercise_every_rule_and_field() {
+    for config in ["resources.yaml", "tests/config/valid/chat.yaml"] {
+        let out = test_cmd(&project_file(config), &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{config}:\n{}{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(out.stdout.contains("passed, 0 failed"), "{}", out.stdout);
+        assert!(
+            !out.stdout.contains("not exercised"),
+            "{config}:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn a_failing_case_names_the_rule_and_coverage_gaps_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wrong.test.yaml");
+    std::fs::write(
+        &file,
+        "tests:\n  - name: logged out, set prefs\n    resource: session.prefs.c1\n    cid: c1\n    call: { set: true }\n  - name: a typo\n    resource: session.prefs.c1\n    cid: c1\n    model: { themes: dark }\n",
+    )
+    .unwrap();
+    let config = project_file("resources.yaml");
+    let out = test_cmd(&config, &[&file]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let shown = config.display().to_string();
+    for needle in [
+        format!("FAIL {}:2:5: logged out, set prefs", file.display()),
+        "  call.set: expected granted, got denied".to_string(),
+        format!("    rule call.set at {shown}:33:14: cid == params.cid && token != null -> denied"),
+        "  model.themes: not a field of `session.prefs.{cid}`; did you mean `theme`?".to_string(),
+        "0 case(s) passed, 2 failed".to_string(),
+        "not exercised by any case:".to_string(),
+        format!("  session.user.{{cid}}: rule get ({shown}:21:12); field(s) id, name, role, user"),
+    ] {
+        assert!(out.stdout.contains(&needle), "{needle}\n{}", out.stdout);
+    }
+}
+
+#[test]
+fn a_broken_test_file_is_reported_with_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.test.yaml");
+    std::fs::write(
+        &file,
+        "tests:\n  - name: x\n    resource: session.user.c1\n    cdi: c1\n    get: yes\n",
+    )
+    .unwrap();
+    let out = test_cmd(&project_file("resources.yaml"), &[&file]);
+    assert_eq!(out.status.code(), Some(1));
+    let f = file.display();
+    for needle in [
+        format!("{f}:2:5: a case needs `cid`"),
+        format!("{f}:4:5: unknown key `cdi` in a case; did you mean `cid`?"),
+        format!("{f}:5:10: `get` must be true or false, not a string"),
+    ] {
+        assert!(out.stderr.contains(&needle), "{needle}\n{}", out.stderr);
+    }
+}

@@ -7,7 +7,7 @@ mod diff;
 mod error;
 mod nats;
 mod source;
-mod yaml;
+pub(crate) mod yaml;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,0 +1,342 @@
+//! `connres test`: rule tests. A test file (`*.test.yaml`, beside the config by
+//! default) lists cases: a connection (cid and token) asks for a resource, and the case
+//! says what access it must get, what a `set` must do and what the model must hold.
+//! Each case runs through a real engine, without NATS. Failures name the rule that
+//! decided, with its text and place; the report ends with the rules and fields no case
+//! exercised.
+
+mod parse;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub use parse::{parse, CallExpect, Case, Suite};
+
+use crate::config::{Config, ConfigErrors, Resource, METHODS};
+use crate::explain::{access, call, engine_with, model_of};
+use crate::rule::RuleInput;
+
+/// The test files beside a config: `*.test.yaml` in its directory (the config's own
+/// directory, when it is one), sorted.
+pub fn discover(config: &Path) -> Vec<PathBuf> {
+    let dir = if config.is_dir() {
+        config.to_path_buf()
+    } else {
+        match config.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    };
+    test_files(&dir)
+}
+
+/// `*.test.yaml` files in `dir`, sorted.
+pub fn test_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".test.yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Reads and parses test files (a directory stands for its `*.test.yaml` files).
+pub fn load(paths: &[PathBuf]) -> Result<Vec<Suite>, Vec<ConfigErrors>> {
+    let mut suites = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        let files = if path.is_dir() {
+            test_files(path)
+        } else {
+            vec![path.clone()]
+        };
+        for file in files {
+            let name = file.display().to_string();
+            match std::fs::read_to_string(&file) {
+                Ok(text) => match parse(&name, &text) {
+                    Ok(s) => suites.push(s),
+                    Err(e) => errors.push(e),
+                },
+                Err(e) => errors.push(ConfigErrors::one(
+                    name,
+                    format!("cannot read the file: {e}"),
+                )),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(suites)
+    } else {
+        Err(errors)
+    }
+}
+
+/// What a run found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub passed: usize,
+    /// Each failing case: its heading and what went wrong.
+    pub failures: Vec<String>,
+    /// Per resource, the rules and fields no case exercised.
+    pub uncovered: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The report as printed.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for f in &self.failures {
+            let _ = writeln!(out, "{f}");
+        }
+        let _ = writeln!(
+            out,
+            "{} case(s) passed, {} failed",
+            self.passed,
+            self.failures.len()
+        );
+        if !self.uncovered.is_empty() {
+            let _ = writeln!(out, "not exercised by any case:");
+            for u in &self.uncovered {
+                let _ = writeln!(out, "  {u}");
+            }
+        }
+        out
+    }
+}
+
+/// Runs every case of `suites` against `config` (named `config_path` in messages).
+pub fn run(config: &Config, config_path: &str, suites: &[Suite]) -> Report {
+    let mut report = Report::default();
+    let mut exercised: BTreeSet<(String, String)> = BTreeSet::new();
+    for suite in suites {
+        for case in &suite.cases {
+            let heading = format!("FAIL {}:{}: {}", suite.file, case.at, case.name);
+            match run_case(config, config_path, case, &mut exercised) {
+                Ok(()) => report.passed += 1,
+                Err(problems) => report
+                    .failures
+                    .push(format!("{heading}\n{}", problems.join("\n"))),
+            }
+        }
+    }
+    for res in &config.resources {
+        let pattern = res.pattern.as_str();
+        let mut missing: Vec<String> = res
+            .sites
+            .0
+            .iter()
+            .filter(|(name, _)| name != "pattern")
+            .filter(|(name, _)| !exercised.contains(&(pattern.to_string(), rule_key(name))))
+            .map(|(name, site)| format!("rule {name} ({})", site.show(config_path)))
+            .collect();
+        let fields: Vec<&str> = res
+            .fields
+            .iter()
+            .map(|f| f.name.as_str())
+            .filter(|f| !exercised.contains(&(pattern.to_string(), format!("field {f}"))))
+            .collect();
+        if !fields.is_empty() {
+            missing.push(format!("field(s) {}", fields.join(", ")));
+        }
+        if !missing.is_empty() {
+            report
+                .uncovered
+                .push(format!("{pattern}: {}", missing.join("; ")));
+        }
+    }
+    report
+}
+
+fn rule_key(name: &str) -> String {
+    format!("rule {name}")
+}
+
+/// Runs one case; `Err` lists what did not hold.
+fn run_case(
+    config: &Config,
+    config_path: &str,
+    case: &Case,
+    exercised: &mut BTreeSet<(String, String)>,
+) -> Result<(), Vec<String>> {
+    let Some((res, params)) = config.resolve(&case.resource) else {
+        return Err(vec![format!(
+            "  no resource pattern matches `{}`",
+            case.resource
+        )]);
+    };
+    let pattern = res.pattern.to_string();
+    let mut mark = |what: String| {
+        exercised.insert((pattern.clone(), what));
+    };
+    let token = case.token.as_ref();
+    let mut engine = engine_with(config, &case.cid, token);
+    let model_for_rules = res
+        .access_reads_model()
+        .then(|| model_of(&mut engine, config, &case.resource));
+    let input = RuleInput {
+        cid: &case.cid,
+        token,
+        params: &params,
+        query: case.query.as_deref(),
+        model: model_for_rules.as_ref(),
+    };
+    let granted = access(
+        &mut engine,
+        config,
+        &case.resource,
+        &case.cid,
+        token,
+        case.query.as_deref(),
+    );
+    let mut problems = Vec::new();
+    let mut expect =
+        |what: &str, rule: &str, expected: bool, got: bool, problems: &mut Vec<String>| {
+            mark(rule_key(rule));
+            if expected != got {
+                problems.push(format!(
+                    "  {what}: expected {}, got {}\n{}",
+                    word(expected),
+                    word(got),
+                    why(res, rule, &input, config_path)
+                ));
+            }
+        };
+    if let Some(get) = case.get {
+        expect("get", "get", get, granted.get, &mut problems);
+    }
+    let methods: Vec<(String, bool)> = match &case.call {
+        None => Vec::new(),
+        Some(CallExpect::All(b)) => METHODS.iter().map(|m| (m.to_string(), *b)).collect(),
+        Some(CallExpect::Methods(m)) => m.clone(),
+    };
+    for (method, expected) in &methods {
+        let rule = rule_name(res, method);
+        expect(
+            &format!("call.{method}"),
+            &rule,
+            *expected,
+            granted.allows(method),
+            &mut problems,
+        );
+    }
+    if let Some(values) = &case.set {
+        mark(rule_key(&rule_name(res, "set")));
+        for field in values.as_object().into_iter().flat_map(|m| m.keys()) {
+            mark(format!("field {field}"));
+        }
+        let outcome = if !granted.allows("set") {
+            "denied".to_string()
+        } else {
+            match call(
+                &mut engine,
+                config,
+                &case.resource,
+                "set",
+                &case.cid,
+                token,
+                values,
+            ) {
+                Ok(()) => "ok".to_string(),
+                Err((code, message)) => format!("{code}: {message}"),
+            }
+        };
+        let expected = case.outcome.as_deref().unwrap_or("ok");
+        let expected_code = match expected {
+            "invalid" => "system.invalidParams",
+            other => other,
+        };
+        let matches = outcome == expected || outcome.split(':').next() == Some(expected_code);
+        if !matches {
+            let mut problem = format!("  set: expected {expected}, got {outcome}");
+            if outcome == "denied" || expected == "denied" {
+                let _ = write!(
+                    problem,
+                    "\n{}",
+                    why(res, &rule_name(res, "set"), &input, config_path)
+                );
+            }
+            problems.push(problem);
+        }
+    }
+    if let Some(expected) = &case.model {
+        let model = model_of(&mut engine, config, &case.resource);
+        for (field, want) in expected {
+            mark(format!("field {field}"));
+            let got = model.get(field).unwrap_or(&Value::Null);
+            if res.field(field).is_none() {
+                let names: Vec<&str> = res.fields.iter().map(|f| f.name.as_str()).collect();
+                let hint = crate::config::suggestion(field, &names)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "  model.{field}: not a field of `{}`{hint}",
+                    res.pattern
+                ));
+            } else if got != want {
+                problems.push(format!("  model.{field}: expected {want}, got {got}"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+fn word(granted: bool) -> &'static str {
+    if granted {
+        "granted"
+    } else {
+        "denied"
+    }
+}
+
+/// The site name of the rule that decides `method`.
+fn rule_name(res: &Resource, method: &str) -> String {
+    let specific = format!("call.{method}");
+    if res.sites.get(&specific).is_some() {
+        specific
+    } else {
+        "call".to_string()
+    }
+}
+
+/// The rule behind a decision: its place, text and result.
+fn why(res: &Resource, name: &str, input: &RuleInput, config_path: &str) -> String {
+    let rule = match name {
+        "get" => res.access.get.as_ref(),
+        "call" => res
+            .access
+            .call
+            .rule("*")
+            .or_else(|| res.access.call.rule("")),
+        n => n
+            .strip_prefix("call.")
+            .and_then(|m| res.access.call.rule(m)),
+    };
+    match (rule, res.sites.get(name)) {
+        (Some(rule), Some(site)) => {
+            let result = match rule.eval(input) {
+                Ok(b) => word(b).to_string(),
+                Err(e) => format!("error, so denied: {e}"),
+            };
+            format!(
+                "    rule {name} at {}: {} -> {result}",
+                site.show(config_path),
+                rule.source()
+            )
+        }
+        _ => format!("    no `{name}` rule in `{}`: denied", res.pattern),
+    }
+}
