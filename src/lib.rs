@@ -9,6 +9,7 @@ pub mod field;
 pub mod logs;
 pub mod metrics;
 pub mod pattern;
+pub mod plan;
 pub mod protocol;
 pub mod reload;
 pub mod rule;

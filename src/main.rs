@@ -54,6 +54,18 @@ enum Command {
         /// Test files or directories of them (default: *.test.yaml beside the config).
         paths: Vec<PathBuf>,
     },
+    /// What a reload from OLD to NEW would do: patterns, fields and rules changed, the
+    /// system.reset it would publish, access decisions that change for the rule tests.
+    /// Exit 0: no change; 2: changes; 3: a tested decision changes; 1: an error.
+    Plan {
+        /// The config in force (file or directory).
+        old: PathBuf,
+        /// The config to apply (file or directory).
+        new: PathBuf,
+        /// Rule tests whose decisions to compare (default: *.test.yaml beside NEW).
+        #[arg(long = "tests", value_name = "PATH")]
+        tests: Vec<PathBuf>,
+    },
     /// Show what connres would answer one request, and why, without NATS: the pattern
     /// matched, its captures, every rule with its result, the model served or the
     /// outcome of a call.
@@ -202,6 +214,7 @@ fn main() -> ExitCode {
                 })
         }
         Command::Test { config, paths } => test(&config.config, paths),
+        Command::Plan { old, new, tests } => plan(&old, &new, tests),
         Command::Explain {
             config,
             action,
@@ -274,6 +287,32 @@ fn load_or_report(path: &std::path::Path) -> Option<Config> {
             None
         }
     }
+}
+
+fn plan(old: &std::path::Path, new: &std::path::Path, tests: Vec<PathBuf>) -> ExitCode {
+    let (Some(old_config), Some(new_config)) = (load_or_report(old), load_or_report(new)) else {
+        return ExitCode::FAILURE;
+    };
+    let tests = if tests.is_empty() {
+        connres::ruletest::discover(new)
+    } else {
+        tests
+    };
+    let suites = match connres::ruletest::load(&tests) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in errors {
+                for line in e.lines() {
+                    eprintln!("{line}");
+                }
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("plan: {} -> {}", old.display(), new.display());
+    let plan = connres::plan::plan(&old_config, &new_config, &suites);
+    print!("{}", plan.text);
+    ExitCode::from(plan.verdict as u8)
 }
 
 fn test(path: &std::path::Path, paths: Vec<PathBuf>) -> ExitCode {

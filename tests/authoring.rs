@@ -228,3 +228,86 @@ fn a_broken_test_file_is_reported_with_positions() {
         assert!(out.stderr.contains(&needle), "{needle}\n{}", out.stderr);
     }
 }
+
+/// `connres plan` from the shipped file to an edited copy of it, with the shipped tests.
+fn plan(edit: impl Fn(&str) -> String) -> common::process::Output {
+    let shipped = std::fs::read_to_string(project_file("resources.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let new = dir.path().join("resources.yaml");
+    std::fs::write(&new, edit(&shipped)).unwrap();
+    let mut cmd = connres();
+    cmd.arg("plan")
+        .arg(project_file("resources.yaml"))
+        .arg(&new)
+        .arg("--tests")
+        .arg(project_file("resources.test.yaml"));
+    run(&mut cmd)
+}
+
+#[test]
+fn plan_exit_codes_gate_a_ci_job() {
+    // Comments only: nothing changes.
+    let out = plan(|s| format!("# reviewed\n{s}"));
+    assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("system.reset:     none"),
+        "{}",
+        out.stdout
+    );
+
+    // A rules-only change that the rule tests see: exit 3, with the case and the reset.
+    let out = plan(|s| {
+        s.replace(
+            "set: cid == params.cid && token != null",
+            "set: cid == params.cid",
+        )
+    });
+    assert_eq!(out.status.code(), Some(3), "{}", out.stdout);
+    for needle in [
+        "session.prefs.{cid}: call.set `cid == params.cid && token != null` -> `cid == params.cid`",
+        r#"system.reset:     {"resources":[],"access":["session.prefs.*"]}"#,
+        "preferences cannot be set while logged out, but can be reset: call.set denied -> granted",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle}\n{}", out.stdout);
+    }
+
+    // A field change no tested decision depends on: exit 2.
+    let out = plan(|s| s.replace("max: 32", "max: 40"));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("~ fontSize (max 32 -> 40"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(r#"{"resources":["session.prefs.*"],"access":[]}"#),
+        "{}",
+        out.stdout
+    );
+
+    // A removal: its requests go unserved.
+    let out = plan(|s| s[..s.find("  # What backend services").unwrap()].to_string());
+    assert_eq!(out.status.code(), Some(3), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("patterns removed: session.status.{cid}"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("get granted -> unserved"),
+        "{}",
+        out.stdout
+    );
+
+    // A broken new file: exit 1 with its errors.
+    let out = plan(|s| s.replace("type: integer", "type: int"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr
+            .contains("unknown field type `int`; did you mean `integer`?"),
+        "{}",
+        out.stderr
+    );
+}

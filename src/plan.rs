@@ -1,0 +1,375 @@
+//! `connres plan OLD NEW`: what a reload from one config to another would do, before
+//! anyone applies it, as Terraform's `plan` shows a change: patterns added and removed,
+//! fields and rules changed, settings that apply at once or only on restart, the exact
+//! `system.reset` it would publish, and the access decisions that change for the cases
+//! of the rule tests.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::config::{diff, Config, ConfigDiff, Resource, METHODS};
+use crate::explain::{access, engine_with};
+use crate::field::FieldDef;
+use crate::ruletest::Suite;
+
+/// How a plan ends, for CI jobs to gate on (the process exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing a gateway or client would notice (descriptions, comments, order).
+    NoChange = 0,
+    /// The reload changes what is served or published, but no tested decision.
+    Changes = 2,
+    /// An access decision of a rule-test case changes.
+    DecisionsChange = 3,
+}
+
+/// The plan, as text, and its verdict.
+pub struct Plan {
+    pub text: String,
+    pub verdict: Verdict,
+}
+
+/// Compares `old` and `new`; `suites` are the rule tests whose decisions to compare.
+pub fn plan(old: &Config, new: &Config, suites: &[Suite]) -> Plan {
+    let d = diff(old, new);
+    let mut out = String::new();
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "(none)".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let _ = writeln!(out, "patterns added:   {}", list(&d.added));
+    let _ = writeln!(out, "patterns removed: {}", list(&d.removed));
+
+    let mut changed = !d.added.is_empty() || !d.removed.is_empty();
+    let mut fields = Vec::new();
+    let mut rules = Vec::new();
+    for o in &old.resources {
+        let Some(n) = new.resource(o.pattern.as_str()) else {
+            continue;
+        };
+        let f = field_changes(o, n);
+        if !f.is_empty() {
+            fields.push(format!("  {}: {}", o.pattern, f.join("; ")));
+        }
+        rules.extend(
+            rule_changes(o, n)
+                .into_iter()
+                .map(|r| format!("  {}: {r}", o.pattern)),
+        );
+    }
+    changed |= !fields.is_empty() || !rules.is_empty();
+    section(&mut out, "fields changed:", &fields);
+    section(&mut out, "access rules changed:", &rules);
+
+    let mut settings = Vec::new();
+    if old.state != new.state {
+        settings.push(format!(
+            "  state: idle_ttl {} -> {}, max_entries {} -> {} (applies at once)",
+            humantime::format_duration(old.state.idle_ttl),
+            humantime::format_duration(new.state.idle_ttl),
+            old.state.max_entries,
+            new.state.max_entries
+        ));
+    }
+    if old.nats != new.nats {
+        settings.push("  nats: changed (takes effect on restart only)".to_string());
+    }
+    if old.api != new.api {
+        settings.push(format!(
+            "  api.prefix: {} -> {} (takes effect on restart only)",
+            old.api.prefix, new.api.prefix
+        ));
+    }
+    changed |= !settings.is_empty();
+    section(&mut out, "settings changed:", &settings);
+
+    resets(&mut out, &d);
+    changed |= !d.needs_no_reset();
+
+    let decisions = decision_changes(old, new, suites);
+    if !suites.is_empty() {
+        let files: Vec<&str> = suites.iter().map(|s| s.file.as_str()).collect();
+        let heading = format!(
+            "access decisions that change for the rule tests ({}):",
+            files.join(", ")
+        );
+        if decisions.is_empty() {
+            let _ = writeln!(out, "{heading} none");
+        } else {
+            section(&mut out, &heading, &decisions);
+        }
+    }
+    let verdict = if !decisions.is_empty() {
+        Verdict::DecisionsChange
+    } else if changed {
+        Verdict::Changes
+    } else {
+        Verdict::NoChange
+    };
+    let _ = writeln!(
+        out,
+        "{}",
+        match verdict {
+            Verdict::NoChange => "no change a gateway or client would notice",
+            Verdict::Changes => "the reload changes what is served (exit 2)",
+            Verdict::DecisionsChange => "the reload changes tested access decisions (exit 3)",
+        }
+    );
+    Plan { text: out, verdict }
+}
+
+fn section(out: &mut String, heading: &str, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{heading}");
+    for l in lines {
+        let _ = writeln!(out, "{l}");
+    }
+}
+
+/// The `system.reset` the reload would publish, exactly as the service builds it.
+fn resets(out: &mut String, d: &ConfigDiff) {
+    if d.needs_no_reset() {
+        let _ = writeln!(out, "system.reset:     none");
+        return;
+    }
+    let (_, payload) = crate::protocol::system_reset(&d.reset_resources, &d.reset_access);
+    let _ = writeln!(
+        out,
+        "system.reset:     {}",
+        String::from_utf8_lossy(&payload)
+    );
+}
+
+/// `+ name (type)`, `- name`, `~ name (what changed)`.
+fn field_changes(o: &Resource, n: &Resource) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in &n.fields {
+        match o.field(&f.name) {
+            None => out.push(format!("+ {} ({})", f.name, f.ty)),
+            Some(old) => {
+                let what = what_changed(old, f);
+                if !what.is_empty() {
+                    out.push(format!("~ {} ({})", f.name, what.join(", ")));
+                }
+            }
+        }
+    }
+    for f in &o.fields {
+        if n.field(&f.name).is_none() {
+            let dropped = if f.writable {
+                ", written values dropped"
+            } else {
+                ""
+            };
+            out.push(format!("- {}{dropped}", f.name));
+        }
+    }
+    out
+}
+
+fn what_changed(a: &FieldDef, b: &FieldDef) -> Vec<String> {
+    let mut what = Vec::new();
+    if a.ty != b.ty {
+        what.push(format!("type {} -> {}", a.ty, b.ty));
+    }
+    if a.default != b.default {
+        what.push(format!("default {} -> {}", a.default, b.default));
+    }
+    let source = |f: &FieldDef| f.source.as_ref().map(|t| t.source().to_string());
+    if source(a) != source(b) {
+        what.push("from".to_string());
+    }
+    let (x, y) = (&a.constraints, &b.constraints);
+    let show = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    let mut constraint = |name: &str, old: Option<String>, new: Option<String>| {
+        if old != new {
+            what.push(format!("{name} {} -> {}", show(old), show(new)));
+        }
+    };
+    let json = |v: &Option<Vec<Value>>| v.as_ref().map(|v| Value::from(v.clone()).to_string());
+    constraint("enum", json(&x.one_of), json(&y.one_of));
+    constraint(
+        "min",
+        x.min.map(|n| n.to_string()),
+        y.min.map(|n| n.to_string()),
+    );
+    constraint(
+        "max",
+        x.max.map(|n| n.to_string()),
+        y.max.map(|n| n.to_string()),
+    );
+    let len = |c: &crate::field::Constraints| c.max_length.map(|n| n.to_string());
+    constraint("max_length", len(x), len(y));
+    let re = |c: &crate::field::Constraints| c.pattern.as_ref().map(|r| r.as_str().to_string());
+    constraint("pattern", re(x), re(y));
+    if x != y && b.writable {
+        what.push("stored values re-checked, invalid ones dropped".to_string());
+    }
+    if a.writable != b.writable {
+        what.push(format!("writable {} -> {}", a.writable, b.writable));
+    }
+    what
+}
+
+/// Each rule whose text changed: `get`, `call`, `call.<method>`.
+fn rule_changes(o: &Resource, n: &Resource) -> Vec<String> {
+    let mut names: Vec<String> = vec!["get".into()];
+    names.extend(METHODS.iter().map(|m| format!("call.{m}")));
+    let text = |r: &Resource, name: &str| {
+        let rule = match name.strip_prefix("call.") {
+            Some(m) => r.access.call.rule(m),
+            None => r.access.get.as_ref(),
+        };
+        rule.map_or("(no rule: deny)".to_string(), |r| {
+            format!("`{}`", r.source())
+        })
+    };
+    names
+        .iter()
+        .filter_map(|name| {
+            let (a, b) = (text(o, name), text(n, name));
+            (a != b).then(|| format!("{name} {a} -> {b}"))
+        })
+        .collect()
+}
+
+/// Runs each case's access request against both configs.
+fn decision_changes(old: &Config, new: &Config, suites: &[Suite]) -> Vec<String> {
+    let mut out = Vec::new();
+    for suite in suites {
+        for case in &suite.cases {
+            let a = decisions(
+                old,
+                &case.resource,
+                &case.cid,
+                case.token.as_ref(),
+                case.query.as_deref(),
+            );
+            let b = decisions(
+                new,
+                &case.resource,
+                &case.cid,
+                case.token.as_ref(),
+                case.query.as_deref(),
+            );
+            if a != b {
+                let changes: Vec<String> = a
+                    .iter()
+                    .zip(&b)
+                    .filter(|(x, y)| x != y)
+                    .map(|((what, x), (_, y))| format!("{what} {x} -> {y}"))
+                    .collect();
+                out.push(format!(
+                    "  {}:{}: {}: {}",
+                    suite.file,
+                    case.at,
+                    case.name,
+                    changes.join(", ")
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `get` and each call method, granted or denied (or unserved: no pattern).
+fn decisions(
+    config: &Config,
+    rid: &str,
+    cid: &str,
+    token: Option<&Value>,
+    query: Option<&str>,
+) -> Vec<(String, &'static str)> {
+    let mut names = vec!["get".to_string()];
+    names.extend(METHODS.iter().map(|m| format!("call.{m}")));
+    if config.resolve(rid).is_none() {
+        return names.into_iter().map(|n| (n, "unserved")).collect();
+    }
+    let mut engine = engine_with(config, cid, token);
+    let reply = access(&mut engine, config, rid, cid, token, query);
+    let word = |b: bool| if b { "granted" } else { "denied" };
+    let mut out = vec![(names[0].clone(), word(reply.get))];
+    for m in METHODS {
+        out.push((format!("call.{m}"), word(reply.allows(m))));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../resources.yaml");
+
+    fn config(text: &str) -> Config {
+        Config::parse("r.yaml", text).unwrap()
+    }
+
+    fn suites() -> Vec<Suite> {
+        vec![crate::ruletest::parse(
+            "resources.test.yaml",
+            include_str!("../resources.test.yaml"),
+        )
+        .unwrap()]
+    }
+
+    #[test]
+    fn the_same_config_plans_nothing() {
+        let commented = format!("# a comment\n{SHIPPED}");
+        let p = plan(&config(SHIPPED), &config(&commented), &suites());
+        assert_eq!(p.verdict, Verdict::NoChange, "{}", p.text);
+        assert!(p.text.contains("system.reset:     none"), "{}", p.text);
+    }
+
+    #[test]
+    fn a_rules_only_change_lists_the_rule_the_reset_and_the_decisions() {
+        let new = SHIPPED.replace(
+            "set: cid == params.cid && token != null",
+            "set: cid == params.cid",
+        );
+        let p = plan(&config(SHIPPED), &config(&new), &suites());
+        assert_eq!(p.verdict, Verdict::DecisionsChange, "{}", p.text);
+        assert!(p.text.contains("session.prefs.{cid}: call.set `cid == params.cid && token != null` -> `cid == params.cid`"), "{}", p.text);
+        assert!(
+            p.text
+                .contains(r#"system.reset:     {"resources":[],"access":["session.prefs.*"]}"#),
+            "{}",
+            p.text
+        );
+        assert!(p.text.contains("preferences cannot be set while logged out, but can be reset: call.set denied -> granted"), "{}", p.text);
+    }
+
+    #[test]
+    fn a_field_change_and_a_removal() {
+        let new = SHIPPED
+            .replace("max: 32", "max: 40")
+            .replace("      notice:    { type: string, max_length: 200 }\n", "");
+        let new = new[..new.find("  # What backend services").unwrap()].to_string();
+        let p = plan(&config(SHIPPED), &config(&new), &suites());
+        assert_eq!(p.verdict, Verdict::DecisionsChange, "{}", p.text);
+        assert!(
+            p.text.contains("patterns removed: session.status.{cid}"),
+            "{}",
+            p.text
+        );
+        assert!(
+            p.text
+                .contains("session.prefs.{cid}: ~ fontSize (max 32 -> 40, stored values"),
+            "{}",
+            p.text
+        );
+        assert!(
+            p.text
+                .contains(r#""resources":["session.prefs.*","session.status.*"]"#),
+            "{}",
+            p.text
+        );
+        assert!(p.text.contains("get granted -> unserved"), "{}", p.text);
+    }
+}
