@@ -260,21 +260,22 @@ fn tls_block(ca: &Path, cert: &Path, key: &Path) -> String {
     )
 }
 
+/// A nats-server with TLS on the PKI's server certificate, and `more` TLS options.
+fn tls_server(dir: &Path, pki: &Pki, more: &str) -> NatsServer {
+    let tls = format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\", {more} }}",
+        pki.server_cert.display(),
+        pki.server_key.display(),
+    );
+    NatsServer::start_with_config(&write(dir, "nats.conf", &tls))
+}
+
 #[tokio::test]
 async fn tls_with_client_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let conf = write(
-        dir.path(),
-        "nats.conf",
-        &format!(
-            "tls {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\", verify: true }}",
-            pki.server_cert.display(),
-            pki.server_key.display(),
-            pki.ca.display()
-        ),
-    );
-    let server = NatsServer::start_with_config(&conf);
+    let verify = format!("ca_file: \"{}\", verify: true", pki.ca.display());
+    let server = tls_server(dir.path(), &pki, &verify);
     let resgate = || {
         ConnectOptions::new()
             .add_root_certificates(pki.ca.clone())
@@ -322,16 +323,7 @@ async fn tls_with_client_certificates() {
 async fn tls_handshake_first() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
-    let conf = write(
-        dir.path(),
-        "nats.conf",
-        &format!(
-            "tls {{ cert_file: \"{}\", key_file: \"{}\", handshake_first: true }}",
-            pki.server_cert.display(),
-            pki.server_key.display(),
-        ),
-    );
-    let server = NatsServer::start_with_config(&conf);
+    let server = tls_server(dir.path(), &pki, "handshake_first: true");
     let resgate = ConnectOptions::new()
         .add_root_certificates(pki.ca.clone())
         .tls_first();
