@@ -198,11 +198,11 @@ fn a_failing_case_names_the_rule_and_coverage_gaps_are_listed() {
     for needle in [
         format!("FAIL {}:2:5: logged out, set prefs", file.display()),
         "  call.set: expected granted, got denied".to_string(),
-        format!("    rule call.set at {shown}:33:14: cid == params.cid && token != null -> denied"),
+        format!("    rule call.set at {shown}:34:14: cid == params.cid && token != null -> denied"),
         "  model.themes: not a field of `session.prefs.{cid}`; did you mean `theme`?".to_string(),
         "0 case(s) passed, 2 failed".to_string(),
         "not exercised by any case:".to_string(),
-        format!("  session.user.{{cid}}: rule get ({shown}:21:12); field(s) id, name, role, user"),
+        format!("  session.user.{{cid}}: rule get ({shown}:22:12); field(s) id, name, role, user"),
     ] {
         assert!(out.stdout.contains(&needle), "{needle}\n{}", out.stdout);
     }
@@ -309,5 +309,20 @@ fn plan_exit_codes_gate_a_ci_job() {
             .contains("unknown field type `int`; did you mean `integer`?"),
         "{}",
         out.stderr
+    );
+}
+
+#[test]
+fn schema_prints_the_committed_json_schema() {
+    let out = run(connres().arg("schema"));
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let schema: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
+    assert_eq!(schema["title"], "connres config");
+    assert!(schema["properties"]["resources"].is_object(), "{schema}");
+    let committed = std::fs::read_to_string(project_file("connres.schema.json")).unwrap();
+    assert!(
+        out.stdout == committed,
+        "connres.schema.json is not what `connres schema` prints; regenerate it with\n    cargo run -q -- schema > connres.schema.json"
     );
 }

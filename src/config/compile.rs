@@ -19,13 +19,13 @@ use crate::pattern::{Part, Pattern};
 use crate::rule::{Rule, Schema};
 use crate::template::Template;
 
-const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "resources"];
-const STATE_KEYS: &[&str] = &["idle_ttl", "max_entries"];
-const API_KEYS: &[&str] = &["prefix"];
-const RESOURCE_KEYS: &[&str] = &["description", "fields", "reset", "access"];
-const RESET_KEYS: &[&str] = &["on_logout"];
-const ACCESS_KEYS: &[&str] = &["get", "call"];
-const FIELD_KEYS: &[&str] = &[
+pub(crate) const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "resources"];
+pub(crate) const STATE_KEYS: &[&str] = &["idle_ttl", "max_entries"];
+pub(crate) const API_KEYS: &[&str] = &["prefix"];
+pub(crate) const RESOURCE_KEYS: &[&str] = &["description", "fields", "reset", "access"];
+pub(crate) const RESET_KEYS: &[&str] = &["on_logout"];
+pub(crate) const ACCESS_KEYS: &[&str] = &["get", "call"];
+pub(crate) const FIELD_KEYS: &[&str] = &[
     "type",
     "description",
     "default",

@@ -6,6 +6,7 @@ mod compile;
 mod diff;
 mod error;
 mod nats;
+pub mod schema;
 mod source;
 pub(crate) mod yaml;
 

@@ -89,6 +89,9 @@ pub enum Command {
         #[arg(long)]
         query: Option<String>,
     },
+    /// Print the JSON Schema of the config file, for editors (it is also committed as
+    /// connres.schema.json).
+    Schema,
 }
 
 /// The config, named the same way by every subcommand.

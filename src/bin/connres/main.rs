@@ -36,6 +36,10 @@ fn main() -> ExitCode {
         }
         Command::Test { config, paths } => test(&config.config, paths),
         Command::Plan { old, new, tests } => plan(&old, &new, tests),
+        Command::Schema => {
+            print!("{}", connres::config::schema::text());
+            ExitCode::SUCCESS
+        }
         Command::Explain {
             config,
             action,

@@ -29,7 +29,7 @@ pub const DEFAULT_RECONNECT_MAX_DELAY: Duration = Duration::from_secs(4);
 /// Default queue group for request subscriptions.
 pub const DEFAULT_QUEUE_GROUP: &str = "connres";
 
-const NATS_KEYS: &[&str] = &[
+pub(crate) const NATS_KEYS: &[&str] = &[
     "url",
     "queue_group",
     "name",
@@ -42,8 +42,8 @@ const NATS_KEYS: &[&str] = &[
     "reconnect",
     "connect_timeout",
 ];
-const TLS_KEYS: &[&str] = &["ca", "cert", "key", "first"];
-const RECONNECT_KEYS: &[&str] = &["max_attempts", "max_delay"];
+pub(crate) const TLS_KEYS: &[&str] = &["ca", "cert", "key", "first"];
+pub(crate) const RECONNECT_KEYS: &[&str] = &["max_attempts", "max_delay"];
 const SCHEMES: &[&str] = &["nats", "tls", "ws", "wss"];
 
 /// A password or token: compared and cloned like a string, never printed.
