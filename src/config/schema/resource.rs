@@ -1,0 +1,183 @@
+//! The schema of a resource: its fields, their types and constraints, `reset` and
+//! `access`.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde_json::{json, Value};
+
+use super::*;
+
+/// A per-connection resource: a RES model whose fields are derived from the
+/// connection's token, written by the client or by backend services.
+#[derive(Default, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Resource {
+    /// What the resource is, for people reading the file and `connres check`.
+    description: Text,
+    /// The model's fields, by name.
+    #[schemars(extend("propertyNames" = { "minLength": 1 }))]
+    fields: BTreeMap<String, Field>,
+    /// When the resource's values are reset.
+    reset: Reset,
+    /// Who may get the resource and call its methods. A rule left out denies.
+    access: Access,
+}
+
+/// When a resource's values are reset.
+#[derive(Default, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+struct Reset {
+    /// Reset the written values to their defaults when the connection logs out (its
+    /// token becomes null). false keeps them, e.g. for display preferences.
+    #[schemars(extend("default" = true))]
+    on_logout: Flag,
+}
+
+/// Who may get a resource and call its methods: CEL rules over `cid` (the connection
+/// ID), `token` (the connection's token, null when logged out), `params` (the pattern's
+/// captures), `query` and `model` (the model's values). A rule left out denies.
+#[derive(Default, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+struct Access {
+    /// Who may get the resource (and receive its events).
+    get: Rule,
+    /// Who may call its methods: one rule for all of them, or a rule per method
+    /// (a method left out is denied).
+    call: Call,
+}
+
+/// The call rules: one rule for every method, or a rule per method.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum Call {
+    /// One rule for `set` and `reset`.
+    All(Rule),
+    /// A rule per method.
+    Methods(CallRules),
+}
+
+impl Default for Call {
+    fn default() -> Self {
+        Call::All(Rule)
+    }
+}
+
+/// A rule per call method; a method left out is denied.
+#[derive(Default, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+struct CallRules {
+    /// Who may set the resource's writable fields (`call.<resource>.set`).
+    set: Rule,
+    /// Who may reset the resource's values to their defaults (`call.<resource>.reset`).
+    reset: Rule,
+}
+
+// ------------------------------------------------------------------------ fields
+
+/// A field of the model: its type, where its value comes from and what values it takes.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(transform = constraints_by_type)]
+struct Field {
+    /// The field's type.
+    r#type: FieldType,
+    /// What the field holds, for people reading the file.
+    #[serde(default)]
+    description: Text,
+    /// The value while nothing is written (and after a reset); null when left out. A
+    /// valid value of the field; a data field takes any JSON.
+    #[serde(default)]
+    default: AnyValue,
+    /// Derive the value from a template (handlebars) over `token`, `params` and `cid`,
+    /// e.g. `"{{token.userId}}"` or `"users.user.{{token.userId}}"`. A derived field is
+    /// not writable.
+    #[serde(default)]
+    from: Text,
+    /// The only values the field takes (string, integer, number and boolean fields).
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    r#enum: Vec<AnyValue>,
+    /// The smallest value (integer and number fields).
+    #[serde(default)]
+    min: Number,
+    /// The largest value (integer and number fields).
+    #[serde(default)]
+    max: Number,
+    /// The most characters (string fields).
+    #[serde(default)]
+    max_length: Whole,
+    /// A regular expression the value must match (string fields), e.g. `"^[a-z]+$"`.
+    #[serde(default)]
+    pattern: Text,
+    /// Clients may set the field (`call.<resource>.set`) and services write it through the
+    /// write API.
+    #[serde(default)]
+    #[schemars(extend("default" = false))]
+    writable: Flag,
+}
+
+/// A field's type.
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum FieldType {
+    /// Text.
+    String,
+    /// A whole number.
+    Integer,
+    /// Any number.
+    Number,
+    /// true or false.
+    Boolean,
+    /// A reference to another resource, written as its resource name (on the wire,
+    /// `{"rid": ...}`).
+    Ref,
+    /// Any JSON value, sent as RES data (`{"data": ...}`).
+    Data,
+}
+
+/// Which constraints a field's type allows, and that a derived field is not writable.
+fn constraints_by_type(schema: &mut Schema) {
+    let forbid = |keys: &[&str]| {
+        let properties: serde_json::Map<String, Value> = keys
+            .iter()
+            .map(|k| (k.to_string(), Value::Bool(false)))
+            .collect();
+        json!({ "properties": properties })
+    };
+    let type_is = |names: &[&str]| json!({ "properties": { "type": { "enum": names } }, "required": ["type"] });
+    schema.insert(
+        "allOf".into(),
+        json!([
+            { "if": type_is(&["integer", "number"]), "else": forbid(&["min", "max"]) },
+            { "if": type_is(&["string"]), "else": forbid(&["max_length", "pattern"]) },
+            { "if": type_is(&["ref", "data"]), "then": forbid(&["enum"]) },
+            {
+                "if": { "properties": { "writable": { "const": true } }, "required": ["writable"] },
+                "then": forbid(&["from"])
+            }
+        ]),
+    );
+}
+
+/// An access rule: a CEL expression that grants when true, or a YAML boolean.
+#[derive(Default)]
+struct Rule;
+
+const RULE: &str = "An access rule: a CEL expression over `cid`, `token`, `params`, `query` \
+    and `model` that grants when true, e.g. `cid == params.cid && token != null`. A YAML \
+    boolean is the constant rule: true grants always, false never.";
+
+impl JsonSchema for Rule {
+    fn schema_name() -> Cow<'static, str> {
+        "Rule".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": RULE,
+            "type": ["string", "boolean"]
+        })
+    }
+}
