@@ -68,7 +68,7 @@ pub fn explain(config: &Config, q: &Question) -> Result<String, ExplainError> {
     // The model as rules see it, when they read it: the same values a get serves.
     let model = res
         .access_reads_model()
-        .then(|| model_of(&mut engine, config, &q.rid));
+        .then(|| rule_model(&mut engine, config, &q.rid));
     let input = RuleInput {
         cid: &q.cid,
         token,
@@ -234,6 +234,30 @@ fn rules(out: &mut String, res: &Resource, input: &RuleInput) {
 }
 
 /// The model a get of `rid` would serve, as JSON values.
+/// The model as rules read it: stored values, as the engine binds them (a `ref` is the
+/// name it points to, a `data` field its value), not the wire's `{"rid": ...}` and
+/// `{"data": ...}`.
+pub(crate) fn rule_model(engine: &mut Engine, config: &Config, rid: &str) -> Value {
+    match model_of(engine, config, rid) {
+        Value::Object(fields) => fields
+            .into_iter()
+            .map(|(name, value)| match value {
+                Value::Object(wrapped)
+                    if wrapped.len() == 1
+                        && (wrapped.contains_key("rid") || wrapped.contains_key("data")) =>
+                {
+                    (
+                        name,
+                        wrapped.into_iter().next().map_or(Value::Null, |(_, v)| v),
+                    )
+                }
+                other => (name, other),
+            })
+            .collect(),
+        other => other,
+    }
+}
+
 pub(crate) fn model_of(engine: &mut Engine, config: &Config, rid: &str) -> Value {
     let reply = run(engine, config, Request::Get { rid });
     reply["result"]["model"].clone()
@@ -322,6 +346,27 @@ mod tests {
             None,
         );
         assert!(out.contains("denied by the access rules"), "{out}");
+    }
+
+    #[test]
+    fn rules_see_the_model_as_the_engine_binds_it() {
+        let config = Config::parse(
+            "r.yaml",
+            "version: 1\nresources:\n  a.{cid}:\n    fields:\n      home: { type: ref, from: \"users.user.{{token.id}}\" }\n      tags: { type: data, default: [x] }\n    access:\n      get: model.home == 'users.user.1' && model.tags[0] == 'x'\n",
+        )
+        .unwrap();
+        let q = Question {
+            action: Action::Get,
+            rid: "a.c1".into(),
+            cid: "c1".into(),
+            token: Some(json!({"id": 1})),
+            query: None,
+        };
+        let out = explain(&config, &q).unwrap();
+        assert!(
+            out.contains("-> granted") && out.contains("get        granted"),
+            "{out}"
+        );
     }
 
     #[test]

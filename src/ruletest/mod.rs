@@ -16,7 +16,7 @@ use serde_json::Value;
 pub use parse::{parse, CallExpect, Case, Suite};
 
 use crate::config::{Config, ConfigErrors, Resource, METHODS};
-use crate::explain::{access, call, engine_with, model_of};
+use crate::explain::{access, call, engine_with, model_of, rule_model};
 use crate::rule::RuleInput;
 
 /// The test files beside a config: `*.test.yaml` in its directory (the config's own
@@ -182,7 +182,7 @@ fn run_case(
     let mut engine = engine_with(config, &case.cid, token);
     let model_for_rules = res
         .access_reads_model()
-        .then(|| model_of(&mut engine, config, &case.resource));
+        .then(|| rule_model(&mut engine, config, &case.resource));
     let input = RuleInput {
         cid: &case.cid,
         token,
