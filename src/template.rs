@@ -29,6 +29,7 @@ pub struct Template {
     source: String,
     kind: Kind,
     reads_token: bool,
+    reads_cid: bool,
     /// The captures the template reads (`params.room` -> `room`).
     params: Vec<String>,
 }
@@ -99,9 +100,12 @@ impl Template {
                 }
             }
         }
-        let reads_token = paths
-            .iter()
-            .any(|(p, _)| p.first().map(String::as_str) == Some("token"));
+        let reads = |root: &str| {
+            paths
+                .iter()
+                .any(|(p, _)| p.first().map(String::as_str) == Some(root))
+        };
+        let (reads_token, reads_cid) = (reads("token"), reads("cid"));
         let mut params: Vec<String> = paths
             .iter()
             .filter(|(p, top)| *top && p.first().map(String::as_str) == Some("params"))
@@ -117,6 +121,7 @@ impl Template {
             source: source.to_string(),
             kind,
             reads_token,
+            reads_cid,
             params,
         })
     }
@@ -133,6 +138,11 @@ impl Template {
     /// True when the template reads the connection's token.
     pub fn reads_token(&self) -> bool {
         self.reads_token
+    }
+
+    /// True when the template reads the connection's ID.
+    pub fn reads_cid(&self) -> bool {
+        self.reads_cid
     }
 
     /// Renders the template. `None` means a path it reads is missing or null (the caller

@@ -480,10 +480,15 @@ impl Compiler {
             if writable {
                 self.error(f.pos, format!("{what} has both `from` and `writable: true`; a derived field cannot be written"));
             }
-            if t.reads_token() && !pattern.has_cid() {
+            let reads = match (t.reads_token(), t.reads_cid()) {
+                (true, _) => Some("token"),
+                (false, true) => Some("cid"),
+                (false, false) => None,
+            };
+            if let Some(var) = reads.filter(|_| !pattern.has_cid()) {
                 self.error(
                     f.pos,
-                    format!("{what} reads `token`, but resource `{pattern}` has no `{{cid}}` capture to tie it to a connection"),
+                    format!("{what} reads `{var}`, but resource `{pattern}` has no `{{cid}}` capture to tie it to a connection"),
                 );
             }
             self.check_params(pattern, t.params_read(), f.pos, &what);
