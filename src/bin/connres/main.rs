@@ -18,7 +18,11 @@ use serve::{serve, Report};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logs::init(cli.log_format);
+    // Logs are for the service; the authoring commands print their findings themselves
+    // (a denied rule's warning would only repeat what `explain` and `test` show).
+    if matches!(cli.command, Command::Serve { .. }) {
+        logs::init(cli.log_format);
+    }
     let report = Report(cli.log_format);
     match cli.command {
         Command::Check { config, paths } => {
