@@ -63,6 +63,8 @@ pub struct Config {
     index: HashMap<usize, PartIndex>,
     /// Resources by pattern text.
     by_pattern: HashMap<String, usize>,
+    /// Unique to this compiled config within the process (see [`Config::id`]).
+    id: u64,
 }
 
 /// Resources with one part count: by their first part when it is a literal, else listed.
@@ -317,6 +319,12 @@ impl Config {
         &self.content_hash
     }
 
+    /// A number no other config compiled in this process has: what the engine's cached
+    /// replies are checked against, so none outlives the config it was made under.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Finds the resource whose pattern matches a resource name, with its captures.
     pub fn resolve<'a>(&'a self, name: &'a str) -> Option<(&'a Arc<Resource>, Params<'a>)> {
         self.candidates(name).find_map(|resource| {
@@ -380,9 +388,13 @@ impl Config {
             content_hash: String::new(),
             index,
             by_pattern,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
+
+/// The next [`Config::id`]; 0 is never one.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A hash of config text, stable within one process.
 pub fn source_hash(source: &str) -> u64 {

@@ -161,6 +161,7 @@ fn ann_user() -> Value {
 }
 
 mod bounded;
+mod cache;
 
 #[test]
 fn get_of_an_unseen_name_answers_the_defaults() {
