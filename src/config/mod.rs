@@ -151,6 +151,8 @@ impl PartialEq for Sites {
 struct Reads {
     fields_token: bool,
     access_token: bool,
+    /// A rule evaluated with CEL reads the token (native rules only ask if there is one).
+    access_token_value: bool,
     access_model: bool,
 }
 
@@ -212,6 +214,7 @@ impl Resource {
                 .iter()
                 .any(|f| f.source.as_ref().is_some_and(Template::reads_token)),
             access_token: access.rules().any(Rule::reads_token),
+            access_token_value: access.rules().any(|r| r.reads_token() && !r.is_native()),
             access_model: access.rules().any(Rule::reads_model),
         };
         Resource {
@@ -228,6 +231,11 @@ impl Resource {
     /// True when an access rule reads `token` (so access may change at login).
     pub fn access_reads_token(&self) -> bool {
         self.reads.access_token
+    }
+
+    /// True when an access rule reads the token's value, not only whether there is one.
+    pub fn access_reads_token_value(&self) -> bool {
+        self.reads.access_token_value
     }
 
     /// True when an access rule reads `model` (so the model is built for it).
