@@ -9,7 +9,6 @@ mod nats;
 mod source;
 pub(crate) mod yaml;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +26,10 @@ use crate::field::FieldDef;
 use crate::pattern::{Params, Part, Pattern};
 use crate::rule::Rule;
 use crate::template::Template;
+
+/// The config's lookup maps hash with foldhash (seeded per process), cheaper than
+/// SipHash for the short names every request looks up; their keys are the config's own.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The only config version this build reads.
 pub const VERSION: i64 = 1;
@@ -374,7 +377,7 @@ impl Config {
         state: StateSettings,
         resources: Vec<Arc<Resource>>,
     ) -> Config {
-        let mut index: HashMap<usize, PartIndex> = HashMap::new();
+        let mut index: HashMap<usize, PartIndex> = HashMap::default();
         let by_pattern = resources
             .iter()
             .enumerate()

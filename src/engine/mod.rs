@@ -178,17 +178,19 @@ impl<S: Store> Engine<S> {
     /// [`ReplyCache`](crate::store::ReplyCache)): a repeated get is a match, a lookup
     /// and a reference count.
     fn get(&mut self, config: &Config, rid: &str) -> Option<Result<Bytes, ResError>> {
-        let (res, params) = match resolve(config, rid)? {
-            Ok(found) => found,
+        let res = match resolve_resource(config, rid)? {
+            Ok(res) => res,
             Err(e) => return Some(Err(e)),
         };
+        // The captures, only for a reply that is not cached.
+        let params = || res.pattern.matches(rid).unwrap_or_default();
         let (now, stamp, warnings) = (self.now, self.stamp, &self.warnings);
         let reply = |model: Option<&mut Model>, token: Option<&Value>| {
             if let Some(cached) = model.as_ref().and_then(|m| m.reply.get(stamp)) {
                 return cached.clone();
             }
             let written = model.as_ref().map(|m| m.written());
-            let values = model_values(res, rid, &params, token, written, warnings);
+            let values = model_values(res, rid, &params(), token, written, warnings);
             let body = protocol::model_reply(&ModelView {
                 fields: &res.fields,
                 values: &values,
@@ -216,7 +218,7 @@ impl<S: Store> Engine<S> {
             None => {
                 self.store.touch_shared(rid, now);
                 let written = self.store.shared(rid);
-                let values = model_values(res, rid, &params, None, written, warnings);
+                let values = model_values(res, rid, &params(), None, written, warnings);
                 protocol::model_reply(&ModelView {
                     fields: &res.fields,
                     values: &values,
@@ -344,16 +346,25 @@ fn resolve<'a>(
     config: &'a Config,
     rid: &'a str,
 ) -> Option<Result<(&'a Arc<Resource>, Params<'a>), ResError>> {
-    let found = config.resolve(rid)?;
     Some(
-        if found.1.iter().all(|(_, part)| pattern::is_name_part(part)) {
-            Ok(found)
-        } else {
-            Err(ResError::InvalidParams(format!(
+        resolve_resource(config, rid)?
+            .map(|res| (res, res.pattern.matches(rid).unwrap_or_default())),
+    )
+}
+
+/// [`resolve`] without the captures, so without allocating.
+fn resolve_resource<'a>(
+    config: &'a Config,
+    rid: &str,
+) -> Option<Result<&'a Arc<Resource>, ResError>> {
+    let res = config.resource_of(rid)?;
+    Some(if res.pattern.captured(rid).all(pattern::is_name_part) {
+        Ok(res)
+    } else {
+        Err(ResError::InvalidParams(format!(
             "`{rid}` is not a valid resource name (dot-separated parts without wildcards or whitespace)"
         )))
-        },
-    )
+    })
 }
 
 /// Checks that a cid from a payload or subject is a connection ID: one non-empty name
