@@ -195,10 +195,15 @@ impl<S: Store> Engine<S> {
                 fields: &res.fields,
                 values: &values,
             });
-            if let Some(m) = model {
-                m.reply.set(stamp, body.clone());
+            match model {
+                Some(m) => {
+                    // Kept for long: an allocation of its exact size, no shared header.
+                    let kept = Bytes::copy_from_slice(&body);
+                    m.reply.set(stamp, kept.clone());
+                    kept
+                }
+                None => body,
             }
-            body
         };
         let body = match res.pattern.cid_of(rid) {
             // A token change must reach the gateway that now caches this model, so it
