@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark: connres against the bare-responder yardstick (BENCHMARKS.md) on one
+# Benchmark: connres against the bare-responder yardstick (docs/performance.md) on one
 # throwaway nats-server on a free loopback port. For each target it runs a bounded load
 # per request kind (N requests, CONC in flight from one client) and a sequential latency
 # run (SEQ_N requests, one in flight), and reports throughput,
