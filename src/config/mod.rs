@@ -66,6 +66,10 @@ pub struct Config {
     index: HashMap<usize, PartIndex>,
     /// Resources by pattern text.
     by_pattern: HashMap<String, usize>,
+    /// Resources whose pattern is literal parts and then one capture
+    /// (`session.user.{cid}`), by those literal parts: one lookup of a name without its
+    /// last part finds them. Patterns never overlap, so a hit is the only match.
+    by_prefix: HashMap<String, usize>,
     /// Unique to this compiled config within the process (see [`Config::id`]).
     id: u64,
 }
@@ -338,6 +342,12 @@ impl Config {
 
     /// Finds the resource whose pattern matches a resource name, with its captures.
     pub fn resolve<'a>(&'a self, name: &'a str) -> Option<(&'a Arc<Resource>, Params<'a>)> {
+        if let Some(resource) = self.by_prefix(name) {
+            return resource
+                .pattern
+                .matches(name)
+                .map(|params| (resource, params));
+        }
         self.candidates(name).find_map(|resource| {
             resource
                 .pattern
@@ -354,7 +364,17 @@ impl Config {
     /// The resource whose pattern matches a resource name, without its captures (and
     /// without allocating).
     pub fn resource_of(&self, name: &str) -> Option<&Arc<Resource>> {
-        self.candidates(name).find(|r| r.pattern.is_match(name))
+        self.by_prefix(name)
+            .or_else(|| self.candidates(name).find(|r| r.pattern.is_match(name)))
+    }
+
+    /// The resource of a `literal.….{capture}` pattern matching a name, by one lookup.
+    fn by_prefix(&self, name: &str) -> Option<&Arc<Resource>> {
+        let (prefix, last) = name.rsplit_once('.')?;
+        if last.is_empty() {
+            return None;
+        }
+        self.by_prefix.get(prefix).map(|&i| &self.resources[i])
     }
 
     /// The resources that may match a name: same part count and first literal, or a
@@ -383,7 +403,20 @@ impl Config {
             .enumerate()
             .map(|(i, r)| (r.pattern.as_str().to_string(), i))
             .collect();
+        let mut by_prefix = HashMap::default();
         for (i, r) in resources.iter().enumerate() {
+            if let [literals @ .., Part::Capture(_)] = r.pattern.parts() {
+                let prefix: Option<Vec<&str>> = literals
+                    .iter()
+                    .map(|p| match p {
+                        Part::Literal(l) => Some(l.as_str()),
+                        Part::Capture(_) => None,
+                    })
+                    .collect();
+                if let Some(prefix) = prefix.filter(|p| !p.is_empty()) {
+                    by_prefix.insert(prefix.join("."), i);
+                }
+            }
             let entry = index.entry(r.pattern.parts().len()).or_default();
             match r.pattern.parts().first() {
                 Some(Part::Literal(l)) => entry.by_first.entry(l.clone()).or_default().push(i),
@@ -399,6 +432,7 @@ impl Config {
             content_hash: String::new(),
             index,
             by_pattern,
+            by_prefix,
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
