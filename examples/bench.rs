@@ -1,4 +1,4 @@
-//! Load generator and yardstick for connres (see BENCHMARKS.md and scripts/bench.sh).
+//! Load generator and yardstick for connres (see docs/performance.md and scripts/bench.sh).
 //!
 //! ```text
 //! bench bare --nats URL                      # the bare responder (the yardstick)

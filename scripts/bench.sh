@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark: connres against the bare-responder yardstick (BENCHMARKS.md) on one
+# Benchmark: connres against the bare-responder yardstick (docs/performance.md) on one
 # throwaway nats-server on a free loopback port. For each target it runs a bounded load
 # per request kind (N requests, CONC in flight from one client) and a sequential latency
 # run (SEQ_N requests, one in flight), and reports throughput,
@@ -13,12 +13,15 @@
 #   scripts/bench.sh
 #   N=200000 CONC=64 SEQ_N=20000 CIDS=1000 ROUNDS=5 scripts/bench.sh
 #   RESULTS=/tmp/raw.txt scripts/bench.sh    # also keep every run's raw RESULT line
+#   CONCS="1 16 64 256" scripts/bench.sh      # several concurrencies (CONC is one)
+#   BASE_BIN=/tmp/old/connres scripts/bench.sh  # also an older build, as target `base`
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 N=${N:-100000}
 CONC=${CONC:-64}
+CONCS=${CONCS:-$CONC}
 SEQ_N=${SEQ_N:-10000}
 CIDS=${CIDS:-1000}
 WARMUP=${WARMUP:-5000}
@@ -79,23 +82,29 @@ results="$work/results"
 : >"$results"
 
 load() { # target kind concurrency requests round
-  "$bench_bin" load --nats "$url" --target "$1" --kind "$2" --concurrency "$3" \
+  local as=$1 label=""
+  [ "$1" = base ] && { as=connres; label="s/target=Connres/target=Base/;"; }
+  "$bench_bin" load --nats "$url" --target "$as" --kind "$2" --concurrency "$3" \
     --requests "$4" --warmup "$WARMUP" --cids "$CIDS" --max-secs "$MAX_SECS" \
     --pid "$server_pid" --nats-pid "$nats_pid" --clk-tck "$clk_tck" |
-    sed "s/^RESULT /RESULT round=$5 /" >>"$results"
+    sed "${label}s/^RESULT /RESULT round=$5 /" >>"$results"
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-  for target in bare connres; do
+  for target in bare connres ${BASE_BIN:+base}; do
     case $target in
       bare) "$bench_bin" bare --nats "$url" >"$work/bare.log" 2>&1 & ;;
       connres) RUST_LOG=${RUST_LOG:-info} "$connres_bin" serve --config "$root/resources.yaml" --nats "$url" \
         >"$work/connres.log" 2>&1 & ;;
+      base) RUST_LOG=${RUST_LOG:-info} "$BASE_BIN" serve --config "$root/resources.yaml" --nats "$url" \
+        >"$work/base.log" 2>&1 & ;;
     esac
     server_pid=$!
     echo "== round $round/$ROUNDS: $target (pid $server_pid)" >&2
     # Readiness is the load generator's first request, retried until answered (bounded).
-    for kind in $KINDS; do load "$target" "$kind" "$CONC" "$N" "$round"; done
+    for conc in $CONCS; do
+      for kind in $KINDS; do load "$target" "$kind" "$conc" "$N" "$round"; done
+    done
     for kind in $SEQ_KINDS; do load "$target" "$kind" 1 "$SEQ_N" "$round"; done
     kill -0 "$server_pid" 2>/dev/null || { echo "$target died during the run" >&2; exit 1; }
     stop_pid "$server_pid"
@@ -152,9 +161,15 @@ for conc in sorted({k[2] for k in groups}, key=int, reverse=True):
     pooled = [num(r["server_cpu_us"]) for r in runs
               if r["target"] == "Bare" and r["conc"] == conc and num(r["server_cpu_us"]) is not None]
     yard = statistics.median(pooled) if pooled else None
-    for kind in ["get-anon", "get", "access", "set"]:
-        b, c = cpu.get(("Bare", kind, conc)), cpu.get(("Connres", kind, conc))
-        if b and c and yard:
-            print(f"connres/bare CPU per {kind:8s} ({conc:>2} in flight): {c:6.2f} us / {yard:5.2f} us"
-                  f" (all bare runs) = {c / yard:4.2f}x   [same-kind bare {b:5.2f} us: {c / b:4.2f}x]")
+    for target in ["Connres", "Base"]:
+        for kind in ["get-anon", "get", "access", "set"]:
+            b, c = cpu.get(("Bare", kind, conc)), cpu.get((target, kind, conc))
+            if b and c and yard:
+                print(f"{target.lower()}/bare CPU per {kind:8s} ({conc:>3} in flight): {c:6.2f} us / {yard:5.2f} us"
+                      f" (all bare runs) = {c / yard:4.2f}x   [same-kind bare {b:5.2f} us: {c / b:4.2f}x]")
+        for kind in ["get", "access"]:
+            b = statistics.median([num(r["rps"]) for r in runs if r["target"] == "Bare" and r["conc"] == conc and r["kind"] == kind] or [0])
+            c = statistics.median([num(r["rps"]) for r in runs if r["target"] == target and r["conc"] == conc and r["kind"] == kind] or [0])
+            if b and c:
+                print(f"{target.lower()}/bare throughput {kind:6s} ({conc:>3} in flight): {c:8.0f} / {b:8.0f} req/s = {c / b:4.2f}x")
 EOF

@@ -132,6 +132,15 @@ impl Pattern {
         Some(params)
     }
 
+    /// The captured parts of a name this pattern matches, in order, without
+    /// allocating.
+    pub fn captured<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.parts
+            .iter()
+            .zip(name.split('.'))
+            .filter_map(|(p, seg)| matches!(p, Part::Capture(_)).then_some(seg))
+    }
+
     /// True when the pattern matches a resource name; unlike [`Pattern::matches`] it
     /// collects no captures, so it does not allocate.
     pub fn is_match(&self, name: &str) -> bool {

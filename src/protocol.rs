@@ -68,6 +68,92 @@ pub struct AccessRequest<'a> {
     pub query: Option<Cow<'a, str>>,
 }
 
+/// An access request's payload read without building its token: whether it carries
+/// one (not null) is all most requests need. It accepts and refuses exactly what
+/// [`AccessRequest`] does, with the same errors.
+#[derive(Debug, Deserialize)]
+pub struct AccessHead<'a> {
+    #[serde(borrow)]
+    pub cid: Cow<'a, str>,
+    #[serde(default)]
+    pub token: Option<Skip>,
+    #[serde(default, borrow)]
+    pub query: Option<Cow<'a, str>>,
+}
+
+/// A call request's payload read without building its token (see [`AccessHead`]).
+#[derive(Debug, Deserialize)]
+pub struct CallHead<'a> {
+    #[serde(borrow)]
+    pub cid: Cow<'a, str>,
+    #[serde(default)]
+    pub token: Option<Skip>,
+    #[serde(default)]
+    pub params: Option<Value>,
+    #[serde(default, borrow)]
+    pub query: Option<Cow<'a, str>>,
+}
+
+/// The token of a request payload already checked by its head (such as [`AccessHead`]).
+#[derive(Debug, Deserialize)]
+pub struct TokenOf {
+    #[serde(default)]
+    pub token: Option<Value>,
+}
+
+/// A JSON value read through and dropped: checked as a [`Value`] would be (the same
+/// nesting limit, the same errors), without building anything.
+#[derive(Debug)]
+pub struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_none<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Skip, D::Error> {
+        Skip::deserialize(d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+}
+
 /// The payload of a `call.<rid>.<method>` request.
 #[derive(Debug, Deserialize)]
 pub struct CallRequest<'a> {
@@ -170,6 +256,14 @@ pub fn model_reply(model: &ModelView) -> Bytes {
 
 /// `{"result": {"get": ..., "call": ...}}`
 pub fn access_reply(get: bool, call: Option<&str>) -> Bytes {
+    // The usual answers, encoded once.
+    match (get, call) {
+        (true, None) => return Bytes::from_static(br#"{"result":{"get":true}}"#),
+        (false, None) => return Bytes::from_static(br#"{"result":{"get":false}}"#),
+        (true, Some("*")) => return Bytes::from_static(br#"{"result":{"get":true,"call":"*"}}"#),
+        (false, Some("*")) => return Bytes::from_static(br#"{"result":{"get":false,"call":"*"}}"#),
+        _ => {}
+    }
     #[derive(serde::Serialize)]
     struct Result<'a> {
         get: bool,
@@ -271,10 +365,85 @@ mod tests {
     }
 
     #[test]
+    fn the_access_head_accepts_and_refuses_what_the_request_does() {
+        let deep = format!(
+            r#"{{"cid":"c1","token":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for p in [
+            r#"{"cid":"c1","token":{"a":[1,{"b":null}],"c":"\u00e9"},"query":"x=1","isHttp":false}"#,
+            r#"{"cid":"c1","token":null}"#,
+            r#"{"cid":"c1"}"#,
+            r#"{"cid":"c1","token":{"a":}"#,
+            r#"{"cid":"c1","token":"\ud800"}"#,
+            r#"{"token":{}}"#,
+            r#"{"cid":1}"#,
+            deep.as_str(),
+        ] {
+            let full = parse::<AccessRequest>(p.as_bytes(), "access request");
+            let head = parse::<AccessHead>(p.as_bytes(), "access request");
+            match (&full, &head) {
+                (Ok(f), Ok(h)) => {
+                    assert_eq!(f.cid, h.cid);
+                    assert_eq!(f.query, h.query);
+                    assert_eq!(f.token.is_some(), h.token.is_some(), "{p}");
+                    let t: TokenOf = parse(p.as_bytes(), "access request").unwrap();
+                    assert_eq!(t.token, f.token);
+                }
+                (Err(f), Err(h)) => assert_eq!(f, h, "{p}"),
+                _ => panic!("{p}: {full:?} but {head:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_call_head_accepts_and_refuses_what_the_request_does() {
+        let deep = format!(
+            r#"{{"cid":"c1","token":{}1{}}}"#,
+            "{\"a\":".repeat(150),
+            "}".repeat(150)
+        );
+        for p in [
+            r#"{"cid":"c1","token":{"a":[1,{"b":null}]},"params":{"theme":"dark"},"query":"q"}"#,
+            r#"{"cid":"c1","token":null,"params":null}"#,
+            r#"{"cid":"c1","params":[1]}"#,
+            r#"{"cid":"c1","token":[1,}"#,
+            r#"{"params":{}}"#,
+            r#"[1]"#,
+            "",
+            deep.as_str(),
+        ] {
+            let full = parse::<CallRequest>(p.as_bytes(), "call request");
+            let head = parse::<CallHead>(p.as_bytes(), "call request");
+            match (&full, &head) {
+                (Ok(f), Ok(h)) => {
+                    assert_eq!((&f.cid, &f.params, &f.query), (&h.cid, &h.params, &h.query));
+                    assert_eq!(f.token.is_some(), h.token.is_some(), "{p}");
+                    let t: TokenOf = parse(p.as_bytes(), "call request").unwrap();
+                    assert_eq!(t.token, f.token);
+                }
+                (Err(f), Err(h)) => assert_eq!(f, h, "{p}"),
+                _ => panic!("{p}: {full:?} but {head:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn access_reply_shape() {
         let v: Value = serde_json::from_slice(&access_reply(true, Some("*"))).unwrap();
         assert_eq!(v, json!({"result": {"get": true, "call": "*"}}));
         let v: Value = serde_json::from_slice(&access_reply(false, None)).unwrap();
         assert_eq!(v, json!({"result": {"get": false}}));
+        for get in [true, false] {
+            for call in [None, Some("*"), Some("set"), Some("set,reset")] {
+                let v: Value = serde_json::from_slice(&access_reply(get, call)).unwrap();
+                let mut want = json!({"result": {"get": get}});
+                if let Some(c) = call {
+                    want["result"]["call"] = json!(c);
+                }
+                assert_eq!(v, want);
+            }
+        }
     }
 }

@@ -10,7 +10,6 @@ pub mod schema;
 mod source;
 pub(crate) mod yaml;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +27,10 @@ use crate::field::FieldDef;
 use crate::pattern::{Params, Part, Pattern};
 use crate::rule::Rule;
 use crate::template::Template;
+
+/// The config's lookup maps hash with foldhash (seeded per process), cheaper than
+/// SipHash for the short names every request looks up; their keys are the config's own.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The only config version this build reads.
 pub const VERSION: i64 = 1;
@@ -64,6 +67,12 @@ pub struct Config {
     index: HashMap<usize, PartIndex>,
     /// Resources by pattern text.
     by_pattern: HashMap<String, usize>,
+    /// Resources whose pattern is literal parts and then one capture
+    /// (`session.user.{cid}`), by those literal parts: one lookup of a name without its
+    /// last part finds them. Patterns never overlap, so a hit is the only match.
+    by_prefix: HashMap<String, usize>,
+    /// Unique to this compiled config within the process (see [`Config::id`]).
+    id: u64,
 }
 
 /// Resources with one part count: by their first part when it is a literal, else listed.
@@ -150,6 +159,8 @@ impl PartialEq for Sites {
 struct Reads {
     fields_token: bool,
     access_token: bool,
+    /// A rule evaluated with CEL reads the token (native rules only ask if there is one).
+    access_token_value: bool,
     access_model: bool,
 }
 
@@ -211,6 +222,7 @@ impl Resource {
                 .iter()
                 .any(|f| f.source.as_ref().is_some_and(Template::reads_token)),
             access_token: access.rules().any(Rule::reads_token),
+            access_token_value: access.rules().any(|r| r.reads_token() && !r.is_native()),
             access_model: access.rules().any(Rule::reads_model),
         };
         Resource {
@@ -227,6 +239,11 @@ impl Resource {
     /// True when an access rule reads `token` (so access may change at login).
     pub fn access_reads_token(&self) -> bool {
         self.reads.access_token
+    }
+
+    /// True when an access rule reads the token's value, not only whether there is one.
+    pub fn access_reads_token_value(&self) -> bool {
+        self.reads.access_token_value
     }
 
     /// True when an access rule reads `model` (so the model is built for it).
@@ -318,8 +335,20 @@ impl Config {
         &self.content_hash
     }
 
+    /// A number no other config compiled in this process has: what the engine's cached
+    /// replies are checked against, so none outlives the config it was made under.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Finds the resource whose pattern matches a resource name, with its captures.
     pub fn resolve<'a>(&'a self, name: &'a str) -> Option<(&'a Arc<Resource>, Params<'a>)> {
+        if let Some(resource) = self.by_prefix(name) {
+            return resource
+                .pattern
+                .matches(name)
+                .map(|params| (resource, params));
+        }
         self.candidates(name).find_map(|resource| {
             resource
                 .pattern
@@ -336,7 +365,17 @@ impl Config {
     /// The resource whose pattern matches a resource name, without its captures (and
     /// without allocating).
     pub fn resource_of(&self, name: &str) -> Option<&Arc<Resource>> {
-        self.candidates(name).find(|r| r.pattern.is_match(name))
+        self.by_prefix(name)
+            .or_else(|| self.candidates(name).find(|r| r.pattern.is_match(name)))
+    }
+
+    /// The resource of a `literal.….{capture}` pattern matching a name, by one lookup.
+    fn by_prefix(&self, name: &str) -> Option<&Arc<Resource>> {
+        let (prefix, last) = name.rsplit_once('.')?;
+        if last.is_empty() {
+            return None;
+        }
+        self.by_prefix.get(prefix).map(|&i| &self.resources[i])
     }
 
     /// The resources that may match a name: same part count and first literal, or a
@@ -359,13 +398,26 @@ impl Config {
         state: StateSettings,
         resources: Vec<Arc<Resource>>,
     ) -> Config {
-        let mut index: HashMap<usize, PartIndex> = HashMap::new();
+        let mut index: HashMap<usize, PartIndex> = HashMap::default();
         let by_pattern = resources
             .iter()
             .enumerate()
             .map(|(i, r)| (r.pattern.as_str().to_string(), i))
             .collect();
+        let mut by_prefix = HashMap::default();
         for (i, r) in resources.iter().enumerate() {
+            if let [literals @ .., Part::Capture(_)] = r.pattern.parts() {
+                let prefix: Option<Vec<&str>> = literals
+                    .iter()
+                    .map(|p| match p {
+                        Part::Literal(l) => Some(l.as_str()),
+                        Part::Capture(_) => None,
+                    })
+                    .collect();
+                if let Some(prefix) = prefix.filter(|p| !p.is_empty()) {
+                    by_prefix.insert(prefix.join("."), i);
+                }
+            }
             let entry = index.entry(r.pattern.parts().len()).or_default();
             match r.pattern.parts().first() {
                 Some(Part::Literal(l)) => entry.by_first.entry(l.clone()).or_default().push(i),
@@ -381,9 +433,14 @@ impl Config {
             content_hash: String::new(),
             index,
             by_pattern,
+            by_prefix,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
+
+/// The next [`Config::id`]; 0 is never one.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A hash of config text, stable within one process.
 pub fn source_hash(source: &str) -> u64 {

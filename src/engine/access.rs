@@ -9,9 +9,14 @@ use serde_json::Value;
 use super::{check_cid, resolve, Engine, Events};
 use crate::config::{CallAccess, Config, Resource};
 use crate::pattern::Params;
-use crate::protocol::{self, AccessRequest, ResError};
+use crate::protocol::{self, AccessHead, ResError, TokenOf};
 use crate::rule::RuleInput;
 use crate::store::Store;
+
+/// Stands for a token that nothing reads but for whether there is one: the rules that
+/// read it are native, the requester's record is confirmed (it is not learned) and no
+/// rule reads the model.
+static SOME_TOKEN: Value = Value::Bool(true);
 
 impl<S: Store> Engine<S> {
     pub(super) fn access(
@@ -37,9 +42,23 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
-        let req: AccessRequest = protocol::parse(payload, "access request")?;
+        let req: AccessHead = protocol::parse(payload, "access request")?;
         check_cid(&req.cid)?;
-        let token = req.token.as_ref().filter(|t| !t.is_null());
+        // The token is built only when something reads it: a record it fills in, a
+        // rule evaluated with CEL, or the model a rule reads. Native rules only ask
+        // whether there is one.
+        let confirmed = self.store.connection(&req.cid).is_some_and(|c| c.confirmed);
+        let needed = req.token.is_some()
+            && (!confirmed || res.access_reads_token_value() || res.access_reads_model());
+        let sent = match needed {
+            true => protocol::parse::<TokenOf>(payload, "access request")?.token,
+            false => None,
+        };
+        let token = match (needed, &req.token) {
+            (true, _) => sent.as_ref().filter(|t| !t.is_null()),
+            (false, Some(_)) => Some(&SOME_TOKEN),
+            (false, None) => None,
+        };
         let model = self.rule_model(res, rid, params, &req.cid, token);
         let input = RuleInput {
             cid: &req.cid,

@@ -146,7 +146,7 @@ impl<S: Store> Engine<S> {
                     if res.fields_read_token() || (!logged_in && res.access_reads_token()) {
                         ResetQueue::push(&mut q.access, res, &m.rid);
                     }
-                    if !m.written.is_empty() {
+                    if !m.written().is_empty() {
                         ResetQueue::push(&mut q.resources, res, &m.rid);
                     }
                 }

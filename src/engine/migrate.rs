@@ -27,6 +27,8 @@ impl<S: Store> Engine<S> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        // No reply cached under the old config is served under the new one.
+        self.stamp += 1;
         let invalidated = invalidated(old, new);
         if invalidated.is_empty() {
             return;
@@ -55,8 +57,8 @@ impl<S: Store> Engine<S> {
                 None => true,
                 Some(None) => false,
                 Some(Some(res)) => {
-                    keep_fitting(&res, &mut m.written);
-                    res.follows_token() || !m.written.is_empty()
+                    keep_fitting(&res, m.written_mut());
+                    res.follows_token() || !m.written().is_empty()
                 }
             });
             conn.granted

@@ -26,7 +26,7 @@ use crate::field::json_eq;
 use crate::pattern::{self, Params};
 use crate::protocol::{self, Changes, ModelView, ResError};
 use crate::rule::{Rule, RuleInput};
-use crate::store::{MemoryStore, Store, Written};
+use crate::store::{Connection, MemoryStore, Model, Store, Written};
 use crate::template::TemplateInput;
 
 use expiry::ResetQueue;
@@ -91,6 +91,11 @@ pub struct Engine<S: Store = MemoryStore> {
     /// `system.reset`.
     resets: ResetQueue,
     warnings: Mutex<WarnLimiter>,
+    /// What cached get replies are stamped with; it changes when the config in force
+    /// changes and after a reconnect, so no reply made before is served after.
+    stamp: u64,
+    /// The config the stamp was made for ([`Config::id`]).
+    config_id: u64,
 }
 
 impl Default for Engine<MemoryStore> {
@@ -107,6 +112,8 @@ impl<S: Store> Engine<S> {
             clock,
             resets: ResetQueue::default(),
             warnings: Mutex::new(WarnLimiter::default()),
+            stamp: 0,
+            config_id: 0,
         }
     }
 
@@ -117,6 +124,10 @@ impl<S: Store> Engine<S> {
     /// Handles one message against one config snapshot.
     pub fn handle(&mut self, config: &Config, request: Request) -> Outcome {
         self.now = self.clock.now();
+        if config.id() != self.config_id {
+            self.config_id = config.id();
+            self.stamp += 1;
+        }
         let mut out = Outcome::default();
         let reply = match request {
             Request::Get { rid } => self.get(config, rid),
@@ -159,31 +170,67 @@ impl<S: Store> Engine<S> {
     /// is filled in again from the next request that carries its token.
     pub fn reconnected(&mut self) {
         self.store.unconfirm_all();
+        self.stamp += 1;
     }
 
+    /// A get. A remembered model of a connection keeps its encoded reply until its
+    /// written values, its connection's token or the config change (see
+    /// [`ReplyCache`](crate::store::ReplyCache)): a repeated get is a match, a lookup
+    /// and a reference count.
     fn get(&mut self, config: &Config, rid: &str) -> Option<Result<Bytes, ResError>> {
-        let (res, params) = match resolve(config, rid)? {
-            Ok(found) => found,
+        let res = match resolve_resource(config, rid)? {
+            Ok(res) => res,
             Err(e) => return Some(Err(e)),
         };
-        if let Some(cid) = res.pattern.cid_of(rid) {
-            if res.fields_read_token() {
-                // A token change must reach the gateway that now caches this model.
-                let now = self.now;
-                self.store.update_connection(cid, now, |c| {
-                    c.model_mut(rid);
-                });
-            } else {
-                self.store.touch_connection(cid, self.now);
+        // The captures, only for a reply that is not cached.
+        let params = || res.pattern.matches(rid).unwrap_or_default();
+        let (now, stamp, warnings) = (self.now, self.stamp, &self.warnings);
+        let reply = |model: Option<&mut Model>, token: Option<&Value>| {
+            if let Some(cached) = model.as_ref().and_then(|m| m.reply.get(stamp)) {
+                return cached.clone();
             }
-        } else {
-            self.store.touch_shared(rid, self.now);
-        }
-        let values = self.values(res, rid, &params, self.token_of(res, rid).as_deref());
-        Some(Ok(protocol::model_reply(&ModelView {
-            fields: &res.fields,
-            values: &values,
-        })))
+            let written = model.as_ref().map(|m| m.written());
+            let values = model_values(res, rid, &params(), token, written, warnings);
+            let body = protocol::model_reply(&ModelView {
+                fields: &res.fields,
+                values: &values,
+            });
+            match model {
+                Some(m) => {
+                    // Kept for long: an allocation of its exact size, no shared header.
+                    let kept = Bytes::copy_from_slice(&body);
+                    m.reply.set(stamp, kept.clone());
+                    kept
+                }
+                None => body,
+            }
+        };
+        let body = match res.pattern.cid_of(rid) {
+            // A token change must reach the gateway that now caches this model, so it
+            // is remembered.
+            Some(cid) if res.fields_read_token() => self.store.update_connection(cid, now, |c| {
+                let (model, token) = c.model_with_token(rid);
+                reply(Some(model), token)
+            }),
+            Some(cid) => self
+                .store
+                .update_existing(cid, now, |c| {
+                    let Connection { token, models, .. } = c;
+                    let model = models.iter_mut().find(|m| &*m.rid == rid);
+                    reply(model, token.as_deref())
+                })
+                .unwrap_or_else(|| reply(None, None)),
+            None => {
+                self.store.touch_shared(rid, now);
+                let written = self.store.shared(rid);
+                let values = model_values(res, rid, &params(), None, written, warnings);
+                protocol::model_reply(&ModelView {
+                    fields: &res.fields,
+                    values: &values,
+                })
+            }
+        };
+        Some(Ok(body))
     }
 
     /// The owner's stored token of a model with a `{cid}`.
@@ -203,7 +250,7 @@ impl<S: Store> Engine<S> {
     /// The written values of a model, if it has any.
     fn written(&self, res: &Resource, rid: &str) -> Option<&Written> {
         match res.pattern.cid_of(rid) {
-            Some(cid) => Some(&self.store.connection(cid)?.model(rid)?.written),
+            Some(cid) => Some(self.store.connection(cid)?.model(rid)?.written()),
             None => self.store.shared(rid),
         }
     }
@@ -214,8 +261,8 @@ impl<S: Store> Engine<S> {
         let now = self.now;
         match res.pattern.cid_of(rid) {
             Some(cid) => self.store.update_connection(cid, now, |c| {
-                change(&mut c.model_mut(rid).written);
-                if !res.follows_token() && c.model(rid).is_some_and(|m| m.written.is_empty()) {
+                change(c.model_mut(rid).written_mut());
+                if !res.follows_token() && c.model(rid).is_some_and(|m| m.written().is_empty()) {
                     c.remove_model(rid);
                 }
             }),
@@ -232,30 +279,7 @@ impl<S: Store> Engine<S> {
         token: Option<&Value>,
     ) -> Vec<Value> {
         let written = self.written(res, rid);
-        let input = TemplateInput {
-            cid: res.pattern.cid_of(rid),
-            token,
-            params,
-        };
-        res.fields
-            .iter()
-            .map(|f| match &f.source {
-                Some(t) => match t.render(&input).map(|v| f.from_rendered(v)) {
-                    None => f.default.clone(),
-                    Some(Ok(v)) => v,
-                    Some(Err(e)) => {
-                        self.warn(&format!("{}/{}", res.pattern, f.name), || {
-                            tracing::warn!(resource = %res.pattern, field = %f.name, rid, "from template value {e}; the field takes its default")
-                        });
-                        f.default.clone()
-                    }
-                },
-                None => written
-                    .and_then(|w| w.get(&f.name))
-                    .cloned()
-                    .unwrap_or_else(|| f.default.clone()),
-            })
-            .collect()
+        model_values(res, rid, params, token, written, &self.warnings)
     }
 
     /// Evaluates a rule; an error denies and is logged (rate-limited per rule).
@@ -272,11 +296,51 @@ impl<S: Store> Engine<S> {
     }
 
     fn warn(&self, key: &str, log: impl FnOnce()) {
-        self.warnings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .warn(key, log);
+        warn(&self.warnings, key, log);
     }
+}
+
+fn warn(warnings: &Mutex<WarnLimiter>, key: &str, log: impl FnOnce()) {
+    warnings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .warn(key, log);
+}
+
+/// A model's values, field by field, as stored values: `from` fields rendered from the
+/// token and captures, the others written or their default.
+fn model_values(
+    res: &Resource,
+    rid: &str,
+    params: &Params,
+    token: Option<&Value>,
+    written: Option<&Written>,
+    warnings: &Mutex<WarnLimiter>,
+) -> Vec<Value> {
+    let input = TemplateInput {
+        cid: res.pattern.cid_of(rid),
+        token,
+        params,
+    };
+    res.fields
+        .iter()
+        .map(|f| match &f.source {
+            Some(t) => match t.render(&input).map(|v| f.from_rendered(v)) {
+                None => f.default.clone(),
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    warn(warnings, &format!("{}/{}", res.pattern, f.name), || {
+                        tracing::warn!(resource = %res.pattern, field = %f.name, rid, "from template value {e}; the field takes its default")
+                    });
+                    f.default.clone()
+                }
+            },
+            None => written
+                .and_then(|w| w.get(&f.name))
+                .cloned()
+                .unwrap_or_else(|| f.default.clone()),
+        })
+        .collect()
 }
 
 /// The resource a name belongs to and its captures. `None` when no pattern matches (the
@@ -287,16 +351,25 @@ fn resolve<'a>(
     config: &'a Config,
     rid: &'a str,
 ) -> Option<Result<(&'a Arc<Resource>, Params<'a>), ResError>> {
-    let found = config.resolve(rid)?;
     Some(
-        if found.1.iter().all(|(_, part)| pattern::is_name_part(part)) {
-            Ok(found)
-        } else {
-            Err(ResError::InvalidParams(format!(
+        resolve_resource(config, rid)?
+            .map(|res| (res, res.pattern.matches(rid).unwrap_or_default())),
+    )
+}
+
+/// [`resolve`] without the captures, so without allocating.
+fn resolve_resource<'a>(
+    config: &'a Config,
+    rid: &str,
+) -> Option<Result<&'a Arc<Resource>, ResError>> {
+    let res = config.resource_of(rid)?;
+    Some(if res.pattern.captured(rid).all(pattern::is_name_part) {
+        Ok(res)
+    } else {
+        Err(ResError::InvalidParams(format!(
             "`{rid}` is not a valid resource name (dot-separated parts without wildcards or whitespace)"
         )))
-        },
-    )
+    })
 }
 
 /// Checks that a cid from a payload or subject is a connection ID: one non-empty name

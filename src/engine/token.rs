@@ -84,7 +84,7 @@ impl<S: Store> Engine<S> {
         let now = self.now;
         let Some(conn) = self.store.connection(cid) else {
             self.store.update_connection(cid, now, |c| {
-                c.token = token;
+                c.replace_token(token);
                 c.confirmed = true;
             });
             return;
@@ -106,7 +106,7 @@ impl<S: Store> Engine<S> {
         }
         let logout = old.is_some() && token.is_none();
         self.store.update_connection(cid, now, |c| {
-            c.token = token.clone();
+            c.replace_token(token.clone());
             c.confirmed = true;
             if logout {
                 for (res, rid, ..) in &owned {
@@ -115,7 +115,7 @@ impl<S: Store> Engine<S> {
                     }
                     if res.follows_token() {
                         if let Some(m) = c.models.iter_mut().find(|m| &*m.rid == *rid) {
-                            m.written.clear();
+                            m.written_mut().clear();
                         }
                     } else {
                         // Only its written values made it worth remembering.

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::{check_cid, push_change, resolve, Engine, Events};
 use crate::config::{Config, Resource, METHODS};
 use crate::pattern::{self, Params};
-use crate::protocol::{self, ApiSetRequest, CallRequest, ResError};
+use crate::protocol::{self, ApiSetRequest, CallHead, ResError, TokenOf};
 use crate::rule::RuleInput;
 use crate::store::{Store, Written};
 
@@ -45,7 +45,9 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
-        if !protocol::is_json_object(payload) {
+        // One parse; only a failed one asks what was wrong first.
+        let head = protocol::parse::<CallHead>(payload, "call request");
+        if head.is_err() && !protocol::is_json_object(payload) {
             return Err(ResError::InvalidParams(
                 "call payload must be a JSON object".into(),
             ));
@@ -57,9 +59,16 @@ impl<S: Store> Engine<S> {
                 METHODS.join(" and ")
             )));
         }
-        let req: CallRequest = protocol::parse(payload, "call request")?;
+        let req = head?;
         check_cid(&req.cid)?;
-        let sent = req.token.as_ref().filter(|t| !t.is_null());
+        // The token is built only when the requester's record is not confirmed: a
+        // confirmed record's own token is what the rule sees.
+        let confirmed = self.store.connection(&req.cid).is_some_and(|c| c.confirmed);
+        let sent = match req.token.is_some() && !confirmed {
+            true => protocol::parse::<TokenOf>(payload, "call request")?.token,
+            false => None,
+        };
+        let sent = sent.as_ref().filter(|t| !t.is_null());
         // A call changes state, so its rule holds against the token the service knows
         // now: the confirmed record's, not a stale one the request may carry.
         let allowed = {

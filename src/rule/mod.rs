@@ -17,9 +17,11 @@ const QUERY: usize = 3;
 const MODEL: usize = 4;
 
 mod check;
+mod native;
 mod reads;
 
 pub use check::Schema;
+use native::Native;
 use reads::Reads;
 
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
@@ -33,6 +35,8 @@ pub struct Rule {
     reads: [bool; 5],
     /// The captures the rule selects as `params.<name>`.
     params: Vec<String>,
+    /// The rule without CEL, when it has one of the common shapes (see [`native`]).
+    native: Option<Native>,
 }
 
 /// Why a rule was refused at load; `pos` is the 1-based line and column in the rule.
@@ -106,11 +110,13 @@ impl Rule {
         }
         let reads = VARIABLES.map(|v| free.contains(&v));
         let params = walk.params.iter().map(|p| p.to_string()).collect();
+        let native = Native::of(program.expression());
         Ok(Rule {
             source: source.to_string(),
             program: Arc::new(program),
             reads,
             params,
+            native,
         })
     }
 
@@ -132,8 +138,23 @@ impl Rule {
     }
 
     /// Evaluates the rule: `Ok(true)` grants, `Ok(false)` denies, `Err` is a rule that
-    /// failed at run time (the caller denies and logs it).
+    /// failed at run time (the caller denies and logs it). A rule of a common shape is
+    /// evaluated natively, with the same result.
     pub fn eval(&self, input: &RuleInput) -> Result<bool, String> {
+        match self.native.as_ref().and_then(|n| n.eval(input)) {
+            Some(b) => Ok(b),
+            None => self.eval_cel(input),
+        }
+    }
+
+    /// True when the rule is evaluated without CEL (for a rule of a resource, whose
+    /// captures the compiler checked, always).
+    pub fn is_native(&self) -> bool {
+        self.native.is_some()
+    }
+
+    /// Evaluates the rule with CEL.
+    fn eval_cel(&self, input: &RuleInput) -> Result<bool, String> {
         // Converting values into CEL costs more than most rules do, so only the
         // variables the rule reads are bound.
         let mut ctx = Context::with_env(ENV.clone());

@@ -21,6 +21,7 @@ mod reload;
 mod route;
 mod serve;
 mod subscribe;
+mod woken;
 
 use std::future::Future;
 use std::path::Path;
@@ -214,6 +215,8 @@ impl Service {
     /// waits for a NATS connection that is down.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServiceError> {
         tokio::pin!(shutdown);
+        // Polled on every turn of the loop below: only worth it once a signal woke it.
+        let mut shutdown = woken::WokenOnly::new(shutdown);
         tokio::select! {
             biased;
             _ = &mut shutdown => return Ok(()),

@@ -68,6 +68,20 @@ impl Store for MemoryStore {
         touch(&mut self.connections, cid, now)
     }
 
+    fn update_existing<R>(
+        &mut self,
+        cid: &str,
+        now: Tick,
+        change: impl FnOnce(&mut Connection) -> R,
+    ) -> Option<R> {
+        let (touched, conn) = self.connections.to_back(cid)?;
+        *touched = now;
+        let before = conn.entries();
+        let result = change(conn);
+        self.entries = self.entries + conn.entries() - before;
+        Some(result)
+    }
+
     fn remove_connection(&mut self, cid: &str) -> Option<Connection> {
         let (_, conn) = self.connections.remove(cid)?;
         self.entries -= conn.entries();

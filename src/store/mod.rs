@@ -13,6 +13,7 @@ mod memory;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::Value;
 
 pub use memory::MemoryStore;
@@ -40,10 +41,86 @@ pub struct Connection {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
     pub rid: Box<str>,
-    pub written: Written,
+    /// Only through [`Model::written_mut`], which drops the cached reply.
+    written: Written,
+    /// The encoded get reply, while it is known to be current (see [`ReplyCache`]).
+    pub reply: ReplyCache,
+}
+
+impl Model {
+    pub fn new(rid: &str) -> Model {
+        Model {
+            rid: rid.into(),
+            written: Written::default(),
+            reply: ReplyCache::default(),
+        }
+    }
+
+    pub fn written(&self) -> &Written {
+        &self.written
+    }
+
+    /// The written values, to change: the cached reply goes, since it showed them.
+    pub fn written_mut(&mut self) -> &mut Written {
+        self.reply.clear();
+        &mut self.written
+    }
+}
+
+/// A model's encoded get reply, kept between gets. It shows the model's written values,
+/// its connection's token and the config in force: changing the written values or the
+/// token clears it ([`Model::written_mut`], [`Connection::replace_token`]), and it is
+/// served only under the stamp it was made with, which the engine changes with the
+/// config and after a reconnect. Not state: never compared, never counted.
+#[derive(Debug, Clone, Default)]
+pub struct ReplyCache(Option<(u64, Bytes)>);
+
+impl ReplyCache {
+    /// The reply, if it was made under this stamp.
+    pub fn get(&self, stamp: u64) -> Option<&Bytes> {
+        self.0.as_ref().filter(|(s, _)| *s == stamp).map(|(_, b)| b)
+    }
+
+    pub fn set(&mut self, stamp: u64, reply: Bytes) {
+        self.0 = Some((stamp, reply));
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    pub fn is_some(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl PartialEq for ReplyCache {
+    fn eq(&self, _: &ReplyCache) -> bool {
+        true
+    }
 }
 
 impl Connection {
+    /// Replaces the token; every cached reply of the connection goes, since the token
+    /// may show in any of its models.
+    pub fn replace_token(&mut self, token: Option<Arc<Value>>) {
+        self.token = token;
+        for m in &mut self.models {
+            m.reply.clear();
+        }
+    }
+
+    /// The model (added, nothing written, when missing) with the connection's token.
+    pub fn model_with_token(&mut self, rid: &str) -> (&mut Model, Option<&Value>) {
+        self.model_mut(rid);
+        let Connection { token, models, .. } = self;
+        let model = models
+            .iter_mut()
+            .find(|m| &*m.rid == rid)
+            .expect("just added");
+        (model, token.as_deref())
+    }
+
     pub fn model(&self, rid: &str) -> Option<&Model> {
         self.models.iter().find(|m| &*m.rid == rid)
     }
@@ -55,10 +132,7 @@ impl Connection {
             None => {
                 // Exact growth: most connections hold one or two models.
                 self.models.reserve_exact(1);
-                self.models.push(Model {
-                    rid: rid.into(),
-                    written: Written::default(),
-                });
+                self.models.push(Model::new(rid));
                 self.models.len() - 1
             }
         };
@@ -144,6 +218,13 @@ pub trait Store: Send {
     ) -> R;
     /// Touches a connection's record if there is one; says whether there was.
     fn touch_connection(&mut self, cid: &str, now: Tick) -> bool;
+    /// Touches and changes a connection's record if there is one (never creates one).
+    fn update_existing<R>(
+        &mut self,
+        cid: &str,
+        now: Tick,
+        change: impl FnOnce(&mut Connection) -> R,
+    ) -> Option<R>;
     fn remove_connection(&mut self, cid: &str) -> Option<Connection>;
 
     /// The written values of a model without a cid.

@@ -161,6 +161,7 @@ fn ann_user() -> Value {
 }
 
 mod bounded;
+mod cache;
 
 #[test]
 fn get_of_an_unseen_name_answers_the_defaults() {
@@ -770,4 +771,49 @@ resources:
         evs,
         vec![change(rid, json!({"role": "admin"})), reaccess(rid)]
     );
+}
+
+#[test]
+fn names_resolve_to_the_one_pattern_that_matches_them() {
+    // The config finds a `literal.….{capture}` pattern by one lookup of the name's
+    // prefix; the result must be a plain scan's, for matching and non-matching names.
+    let t = T::new();
+    let names = [
+        "session.user.c1",
+        "session.user.",
+        "session.user",
+        "session.user.c1.x",
+        "session.prefs.c1",
+        "session.draft.c1",
+        "admin.panel.c1",
+        "chat.lobby.typing.c1",
+        "chat.lobby.typing.",
+        "chat.lobby.c1",
+        "notes.c1",
+        "notes.",
+        "notes",
+        "public.board.news",
+        "public.board",
+        ".c1",
+        "x.c1",
+        "session..c1",
+        "",
+    ];
+    for name in names {
+        let scan = t.config.resources.iter().find(|r| r.pattern.is_match(name));
+        let found = t.config.resource_of(name);
+        assert_eq!(
+            found.map(|r| r.pattern.as_str()),
+            scan.map(|r| r.pattern.as_str()),
+            "{name}"
+        );
+        let resolved = t.config.resolve(name);
+        assert_eq!(
+            resolved
+                .as_ref()
+                .map(|(r, p)| (r.pattern.as_str(), p.clone())),
+            scan.map(|r| (r.pattern.as_str(), r.pattern.matches(name).unwrap())),
+            "{name}"
+        );
+    }
 }
