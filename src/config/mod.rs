@@ -6,6 +6,7 @@ mod compile;
 mod diff;
 mod error;
 mod nats;
+mod resource;
 pub mod schema;
 mod source;
 pub(crate) mod yaml;
@@ -20,13 +21,11 @@ pub use nats::{
     split_urls, NatsAuth, NatsOverrides, NatsSettings, ReconnectSettings, Secret, TlsSettings,
     DEFAULT_NATS_URL, DEFAULT_QUEUE_GROUP,
 };
+pub use resource::{Access, CallAccess, Resource, Site, Sites};
 pub use source::{is_config_file, SourceFile, Sources};
 pub use yaml::Pos;
 
-use crate::field::FieldDef;
-use crate::pattern::{Params, Part, Pattern};
-use crate::rule::Rule;
-use crate::template::Template;
+use crate::pattern::{Params, Part};
 
 /// The config's lookup maps hash with foldhash (seeded per process), cheaper than
 /// SipHash for the short names every request looks up; their keys are the config's own.
@@ -102,164 +101,6 @@ impl Default for StateSettings {
             idle_ttl: DEFAULT_IDLE_TTL,
             max_entries: DEFAULT_MAX_ENTRIES,
         }
-    }
-}
-
-/// A declared connection resource.
-#[derive(Debug, PartialEq)]
-pub struct Resource {
-    pub pattern: Pattern,
-    pub description: Option<String>,
-    pub fields: Vec<FieldDef>,
-    pub reset_on_logout: bool,
-    pub access: Access,
-    /// Where the pattern and each rule are written, for tools that point at them.
-    pub sites: Sites,
-    /// What the fields and rules read, worked out once at load for the request path.
-    reads: Reads,
-}
-
-/// A place in the config: the file (when the config is a directory) and the position.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Site {
-    pub file: Option<String>,
-    pub pos: Pos,
-}
-
-impl Site {
-    /// `file:line:col`, with the config's path for a single-file config.
-    pub fn show(&self, config_path: &str) -> String {
-        format!(
-            "{}:{}",
-            self.file.as_deref().unwrap_or(config_path),
-            self.pos
-        )
-    }
-}
-
-/// The sites of a resource by name: `pattern`, `get`, `call`, `call.<method>`. Where a
-/// thing is written is not what it is: sites never make two resources differ.
-#[derive(Debug, Clone, Default)]
-pub struct Sites(pub Vec<(String, Site)>);
-
-impl Sites {
-    pub fn get(&self, name: &str) -> Option<&Site> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, s)| s)
-    }
-}
-
-impl PartialEq for Sites {
-    fn eq(&self, _: &Sites) -> bool {
-        true
-    }
-}
-
-/// What a resource's fields and rules read.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-struct Reads {
-    fields_token: bool,
-    access_token: bool,
-    /// A rule evaluated with CEL reads the token (native rules only ask if there is one).
-    access_token_value: bool,
-    access_model: bool,
-}
-
-/// The access rules of a resource. A missing rule denies.
-#[derive(Debug, Default, PartialEq)]
-pub struct Access {
-    pub get: Option<Rule>,
-    pub call: CallAccess,
-}
-
-#[derive(Debug, Default, PartialEq)]
-pub enum CallAccess {
-    #[default]
-    Deny,
-    /// One rule for every method.
-    All(Rule),
-    /// A rule per method; methods not listed are denied.
-    Methods(Vec<(String, Rule)>),
-}
-
-impl Access {
-    /// Every rule: `get` and the call rules.
-    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
-        let call: Vec<&Rule> = match &self.call {
-            CallAccess::Deny => Vec::new(),
-            CallAccess::All(r) => vec![r],
-            CallAccess::Methods(rules) => rules.iter().map(|(_, r)| r).collect(),
-        };
-        self.get.iter().chain(call)
-    }
-}
-
-impl CallAccess {
-    /// The rule that decides a method, if any.
-    pub fn rule(&self, method: &str) -> Option<&Rule> {
-        match self {
-            CallAccess::Deny => None,
-            CallAccess::All(rule) => Some(rule),
-            CallAccess::Methods(rules) => rules.iter().find(|(m, _)| m == method).map(|(_, r)| r),
-        }
-    }
-}
-
-impl Resource {
-    pub fn field(&self, name: &str) -> Option<&FieldDef> {
-        self.fields.iter().find(|f| f.name == name)
-    }
-
-    /// A resource from its parts, with what its fields and rules read worked out.
-    pub fn new(
-        pattern: Pattern,
-        description: Option<String>,
-        fields: Vec<FieldDef>,
-        reset_on_logout: bool,
-        access: Access,
-    ) -> Resource {
-        let reads = Reads {
-            fields_token: fields
-                .iter()
-                .any(|f| f.source.as_ref().is_some_and(Template::reads_token)),
-            access_token: access.rules().any(Rule::reads_token),
-            access_token_value: access.rules().any(|r| r.reads_token() && !r.is_native()),
-            access_model: access.rules().any(Rule::reads_model),
-        };
-        Resource {
-            pattern,
-            description,
-            fields,
-            reset_on_logout,
-            access,
-            sites: Sites::default(),
-            reads,
-        }
-    }
-
-    /// True when an access rule reads `token` (so access may change at login).
-    pub fn access_reads_token(&self) -> bool {
-        self.reads.access_token
-    }
-
-    /// True when an access rule reads the token's value, not only whether there is one.
-    pub fn access_reads_token_value(&self) -> bool {
-        self.reads.access_token_value
-    }
-
-    /// True when an access rule reads `model` (so the model is built for it).
-    pub fn access_reads_model(&self) -> bool {
-        self.reads.access_model
-    }
-
-    /// True when the engine must remember that a gateway may cache this model for its
-    /// connection: a token change changes its values, or a login must re-ask its access.
-    pub fn follows_token(&self) -> bool {
-        self.fields_read_token() || self.access_reads_token()
-    }
-
-    /// True when a field follows the token.
-    pub fn fields_read_token(&self) -> bool {
-        self.reads.fields_token
     }
 }
 
