@@ -4,12 +4,13 @@
 //! and then `reply`, all before it handles the next message, which keeps every change
 //! event ahead of the replies that reflect it.
 //!
-//! Submodules by concern: `access` (access requests), `token` (token records, login and
+//! Submodules by concern: `get` (gets and the cached replies), `access` (access requests), `token` (token records, login and
 //! logout), `write` (calls and the backend API), `expiry` (idle expiry, the size bound
 //! and the resets they owe gateways), `migrate` (state across a reload).
 
 mod access;
 mod expiry;
+mod get;
 mod migrate;
 mod token;
 mod warn;
@@ -24,13 +25,13 @@ use crate::clock::{Clock, Tick};
 use crate::config::{Config, Resource};
 use crate::field::json_eq;
 use crate::pattern::{self, Params};
-use crate::protocol::{self, Changes, ModelView, ResError};
+use crate::protocol::{self, Changes, ResError};
 use crate::rule::{Rule, RuleInput};
-use crate::store::{Connection, MemoryStore, Model, Store, Written};
-use crate::template::TemplateInput;
+use crate::store::{MemoryStore, Store, Written};
 
 use expiry::ResetQueue;
 pub use expiry::{ResetBatch, RESET_BATCH};
+use get::model_values;
 use warn::WarnLimiter;
 
 /// One inbound message, already routed by its subject.
@@ -173,66 +174,6 @@ impl<S: Store> Engine<S> {
         self.stamp += 1;
     }
 
-    /// A get. A remembered model of a connection keeps its encoded reply until its
-    /// written values, its connection's token or the config change (see
-    /// [`ReplyCache`](crate::store::ReplyCache)): a repeated get is a match, a lookup
-    /// and a reference count.
-    fn get(&mut self, config: &Config, rid: &str) -> Option<Result<Bytes, ResError>> {
-        let res = match resolve_resource(config, rid)? {
-            Ok(res) => res,
-            Err(e) => return Some(Err(e)),
-        };
-        // The captures, only for a reply that is not cached.
-        let params = || res.pattern.matches(rid).unwrap_or_default();
-        let (now, stamp, warnings) = (self.now, self.stamp, &self.warnings);
-        let reply = |model: Option<&mut Model>, token: Option<&Value>| {
-            if let Some(cached) = model.as_ref().and_then(|m| m.reply.get(stamp)) {
-                return cached.clone();
-            }
-            let written = model.as_ref().map(|m| m.written());
-            let values = model_values(res, rid, &params(), token, written, warnings);
-            let body = protocol::model_reply(&ModelView {
-                fields: &res.fields,
-                values: &values,
-            });
-            match model {
-                Some(m) => {
-                    // Kept for long: an allocation of its exact size, no shared header.
-                    let kept = Bytes::copy_from_slice(&body);
-                    m.reply.set(stamp, kept.clone());
-                    kept
-                }
-                None => body,
-            }
-        };
-        let body = match res.pattern.cid_of(rid) {
-            // A token change must reach the gateway that now caches this model, so it
-            // is remembered.
-            Some(cid) if res.fields_read_token() => self.store.update_connection(cid, now, |c| {
-                let (model, token) = c.model_with_token(rid);
-                reply(Some(model), token)
-            }),
-            Some(cid) => self
-                .store
-                .update_existing(cid, now, |c| {
-                    let Connection { token, models, .. } = c;
-                    let model = models.iter_mut().find(|m| &*m.rid == rid);
-                    reply(model, token.as_deref())
-                })
-                .unwrap_or_else(|| reply(None, None)),
-            None => {
-                self.store.touch_shared(rid, now);
-                let written = self.store.shared(rid);
-                let values = model_values(res, rid, &params(), None, written, warnings);
-                protocol::model_reply(&ModelView {
-                    fields: &res.fields,
-                    values: &values,
-                })
-            }
-        };
-        Some(Ok(body))
-    }
-
     /// The owner's stored token of a model with a `{cid}`.
     fn token_of(&self, res: &Resource, rid: &str) -> Option<Arc<Value>> {
         let cid = res.pattern.cid_of(rid)?;
@@ -305,42 +246,6 @@ fn warn(warnings: &Mutex<WarnLimiter>, key: &str, log: impl FnOnce()) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .warn(key, log);
-}
-
-/// A model's values, field by field, as stored values: `from` fields rendered from the
-/// token and captures, the others written or their default.
-fn model_values(
-    res: &Resource,
-    rid: &str,
-    params: &Params,
-    token: Option<&Value>,
-    written: Option<&Written>,
-    warnings: &Mutex<WarnLimiter>,
-) -> Vec<Value> {
-    let input = TemplateInput {
-        cid: res.pattern.cid_of(rid),
-        token,
-        params,
-    };
-    res.fields
-        .iter()
-        .map(|f| match &f.source {
-            Some(t) => match t.render(&input).map(|v| f.from_rendered(v)) {
-                None => f.default.clone(),
-                Some(Ok(v)) => v,
-                Some(Err(e)) => {
-                    warn(warnings, &format!("{}/{}", res.pattern, f.name), || {
-                        tracing::warn!(resource = %res.pattern, field = %f.name, rid, "from template value {e}; the field takes its default")
-                    });
-                    f.default.clone()
-                }
-            },
-            None => written
-                .and_then(|w| w.get(&f.name))
-                .cloned()
-                .unwrap_or_else(|| f.default.clone()),
-        })
-        .collect()
 }
 
 /// The resource a name belongs to and its captures. `None` when no pattern matches (the

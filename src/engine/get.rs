@@ -1,0 +1,114 @@
+//! Gets: a model's values (rendered from the token and captures, written, or their
+//! defaults) and its encoded reply, kept per remembered model until what it was built
+//! from changes.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::warn::WarnLimiter;
+use super::{resolve_resource, warn, Engine};
+use crate::config::{Config, Resource};
+use crate::pattern::Params;
+use crate::protocol::{self, ModelView, ResError};
+use crate::store::{Connection, Model, Store, Written};
+use crate::template::TemplateInput;
+
+impl<S: Store> Engine<S> {
+    /// A get. A remembered model of a connection keeps its encoded reply until its
+    /// written values, its connection's token or the config change (see
+    /// [`ReplyCache`](crate::store::ReplyCache)): a repeated get is a match, a lookup
+    /// and a reference count.
+    pub(super) fn get(&mut self, config: &Config, rid: &str) -> Option<Result<Bytes, ResError>> {
+        let res = match resolve_resource(config, rid)? {
+            Ok(res) => res,
+            Err(e) => return Some(Err(e)),
+        };
+        // The captures, only for a reply that is not cached.
+        let params = || res.pattern.matches(rid).unwrap_or_default();
+        let (now, stamp, warnings) = (self.now, self.stamp, &self.warnings);
+        let reply = |model: Option<&mut Model>, token: Option<&Value>| {
+            if let Some(cached) = model.as_ref().and_then(|m| m.reply.get(stamp)) {
+                return cached.clone();
+            }
+            let written = model.as_ref().map(|m| m.written());
+            let values = model_values(res, rid, &params(), token, written, warnings);
+            let body = protocol::model_reply(&ModelView {
+                fields: &res.fields,
+                values: &values,
+            });
+            match model {
+                Some(m) => {
+                    // Kept for long: an allocation of its exact size, no shared header.
+                    let kept = Bytes::copy_from_slice(&body);
+                    m.reply.set(stamp, kept.clone());
+                    kept
+                }
+                None => body,
+            }
+        };
+        let body = match res.pattern.cid_of(rid) {
+            // A token change must reach the gateway that now caches this model, so it
+            // is remembered.
+            Some(cid) if res.fields_read_token() => self.store.update_connection(cid, now, |c| {
+                let (model, token) = c.model_with_token(rid);
+                reply(Some(model), token)
+            }),
+            Some(cid) => self
+                .store
+                .update_existing(cid, now, |c| {
+                    let Connection { token, models, .. } = c;
+                    let model = models.iter_mut().find(|m| &*m.rid == rid);
+                    reply(model, token.as_deref())
+                })
+                .unwrap_or_else(|| reply(None, None)),
+            None => {
+                self.store.touch_shared(rid, now);
+                let written = self.store.shared(rid);
+                let values = model_values(res, rid, &params(), None, written, warnings);
+                protocol::model_reply(&ModelView {
+                    fields: &res.fields,
+                    values: &values,
+                })
+            }
+        };
+        Some(Ok(body))
+    }
+}
+
+/// A model's values, field by field, as stored values: `from` fields rendered from the
+/// token and captures, the others written or their default.
+pub(super) fn model_values(
+    res: &Resource,
+    rid: &str,
+    params: &Params,
+    token: Option<&Value>,
+    written: Option<&Written>,
+    warnings: &Mutex<WarnLimiter>,
+) -> Vec<Value> {
+    let input = TemplateInput {
+        cid: res.pattern.cid_of(rid),
+        token,
+        params,
+    };
+    res.fields
+        .iter()
+        .map(|f| match &f.source {
+            Some(t) => match t.render(&input).map(|v| f.from_rendered(v)) {
+                None => f.default.clone(),
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    warn(warnings, &format!("{}/{}", res.pattern, f.name), || {
+                        tracing::warn!(resource = %res.pattern, field = %f.name, rid, "from template value {e}; the field takes its default")
+                    });
+                    f.default.clone()
+                }
+            },
+            None => written
+                .and_then(|w| w.get(&f.name))
+                .cloned()
+                .unwrap_or_else(|| f.default.clone()),
+        })
+        .collect()
+}
