@@ -132,10 +132,11 @@ pub fn parse(source: &str) -> Result<(Yaml, Vec<SyntaxError>), SyntaxError> {
                     *c = rename(round);
                 }
             }
-            Err(e) => return Err(load_error(e)),
+            Err(e) => return Err(at_tag(source, load_error(e))),
         }
     }
-    let node = marked_yaml::parse_yaml_with_options(0, source, options()).map_err(load_error)?;
+    let node = marked_yaml::parse_yaml_with_options(0, source, options())
+        .map_err(|e| at_tag(source, load_error(e)))?;
     Ok((convert(&node), duplicates))
 }
 
@@ -143,6 +144,40 @@ pub fn parse(source: &str) -> Result<(Yaml, Vec<SyntaxError>), SyntaxError> {
 fn rename(round: usize) -> char {
     char::from_u32(0xE000 + round as u32).unwrap_or('\u{E000}')
 }
+
+/// The loader reports a tag where the token after it starts; the tag itself is the last
+/// `!` that starts a token before that place. A rule such as `!model.locked` reads as a
+/// tag in YAML, so the message says how to write it.
+fn at_tag(source: &str, mut error: SyntaxError) -> SyntaxError {
+    if error.message != TAGS_UNSUPPORTED {
+        return error;
+    }
+    let mut last = None;
+    let (mut line, mut col, mut prev) = (1, 0, '\n');
+    for c in source.chars() {
+        if (line, col + 1) >= (error.pos.line, error.pos.col) {
+            break;
+        }
+        if c == '\n' {
+            (line, col) = (line + 1, 0);
+        } else {
+            col += 1;
+            if c == '!' && (prev.is_whitespace() || matches!(prev, ':' | '[' | '{' | ',' | '-')) {
+                last = Some(Pos { line, col });
+            }
+        }
+        prev = c;
+    }
+    if let Some(pos) = last {
+        error.pos = pos;
+    }
+    error.message = format!(
+        "{TAGS_UNSUPPORTED}; a value that starts with `!` (such as the rule `!model.locked`) must be quoted: \"!model.locked\""
+    );
+    error
+}
+
+const TAGS_UNSUPPORTED: &str = "YAML tags are not supported";
 
 fn load_error(e: LoadError) -> SyntaxError {
     let (marker, message) = match &e {
@@ -159,7 +194,7 @@ fn load_error(e: LoadError) -> SyntaxError {
         LoadError::MappingKeyMustBeScalar(m) => {
             (Some(*m), "mapping keys must be plain strings".to_string())
         }
-        LoadError::UnexpectedTag(m) => (Some(*m), "YAML tags are not supported".to_string()),
+        LoadError::UnexpectedTag(m) => (Some(*m), TAGS_UNSUPPORTED.to_string()),
         LoadError::ScanError(m, se) => (Some(*m), format!("YAML syntax: {}", se.info())),
         LoadError::DuplicateKey(inner) => (
             inner.key.span().start().copied(),
@@ -306,6 +341,13 @@ mod tests {
         );
         // The last value is kept.
         assert_eq!(doc.to_json()["a"], serde_json::json!(4));
+    }
+
+    #[test]
+    fn a_tag_is_reported_where_it_is_with_how_to_quote_it() {
+        let e = parse("a: 1\nget: !model.locked\ncall: x\n").unwrap_err();
+        assert_eq!(e.pos, Pos { line: 2, col: 6 });
+        assert!(e.message.contains("must be quoted"), "{}", e.message);
     }
 
     #[test]
