@@ -27,6 +27,35 @@ function bin(name) {
   return value;
 }
 
+/**
+ * Resolves once a TCP connection to the loopback `port` is accepted. Resgate logs
+ * "Server ready" from its main goroutine while its HTTP listener starts in another, so
+ * the line can come a moment before the port accepts: a client connecting at once then
+ * gets `system.connectionError` (seen about once in twenty lane runs). The port gives
+ * no event to await, so connection attempts are repeated until one is accepted.
+ */
+export function acceptsConnections(port, timeoutMs = WAIT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve();
+      });
+      socket.once('error', (e) => {
+        socket.destroy();
+        if (Date.now() > deadline) {
+          reject(new Error(`nothing accepts connections on 127.0.0.1:${port}: ${e.message}`));
+        } else {
+          setTimeout(attempt, 10);
+        }
+      });
+    };
+    attempt();
+  });
+}
+
 /** A free loopback TCP port (the OS picks it; the listener is closed at once). */
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -241,6 +270,7 @@ export class Stack {
       ...(trace || process.env.E2E_RESGATE_TRACE ? ['--debug', '--trace'] : ['--debug']),
     ]);
     await this.resgate.waitFor(/Server ready/, 0);
+    await acceptsConnections(resgatePort);
     this.wsUrl = `ws://127.0.0.1:${resgatePort}`;
 
     if (web) {
