@@ -18,6 +18,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+. scripts/lib.sh
 
 N=${N:-100000}
 CONC=${CONC:-64}
@@ -42,13 +43,6 @@ bench_bin="$target_dir/release/examples/bench"
 work=$(mktemp -d)
 nats_pid=""
 server_pid=""
-stop_pid() { # stop a process this script started, by pid, and reap it
-  local pid=$1
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-}
 cleanup() {
   local rc=$?
   stop_pid "$server_pid"
@@ -64,15 +58,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+port=$(free_port)
 url="nats://127.0.0.1:$port"
 "$nats_bin" -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
 nats_pid=$!
-for i in $(seq 1 200); do
-  python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),0.2).close()' "$port" 2>/dev/null && break
-  [ "$i" -eq 200 ] && { echo "nats-server did not start" >&2; exit 1; }
-  sleep 0.05
-done
+wait_port "$port" nats-server
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); nats-server $("$nats_bin" --version | grep -oE '[0-9]+\.[0-9.]+') on $url" >&2
 echo "load: N=$N requests, $CONC in flight, sequential SEQ_N=$SEQ_N, $CIDS connections, warm-up $WARMUP, $ROUNDS rounds" >&2

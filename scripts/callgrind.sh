@@ -14,6 +14,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+. scripts/lib.sh
 
 N1=${N1:-2000}
 N2=${N2:-12000}
@@ -33,13 +34,6 @@ bench_bin="$target_dir/release/examples/bench"
 work=$(mktemp -d)
 nats_pid=""
 server_pid=""
-stop_pid() {
-  local pid=$1
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-}
 cleanup() {
   local rc=$?
   stop_pid "$server_pid"
@@ -55,11 +49,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+port=$(free_port)
 url="nats://127.0.0.1:$port"
 "$nats_bin" -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
 nats_pid=$!
-sleep 0.5
+wait_port "$port" nats-server
 
 load() { # kind requests warmup
   "$bench_bin" load --nats "$url" --target "$target" --kind "$1" --concurrency "$CONC" \

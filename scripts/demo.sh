@@ -9,6 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+. scripts/lib.sh
 profile=${PROFILE:-debug}
 
 nats_bin=$("$root/scripts/install-nats-server.sh")
@@ -46,28 +47,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Poll (bounded) until a TCP port accepts connections.
-wait_port() {
-  local port=$1 i
-  for i in $(seq 1 200); do
-    if python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),0.2).close()' "$port" 2>/dev/null; then
-      return 0
-    fi
-    sleep 0.05
-  done
-  echo "nats-server did not start on port $port" >&2
-  return 1
-}
-
 port=$(free_port)
 url="nats://127.0.0.1:$port"
 "$nats_bin" -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
 nats_pid=$!
-wait_port "$port"
+wait_port "$port" nats-server
 echo "nats-server $("$nats_bin" --version | grep -oE '[0-9]+\.[0-9.]+') on $url (pid $nats_pid)" >&2
 
 RUST_LOG=${RUST_LOG:-info} "$bin_dir/connres" serve --config "$root/resources.yaml" --nats "$url" \
