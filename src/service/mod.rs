@@ -55,6 +55,11 @@ pub const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often idle state is looked for (the clock counts whole seconds).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// At most this many messages are handled one after the other without looking at the
+/// timers (expiry sweeps, paced resets) in between; connection events, reloads and
+/// shutdown are looked at before every message.
+pub const BURST: usize = 64;
+
 /// The least time between two `system.reset`s for dropped state: with
 /// [`RESET_BATCH`](crate::engine::RESET_BATCH) names each, at most 5,000 names a second
 /// reach the gateways, however many expire.
@@ -105,6 +110,8 @@ pub struct Service {
     watched: Option<Triggers>,
     reports: broadcast::Sender<ReloadReport>,
     metrics: Arc<Metrics>,
+    /// The connections and entries last set on the state gauges.
+    held: (usize, usize),
     discovery: Discovery,
 }
 
@@ -181,6 +188,7 @@ impl Service {
             watched: None,
             reports: broadcast::channel(16).0,
             metrics: Arc::default(),
+            held: (0, 0),
             discovery,
         })
     }
@@ -243,7 +251,7 @@ impl Service {
         sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut resets = interval(RESET_EVERY);
         resets.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
+        'serving: loop {
             // Timers and reloads come before messages: under load there is always a
             // message waiting, and they must not starve.
             let step = tokio::select! {
@@ -254,13 +262,21 @@ impl Service {
                 _ = sweep.tick() => Step::Sweep,
                 _ = resets.tick(), if self.engine.pending_resets() > 0 => Step::Reset,
                 item = self.subs.next() => match item {
-                    // The common case stays small: one message, raced with shutdown.
+                    // The common case stays small: one message, raced with shutdown;
+                    // then the messages already received, while nothing else waits.
                     Some(received) => {
-                        tokio::select! {
-                            biased;
-                            _ = &mut shutdown => break,
-                            _ = self.handle(received) => continue,
+                        let mut next = Some(received);
+                        let mut handled = 0;
+                        while let Some(received) = next.take() {
+                            tokio::select! {
+                                biased;
+                                _ = &mut shutdown => break 'serving,
+                                _ = self.handle(received) => {}
+                            }
+                            handled += 1;
+                            next = self.received_next(handled, &reloads).await;
                         }
+                        continue;
                     }
                     None => break,
                 },
