@@ -253,7 +253,9 @@ impl Service {
         resets.set_missed_tick_behavior(MissedTickBehavior::Delay);
         'serving: loop {
             // Timers and reloads come before messages: under load there is always a
-            // message waiting, and they must not starve.
+            // message waiting, and they must not starve. Connection events and reloads
+            // are also looked at before each message of a burst; the timers after it,
+            // at most BURST messages later.
             let step = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
