@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use crate::field::{FieldDef, ResValue};
 
+mod scan;
+
 /// A RES error reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResError {
@@ -79,6 +81,16 @@ pub struct AccessHead<'a> {
     pub token: Option<Skip>,
     #[serde(default, borrow)]
     pub query: Option<Cow<'a, str>>,
+}
+
+/// Reads an access request's head: the usual payload by a hand-written scan, anything
+/// else (escapes, unusual numbers, deep nesting, every malformed payload) by serde, so
+/// results and error messages are exactly [`parse`]'s.
+pub fn access_head(payload: &[u8]) -> Result<AccessHead<'_>, ResError> {
+    match scan::access_head(payload) {
+        Some(head) => Ok(head),
+        None => parse(payload, "access request"),
+    }
 }
 
 /// A call request's payload read without building its token (see [`AccessHead`]).
