@@ -14,6 +14,7 @@
 #   scripts/token-latency.sh
 #   RATE=10000 SECS=10 CIDS=1000 RUNS=5 scripts/token-latency.sh
 #   BIN=/path/to/other/connres scripts/token-latency.sh   # another build
+#   BASE_BIN=/tmp/old/connres scripts/token-latency.sh    # also an older build, as `base`
 #   TARGETS=connres scripts/token-latency.sh             # without the yardstick
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +26,7 @@ SECS=${SECS:-5}
 CIDS=${CIDS:-1000}
 RUNS=${RUNS:-3}
 WARMUP=${WARMUP:-2000}
-TARGETS=${TARGETS:-"bare connres"}
+TARGETS=${TARGETS:-"bare connres${BASE_BIN:+ base}"}
 
 nats_bin=$("$root/scripts/install-nats-server.sh")
 [ -n "${NO_BUILD:-}" ] || { echo "building (release)..." >&2; cargo build --quiet --release --bin connres --example bench; }
@@ -67,12 +68,16 @@ for run in $(seq 1 "$RUNS"); do
       bare) "$bench_bin" bare --relay-tokens --nats "$url" >"$work/bare.log" 2>&1 & ;;
       connres) RUST_LOG=${RUST_LOG:-warn} "$connres_bin" serve --config "$root/resources.yaml" \
         --nats "$url" >"$work/connres.log" 2>&1 & ;;
+      base) RUST_LOG=${RUST_LOG:-warn} "$BASE_BIN" serve --config "$root/resources.yaml" \
+        --nats "$url" >"$work/base.log" 2>&1 & ;;
     esac
     server_pid=$!
+    as=$target label=""
+    [ "$target" = base ] && { as=connres; label="s/target=Connres/target=Base/;"; }
     # Readiness is the generator's first get, retried until answered (bounded).
-    "$bench_bin" token-latency --nats "$url" --target "$target" --rate "$RATE" --secs "$SECS" \
+    "$bench_bin" token-latency --nats "$url" --target "$as" --rate "$RATE" --secs "$SECS" \
       --cids "$CIDS" --warmup "$WARMUP" --pid "$server_pid" --nats-pid "$nats_pid" |
-      sed "s/^TOKEN_LATENCY /TOKEN_LATENCY run=$run /" | tee -a "$results"
+      sed "${label}s/^TOKEN_LATENCY /TOKEN_LATENCY run=$run /" | tee -a "$results"
     kill -0 "$server_pid" 2>/dev/null || { echo "$target died during the run" >&2; exit 1; }
     stop_pid "$server_pid"
     server_pid=""
@@ -83,7 +88,7 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 python3 - "$results" <<'PY'
 import statistics, sys
 runs = [dict(kv.split("=", 1) for kv in l.split()[1:]) for l in open(sys.argv[1]) if l.startswith("TOKEN_LATENCY ")]
-for target in ["Bare", "Connres"]:
+for target in ["Bare", "Connres", "Base"]:
     rs = [r for r in runs if r["target"] == target]
     if not rs:
         continue
