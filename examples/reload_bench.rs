@@ -21,7 +21,9 @@
 //!
 //! Usage: `cargo run --release --example reload_bench [N] [CONNECTIONS]`, with
 //! `NATS_URL` pointing at a running nats-server on loopback (default
-//! nats://127.0.0.1:4222).
+//! nats://127.0.0.1:4222). With `RUST_LOG` set, the service logs to stderr; at
+//! `connres::service=debug` each swap says how long it held the serving task
+//! (`held_us`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,6 +187,9 @@ async fn main() -> Result<(), Error> {
     let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000);
     let connections: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(0);
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    if std::env::var_os("RUST_LOG").is_some() {
+        connres::logs::init(connres::logs::LogFormat::Text);
+    }
     let text = config_text(n, 1, 100_000);
     println!("config: {n} resources, {} bytes", text.len());
 

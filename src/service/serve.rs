@@ -32,7 +32,14 @@ impl Service {
     pub(super) async fn step(&mut self, step: Step) -> Result<(), ServiceError> {
         match step {
             Step::Connection(ev) => self.connection_event(ev).await?,
-            Step::Reload(prepared) => self.apply(*prepared).await,
+            Step::Reload(prepared) => {
+                // How long requests could wait on the swap (its share of "no request
+                // waiting", examples/reload_bench.rs).
+                let started = std::time::Instant::now();
+                self.apply(*prepared).await;
+                let held_us = started.elapsed().as_micros() as u64;
+                tracing::debug!(held_us, "the reload's swap held the serving task");
+            }
             Step::Sweep => {
                 let dropped = self.engine.sweep(&self.config);
                 if dropped > 0 {
