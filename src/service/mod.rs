@@ -15,6 +15,7 @@
 //! client options; `route` turns subjects into engine requests; `discovery` answers
 //! `$SRV.PING`, `INFO` and `STATS` beside the serving task.
 
+mod cluster;
 mod connect;
 mod discovery;
 mod reload;
@@ -40,11 +41,13 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::reload::{ReloadReport, Triggers, WatchError};
 use crate::store::MemoryStore;
+pub use cluster::ClusterMetrics;
+use cluster::{Cluster, Control};
 use connect::ReconnectLog;
 use discovery::Discovery;
 use route::Tagged;
 use serve::Step;
-use subscribe::{subscribe_fixed, subscribe_pattern};
+use subscribe::{subscribe_fixed, subscribe_forwarded, subscribe_pattern};
 
 /// How long a shutdown may spend answering requests already received.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -106,6 +109,8 @@ pub struct Service {
     reports: broadcast::Sender<ReloadReport>,
     metrics: Arc<Metrics>,
     discovery: Discovery,
+    /// With `state.store: nats`: the partitions, leases and the bucket.
+    cluster: Option<Cluster>,
 }
 
 impl Service {
@@ -155,7 +160,8 @@ impl Service {
             })?;
         let config = Arc::new(config);
         let mut subs = SelectAll::new();
-        for tagged in subscribe_fixed(&client, &config).await? {
+        let shared = config.state.store.shared();
+        for tagged in subscribe_fixed(&client, &config, shared.is_some()).await? {
             subs.push(tagged);
         }
         for res in &config.resources {
@@ -165,6 +171,18 @@ impl Service {
         }
         let endpoints = subs.iter().map(|t| t.endpoint.clone()).collect();
         let discovery = Discovery::subscribe(&client, &config, endpoints).await?;
+        let metrics = Arc::new(Metrics::default());
+        let mut engine = Engine::default();
+        let cluster = match shared {
+            Some(settings) => {
+                let cluster = Cluster::open(&client, settings, discovery.id()).await?;
+                subs.push(subscribe_forwarded(&client, cluster.forward_subject()).await?);
+                metrics.add(cluster.metrics.registry());
+                engine.store_mut().track_changes();
+                Some(cluster)
+            }
+            None => None,
+        };
         tracing::info!(
             nats = settings.describe(),
             resources = config.resources.len(),
@@ -174,14 +192,15 @@ impl Service {
         Ok(Service {
             client,
             config,
-            engine: Engine::default(),
+            engine,
             subs,
             events,
             disconnected: false,
             watched: None,
             reports: broadcast::channel(16).0,
-            metrics: Arc::default(),
+            metrics,
             discovery,
+            cluster,
         })
     }
 
@@ -194,8 +213,17 @@ impl Service {
     /// Uses `clock` for idle expiry instead of the system clock (tests drive a manual
     /// one). Call before serving: the state starts empty.
     pub fn with_clock(mut self, clock: Clock) -> Service {
-        self.engine = Engine::new(MemoryStore::default(), clock);
+        let mut store = MemoryStore::default();
+        if self.cluster.is_some() {
+            store.track_changes();
+        }
+        self.engine = Engine::new(store, clock);
         self
+    }
+
+    /// With `state.store: nats`: the shared store's figures.
+    pub fn cluster_metrics(&self) -> Option<Arc<ClusterMetrics>> {
+        self.cluster.as_ref().map(|c| c.metrics.clone())
     }
 
     /// Reports of every reload from now on.
@@ -223,6 +251,9 @@ impl Service {
             announced = self.announce() => announced?,
         }
         self.config_in_force(false, Vec::new());
+        if let Some(cluster) = &mut self.cluster {
+            cluster.start();
+        }
         let responder = self.discovery.answer(self.client.clone());
         tracing::info!(
             config = self.config.content_hash(),
@@ -251,6 +282,7 @@ impl Service {
                 _ = &mut shutdown => break,
                 Some(ev) = self.events.recv() => Step::Connection(ev),
                 Some(prepared) = reloads.recv() => Step::Reload(Box::new(prepared)),
+                Some(control) = cluster_control(&mut self.cluster) => Step::Cluster(control),
                 _ = sweep.tick() => Step::Sweep,
                 _ = resets.tick(), if self.engine.pending_resets() > 0 => Step::Reset,
                 item = self.subs.next() => match item {
@@ -273,6 +305,9 @@ impl Service {
         }
         // Leaving: no longer listed by discovery.
         drop(responder);
+        if self.cluster.is_some() && self.client.connection_state() == State::Connected {
+            self.leave().await;
+        }
         if self.client.connection_state() != State::Connected {
             tracing::warn!("shutting down while NATS is unreachable: nothing to drain");
             return Ok(());
@@ -287,5 +322,13 @@ impl Service {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The next message from the lease task (never, without a shared store).
+async fn cluster_control(cluster: &mut Option<Cluster>) -> Option<Control> {
+    match cluster {
+        Some(c) => c.control.recv().await,
+        None => std::future::pending().await,
     }
 }

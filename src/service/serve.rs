@@ -9,6 +9,7 @@ use async_nats::{Client, Event};
 use futures::stream::StreamExt;
 use futures::FutureExt;
 
+use super::cluster::{Admitted, Control};
 use super::reload::Prepared;
 use super::route::{self, route_request, Route};
 use super::{Service, ServiceError};
@@ -23,15 +24,21 @@ pub(super) enum Step {
     Reload(Box<Prepared>),
     Sweep,
     Reset,
+    Cluster(Control),
 }
 
 impl Service {
     pub(super) async fn step(&mut self, step: Step) -> Result<(), ServiceError> {
         match step {
             Step::Connection(ev) => self.connection_event(ev).await?,
-            Step::Reload(prepared) => self.apply(*prepared).await,
+            Step::Reload(prepared) => {
+                self.apply(*prepared).await;
+                self.persist().await;
+            }
+            Step::Cluster(control) => self.cluster_step(control).await,
             Step::Sweep => {
                 let dropped = self.engine.sweep(&self.config);
+                self.persist().await;
                 if dropped > 0 {
                     self.metrics.expired(dropped);
                     self.update_stats();
@@ -155,6 +162,35 @@ impl Service {
     }
 
     pub(super) async fn handle(&mut self, (route, endpoint, msg): route::Received) {
+        let admitted = match &mut self.cluster {
+            None => Admitted {
+                route,
+                endpoint,
+                msg,
+                partition: None,
+            },
+            Some(cluster) => {
+                match cluster
+                    .admit(&self.client, &self.config, route, endpoint, msg)
+                    .await
+                {
+                    Some(admitted) => admitted,
+                    None => return,
+                }
+            }
+        };
+        self.serve(admitted).await
+    }
+
+    /// Handles a message to the end: the engine's outcome (written to the shared store
+    /// first, if there is one), its events, then its reply.
+    pub(super) async fn serve(&mut self, admitted: Admitted) {
+        let Admitted {
+            route,
+            endpoint,
+            msg,
+            partition,
+        } = admitted;
         let started = std::time::Instant::now();
         let subject = msg.subject.as_str();
         let Some(request) = route_request(route, subject, &msg.payload, &self.config.api.prefix)
@@ -162,7 +198,23 @@ impl Service {
             tracing::warn!(subject, "ignored a message on an unexpected subject");
             return;
         };
-        let outcome = self.engine.handle(&self.config, request);
+        let mut outcome = self.engine.handle(&self.config, request);
+        if let Some(cluster) = &mut self.cluster {
+            if cluster.persist(self.engine.store_mut()).await.is_err() {
+                outcome = engine::Outcome {
+                    events: Vec::new(),
+                    reply: Some(
+                        ResError::Internal("the change could not be stored; try again".into())
+                            .reply(),
+                    ),
+                    status: Status::Error("system.internalError"),
+                };
+            }
+            if !cluster.may_publish(partition) {
+                tracing::warn!(subject, "not published: this instance's lease on the partition ran out while handling it");
+                return;
+            }
+        }
         self.update_stats();
         let status = outcome.status;
         let error = match status {

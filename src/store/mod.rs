@@ -10,6 +10,7 @@
 //! writes at once, so the trait is synchronous and hands out references.
 
 mod memory;
+pub mod record;
 
 use std::sync::Arc;
 
@@ -192,10 +193,29 @@ impl Written {
         self.0.len()
     }
 
+    /// Every value, by field name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(f, v)| (&**f, v))
+    }
+
     /// Keeps the values `keep` says yes to.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &Value) -> bool) {
         self.0.retain(|(f, v)| keep(f, v));
     }
+}
+
+/// Names a unit of state: a connection (by cid) or a model without a cid (by name).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UnitKey {
+    Connection(Box<str>),
+    Shared(Box<str>),
+}
+
+/// A unit of state, as loaded from a shared store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unit {
+    Connection(Connection),
+    Shared(Written),
 }
 
 /// A unit taken out of the store by expiry or the size bound.

@@ -1,0 +1,616 @@
+//! Several instances on one NATS cluster (`state.store: nats`): state in a JetStream
+//! key-value bucket, split into partitions by cid (names without a cid by name), one
+//! owner per partition held by a lease (`lease`).
+//!
+//! Requests reach any instance through the queue group; one that does not own the
+//! request's partition forwards it, reply subject kept, to the owner's own subject
+//! (`_CONNRES.<bucket>.fwd.<instance>`), and holds it while no instance owns the
+//! partition. Only the owner applies changes and publishes events and replies, so each
+//! model has exactly one publisher and the single-instance ordering holds. The owner
+//! writes every changed unit to the bucket (compare-and-set on the revision it last
+//! saw) before the events and the reply; a failed write means another instance took
+//! the partition: it stops serving it.
+//!
+//! This module is the serving task's side (`Cluster`); `lease` is the task that holds
+//! the leases; `bucket` reads and writes the bucket.
+
+mod bucket;
+mod lease;
+mod metrics;
+mod steps;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::header::HeaderMap;
+use async_nats::jetstream::kv;
+use async_nats::{Client, Message};
+use tokio::sync::{mpsc, oneshot};
+
+use super::discovery::Endpoint;
+use super::route::Route;
+use super::ServiceError;
+use crate::config::{Config, SharedStore};
+use crate::engine::Request;
+use crate::store::record::{self, partition, partition_of, UnitRef};
+use crate::store::{MemoryStore, Store, UnitKey};
+
+pub(super) use bucket::Loaded;
+pub use metrics::ClusterMetrics;
+
+/// The header carrying a forwarded message's original subject.
+const SUBJECT_HEADER: &str = "Connres-Subject";
+/// The header counting how often a message was forwarded.
+const HOPS_HEADER: &str = "Connres-Hops";
+/// The header of the message an instance sends itself to know it has worked through
+/// what arrived before (after a pause).
+const BARRIER_HEADER: &str = "Connres-Barrier";
+/// Forwarded this often, a message is held until the owners settle.
+const MAX_HOPS: u32 = 3;
+/// The most messages held while their partitions have no owner.
+const MAX_HELD: usize = 10_000;
+
+/// What the lease task tells the serving task.
+pub(super) enum Control {
+    /// This instance holds the partition's lease; its units as read from the bucket.
+    /// `expired`: taken over from an owner that stopped renewing.
+    Acquired {
+        partition: u32,
+        units: Vec<Loaded>,
+        expired: bool,
+    },
+    /// Stop serving the partition; `done` once its events and replies are out.
+    Release {
+        partition: u32,
+        done: Option<oneshot::Sender<()>>,
+    },
+    /// The owner of each partition, as the leases say.
+    Owners(Vec<Option<Arc<str>>>),
+    /// This instance was paused: every partition is gone, and what arrived before is
+    /// dropped (it is stale) until the barrier message comes back; then `done`.
+    Paused(oneshot::Sender<()>),
+}
+
+/// What the serving task tells the lease task.
+pub(super) enum Report {
+    /// A write to the partition failed: it was dropped here.
+    WriteFailed(u32),
+    /// Hand every partition over and stop.
+    Leave(oneshot::Sender<()>),
+}
+
+/// Until when each partition may be served: the lease task moves it forward with each
+/// renewal, and the serving task checks it before it publishes. Also when the lease
+/// task last ran: if it has not for half a lease, the process was paused (or starved)
+/// and what the serving task takes meanwhile is stale.
+pub(super) struct Deadlines {
+    base: Instant,
+    /// Nanoseconds after `base`; 0: not held.
+    at: Vec<AtomicU64>,
+    beat: AtomicU64,
+}
+
+impl Deadlines {
+    fn new(partitions: u32) -> Deadlines {
+        Deadlines {
+            base: Instant::now(),
+            at: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            beat: AtomicU64::new(0),
+        }
+    }
+
+    /// The lease task is running now.
+    fn beat(&self) {
+        let nanos = self.base.elapsed().as_nanos() as u64;
+        self.beat.store(nanos, Ordering::Release);
+    }
+
+    /// Whether the lease task ran within `within`.
+    fn beating(&self, within: Duration) -> bool {
+        let last = Duration::from_nanos(self.beat.load(Ordering::Acquire));
+        self.base.elapsed().saturating_sub(last) <= within
+    }
+
+    fn set(&self, p: usize, until: Instant) {
+        let nanos = until.saturating_duration_since(self.base).as_nanos() as u64;
+        self.at[p].store(nanos.max(1), Ordering::Release);
+    }
+
+    fn clear(&self, p: usize) {
+        self.at[p].store(0, Ordering::Release);
+    }
+
+    fn valid(&self, p: usize, now: Instant) -> bool {
+        let now = now.saturating_duration_since(self.base).as_nanos() as u64;
+        self.at[p].load(Ordering::Acquire) > now
+    }
+}
+
+/// A message waiting for its partition to have an owner.
+struct Held {
+    since: Instant,
+    route: Route,
+    endpoint: Arc<Endpoint>,
+    msg: Message,
+    hops: u32,
+}
+
+/// A message to handle here, with the partition it belongs to (none: no pattern
+/// matches its name, so any instance may answer it).
+pub(super) struct Admitted {
+    pub(super) route: Route,
+    pub(super) endpoint: Arc<Endpoint>,
+    pub(super) msg: Message,
+    pub(super) partition: Option<u32>,
+}
+
+/// The serving task's side of the shared store.
+pub(super) struct Cluster {
+    kv: kv::Store,
+    settings: SharedStore,
+    id: Arc<str>,
+    /// Where other instances forward this one's messages.
+    forward_subject: String,
+    served: Vec<bool>,
+    owners: Vec<Option<Arc<str>>>,
+    deadlines: Arc<Deadlines>,
+    /// The revision and value fingerprint of each unit as last written or read.
+    revisions: HashMap<UnitKey, (u64, u64)>,
+    held: VecDeque<Held>,
+    pub(super) control: mpsc::UnboundedReceiver<Control>,
+    control_tx: mpsc::UnboundedSender<Control>,
+    reports: Option<mpsc::UnboundedSender<Report>>,
+    /// Set after a pause until the barrier message comes back: what arrives meanwhile
+    /// was sent before or during the pause, and is dropped.
+    barrier: Option<oneshot::Sender<()>>,
+    pub(super) metrics: Arc<ClusterMetrics>,
+}
+
+impl Cluster {
+    /// Opens the bucket; nothing is served until [`Cluster::start`].
+    pub(super) async fn open(
+        client: &Client,
+        settings: &SharedStore,
+        id: &str,
+    ) -> Result<Cluster, ServiceError> {
+        let kv = bucket::open(client, settings).await?;
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let n = settings.partitions;
+        Ok(Cluster {
+            kv,
+            settings: settings.clone(),
+            id: id.into(),
+            forward_subject: forward_subject(settings, id),
+            served: vec![false; n as usize],
+            owners: vec![None; n as usize],
+            deadlines: Arc::new(Deadlines::new(n)),
+            revisions: HashMap::new(),
+            held: VecDeque::new(),
+            control,
+            control_tx,
+            reports: None,
+            barrier: None,
+            metrics: Arc::new(ClusterMetrics::new()),
+        })
+    }
+
+    /// The subject other instances forward this one's messages to.
+    pub(super) fn forward_subject(&self) -> &str {
+        &self.forward_subject
+    }
+
+    /// Starts the lease task: partitions are acquired from now on.
+    pub(super) fn start(&mut self) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.reports = Some(tx);
+        let leases = lease::Leases::new(
+            self.kv.clone(),
+            self.id.clone(),
+            self.settings.clone(),
+            self.control_tx.clone(),
+            self.deadlines.clone(),
+            self.metrics.clone(),
+        );
+        self.deadlines.beat();
+        tokio::spawn(leases.run(rx));
+    }
+
+    /// Hands every partition over and stops the lease task; returns once that is done
+    /// (the serving task must keep handling [`Control`]s meanwhile).
+    pub(super) fn leave(&mut self) -> oneshot::Receiver<()> {
+        let (done, wait) = oneshot::channel();
+        match self.reports.take() {
+            Some(reports) => {
+                let _ = reports.send(Report::Leave(done));
+            }
+            None => {
+                let _ = done.send(());
+            }
+        }
+        wait
+    }
+
+    /// Whether nothing is served or held here any more (after the lease task handed
+    /// every partition over).
+    pub(super) fn left(&self) -> bool {
+        self.held.is_empty() && !self.served.iter().any(|s| *s)
+    }
+
+    /// Where a message is handled: here (returned), or forwarded to its partition's
+    /// owner, or held until the partition has one.
+    pub(super) async fn admit(
+        &mut self,
+        client: &Client,
+        config: &Config,
+        route: Route,
+        endpoint: Arc<Endpoint>,
+        mut msg: Message,
+    ) -> Option<Admitted> {
+        let mut hops = 0;
+        let mut route = route;
+        if route == Route::Forwarded {
+            let headers = msg.headers.as_ref()?;
+            if headers.get(BARRIER_HEADER).is_some() {
+                if let Some(done) = self.barrier.take() {
+                    let _ = done.send(());
+                }
+                return None;
+            }
+            let subject = headers.get(SUBJECT_HEADER)?.as_str().to_string();
+            hops = headers
+                .get(HOPS_HEADER)
+                .and_then(|h| h.as_str().parse().ok())
+                .unwrap_or(1);
+            route = route_of(&subject, &config.api.prefix)?;
+            msg.subject = subject.into();
+        }
+        if self.barrier.is_some() || !self.deadlines.beating(self.settings.lease / 2) {
+            // This instance was paused: whatever it forwarded or applied now could come
+            // after what the other instances did meanwhile.
+            self.metrics.stale.inc();
+            tracing::warn!(subject = %msg.subject, "dropped a message that arrived while this instance was paused");
+            return None;
+        }
+        self.place(client, config, route, endpoint, msg, hops).await
+    }
+
+    async fn place(
+        &mut self,
+        client: &Client,
+        config: &Config,
+        route: Route,
+        endpoint: Arc<Endpoint>,
+        msg: Message,
+        hops: u32,
+    ) -> Option<Admitted> {
+        let partition = partition_of_message(config, route, &msg, self.settings.partitions);
+        let Some(p) = partition else {
+            return Some(Admitted {
+                route,
+                endpoint,
+                msg,
+                partition: None,
+            });
+        };
+        let i = p as usize;
+        if self.served[i] {
+            if self.deadlines.valid(i, Instant::now()) {
+                return Some(Admitted {
+                    route,
+                    endpoint,
+                    msg,
+                    partition: Some(p),
+                });
+            }
+            // The lease ran out while this instance served it (a pause, or NATS out of
+            // reach): another instance may serve it now, so nothing is published.
+            self.metrics.stale.inc();
+            tracing::warn!(partition = p, subject = %msg.subject, "dropped a message: this instance's lease on its partition ran out");
+            return None;
+        }
+        match self.owners[i].clone() {
+            Some(owner) if *owner != *self.id && hops < MAX_HOPS => {
+                self.forward(client, &owner, msg, hops + 1).await;
+            }
+            _ => self.hold(route, endpoint, msg, hops),
+        }
+        None
+    }
+
+    async fn forward(&self, client: &Client, owner: &str, msg: Message, hops: u32) {
+        let mut headers = msg.headers.unwrap_or_default();
+        headers.insert(SUBJECT_HEADER, msg.subject.as_str());
+        headers.insert(HOPS_HEADER, hops.to_string().as_str());
+        let to = format!("{}{owner}", self.forward_prefix());
+        let sent = match msg.reply {
+            Some(reply) => {
+                client
+                    .publish_with_reply_and_headers(to, reply, headers, msg.payload)
+                    .await
+            }
+            None => client.publish_with_headers(to, headers, msg.payload).await,
+        };
+        match sent {
+            Ok(()) => {
+                self.metrics.forwarded.inc();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not forward a message to its partition's owner")
+            }
+        }
+    }
+
+    fn forward_prefix(&self) -> String {
+        forward_subject(&self.settings, "")
+    }
+
+    fn hold(&mut self, route: Route, endpoint: Arc<Endpoint>, msg: Message, hops: u32) {
+        if self.held.len() >= MAX_HELD {
+            self.metrics.dropped.inc();
+            tracing::error!(subject = %msg.subject, "dropped a message: too many wait for their partitions to have an owner");
+            return;
+        }
+        self.held.push_back(Held {
+            since: Instant::now(),
+            route,
+            endpoint,
+            msg,
+            hops,
+        });
+    }
+
+    /// Places the held messages again (after the owners changed); returns the ones to
+    /// handle here. Messages held longer than two leases are dropped.
+    pub(super) async fn release_held(&mut self, client: &Client, config: &Config) -> Vec<Admitted> {
+        let mut here = Vec::new();
+        let too_old = self.settings.lease * 2;
+        for h in std::mem::take(&mut self.held) {
+            if h.since.elapsed() > too_old {
+                self.metrics.dropped.inc();
+                tracing::error!(subject = %h.msg.subject, "dropped a message: its partition had no owner for two leases");
+                continue;
+            }
+            if let Some(a) = self
+                .place(client, config, h.route, h.endpoint, h.msg, h.hops)
+                .await
+            {
+                here.push(a);
+            }
+        }
+        here
+    }
+
+    /// Whether the partition may still be published for.
+    pub(super) fn may_publish(&self, partition: Option<u32>) -> bool {
+        partition.is_none_or(|p| {
+            self.served[p as usize] && self.deadlines.valid(p as usize, Instant::now())
+        })
+    }
+
+    /// Writes every unit the last step changed to the bucket, before anything is
+    /// published; units of partitions served elsewhere are forgotten (nothing is kept
+    /// of another partition's connection). On a failed write the partition is dropped
+    /// and returned.
+    pub(super) async fn persist(&mut self, store: &mut MemoryStore) -> Result<(), u32> {
+        let n = self.settings.partitions;
+        for key in store.take_changed() {
+            let p = partition(&key, n);
+            if !self.served[p as usize] {
+                store.forget(&key);
+                continue;
+            }
+            let value = match &key {
+                UnitKey::Connection(cid) => store
+                    .connection(cid)
+                    .map(|c| record::encode(UnitRef::Connection(c))),
+                UnitKey::Shared(rid) => store
+                    .shared(rid)
+                    .map(|w| record::encode(UnitRef::Shared(w))),
+            };
+            let known = self.revisions.get(&key).copied();
+            let (write, fingerprint) = match (value, known) {
+                (Some(v), Some((_, h))) if bucket::hash(&v) == h => continue,
+                (Some(v), known) => {
+                    let h = bucket::hash(&v);
+                    (
+                        bucket::Write::Put {
+                            value: v.into(),
+                            revision: known.map(|k| k.0),
+                        },
+                        h,
+                    )
+                }
+                (None, Some((revision, _))) => (bucket::Write::Delete { revision }, 0),
+                (None, None) => continue,
+            };
+            let started = Instant::now();
+            match bucket::write(&self.kv, &record::key(p, &key), write).await {
+                Ok(Some(revision)) => {
+                    self.revisions.insert(key, (revision, fingerprint));
+                }
+                Ok(None) => {
+                    self.revisions.remove(&key);
+                }
+                Err(e) => {
+                    tracing::error!(partition = p, error = %e, "a write to the bucket failed; another instance took the partition over");
+                    self.drop_partition(store, p);
+                    if let Some(reports) = &self.reports {
+                        let _ = reports.send(Report::WriteFailed(p));
+                    }
+                    return Err(p);
+                }
+            }
+            self.metrics.kv_write(started.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Stops serving a partition and forgets its units (they live on in the bucket).
+    fn drop_partition(&mut self, store: &mut MemoryStore, p: u32) {
+        let n = self.settings.partitions;
+        self.served[p as usize] = false;
+        store.forget_where(|k| partition(k, n) != p);
+        self.revisions.retain(|k, _| partition(k, n) != p);
+        self.metrics
+            .served
+            .set(self.served.iter().filter(|s| **s).count() as i64);
+    }
+
+    /// Applies a control message; `resets` receives the names gateways must re-fetch.
+    pub(super) fn apply(
+        &mut self,
+        store: &mut MemoryStore,
+        control: Control,
+        now: crate::clock::Tick,
+        resets: &mut Vec<Box<str>>,
+    ) -> Option<oneshot::Sender<()>> {
+        match control {
+            Control::Acquired {
+                partition: p,
+                units,
+                expired,
+            } => {
+                for loaded in units {
+                    if expired {
+                        match &loaded.unit {
+                            crate::store::Unit::Connection(c) => {
+                                resets.extend(c.models.iter().map(|m| m.rid.clone()))
+                            }
+                            crate::store::Unit::Shared(_) => {
+                                if let UnitKey::Shared(rid) = &loaded.key {
+                                    resets.push(rid.clone());
+                                }
+                            }
+                        }
+                    }
+                    self.revisions
+                        .insert(loaded.key.clone(), (loaded.revision, loaded.hash));
+                    store.insert(loaded.key, loaded.unit, now);
+                }
+                self.served[p as usize] = true;
+                self.metrics
+                    .served
+                    .set(self.served.iter().filter(|s| **s).count() as i64);
+                None
+            }
+            Control::Release { partition, done } => {
+                self.drop_partition(store, partition);
+                done
+            }
+            Control::Owners(owners) => {
+                self.owners = owners;
+                None
+            }
+            Control::Paused(done) => {
+                for p in 0..self.served.len() as u32 {
+                    if self.served[p as usize] {
+                        self.drop_partition(store, p);
+                    }
+                }
+                self.held.clear();
+                self.barrier = Some(done);
+                None
+            }
+        }
+    }
+
+    /// Sends this instance a message that comes back after everything already on its
+    /// way (the end of a [`Control::Paused`]).
+    pub(super) async fn send_barrier(&self, client: &Client) {
+        let mut headers = HeaderMap::new();
+        headers.insert(BARRIER_HEADER, "1");
+        if let Err(e) = client
+            .publish_with_headers(self.forward_subject.clone(), headers, bytes::Bytes::new())
+            .await
+        {
+            tracing::warn!(error = %e, "could not send the barrier message");
+        }
+    }
+
+    /// How long a lease lasts.
+    pub(super) fn lease(&self) -> Duration {
+        self.settings.lease
+    }
+}
+
+/// `_CONNRES.<bucket>.fwd.<instance>`.
+fn forward_subject(settings: &SharedStore, id: &str) -> String {
+    format!("_CONNRES.{}.fwd.{id}", settings.bucket)
+}
+
+/// The route of a forwarded message, from its original subject.
+fn route_of(subject: &str, prefix: &str) -> Option<Route> {
+    let api = subject
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('.'));
+    Some(if subject.starts_with("get.") {
+        Route::Get
+    } else if subject.starts_with("access.") {
+        Route::Access
+    } else if subject.starts_with("call.") {
+        Route::Call
+    } else if subject.starts_with("conn.") && subject.ends_with(".token") {
+        Route::Token
+    } else if api.is_some_and(|r| r.starts_with("set.")) {
+        Route::ApiSet
+    } else if api.is_some_and(|r| r.starts_with("reset.")) {
+        Route::ApiReset
+    } else {
+        return None;
+    })
+}
+
+/// The partition a message belongs to: its connection's (a token event's cid, or the
+/// cid in the model's name), or its model's when the name has no cid. `None` when no
+/// pattern matches the name.
+fn partition_of_message(config: &Config, route: Route, msg: &Message, n: u32) -> Option<u32> {
+    let request =
+        super::route::route_request(route, msg.subject.as_str(), &[], &config.api.prefix)?;
+    let text = match request {
+        Request::Token { cid, .. } => cid,
+        Request::Get { rid }
+        | Request::Access { rid, .. }
+        | Request::Call { rid, .. }
+        | Request::ApiSet { rid, .. }
+        | Request::ApiReset { rid, .. } => {
+            let res = config.resource_of(rid)?;
+            res.pattern.cid_of(rid).unwrap_or(rid)
+        }
+    };
+    Some(partition_of(text, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_subjects_find_their_route() {
+        assert_eq!(route_of("get.session.user.c1", "connres"), Some(Route::Get));
+        assert_eq!(route_of("access.a.b", "connres"), Some(Route::Access));
+        assert_eq!(route_of("call.a.b.set", "connres"), Some(Route::Call));
+        assert_eq!(route_of("conn.c1.token", "connres"), Some(Route::Token));
+        assert_eq!(route_of("my.api.set.a.c1", "my.api"), Some(Route::ApiSet));
+        assert_eq!(
+            route_of("my.api.reset.a.c1", "my.api"),
+            Some(Route::ApiReset)
+        );
+        assert_eq!(route_of("my.apix.set.a", "my.api"), None);
+        assert_eq!(route_of("event.a.change", "connres"), None);
+    }
+
+    #[test]
+    fn deadlines_pass() {
+        let d = Deadlines::new(2);
+        let now = Instant::now();
+        assert!(!d.valid(0, now));
+        d.set(0, now + Duration::from_secs(1));
+        assert!(d.valid(0, now));
+        assert!(!d.valid(0, now + Duration::from_secs(2)));
+        d.clear(0);
+        assert!(!d.valid(0, now));
+        assert!(!d.valid(1, now));
+    }
+}
