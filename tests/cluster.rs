@@ -371,3 +371,42 @@ async fn a_full_restart_of_every_instance_keeps_written_values() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn discovery_shows_each_instances_partitions() {
+    let server = NatsServer::start_jetstream();
+    let yaml = shared("discovery");
+    let (a, gateway, ma) = start_shared(&server, &yaml).await;
+    let (b, _, mb) = start_shared(&server, &yaml).await;
+    settle(&[&ma, &mb]).await;
+    let mut served = Vec::new();
+    let inbox = gateway.client.new_inbox();
+    let mut replies = gateway.client.subscribe(inbox.clone()).await.unwrap();
+    gateway
+        .client
+        .publish_with_reply("$SRV.INFO.connres", inbox, "".into())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let m = tokio::time::timeout(common::WAIT, futures::StreamExt::next(&mut replies))
+            .await
+            .expect("both instances answer")
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(info["metadata"]["store"], json!("nats"));
+        served.push(
+            info["metadata"]["partitions_served"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap(),
+        );
+    }
+    served.sort();
+    let mut expected = vec![ma.served(), mb.served()];
+    expected.sort();
+    assert_eq!(served, expected);
+    assert_eq!(served.iter().sum::<i64>(), PARTITIONS);
+    a.stop().await;
+    b.stop().await;
+}

@@ -119,6 +119,7 @@ impl Compiler {
         let mut out = StateSettings::default();
         let mut shared = SharedStore::default();
         let mut store = None;
+        let mut store_given = false;
         let mut shared_keys = Vec::new();
         for (key, value) in self
             .mapping(node, "`state`", STATE_KEYS)
@@ -127,6 +128,7 @@ impl Compiler {
             if SHARED_KEYS.contains(&key.name.as_str()) {
                 shared_keys.push((key.name.clone(), key.pos));
             }
+            store_given |= key.name == "store";
             match key.name.as_str() {
                 "idle_ttl" => {
                     if let Some(d) = self.duration(value, "`state.idle_ttl`", MIN_LEASE) {
@@ -183,7 +185,7 @@ impl Compiler {
         }
         if store == Some(true) {
             out.store = StoreSettings::Nats(shared);
-        } else {
+        } else if store == Some(false) || !store_given {
             for (name, pos) in shared_keys {
                 self.error(
                     pos,

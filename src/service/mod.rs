@@ -170,7 +170,7 @@ impl Service {
             }
         }
         let endpoints = subs.iter().map(|t| t.endpoint.clone()).collect();
-        let discovery = Discovery::subscribe(&client, &config, endpoints).await?;
+        let mut discovery = Discovery::subscribe(&client, &config, endpoints).await?;
         let metrics = Arc::new(Metrics::default());
         let mut engine = Engine::default();
         let cluster = match shared {
@@ -178,6 +178,7 @@ impl Service {
                 let cluster = Cluster::open(&client, settings, discovery.id()).await?;
                 subs.push(subscribe_forwarded(&client, cluster.forward_subject()).await?);
                 metrics.add(cluster.metrics.registry());
+                discovery.shared_store(cluster.metrics.clone());
                 engine.store_mut().track_changes();
                 Some(cluster)
             }

@@ -58,6 +58,21 @@ impl ClusterMetrics {
         self.served.get()
     }
 
+    /// The partition leases this instance holds.
+    pub fn held(&self) -> i64 {
+        self.partitions.get()
+    }
+
+    /// The instances this one sees alive, itself included.
+    pub fn instances(&self) -> i64 {
+        self.instances.get()
+    }
+
+    /// Lease renewals that succeeded.
+    pub fn renewals(&self) -> u64 {
+        self.renewals.get()
+    }
+
     /// Partitions taken over from an owner that stopped renewing.
     pub fn takeovers(&self) -> u64 {
         self.takeovers.get()
