@@ -137,20 +137,26 @@ impl Store for MemoryStore {
         now: Tick,
         change: impl FnOnce(&mut Connection) -> R,
     ) -> R {
-        self.mark(|| UnitKey::Connection(cid.into()));
-        let (touched, conn) = match self.connections.to_back(cid) {
-            Some(unit) => unit,
+        let (touched, conn, created) = match self.connections.to_back(cid) {
+            Some((touched, conn)) => (touched, conn, false),
             None => {
                 self.entries += 1;
-                self.connections
+                let (touched, conn) = self
+                    .connections
                     .entry(cid.into())
-                    .or_insert((now, Connection::default()))
+                    .or_insert((now, Connection::default()));
+                (touched, conn, true)
             }
         };
         *touched = now;
         let before = conn.entries();
+        let fingerprint = conn.fingerprint();
         let result = change(conn);
+        let changed = created || conn.fingerprint() != fingerprint;
         self.entries = self.entries + conn.entries() - before;
+        if changed {
+            self.mark(|| UnitKey::Connection(cid.into()));
+        }
         result
     }
 
@@ -164,17 +170,16 @@ impl Store for MemoryStore {
         now: Tick,
         change: impl FnOnce(&mut Connection) -> R,
     ) -> Option<R> {
-        if self.changed.is_some() {
-            if !self.connections.contains_key(cid) {
-                return None;
-            }
-            self.mark(|| UnitKey::Connection(cid.into()));
-        }
         let (touched, conn) = self.connections.to_back(cid)?;
         *touched = now;
         let before = conn.entries();
+        let fingerprint = conn.fingerprint();
         let result = change(conn);
+        let changed = conn.fingerprint() != fingerprint;
         self.entries = self.entries + conn.entries() - before;
+        if changed {
+            self.mark(|| UnitKey::Connection(cid.into()));
+        }
         Some(result)
     }
 
@@ -320,6 +325,44 @@ mod tests {
         assert_eq!(s.entries(), 1);
         s.retain_shared(|_, _| false);
         assert_eq!(s.entries(), 0);
+    }
+
+    #[test]
+    fn only_changes_to_what_is_kept_are_listed() {
+        let mut s = MemoryStore::default();
+        s.track_changes();
+        let c1 = || vec![UnitKey::Connection("c1".into())];
+        s.update_connection("c1", 0, |_| {});
+        assert_eq!(s.take_changed(), c1(), "created");
+        s.update_connection("c1", 0, |c| {
+            c.model_mut("a.c1");
+        });
+        assert_eq!(s.take_changed(), c1(), "a model remembered");
+        // A get filling its cached reply, or a touch, changes nothing that is kept.
+        s.update_connection("c1", 1, |c| {
+            c.model_mut("a.c1").reply.set(1, bytes::Bytes::new());
+        });
+        s.update_existing("c1", 2, |c| c.confirmed = true);
+        assert!(s.touch_connection("c1", 3));
+        assert_eq!(s.take_changed(), Vec::<UnitKey>::new());
+        s.update_existing("c1", 4, |c| {
+            c.model_mut("a.c1").written_mut().insert("x", Value::Null)
+        });
+        assert_eq!(s.take_changed(), c1(), "a written value");
+        s.update_existing("c1", 5, |c| c.replace_token(None));
+        s.update_existing("c1", 5, |c| c.grant("b.c2"));
+        assert_eq!(s.take_changed(), c1(), "the token and a grant, listed once");
+        s.update_existing("c1", 6, |c| c.models.clear());
+        assert_eq!(s.take_changed(), c1(), "models removed in place");
+        s.update_shared("public.a", 7, |w| w.insert("x", Value::Null));
+        s.remove_connection("c1");
+        assert_eq!(
+            s.take_changed(),
+            vec![
+                UnitKey::Connection("c1".into()),
+                UnitKey::Shared("public.a".into())
+            ]
+        );
     }
 
     #[test]

@@ -196,6 +196,7 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
                 confirmed: false,
                 models,
                 granted,
+                changes: Default::default(),
             })
         }
     })
