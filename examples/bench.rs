@@ -5,11 +5,20 @@
 //! bench load --nats URL --kind get|get-anon|access|set [--requests N] [--concurrency C]
 //!            [--cids K] [--pid SERVER_PID] [--nats-pid NATS_PID] [--target connres|bare]
 //! bench fill --nats URL --connections N [--from I] [--pid SERVER_PID]
+//! bench token-latency --nats URL [--rate R] [--secs S] [--cids K] [--pid SERVER_PID]
 //! ```
 //!
 //! `fill` makes N live connections with the seed models, as Resgate and an auth service
 //! would: a token event, then access and get of `session.user.<cid>` and a `set` of
 //! `session.prefs.<cid>`; then prints the server's RSS (memory per live connection).
+//!
+//! `token-latency` times token event -> change event: K connections' `session.user`
+//! models are made known to connres (a token event, then a get), then `conn.<cid>.token`
+//! events are published at a paced R per second, cycling through the cids and
+//! alternating between two tokens so that every event changes the model, and each
+//! event's `event.session.user.<cid>.change` is awaited on a second connection. It prints
+//! the latency percentiles from each publish to the receipt of its change event, and the
+//! rate achieved.
 //!
 //! `bare` answers `get.session.user.*`, `access.session.user.*` and
 //! `call.session.prefs.*.set` with fixed pre-serialized replies, inline in one task on a
@@ -47,6 +56,11 @@ enum Command {
         nats: String,
         #[arg(long, default_value = "connres")]
         queue_group: String,
+        /// Also answer each `conn.<cid>.token` event with an
+        /// `event.session.user.<cid>.change`, as connres does for a known model (the
+        /// yardstick of `token-latency`).
+        #[arg(long)]
+        relay_tokens: bool,
     },
     /// Send a bounded load and report.
     Load(LoadArgs),
@@ -72,6 +86,38 @@ enum Command {
         #[arg(long, default_value = "seed")]
         shape: String,
     },
+    /// Time token events to their change events at a paced rate.
+    TokenLatency(TokenLatencyArgs),
+}
+
+#[derive(Parser, Clone)]
+struct TokenLatencyArgs {
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// Token events per second.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// How long to publish, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+    /// Connections the events cycle through, each with its user model known to connres.
+    #[arg(long, default_value_t = 1_000)]
+    cids: usize,
+    /// Events at the start sent but left out of the figures.
+    #[arg(long, default_value_t = 2_000)]
+    warmup: u64,
+    /// How long to wait for the last change events after the last publish.
+    #[arg(long, default_value_t = 5)]
+    timeout_secs: u64,
+    /// The responding server's pid, for its CPU per event.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// nats-server's pid, for its CPU per event (context only).
+    #[arg(long)]
+    nats_pid: Option<u32>,
+    /// What is answering: connres, or `bench bare --relay-tokens` (nothing to prime).
+    #[arg(long, value_enum, default_value_t = Target::Connres)]
+    target: Target,
 }
 
 #[derive(Parser, Clone)]
@@ -146,7 +192,11 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Bare { nats, queue_group } => bare(&nats, &queue_group).await,
+            Command::Bare {
+                nats,
+                queue_group,
+                relay_tokens,
+            } => bare(&nats, &queue_group, relay_tokens).await,
             Command::Load(args) => load(args).await,
             Command::Fill {
                 nats,
@@ -156,6 +206,7 @@ fn main() -> std::process::ExitCode {
                 pid,
                 shape,
             } => fill(&nats, from, connections, concurrency, pid, &shape).await,
+            Command::TokenLatency(args) => token_latency(args).await,
         }
     });
     match result {
@@ -170,7 +221,7 @@ fn main() -> std::process::ExitCode {
 // ---------------------------------------------------------------------------------------
 // The bare responder
 
-async fn bare(url: &str, queue_group: &str) -> anyhow::Result<()> {
+async fn bare(url: &str, queue_group: &str, relay_tokens: bool) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -193,8 +244,28 @@ async fn bare(url: &str, queue_group: &str) -> anyhow::Result<()> {
             .queue_subscribe(subject, queue_group.to_string())
             .await?;
         let reply = Bytes::from_static(reply);
-        subs.push(sub.map(move |m| (m, reply.clone())));
+        subs.push(sub.map(move |m| (m, Some(reply.clone()))));
     }
+    // The requests alone, or with the token events relayed (each a stream of its own
+    // type: the yardstick's loop stays as it is without them).
+    if relay_tokens {
+        let tokens = client.subscribe("conn.*.token").await?.map(|m| (m, None));
+        let subs = futures::stream::select(subs, tokens);
+        serve_bare(&client, subs, &mut term, &mut int, url).await
+    } else {
+        serve_bare(&client, subs, &mut term, &mut int, url).await
+    }
+}
+
+/// Answers each request with its fixed reply, and relays each token event (an item
+/// without a reply), until SIGTERM or SIGINT.
+async fn serve_bare(
+    client: &Client,
+    mut subs: impl futures::Stream<Item = (async_nats::Message, Option<Bytes>)> + Unpin,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+    url: &str,
+) -> anyhow::Result<()> {
     client.flush().await?;
     eprintln!("bare responder ready on {url}");
     loop {
@@ -202,9 +273,14 @@ async fn bare(url: &str, queue_group: &str) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             item = subs.next() => match item {
-                Some((msg, body)) => {
+                Some((msg, Some(body))) => {
                     if let Some(reply) = msg.reply {
                         client.publish(reply, body).await?;
+                    }
+                }
+                Some((msg, None)) => {
+                    if let Some((subject, payload)) = relayed_change(&msg.subject, &msg.payload) {
+                        client.publish(subject, payload).await?;
                     }
                 }
                 None => break,
@@ -213,6 +289,24 @@ async fn bare(url: &str, queue_group: &str) -> anyhow::Result<()> {
     }
     client.flush().await?;
     Ok(())
+}
+
+/// The bare responder's change event for a token event: the user model's name, for the
+/// tokens `token-latency` sends.
+fn relayed_change(subject: &str, payload: &[u8]) -> Option<(String, Bytes)> {
+    let cid = subject.strip_prefix("conn.")?.strip_suffix(".token")?;
+    let values: &'static [u8] = [
+        (TIMED_NAMES[0], br#"{"values":{"name":"Ann"}}"#),
+        (TIMED_NAMES[1], br#"{"values":{"name":"Bob"}}"#),
+        (PRIME_NAME, br#"{"values":{"name":"Pat"}}"#),
+    ]
+    .into_iter()
+    .find(|(name, _)| contains(payload, name))?
+    .1;
+    Some((
+        format!("event.session.user.{cid}.change"),
+        Bytes::from_static(values),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -638,5 +732,334 @@ async fn fill(
         rss_before.map_or("-".into(), |v| v.to_string()),
         rss_after.map_or("-".into(), |v| v.to_string()),
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Token event -> change event latency
+
+/// The token the connections are primed with; its change events are not timed.
+const PRIME_TOKEN: &str = r#"{"userId":40,"name":"Pat","role":"guest"}"#;
+/// The two tokens timed events alternate between (each round of the cids, the other).
+const TIMED_TOKENS: [&str; 2] = [TOKEN, r#"{"userId":43,"name":"Bob","role":"user"}"#];
+/// What the change event of a timed event of an even or an odd round carries.
+const TIMED_NAMES: [&[u8]; 2] = [br#""name":"Ann""#, br#""name":"Bob""#];
+const PRIME_NAME: &[u8] = br#""name":"Pat""#;
+/// Change events of the timed connections' user models.
+const CHANGES: &str = "event.session.user.*.change";
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Nanoseconds since `epoch` (the one clock both threads read).
+fn ns_since(epoch: Instant) -> u64 {
+    epoch.elapsed().as_nanos() as u64
+}
+
+/// What the receiving thread saw.
+#[derive(Default)]
+struct Received {
+    timed: u64,
+    /// Change events of the priming, or of earlier runs' connections.
+    other: u64,
+    /// Change events that are not the one their connection was owed next.
+    unexpected: u64,
+    first_unexpected: Option<String>,
+}
+
+/// Receives change events on a connection of its own, on a thread of its own, and
+/// stamps each timed one with its arrival: the `k`-th change of `lat<c>` is the answer
+/// to event `c + k * cids`. Ready once the server is known to have its subscription
+/// (its own probe came back through it).
+fn spawn_receiver(
+    url: String,
+    cids: usize,
+    arrived: std::sync::Arc<Vec<std::sync::atomic::AtomicU64>>,
+    finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    timeout: Duration,
+    epoch: Instant,
+    ready: std::sync::mpsc::Sender<anyhow::Result<()>>,
+) -> std::thread::JoinHandle<anyhow::Result<Received>> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let subscribed = async {
+                let client = async_nats::ConnectOptions::new()
+                    .name("bench-token-latency-receiver")
+                    .connect(&url)
+                    .await
+                    .with_context(|| format!("cannot connect to {url}"))?;
+                let mut sub = client.subscribe(CHANGES).await?;
+                // A round trip through the subscription: the server has it.
+                client
+                    .publish("event.session.user.probe.change", Bytes::new())
+                    .await?;
+                client.flush().await?;
+                match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+                    Ok(Some(_)) => Ok((client, sub)),
+                    _ => bail!("the receiver's probe did not come back within 10s"),
+                }
+            };
+            let (_client, mut sub) = match subscribed.await {
+                Ok(s) => {
+                    let _ = ready.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(anyhow::anyhow!("{e:#}")));
+                    return Err(e);
+                }
+            };
+            let total = arrived.len() as u64;
+            let mut next_round = vec![0u64; cids];
+            let mut seen = Received::default();
+            let mut deadline: Option<Instant> = None;
+            let mut check = tokio::time::interval(Duration::from_millis(20));
+            while seen.timed < total {
+                if deadline.is_none() && finished.load(Ordering::Acquire) {
+                    deadline = Some(Instant::now() + timeout);
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                let msg = tokio::select! {
+                    msg = sub.next() => match msg {
+                        Some(msg) => msg,
+                        None => bail!("the change subscription ended"),
+                    },
+                    _ = check.tick() => continue,
+                };
+                let at = ns_since(epoch);
+                let Some(c) = msg
+                    .subject
+                    .strip_prefix("event.session.user.lat")
+                    .and_then(|s| s.strip_suffix(".change"))
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .filter(|&c| c < cids)
+                else {
+                    seen.other += 1;
+                    continue;
+                };
+                if contains(&msg.payload, PRIME_NAME) {
+                    seen.other += 1;
+                    continue;
+                }
+                let round = next_round[c];
+                let i = c as u64 + round * cids as u64;
+                if i >= total || !contains(&msg.payload, TIMED_NAMES[(round % 2) as usize]) {
+                    seen.unexpected += 1;
+                    if seen.first_unexpected.is_none() {
+                        seen.first_unexpected = Some(format!(
+                            "{}: {} (expected round {round})",
+                            msg.subject,
+                            String::from_utf8_lossy(&msg.payload)
+                        ));
+                    }
+                    continue;
+                }
+                arrived[i as usize].store(at, Ordering::Relaxed);
+                next_round[c] += 1;
+                seen.timed += 1;
+            }
+            Ok(seen)
+        })
+    })
+}
+
+/// Logs every `lat<c>` connection in with the priming token and gets its user model,
+/// until the get shows that token: connres then remembers the model, and every later
+/// token event of the connection owes a change event.
+async fn prime_models(client: &Client, cids: usize, target: Target) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut next = 0;
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        while in_flight.len() < 64 && next < cids {
+            let c = next;
+            next += 1;
+            in_flight.push(async move {
+                client
+                    .publish(
+                        format!("conn.lat{c}.token"),
+                        Bytes::from(format!(r#"{{"token":{PRIME_TOKEN}}}"#)),
+                    )
+                    .await?;
+                if target == Target::Bare {
+                    return anyhow::Ok(());
+                }
+                // The token event and the get travel on different subscriptions, so the
+                // get may be answered first: asked again until it shows the token.
+                loop {
+                    let reply = client
+                        .request(format!("get.session.user.lat{c}"), Bytes::new())
+                        .await?;
+                    if contains(&reply.payload, PRIME_NAME) {
+                        return anyhow::Ok(());
+                    }
+                    if started.elapsed() > Duration::from_secs(30) {
+                        bail!(
+                            "lat{c}: token not applied after 30s: {}",
+                            String::from_utf8_lossy(&reply.payload)
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+        }
+        match in_flight.next().await {
+            Some(result) => result?,
+            None => return Ok(()),
+        }
+    }
+}
+
+async fn token_latency(args: TokenLatencyArgs) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    if args.rate == 0 || args.cids == 0 || args.secs <= 0.0 {
+        bail!("--rate, --cids and --secs must be positive");
+    }
+    let total = (args.rate as f64 * args.secs).round() as u64;
+    if total <= args.warmup {
+        bail!("--rate x --secs ({total} events) must exceed --warmup");
+    }
+    let epoch = Instant::now();
+    let arrived: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
+    let finished = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = spawn_receiver(
+        args.nats.clone(),
+        args.cids,
+        arrived.clone(),
+        finished.clone(),
+        Duration::from_secs(args.timeout_secs),
+        epoch,
+        ready_tx,
+    );
+    let client = async_nats::ConnectOptions::new()
+        .name("bench-token-latency")
+        .request_timeout(Some(Duration::from_secs(5)))
+        .connect(&args.nats)
+        .await
+        .with_context(|| format!("cannot connect to {}", args.nats))?;
+    // Blocks this thread only until the receiver has subscribed (or failed to).
+    match ready_rx.recv() {
+        Ok(result) => result?,
+        Err(_) => bail!("the receiver thread stopped"),
+    }
+    let probe = request(Kind::GetAnon, 1, 0);
+    wait_ready(&client, Kind::GetAnon, 1)
+        .await
+        .with_context(|| format!("waiting for {}", probe.subject))?;
+    prime_models(&client, args.cids, args.target).await?;
+    client.flush().await?;
+
+    let subjects: Vec<String> = (0..args.cids)
+        .map(|c| format!("conn.lat{c}.token"))
+        .collect();
+    let payloads = TIMED_TOKENS.map(|t| Bytes::from(format!(r#"{{"token":{t}}}"#)));
+    let cids = args.cids as u64;
+    let interval_ns = 1e9 / args.rate as f64;
+    let mut published = vec![0u64; total as usize];
+    let exact = |pid: Option<u32>| pid.map(cpu_ns_by_thread).transpose();
+    let server_before = exact(args.pid)?;
+    let nats_before = exact(args.nats_pid)?;
+    // Sleeps end within a few microseconds of their time, not the default 50 µs slack.
+    // SAFETY: prctl on this thread's own timer slack; failure leaves the default.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong);
+    }
+    let start = ns_since(epoch) + 1_000_000;
+    let due = |i: u64| start + (i as f64 * interval_ns) as u64;
+    let mut i = 0u64;
+    while i < total {
+        let now = ns_since(epoch);
+        if due(i) > now {
+            // The pacing blocks the thread on purpose: nothing else runs on this runtime
+            // but the client's connection task, whose writes were flushed below.
+            std::thread::sleep(Duration::from_nanos(due(i) - now));
+            continue;
+        }
+        while i < total && due(i) <= ns_since(epoch) {
+            let c = (i % cids) as usize;
+            let round = (i / cids) as usize;
+            published[i as usize] = ns_since(epoch);
+            client
+                .publish(subjects[c].clone(), payloads[round % 2].clone())
+                .await?;
+            i += 1;
+        }
+        client.flush().await?;
+    }
+    finished.store(true, Ordering::Release);
+    let seen = match tokio::task::spawn_blocking(move || receiver.join()).await? {
+        Ok(result) => result?,
+        Err(_) => bail!("the receiver thread panicked"),
+    };
+    let server_after = exact(args.pid)?;
+    let nats_after = exact(args.nats_pid)?;
+
+    let window = args.warmup as usize..total as usize;
+    let mut latencies = Vec::with_capacity(window.len());
+    let mut from_due = Vec::with_capacity(window.len());
+    let mut lag = Vec::with_capacity(window.len());
+    for i in window.clone() {
+        let at = arrived[i].load(Ordering::Relaxed);
+        lag.push(published[i].saturating_sub(due(i as u64)));
+        if at > 0 {
+            latencies.push(at.saturating_sub(published[i]));
+            from_due.push(at.saturating_sub(due(i as u64)));
+        }
+    }
+    for v in [&mut latencies, &mut from_due, &mut lag] {
+        v.sort_unstable();
+    }
+    let missing = window.len() - latencies.len();
+    let first = published[window.start];
+    let last = published[window.end - 1];
+    let rate = (window.len() - 1) as f64 * 1e9 / (last - first).max(1) as f64;
+    let per_event = |b: &Option<HashMap<u32, u64>>, a: &Option<HashMap<u32, u64>>| match (b, a) {
+        (Some(b), Some(a)) => format!("{:.2}", cpu_ns_between(b, a) as f64 / 1e3 / total as f64),
+        _ => "-".to_string(),
+    };
+    let max = |v: &[u64]| v.last().map_or(f64::NAN, |&ns| ns as f64 / 1000.0);
+    println!(
+        "TOKEN_LATENCY target={:?} target_rate={} rate={rate:.0} events={} missing={missing} unexpected={} p50_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} from_due_p99_us={:.1} from_due_max_us={:.1} pub_lag_p99_us={:.1} pub_lag_max_us={:.1} server_cpu_us={} nats_cpu_us={}",
+        args.target,
+        args.rate,
+        window.len(),
+        seen.unexpected,
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        percentile(&latencies, 99.9),
+        max(&latencies),
+        percentile(&from_due, 99.0),
+        max(&from_due),
+        percentile(&lag, 99.0),
+        max(&lag),
+        per_event(&server_before, &server_after),
+        per_event(&nats_before, &nats_after),
+    );
+    eprintln!(
+        "token -> change: {} events at {rate:.0}/s (target {}/s), p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us; {missing} missing{}",
+        window.len(),
+        args.rate,
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        percentile(&latencies, 99.9),
+        max(&latencies),
+        seen.first_unexpected
+            .map_or(String::new(), |e| format!(", {} unexpected, first: {e}", seen.unexpected)),
+    );
+    if missing > 0 || seen.unexpected > 0 {
+        bail!(
+            "{missing} change events missing, {} unexpected",
+            seen.unexpected
+        );
+    }
     Ok(())
 }

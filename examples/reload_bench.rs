@@ -7,6 +7,12 @@
 //!   the directory watch and its 100 ms debounce;
 //! - the reload stall: a client on its own thread sends gets one at a time during the
 //!   reloads; the longest of those round trips is how long a reload can hold a request.
+//!   The same client first runs as long with no reload: its longest get is what the
+//!   machine alone makes a request wait.
+//!
+//! Parse to swap and save to in force are measured twice: on a quiet service (no
+//! requests), then while the probe keeps it busy. The compiler runs below the serving
+//! thread's priority, so under load the swap comes later but requests do not wait.
 //!
 //! With CONNECTIONS > 0 the service first holds that many connections, each with a
 //! written value, and the reloads run twice: changing a default of every resource (no
@@ -213,18 +219,42 @@ async fn main() -> Result<(), Error> {
     }
 
     // Defaults change: every pattern is named in the reset, no stored value is visited.
-    let probe = Probe::start(&url);
+    // First with no request to serve.
     let texts = (0..10u32).map(|r| config_text(n, r + 2, 100_000)).collect();
+    let (to_swap, in_force) = reloads(&path, &mut reports, texts).await?;
+    stats("quiet reload: parse to swap", to_swap);
+    stats("quiet reload: save to in force", in_force);
+
+    // The probe alone, about as long as the reloads under it take: what the machine
+    // makes a get wait without any reload.
+    let probe = Probe::start(&url);
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let alone = t.elapsed();
+    probe
+        .finish(&format!("get, no reload ({:.1} s)", alone.as_secs_f64()))
+        .await?;
+
+    let probe = Probe::start(&url);
+    let t = Instant::now();
+    let texts = (0..10u32)
+        .map(|r| config_text(n, r + 12, 100_000))
+        .collect();
     let (to_swap, in_force) = reloads(&path, &mut reports, texts).await?;
     stats("reload (defaults): parse to swap", to_swap);
     stats("reload (defaults): save to in force", in_force);
-    probe.finish("get during default reloads").await?;
+    probe
+        .finish(&format!(
+            "get during default reloads ({:.1} s)",
+            t.elapsed().as_secs_f64()
+        ))
+        .await?;
 
     if connections > 0 {
         // A constraint on the written field of app0 changes: every model is re-checked.
         let probe = Probe::start(&url);
         let texts = (0..10u32)
-            .map(|r| config_text(n, 11, 100_000 - 1 - r))
+            .map(|r| config_text(n, 21, 100_000 - 1 - r))
             .collect();
         let (to_swap, _) = reloads(&path, &mut reports, texts).await?;
         stats("reload (constraint): parse to swap", to_swap);

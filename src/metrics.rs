@@ -4,14 +4,15 @@
 //! connection. Every series a request can touch is created up front, so recording one
 //! is an atomic add, not a lookup.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::engine::Status;
@@ -55,6 +56,70 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.25, 1.0,
 ];
 
+/// The same bounds in nanoseconds, to place an observation without floating point.
+const LATENCY_BUCKETS_NS: [u64; 12] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+];
+
+/// A latency histogram recorded with two atomic adds and no lock: the count of the
+/// observation's bucket and the sum in nanoseconds. The count is the buckets' total.
+/// Encoded exactly as `prometheus_client`'s `Histogram` with the same buckets.
+#[derive(Debug, Clone, Default)]
+struct Latency(Arc<LatencyCounts>);
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    /// Observations per bucket (not cumulative), the last one above every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Latency {
+    fn observe(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKETS_NS
+            .iter()
+            .position(|&bound| ns <= bound)
+            .unwrap_or(LATENCY_BUCKETS_NS.len());
+        self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&self.0.buckets)
+            .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     kind: &'static str,
@@ -81,7 +146,7 @@ struct ConfigLabel {
 pub struct Metrics {
     registry: Registry,
     requests: Vec<Vec<Counter>>,
-    latency: Vec<Histogram>,
+    latency: Vec<Latency>,
     events: Vec<Counter>,
     connections: Gauge,
     entries: Gauge,
@@ -124,9 +189,7 @@ impl Metrics {
                     .collect()
             })
             .collect();
-        let latency_family = Family::<KindLabel, Histogram>::new_with_constructor(
-            (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
-        );
+        let latency_family = Family::<KindLabel, Latency>::default();
         registry.register(
             "connres_request_duration_seconds",
             "Time from taking a message to having published its events and reply",
@@ -230,7 +293,7 @@ impl Metrics {
             Status::Ignored => 7,
         };
         self.requests[kind as usize][outcome].inc();
-        self.latency[kind as usize].observe(took.as_secs_f64());
+        self.latency[kind as usize].observe(took);
     }
 
     pub fn event(&self, kind: EventKind) {
@@ -357,5 +420,60 @@ mod tests {
         }
         assert!(!text.contains("abc123"), "{text}");
         assert_eq!(m.generation(), 2);
+    }
+
+    /// The lock-free latency histogram reads as `prometheus_client`'s own with the
+    /// same buckets: the same lines, bucket bounds included (a value on a bound counts
+    /// in that bucket), and the same sum.
+    #[test]
+    fn latency_encodes_as_the_prometheus_histogram() {
+        use prometheus_client::metrics::histogram::Histogram;
+        let ours = Family::<KindLabel, Latency>::default();
+        let theirs = Family::<KindLabel, Histogram>::new_with_constructor(
+            (|| Histogram::new(LATENCY_BUCKETS)) as fn() -> Histogram,
+        );
+        let label = KindLabel { kind: "get" };
+        let mut took: Vec<Duration> = LATENCY_BUCKETS_NS
+            .iter()
+            .flat_map(|&ns| [ns - 1, ns, ns + 1])
+            .map(Duration::from_nanos)
+            .collect();
+        took.extend([
+            Duration::ZERO,
+            Duration::from_secs(3),
+            Duration::from_secs(70),
+        ]);
+        for t in &took {
+            ours.get_or_create(&label).observe(*t);
+            theirs.get_or_create(&label).observe(t.as_secs_f64());
+        }
+        fn text(family: impl prometheus_client::registry::Metric) -> String {
+            let mut registry = Registry::default();
+            registry.register("latency", "h", family);
+            let mut out = String::new();
+            prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+            out
+        }
+        let (ours, theirs) = (text(ours), text(theirs));
+        let sum = |text: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with("latency_sum")).unwrap();
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert!((sum(&ours) - sum(&theirs)).abs() < 1e-6, "{ours}\n{theirs}");
+        let without_sum = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| !l.starts_with("latency_sum"))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(without_sum(&ours), without_sum(&theirs));
+        assert!(
+            ours.contains(r#"latency_bucket{le="0.00005",kind="get"} 3"#),
+            "{ours}"
+        );
+        assert!(
+            ours.contains(r#"latency_bucket{le="+Inf",kind="get"} 39"#),
+            "{ours}"
+        );
     }
 }

@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use crate::field::{FieldDef, ResValue};
 
+mod scan;
+
 /// A RES error reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResError {
@@ -79,6 +81,16 @@ pub struct AccessHead<'a> {
     pub token: Option<Skip>,
     #[serde(default, borrow)]
     pub query: Option<Cow<'a, str>>,
+}
+
+/// Reads an access request's head: the usual payload by a hand-written scan, anything
+/// else (escapes, unusual numbers, deep nesting, every malformed payload) by serde, so
+/// results and error messages are exactly [`parse`]'s.
+pub fn access_head(payload: &[u8]) -> Result<AccessHead<'_>, ResError> {
+    match scan::access_head(payload) {
+        Some(head) => Ok(head),
+        None => parse(payload, "access request"),
+    }
 }
 
 /// A call request's payload read without building its token (see [`AccessHead`]).
@@ -293,14 +305,24 @@ pub fn change_event(rid: &str, changes: &Changes) -> (String, Bytes) {
         values: &'a Changes<'b>,
     }
     (
-        format!("event.{rid}.change"),
+        event_subject(rid, "change"),
         to_bytes(&Event { values: changes }),
     )
 }
 
 /// `event.<rid>.reaccess`, no payload.
 pub fn reaccess_event(rid: &str) -> (String, Bytes) {
-    (format!("event.{rid}.reaccess"), Bytes::new())
+    (event_subject(rid, "reaccess"), Bytes::new())
+}
+
+/// `event.<rid>.<event>`, in one allocation of its size (no formatting machinery).
+fn event_subject(rid: &str, event: &str) -> String {
+    let mut subject = String::with_capacity("event..".len() + rid.len() + event.len());
+    subject.push_str("event.");
+    subject.push_str(rid);
+    subject.push('.');
+    subject.push_str(event);
+    subject
 }
 
 /// `system.reset` with gateway patterns.
@@ -427,6 +449,19 @@ mod tests {
                 _ => panic!("{p}: {full:?} but {head:?}"),
             }
         }
+    }
+
+    #[test]
+    fn event_subjects() {
+        let changes = Changes {
+            fields: &[],
+            values: &[],
+            changed: &[],
+        };
+        let (subject, payload) = change_event("session.user.c1", &changes);
+        assert_eq!(subject, "event.session.user.c1.change");
+        assert_eq!(&payload[..], br#"{"values":{}}"#);
+        assert_eq!(reaccess_event("a.b").0, "event.a.b.reaccess");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{check_cid, resolve, Engine, Events};
 use crate::config::{CallAccess, Config, Resource};
 use crate::pattern::Params;
-use crate::protocol::{self, AccessHead, ResError, TokenOf};
+use crate::protocol::{self, ResError, TokenOf};
 use crate::rule::RuleInput;
 use crate::store::Store;
 
@@ -42,7 +42,7 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
-        let req: AccessHead = protocol::parse(payload, "access request")?;
+        let req = protocol::access_head(payload)?;
         check_cid(&req.cid)?;
         // The token is built only when something reads it: a record it fills in, a
         // rule evaluated with CEL, or the model a rule reads. Native rules only ask

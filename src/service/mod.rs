@@ -58,6 +58,11 @@ pub const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often idle state is looked for (the clock counts whole seconds).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// At most this many messages are handled one after the other without looking at the
+/// timers (expiry sweeps, paced resets) in between; connection events, reloads and
+/// shutdown are looked at before every message.
+pub const BURST: usize = 64;
+
 /// The least time between two `system.reset`s for dropped state: with
 /// [`RESET_BATCH`](crate::engine::RESET_BATCH) names each, at most 5,000 names a second
 /// reach the gateways, however many expire.
@@ -108,6 +113,8 @@ pub struct Service {
     watched: Option<Triggers>,
     reports: broadcast::Sender<ReloadReport>,
     metrics: Arc<Metrics>,
+    /// The connections and entries last set on the state gauges.
+    held: (usize, usize),
     discovery: Discovery,
     /// With `state.store: nats`: the partitions, leases and the bucket.
     cluster: Option<Cluster>,
@@ -200,6 +207,7 @@ impl Service {
             watched: None,
             reports: broadcast::channel(16).0,
             metrics,
+            held: (0, 0),
             discovery,
             cluster,
         })
@@ -275,9 +283,11 @@ impl Service {
         sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut resets = interval(RESET_EVERY);
         resets.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
+        'serving: loop {
             // Timers and reloads come before messages: under load there is always a
-            // message waiting, and they must not starve.
+            // message waiting, and they must not starve. Connection events and reloads
+            // are also looked at before each message of a burst; the timers after it,
+            // at most BURST messages later.
             let step = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
@@ -287,13 +297,21 @@ impl Service {
                 _ = sweep.tick() => Step::Sweep,
                 _ = resets.tick(), if self.engine.pending_resets() > 0 => Step::Reset,
                 item = self.subs.next() => match item {
-                    // The common case stays small: one message, raced with shutdown.
+                    // The common case stays small: one message, raced with shutdown;
+                    // then the messages already received, while nothing else waits.
                     Some(received) => {
-                        tokio::select! {
-                            biased;
-                            _ = &mut shutdown => break,
-                            _ = self.handle(received) => continue,
+                        let mut next = Some(received);
+                        let mut handled = 0;
+                        while let Some(received) = next.take() {
+                            tokio::select! {
+                                biased;
+                                _ = &mut shutdown => break 'serving,
+                                _ = self.handle(received) => {}
+                            }
+                            handled += 1;
+                            next = self.received_next(handled, &reloads).await;
                         }
+                        continue;
                     }
                     None => break,
                 },
