@@ -3,10 +3,9 @@
 # one memory-store instance, then by 1, 2 and 3 instances with `state.store: nats`, in
 # one run on one nats-server with JetStream on a free loopback port. For each setup and
 # request kind it runs `bench load` and reports throughput, latency and the CPU time
-# per request summed over every instance (from /proc/<pid>/task/*/schedstat, read
-# before and after the load: the window includes the load's warm-up and priming, about
-# WARMUP + CIDS requests more than N), and the mean bucket write latency (from the
-# instances' metrics). On one machine nats-server bounds throughput; summed CPU per
+# per request summed over every instance (from /proc/<pid>/task/*/schedstat over the
+# measured window), and the mean bucket write latency (from the instances' metrics,
+# since start). On one machine nats-server bounds throughput; summed CPU per
 # request is the figure that shows whether capacity grows with instances.
 #
 #   scripts/bench-cluster.sh
@@ -57,17 +56,6 @@ wait_port "$port" nats-server
 echo "machine: $(nproc) CPUs; nats-server $("$nats_bin" --version | grep -oE '[0-9]+\.[0-9.]+') with JetStream on $url" >&2
 echo "load: N=$N requests per kind, $CONC in flight, $CIDS connections, lease $LEASE" >&2
 
-# CPU nanoseconds of every thread of the given pids.
-cpu_ns() {
-  local total=0 p f
-  for p in "$@"; do
-    for f in /proc/"$p"/task/*/schedstat; do
-      total=$((total + $(cut -d' ' -f1 "$f")))
-    done
-  done
-  echo "$total"
-}
-
 # The mean of a histogram over the instances' metrics: sum / count.
 kv_mean_us() {
   local sum=0 count=0 m s c
@@ -81,7 +69,7 @@ kv_mean_us() {
 }
 
 results="$work/results"
-printf "%-7s %-7s %9s %8s %8s %16s %10s\n" setup kind "req/s" "p50 us" "p99 us" "CPU us/req (sum)" "kv write us" >"$results"
+printf "%-7s %-7s %9s %8s %8s %16s %10s %6s\n" setup kind "req/s" "p50 us" "p99 us" "CPU us/req (sum)" "kv write us" errors >"$results"
 for setup in $SETUPS; do
   case $setup in
     memory) n=1; config="$root/resources.yaml" ;;
@@ -125,20 +113,18 @@ EOF
     [ "$served" -eq 64 ] || { echo "$setup: only $served of 64 partitions served" >&2; exit 1; }
   fi
   echo "== $setup: ${#pids[@]} instance(s) (${pids[*]})" >&2
+  also=()
+  for p in "${pids[@]:1}"; do also+=(--also-pid "$p"); done
   for kind in $KINDS; do
-    before=$(cpu_ns "${pids[@]}")
     line=$("$bench_bin" load --nats "$url" --kind "$kind" --concurrency "$CONC" --requests "$N" \
-      --warmup "$WARMUP" --cids "$CIDS" | grep '^RESULT')
-    after=$(cpu_ns "${pids[@]}")
-    python3 - "$line" "$before" "$after" "$N" "$WARMUP" "$CIDS" "$setup" "$kind" \
+      --warmup "$WARMUP" --cids "$CIDS" --pid "${pids[0]}" "${also[@]}" | grep '^RESULT')
+    python3 - "$line" "$setup" "$kind" \
       "$(if [ "$setup" != memory ] && [ "$kind" = set ]; then kv_mean_us "${metrics[@]}"; else echo -; fi)" \
       >>"$results" <<'EOF'
 import sys
-line, before, after, n, warmup, cids, setup, kind, kv = sys.argv[1:]
+line, setup, kind, kv = sys.argv[1:]
 r = dict(kv_.split("=", 1) for kv_ in line.split()[1:])
-requests = int(n) + int(warmup) + (int(cids) if kind in ("get", "set", "access") else 0)
-cpu = (int(after) - int(before)) / 1000 / requests
-print(f"{setup:7s} {kind:7s} {float(r['rps']):9.0f} {float(r['p50_us']):8.1f} {float(r['p99_us']):8.1f} {cpu:16.2f} {kv:>10s}")
+print(f"{setup:7s} {kind:7s} {float(r['rps']):9.0f} {float(r['p50_us']):8.1f} {float(r['p99_us']):8.1f} {r['server_cpu_us']:>16s} {kv:>10s} {r['errors']:>6s}")
 EOF
   done
   for p in "${pids[@]}"; do stop_pid "$p"; done

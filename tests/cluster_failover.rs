@@ -205,15 +205,11 @@ async fn a_paused_owner_publishes_nothing_for_partitions_it_lost() {
     // would, so it waits in its socket.
     let stale_inbox = gw.client.new_inbox();
     let mut stale_replies = gw.client.subscribe(stale_inbox.clone()).await.unwrap();
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Connres-Subject", format!("call.{rid}.set").as_str());
-    headers.insert("Connres-Hops", "1");
     let stale = json!({"cid": cid, "token": token(), "params": {"fontSize": 9}});
     gw.client
-        .publish_with_reply_and_headers(
-            format!("_CONNRES.pause.fwd.{paused_id}"),
+        .publish_with_reply(
+            format!("_CONNRES.pause.fwd.{paused_id}.1.call.{rid}.set"),
             stale_inbox,
-            headers,
             stale.to_string().into(),
         )
         .await
@@ -265,15 +261,9 @@ async fn a_paused_owner_publishes_nothing_for_partitions_it_lost() {
 
 /// A client set sent to one instance as another instance forwards it.
 async fn set_through(gw: &Gateway, instance: &str, cid: &str, size: i64) {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        "Connres-Subject",
-        format!("call.session.prefs.{cid}.set").as_str(),
-    );
     let body = json!({"cid": cid, "token": token(), "params": {"fontSize": size}});
-    let request = gw.client.request_with_headers(
-        format!("_CONNRES.pause.fwd.{instance}"),
-        headers,
+    let request = gw.client.request(
+        format!("_CONNRES.pause.fwd.{instance}.1.call.session.prefs.{cid}.set"),
         body.to_string().into(),
     );
     let reply = tokio::time::timeout(WAIT, request)

@@ -183,7 +183,7 @@ impl Service {
         let cluster = match shared {
             Some(settings) => {
                 let cluster = Cluster::open(&client, settings, discovery.id()).await?;
-                subs.push(subscribe_forwarded(&client, cluster.forward_subject()).await?);
+                subs.push(subscribe_forwarded(&client, &cluster.forward_subject()).await?);
                 metrics.add(cluster.metrics.registry());
                 discovery.shared_store(cluster.metrics.clone());
                 engine.store_mut().track_changes();

@@ -3,9 +3,9 @@
 //! owner per partition held by a lease (`lease`).
 //!
 //! Requests reach any instance through the queue group; one that does not own the
-//! request's partition forwards it, reply subject kept, to the owner's own subject
-//! (`_CONNRES.<bucket>.fwd.<instance>`), and holds it while no instance owns the
-//! partition. Only the owner applies changes and publishes events and replies, so each
+//! request's partition forwards it, reply subject kept, to the owner's own subjects
+//! (`_CONNRES.<bucket>.fwd.<instance>.<hops>.<original subject>`: no headers to build
+//! or parse), and holds it while no instance owns the partition. Only the owner applies changes and publishes events and replies, so each
 //! model has exactly one publisher and the single-instance ordering holds. The owner
 //! writes every changed unit to the bucket (compare-and-set on the revision it last
 //! saw) before the events and the reply; a failed write means another instance took
@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::header::HeaderMap;
 use async_nats::jetstream::kv;
 use async_nats::{Client, Message};
 use tokio::sync::{mpsc, oneshot};
@@ -40,13 +39,9 @@ use crate::store::{MemoryStore, Store, UnitKey};
 pub(super) use bucket::Loaded;
 pub use metrics::ClusterMetrics;
 
-/// The header carrying a forwarded message's original subject.
-const SUBJECT_HEADER: &str = "Connres-Subject";
-/// The header counting how often a message was forwarded.
-const HOPS_HEADER: &str = "Connres-Hops";
-/// The header of the message an instance sends itself to know it has worked through
-/// what arrived before (after a pause).
-const BARRIER_HEADER: &str = "Connres-Barrier";
+/// The last token of the subject an instance sends itself to know it has worked
+/// through what arrived before (after a pause).
+const BARRIER: &str = "barrier";
 /// Forwarded this often, a message is held until the owners settle.
 const MAX_HOPS: u32 = 3;
 /// The most messages held while their partitions have no owner.
@@ -151,8 +146,10 @@ pub(super) struct Cluster {
     kv: kv::Store,
     settings: SharedStore,
     id: Arc<str>,
-    /// Where other instances forward this one's messages.
+    /// Where other instances forward this one's messages (then `.<hops>.<subject>`).
     forward_subject: String,
+    /// The same for any instance, without the instance id.
+    forward_prefix: String,
     served: Vec<bool>,
     owners: Vec<Option<Arc<str>>>,
     deadlines: Arc<Deadlines>,
@@ -183,6 +180,7 @@ impl Cluster {
             settings: settings.clone(),
             id: id.into(),
             forward_subject: forward_subject(settings, id),
+            forward_prefix: forward_subject(settings, ""),
             served: vec![false; n as usize],
             owners: vec![None; n as usize],
             deadlines: Arc::new(Deadlines::new(n)),
@@ -197,8 +195,8 @@ impl Cluster {
     }
 
     /// The subject other instances forward this one's messages to.
-    pub(super) fn forward_subject(&self) -> &str {
-        &self.forward_subject
+    pub(super) fn forward_subject(&self) -> String {
+        format!("{}.>", self.forward_subject)
     }
 
     /// Starts the lease task: partitions are acquired from now on.
@@ -251,19 +249,19 @@ impl Cluster {
         let mut hops = 0;
         let mut route = route;
         if route == Route::Forwarded {
-            let headers = msg.headers.as_ref()?;
-            if headers.get(BARRIER_HEADER).is_some() {
+            let rest = msg
+                .subject
+                .strip_prefix(self.forward_subject.as_str())
+                .and_then(|r| r.strip_prefix('.'))?;
+            if rest == BARRIER {
                 if let Some(done) = self.barrier.take() {
                     let _ = done.send(());
                 }
                 return None;
             }
-            let subject = headers.get(SUBJECT_HEADER)?.as_str().to_string();
-            hops = headers
-                .get(HOPS_HEADER)
-                .and_then(|h| h.as_str().parse().ok())
-                .unwrap_or(1);
-            route = route_of(&subject, &config.api.prefix)?;
+            let (count, subject) = rest.split_once('.')?;
+            hops = count.parse().ok()?;
+            route = route_of(subject, &config.api.prefix)?;
             msg.subject = subject.into();
         }
         if self.barrier.is_some() || !self.deadlines.beating(self.settings.lease / 2) {
@@ -320,17 +318,14 @@ impl Cluster {
     }
 
     async fn forward(&self, client: &Client, owner: &str, msg: Message, hops: u32) {
-        let mut headers = msg.headers.unwrap_or_default();
-        headers.insert(SUBJECT_HEADER, msg.subject.as_str());
-        headers.insert(HOPS_HEADER, hops.to_string().as_str());
-        let to = format!("{}{owner}", self.forward_prefix());
+        let to = format!(
+            "{}{owner}.{hops}.{}",
+            self.forward_prefix,
+            msg.subject.as_str()
+        );
         let sent = match msg.reply {
-            Some(reply) => {
-                client
-                    .publish_with_reply_and_headers(to, reply, headers, msg.payload)
-                    .await
-            }
-            None => client.publish_with_headers(to, headers, msg.payload).await,
+            Some(reply) => client.publish_with_reply(to, reply, msg.payload).await,
+            None => client.publish(to, msg.payload).await,
         };
         match sent {
             Ok(()) => {
@@ -340,10 +335,6 @@ impl Cluster {
                 tracing::error!(error = %e, "could not forward a message to its partition's owner")
             }
         }
-    }
-
-    fn forward_prefix(&self) -> String {
-        forward_subject(&self.settings, "")
     }
 
     fn hold(&mut self, route: Route, endpoint: Arc<Endpoint>, msg: Message, hops: u32) {
@@ -519,12 +510,8 @@ impl Cluster {
     /// Sends this instance a message that comes back after everything already on its
     /// way (the end of a [`Control::Paused`]).
     pub(super) async fn send_barrier(&self, client: &Client) {
-        let mut headers = HeaderMap::new();
-        headers.insert(BARRIER_HEADER, "1");
-        if let Err(e) = client
-            .publish_with_headers(self.forward_subject.clone(), headers, bytes::Bytes::new())
-            .await
-        {
+        let subject = format!("{}.{BARRIER}", self.forward_subject);
+        if let Err(e) = client.publish(subject, bytes::Bytes::new()).await {
             tracing::warn!(error = %e, "could not send the barrier message");
         }
     }
@@ -535,7 +522,7 @@ impl Cluster {
     }
 }
 
-/// `_CONNRES.<bucket>.fwd.<instance>`.
+/// `_CONNRES.<bucket>.fwd.<instance>`; forwarded messages go to subjects below it.
 fn forward_subject(settings: &SharedStore, id: &str) -> String {
     format!("_CONNRES.{}.fwd.{id}", settings.bucket)
 }
