@@ -410,3 +410,80 @@ async fn discovery_shows_each_instances_partitions() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn writes_in_flight_together_publish_each_event_before_its_reply() {
+    use futures::StreamExt;
+    let server = NatsServer::start_jetstream();
+    let (connres, gateway, _) = start_shared(&server, &shared("pipeline")).await;
+    let token = json!({"userId": 9, "name": "p", "role": "user"});
+    let cids: Vec<String> = (0..20).map(|i| format!("q{i}")).collect();
+    for cid in &cids {
+        login(&gateway, cid, token.clone()).await;
+    }
+    // Everything this client receives, in the order the server sends it.
+    let mut all = gateway.client.subscribe(">").await.unwrap();
+    gateway.client.flush().await.unwrap();
+    // 200 sets at once: 10 per connection, each a different value.
+    let inbox = gateway.client.new_inbox();
+    for round in 0..10 {
+        for cid in &cids {
+            let body = json!({"cid": cid, "token": token, "params": {"fontSize": 10 + round}});
+            gateway
+                .client
+                .publish_with_reply(
+                    format!("call.session.prefs.{cid}.set"),
+                    format!("{inbox}.{cid}.{round}"),
+                    body.to_string().into(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let mut seen_events = std::collections::HashSet::new();
+    let mut replies = 0;
+    while replies < 200 {
+        let m = tokio::time::timeout(common::WAIT, all.next())
+            .await
+            .expect("every set is answered")
+            .unwrap();
+        let subject = m.subject.to_string();
+        if let Some(rest) = subject.strip_prefix("event.session.prefs.") {
+            let cid = rest.strip_suffix(".change").unwrap().to_string();
+            let event: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            seen_events.insert((cid, event["values"]["fontSize"].as_i64().unwrap()));
+        } else if let Some(rest) = subject.strip_prefix(&format!("{inbox}.")) {
+            let (cid, round) = rest.split_once('.').unwrap();
+            let size = 10 + round.parse::<i64>().unwrap();
+            assert_eq!(
+                m.payload.as_ref(),
+                br#"{"result":null}"#,
+                "set {cid} {size}"
+            );
+            assert!(
+                seen_events.contains(&(cid.to_string(), size)),
+                "the reply to {cid}'s set of {size} came before its event"
+            );
+            replies += 1;
+        }
+    }
+    for cid in &cids {
+        assert_eq!(
+            gateway.get(&format!("session.prefs.{cid}")).await["fontSize"],
+            json!(19)
+        );
+        let kv = stored(&server, "pipeline", cid).await;
+        let written = kv["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["rid"] == json!(format!("session.prefs.{cid}")))
+            .map(|m| m["written"].clone());
+        assert_eq!(
+            written,
+            Some(json!({"fontSize": 19})),
+            "{cid} in the bucket"
+        );
+    }
+    connres.stop().await;
+}

@@ -18,6 +18,7 @@
 mod cluster;
 mod connect;
 mod discovery;
+mod outcome;
 mod reload;
 mod route;
 mod serve;
@@ -41,8 +42,8 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::reload::{ReloadReport, Triggers, WatchError};
 use crate::store::MemoryStore;
+use cluster::Cluster;
 pub use cluster::ClusterMetrics;
-use cluster::{Cluster, Control};
 use connect::ReconnectLog;
 use discovery::Discovery;
 use route::Tagged;
@@ -293,7 +294,10 @@ impl Service {
                 _ = &mut shutdown => break,
                 Some(ev) = self.events.recv() => Step::Connection(ev),
                 Some(prepared) = reloads.recv() => Step::Reload(Box::new(prepared)),
-                Some(control) = cluster_control(&mut self.cluster) => Step::Cluster(control),
+                next = cluster_next(&mut self.cluster) => match next {
+                    cluster::Next::Control(control) => Step::Cluster(control),
+                    cluster::Next::Written => Step::Written,
+                },
                 _ = sweep.tick() => Step::Sweep,
                 _ = resets.tick(), if self.engine.pending_resets() > 0 => Step::Reset,
                 item = self.subs.next() => match item {
@@ -344,10 +348,10 @@ impl Service {
     }
 }
 
-/// The next message from the lease task (never, without a shared store).
-async fn cluster_control(cluster: &mut Option<Cluster>) -> Option<Control> {
+/// What the shared store needs looked at next (never, without one).
+async fn cluster_next(cluster: &mut Option<Cluster>) -> cluster::Next {
     match cluster {
-        Some(c) => c.control.recv().await,
+        Some(c) => c.next().await,
         None => std::future::pending().await,
     }
 }

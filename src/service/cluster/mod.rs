@@ -17,6 +17,7 @@
 mod bucket;
 mod lease;
 mod metrics;
+mod pipeline;
 mod steps;
 
 use std::collections::{HashMap, VecDeque};
@@ -33,8 +34,8 @@ use super::route::Route;
 use super::ServiceError;
 use crate::config::{Config, SharedStore};
 use crate::engine::Request;
-use crate::store::record::{self, partition, partition_of, UnitRef};
-use crate::store::{MemoryStore, Store, UnitKey};
+use crate::store::record::{partition, partition_of};
+use crate::store::{MemoryStore, UnitKey};
 
 pub(super) use bucket::Loaded;
 pub use metrics::ClusterMetrics;
@@ -143,7 +144,7 @@ pub(super) struct Admitted {
 
 /// The serving task's side of the shared store.
 pub(super) struct Cluster {
-    kv: kv::Store,
+    kv: Arc<kv::Store>,
     settings: SharedStore,
     id: Arc<str>,
     /// Where other instances forward this one's messages (then `.<hops>.<subject>`).
@@ -155,8 +156,13 @@ pub(super) struct Cluster {
     deadlines: Arc<Deadlines>,
     /// The revision and value fingerprint of each unit as last written or read.
     revisions: HashMap<UnitKey, (u64, u64)>,
+    /// Handled messages whose writes are in flight, in the order they were handled:
+    /// each is published once its writes and every earlier one are done.
+    pipeline: VecDeque<pipeline::Pending>,
+    /// How many writes of each unit are in flight.
+    in_flight: HashMap<UnitKey, usize>,
     held: VecDeque<Held>,
-    pub(super) control: mpsc::UnboundedReceiver<Control>,
+    control: mpsc::UnboundedReceiver<Control>,
     control_tx: mpsc::UnboundedSender<Control>,
     reports: Option<mpsc::UnboundedSender<Report>>,
     /// Set after a pause until the barrier message comes back: what arrives meanwhile
@@ -172,7 +178,7 @@ impl Cluster {
         settings: &SharedStore,
         id: &str,
     ) -> Result<Cluster, ServiceError> {
-        let kv = bucket::open(client, settings).await?;
+        let kv = Arc::new(bucket::open(client, settings).await?);
         let (control_tx, control) = mpsc::unbounded_channel();
         let n = settings.partitions;
         Ok(Cluster {
@@ -185,6 +191,8 @@ impl Cluster {
             owners: vec![None; n as usize],
             deadlines: Arc::new(Deadlines::new(n)),
             revisions: HashMap::new(),
+            pipeline: VecDeque::new(),
+            in_flight: HashMap::new(),
             held: VecDeque::new(),
             control,
             control_tx,
@@ -204,7 +212,7 @@ impl Cluster {
         let (tx, rx) = mpsc::unbounded_channel();
         self.reports = Some(tx);
         let leases = lease::Leases::new(
-            self.kv.clone(),
+            (*self.kv).clone(),
             self.id.clone(),
             self.settings.clone(),
             self.control_tx.clone(),
@@ -380,66 +388,8 @@ impl Cluster {
         })
     }
 
-    /// Writes every unit the last step changed to the bucket, before anything is
-    /// published; units of partitions served elsewhere are forgotten (nothing is kept
-    /// of another partition's connection). On a failed write the partition is dropped
-    /// and returned.
-    pub(super) async fn persist(&mut self, store: &mut MemoryStore) -> Result<(), u32> {
-        let n = self.settings.partitions;
-        for key in store.take_changed() {
-            let p = partition(&key, n);
-            if !self.served[p as usize] {
-                store.forget(&key);
-                continue;
-            }
-            let value = match &key {
-                UnitKey::Connection(cid) => store
-                    .connection(cid)
-                    .map(|c| record::encode(UnitRef::Connection(c))),
-                UnitKey::Shared(rid) => store
-                    .shared(rid)
-                    .map(|w| record::encode(UnitRef::Shared(w))),
-            };
-            let known = self.revisions.get(&key).copied();
-            let (write, fingerprint) = match (value, known) {
-                (Some(v), Some((_, h))) if bucket::hash(&v) == h => continue,
-                (Some(v), known) => {
-                    let h = bucket::hash(&v);
-                    (
-                        bucket::Write::Put {
-                            value: v.into(),
-                            revision: known.map(|k| k.0),
-                        },
-                        h,
-                    )
-                }
-                (None, Some((revision, _))) => (bucket::Write::Delete { revision }, 0),
-                (None, None) => continue,
-            };
-            let started = Instant::now();
-            match bucket::write(&self.kv, &record::key(p, &key), write).await {
-                Ok(Some(revision)) => {
-                    self.revisions.insert(key, (revision, fingerprint));
-                }
-                Ok(None) => {
-                    self.revisions.remove(&key);
-                }
-                Err(e) => {
-                    tracing::error!(partition = p, error = %e, "a write to the bucket failed; another instance took the partition over");
-                    self.drop_partition(store, p);
-                    if let Some(reports) = &self.reports {
-                        let _ = reports.send(Report::WriteFailed(p));
-                    }
-                    return Err(p);
-                }
-            }
-            self.metrics.kv_write(started.elapsed());
-        }
-        Ok(())
-    }
-
     /// Stops serving a partition and forgets its units (they live on in the bucket).
-    fn drop_partition(&mut self, store: &mut MemoryStore, p: u32) {
+    pub(super) fn drop_partition(&mut self, store: &mut MemoryStore, p: u32) {
         let n = self.settings.partitions;
         self.served[p as usize] = false;
         store.forget_where(|k| partition(k, n) != p);
@@ -519,6 +469,29 @@ impl Cluster {
     /// How long a lease lasts.
     pub(super) fn lease(&self) -> Duration {
         self.settings.lease
+    }
+}
+
+/// What the serving task must look at next for the shared store.
+pub(super) enum Next {
+    Control(Control),
+    /// The oldest handled message's writes are done.
+    Written,
+}
+
+impl Cluster {
+    /// The next message of the lease task, or the oldest queued message's writes done.
+    pub(super) async fn next(&mut self) -> Next {
+        tokio::select! {
+            biased;
+            Some(control) = self.control.recv() => Next::Control(control),
+            _ = pipeline::head_ready(&mut self.pipeline) => Next::Written,
+        }
+    }
+
+    /// Whether the lease task has said something not yet looked at.
+    pub(super) fn control_waiting(&self) -> bool {
+        !self.control.is_empty()
     }
 }
 

@@ -11,8 +11,30 @@ use super::Control;
 use crate::service::Service;
 
 impl Service {
+    /// Publishes every handled message still waiting for its writes (before any step
+    /// other than a message, so steps see what came before them published).
+    pub(in crate::service) async fn complete_writes(&mut self) {
+        if let Some(cluster) = &mut self.cluster {
+            let store = self.engine.store_mut();
+            cluster
+                .complete_all(&self.client, &self.metrics, store)
+                .await;
+        }
+    }
+
+    /// Publishes the oldest handled message waiting for its writes, now done.
+    pub(in crate::service) async fn complete_head(&mut self) {
+        if let Some(cluster) = &mut self.cluster {
+            let store = self.engine.store_mut();
+            cluster
+                .complete_head(&self.client, &self.metrics, store)
+                .await;
+        }
+    }
+
     /// Applies a message of the lease task, then places the held messages again.
     pub(in crate::service) async fn cluster_step(&mut self, control: Control) {
+        self.complete_writes().await;
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -51,7 +73,8 @@ impl Service {
     /// Writes out what a step other than a message changed (a sweep, a reload).
     pub(in crate::service) async fn persist(&mut self) {
         if let Some(cluster) = &mut self.cluster {
-            let _ = cluster.persist(self.engine.store_mut()).await;
+            let store = self.engine.store_mut();
+            cluster.persist(&self.client, &self.metrics, store).await;
         }
     }
 
@@ -63,6 +86,7 @@ impl Service {
         };
         let lease = cluster.lease();
         let mut handed_over = cluster.leave();
+        self.complete_writes().await;
         let mut finished = false;
         let give_up = tokio::time::sleep(lease * 4);
         tokio::pin!(give_up);
@@ -75,9 +99,10 @@ impl Service {
                     tracing::warn!("gave up waiting for other instances to take the partitions");
                     break;
                 }
-                Some(control) = super::super::cluster_control(&mut self.cluster) => {
-                    self.cluster_step(control).await
-                }
+                next = super::super::cluster_next(&mut self.cluster) => match next {
+                    super::Next::Control(control) => self.cluster_step(control).await,
+                    super::Next::Written => self.complete_head().await,
+                },
                 _ = &mut handed_over, if !finished => finished = true,
                 Some(received) = self.subs.next() => self.handle(received).await,
                 _ = tick.tick() => {}
@@ -90,5 +115,6 @@ impl Service {
         while let Some(Some(received)) = self.subs.next().now_or_never() {
             self.handle(received).await;
         }
+        self.complete_writes().await;
     }
 }
