@@ -10,7 +10,6 @@
 //! its last successful renewal (see [`Deadlines`]), before any other instance may take
 //! the partition over.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,9 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, MissedTickBehavior};
 
 use super::bucket;
+use super::members::{rendezvous, Members};
 use super::{ClusterMetrics, Control, Deadlines, Report};
 use crate::config::SharedStore;
-use crate::store::record::stable_hash;
 
 /// The share of a lease an owner serves after sending a renewal that then succeeded.
 pub(crate) const SERVE_SHARE: f64 = 0.8;
@@ -40,13 +39,6 @@ struct LeaseView {
     seen: Instant,
 }
 
-/// Another instance's heartbeat as the watch last showed it.
-struct NodeView {
-    revision: u64,
-    /// When it was last seen to change (never, if seen only once).
-    changed: Option<Instant>,
-}
-
 pub(super) struct Leases {
     pub(super) kv: kv::Store,
     pub(super) id: Arc<str>,
@@ -59,7 +51,7 @@ pub(super) struct Leases {
     held: Vec<Option<u64>>,
     /// When this instance last tried to acquire each partition.
     tried: Vec<Option<Instant>>,
-    nodes: HashMap<Arc<str>, NodeView>,
+    members: Members,
     beat: u64,
     /// Set while this instance must claim nothing: after a pause, until the serving task
     /// has worked through what arrived meanwhile; and while leaving.
@@ -86,7 +78,7 @@ impl Leases {
             views: (0..n).map(|_| None).collect(),
             held: vec![None; n],
             tried: vec![None; n],
-            nodes: HashMap::new(),
+            members: Members::default(),
             beat: 0,
             quiet: false,
         }
@@ -190,32 +182,7 @@ impl Leases {
     }
 
     fn node_seen(&mut self, e: kv::Entry) {
-        let Some(id) = e.key.strip_prefix("node.") else {
-            return;
-        };
-        if id == &*self.id {
-            return;
-        }
-        match e.operation {
-            Operation::Put => {
-                let now = Instant::now();
-                self.nodes
-                    .entry(id.into())
-                    .and_modify(|n| {
-                        if n.revision != e.revision {
-                            n.revision = e.revision;
-                            n.changed = Some(now);
-                        }
-                    })
-                    .or_insert(NodeView {
-                        revision: e.revision,
-                        changed: None,
-                    });
-            }
-            Operation::Delete | Operation::Purge => {
-                self.nodes.remove(id);
-            }
-        }
+        self.members.seen(&self.id, e);
         self.live();
     }
 
@@ -230,15 +197,7 @@ impl Leases {
 
     /// This instance and every instance seen alive, sorted.
     fn live(&self) -> Vec<Arc<str>> {
-        let now = Instant::now();
-        let mut live: Vec<Arc<str>> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.changed.is_some_and(|t| now - t < self.lease()))
-            .map(|(id, _)| id.clone())
-            .chain(std::iter::once(self.id.clone()))
-            .collect();
-        live.sort();
+        let live = self.members.live(&self.id, self.lease());
         self.metrics.instances.set(live.len() as i64);
         live
     }
@@ -443,40 +402,5 @@ impl Leases {
                 self.hand_over(p).await;
             }
         }
-    }
-}
-
-/// The instance a partition belongs to: the highest hash of (instance, partition).
-fn rendezvous(live: &[Arc<str>], p: u32) -> &Arc<str> {
-    live.iter()
-        .max_by_key(|id| (stable_hash(&format!("{id}/{p}")), id.to_string()))
-        .expect("this instance is always live")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rendezvous_spreads_partitions_and_moves_few() {
-        let three: Vec<Arc<str>> = vec!["a".into(), "b".into(), "c".into()];
-        let four: Vec<Arc<str>> = vec!["a".into(), "b".into(), "c".into(), "d".into()];
-        let mut counts = HashMap::new();
-        let mut moved = 0;
-        for p in 0..256 {
-            let t = rendezvous(&three, p);
-            *counts.entry(t.clone()).or_insert(0) += 1;
-            let t4 = rendezvous(&four, p);
-            if t4 != t {
-                // A newcomer only takes partitions; none move between old instances.
-                assert_eq!(&**t4, "d");
-                moved += 1;
-            }
-        }
-        assert!(
-            counts.values().all(|&n| (60..110).contains(&n)),
-            "{counts:?}"
-        );
-        assert!((40..90).contains(&moved), "{moved}");
     }
 }
