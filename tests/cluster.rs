@@ -402,6 +402,33 @@ async fn discovery_shows_each_instances_partitions() {
                 .unwrap(),
         );
     }
+    // The Prometheus text shows the same figures (docs/scaling.md, "Watching it").
+    let text = common::last_shared_metrics().encode();
+    for name in [
+        "connres_cluster_partitions_held",
+        "connres_cluster_partitions_served",
+        "connres_cluster_instances",
+        "connres_cluster_lease_renewals_total",
+        "connres_cluster_takeovers_total",
+        "connres_cluster_leases_lost_total",
+        "connres_cluster_forwarded_total",
+        "connres_cluster_dropped_total",
+        "connres_cluster_stale_total",
+        "connres_cluster_kv_write_seconds_count",
+        "connres_cluster_kv_load_seconds_count",
+    ] {
+        assert!(
+            text.contains(&format!("\n{name}")),
+            "{name} missing from:\n{text}"
+        );
+    }
+    assert!(
+        text.contains(&format!(
+            "\nconnres_cluster_partitions_served {}\n",
+            mb.served()
+        )),
+        "{text}"
+    );
     served.sort();
     let mut expected = vec![ma.served(), mb.served()];
     expected.sort();

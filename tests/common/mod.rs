@@ -77,6 +77,11 @@ impl NatsServer {
         NatsServer::spawn_with("-1", false, Some(path), &[])
     }
 
+    /// Starts a server with a configuration file and more command-line options.
+    pub fn start_with_config_and_args(path: &std::path::Path, args: &[&str]) -> NatsServer {
+        NatsServer::spawn_with("-1", false, Some(path), args)
+    }
+
     /// Starts a server with more command-line options (e.g. `--auth TOKEN`).
     pub fn start_with_args(args: &[&str]) -> NatsServer {
         NatsServer::spawn_with("-1", false, None, args)
@@ -309,8 +314,21 @@ pub async fn start_shared(
         .await
         .expect("connres starts");
     let cluster = service.cluster_metrics().expect("a shared store");
+    let metrics = service.metrics();
+    SHARED_METRICS.with(|m| *m.borrow_mut() = Some(metrics));
     let (connres, _) = launch(service, &mut gateway).await;
     (connres, gateway, cluster)
+}
+
+thread_local! {
+    /// The service metrics of the last instance [`start_shared`] started on this thread.
+    static SHARED_METRICS: std::cell::RefCell<Option<std::sync::Arc<connres::metrics::Metrics>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The service metrics of the last instance [`start_shared`] started on this thread.
+pub fn last_shared_metrics() -> std::sync::Arc<connres::metrics::Metrics> {
+    SHARED_METRICS.with(|m| m.borrow().clone().expect("an instance was started"))
 }
 
 /// Runs a started service and waits for its `system.reset` announcement.
