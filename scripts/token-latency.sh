@@ -45,7 +45,7 @@ cleanup() {
   stop_pid "$server_pid"
   stop_pid "$nats_pid"
   if [ "$rc" -ne 0 ]; then
-    for f in "$work"/*.log; do [ -s "$f" ] && { echo "--- $f ---" >&2; tail -20 "$f" >&2; }; done
+    tail_logs "$work"
   fi
   rm -rf "$work"
   exit "$rc"
