@@ -514,3 +514,61 @@ async fn writes_in_flight_together_publish_each_event_before_its_reply() {
     }
     connres.stop().await;
 }
+
+#[tokio::test]
+async fn expiry_on_the_owner_deletes_from_the_bucket() {
+    use connres::clock::Clock;
+    use connres::store::record::{key, partition_of};
+    use connres::store::UnitKey;
+    let server = NatsServer::start_jetstream();
+    let clock = Clock::manual();
+    let yaml = shared("expiry").replace("state:\n", "state:\n  idle_ttl: 1h\n");
+    let (connres, mut gateway, _) = common::start_clocked(&server, &yaml, clock.clone()).await;
+    let token = json!({"userId": 4, "name": "x", "role": "user"});
+    login(&gateway, "x1", token.clone()).await;
+    let reply = gateway
+        .call(
+            "session.prefs.x1",
+            "set",
+            "x1",
+            token,
+            json!({"theme": "dark"}),
+        )
+        .await;
+    assert_eq!(reply, json!({"result": null}));
+    assert_eq!(
+        stored(&server, "expiry", "x1").await["models"][0]["written"],
+        json!({"theme": "dark"})
+    );
+
+    clock.advance(std::time::Duration::from_secs(3600));
+    // The sweep drops x1 and writes that out before the reset for its written model.
+    loop {
+        let (subject, reset) = gateway.next_system().await;
+        assert_eq!(subject, "system.reset");
+        if reset["resources"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("session.prefs.x1"))
+        {
+            break;
+        }
+    }
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value("expiry")
+        .await
+        .unwrap();
+    let p = partition_of("x1", PARTITIONS as u32);
+    let k = key(p, &UnitKey::Connection("x1".into()));
+    assert_eq!(
+        kv.get(k).await.unwrap(),
+        None,
+        "the expired connection left the bucket"
+    );
+    assert_eq!(
+        gateway.get("session.prefs.x1").await["theme"],
+        json!("light")
+    );
+    connres.stop().await;
+}
