@@ -572,3 +572,19 @@ async fn expiry_on_the_owner_deletes_from_the_bucket() {
     );
     connres.stop().await;
 }
+
+#[tokio::test]
+async fn a_bucket_keeps_its_partition_count() {
+    let server = NatsServer::start_jetstream();
+    let (connres, _) = start(&server, &shared("fixed")).await;
+    connres.stop().await;
+    let other = shared("fixed").replace(&format!("partitions: {PARTITIONS}"), "partitions: 16");
+    let config = connres::config::Config::parse("test.yaml", &other).unwrap();
+    let Err(e) = connres::service::Service::start(config, &server.url).await else {
+        panic!("a different partition count was accepted");
+    };
+    assert_eq!(
+        e.to_string(),
+        format!("key-value bucket `fixed` holds state in {PARTITIONS} partitions, but `state.partitions` is 16: use the bucket's count, or another bucket")
+    );
+}
