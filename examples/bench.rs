@@ -3,7 +3,8 @@
 //! ```text
 //! bench bare --nats URL                      # the bare responder (the yardstick)
 //! bench load --nats URL --kind get|get-anon|access|set [--requests N] [--concurrency C]
-//!            [--cids K] [--pid SERVER_PID] [--nats-pid NATS_PID] [--target connres|bare]
+//!            [--cids K] [--pid SERVER_PID [--also-pid PID]...] [--nats-pid NATS_PID]
+//!            [--target connres|bare]
 //! bench fill --nats URL --connections N [--from I] [--pid SERVER_PID]
 //! bench token-latency --nats URL [--rate R] [--secs S] [--cids K] [--pid SERVER_PID]
 //! ```
@@ -147,6 +148,10 @@ struct LoadArgs {
     /// The responding server's pid, for CPU and RSS.
     #[arg(long)]
     pid: Option<u32>,
+    /// More instances of the server (the shared store): their CPU is added to the
+    /// server's (exact figure only). Repeat for each.
+    #[arg(long)]
+    also_pid: Vec<u32>,
     /// nats-server's pid, for its CPU per request (context only).
     #[arg(long)]
     nats_pid: Option<u32>,
@@ -551,7 +556,17 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
 
     let ticks = |pid: Option<u32>| pid.map(cpu_ticks).transpose();
     let exact = |pid: Option<u32>| pid.map(cpu_ns_by_thread).transpose();
-    let server_ns_before = exact(args.pid)?;
+    // Every instance's threads in one map: thread ids are unique across processes.
+    let exact_all = || -> anyhow::Result<Option<HashMap<u32, u64>>> {
+        let Some(mut all) = exact(args.pid)? else {
+            return Ok(None);
+        };
+        for &pid in &args.also_pid {
+            all.extend(cpu_ns_by_thread(pid)?);
+        }
+        Ok(Some(all))
+    };
+    let server_ns_before = exact_all()?;
     let nats_ns_before = exact(args.nats_pid)?;
     let server_before = ticks(args.pid)?;
     let nats_before = ticks(args.nats_pid)?;
@@ -575,7 +590,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let server_after = ticks(args.pid)?;
     let nats_after = ticks(args.nats_pid)?;
     let self_after = cpu_ticks(std::process::id())?;
-    let server_ns_after = exact(args.pid)?;
+    let server_ns_after = exact_all()?;
     let nats_ns_after = exact(args.nats_pid)?;
     let ns_per = |before: &Option<HashMap<u32, u64>>, after: &Option<HashMap<u32, u64>>| match (
         before, after,

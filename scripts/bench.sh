@@ -33,12 +33,7 @@ SEQ_KINDS=${SEQ_KINDS:-"get access set"}
 clk_tck=$(getconf CLK_TCK)
 
 nats_bin=$("$root/scripts/install-nats-server.sh")
-echo "building (release)..." >&2
-cargo build --quiet --release --bin connres --example bench
-target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-connres_bin="$target_dir/release/connres"
-bench_bin="$target_dir/release/examples/bench"
+release_bins
 
 work=$(mktemp -d)
 nats_pid=""
@@ -48,7 +43,7 @@ cleanup() {
   stop_pid "$server_pid"
   stop_pid "$nats_pid"
   if [ "$rc" -ne 0 ]; then
-    for f in "$work"/*.log; do [ -s "$f" ] && { echo "--- $f ---" >&2; tail -20 "$f" >&2; }; done
+    tail_logs "$work"
   fi
   if [ -n "${RESULTS:-}" ] && [ -f "$work/results" ]; then cp "$work/results" "$RESULTS"; fi
   rm -rf "$work"

@@ -39,7 +39,7 @@ cleanup() {
   stop_pid "$server_pid"
   stop_pid "$nats_pid"
   if [ "$rc" -ne 0 ]; then
-    for f in "$work"/*.log; do [ -s "$f" ] && { echo "--- $f ---" >&2; tail -20 "$f" >&2; }; done
+    tail_logs "$work"
   fi
   if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/cg.* "$KEEP"/ 2>/dev/null || true; fi
   rm -rf "$work"

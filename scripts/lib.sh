@@ -28,3 +28,21 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
   fi
 }
+
+# Builds connres and the load generator (release) and sets target_dir, connres_bin and
+# bench_bin.
+release_bins() {
+  echo "building (release)..." >&2
+  cargo build --quiet --release --bin connres --example bench
+  target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  connres_bin="$target_dir/release/connres"
+  bench_bin="$target_dir/release/examples/bench"
+}
+
+# After a failure: the last lines of every log in DIR, on stderr.
+tail_logs() {
+  local f
+  for f in "$1"/*.log; do [ -s "$f" ] && { echo "--- $f ---" >&2; tail -20 "$f" >&2; }; done
+  return 0
+}

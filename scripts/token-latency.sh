@@ -16,11 +16,13 @@
 #   BIN=/path/to/other/connres scripts/token-latency.sh   # another build
 #   BASE_BIN=/tmp/old/connres scripts/token-latency.sh    # also an older build, as `base`
 #   TARGETS=connres scripts/token-latency.sh             # without the yardstick
+#   JETSTREAM=1 CONFIG=shared.yaml scripts/token-latency.sh # a config on the shared store
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 . scripts/lib.sh
 
+CONFIG=${CONFIG:-$root/resources.yaml}
 RATE=${RATE:-10000}
 SECS=${SECS:-5}
 CIDS=${CIDS:-1000}
@@ -43,7 +45,7 @@ cleanup() {
   stop_pid "$server_pid"
   stop_pid "$nats_pid"
   if [ "$rc" -ne 0 ]; then
-    for f in "$work"/*.log; do [ -s "$f" ] && { echo "--- $f ---" >&2; tail -20 "$f" >&2; }; done
+    tail_logs "$work"
   fi
   rm -rf "$work"
   exit "$rc"
@@ -54,7 +56,9 @@ trap 'exit 143' TERM
 
 port=$(free_port)
 url="nats://127.0.0.1:$port"
-"$nats_bin" -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
+js=()
+[ -n "${JETSTREAM:-}" ] && js=(-js -sd "$work/js")
+"$nats_bin" -a 127.0.0.1 -p "$port" "${js[@]}" >"$work/nats.log" 2>&1 &
 nats_pid=$!
 wait_port "$port" nats-server
 
@@ -66,9 +70,9 @@ for run in $(seq 1 "$RUNS"); do
   for target in $TARGETS; do
     case $target in
       bare) "$bench_bin" bare --relay-tokens --nats "$url" >"$work/bare.log" 2>&1 & ;;
-      connres) RUST_LOG=${RUST_LOG:-warn} "$connres_bin" serve --config "$root/resources.yaml" \
+      connres) RUST_LOG=${RUST_LOG:-warn} "$connres_bin" serve --config "$CONFIG" \
         --nats "$url" >"$work/connres.log" 2>&1 & ;;
-      base) RUST_LOG=${RUST_LOG:-warn} "$BASE_BIN" serve --config "$root/resources.yaml" \
+      base) RUST_LOG=${RUST_LOG:-warn} "$BASE_BIN" serve --config "$CONFIG" \
         --nats "$url" >"$work/base.log" 2>&1 & ;;
     esac
     server_pid=$!

@@ -157,6 +157,8 @@ pub struct Metrics {
     nats_connected: Gauge,
     reconnects: Counter,
     ready: AtomicBool,
+    /// Metrics of parts that exist only in some setups (the shared store), added once.
+    extra: std::sync::OnceLock<Registry>,
 }
 
 impl Default for Metrics {
@@ -274,6 +276,7 @@ impl Metrics {
             nats_connected,
             reconnects,
             ready: AtomicBool::new(false),
+            extra: std::sync::OnceLock::new(),
         }
     }
 
@@ -365,10 +368,21 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        if let Some(extra) = self.extra.get() {
+            let _ = encode_registry(&mut out, extra);
+        }
+        let _ = encode_eof(&mut out);
         out
+    }
+
+    /// Adds the metrics of a part that only some setups have (once; later calls are
+    /// ignored).
+    pub fn add(&self, registry: Registry) {
+        let _ = self.extra.set(registry);
     }
 }
 

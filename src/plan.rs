@@ -66,13 +66,20 @@ pub fn plan(old: &Config, new: &Config, suites: &[Suite]) -> Plan {
     section(&mut out, "access rules changed:", &rules);
 
     let mut settings = Vec::new();
-    if old.state != new.state {
+    if (old.state.idle_ttl, old.state.max_entries) != (new.state.idle_ttl, new.state.max_entries) {
         settings.push(format!(
             "  state: idle_ttl {} -> {}, max_entries {} -> {} (applies at once)",
             humantime::format_duration(old.state.idle_ttl),
             humantime::format_duration(new.state.idle_ttl),
             old.state.max_entries,
             new.state.max_entries
+        ));
+    }
+    if old.state.store != new.state.store {
+        settings.push(format!(
+            "  state.store: {} -> {} (takes effect on restart only)",
+            old.state.store.describe(),
+            new.state.store.describe()
         ));
     }
     if old.nats != new.nats {

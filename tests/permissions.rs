@@ -176,3 +176,66 @@ async fn without_the_token_connres_does_not_start() {
     );
     assert!(!message.contains("wrong"), "{message}");
 }
+
+/// The shipped file on the shared store, with a one-second lease.
+fn shipped_shared() -> String {
+    let text = shipped();
+    let (head, rest) = text.split_once("state:\n").expect("a state block");
+    let rest: String = rest
+        .lines()
+        .skip_while(|l| l.starts_with("  ") || l.trim().is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    format!("{head}state:\n  store: nats\n  partitions: 8\n  lease: 1s\n{rest}")
+}
+
+#[tokio::test]
+async fn the_shared_store_works_with_least_privilege() {
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path().display().to_string();
+    let server = NatsServer::start_with_config_and_args(&conf(), &["-js", "-sd", &sd]);
+    let url = server.url_as("connres", "change-me-connres");
+    let yaml = shipped_shared();
+    let gw = Gateway::connect_as(&server, "resgate", "change-me-resgate").await;
+    let (a, mut gw) = start_as(&url, gw, &yaml).await;
+    let other = Gateway::connect_as(&server, "resgate", "change-me-resgate").await;
+    let (b, _) = start_as(&url, other, &yaml).await;
+    let backend = Gateway::connect_as(&server, "backend", "change-me-backend").await;
+    let ann = json!({"userId": 42, "name": "Ann", "role": "admin"});
+    for cid in ["c1", "c2", "c3", "c4", "c5", "c6"] {
+        let model = gw
+            .subscribe(&format!("session.user.{cid}"), cid, Value::Null)
+            .await;
+        assert_eq!(model["id"], json!(null));
+        backend.token(cid, ann.clone()).await;
+        // The login reaches the gateway before its set (a token event may take a hop to
+        // its partition's owner).
+        let login = format!("event.session.user.{cid}.change");
+        while gw.next_event().await.0 != login {}
+        let r = gw
+            .call(
+                &format!("session.prefs.{cid}"),
+                "set",
+                cid,
+                ann.clone(),
+                json!({"theme": "dark"}),
+            )
+            .await;
+        assert_eq!(r, json!({"result": null}), "{cid}");
+    }
+    a.stop().await;
+    b.stop().await;
+    let gw = Gateway::connect_as(&server, "resgate", "change-me-resgate").await;
+    let (a, gw) = start_as(&url, gw, &yaml).await;
+    for cid in ["c1", "c2", "c3", "c4", "c5", "c6"] {
+        assert_eq!(
+            gw.get(&format!("session.prefs.{cid}")).await["theme"],
+            json!("dark")
+        );
+        assert_eq!(
+            gw.get(&format!("session.user.{cid}")).await["name"],
+            json!("Ann")
+        );
+    }
+    a.stop().await;
+}

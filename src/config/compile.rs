@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::yaml::{Key, Kind, Pos, Yaml};
 use super::{
     suggestion, Access, ApiSettings, CallAccess, Config, ConfigError, Resource, Site, Sites,
-    StateSettings, DEFAULT_API_PREFIX, METHODS, RESERVED_SUBJECT_ROOTS, VERSION,
+    DEFAULT_API_PREFIX, METHODS, RESERVED_SUBJECT_ROOTS, VERSION,
 };
 use crate::field::{Constraints, FieldDef, FieldType};
 use crate::pattern::{Part, Pattern};
@@ -20,7 +20,6 @@ use crate::rule::{Rule, Schema};
 use crate::template::Template;
 
 pub(crate) const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "resources"];
-pub(crate) const STATE_KEYS: &[&str] = &["idle_ttl", "max_entries"];
 pub(crate) const API_KEYS: &[&str] = &["prefix"];
 pub(crate) const RESOURCE_KEYS: &[&str] = &["description", "fields", "reset", "access"];
 pub(crate) const RESET_KEYS: &[&str] = &["on_logout"];
@@ -246,33 +245,6 @@ impl Compiler {
         }
         let resources = self.resources(&blocks);
         Some(Config::new(nats, api, state, resources))
-    }
-
-    fn state(&mut self, node: &Yaml) -> StateSettings {
-        let mut out = StateSettings::default();
-        for (key, value) in self
-            .mapping(node, "`state`", STATE_KEYS)
-            .unwrap_or_default()
-        {
-            if key.name == "idle_ttl" {
-                let min = std::time::Duration::from_secs(1);
-                if let Some(d) = self.duration(value, "`state.idle_ttl`", min) {
-                    out.idle_ttl = d;
-                }
-            } else {
-                match value.kind {
-                    Kind::Int(n) if n >= 1 => out.max_entries = n as usize,
-                    _ => self.error(
-                        value.pos,
-                        format!(
-                            "`state.max_entries` must be a whole number, 1 or more, not {}",
-                            value.to_json()
-                        ),
-                    ),
-                }
-            }
-        }
-        out
     }
 
     fn api(&mut self, node: &Yaml) -> ApiSettings {

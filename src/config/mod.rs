@@ -9,6 +9,7 @@ mod nats;
 mod resource;
 pub mod schema;
 mod source;
+mod state;
 pub(crate) mod yaml;
 
 use std::path::Path;
@@ -23,6 +24,13 @@ pub use nats::{
 };
 pub use resource::{Access, CallAccess, Resource, Site, Sites};
 pub use source::{is_config_file, SourceFile, Sources};
+#[cfg(test)]
+pub(crate) use state::STATE_KEYS;
+pub(crate) use state::STORES;
+pub use state::{
+    SharedStore, StateSettings, StoreSettings, DEFAULT_BUCKET, DEFAULT_LEASE, DEFAULT_PARTITIONS,
+    MAX_PARTITIONS,
+};
 pub use yaml::Pos;
 
 use crate::pattern::{Params, Part};
@@ -84,24 +92,6 @@ struct PartIndex {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiSettings {
     pub prefix: String,
-}
-
-/// How much state the engine keeps (`state:`); takes effect on reload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StateSettings {
-    /// A connection (or a model without `{cid}`) untouched this long is dropped.
-    pub idle_ttl: Duration,
-    /// The most models kept; past it the least recently touched connection goes first.
-    pub max_entries: usize,
-}
-
-impl Default for StateSettings {
-    fn default() -> Self {
-        StateSettings {
-            idle_ttl: DEFAULT_IDLE_TTL,
-            max_entries: DEFAULT_MAX_ENTRIES,
-        }
-    }
 }
 
 impl Config {

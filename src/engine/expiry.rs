@@ -128,6 +128,14 @@ impl<S: Store> Engine<S> {
         self.resets.take(max)
     }
 
+    /// Queues a model gateways must re-fetch (its state came from elsewhere: a
+    /// partition taken over from another instance).
+    pub fn owe_reset(&mut self, config: &Config, rid: &str) {
+        if let Some(res) = config.resource_of(rid) {
+            ResetQueue::push(&mut self.resets.resources, res, rid);
+        }
+    }
+
     /// How many names wait to be named in a `system.reset`.
     pub fn pending_resets(&self) -> usize {
         self.resets.len()

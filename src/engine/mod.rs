@@ -122,6 +122,16 @@ impl<S: Store> Engine<S> {
         &self.store
     }
 
+    /// The store, to load or drop units kept elsewhere (the shared store).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// The clock's time now.
+    pub fn now(&self) -> Tick {
+        self.clock.now()
+    }
+
     /// Handles one message against one config snapshot.
     pub fn handle(&mut self, config: &Config, request: Request) -> Outcome {
         self.now = self.clock.now();

@@ -15,8 +15,10 @@
 //! client options; `route` turns subjects into engine requests; `discovery` answers
 //! `$SRV.PING`, `INFO` and `STATS` beside the serving task.
 
+mod cluster;
 mod connect;
 mod discovery;
+mod outcome;
 mod reload;
 mod route;
 mod serve;
@@ -40,11 +42,13 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::reload::{ReloadReport, Triggers, WatchError};
 use crate::store::MemoryStore;
+use cluster::Cluster;
+pub use cluster::ClusterMetrics;
 use connect::ReconnectLog;
 use discovery::Discovery;
 use route::Tagged;
 use serve::Step;
-use subscribe::{subscribe_fixed, subscribe_pattern};
+use subscribe::{subscribe_fixed, subscribe_forwarded, subscribe_pattern};
 
 /// How long a shutdown may spend answering requests already received.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,6 +117,8 @@ pub struct Service {
     /// The connections and entries last set on the state gauges.
     held: (usize, usize),
     discovery: Discovery,
+    /// With `state.store: nats`: the partitions, leases and the bucket.
+    cluster: Option<Cluster>,
 }
 
 impl Service {
@@ -162,7 +168,8 @@ impl Service {
             })?;
         let config = Arc::new(config);
         let mut subs = SelectAll::new();
-        for tagged in subscribe_fixed(&client, &config).await? {
+        let shared = config.state.store.shared();
+        for tagged in subscribe_fixed(&client, &config, shared.is_some()).await? {
             subs.push(tagged);
         }
         for res in &config.resources {
@@ -171,7 +178,20 @@ impl Service {
             }
         }
         let endpoints = subs.iter().map(|t| t.endpoint.clone()).collect();
-        let discovery = Discovery::subscribe(&client, &config, endpoints).await?;
+        let mut discovery = Discovery::subscribe(&client, &config, endpoints).await?;
+        let metrics = Arc::new(Metrics::default());
+        let mut engine = Engine::default();
+        let cluster = match shared {
+            Some(settings) => {
+                let cluster = Cluster::open(&client, settings, discovery.id()).await?;
+                subs.push(subscribe_forwarded(&client, &cluster.forward_subject()).await?);
+                metrics.add(cluster.metrics.registry());
+                discovery.shared_store(cluster.metrics.clone());
+                engine.store_mut().track_changes();
+                Some(cluster)
+            }
+            None => None,
+        };
         tracing::info!(
             nats = settings.describe(),
             resources = config.resources.len(),
@@ -181,15 +201,16 @@ impl Service {
         Ok(Service {
             client,
             config,
-            engine: Engine::default(),
+            engine,
             subs,
             events,
             disconnected: false,
             watched: None,
             reports: broadcast::channel(16).0,
-            metrics: Arc::default(),
+            metrics,
             held: (0, 0),
             discovery,
+            cluster,
         })
     }
 
@@ -202,8 +223,17 @@ impl Service {
     /// Uses `clock` for idle expiry instead of the system clock (tests drive a manual
     /// one). Call before serving: the state starts empty.
     pub fn with_clock(mut self, clock: Clock) -> Service {
-        self.engine = Engine::new(MemoryStore::default(), clock);
+        let mut store = MemoryStore::default();
+        if self.cluster.is_some() {
+            store.track_changes();
+        }
+        self.engine = Engine::new(store, clock);
         self
+    }
+
+    /// With `state.store: nats`: the shared store's figures.
+    pub fn cluster_metrics(&self) -> Option<Arc<ClusterMetrics>> {
+        self.cluster.as_ref().map(|c| c.metrics.clone())
     }
 
     /// Reports of every reload from now on.
@@ -231,6 +261,9 @@ impl Service {
             announced = self.announce() => announced?,
         }
         self.config_in_force(false, Vec::new());
+        if let Some(cluster) = &mut self.cluster {
+            cluster.start();
+        }
         let responder = self.discovery.answer(self.client.clone());
         tracing::info!(
             config = self.config.content_hash(),
@@ -261,6 +294,10 @@ impl Service {
                 _ = &mut shutdown => break,
                 Some(ev) = self.events.recv() => Step::Connection(ev),
                 Some(prepared) = reloads.recv() => Step::Reload(Box::new(prepared)),
+                next = cluster_next(&mut self.cluster) => match next {
+                    cluster::Next::Control(control) => Step::Cluster(control),
+                    cluster::Next::Written => Step::Written,
+                },
                 _ = sweep.tick() => Step::Sweep,
                 _ = resets.tick(), if self.engine.pending_resets() > 0 => Step::Reset,
                 item = self.subs.next() => match item {
@@ -291,6 +328,9 @@ impl Service {
         }
         // Leaving: no longer listed by discovery.
         drop(responder);
+        if self.cluster.is_some() && self.client.connection_state() == State::Connected {
+            self.leave().await;
+        }
         if self.client.connection_state() != State::Connected {
             tracing::warn!("shutting down while NATS is unreachable: nothing to drain");
             return Ok(());
@@ -305,5 +345,13 @@ impl Service {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// What the shared store needs looked at next (never, without one).
+async fn cluster_next(cluster: &mut Option<Cluster>) -> cluster::Next {
+    match cluster {
+        Some(c) => c.next().await,
+        None => std::future::pending().await,
     }
 }

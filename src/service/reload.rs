@@ -177,7 +177,8 @@ impl Reloader {
         let _ = self.reports.send(ReloadReport::Rejected { errors });
     }
 
-    /// The NATS connection, queue group and API prefix are fixed for the process's life.
+    /// The NATS connection, queue group, API prefix and store are fixed for the
+    /// process's life.
     fn keep_restart_settings(&self, new: &mut Config) {
         if new.nats != self.current.nats || new.api != self.current.api {
             tracing::warn!(
@@ -185,6 +186,12 @@ impl Reloader {
             );
             new.nats = self.current.nats.clone();
             new.api = self.current.api.clone();
+        }
+        if new.state.store != self.current.state.store {
+            tracing::warn!(
+                "`state.store` and its settings take effect on restart; keeping the running ones"
+            );
+            new.state.store = self.current.state.store.clone();
         }
     }
 

@@ -20,6 +20,9 @@ pub(super) enum Route {
     Token,
     ApiSet,
     ApiReset,
+    /// Forwarded by another instance (the shared store): the original subject is in a
+    /// header, and decides the route.
+    Forwarded,
 }
 
 impl Route {
@@ -31,7 +34,9 @@ impl Route {
             Route::Access => Kind::Access,
             Route::Call => Kind::Call,
             Route::Token => Kind::Token,
-            Route::ApiSet | Route::ApiReset => Kind::Api,
+            // Never recorded as such: a forwarded message is counted under the route
+            // of its original subject.
+            Route::ApiSet | Route::ApiReset | Route::Forwarded => Kind::Api,
         }
     }
 }
@@ -93,6 +98,7 @@ pub(super) fn route_request<'a>(
             rid: rest(prefix)?.strip_prefix(".reset.")?,
             payload,
         },
+        Route::Forwarded => return None,
     })
 }
 

@@ -12,12 +12,14 @@ use futures::stream::StreamExt;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
+use super::cluster::{Admitted, Control};
+use super::outcome::Finished;
 use super::reload::Prepared;
-use super::route::{route_request, Received, Route};
+use super::route::{route_request, Received};
 use super::{Service, ServiceError, BURST};
-use crate::engine::{self, ResetBatch, Status, RESET_BATCH};
+use crate::engine::{ResetBatch, RESET_BATCH};
 use crate::metrics::EventKind;
-use crate::protocol::{self, ResError};
+use crate::protocol;
 use crate::store::Store;
 
 /// One thing for the serving task to do.
@@ -26,22 +28,32 @@ pub(super) enum Step {
     Reload(Box<Prepared>),
     Sweep,
     Reset,
+    Cluster(Control),
+    /// The oldest handled message's writes to the shared store are done.
+    Written,
 }
 
 impl Service {
     pub(super) async fn step(&mut self, step: Step) -> Result<(), ServiceError> {
+        if !matches!(step, Step::Written) {
+            self.complete_writes().await;
+        }
         match step {
+            Step::Written => self.complete_head().await,
             Step::Connection(ev) => self.connection_event(ev).await?,
             Step::Reload(prepared) => {
                 // How long requests could wait on the swap (its share of "no request
-                // waiting", examples/reload_bench.rs).
+                // waiting", examples/reload_bench.rs), its writes to the store included.
                 let started = std::time::Instant::now();
                 self.apply(*prepared).await;
+                self.persist().await;
                 let held_us = started.elapsed().as_micros() as u64;
                 tracing::debug!(held_us, "the reload's swap held the serving task");
             }
+            Step::Cluster(control) => self.cluster_step(control).await,
             Step::Sweep => {
                 let dropped = self.engine.sweep(&self.config);
+                self.persist().await;
                 if dropped > 0 {
                     self.metrics.expired(dropped);
                     self.update_stats();
@@ -72,6 +84,7 @@ impl Service {
         while let Some(received) = self.subs.next().await {
             self.handle(received).await;
         }
+        self.complete_writes().await;
         self.flush().await
     }
 
@@ -175,7 +188,8 @@ impl Service {
         handled: usize,
         reloads: &mpsc::Receiver<Prepared>,
     ) -> Option<Received> {
-        if handled >= BURST || !self.events.is_empty() || !reloads.is_empty() {
+        let control = self.cluster.as_ref().is_some_and(|c| c.control_waiting());
+        if handled >= BURST || !self.events.is_empty() || !reloads.is_empty() || control {
             return None;
         }
         match futures::poll!(self.subs.next()) {
@@ -185,6 +199,35 @@ impl Service {
     }
 
     pub(super) async fn handle(&mut self, (route, endpoint, msg): Received) {
+        let admitted = match &mut self.cluster {
+            None => Admitted {
+                route,
+                endpoint,
+                msg,
+                partition: None,
+            },
+            Some(cluster) => {
+                match cluster
+                    .admit(&self.client, &self.config, route, endpoint, msg)
+                    .await
+                {
+                    Some(admitted) => admitted,
+                    None => return,
+                }
+            }
+        };
+        self.serve(admitted).await
+    }
+
+    /// Handles a message to the end: the engine's outcome (written to the shared store
+    /// first, if there is one), its events, then its reply.
+    pub(super) async fn serve(&mut self, admitted: Admitted) {
+        let Admitted {
+            route,
+            endpoint,
+            msg,
+            partition,
+        } = admitted;
         let started = std::time::Instant::now();
         let subject = msg.subject.as_str();
         let Some(request) = route_request(route, subject, &msg.payload, &self.config.api.prefix)
@@ -194,50 +237,24 @@ impl Service {
         };
         let outcome = self.engine.handle(&self.config, request);
         self.update_stats();
-        let status = outcome.status;
-        let error = match status {
-            engine::Status::Error(_) => outcome.reply.clone(),
-            _ => None,
+        let finished = Finished {
+            route,
+            endpoint,
+            subject: msg.subject,
+            reply_to: msg.reply,
+            outcome,
+            started,
+            partition,
         };
-        for (subject, payload) in outcome.events {
-            self.metrics.event(if subject.ends_with(".reaccess") {
-                EventKind::Reaccess
-            } else {
-                EventKind::Change
-            });
-            if let Err(e) = self.client.publish(subject.clone(), payload).await {
-                tracing::error!(subject, error = %e, "could not publish an event");
+        match &mut self.cluster {
+            None => finished.publish(&self.client, &self.metrics).await,
+            Some(cluster) => {
+                let store = self.engine.store_mut();
+                cluster
+                    .submit(&self.client, &self.metrics, store, finished)
+                    .await
             }
         }
-        match (outcome.reply, msg.reply) {
-            (Some(body), Some(reply)) => {
-                if let Err(e) = self.client.publish(reply, body).await {
-                    tracing::error!(subject, error = %e, "could not publish a reply");
-                }
-            }
-            (Some(_), None) => tracing::debug!(subject, "request without a reply subject"),
-            // A token event sent as a request is acknowledged once its events are out,
-            // so an auth service can answer the client's login after them (README,
-            // "Tokens, login and logout").
-            (None, Some(reply)) if route == Route::Token => {
-                let ack = if status == Status::Ok {
-                    protocol::null_reply()
-                } else {
-                    ResError::InvalidParams("not a token event (README, \"Tokens\")".into()).reply()
-                };
-                if let Err(e) = self.client.publish(reply, ack).await {
-                    tracing::error!(subject, error = %e, "could not acknowledge a token event");
-                }
-            }
-            (None, Some(_)) => tracing::info!(
-                subject,
-                "no declared resource matches (removed by a reload?); not answered"
-            ),
-            (None, None) => {}
-        }
-        let took = started.elapsed();
-        self.metrics.request(route.kind(), status, took);
-        endpoint.record(took, error);
     }
 
     /// Sets the state gauges, when the counts changed since they were last set.

@@ -35,12 +35,22 @@ impl Service {
 pub(super) async fn subscribe_fixed(
     client: &Client,
     config: &Config,
+    shared: bool,
 ) -> Result<Vec<Tagged>, ServiceError> {
     let prefix = &config.api.prefix;
     let group = Some(config.nats.queue_group.as_str());
+    // With the memory store every instance tracks every token: no queue group. With
+    // the shared store one instance takes each token event to its partition's owner.
+    let token_group = if shared { group } else { None };
     Ok(vec![
-        // Every instance tracks every token: no queue group.
-        subscribe(client, Route::Token, None, "conn.*.token".into(), None).await?,
+        subscribe(
+            client,
+            Route::Token,
+            None,
+            "conn.*.token".into(),
+            token_group,
+        )
+        .await?,
         subscribe(
             client,
             Route::ApiSet,
@@ -84,6 +94,14 @@ pub(super) async fn subscribe_pattern(
         .await?,
         subscribe(client, Route::Call, p, format!("call.{w}.*"), group).await?,
     ])
+}
+
+/// The subscription other instances forward this instance's messages on.
+pub(super) async fn subscribe_forwarded(
+    client: &Client,
+    subject: &str,
+) -> Result<Tagged, ServiceError> {
+    subscribe(client, Route::Forwarded, None, subject.to_string(), None).await
 }
 
 async fn subscribe(

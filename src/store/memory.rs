@@ -4,7 +4,7 @@
 
 use hashlink::LinkedHashMap;
 
-use super::{Connection, Dropped, Store, Written};
+use super::{Connection, Dropped, Store, Unit, UnitKey, Written};
 use crate::clock::Tick;
 
 #[derive(Debug, Default)]
@@ -13,6 +13,9 @@ pub struct MemoryStore {
     shared: LinkedHashMap<Box<str>, (Tick, Written)>,
     /// The sum of the units' entries, kept current by every change.
     entries: usize,
+    /// With [`MemoryStore::track_changes`]: the units changed or removed since the last
+    /// [`MemoryStore::take_changed`] (a unit may be listed more than once).
+    changed: Option<Vec<UnitKey>>,
 }
 
 impl MemoryStore {
@@ -24,6 +27,92 @@ impl MemoryStore {
     /// How many models without a cid it holds.
     pub fn shared_models(&self) -> usize {
         self.shared.len()
+    }
+
+    /// Lists every unit changed or removed from now on, for a store behind this one
+    /// (the shared store writes them out after each message).
+    pub fn track_changes(&mut self) {
+        self.changed.get_or_insert_with(Vec::new);
+    }
+
+    /// The units changed or removed since the last call, each once.
+    pub fn take_changed(&mut self) -> Vec<UnitKey> {
+        let mut changed = self
+            .changed
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        changed.sort_unstable();
+        changed.dedup();
+        changed
+    }
+
+    fn mark(&mut self, key: impl FnOnce() -> UnitKey) {
+        if let Some(changed) = &mut self.changed {
+            changed.push(key());
+        }
+    }
+
+    /// Puts in a unit loaded from elsewhere (it is not listed as changed), replacing
+    /// what was there, as the most recently touched.
+    pub fn insert(&mut self, key: UnitKey, unit: Unit, now: Tick) {
+        self.forget(&key);
+        match (key, unit) {
+            (UnitKey::Connection(cid), Unit::Connection(conn)) => {
+                self.entries += conn.entries();
+                self.connections.insert(cid, (now, conn));
+            }
+            (UnitKey::Shared(rid), Unit::Shared(written)) if !written.is_empty() => {
+                self.entries += 1;
+                self.shared.insert(rid, (now, written));
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes a unit out without listing it as changed (it lives on elsewhere).
+    pub fn forget(&mut self, key: &UnitKey) {
+        match key {
+            UnitKey::Connection(cid) => {
+                if let Some((_, conn)) = self.connections.remove(cid) {
+                    self.entries -= conn.entries();
+                }
+            }
+            UnitKey::Shared(rid) => {
+                if self.shared.remove(rid).is_some() {
+                    self.entries -= 1;
+                }
+            }
+        }
+    }
+
+    /// Takes out, without listing them as changed, every unit `keep` says no to.
+    pub fn forget_where(&mut self, mut keep: impl FnMut(&UnitKey) -> bool) -> usize {
+        let mut gone = Vec::new();
+        for cid in self.connections.keys() {
+            let key = UnitKey::Connection(cid.clone());
+            if !keep(&key) {
+                gone.push(key);
+            }
+        }
+        for rid in self.shared.keys() {
+            let key = UnitKey::Shared(rid.clone());
+            if !keep(&key) {
+                gone.push(key);
+            }
+        }
+        for key in &gone {
+            self.forget(key);
+        }
+        gone.len()
+    }
+
+    /// Visits every unit's key.
+    pub fn keys(&self) -> impl Iterator<Item = UnitKey> + '_ {
+        self.connections
+            .keys()
+            .map(|c| UnitKey::Connection(c.clone()))
+            .chain(self.shared.keys().map(|r| UnitKey::Shared(r.clone())))
     }
 
     /// Which unit is older: a connection (`true`) or a shared model (`false`).
@@ -48,19 +137,26 @@ impl Store for MemoryStore {
         now: Tick,
         change: impl FnOnce(&mut Connection) -> R,
     ) -> R {
-        let (touched, conn) = match self.connections.to_back(cid) {
-            Some(unit) => unit,
+        let (touched, conn, created) = match self.connections.to_back(cid) {
+            Some((touched, conn)) => (touched, conn, false),
             None => {
                 self.entries += 1;
-                self.connections
+                let (touched, conn) = self
+                    .connections
                     .entry(cid.into())
-                    .or_insert((now, Connection::default()))
+                    .or_insert((now, Connection::default()));
+                (touched, conn, true)
             }
         };
         *touched = now;
         let before = conn.entries();
+        let fingerprint = conn.fingerprint();
         let result = change(conn);
+        let changed = created || conn.fingerprint() != fingerprint;
         self.entries = self.entries + conn.entries() - before;
+        if changed {
+            self.mark(|| UnitKey::Connection(cid.into()));
+        }
         result
     }
 
@@ -77,13 +173,19 @@ impl Store for MemoryStore {
         let (touched, conn) = self.connections.to_back(cid)?;
         *touched = now;
         let before = conn.entries();
+        let fingerprint = conn.fingerprint();
         let result = change(conn);
+        let changed = conn.fingerprint() != fingerprint;
         self.entries = self.entries + conn.entries() - before;
+        if changed {
+            self.mark(|| UnitKey::Connection(cid.into()));
+        }
         Some(result)
     }
 
     fn remove_connection(&mut self, cid: &str) -> Option<Connection> {
         let (_, conn) = self.connections.remove(cid)?;
+        self.mark(|| UnitKey::Connection(cid.into()));
         self.entries -= conn.entries();
         Some(conn)
     }
@@ -102,6 +204,7 @@ impl Store for MemoryStore {
         now: Tick,
         change: impl FnOnce(&mut Written) -> R,
     ) -> R {
+        self.mark(|| UnitKey::Shared(rid.into()));
         let (touched, written) = match self.shared.to_back(rid) {
             Some(unit) => unit,
             None => {
@@ -134,10 +237,12 @@ impl Store for MemoryStore {
         if self.oldest_is_connection()? {
             let (cid, (_, conn)) = self.connections.pop_front()?;
             self.entries -= conn.entries();
+            self.mark(|| UnitKey::Connection(cid.clone()));
             Some(Dropped::Connection { cid, conn })
         } else {
             let (rid, (_, written)) = self.shared.pop_front()?;
             self.entries -= 1;
+            self.mark(|| UnitKey::Shared(rid.clone()));
             Some(Dropped::Model { rid, written })
         }
     }
@@ -153,12 +258,18 @@ impl Store for MemoryStore {
         for (cid, (_, conn)) in self.connections.iter_mut() {
             visit(cid, conn);
             entries += conn.entries();
+            if let Some(changed) = &mut self.changed {
+                changed.push(UnitKey::Connection(cid.clone()));
+            }
         }
         self.entries = entries;
     }
 
     fn retain_shared(&mut self, mut keep: impl FnMut(&str, &mut Written) -> bool) {
         let before = self.shared.len();
+        if let Some(changed) = &mut self.changed {
+            changed.extend(self.shared.keys().map(|r| UnitKey::Shared(r.clone())));
+        }
         self.shared
             .retain(|rid, (_, written)| keep(rid, written) && !written.is_empty());
         self.entries -= before - self.shared.len();
@@ -214,6 +325,44 @@ mod tests {
         assert_eq!(s.entries(), 1);
         s.retain_shared(|_, _| false);
         assert_eq!(s.entries(), 0);
+    }
+
+    #[test]
+    fn only_changes_to_what_is_kept_are_listed() {
+        let mut s = MemoryStore::default();
+        s.track_changes();
+        let c1 = || vec![UnitKey::Connection("c1".into())];
+        s.update_connection("c1", 0, |_| {});
+        assert_eq!(s.take_changed(), c1(), "created");
+        s.update_connection("c1", 0, |c| {
+            c.model_mut("a.c1");
+        });
+        assert_eq!(s.take_changed(), c1(), "a model remembered");
+        // A get filling its cached reply, or a touch, changes nothing that is kept.
+        s.update_connection("c1", 1, |c| {
+            c.model_mut("a.c1").reply.set(1, bytes::Bytes::new());
+        });
+        s.update_existing("c1", 2, |c| c.confirmed = true);
+        assert!(s.touch_connection("c1", 3));
+        assert_eq!(s.take_changed(), Vec::<UnitKey>::new());
+        s.update_existing("c1", 4, |c| {
+            c.model_mut("a.c1").written_mut().insert("x", Value::Null)
+        });
+        assert_eq!(s.take_changed(), c1(), "a written value");
+        s.update_existing("c1", 5, |c| c.replace_token(None));
+        s.update_existing("c1", 5, |c| c.grant("b.c2"));
+        assert_eq!(s.take_changed(), c1(), "the token and a grant, listed once");
+        s.update_existing("c1", 6, |c| c.models.clear());
+        assert_eq!(s.take_changed(), c1(), "models removed in place");
+        s.update_shared("public.a", 7, |w| w.insert("x", Value::Null));
+        s.remove_connection("c1");
+        assert_eq!(
+            s.take_changed(),
+            vec![
+                UnitKey::Connection("c1".into()),
+                UnitKey::Shared("public.a".into())
+            ]
+        );
     }
 
     #[test]

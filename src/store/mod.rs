@@ -10,6 +10,7 @@
 //! writes at once, so the trait is synchronous and hands out references.
 
 mod memory;
+pub mod record;
 
 use std::sync::Arc;
 
@@ -35,6 +36,26 @@ pub struct Connection {
     /// Other resources this connection was granted access to whose rules read the
     /// token: a login must ask the gateway to re-check them.
     pub granted: Vec<Box<str>>,
+    /// Counts changes to the token, the models list and the grants (see [`Changes`]).
+    pub changes: Changes,
+}
+
+/// Counts the changes to what a shared store keeps of a connection or model, so that a
+/// step that only read it (a get filling its cached reply) is not written out. Not
+/// state: never compared.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Changes(u32);
+
+impl Changes {
+    fn bump(&mut self) {
+        self.0 = self.0.wrapping_add(1);
+    }
+}
+
+impl PartialEq for Changes {
+    fn eq(&self, _: &Changes) -> bool {
+        true
+    }
 }
 
 /// A remembered model of a connection.
@@ -45,6 +66,8 @@ pub struct Model {
     written: Written,
     /// The encoded get reply, while it is known to be current (see [`ReplyCache`]).
     pub reply: ReplyCache,
+    /// Counts the changes to the written values.
+    changes: Changes,
 }
 
 impl Model {
@@ -53,6 +76,7 @@ impl Model {
             rid: rid.into(),
             written: Written::default(),
             reply: ReplyCache::default(),
+            changes: Changes::default(),
         }
     }
 
@@ -63,6 +87,7 @@ impl Model {
     /// The written values, to change: the cached reply goes, since it showed them.
     pub fn written_mut(&mut self) -> &mut Written {
         self.reply.clear();
+        self.changes.bump();
         &mut self.written
     }
 }
@@ -105,6 +130,7 @@ impl Connection {
     /// may show in any of its models.
     pub fn replace_token(&mut self, token: Option<Arc<Value>>) {
         self.token = token;
+        self.changes.bump();
         for m in &mut self.models {
             m.reply.clear();
         }
@@ -131,6 +157,7 @@ impl Connection {
             Some(i) => i,
             None => {
                 // Exact growth: most connections hold one or two models.
+                self.changes.bump();
                 self.models.reserve_exact(1);
                 self.models.push(Model::new(rid));
                 self.models.len() - 1
@@ -140,6 +167,7 @@ impl Connection {
     }
 
     pub fn remove_model(&mut self, rid: &str) {
+        self.changes.bump();
         self.models.retain(|m| &*m.rid != rid);
     }
 
@@ -147,9 +175,21 @@ impl Connection {
     /// connection was granted access to.
     pub fn grant(&mut self, rid: &str) {
         if !self.granted.iter().any(|g| &**g == rid) {
+            self.changes.bump();
             self.granted.reserve_exact(1);
             self.granted.push(rid.into());
         }
+    }
+
+    /// A fingerprint of what a shared store keeps of the connection: it differs after
+    /// any change to the token, a model's written values, the models list or the
+    /// grants (a model removed in place shows in the count).
+    pub fn fingerprint(&self) -> (u32, u32, usize) {
+        let models = self
+            .models
+            .iter()
+            .fold(0u32, |sum, m| sum.wrapping_add(m.changes.0));
+        (self.changes.0, models, self.models.len())
     }
 
     /// How many entries this connection counts towards `state.max_entries`: one per
@@ -192,10 +232,29 @@ impl Written {
         self.0.len()
     }
 
+    /// Every value, by field name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(f, v)| (&**f, v))
+    }
+
     /// Keeps the values `keep` says yes to.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &Value) -> bool) {
         self.0.retain(|(f, v)| keep(f, v));
     }
+}
+
+/// Names a unit of state: a connection (by cid) or a model without a cid (by name).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UnitKey {
+    Connection(Box<str>),
+    Shared(Box<str>),
+}
+
+/// A unit of state, as loaded from a shared store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unit {
+    Connection(Connection),
+    Shared(Written),
 }
 
 /// A unit taken out of the store by expiry or the size bound.

@@ -29,6 +29,8 @@ pub struct NatsServer {
     pub port: u16,
     /// The HTTP monitoring address, when started with one.
     monitor: Option<String>,
+    /// JetStream's storage directory, when started with JetStream.
+    store_dir: Option<tempfile::TempDir>,
 }
 
 /// The nats-server binary: `$NATS_SERVER`, the project's `.tools/bin`, or `PATH`.
@@ -60,9 +62,24 @@ impl NatsServer {
         NatsServer::spawn("-1", true)
     }
 
+    /// Starts a server with JetStream (the shared store), storing in a directory of its
+    /// own, on a free port.
+    pub fn start_jetstream() -> NatsServer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().display().to_string();
+        let mut server = NatsServer::spawn_with("-1", false, None, &["-js", "-sd", &path]);
+        server.store_dir = Some(dir);
+        server
+    }
+
     /// Starts a server with a configuration file (users, permissions), on a free port.
     pub fn start_with_config(path: &std::path::Path) -> NatsServer {
         NatsServer::spawn_with("-1", false, Some(path), &[])
+    }
+
+    /// Starts a server with a configuration file and more command-line options.
+    pub fn start_with_config_and_args(path: &std::path::Path, args: &[&str]) -> NatsServer {
+        NatsServer::spawn_with("-1", false, Some(path), args)
     }
 
     /// Starts a server with more command-line options (e.g. `--auth TOKEN`).
@@ -126,6 +143,7 @@ impl NatsServer {
             url: format!("nats://127.0.0.1:{port}"),
             port,
             monitor,
+            store_dir: None,
         }
     }
 
@@ -278,6 +296,39 @@ pub async fn start_with_reset(server: &NatsServer, yaml: &str) -> (Connres, Gate
         .expect("connres starts");
     let (connres, reset) = launch(service, &mut gateway).await;
     (connres, gateway, reset)
+}
+
+/// Like [`start`] on a config with `state.store: nats`; also returns the shared
+/// store's figures (which partitions the instance serves).
+pub async fn start_shared(
+    server: &NatsServer,
+    yaml: &str,
+) -> (
+    Connres,
+    Gateway,
+    std::sync::Arc<connres::service::ClusterMetrics>,
+) {
+    let config = Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+    let mut gateway = Gateway::connect(server).await;
+    let service = Service::start(config, &server.url)
+        .await
+        .expect("connres starts");
+    let cluster = service.cluster_metrics().expect("a shared store");
+    let metrics = service.metrics();
+    SHARED_METRICS.with(|m| *m.borrow_mut() = Some(metrics));
+    let (connres, _) = launch(service, &mut gateway).await;
+    (connres, gateway, cluster)
+}
+
+thread_local! {
+    /// The service metrics of the last instance [`start_shared`] started on this thread.
+    static SHARED_METRICS: std::cell::RefCell<Option<std::sync::Arc<connres::metrics::Metrics>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The service metrics of the last instance [`start_shared`] started on this thread.
+pub fn last_shared_metrics() -> std::sync::Arc<connres::metrics::Metrics> {
+    SHARED_METRICS.with(|m| m.borrow().clone().expect("an instance was started"))
 }
 
 /// Runs a started service and waits for its `system.reset` announcement.
@@ -467,6 +518,21 @@ fn parse_or_null(payload: &[u8]) -> Value {
 
 /// The seed config: the user on the connection and its preferences.
 pub const SEED: &str = include_str!("../config/valid/seed.yaml");
+
+/// Partitions in the shared-store tests' buckets.
+pub const PARTITIONS: u32 = 32;
+
+/// The seed resources on the shared store (`state.store: nats`) in `bucket`, with
+/// [`PARTITIONS`] partitions and a one-second lease.
+pub fn shared_seed(bucket: &str) -> String {
+    let body = SEED
+        .split_once("resources:")
+        .map(|(_, rest)| rest)
+        .expect("the seed config declares resources");
+    format!(
+        "version: 1\nstate:\n  store: nats\n  bucket: {bucket}\n  partitions: {PARTITIONS}\n  lease: 1s\nresources:{body}"
+    )
+}
 
 /// A config file, `resources.yaml`, in a temporary directory of its own.
 pub struct ConfigDir {

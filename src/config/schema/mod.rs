@@ -28,8 +28,10 @@ use super::nats::{
     DEFAULT_RECONNECT_MAX_DELAY,
 };
 use super::{
-    DEFAULT_API_PREFIX, DEFAULT_IDLE_TTL, DEFAULT_MAX_ENTRIES, RESERVED_SUBJECT_ROOTS, VERSION,
+    DEFAULT_API_PREFIX, DEFAULT_BUCKET, DEFAULT_IDLE_TTL, DEFAULT_LEASE, DEFAULT_MAX_ENTRIES,
+    DEFAULT_PARTITIONS, RESERVED_SUBJECT_ROOTS, VERSION,
 };
+use super::{MAX_PARTITIONS, STORES};
 
 mod nats;
 mod resource;
@@ -137,6 +139,26 @@ struct State {
     /// The most models kept; past it, the least recently touched connection goes first.
     #[schemars(extend("default" = DEFAULT_MAX_ENTRIES))]
     max_entries: Count,
+    /// Where state lives: `memory` (this process; one instance per NATS cluster) or
+    /// `nats` (a JetStream key-value bucket shared by every instance using it, one
+    /// owner per partition). Takes effect on restart.
+    #[schemars(extend("default" = "memory"))]
+    store: StoreKind,
+    /// With `store: nats`: the key-value bucket, created if missing.
+    #[schemars(extend("default" = DEFAULT_BUCKET))]
+    bucket: Bucket,
+    /// With `store: nats`: copies of the bucket the NATS cluster keeps, used when
+    /// creating it (1 to 5).
+    #[schemars(extend("default" = 1))]
+    replicas: Replicas,
+    /// With `store: nats`: connections hash into this many partitions by cid (models
+    /// without `{cid}` by name); each partition has one owner. Fixed for a bucket.
+    #[schemars(extend("default" = DEFAULT_PARTITIONS))]
+    partitions: Partitions,
+    /// With `store: nats`: how long an owner holds a partition without renewing: a
+    /// duration of at least 1s. A takeover after a crash takes about this long.
+    #[schemars(extend("default" = duration_text(DEFAULT_LEASE)))]
+    lease: Duration,
 }
 
 // ------------------------------------------------------------------------ leaves
@@ -170,6 +192,19 @@ leaf!(Number, json_schema!({ "type": "number" }));
 leaf!(Whole, json_schema!({ "type": "integer", "minimum": 0 }));
 leaf!(Count, json_schema!({ "type": "integer", "minimum": 1 }));
 leaf!(AnyValue, json_schema!(true));
+leaf!(StoreKind, json_schema!({ "enum": STORES }));
+leaf!(
+    Bucket,
+    json_schema!({ "type": "string", "pattern": "^[A-Za-z0-9_-]+$" })
+);
+leaf!(
+    Replicas,
+    json_schema!({ "type": "integer", "minimum": 1, "maximum": 5 })
+);
+leaf!(
+    Partitions,
+    json_schema!({ "type": "integer", "minimum": 1, "maximum": MAX_PARTITIONS })
+);
 leaf!(
     Version,
     json_schema!({ "type": "integer", "const": VERSION })

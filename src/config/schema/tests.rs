@@ -5,10 +5,10 @@ use serde_json::Value;
 
 use super::*;
 use crate::config::compile::{
-    ACCESS_KEYS, API_KEYS, FIELD_KEYS, RESET_KEYS, RESOURCE_KEYS, STATE_KEYS, TOP_KEYS,
+    ACCESS_KEYS, API_KEYS, FIELD_KEYS, RESET_KEYS, RESOURCE_KEYS, TOP_KEYS,
 };
 use crate::config::nats::{NATS_KEYS, RECONNECT_KEYS, TLS_KEYS};
-use crate::config::{yaml, Config, METHODS};
+use crate::config::{yaml, Config, METHODS, STATE_KEYS};
 use crate::field::FieldType;
 use crate::pattern::Pattern;
 

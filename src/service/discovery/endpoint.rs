@@ -110,6 +110,7 @@ pub(super) fn endpoint_name(route: Route, pattern: Option<&str>) -> String {
         Route::Token => "token",
         Route::ApiSet => "api-set",
         Route::ApiReset => "api-reset",
+        Route::Forwarded => "forwarded",
     };
     let Some(pattern) = pattern else {
         return kind.to_string();

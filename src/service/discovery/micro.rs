@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::endpoint::Endpoint;
 use crate::config::Config;
+use crate::service::ClusterMetrics;
 
 /// The service name every instance shares: `$SRV.<VERB>.connres` reaches them all.
 pub(super) const NAME: &str = "connres";
@@ -76,6 +77,8 @@ pub(super) struct View {
     pub(super) queue_group: String,
     pub(super) api_prefix: String,
     pub(super) endpoints: Vec<Arc<Endpoint>>,
+    /// With the shared store: its live figures, read at each answer.
+    pub(super) shared: Option<Arc<ClusterMetrics>>,
 }
 
 impl View {
@@ -94,16 +97,26 @@ impl View {
             queue_group: config.nats.queue_group.clone(),
             api_prefix: config.api.prefix.clone(),
             endpoints,
+            shared: None,
         }
     }
 
     fn metadata(&self) -> BTreeMap<&'static str, String> {
-        BTreeMap::from([
+        let mut m = BTreeMap::from([
             ("config_hash", self.config_hash.clone()),
             ("config_generation", self.generation.to_string()),
             ("queue_group", self.queue_group.clone()),
             ("api_prefix", self.api_prefix.clone()),
-        ])
+        ]);
+        if let Some(shared) = &self.shared {
+            m.insert("store", "nats".into());
+            m.insert("partitions_served", shared.served().to_string());
+            m.insert("partitions_held", shared.held().to_string());
+            m.insert("instances_seen", shared.instances().to_string());
+            m.insert("takeovers", shared.takeovers().to_string());
+            m.insert("lease_renewals", shared.renewals().to_string());
+        }
+        m
     }
 
     /// The reply to `verb`, JSON as the micro protocol v1 defines it.

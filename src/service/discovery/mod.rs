@@ -44,6 +44,7 @@ pub(super) struct Discovery {
     endpoints: Vec<Arc<Endpoint>>,
     view: watch::Sender<Arc<View>>,
     subs: Vec<Subscriber>,
+    shared: Option<Arc<crate::service::ClusterMetrics>>,
 }
 
 impl Discovery {
@@ -72,6 +73,7 @@ impl Discovery {
             endpoints,
             view: watch::Sender::new(Arc::new(view)),
             subs,
+            shared: None,
         })
     }
 
@@ -80,19 +82,25 @@ impl Discovery {
         &self.id
     }
 
+    /// With the shared store: its figures show in every answer's metadata.
+    pub(super) fn shared_store(&mut self, metrics: Arc<crate::service::ClusterMetrics>) {
+        self.shared = Some(metrics);
+    }
+
     /// `config`, the `generation`th, is in force, with the endpoints of its added
     /// patterns live: discovery answers with it from now on. Endpoints of patterns it
     /// no longer declares leave.
     pub(super) fn in_force(&mut self, config: &Config, generation: u64, added: Vec<Arc<Endpoint>>) {
         let all = std::mem::take(&mut self.endpoints).into_iter().chain(added);
         self.endpoints = in_config_order(config, all);
-        let view = View::new(
+        let mut view = View::new(
             &self.id,
             &self.started,
             config,
             generation,
             self.endpoints.clone(),
         );
+        view.shared = self.shared.clone();
         self.view.send_replace(Arc::new(view));
     }
 

@@ -79,6 +79,7 @@ fn view() -> View {
             Arc::new(Endpoint::new(Route::Token, None, "conn.*.token", None)),
             Arc::new(get),
         ],
+        shared: None,
     }
 }
 

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Benchmark of the shared store (docs/scaling.md): the shipped resources.yaml served by
+# one memory-store instance, then by 1, 2 and 3 instances with `state.store: nats`, in
+# one run on one nats-server with JetStream on a free loopback port. For each setup and
+# request kind it runs `bench load` and reports throughput, latency and the CPU time
+# per request summed over every instance (from /proc/<pid>/task/*/schedstat over the
+# measured window), and the mean bucket write latency (from the instances' metrics,
+# since start). On one machine nats-server bounds throughput; summed CPU per
+# request is the figure that shows whether capacity grows with instances.
+#
+#   scripts/bench-cluster.sh
+#   N=50000 CONC=64 SETUPS="memory nats1 nats2 nats3" KINDS="get access set" scripts/bench-cluster.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+. scripts/lib.sh
+
+N=${N:-30000}
+CONC=${CONC:-64}
+CIDS=${CIDS:-1000}
+WARMUP=${WARMUP:-2000}
+SETUPS=${SETUPS:-"memory nats1 nats2 nats3"}
+KINDS=${KINDS:-"get access set"}
+LEASE=${LEASE:-2s}
+
+nats_bin=$("$root/scripts/install-nats-server.sh")
+release_bins
+
+work=$(mktemp -d)
+nats_pid=""
+pids=()
+cleanup() {
+  local rc=$?
+  for p in "${pids[@]}"; do stop_pid "$p"; done
+  stop_pid "$nats_pid"
+  if [ "$rc" -ne 0 ]; then
+    tail_logs "$work"
+  fi
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port=$(free_port)
+url="nats://127.0.0.1:$port"
+"$nats_bin" -a 127.0.0.1 -p "$port" -js -sd "$work/js" >"$work/nats.log" 2>&1 &
+nats_pid=$!
+wait_port "$port" nats-server
+echo "machine: $(nproc) CPUs; nats-server $("$nats_bin" --version | grep -oE '[0-9]+\.[0-9.]+') with JetStream on $url" >&2
+echo "load: N=$N requests per kind, $CONC in flight, $CIDS connections, lease $LEASE" >&2
+
+# The mean of a histogram over the instances' metrics: sum / count.
+kv_mean_us() {
+  local sum=0 count=0 m s c
+  for m in "$@"; do
+    s=$(curl -s "http://127.0.0.1:$m/metrics" | awk '/^connres_cluster_kv_write_seconds_sum/ {print $2}')
+    c=$(curl -s "http://127.0.0.1:$m/metrics" | awk '/^connres_cluster_kv_write_seconds_count/ {print $2}')
+    sum=$(python3 -c "print($sum + ${s:-0})")
+    count=$(python3 -c "print($count + ${c:-0})")
+  done
+  python3 -c "print(f'{$sum / $count * 1e6:.0f}' if $count else '-')"
+}
+
+results="$work/results"
+printf "%-7s %-7s %9s %8s %8s %16s %10s %6s\n" setup kind "req/s" "p50 us" "p99 us" "CPU us/req (sum)" "kv write us" errors >"$results"
+for setup in $SETUPS; do
+  case $setup in
+    memory) n=1; config="$root/resources.yaml" ;;
+    nats*)
+      n=${setup#nats}
+      config="$work/$setup.yaml"
+      python3 - "$root/resources.yaml" "$config" "$setup" "$LEASE" <<'EOF'
+import sys
+text = open(sys.argv[1]).read()
+state = f"state:\n  store: nats\n  bucket: bench-{sys.argv[3]}\n  partitions: 64\n  lease: {sys.argv[4]}\n"
+head, rest = text.split("state:\n", 1)
+# Drop the shipped state block's lines (indented), keep the rest.
+lines = rest.splitlines(keepends=True)
+while lines and (lines[0].startswith("  ") or not lines[0].strip()):
+    lines.pop(0)
+open(sys.argv[2], "w").write(head + state + "".join(lines))
+EOF
+      ;;
+  esac
+  pids=()
+  metrics=()
+  for i in $(seq 1 "$n"); do
+    m=$(free_port)
+    RUST_LOG=warn "$connres_bin" serve --config "$config" --nats "$url" --metrics-addr "127.0.0.1:$m" \
+      >"$work/$setup-$i.log" 2>&1 &
+    pids+=($!)
+    metrics+=("$m")
+    wait_port "$m" "connres $setup-$i"
+  done
+  if [ "$setup" != memory ]; then
+    # Until every partition is served: the instances' partitions_served add up to 64.
+    for _ in $(seq 1 200); do
+      served=0
+      for m in "${metrics[@]}"; do
+        s=$(curl -s "http://127.0.0.1:$m/metrics" | awk '/^connres_cluster_partitions_served / {print $2}')
+        served=$((served + ${s:-0}))
+      done
+      [ "$served" -eq 64 ] && break
+      sleep 0.05
+    done
+    [ "$served" -eq 64 ] || { echo "$setup: only $served of 64 partitions served" >&2; exit 1; }
+  fi
+  echo "== $setup: ${#pids[@]} instance(s) (${pids[*]})" >&2
+  also=()
+  for p in "${pids[@]:1}"; do also+=(--also-pid "$p"); done
+  for kind in $KINDS; do
+    line=$("$bench_bin" load --nats "$url" --kind "$kind" --concurrency "$CONC" --requests "$N" \
+      --warmup "$WARMUP" --cids "$CIDS" --pid "${pids[0]}" "${also[@]}" | grep '^RESULT')
+    python3 - "$line" "$setup" "$kind" \
+      "$(if [ "$setup" != memory ] && [ "$kind" = set ]; then kv_mean_us "${metrics[@]}"; else echo -; fi)" \
+      >>"$results" <<'EOF'
+import sys
+line, setup, kind, kv = sys.argv[1:]
+r = dict(kv_.split("=", 1) for kv_ in line.split()[1:])
+print(f"{setup:7s} {kind:7s} {float(r['rps']):9.0f} {float(r['p50_us']):8.1f} {float(r['p99_us']):8.1f} {r['server_cpu_us']:>16s} {kv:>10s} {r['errors']:>6s}")
+EOF
+  done
+  for p in "${pids[@]}"; do stop_pid "$p"; done
+  pids=()
+done
+echo
+cat "$results"

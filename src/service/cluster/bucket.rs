@@ -1,0 +1,189 @@
+//! The key-value bucket: opening it (created with the file's replicas when missing, its
+//! partition count checked), reading a partition's units, and writing a unit with
+//! compare-and-set on the revision this instance last saw.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::push::OrderedConfig;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::kv;
+use async_nats::jetstream::{self, Message};
+use async_nats::Client;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::config::SharedStore;
+use crate::store::record::{self, partition_filter};
+use crate::store::{Unit, UnitKey};
+
+use super::super::ServiceError;
+
+/// The key holding the bucket's partition count: it decides where every unit lives.
+const META_KEY: &str = "meta.partitions";
+
+/// Opens the bucket (creating it when missing) and checks that it was made for the
+/// same partition count.
+pub(crate) async fn open(client: &Client, s: &SharedStore) -> Result<kv::Store, ServiceError> {
+    let js = jetstream::new(client.clone());
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        ServiceError::Nats(format!(
+            "key-value bucket `{}`: {what}: {e} (is JetStream enabled on the server, and may this user use it?)",
+            s.bucket
+        ))
+    };
+    let store = match js.get_key_value(&s.bucket).await {
+        Ok(store) => store,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: s.bucket.clone(),
+                description: "connres per-connection state".into(),
+                history: 1,
+                num_replicas: s.replicas,
+                ..kv::Config::default()
+            })
+            .await
+            .map_err(|e| fail("cannot create it", &e))?,
+    };
+    let want = s.partitions.to_string();
+    let have = match store.create(META_KEY, Bytes::from(want.clone())).await {
+        Ok(_) => want.clone(),
+        Err(_) => match store.get(META_KEY).await {
+            Ok(Some(v)) => String::from_utf8_lossy(&v).into_owned(),
+            Ok(None) => want.clone(),
+            Err(e) => return Err(fail("cannot read its partition count", &e)),
+        },
+    };
+    if have != want {
+        return Err(ServiceError::Settings(format!(
+            "key-value bucket `{}` holds state in {have} partitions, but `state.partitions` is {want}: \
+             use the bucket's count, or another bucket",
+            s.bucket
+        )));
+    }
+    Ok(store)
+}
+
+/// A unit read from the bucket, with the revision it was read at.
+pub(crate) struct Loaded {
+    pub key: UnitKey,
+    pub unit: Unit,
+    pub revision: u64,
+    pub hash: u64,
+}
+
+/// Reads every unit of a partition: the last value of each of its keys, through an
+/// ordered consumer filtered to the partition, until the server says none is pending.
+/// Values that cannot be read are skipped and logged (they stay in the bucket).
+pub(crate) async fn load(
+    store: &kv::Store,
+    partition: u32,
+    timeout: Duration,
+) -> Result<Vec<Loaded>, String> {
+    let filter = format!("{}{}", store.prefix, partition_filter(partition));
+    let consumer = store
+        .stream
+        .create_consumer(OrderedConfig {
+            deliver_subject: format!("_INBOX.{}", nuid::next()),
+            filter_subject: filter,
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..OrderedConfig::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = match tokio::time::timeout(left, messages.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(None) => return Err("the consumer ended early".into()),
+            Err(_) => return Err("timed out reading the partition".into()),
+        };
+        let (revision, pending) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.pending),
+            Err(e) => return Err(e.to_string()),
+        };
+        if let Some(loaded) = unit_of(store, &message, revision) {
+            out.push(loaded);
+        }
+        if pending == 0 {
+            return Ok(out);
+        }
+    }
+}
+
+/// The unit a bucket message holds, if it holds one (deletes and other keys do not).
+fn unit_of(store: &kv::Store, message: &Message, revision: u64) -> Option<Loaded> {
+    let deleted = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("KV-Operation"))
+        .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+    if deleted {
+        return None;
+    }
+    let key = message.subject.strip_prefix(store.prefix.as_str())?;
+    let (_, unit_key) = record::parse_key(key)?;
+    match record::decode_unit(&unit_key, &message.payload) {
+        Ok(unit) => Some(Loaded {
+            hash: hash(&message.payload),
+            key: unit_key,
+            unit,
+            revision,
+        }),
+        Err(e) => {
+            tracing::error!(key, error = %e, "skipped a unit in the bucket that cannot be read");
+            None
+        }
+    }
+}
+
+/// What a unit's write must compare against, and the result.
+pub(crate) enum Write {
+    /// Put this value; `revision` is the last one seen (none: the key must not exist).
+    Put { value: Bytes, revision: Option<u64> },
+    /// Delete the key, last seen at `revision`.
+    Delete { revision: u64 },
+}
+
+/// Writes one unit with compare-and-set; the new revision (none after a delete).
+pub(crate) async fn write(
+    store: &kv::Store,
+    key: &str,
+    write: Write,
+) -> Result<Option<u64>, String> {
+    match write {
+        Write::Put {
+            value,
+            revision: Some(revision),
+        } => store
+            .update(key, value, revision)
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        Write::Put {
+            value,
+            revision: None,
+        } => store
+            .create(key, value)
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        Write::Delete { revision } => store
+            .delete_expect_revision(key, Some(revision))
+            .await
+            .map(|_| None)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// A value's fingerprint: a unit whose encoding did not change is not written again.
+pub(crate) fn hash(value: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x0063_6f6e_6e72_6573).hash_one(value)
+}

@@ -1,0 +1,289 @@
+//! Units of state as the shared store keeps them: which partition a unit belongs to, its
+//! key in the key-value bucket, and its value (JSON).
+//!
+//! Keys: `p.<partition>.c.<cid>` for a connection and `p.<partition>.s.<name>` for a
+//! model without a cid, so one subject filter (`p.<partition>.>`) reads a partition.
+//! A cid or name is kept as is where it is letters, digits, `-` and `_`; every other
+//! byte is written `=XX` (hex), since bucket keys allow only those and `=`, `/`, `.`.
+//!
+//! Values: `{"token": …, "models": [{"rid": …, "written": {…}}], "granted": […]}` for a
+//! connection (loaded unconfirmed: only token events confirm a token) and
+//! `{"written": {…}}` for a model without a cid. The cached replies are not kept.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{Connection, Model, Unit, UnitKey, Written};
+
+/// The partition of a unit: [`stable_hash`] of its cid or name, modulo the partition
+/// count. The same on every instance and every version: it decides where data lives.
+pub fn partition(key: &UnitKey, partitions: u32) -> u32 {
+    let text = match key {
+        UnitKey::Connection(cid) => cid,
+        UnitKey::Shared(rid) => rid,
+    };
+    partition_of(text, partitions)
+}
+
+/// The partition of a cid (or of a name without a cid).
+pub fn partition_of(text: &str, partitions: u32) -> u32 {
+    (stable_hash(text) % u64::from(partitions.max(1))) as u32
+}
+
+/// FNV-1a, then MurmurHash3's finalizer so that every input bit moves every output bit
+/// (FNV alone leaves names that differ in one character close together). Defined
+/// here, not taken from a crate, because it must never change.
+pub fn stable_hash(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The bucket key of a unit in its partition.
+pub fn key(partition: u32, unit: &UnitKey) -> String {
+    let (kind, text) = match unit {
+        UnitKey::Connection(cid) => ('c', cid),
+        UnitKey::Shared(rid) => ('s', rid),
+    };
+    let mut out = format!("p.{partition}.{kind}.");
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "={b:02X}");
+        }
+    }
+    out
+}
+
+/// The subject filter, relative to the bucket, of every key of a partition.
+pub fn partition_filter(partition: u32) -> String {
+    format!("p.{partition}.>")
+}
+
+/// The unit a bucket key names, if it is a unit's key.
+pub fn parse_key(key: &str) -> Option<(u32, UnitKey)> {
+    let mut parts = key.splitn(4, '.');
+    if parts.next()? != "p" {
+        return None;
+    }
+    let partition = parts.next()?.parse().ok()?;
+    let kind = parts.next()?;
+    let text = decode(parts.next()?)?;
+    let unit = match kind {
+        "c" => UnitKey::Connection(text.into()),
+        "s" => UnitKey::Shared(text.into()),
+        _ => return None,
+    };
+    Some((partition, unit))
+}
+
+fn decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A unit's stored value.
+pub fn encode(unit: UnitRef) -> Vec<u8> {
+    let value = match unit {
+        UnitRef::Connection(c) => {
+            let models: Vec<Value> = c
+                .models
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "rid": &*m.rid,
+                        "written": written_json(m.written()),
+                    })
+                })
+                .collect();
+            let granted: Vec<&str> = c.granted.iter().map(|g| &**g).collect();
+            serde_json::json!({
+                "token": c.token.as_deref(),
+                "models": models,
+                "granted": granted,
+            })
+        }
+        UnitRef::Shared(w) => serde_json::json!({ "written": written_json(w) }),
+    };
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+/// A unit to encode, borrowed from the store.
+#[derive(Debug, Clone, Copy)]
+pub enum UnitRef<'a> {
+    Connection(&'a Connection),
+    Shared(&'a Written),
+}
+
+fn written_json(w: &Written) -> Value {
+    Value::Object(
+        w.iter()
+            .map(|(f, v)| (f.to_string(), v.clone()))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+/// Reads a unit's stored value; a connection comes back unconfirmed.
+pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
+    let value: Value = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+    let written = |v: Option<&Value>| -> Result<Written, String> {
+        let mut out = Written::default();
+        match v {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                for (f, v) in map {
+                    out.insert(f, v.clone());
+                }
+            }
+            Some(_) => return Err("`written` is not an object".into()),
+        }
+        Ok(out)
+    };
+    Ok(match key {
+        UnitKey::Shared(_) => Unit::Shared(written(value.get("written"))?),
+        UnitKey::Connection(_) => {
+            let token = match value.get("token") {
+                None | Some(Value::Null) => None,
+                Some(t) => Some(Arc::new(t.clone())),
+            };
+            let mut models = Vec::new();
+            for m in value
+                .get("models")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let rid = m
+                    .get("rid")
+                    .and_then(Value::as_str)
+                    .ok_or("a model without `rid`")?;
+                let mut model = Model::new(rid);
+                *model.written_mut() = written(m.get("written"))?;
+                models.push(model);
+            }
+            let granted = value
+                .get("granted")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(Box::from)
+                .collect();
+            Unit::Connection(Connection {
+                token,
+                confirmed: false,
+                models,
+                granted,
+                changes: Default::default(),
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_round_trip_and_stay_within_the_bucket_alphabet() {
+        for (unit, text) in [
+            (UnitKey::Connection("c1-x_Y".into()), "p.7.c.c1-x_Y"),
+            (
+                UnitKey::Shared("public.board".into()),
+                "p.7.s.public=2Eboard",
+            ),
+            (UnitKey::Connection("é=.".into()), "p.7.c.=C3=A9=3D=2E"),
+        ] {
+            let k = key(7, &unit);
+            assert_eq!(k, text);
+            assert!(k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_=.".contains(&b)));
+            assert_eq!(parse_key(&k), Some((7, unit)));
+        }
+        assert_eq!(parse_key("lease.3"), None);
+        assert_eq!(parse_key("p.x.c.a"), None);
+        assert_eq!(parse_key("p.1.c.=Z1"), None);
+    }
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        // Where data lives must not change between versions.
+        assert_eq!(partition_of("c1", 64), partition_of("c1", 64));
+        assert_eq!(partition_of("", 1), 0);
+        let mut counts = [0u32; 8];
+        for i in 0..8000 {
+            counts[partition_of(&format!("cid{i}"), 8) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (800..1200).contains(&n)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn connections_round_trip_unconfirmed_without_cached_replies() {
+        let mut c = Connection {
+            token: Some(Arc::new(json!({"userId": 7}))),
+            confirmed: true,
+            ..Connection::default()
+        };
+        c.model_mut("session.prefs.c1")
+            .written_mut()
+            .insert("theme", json!("dark"));
+        c.model_mut("session.user.c1")
+            .reply
+            .set(1, bytes::Bytes::from_static(b"x"));
+        c.grant("public.board");
+        let key = UnitKey::Connection("c1".into());
+        let Unit::Connection(back) = decode_unit(&key, &encode(UnitRef::Connection(&c))).unwrap()
+        else {
+            panic!("not a connection")
+        };
+        assert!(!back.confirmed);
+        assert!(!back.model("session.user.c1").unwrap().reply.is_some());
+        assert_eq!(
+            Connection {
+                confirmed: true,
+                ..back
+            },
+            c
+        );
+    }
+
+    #[test]
+    fn shared_models_round_trip_and_bad_values_are_errors() {
+        let mut w = Written::default();
+        w.insert("n", json!(3));
+        let key = UnitKey::Shared("public.board".into());
+        assert_eq!(
+            decode_unit(&key, &encode(UnitRef::Shared(&w))).unwrap(),
+            Unit::Shared(w)
+        );
+        assert!(decode_unit(&key, b"nope").is_err());
+        assert!(decode_unit(&key, br#"{"written": 3}"#).is_err());
+    }
+}
