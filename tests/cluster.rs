@@ -287,6 +287,10 @@ async fn concurrent_writes_on_one_connection_stay_in_order_across_instances() {
 
 #[tokio::test]
 async fn instances_joining_and_leaving_lose_no_request() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let server = NatsServer::start_jetstream();
     let yaml = shared("churn");
     let (a, gateway, ma) = start_shared(&server, &yaml).await;

@@ -1,6 +1,6 @@
 //! The shared store when an instance dies or stalls: `connres serve` processes on one
 //! nats-server with JetStream, one killed (SIGKILL) or paused (SIGSTOP) while it owns
-//! partitions. The leases last one second.
+//! partitions. The leases last two seconds.
 
 mod common;
 
@@ -154,7 +154,7 @@ async fn killing_an_owner_mid_burst_loses_no_acknowledged_write() {
         killed.elapsed()
     };
     let (results, took) = futures::join!(burst, reset);
-    eprintln!("takeover: every model named in a system.reset {took:?} after the kill (lease 1s)");
+    eprintln!("takeover: every model named in a system.reset {took:?} after the kill (lease 2s)");
     for (i, last, tried) in results {
         acked[i] = last.or(acked[i]);
         attempted[i].extend(tried);

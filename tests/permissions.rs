@@ -186,7 +186,7 @@ fn shipped_shared() -> String {
         .skip_while(|l| l.starts_with("  ") || l.trim().is_empty())
         .map(|l| format!("{l}\n"))
         .collect();
-    format!("{head}state:\n  store: nats\n  partitions: 8\n  lease: 1s\n{rest}")
+    format!("{head}state:\n  store: nats\n  partitions: 8\n  lease: 2s\n{rest}")
 }
 
 #[tokio::test]

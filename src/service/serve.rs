@@ -54,6 +54,9 @@ impl Service {
             Step::Sweep => {
                 let dropped = self.engine.sweep(&self.config);
                 self.persist().await;
+                // Held messages are placed again when owners change, and here: one
+                // held after too many hops, or for too long, is not left waiting.
+                self.serve_held().await;
                 if dropped > 0 {
                     self.metrics.expired(dropped);
                     self.update_stats();

@@ -523,14 +523,15 @@ pub const SEED: &str = include_str!("../config/valid/seed.yaml");
 pub const PARTITIONS: u32 = 32;
 
 /// The seed resources on the shared store (`state.store: nats`) in `bucket`, with
-/// [`PARTITIONS`] partitions and a one-second lease.
+/// [`PARTITIONS`] partitions and a two-second lease (long enough that a test machine
+/// under load does not starve an instance into giving its partitions up).
 pub fn shared_seed(bucket: &str) -> String {
     let body = SEED
         .split_once("resources:")
         .map(|(_, rest)| rest)
         .expect("the seed config declares resources");
     format!(
-        "version: 1\nstate:\n  store: nats\n  bucket: {bucket}\n  partitions: {PARTITIONS}\n  lease: 1s\nresources:{body}"
+        "version: 1\nstate:\n  store: nats\n  bucket: {bucket}\n  partitions: {PARTITIONS}\n  lease: 2s\nresources:{body}"
     )
 }
 

@@ -132,7 +132,6 @@ impl Leases {
                     if gap > self.lease() / 2 {
                         self.paused(gap).await;
                     }
-                    self.deadlines.beat();
                     self.heartbeat().await;
                     self.renew().await;
                 }
@@ -286,7 +285,8 @@ impl Leases {
     }
 
     /// Renews every held lease; a lease that cannot be renewed is lost.
-    async fn renew(&mut self) {
+    async fn renew(&mut self) -> Vec<u32> {
+        let mut lost = Vec::new();
         let value = Bytes::from(self.id.to_string());
         let held: Vec<(usize, u64)> = self
             .held
@@ -319,12 +319,14 @@ impl Leases {
                         partition: p as u32,
                         done: None,
                     });
+                    lost.push(p as u32);
                 }
             }
         }
         self.metrics
             .partitions
             .set(self.held.iter().flatten().count() as i64);
+        lost
     }
 
     async fn heartbeat(&mut self) {
@@ -374,20 +376,20 @@ impl Leases {
         self.tried[p as usize] = Some(Instant::now());
     }
 
-    /// The task did not run for `gap` (the process was stopped, or starved): every
-    /// lease may have passed on. It lets them all go, and claims nothing until the
-    /// serving task has worked through what arrived meanwhile.
+    /// The task did not run for `gap` (the process was stopped, or starved): leases
+    /// may have passed on. It renews at once; a partition whose lease passed on is
+    /// dropped, and while the serving task works through what arrived meanwhile, what
+    /// arrived for those partitions is dropped too (the new owner has served them
+    /// since) and this instance claims nothing.
     async fn paused(&mut self, gap: Duration) {
-        tracing::warn!(paused = ?gap, "this instance was paused; giving up its partitions");
-        for p in 0..self.held.len() {
-            if self.held[p].take().is_some() {
-                self.deadlines.clear(p);
-            }
+        let lost = self.renew().await;
+        tracing::warn!(paused = ?gap, lost = lost.len(), "this instance was paused");
+        if lost.is_empty() {
+            return;
         }
-        self.metrics.partitions.set(0);
         self.quiet = true;
         let (done, wait) = oneshot::channel();
-        let _ = self.control.send(Control::Paused(done));
+        let _ = self.control.send(Control::Paused { lost, done });
         let _ = tokio::time::timeout(self.lease() * 4, wait).await;
         tracing::info!("worked through what arrived while paused; rejoining");
         self.quiet = false;

@@ -60,9 +60,12 @@ pub(super) enum Control {
     },
     /// The owner of each partition, as the leases say.
     Owners(Vec<Option<Arc<str>>>),
-    /// This instance was paused: every partition is gone, and what arrived before is
-    /// dropped (it is stale) until the barrier message comes back; then `done`.
-    Paused(oneshot::Sender<()>),
+    /// This instance was paused and lost these partitions meanwhile: what arrived for
+    /// them before the barrier message comes back is stale and dropped; then `done`.
+    Paused {
+        lost: Vec<u32>,
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// What the serving task tells the lease task.
@@ -74,14 +77,11 @@ pub(super) enum Report {
 }
 
 /// Until when each partition may be served: the lease task moves it forward with each
-/// renewal, and the serving task checks it before it publishes. Also when the lease
-/// task last ran: if it has not for half a lease, the process was paused (or starved)
-/// and what the serving task takes meanwhile is stale.
+/// renewal, and the serving task checks it before it publishes.
 pub(super) struct Deadlines {
     base: Instant,
     /// Nanoseconds after `base`; 0: not held.
     at: Vec<AtomicU64>,
-    beat: AtomicU64,
 }
 
 impl Deadlines {
@@ -89,20 +89,7 @@ impl Deadlines {
         Deadlines {
             base: Instant::now(),
             at: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
-            beat: AtomicU64::new(0),
         }
-    }
-
-    /// The lease task is running now.
-    fn beat(&self) {
-        let nanos = self.base.elapsed().as_nanos() as u64;
-        self.beat.store(nanos, Ordering::Release);
-    }
-
-    /// Whether the lease task ran within `within`.
-    fn beating(&self, within: Duration) -> bool {
-        let last = Duration::from_nanos(self.beat.load(Ordering::Acquire));
-        self.base.elapsed().saturating_sub(last) <= within
     }
 
     fn set(&self, p: usize, until: Instant) {
@@ -143,9 +130,12 @@ pub(super) struct Cluster {
     control: mpsc::UnboundedReceiver<Control>,
     control_tx: mpsc::UnboundedSender<Control>,
     reports: Option<mpsc::UnboundedSender<Report>>,
-    /// Set after a pause until the barrier message comes back: what arrives meanwhile
-    /// was sent before or during the pause, and is dropped.
+    /// Set after a pause in which partitions were lost, until the barrier message
+    /// comes back: what arrives for them meanwhile was sent before or during the pause
+    /// (another instance served them since), and is dropped.
     barrier: Option<oneshot::Sender<()>>,
+    /// The partitions lost during a pause (see `barrier`).
+    stale: Vec<bool>,
     pub(super) metrics: Arc<ClusterMetrics>,
 }
 
@@ -176,6 +166,7 @@ impl Cluster {
             control_tx,
             reports: None,
             barrier: None,
+            stale: vec![false; n as usize],
             metrics: Arc::new(ClusterMetrics::new()),
         })
     }
@@ -197,7 +188,6 @@ impl Cluster {
             self.deadlines.clone(),
             self.metrics.clone(),
         );
-        self.deadlines.beat();
         tokio::spawn(leases.run(rx));
     }
 
@@ -285,13 +275,13 @@ impl Cluster {
                 self.owners = owners;
                 None
             }
-            Control::Paused(done) => {
-                for p in 0..self.served.len() as u32 {
+            Control::Paused { lost, done } => {
+                for p in lost {
+                    self.stale[p as usize] = true;
                     if self.served[p as usize] {
                         self.drop_partition(store, p);
                     }
                 }
-                self.held.clear();
                 self.barrier = Some(done);
                 None
             }

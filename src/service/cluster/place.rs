@@ -58,6 +58,7 @@ impl Cluster {
                 .and_then(|r| r.strip_prefix('.'))?;
             if rest == BARRIER {
                 if let Some(done) = self.barrier.take() {
+                    self.stale.iter_mut().for_each(|s| *s = false);
                     let _ = done.send(());
                 }
                 return None;
@@ -66,13 +67,6 @@ impl Cluster {
             hops = count.parse().ok()?;
             route = route_of(subject, &config.api.prefix)?;
             msg.subject = subject.into();
-        }
-        if self.barrier.is_some() || !self.deadlines.beating(self.settings.lease / 2) {
-            // This instance was paused: whatever it forwarded or applied now could come
-            // after what the other instances did meanwhile.
-            self.metrics.stale.inc();
-            tracing::warn!(subject = %msg.subject, "dropped a message that arrived while this instance was paused");
-            return None;
         }
         self.place(client, config, route, endpoint, msg, hops).await
     }
@@ -96,6 +90,13 @@ impl Cluster {
             });
         };
         let i = p as usize;
+        if self.barrier.is_some() && self.stale[i] {
+            // This instance was paused and lost the partition meanwhile: whatever it
+            // applied or forwarded now could come after what the new owner did since.
+            self.metrics.stale.inc();
+            tracing::warn!(partition = p, subject = %msg.subject, "dropped a message that arrived while this instance was paused: its partition moved meanwhile");
+            return None;
+        }
         if self.served[i] {
             if self.deadlines.valid(i, Instant::now()) {
                 return Some(Admitted {

@@ -39,7 +39,7 @@ impl Service {
             return;
         };
         let now = self.engine.now();
-        let barrier = matches!(control, Control::Paused(_));
+        let barrier = matches!(control, Control::Paused { .. });
         let mut resets = Vec::new();
         let done = cluster.apply(self.engine.store_mut(), control, now, &mut resets);
         for rid in &resets {
@@ -61,7 +61,7 @@ impl Service {
 
     /// Serves the held messages whose partitions are served here now, and forwards the
     /// ones whose partitions have an owner elsewhere.
-    async fn serve_held(&mut self) {
+    pub(in crate::service) async fn serve_held(&mut self) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -79,7 +79,8 @@ impl Service {
     }
 
     /// Hands every partition over to the other instances, still forwarding what
-    /// arrives, until the others own them all or a lease has passed.
+    /// arrives, until the others own them all (or four leases have passed); then goes
+    /// on forwarding for half a lease, while the others learn the new owners.
     pub(in crate::service) async fn leave(&mut self) {
         let Some(cluster) = &mut self.cluster else {
             return;
@@ -109,6 +110,21 @@ impl Service {
             }
             if finished && self.cluster.as_ref().is_none_or(|c| c.left()) {
                 break;
+            }
+        }
+        // Others may still forward here for a moment, until they see the new owners:
+        // what arrives is forwarded on before the subscriptions end.
+        let linger = tokio::time::sleep(lease / 2);
+        tokio::pin!(linger);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut linger => break,
+                next = super::super::cluster_next(&mut self.cluster) => match next {
+                    super::Next::Control(control) => self.cluster_step(control).await,
+                    super::Next::Written => self.complete_head().await,
+                },
+                Some(received) = self.subs.next() => self.handle(received).await,
             }
         }
         // What is still held has nowhere to go.
