@@ -47,21 +47,27 @@ async fn owners(kv: &kv::Store) -> Vec<Option<String>> {
     out
 }
 
-/// Waits until every partition is held and every instance in `ids` holds some.
-/// Nothing announces that, so it reads the leases every 20 ms (up to `WAIT`).
+/// Waits until every partition is held, every instance in `ids` holds some, and no
+/// partition has moved for a second (handovers come one after another, within
+/// milliseconds). Nothing announces that, so it reads the leases every 100 ms (up to
+/// `WAIT`).
 async fn settled(kv: &kv::Store, ids: &[&str]) -> Vec<String> {
     let deadline = Instant::now() + WAIT;
+    let mut last = Vec::new();
+    let mut same = 0;
     loop {
         let owners = owners(kv).await;
         let all_held = owners.iter().all(Option::is_some);
         let spread = ids
             .iter()
             .all(|id| owners.iter().any(|o| o.as_deref() == Some(*id)));
-        if all_held && spread {
+        same = if owners == last { same + 1 } else { 0 };
+        if all_held && spread && same >= 10 {
             return owners.into_iter().map(Option::unwrap).collect();
         }
-        assert!(Instant::now() < deadline, "never settled: {owners:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        last = owners;
+        assert!(Instant::now() < deadline, "never settled: {last:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -268,8 +274,8 @@ async fn set_through(gw: &Gateway, instance: &str, cid: &str, size: i64) {
     );
     let reply = tokio::time::timeout(WAIT, request)
         .await
-        .expect("the live instance answers")
-        .unwrap();
+        .unwrap_or_else(|_| panic!("no answer to the set of {cid} to {size}"))
+        .unwrap_or_else(|e| panic!("no answer to the set of {cid} to {size}: {e}"));
     let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply, json!({"result": null}), "set {cid} to {size}");
 }

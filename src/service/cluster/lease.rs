@@ -28,7 +28,8 @@ use crate::config::SharedStore;
 pub(crate) const SERVE_SHARE: f64 = 0.8;
 /// Renewals (and heartbeats) per lease.
 const BEATS_PER_LEASE: u32 = 4;
-/// Partitions acquired or handed over before the task looks at its timers again.
+/// Partitions acquired or handed over before the task looks at its timers and
+/// watches again (it comes straight back for more).
 const MOVES_PER_TURN: usize = 4;
 
 /// A partition's lease as the watch last showed it.
@@ -47,6 +48,8 @@ pub(super) struct Leases {
     pub(super) deadlines: Arc<Deadlines>,
     pub(super) metrics: Arc<ClusterMetrics>,
     views: Vec<Option<LeaseView>>,
+    /// The owners last told to the serving task.
+    sent_owners: Vec<Option<Arc<str>>>,
     /// The revision of each lease this instance holds.
     held: Vec<Option<u64>>,
     /// When this instance last tried to acquire each partition.
@@ -76,6 +79,7 @@ impl Leases {
             deadlines,
             metrics,
             views: (0..n).map(|_| None).collect(),
+            sent_owners: vec![None; n],
             held: vec![None; n],
             tried: vec![None; n],
             members: Members::default(),
@@ -103,6 +107,7 @@ impl Leases {
         let mut tick = interval(self.lease() / BEATS_PER_LEASE);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
+        let mut more = false;
         loop {
             tokio::select! {
                 biased;
@@ -135,20 +140,38 @@ impl Leases {
                     self.heartbeat().await;
                     self.renew().await;
                 }
-                Some(entry) = leases.next() => match entry {
-                    Ok(e) => self.lease_seen(e),
-                    Err(e) => tracing::warn!(error = %e, "lease watch"),
+                entry = leases.next() => match entry {
+                    Some(Ok(e)) => self.lease_seen(e),
+                    Some(Err(e)) => tracing::warn!(error = %e, "lease watch"),
+                    None => {
+                        tracing::warn!("the lease watch ended; watching again");
+                        if let Ok(w) = self.kv.watch("lease.>").await {
+                            leases = w;
+                        }
+                    }
                 },
-                Some(entry) = nodes.next() => match entry {
-                    Ok(e) => self.node_seen(e),
-                    Err(e) => tracing::warn!(error = %e, "heartbeat watch"),
+                entry = nodes.next() => match entry {
+                    Some(Ok(e)) => self.node_seen(e),
+                    Some(Err(e)) => tracing::warn!(error = %e, "heartbeat watch"),
+                    None => {
+                        tracing::warn!("the heartbeat watch ended; watching again");
+                        if let Ok(w) = self.kv.watch("node.>").await {
+                            nodes = w;
+                        }
+                    }
                 },
+                // More partitions to move: back to it once the rest was looked at.
+                _ = std::future::ready(()), if more => {}
             }
+            more = false;
             for _ in 0..MOVES_PER_TURN {
-                if !self.rebalance_one().await {
+                more = self.rebalance_one().await;
+                if !more {
                     break;
                 }
             }
+            // Instances seen alive, or no longer, change who may be forwarded to.
+            self.publish_owners();
         }
     }
 
@@ -161,7 +184,11 @@ impl Leases {
         else {
             return;
         };
-        let before = self.views[p].as_ref().map(|v| v.owner.clone());
+        // A watch may deliver a revision again (it restarts after missed heartbeats):
+        // only a new revision counts as a renewal.
+        if matches!(&self.views[p], Some(v) if v.revision == e.revision) {
+            return;
+        }
         self.views[p] = match e.operation {
             Operation::Put => Some(LeaseView {
                 owner: String::from_utf8_lossy(&e.value).into(),
@@ -170,13 +197,26 @@ impl Leases {
             }),
             Operation::Delete | Operation::Purge => None,
         };
-        let after = self.views[p].as_ref().map(|v| v.owner.clone());
-        if before != after {
-            let owners = self
-                .views
-                .iter()
-                .map(|v| v.as_ref().map(|v| v.owner.clone()));
-            let _ = self.control.send(Control::Owners(owners.collect()));
+        self.publish_owners();
+    }
+
+    /// Tells the serving task who owns each partition, when that changed: the lease's
+    /// holder if it is this instance or seen alive, else nobody (so messages wait for
+    /// the next owner instead of going to an instance that stopped).
+    fn publish_owners(&mut self) {
+        let live = self.live();
+        let owners: Vec<Option<Arc<str>>> = self
+            .views
+            .iter()
+            .map(|v| {
+                v.as_ref()
+                    .map(|v| v.owner.clone())
+                    .filter(|o| live.contains(o))
+            })
+            .collect();
+        if owners != self.sent_owners {
+            self.sent_owners = owners.clone();
+            let _ = self.control.send(Control::Owners(owners));
         }
     }
 
@@ -250,11 +290,21 @@ impl Leases {
                 .map_err(|e| e.to_string()),
         };
         let Ok(revision) = result else {
+            // Someone else got there, or the view is behind: read the lease itself.
+            self.refresh(p).await;
             return false;
         };
         self.held[p] = Some(revision);
         self.deadlines
             .set(p, sent + self.lease().mul_f64(SERVE_SHARE));
+        // This instance owns it now: the serving task holds its messages until the
+        // units are loaded, instead of forwarding them to the last owner.
+        self.views[p] = Some(LeaseView {
+            owner: self.id.clone(),
+            revision,
+            seen: Instant::now(),
+        });
+        self.publish_owners();
         let started = Instant::now();
         match bucket::load(&self.kv, p as u32, self.lease() / 2).await {
             Ok(units) => {
@@ -281,6 +331,18 @@ impl Leases {
                 self.let_go(p).await;
                 false
             }
+        }
+    }
+
+    /// Reads a partition's lease directly, for when the watch's view of it is behind.
+    async fn refresh(&mut self, p: usize) {
+        match self.kv.entry(format!("lease.{p}")).await {
+            Ok(Some(e)) => self.lease_seen(e),
+            Ok(None) => {
+                self.views[p] = None;
+                self.publish_owners();
+            }
+            Err(e) => tracing::debug!(partition = p, error = %e, "cannot read a lease"),
         }
     }
 

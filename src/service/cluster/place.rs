@@ -26,7 +26,6 @@ pub(super) struct Held {
     route: Route,
     endpoint: Arc<Endpoint>,
     msg: Message,
-    hops: u32,
 }
 
 /// A message to handle here, with the partition it belongs to (none: no pattern
@@ -116,7 +115,7 @@ impl Cluster {
             Some(owner) if *owner != *self.id && hops < MAX_HOPS => {
                 self.forward(client, &owner, msg, hops + 1).await;
             }
-            _ => self.hold(route, endpoint, msg, hops),
+            _ => self.hold(route, endpoint, msg),
         }
         None
     }
@@ -141,7 +140,7 @@ impl Cluster {
         }
     }
 
-    fn hold(&mut self, route: Route, endpoint: Arc<Endpoint>, msg: Message, hops: u32) {
+    fn hold(&mut self, route: Route, endpoint: Arc<Endpoint>, msg: Message) {
         if self.held.len() >= MAX_HELD {
             self.metrics.dropped.inc();
             tracing::error!(subject = %msg.subject, "dropped a message: too many wait for their partitions to have an owner");
@@ -152,7 +151,6 @@ impl Cluster {
             route,
             endpoint,
             msg,
-            hops,
         });
     }
 
@@ -172,7 +170,10 @@ impl Cluster {
                 continue;
             }
             if let Some(a) = self
-                .place(client, config, h.route, h.endpoint, h.msg, h.hops)
+                // The owners changed since it was held: it may take its hops again
+                // (one held after bouncing between two views during a handover would
+                // otherwise never leave).
+                .place(client, config, h.route, h.endpoint, h.msg, 0)
                 .await
             {
                 here.push(a);
