@@ -97,6 +97,9 @@ pub struct Engine<S: Store = MemoryStore> {
     stamp: u64,
     /// The config the stamp was made for ([`Config::id`]).
     config_id: u64,
+    /// Whether each connection keeps the digests of its last token events (the shared
+    /// store: see [`crate::store::TokenLog`]).
+    log_tokens: bool,
 }
 
 impl Default for Engine<MemoryStore> {
@@ -115,7 +118,13 @@ impl<S: Store> Engine<S> {
             warnings: Mutex::new(WarnLimiter::default()),
             stamp: 0,
             config_id: 0,
+            log_tokens: false,
         }
+    }
+
+    /// Keeps each connection's token log (the shared store).
+    pub fn log_tokens(&mut self) {
+        self.log_tokens = true;
     }
 
     pub fn store(&self) -> &S {

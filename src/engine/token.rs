@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{check_cid, push_change, Engine, Events};
 use crate::config::Config;
 use crate::protocol::{self, TokenEvent};
-use crate::store::Store;
+use crate::store::{token_digest, Store};
 
 impl<S: Store> Engine<S> {
     /// Applies a token event; says whether it was one (a malformed event is logged and
@@ -33,6 +33,11 @@ impl<S: Store> Engine<S> {
             Ok(TokenEvent { token: Some(token) }) => {
                 let token = Some(token).filter(|t| !t.is_null()).map(Arc::new);
                 self.set_token(config, cid, token, events);
+                if self.log_tokens {
+                    let digest = token_digest(payload);
+                    self.store
+                        .update_existing(cid, self.now, |c| c.log_token(digest));
+                }
                 true
             }
             Ok(TokenEvent { token: None }) => {

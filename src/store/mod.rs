@@ -38,6 +38,61 @@ pub struct Connection {
     pub granted: Vec<Box<str>>,
     /// Counts changes to the token, the models list and the grants (see [`Changes`]).
     pub changes: Changes,
+    /// The digests of the last token events applied (the shared store only).
+    pub tokens: TokenLog,
+}
+
+/// How many token events a connection's [`TokenLog`] remembers.
+pub const TOKEN_LOG: usize = 16;
+
+/// The digests of the last token events applied to a connection, oldest first, a
+/// repeat of the last one not added again. Kept only with the shared store: a new
+/// owner of the connection's partition compares it with the token events it kept to
+/// find those the old owner did not apply (`ownership::window`). Empty, it takes no
+/// memory beyond the pointer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenLog(Option<Box<Vec<u32>>>);
+
+impl TokenLog {
+    /// Adds a digest; says whether the log changed.
+    pub fn push(&mut self, digest: u32) -> bool {
+        let log = self.0.get_or_insert_with(Default::default);
+        if log.last() == Some(&digest) {
+            return false;
+        }
+        if log.len() >= TOKEN_LOG {
+            log.remove(0);
+        }
+        log.push(digest);
+        true
+    }
+
+    /// The digests, oldest first.
+    pub fn digests(&self) -> &[u32] {
+        self.0.as_deref().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// A log of these digests (the last [`TOKEN_LOG`]).
+    pub fn from_digests(digests: impl IntoIterator<Item = u32>) -> TokenLog {
+        let mut log = TokenLog::default();
+        for d in digests {
+            log.push(d);
+        }
+        if log.digests().is_empty() {
+            log.0 = None;
+        }
+        log
+    }
+}
+
+/// The digest of a token event's payload, as the token log and the window keep it.
+pub fn token_digest(payload: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in payload {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
 }
 
 /// Counts the changes to what a shared store keeps of a connection or model, so that a
@@ -182,14 +237,21 @@ impl Connection {
     }
 
     /// A fingerprint of what a shared store keeps of the connection: it differs after
-    /// any change to the token, a model's written values, the models list or the
-    /// grants (a model removed in place shows in the count).
-    pub fn fingerprint(&self) -> (u32, u32, usize) {
+    /// any change to the token, whether it is confirmed, a model's written values, the
+    /// models list or the grants (a model removed in place shows in the count).
+    pub fn fingerprint(&self) -> (u32, u32, usize, bool) {
         let models = self
             .models
             .iter()
             .fold(0u32, |sum, m| sum.wrapping_add(m.changes.0));
-        (self.changes.0, models, self.models.len())
+        (self.changes.0, models, self.models.len(), self.confirmed)
+    }
+
+    /// Records a token event applied to the connection (the shared store's token log).
+    pub fn log_token(&mut self, digest: u32) {
+        if self.tokens.push(digest) {
+            self.changes.bump();
+        }
     }
 
     /// How many entries this connection counts towards `state.max_entries`: one per

@@ -6,16 +6,18 @@
 //! A cid or name is kept as is where it is letters, digits, `-` and `_`; every other
 //! byte is written `=XX` (hex), since bucket keys allow only those and `=`, `/`, `.`.
 //!
-//! Values: `{"token": …, "models": [{"rid": …, "written": {…}}], "granted": […]}` for a
-//! connection (loaded unconfirmed: only token events confirm a token) and
-//! `{"written": {…}}` for a model without a cid. The cached replies are not kept.
+//! Values: `{"token": …, "confirmed": true, "tokens": [digest, …], "models": [{"rid": …,
+//! "written": {…}}], "granted": […]}` for a connection (`confirmed` only when its token
+//! came from a token event or a request, `tokens` the digests of the last token events
+//! applied) and `{"written": {…}}` for a model without a cid. The cached replies are
+//! not kept.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{Connection, Model, Unit, UnitKey, Written};
+use super::{Connection, Model, TokenLog, Unit, UnitKey, Written};
 
 /// The partition of a unit: [`stable_hash`] of its cid or name, modulo the partition
 /// count. The same on every instance and every version: it decides where data lives.
@@ -119,11 +121,18 @@ pub fn encode(unit: UnitRef) -> Vec<u8> {
                 })
                 .collect();
             let granted: Vec<&str> = c.granted.iter().map(|g| &**g).collect();
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "token": c.token.as_deref(),
                 "models": models,
                 "granted": granted,
-            })
+            });
+            if c.confirmed {
+                v["confirmed"] = Value::Bool(true);
+            }
+            if !c.tokens.digests().is_empty() {
+                v["tokens"] = c.tokens.digests().into();
+            }
+            v
         }
         UnitRef::Shared(w) => serde_json::json!({ "written": written_json(w) }),
     };
@@ -145,7 +154,7 @@ fn written_json(w: &Written) -> Value {
     )
 }
 
-/// Reads a unit's stored value; a connection comes back unconfirmed.
+/// Reads a unit's stored value.
 pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
     let value: Value = serde_json::from_slice(value).map_err(|e| e.to_string())?;
     let written = |v: Option<&Value>| -> Result<Written, String> {
@@ -191,12 +200,22 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
                 .filter_map(Value::as_str)
                 .map(Box::from)
                 .collect();
+            let tokens = TokenLog::from_digests(
+                value
+                    .get("tokens")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_u64)
+                    .map(|d| d as u32),
+            );
             Unit::Connection(Connection {
                 token,
-                confirmed: false,
+                confirmed: value.get("confirmed") == Some(&Value::Bool(true)),
                 models,
                 granted,
                 changes: Default::default(),
+                tokens,
             })
         }
     })
@@ -245,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn connections_round_trip_unconfirmed_without_cached_replies() {
+    fn connections_round_trip_with_their_token_log_and_without_cached_replies() {
         let mut c = Connection {
             token: Some(Arc::new(json!({"userId": 7}))),
             confirmed: true,
@@ -258,20 +277,37 @@ mod tests {
             .reply
             .set(1, bytes::Bytes::from_static(b"x"));
         c.grant("public.board");
+        c.log_token(7);
+        c.log_token(4_000_000_000);
         let key = UnitKey::Connection("c1".into());
         let Unit::Connection(back) = decode_unit(&key, &encode(UnitRef::Connection(&c))).unwrap()
         else {
             panic!("not a connection")
         };
-        assert!(!back.confirmed);
         assert!(!back.model("session.user.c1").unwrap().reply.is_some());
-        assert_eq!(
-            Connection {
-                confirmed: true,
-                ..back
-            },
-            c
-        );
+        assert_eq!(back.tokens.digests(), &[7, 4_000_000_000]);
+        assert_eq!(back, c);
+        c.confirmed = false;
+        let Unit::Connection(back) = decode_unit(&key, &encode(UnitRef::Connection(&c))).unwrap()
+        else {
+            panic!("not a connection")
+        };
+        assert!(!back.confirmed, "a record loaded as it was");
+    }
+
+    #[test]
+    fn the_token_log_keeps_the_last_distinct_digests() {
+        let mut log = TokenLog::default();
+        assert!(log.push(1));
+        assert!(!log.push(1), "a repeat of the last is not added");
+        assert!(log.push(2));
+        assert!(log.push(1));
+        assert_eq!(log.digests(), &[1, 2, 1]);
+        for d in 10..40 {
+            log.push(d);
+        }
+        assert_eq!(log.digests().len(), crate::store::TOKEN_LOG);
+        assert_eq!(*log.digests().last().unwrap(), 39);
     }
 
     #[test]

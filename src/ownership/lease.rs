@@ -1,0 +1,864 @@
+//! Each partition's lease as this instance sees it and holds it, and the transitions:
+//! acquiring a free, released or expired lease, loading the partition, renewing, the
+//! deadline passing (suspended) and renewing again (resumed), handing over to the
+//! instance rendezvous hashing picks, and noticing that another instance took it.
+
+use std::collections::{HashMap, HashSet};
+
+use super::codec::LeaseValue;
+use super::members::rendezvous;
+use super::window::Cut;
+use super::{
+    Action, Dropped, Instance, LeaseError, Now, Ownership, BEATS_PER_LEASE, HANDOVERS_AT_ONCE,
+    SERVE_SHARE,
+};
+
+/// A partition's lease as last seen.
+pub(super) struct View {
+    revision: u64,
+    value: LeaseValue,
+    /// When this instance first saw this revision.
+    seen: Now,
+}
+
+/// This instance's hold on a partition's lease.
+pub(super) struct Mine {
+    revision: u64,
+    /// Until when it may apply the partition's messages.
+    pub(super) deadline: Now,
+    /// A renewal in flight: its op and when it was sent.
+    renewing: Option<(u64, Now)>,
+    /// When the last renewal was sent.
+    last_sent: Now,
+}
+
+/// What this instance does with a partition.
+#[derive(Default)]
+pub(super) enum Mode {
+    #[default]
+    Idle,
+    /// A lease write to take it is in flight (`unsure`: it failed in a way that may
+    /// have landed; the lease is being read back).
+    Acquiring {
+        op: u64,
+        sent: Now,
+        cut: Cut,
+        need_since: Now,
+        unsure: bool,
+    },
+    /// The lease is held; its units are being read.
+    Loading {
+        cut: Cut,
+        need_since: Now,
+        logs: Option<HashMap<u64, Vec<u32>>>,
+        /// A failed load is tried again from then.
+        retry_at: Option<Now>,
+    },
+    Serving,
+    /// Held, but the deadline passed before a renewal came back: messages wait in the
+    /// window until the lease is renewed (then applied) or lost.
+    Suspended {
+        since: Now,
+    },
+    /// Stopped applying it; handing it to `to` (none: releasing it) once everything
+    /// handled for it is out.
+    HandingOver {
+        to: Option<Instance>,
+        /// When it stopped applying the partition's messages.
+        since: Now,
+        drained: bool,
+        /// The lease write in flight, and the value it writes (kept for a retry).
+        write: Option<u64>,
+        value: Option<LeaseValue>,
+    },
+}
+
+#[derive(Default)]
+pub(super) struct Part {
+    pub(super) view: Option<View>,
+    pub(super) mine: Option<Mine>,
+    pub(super) mode: Mode,
+    /// When this instance last tried to acquire it.
+    tried: Option<Now>,
+    /// A failed lease read is tried again from then.
+    reread_at: Option<Now>,
+    /// When this instance last stopped holding it without handing it over.
+    lost_at: Option<Now>,
+    /// A handover that took too long is tried again from then.
+    hand_over_after: Option<Now>,
+    /// While held here: every request received (by its stamp) before then was handled
+    /// (see [`Cut::Handover`]).
+    horizon: Option<Now>,
+    /// While held here: messages received before then may have been missed (see
+    /// [`Cut::Handover`]).
+    missed: Option<Now>,
+}
+
+impl Part {
+    /// The owner the lease names.
+    pub(super) fn owner(&self) -> Option<&Instance> {
+        self.view.as_ref().and_then(|v| v.value.owner.as_ref())
+    }
+
+    pub(super) fn serving(&self, now: Now) -> bool {
+        matches!(self.mode, Mode::Serving) && self.mine.as_ref().is_some_and(|m| m.deadline > now)
+    }
+
+    /// Serving past the deadline: suspended from it on.
+    pub(super) fn suspend_if_late(&mut self, now: Now) {
+        if let (Mode::Serving, Some(m)) = (&self.mode, &self.mine) {
+            if m.deadline <= now {
+                self.mode = Mode::Suspended { since: m.deadline };
+            }
+        }
+    }
+
+    /// The NATS connection dropped: nothing is applied until a renewal comes back.
+    pub(super) fn disconnected(&mut self, now: Now) {
+        if matches!(self.mode, Mode::Serving) {
+            self.mode = Mode::Suspended { since: now };
+        }
+    }
+
+    /// Whether messages wait in the window for this instance to apply them (held, not
+    /// serving right now): they are kept whatever their age.
+    pub(super) fn waiting(&self) -> bool {
+        self.mine.is_some() && !matches!(self.mode, Mode::Serving)
+    }
+
+    fn handing_over(&self) -> bool {
+        matches!(self.mode, Mode::HandingOver { .. })
+    }
+}
+
+impl<M: Clone> Ownership<M> {
+    /// The decisions that time or a change may call for, on every partition.
+    pub(super) fn leases(&mut self, now: Now, out: &mut Vec<Action<M>>) {
+        let lease = self.lease();
+        let peers = self.members.peers(now, lease);
+        self.check_settings(now, out);
+        let mut handing = self.parts.iter().filter(|p| p.handing_over()).count();
+        for i in 0..self.parts.len() {
+            let p = i as u32;
+            self.parts[i].suspend_if_late(now);
+            if self.parts[i].reread_at.is_some_and(|t| t <= now) {
+                self.parts[i].reread_at = None;
+                out.push(Action::ReadLease { p });
+            }
+            self.renew(p, now, out);
+            match &self.parts[i].mode {
+                Mode::Idle if self.parts[i].mine.is_none() => {
+                    self.adopt(p, out);
+                    if self.parts[i].mine.is_none() {
+                        self.maybe_acquire(p, &peers, now, out);
+                    }
+                }
+                Mode::Loading {
+                    retry_at: Some(t), ..
+                } if *t <= now => {
+                    if let Mode::Loading { retry_at, .. } = &mut self.parts[i].mode {
+                        *retry_at = None;
+                    }
+                    out.push(Action::Load { p });
+                }
+                Mode::Serving if self.parts[i].serving(now) => {
+                    let stay = !self.leaving && self.refusing.is_none();
+                    let target = if stay {
+                        rendezvous(&peers, p).cloned()
+                    } else {
+                        rendezvous(
+                            &peers
+                                .iter()
+                                .filter(|id| *id != self.me())
+                                .cloned()
+                                .collect::<Vec<_>>(),
+                            p,
+                        )
+                        .cloned()
+                    };
+                    let moves = target.as_ref() != Some(self.me());
+                    let deferred = stay && self.parts[i].hand_over_after.is_some_and(|t| t > now);
+                    if moves && !deferred && (!stay || handing < HANDOVERS_AT_ONCE) {
+                        handing += 1;
+                        self.parts[i].mode = Mode::HandingOver {
+                            to: target,
+                            since: now,
+                            drained: false,
+                            write: None,
+                            value: None,
+                        };
+                        out.push(Action::Drain { p });
+                    }
+                }
+                Mode::HandingOver {
+                    to,
+                    since,
+                    drained,
+                    write: None,
+                    ..
+                } => {
+                    let since = *since;
+                    let gone = to.as_ref().is_some_and(|t| !peers.contains(t));
+                    // Draining must not outlast what the next owner keeps of the
+                    // messages that arrive meanwhile: past half a lease, it waits.
+                    let slow = !*drained && now.saturating_sub(since) > lease / 2;
+                    if (gone || slow) && !self.leaving {
+                        // Serve it again (what arrived meanwhile is applied), and try
+                        // the handover again later.
+                        if slow {
+                            self.parts[i].hand_over_after = Some(now + lease);
+                            tracing::warn!(partition = p, "a handover waited too long for writes to the bucket; serving the partition again");
+                        }
+                        if self.parts[i]
+                            .mine
+                            .as_ref()
+                            .is_some_and(|m| m.deadline > now)
+                        {
+                            self.resume(p, since, now, out);
+                        } else {
+                            self.parts[i].mode = Mode::Suspended { since };
+                        }
+                    } else if *drained {
+                        self.write_handover(p, now, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.leaving && !self.left && self.parts.iter().all(|p| p.mine.is_none()) {
+            self.left = true;
+            out.push(Action::Left);
+        }
+    }
+
+    /// Refuses partitions while a live owner's settings differ (the one holding more
+    /// partitions, or as many and a smaller ID, wins), and says so once.
+    fn check_settings(&mut self, now: Now, out: &mut Vec<Action<M>>) {
+        let mut held: HashMap<&Instance, usize> = HashMap::new();
+        for part in &self.parts {
+            if let Some(o) = part.owner() {
+                *held.entry(o).or_default() += 1;
+            }
+        }
+        let mine = held.get(self.me()).copied().unwrap_or(0);
+        let owners: Vec<&Instance> = held
+            .iter()
+            .filter(|(id, n)| **n > mine || (**n == mine && ***id < *self.me()))
+            .map(|(id, _)| *id)
+            .collect();
+        let why = self
+            .members
+            .disagreement(now, self.lease(), &owners)
+            .map(|(id, why)| format!("instance {id} owns partitions and {why}"));
+        if why != self.refusing {
+            if let Some(why) = &why {
+                out.push(Action::Refuse { why: why.clone() });
+            }
+            self.refusing = why;
+        }
+    }
+
+    /// Sends a renewal when one is due: four times a lease, and at once (but not more
+    /// than sixteen times a lease) once the deadline has passed.
+    fn renew(&mut self, p: u32, now: Now, out: &mut Vec<Action<M>>) {
+        let lease = self.lease();
+        let part = &self.parts[p as usize];
+        let Some(m) = &part.mine else { return };
+        let handing = matches!(part.mode, Mode::HandingOver { write: Some(_), .. });
+        if m.renewing.is_some() || handing || matches!(part.mode, Mode::Acquiring { .. }) {
+            return;
+        }
+        let since = now.saturating_sub(m.last_sent);
+        let due = since >= lease / BEATS_PER_LEASE
+            || (m.deadline <= now && since >= lease / (BEATS_PER_LEASE * 4));
+        if !due {
+            return;
+        }
+        let expect = m.revision;
+        let op = self.op();
+        let me = self.me().clone();
+        let m = self.parts[p as usize].mine.as_mut().expect("held");
+        m.renewing = Some((op, now));
+        m.last_sent = now;
+        out.push(Action::WriteLease {
+            p,
+            op,
+            value: LeaseValue::held(&me),
+            expect: Some(expect),
+        });
+    }
+
+    /// Takes the partition when rendezvous hashing gives it to this instance and its
+    /// lease is free, released, or expired.
+    fn maybe_acquire(&mut self, p: u32, peers: &[Instance], now: Now, out: &mut Vec<Action<M>>) {
+        if !self.joined || self.leaving || self.refusing.is_some() {
+            return;
+        }
+        if rendezvous(peers, p) != Some(self.me()) {
+            return;
+        }
+        let lease = self.lease();
+        let part = &self.parts[p as usize];
+        if part
+            .tried
+            .is_some_and(|t| now.saturating_sub(t) < lease / BEATS_PER_LEASE)
+        {
+            return;
+        }
+        let (expect, cut, need_since) = match &part.view {
+            None => (None, Cut::Fresh, Now::ZERO),
+            Some(v) => match &v.value.owner {
+                // Released by its last owner, or handed to an instance that never took
+                // it (it applied nothing): the list says what was applied.
+                None => (
+                    Some(v.revision),
+                    handover_cut(&v.value, v.seen, lease),
+                    handed_since(v, lease),
+                ),
+                // Still names this instance, which lost track of it: taken as if
+                // expired (token events by alignment, gateways re-fetch).
+                Some(o) if o == self.me() && !v.value.handed_over() => (
+                    Some(v.revision),
+                    Cut::Takeover,
+                    part.lost_at.unwrap_or(Now::ZERO),
+                ),
+                Some(o) if self.members.alive(o, now, lease) => return,
+                Some(_) if now.saturating_sub(v.seen) < lease => return,
+                Some(_) if v.value.handed_over() => (
+                    Some(v.revision),
+                    handover_cut(&v.value, v.seen, lease),
+                    handed_since(v, lease),
+                ),
+                Some(_) => (
+                    Some(v.revision),
+                    Cut::Takeover,
+                    v.seen.saturating_sub(lease / 4),
+                ),
+            },
+        };
+        let op = self.op();
+        let me = self.me().clone();
+        let part = &mut self.parts[p as usize];
+        part.tried = Some(now);
+        part.mode = Mode::Acquiring {
+            op,
+            sent: now,
+            cut,
+            need_since,
+            unsure: false,
+        };
+        out.push(Action::WriteLease {
+            p,
+            op,
+            value: LeaseValue::held(&me),
+            expect,
+        });
+    }
+
+    /// Writes the lease over to the next owner (or releases it), with the requests
+    /// applied lately, once everything handled for the partition is out.
+    fn write_handover(&mut self, p: u32, now: Now, out: &mut Vec<Action<M>>) {
+        let me = self.me().clone();
+        let Some(m) = &self.parts[p as usize].mine else {
+            return;
+        };
+        if m.renewing.is_some() || m.deadline <= now {
+            // A renewal in flight would change the revision: after it.
+            return;
+        }
+        let expect = m.revision;
+        let op = self.op();
+        let applied = self.window.applied_ids(p);
+        let horizon = self.parts[p as usize].horizon;
+        let missed = self.parts[p as usize].missed;
+        let Mode::HandingOver {
+            to,
+            since,
+            write,
+            value,
+            ..
+        } = &mut self.parts[p as usize].mode
+        else {
+            return;
+        };
+        let v = LeaseValue {
+            owner: to.clone(),
+            from: Some(me),
+            applied,
+            stopped_ms: now.saturating_sub(*since).as_millis() as u64,
+            handled_ms: horizon
+                .map(|h| now.saturating_sub(h).as_millis().max(1) as u64)
+                .unwrap_or(0),
+            missed_ms: missed
+                .map(|h| now.saturating_sub(h).as_millis().max(1) as u64)
+                .unwrap_or(0),
+        };
+        *write = Some(op);
+        *value = Some(v.clone());
+        out.push(Action::WriteLease {
+            p,
+            op,
+            value: v,
+            expect: Some(expect),
+        });
+    }
+
+    pub(super) fn lease_seen(
+        &mut self,
+        p: u32,
+        revision: u64,
+        value: Option<LeaseValue>,
+        now: Now,
+        out: &mut Vec<Action<M>>,
+    ) {
+        let Some(part) = self.parts.get_mut(p as usize) else {
+            return;
+        };
+        let Some(value) = value else {
+            part.view = None;
+            return;
+        };
+        if part.view.as_ref().is_some_and(|v| v.revision >= revision) {
+            return;
+        }
+        let me = self.members.me().clone();
+        let taken = part
+            .mine
+            .as_ref()
+            .is_some_and(|m| revision > m.revision && value.owner.as_ref() != Some(&me));
+        part.view = Some(View {
+            revision,
+            value,
+            seen: now,
+        });
+        if taken {
+            tracing::warn!(partition = p, "another instance took the partition over");
+            self.lose(p, now, out);
+        }
+    }
+
+    /// Takes a partition another instance handed to this one (the lease names this
+    /// instance, and the one it came from): renew it, load it, then the cut.
+    fn adopt(&mut self, p: u32, out: &mut Vec<Action<M>>) {
+        let lease = self.lease();
+        let me = self.me().clone();
+        let part = &mut self.parts[p as usize];
+        let Some(view) = &part.view else { return };
+        if view.value.owner.as_ref() != Some(&me) || !view.value.handed_over() {
+            return;
+        }
+        let cut = handover_cut(&view.value, view.seen, lease);
+        let stopped = std::time::Duration::from_millis(view.value.stopped_ms);
+        part.mine = Some(Mine {
+            revision: view.revision,
+            deadline: Now::ZERO,
+            renewing: None,
+            last_sent: Now::ZERO,
+        });
+        part.mode = Mode::Loading {
+            cut,
+            need_since: view.seen.saturating_sub(stopped + lease / 4),
+            logs: None,
+            retry_at: None,
+        };
+        out.push(Action::Load { p });
+    }
+
+    pub(super) fn lease_written(
+        &mut self,
+        p: u32,
+        op: u64,
+        result: Result<u64, LeaseError>,
+        now: Now,
+        out: &mut Vec<Action<M>>,
+    ) {
+        let lease = self.lease();
+        let me = self.me().clone();
+        let part = &mut self.parts[p as usize];
+        // A renewal.
+        if let Some(m) = part.mine.as_mut() {
+            if let Some((renewal, sent)) = m.renewing.filter(|(o, _)| *o == op) {
+                let _ = renewal;
+                m.renewing = None;
+                match result {
+                    Ok(revision) => {
+                        m.revision = revision;
+                        m.deadline = sent + lease.mul_f64(SERVE_SHARE);
+                        part.view = Some(View {
+                            revision,
+                            value: LeaseValue::held(&me),
+                            seen: now,
+                        });
+                        if m.deadline <= now {
+                            // Came back too late to serve on (the reply was slow).
+                            return;
+                        }
+                        match part.mode {
+                            Mode::Suspended { since } => self.resume(p, since, now, out),
+                            Mode::Loading { logs: Some(_), .. } => self.finish_load(p, now, out),
+                            _ => {}
+                        }
+                    }
+                    Err(LeaseError::Conflict) => out.push(Action::ReadLease { p }),
+                    Err(LeaseError::Other) => {}
+                }
+                return;
+            }
+        }
+        match &part.mode {
+            Mode::Acquiring { op: o, .. } if *o == op => match result {
+                Ok(revision) => self.acquired(p, revision, now, out),
+                Err(LeaseError::Conflict) => {
+                    part.mode = Mode::Idle;
+                    out.push(Action::ReadLease { p });
+                }
+                Err(LeaseError::Other) => {
+                    // It may have landed: read it back before trying anything else.
+                    if let Mode::Acquiring { unsure, .. } = &mut part.mode {
+                        *unsure = true;
+                    }
+                    out.push(Action::ReadLease { p });
+                }
+            },
+            Mode::HandingOver {
+                write: Some(o),
+                value,
+                ..
+            } if *o == op => match result {
+                Ok(revision) => {
+                    part.view = Some(View {
+                        revision,
+                        value: value.clone().unwrap_or_default(),
+                        seen: now,
+                    });
+                    part.mine = None;
+                    part.mode = Mode::Idle;
+                    out.push(Action::Forget { p });
+                }
+                Err(e) => {
+                    if let Mode::HandingOver { write, .. } = &mut part.mode {
+                        *write = None;
+                    }
+                    if e == LeaseError::Conflict {
+                        out.push(Action::ReadLease { p });
+                    }
+                }
+            },
+            _ => {}
+        }
+    }
+
+    /// The lease write taking the partition landed at `revision`: load it.
+    fn acquired(&mut self, p: u32, revision: u64, now: Now, out: &mut Vec<Action<M>>) {
+        let lease = self.lease();
+        let me = self.me().clone();
+        let part = &mut self.parts[p as usize];
+        let Mode::Acquiring {
+            sent,
+            cut,
+            need_since,
+            ..
+        } = std::mem::take(&mut part.mode)
+        else {
+            return;
+        };
+        part.mine = Some(Mine {
+            revision,
+            deadline: sent + lease.mul_f64(SERVE_SHARE),
+            renewing: None,
+            last_sent: sent,
+        });
+        part.mode = Mode::Loading {
+            cut,
+            need_since,
+            logs: None,
+            retry_at: None,
+        };
+        part.view = Some(View {
+            revision,
+            value: LeaseValue::held(&me),
+            seen: now,
+        });
+        out.push(Action::Load { p });
+    }
+
+    /// A lease read back after a conflict: still this instance's (a write that timed
+    /// out had landed), or taken by another.
+    pub(super) fn lease_read(
+        &mut self,
+        p: u32,
+        entry: Result<Option<(u64, LeaseValue)>, String>,
+        now: Now,
+        out: &mut Vec<Action<M>>,
+    ) {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                // Tried again: a renewal or a handover still waits on it.
+                tracing::debug!(partition = p, error = %e, "cannot read a lease");
+                self.parts[p as usize].reread_at = Some(now + self.lease() / (BEATS_PER_LEASE * 4));
+                return;
+            }
+        };
+        let me = self.me().clone();
+        let part = &mut self.parts[p as usize];
+        part.reread_at = None;
+        if let Mode::Acquiring { unsure: true, .. } = part.mode {
+            match &entry {
+                Some((revision, value))
+                    if value.owner.as_ref() == Some(&me) && !value.handed_over() =>
+                {
+                    // The write that seemed to fail had landed.
+                    let revision = *revision;
+                    self.acquired(p, revision, now, out);
+                    return;
+                }
+                _ => part.mode = Mode::Idle,
+            }
+        }
+        match &entry {
+            Some((revision, value)) => {
+                if part.view.as_ref().is_none_or(|v| v.revision < *revision) {
+                    part.view = Some(View {
+                        revision: *revision,
+                        value: value.clone(),
+                        seen: now,
+                    });
+                }
+            }
+            None => part.view = None,
+        }
+        if part.mine.is_none() {
+            return;
+        }
+        match entry {
+            Some((revision, value)) if value.owner.as_ref() == Some(&me) => {
+                if let Some(m) = part.mine.as_mut() {
+                    m.revision = m.revision.max(revision);
+                }
+            }
+            _ => {
+                tracing::warn!(
+                    partition = p,
+                    "the partition's lease is no longer this instance's"
+                );
+                self.lose(p, now, out);
+            }
+        }
+    }
+
+    /// The partition is no longer this instance's.
+    fn lose(&mut self, p: u32, now: Now, out: &mut Vec<Action<M>>) {
+        let part = &mut self.parts[p as usize];
+        part.lost_at = Some(now);
+        part.mine = None;
+        part.mode = Mode::Idle;
+        out.push(Action::Forget { p });
+    }
+
+    pub(super) fn loaded(
+        &mut self,
+        p: u32,
+        logs: Result<HashMap<u64, Vec<u32>>, String>,
+        now: Now,
+        out: &mut Vec<Action<M>>,
+    ) {
+        let lease = self.lease();
+        let Mode::Loading {
+            logs: slot,
+            retry_at,
+            ..
+        } = &mut self.parts[p as usize].mode
+        else {
+            return;
+        };
+        match logs {
+            Ok(logs) => *slot = Some(logs),
+            Err(e) => {
+                // The lease stays held (and renewed): the load is tried again, and a
+                // takeover still owes its reset.
+                tracing::error!(partition = p, error = %e, "cannot read a partition; trying again");
+                *retry_at = Some(now + lease / BEATS_PER_LEASE);
+                return;
+            }
+        }
+        if self.parts[p as usize]
+            .mine
+            .as_ref()
+            .is_some_and(|m| m.deadline > now)
+        {
+            self.finish_load(p, now, out);
+        }
+    }
+
+    /// Loaded and renewed: the cut, then serving.
+    fn finish_load(&mut self, p: u32, now: Now, out: &mut Vec<Action<M>>) {
+        let part = &mut self.parts[p as usize];
+        let Mode::Loading {
+            cut,
+            need_since,
+            logs: Some(logs),
+            ..
+        } = std::mem::take(&mut part.mode)
+        else {
+            return;
+        };
+        let complete = cut != Cut::Fresh && self.window.complete_since(p, need_since);
+        let replay = self.window.cut(p, &cut, &logs, need_since);
+        out.push(Action::Install {
+            p,
+            confirmed: complete,
+        });
+        if !complete && !replay.known.is_empty() {
+            out.push(Action::Confirm {
+                p,
+                conns: replay.known.clone(),
+            });
+        }
+        if complete && !replay.doubtful.is_empty() {
+            out.push(Action::Doubt {
+                p,
+                conns: replay.doubtful.clone(),
+            });
+        }
+        if matches!(cut, Cut::Takeover | Cut::Resume) || !complete || !replay.doubtful.is_empty() {
+            out.push(Action::Reset { p });
+        }
+        // What the previous owner counted as handled stays handled for the next:
+        // another instance's window may still hold it.
+        let stamp = now;
+        let part = &mut self.parts[p as usize];
+        part.horizon = match &cut {
+            Cut::Takeover => {
+                tracing::warn!(
+                    partition = p,
+                    "took over a partition whose owner stopped renewing"
+                );
+                Some(stamp)
+            }
+            Cut::Handover { handled_before, .. } => *handled_before,
+            Cut::Fresh => None,
+            Cut::Resume => part.horizon,
+        };
+        part.missed = match &cut {
+            Cut::Handover { missed_before, .. } => *missed_before,
+            Cut::Resume => part.missed,
+            Cut::Takeover | Cut::Fresh => None,
+        };
+        if let Cut::Handover { applied, .. } = &cut {
+            for id in applied {
+                self.window.applied(p, *id, stamp);
+            }
+        }
+        if !complete {
+            self.missed(p);
+        }
+        self.start_serving(p, replay, now, out);
+    }
+
+    /// Serves a suspended partition again: everything kept since is applied.
+    fn resume(&mut self, p: u32, since: Now, now: Now, out: &mut Vec<Action<M>>) {
+        let complete = self.window.complete_since(p, since);
+        if !complete && !self.leaving {
+            // Messages were missed meanwhile. Another instance that got them all takes
+            // the partition (a handover from when this one stopped), rather than this
+            // one guessing at tokens.
+            let lease = self.lease();
+            let others: Vec<Instance> = self
+                .members
+                .peers(now, lease)
+                .into_iter()
+                .filter(|id| id != self.me())
+                .collect();
+            if let Some(to) = rendezvous(&others, p).cloned() {
+                tracing::warn!(partition = p, to = %to, "messages were missed while the partition was suspended; handing it to an instance that has them");
+                self.parts[p as usize].mode = Mode::HandingOver {
+                    to: Some(to),
+                    since,
+                    drained: false,
+                    write: None,
+                    value: None,
+                };
+                out.push(Action::Drain { p });
+                return;
+            }
+        }
+        let replay = self.window.cut(p, &Cut::Resume, &HashMap::new(), since);
+        if !complete {
+            self.missed(p);
+            out.push(Action::Unconfirm { p });
+            if !replay.known.is_empty() {
+                out.push(Action::Confirm {
+                    p,
+                    conns: replay.known.clone(),
+                });
+            }
+            out.push(Action::Reset { p });
+        }
+        self.start_serving(p, replay, now, out);
+    }
+
+    /// Messages of the partition may have been missed before its window's gap: no later
+    /// owner applies a request from before it (this one applied later ones, maybe
+    /// from the same publisher).
+    fn missed(&mut self, p: u32) {
+        let gap = self.window.missing_until(p);
+        let h = &mut self.parts[p as usize].missed;
+        *h = Some(h.map_or(gap, |h| h.max(gap)));
+    }
+
+    fn start_serving(
+        &mut self,
+        p: u32,
+        replay: super::window::Replay<M>,
+        now: Now,
+        out: &mut Vec<Action<M>>,
+    ) {
+        self.parts[p as usize].mode = Mode::Serving;
+        // A request skipped here was handled before (or may have been): the next owner
+        // must skip it too.
+        for (msg, id) in replay.skipped {
+            if let Some(id) = id {
+                self.window.applied(p, id, now);
+            }
+            out.push(Action::Drop {
+                msg,
+                why: Dropped::Applied,
+            });
+        }
+        for (msg, id) in replay.apply {
+            if let Some(id) = id {
+                self.window.applied(p, id, now);
+            }
+            out.push(Action::Apply { msg });
+        }
+    }
+
+    pub(super) fn drained(&mut self, p: u32, now: Now, out: &mut Vec<Action<M>>) {
+        if let Mode::HandingOver { drained, .. } = &mut self.parts[p as usize].mode {
+            *drained = true;
+            self.write_handover(p, now, out);
+        }
+    }
+}
+
+/// Since when the window must be complete to take a lease handed over (or released):
+/// from a little before its last owner stopped applying.
+fn handed_since(v: &View, lease: std::time::Duration) -> Now {
+    v.seen
+        .saturating_sub(std::time::Duration::from_millis(v.value.stopped_ms) + lease / 4)
+}
+
+/// The cut of a lease that names the requests its last owner handled, seen at `seen`.
+fn handover_cut(value: &LeaseValue, seen: Now, lease: std::time::Duration) -> Cut {
+    Cut::Handover {
+        applied: value.applied.iter().copied().collect::<HashSet<u64>>(),
+        // A little later than it says: a request at the edge goes unanswered rather
+        // than applied twice.
+        handled_before: (value.handled_ms > 0).then(|| {
+            seen.saturating_sub(std::time::Duration::from_millis(value.handled_ms)) + lease / 8
+        }),
+        missed_before: (value.missed_ms > 0)
+            .then(|| seen.saturating_sub(std::time::Duration::from_millis(value.missed_ms))),
+    }
+}
