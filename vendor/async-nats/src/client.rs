@@ -866,6 +866,90 @@ impl Client {
         Ok(Subscriber::new(sid, self.sender.clone(), receiver))
     }
 
+    // connres patch (vendor/async-nats/PATCHED.md): subscriptions into a caller's channel.
+
+    /// Subscribes to a subject, with an optional queue group, delivering its messages into
+    /// `sender` (a channel the caller made) instead of a new channel, and returns the
+    /// subscription's id (sid).
+    ///
+    /// Several subscriptions may share one sender. The connection handler puts every
+    /// message into its subscription's channel as it reads it from the socket, so one
+    /// receiver behind several subscriptions gets their messages in the order the
+    /// connection received them: one publisher's messages on different subjects arrive in
+    /// the order they were published (merging separate [`Subscriber`]s loses that order).
+    ///
+    /// The subscription behaves like one made by [`Client::subscribe`]: it is subscribed
+    /// again after a reconnect; when `sender`'s channel is full, the message is dropped and
+    /// [`crate::Event::SlowConsumer`] is emitted with this sid (a full shared channel
+    /// drops messages of every subscription feeding it); when the receiver has been
+    /// dropped, the subscription is removed (and unsubscribed) at its next message or at
+    /// the next reconnect. The channel's capacity is the caller's choice
+    /// ([`crate::ConnectOptions::subscription_capacity`] does not apply).
+    ///
+    /// There is no [`Subscriber`] to drop: end the subscription with
+    /// [`Client::unsubscribe_sid`] or by dropping the receiver. The receiver ends (yields
+    /// `None`) once every sender is gone: the handler holds one clone per subscription
+    /// until it ends (or the client closes), so drop your own copy of `sender` if the
+    /// receiver should end with the subscriptions.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), async_nats::Error> {
+    /// let client = async_nats::connect("demo.nats.io").await?;
+    /// let (sender, mut receiver) = tokio::sync::mpsc::channel(1024);
+    /// let a = client.subscribe_into("a.>", None, sender.clone()).await?;
+    /// client.subscribe_into("b.>", None, sender).await?;
+    /// while let Some(message) = receiver.recv().await {
+    ///     println!("received message: {:?}", message);
+    /// }
+    /// client.unsubscribe_sid(a).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn subscribe_into<S: ToSubject>(
+        &self,
+        subject: S,
+        queue_group: Option<String>,
+        sender: mpsc::Sender<Message>,
+    ) -> Result<u64, SubscribeError> {
+        let subject = self
+            .validate_subscribe_subject(subject)
+            .map_err(|e| SubscribeError::with_source(SubscribeErrorKind::InvalidSubject, e))?;
+
+        if let Some(queue_group) = &queue_group {
+            if !crate::is_valid_queue_group(queue_group) {
+                return Err(SubscribeError::new(SubscribeErrorKind::InvalidQueueName));
+            }
+        }
+
+        let sid = self.next_subscription_id.fetch_add(1, Ordering::Relaxed);
+
+        self.sender
+            .send(Command::Subscribe {
+                sid,
+                subject,
+                queue_group,
+                sender,
+            })
+            .await?;
+
+        Ok(sid)
+    }
+
+    /// Ends a subscription made by [`Client::subscribe_into`], by its sid: the handler
+    /// forgets it (dropping its clone of the sender) and sends UNSUB. Messages already in
+    /// the channel stay there; messages the server sends before it processes the UNSUB
+    /// are dropped. An unknown or already ended sid is ignored. (It takes any sid: given a
+    /// [`Subscriber`]'s, it ends that subscription too, and its stream.)
+    pub async fn unsubscribe_sid(&self, sid: u64) -> Result<(), crate::UnsubscribeError> {
+        self.sender
+            .send(Command::Unsubscribe { sid, max: None })
+            .await?;
+        Ok(())
+    }
+
     /// Flushes the internal buffer ensuring that all messages are sent.
     ///
     /// # Examples
