@@ -320,6 +320,31 @@ pub async fn start_shared(
     (connres, gateway, cluster)
 }
 
+/// Starts an instance on a config with `state.store: nats` and returns at once, with
+/// the shared store's figures: unlike [`start_shared`] it does not wait for a
+/// `system.reset`, since an instance joining others that already serve need not
+/// announce itself with one. It serves once it holds partitions
+/// ([`connres::service::ClusterMetrics::served`]).
+pub async fn start_member(
+    server: &NatsServer,
+    yaml: &str,
+) -> (Connres, std::sync::Arc<connres::service::ClusterMetrics>) {
+    let config = Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+    let service = Service::start(config, &server.url)
+        .await
+        .expect("connres starts");
+    let cluster = service.cluster_metrics().expect("a shared store");
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(service.run(async {
+        let _ = stopped.await;
+    }));
+    let connres = Connres {
+        stop: Some(stop),
+        task: Some(task),
+    };
+    (connres, cluster)
+}
+
 thread_local! {
     /// The service metrics of the last instance [`start_shared`] started on this thread.
     static SHARED_METRICS: std::cell::RefCell<Option<std::sync::Arc<connres::metrics::Metrics>>> =
