@@ -136,6 +136,14 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Queues a name whose access gateways must ask again (its connection's token
+    /// record is to be filled in again from the next request that carries it).
+    pub fn owe_reaccess(&mut self, config: &Config, rid: &str) {
+        if let Some(res) = config.resource_of(rid) {
+            ResetQueue::push(&mut self.resets.access, res, rid);
+        }
+    }
+
     /// How many names wait to be named in a `system.reset`.
     pub fn pending_resets(&self) -> usize {
         self.resets.len()

@@ -76,6 +76,69 @@ impl<S: Store> Engine<S> {
     }
 }
 
+/// Brings a unit loaded from the shared store in line with `config`, as a reload does
+/// with what is in memory (the unit may have been written under another config): a
+/// written value stays where its field still exists, is still written and passes the
+/// field's checks; state of names no pattern (or another pattern) matches now goes.
+/// Says whether anything changed (the unit is then written back).
+pub fn fit_unit(
+    config: &Config,
+    unit: &mut crate::store::Unit,
+    key: &crate::store::UnitKey,
+) -> bool {
+    use crate::store::{Unit, UnitKey};
+    let keep_fitting = |res: &Resource, written: &mut Written| {
+        let before = written.len();
+        written.retain(|name, value| {
+            res.field(name)
+                .is_some_and(|f| f.source.is_none() && f.check(value).is_ok())
+        });
+        written.len() != before
+    };
+    let mut changed = false;
+    match (unit, key) {
+        (Unit::Connection(conn), UnitKey::Connection(cid)) => {
+            conn.models.retain_mut(|m| {
+                let Some(res) = config
+                    .resource_of(&m.rid)
+                    .filter(|r| r.pattern.cid_of(&m.rid) == Some(&**cid))
+                else {
+                    changed = true;
+                    return false;
+                };
+                if m.written().iter().any(|(name, value)| {
+                    !res.field(name)
+                        .is_some_and(|f| f.source.is_none() && f.check(value).is_ok())
+                }) {
+                    changed |= keep_fitting(res, m.written_mut());
+                }
+                let keep = res.follows_token() || !m.written().is_empty();
+                changed |= !keep;
+                keep
+            });
+            let before = conn.granted.len();
+            conn.granted.retain(|rid| config.resource_of(rid).is_some());
+            changed |= conn.granted.len() != before;
+        }
+        (Unit::Shared(written), UnitKey::Shared(rid)) => match config.resource_of(rid) {
+            Some(res) if res.pattern.cid_of(rid).is_none() => {
+                if written.iter().any(|(name, value)| {
+                    !res.field(name)
+                        .is_some_and(|f| f.source.is_none() && f.check(value).is_ok())
+                }) {
+                    changed |= keep_fitting(res, written);
+                }
+            }
+            _ => {
+                changed = !written.is_empty();
+                written.clear();
+            }
+        },
+        _ => {}
+    }
+    changed
+}
+
 /// The patterns whose stored state a new config can invalidate: removed ones, and ones
 /// where a field without `from` (one that may hold written values) was removed, became
 /// derived, or changed its type or constraints.

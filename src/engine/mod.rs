@@ -32,6 +32,7 @@ use crate::store::{MemoryStore, Store, Written};
 use expiry::ResetQueue;
 pub use expiry::{ResetBatch, RESET_BATCH};
 use get::model_values;
+pub use migrate::fit_unit;
 use warn::WarnLimiter;
 
 /// One inbound message, already routed by its subject.
@@ -190,6 +191,12 @@ impl<S: Store> Engine<S> {
     /// is filled in again from the next request that carries its token.
     pub fn reconnected(&mut self) {
         self.store.unconfirm_all();
+        self.stamp += 1;
+    }
+
+    /// No cached get reply made before is served after (events may have been missed;
+    /// with the shared store, which token records to doubt is decided per partition).
+    pub fn invalidate_replies(&mut self) {
         self.stamp += 1;
     }
 

@@ -18,6 +18,7 @@
 mod cluster;
 mod connect;
 mod discovery;
+mod ordered;
 mod outcome;
 mod reload;
 mod route;
@@ -33,7 +34,7 @@ use std::time::Duration;
 use async_nats::connection::State;
 use async_nats::{Client, Event};
 use futures::stream::{SelectAll, StreamExt};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{interval, MissedTickBehavior};
 
 use crate::clock::Clock;
@@ -46,9 +47,10 @@ use cluster::Cluster;
 pub use cluster::ClusterMetrics;
 use connect::ReconnectLog;
 use discovery::Discovery;
+use ordered::{subscribe_calls, Ordered};
 use route::Tagged;
 use serve::Step;
-use subscribe::{subscribe_fixed, subscribe_forwarded, subscribe_pattern};
+use subscribe::{subscribe_forwarded, subscribe_pattern};
 
 /// How long a shutdown may spend answering requests already received.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -117,8 +119,13 @@ pub struct Service {
     /// The connections and entries last set on the state gauges.
     held: (usize, usize),
     discovery: Discovery,
+    /// The state-changing subscriptions, into one channel (in `subs`).
+    ordered: Ordered,
     /// With `state.store: nats`: the partitions, leases and the bucket.
     cluster: Option<Cluster>,
+    /// Set once the service serves (after its announcement; with the shared store, once
+    /// it has seen the cluster).
+    serving: watch::Sender<bool>,
 }
 
 impl Service {
@@ -169,25 +176,40 @@ impl Service {
         let config = Arc::new(config);
         let mut subs = SelectAll::new();
         let shared = config.state.store.shared();
-        for tagged in subscribe_fixed(&client, &config, shared.is_some()).await? {
-            subs.push(tagged);
-        }
+        let (mut ordered, channel) = Ordered::new(&client);
+        subs.push(channel);
+        ordered.subscribe_fixed(&config, shared.is_some()).await?;
         for res in &config.resources {
             for tagged in subscribe_pattern(&client, &config, res.pattern.as_str()).await? {
                 subs.push(tagged);
             }
+            let tx = ordered.sender();
+            if let Some(sub) =
+                subscribe_calls(&client, tx.as_ref(), &config, res.pattern.as_str()).await?
+            {
+                ordered.add(sub);
+            }
         }
-        let endpoints = subs.iter().map(|t| t.endpoint.clone()).collect();
+        let mut endpoints: Vec<_> = subs
+            .iter()
+            .filter(|t| t.route != route::Route::Ordered)
+            .map(|t| t.endpoint.clone())
+            .collect();
+        endpoints.extend(ordered.endpoints());
         let mut discovery = Discovery::subscribe(&client, &config, endpoints).await?;
         let metrics = Arc::new(Metrics::default());
         let mut engine = Engine::default();
         let cluster = match shared {
             Some(settings) => {
-                let cluster = Cluster::open(&client, settings, discovery.id()).await?;
+                let cluster =
+                    Cluster::open(&client, settings, discovery.id(), &config.content_hash())
+                        .await?;
                 subs.push(subscribe_forwarded(&client, &cluster.forward_subject()).await?);
+                ordered.subscribe_extra(cluster.probe_subject()).await?;
                 metrics.add(cluster.metrics.registry());
                 discovery.shared_store(cluster.metrics.clone());
                 engine.store_mut().track_changes();
+                engine.log_tokens();
                 Some(cluster)
             }
             None => None,
@@ -210,8 +232,15 @@ impl Service {
             metrics,
             held: (0, 0),
             discovery,
+            ordered,
             cluster,
+            serving: watch::channel(false).0,
         })
+    }
+
+    /// Whether the service serves yet, and a way to wait until it does.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.serving.subscribe()
     }
 
     /// Reloads the config when `path` changes or on SIGHUP.
@@ -228,6 +257,9 @@ impl Service {
             store.track_changes();
         }
         self.engine = Engine::new(store, clock);
+        if self.cluster.is_some() {
+            self.engine.log_tokens();
+        }
         self
     }
 
@@ -261,8 +293,11 @@ impl Service {
             announced = self.announce() => announced?,
         }
         self.config_in_force(false, Vec::new());
-        if let Some(cluster) = &mut self.cluster {
-            cluster.start();
+        match &mut self.cluster {
+            Some(cluster) => cluster.start().await?,
+            None => {
+                let _ = self.serving.send(true);
+            }
         }
         let responder = self.discovery.answer(self.client.clone());
         tracing::info!(
@@ -273,6 +308,7 @@ impl Service {
         let mut reloads = match self.watched.take() {
             Some(triggers) => reload::spawn(
                 self.client.clone(),
+                self.ordered.sender(),
                 triggers,
                 self.config.clone(),
                 self.reports.clone(),
@@ -294,10 +330,7 @@ impl Service {
                 _ = &mut shutdown => break,
                 Some(ev) = self.events.recv() => Step::Connection(ev),
                 Some(prepared) = reloads.recv() => Step::Reload(Box::new(prepared)),
-                next = cluster_next(&mut self.cluster) => match next {
-                    cluster::Next::Control(control) => Step::Cluster(control),
-                    cluster::Next::Written => Step::Written,
-                },
+                next = cluster_next(&mut self.cluster) => Step::Cluster(next),
                 _ = sweep.tick() => Step::Sweep,
                 _ = resets.tick(), if self.engine.pending_resets() > 0 => Step::Reset,
                 item = self.subs.next() => match item {

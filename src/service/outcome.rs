@@ -26,18 +26,6 @@ pub(super) struct Finished {
 }
 
 impl Finished {
-    /// The outcome replaced by an internal error: what it changed was not stored.
-    pub(super) fn failed(mut self) -> Finished {
-        self.outcome = engine::Outcome {
-            events: Vec::new(),
-            reply: Some(
-                ResError::Internal("the change could not be stored; try again".into()).reply(),
-            ),
-            status: Status::Error("system.internalError"),
-        };
-        self
-    }
-
     /// Publishes the events, then the reply; records the metrics.
     pub(super) async fn publish(self, client: &Client, metrics: &Metrics) {
         let Finished {

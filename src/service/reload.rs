@@ -14,6 +14,7 @@ use std::time::Instant;
 use async_nats::Client;
 use tokio::sync::{broadcast, mpsc};
 
+use super::ordered::{subscribe_calls, OrderedSub};
 use super::route::Tagged;
 use super::subscribe::{subscribe_pattern, sync_with_server};
 use super::{Service, ServiceError};
@@ -26,8 +27,10 @@ use crate::reload::{ReloadReport, Trigger, Triggers};
 pub(super) struct Prepared {
     config: Arc<Config>,
     diff: ConfigDiff,
-    /// Subscriptions of the added patterns, live on the server already.
+    /// Subscriptions of the added patterns, live on the server already: reads, and
+    /// calls into the ordered channel.
     added: Vec<Tagged>,
+    added_calls: Vec<OrderedSub>,
     /// When compiling started.
     started: Instant,
     file: String,
@@ -36,6 +39,7 @@ pub(super) struct Prepared {
 /// Starts the reloader; prepared configs arrive on the returned channel in order.
 pub(super) fn spawn(
     client: Client,
+    ordered: Option<mpsc::Sender<async_nats::Message>>,
     triggers: Triggers,
     current: Arc<Config>,
     reports: broadcast::Sender<ReloadReport>,
@@ -44,6 +48,7 @@ pub(super) fn spawn(
     let (tx, rx) = mpsc::channel(1);
     let reloader = Reloader {
         client,
+        ordered,
         triggers,
         current,
         reports,
@@ -58,6 +63,8 @@ pub(super) fn spawn(
 
 struct Reloader {
     client: Client,
+    /// The ordered channel, for the calls of added patterns.
+    ordered: Option<mpsc::Sender<async_nats::Message>>,
     triggers: Triggers,
     /// The config last handed to the serving task: what is (about to be) in force.
     current: Arc<Config>,
@@ -134,7 +141,7 @@ impl Reloader {
         self.keep_restart_settings(&mut new);
         let diff = config::diff(&self.current, &new);
         let new = Arc::new(new);
-        let added = match self.subscribe_added(&new, &diff.added).await {
+        let (added, added_calls) = match self.subscribe_added(&new, &diff.added).await {
             Ok(added) => added,
             Err(e) => {
                 let error = format!(
@@ -151,6 +158,7 @@ impl Reloader {
             config: new,
             diff,
             added,
+            added_calls,
             started,
             file,
         };
@@ -202,15 +210,32 @@ impl Reloader {
         &self,
         new: &Config,
         added: &[String],
-    ) -> Result<Vec<Tagged>, ServiceError> {
+    ) -> Result<(Vec<Tagged>, Vec<OrderedSub>), ServiceError> {
         let mut subs = Vec::new();
-        for pattern in added {
-            subs.extend(subscribe_pattern(&self.client, new, pattern).await?);
+        let mut calls = Vec::new();
+        let result = async {
+            for pattern in added {
+                subs.extend(subscribe_pattern(&self.client, new, pattern).await?);
+                calls.extend(
+                    subscribe_calls(&self.client, self.ordered.as_ref(), new, pattern).await?,
+                );
+            }
+            if !subs.is_empty() {
+                sync_with_server(&self.client).await?;
+            }
+            Ok::<_, ServiceError>(())
         }
-        if !subs.is_empty() {
-            sync_with_server(&self.client).await?;
+        .await;
+        match result {
+            Ok(()) => Ok((subs, calls)),
+            Err(e) => {
+                // Subscribers end when dropped; the ordered channel's do not.
+                for call in calls {
+                    call.unsubscribe(&self.client).await;
+                }
+                Err(e)
+            }
         }
-        Ok(subs)
     }
 }
 
@@ -245,12 +270,17 @@ impl Service {
             config,
             diff,
             added,
+            added_calls,
             started,
             file,
         } = prepared;
-        let endpoints = added.iter().map(|t| t.endpoint.clone()).collect();
+        let mut endpoints: Vec<_> = added.iter().map(|t| t.endpoint.clone()).collect();
+        endpoints.extend(added_calls.iter().map(|s| s.endpoint.clone()));
         for tagged in added {
             self.subs.push(tagged);
+        }
+        for sub in added_calls {
+            self.ordered.add(sub);
         }
         let old = std::mem::replace(&mut self.config, config);
         self.engine.reloaded(&old, &self.config);

@@ -1,5 +1,6 @@
 //! From NATS subscription to engine request: which kind of message a subscription
-//! carries, and how its subject becomes a [`Request`].
+//! carries, which kind a subject is (for the messages of the ordered channel and
+//! forwarded ones), and how a subject becomes a [`Request`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::task::{Context, Poll};
 
 use async_nats::{Message, Subscriber};
 use futures::stream::{Stream, StreamExt};
+use tokio::sync::mpsc;
 
 use super::discovery::Endpoint;
 use crate::engine::Request;
@@ -20,8 +22,11 @@ pub(super) enum Route {
     Token,
     ApiSet,
     ApiReset,
-    /// Forwarded by another instance (the shared store): the original subject is in a
-    /// header, and decides the route.
+    /// From the ordered channel (every state-changing subject, in the order the
+    /// connection received them: `ordered`): the subject decides the route.
+    Ordered,
+    /// Forwarded by another instance (the shared store): the original subject is in the
+    /// forwarding subject, and decides the route.
     Forwarded,
 }
 
@@ -34,23 +39,54 @@ impl Route {
             Route::Access => Kind::Access,
             Route::Call => Kind::Call,
             Route::Token => Kind::Token,
-            // Never recorded as such: a forwarded message is counted under the route
-            // of its original subject.
-            Route::ApiSet | Route::ApiReset | Route::Forwarded => Kind::Api,
+            // Never recorded as such: an ordered or forwarded message is counted under
+            // the route of its subject.
+            Route::ApiSet | Route::ApiReset | Route::Ordered | Route::Forwarded => Kind::Api,
         }
+    }
+
+    /// The route of a subject, for messages whose subscription does not say (the
+    /// ordered channel, forwarded messages). The one place a subject's kind is read
+    /// from the subject itself: a new request kind goes here and in [`route_request`].
+    pub(super) fn of_subject(subject: &str, prefix: &str) -> Option<Route> {
+        let api = subject
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('.'));
+        Some(if subject.starts_with("get.") {
+            Route::Get
+        } else if subject.starts_with("access.") {
+            Route::Access
+        } else if subject.starts_with("call.") {
+            Route::Call
+        } else if subject.starts_with("conn.") && subject.ends_with(".token") {
+            Route::Token
+        } else if api.is_some_and(|r| r.starts_with("set.")) {
+            Route::ApiSet
+        } else if api.is_some_and(|r| r.starts_with("reset.")) {
+            Route::ApiReset
+        } else {
+            return None;
+        })
     }
 }
 
-/// A subscription, tagged with its route, the pattern it serves (none for the token
-/// and API subscriptions) and the endpoint that counts what it received.
+/// Where a tagged stream's messages come from.
+pub(super) enum Source {
+    Sub(Subscriber),
+    /// The ordered channel: the messages of several subscriptions, in arrival order.
+    Channel(mpsc::Receiver<Message>),
+}
+
+/// A stream of messages, tagged with its route, the pattern it serves (none for the
+/// fixed subscriptions) and the endpoint that counts what it received.
 pub(super) struct Tagged {
     pub(super) route: Route,
     pub(super) pattern: Option<String>,
     pub(super) endpoint: Arc<Endpoint>,
-    pub(super) sub: Subscriber,
+    pub(super) source: Source,
 }
 
-/// A message, with the route and endpoint of the subscription it came on.
+/// A message, with the route and endpoint of the stream it came on.
 pub(super) type Received = (Route, Arc<Endpoint>, Message);
 
 impl Stream for Tagged {
@@ -58,9 +94,11 @@ impl Stream for Tagged {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        this.sub
-            .poll_next_unpin(cx)
-            .map(|m| m.map(|m| (this.route, this.endpoint.clone(), m)))
+        let next = match &mut this.source {
+            Source::Sub(sub) => sub.poll_next_unpin(cx),
+            Source::Channel(rx) => rx.poll_recv(cx),
+        };
+        next.map(|m| m.map(|m| (this.route, this.endpoint.clone(), m)))
     }
 }
 
@@ -98,7 +136,7 @@ pub(super) fn route_request<'a>(
             rid: rest(prefix)?.strip_prefix(".reset.")?,
             payload,
         },
-        Route::Forwarded => return None,
+        Route::Ordered | Route::Forwarded => return None,
     })
 }
 
@@ -129,5 +167,18 @@ mod tests {
             Some(Request::ApiReset { rid: "a.b", .. })
         ));
         assert!(route_request(Route::Get, "access.a", b"", "connres").is_none());
+    }
+
+    #[test]
+    fn subjects_find_their_route() {
+        let of = |s| Route::of_subject(s, "my.api");
+        assert_eq!(of("get.session.user.c1"), Some(Route::Get));
+        assert_eq!(of("access.a.b"), Some(Route::Access));
+        assert_eq!(of("call.a.b.set"), Some(Route::Call));
+        assert_eq!(of("conn.c1.token"), Some(Route::Token));
+        assert_eq!(of("my.api.set.a.c1"), Some(Route::ApiSet));
+        assert_eq!(of("my.api.reset.a.c1"), Some(Route::ApiReset));
+        assert_eq!(of("my.apix.set.a"), None);
+        assert_eq!(of("event.a.change"), None);
     }
 }

@@ -12,10 +12,13 @@ use futures::stream::StreamExt;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use super::cluster::{Admitted, Control};
+use std::sync::Arc;
+
+use super::cluster::Next;
+use super::discovery::Endpoint;
 use super::outcome::Finished;
 use super::reload::Prepared;
-use super::route::{route_request, Received};
+use super::route::{route_request, Received, Route};
 use super::{Service, ServiceError, BURST};
 use crate::engine::{ResetBatch, RESET_BATCH};
 use crate::metrics::EventKind;
@@ -28,35 +31,35 @@ pub(super) enum Step {
     Reload(Box<Prepared>),
     Sweep,
     Reset,
-    Cluster(Control),
-    /// The oldest handled message's writes to the shared store are done.
-    Written,
+    Cluster(Next),
+}
+
+/// A message to handle here, with the partition it belongs to (none: no pattern matches
+/// its name, or no shared store).
+pub(super) struct Admitted {
+    pub(super) route: Route,
+    pub(super) endpoint: Arc<Endpoint>,
+    pub(super) msg: async_nats::Message,
+    pub(super) partition: Option<u32>,
 }
 
 impl Service {
     pub(super) async fn step(&mut self, step: Step) -> Result<(), ServiceError> {
-        if !matches!(step, Step::Written) {
-            self.complete_writes().await;
-        }
         match step {
-            Step::Written => self.complete_head().await,
             Step::Connection(ev) => self.connection_event(ev).await?,
             Step::Reload(prepared) => {
                 // How long requests could wait on the swap (its share of "no request
                 // waiting", examples/reload_bench.rs), its writes to the store included.
                 let started = std::time::Instant::now();
                 self.apply(*prepared).await;
-                self.persist().await;
+                self.after_step().await;
                 let held_us = started.elapsed().as_micros() as u64;
                 tracing::debug!(held_us, "the reload's swap held the serving task");
             }
-            Step::Cluster(control) => self.cluster_step(control).await,
+            Step::Cluster(next) => self.cluster_step(next).await,
             Step::Sweep => {
                 let dropped = self.engine.sweep(&self.config);
-                self.persist().await;
-                // Held messages are placed again when owners change, and here: one
-                // held after too many hops, or for too long, is not left waiting.
-                self.serve_held().await;
+                self.after_step().await;
                 if dropped > 0 {
                     self.metrics.expired(dropped);
                     self.update_stats();
@@ -80,14 +83,17 @@ impl Service {
     /// Unsubscribes, answers what was already received, and flushes.
     pub(super) async fn drain(&mut self) -> Result<(), ServiceError> {
         for tagged in self.subs.iter_mut() {
-            if let Err(e) = tagged.sub.drain().await {
-                tracing::warn!(error = %e, "drain failed");
+            if let super::route::Source::Sub(sub) = &mut tagged.source {
+                if let Err(e) = sub.drain().await {
+                    tracing::warn!(error = %e, "drain failed");
+                }
             }
         }
+        self.ordered.close().await;
         while let Some(received) = self.subs.next().await {
             self.handle(received).await;
         }
-        self.complete_writes().await;
+        self.finish_writes().await;
         self.flush().await
     }
 
@@ -109,8 +115,16 @@ impl Service {
 
     /// Makes sure the server has every subscription, then publishes `system.reset`
     /// naming every pattern: gateways re-fetch what they cached from an earlier run.
+    /// With the shared store the ownership protocol decides instead (only an instance
+    /// that finds no other one running resets every pattern), and the service is ready
+    /// once it has seen the cluster.
     pub(super) async fn announce(&mut self) -> Result<(), ServiceError> {
         self.flush().await?;
+        if self.cluster.is_some() {
+            super::subscribe::sync_with_server(&self.client).await?;
+            self.metrics.nats(true);
+            return Ok(());
+        }
         let patterns: Vec<String> = self
             .config
             .resources
@@ -132,10 +146,19 @@ impl Service {
                 self.disconnected = false;
                 self.metrics.reconnected();
                 // async-nats resubscribes by itself; events may have been missed while
-                // we were away, so gateways are told to re-fetch.
+                // we were away, so gateways are told to re-fetch (with the shared
+                // store, the ownership protocol decides what).
                 tracing::info!("reconnected to NATS");
-                self.engine.reconnected();
-                self.announce().await?;
+                if self.cluster.is_some() {
+                    self.engine.invalidate_replies();
+                    self.cluster_input(crate::ownership::Input::Reconnected)
+                        .await;
+                    self.metrics.set_ready(true);
+                    self.metrics.nats(true);
+                } else {
+                    self.engine.reconnected();
+                    self.announce().await?;
+                }
             }
             Event::Disconnected => {
                 self.disconnected = true;
@@ -144,13 +167,21 @@ impl Service {
                 tracing::warn!("lost the NATS connection; reconnecting");
                 self.handle_received().await;
                 // Token events are being missed from now on.
-                self.engine.reconnected();
+                if self.cluster.is_some() {
+                    self.cluster_input(crate::ownership::Input::Disconnected)
+                        .await;
+                } else {
+                    self.engine.reconnected();
+                }
             }
             Event::SlowConsumer(sid) => {
                 tracing::error!(
                     sid,
                     "NATS dropped messages for a slow subscription; requests went unanswered"
-                )
+                );
+                if self.cluster.is_some() {
+                    self.cluster_input(crate::ownership::Input::Missed).await;
+                }
             }
             Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
             // Only with `nats.reconnect.max_attempts`: the client has closed. Exiting
@@ -191,7 +222,7 @@ impl Service {
         handled: usize,
         reloads: &mpsc::Receiver<Prepared>,
     ) -> Option<Received> {
-        let control = self.cluster.as_ref().is_some_and(|c| c.control_waiting());
+        let control = self.cluster.as_ref().is_some_and(|c| c.waiting());
         if handled >= BURST || !self.events.is_empty() || !reloads.is_empty() || control {
             return None;
         }
@@ -201,25 +232,72 @@ impl Service {
         }
     }
 
-    pub(super) async fn handle(&mut self, (route, endpoint, msg): Received) {
-        let admitted = match &mut self.cluster {
-            None => Admitted {
+    pub(super) async fn handle(&mut self, (route, endpoint, mut msg): Received) {
+        let mut hops = 0;
+        let (route, endpoint) = match route {
+            Route::Ordered => {
+                if let Some(cluster) = &self.cluster {
+                    if msg.subject.starts_with(cluster.probe_prefix()) {
+                        let subject = msg.subject.clone();
+                        self.probe(subject.as_str()).await;
+                        return;
+                    }
+                }
+                let Some(route) = Route::of_subject(&msg.subject, &self.config.api.prefix) else {
+                    tracing::warn!(subject = %msg.subject, "ignored a message on an unexpected subject");
+                    return;
+                };
+                let endpoint = self.ordered_endpoint(route, &msg).unwrap_or(endpoint);
+                (route, endpoint)
+            }
+            Route::Forwarded => {
+                let Some((h, subject)) = self
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.unforward(&msg.subject))
+                else {
+                    tracing::warn!(subject = %msg.subject, "ignored a forwarded message with an unreadable subject");
+                    return;
+                };
+                let Some(route) = Route::of_subject(&subject, &self.config.api.prefix) else {
+                    tracing::warn!(
+                        subject,
+                        "ignored a forwarded message on an unexpected subject"
+                    );
+                    return;
+                };
+                hops = h;
+                msg.subject = subject.into();
+                (route, endpoint)
+            }
+            route => (route, endpoint),
+        };
+        if self.cluster.is_some() {
+            self.place(route, endpoint, msg, hops).await;
+        } else {
+            self.serve(Admitted {
                 route,
                 endpoint,
                 msg,
                 partition: None,
-            },
-            Some(cluster) => {
-                match cluster
-                    .admit(&self.client, &self.config, route, endpoint, msg)
-                    .await
-                {
-                    Some(admitted) => admitted,
-                    None => return,
-                }
-            }
+            })
+            .await
+        }
+    }
+
+    /// The endpoint counting a message of the ordered channel (calls by the pattern
+    /// their name matches).
+    fn ordered_endpoint(&self, route: Route, msg: &async_nats::Message) -> Option<Arc<Endpoint>> {
+        let pattern = match route {
+            Route::Call => msg
+                .subject
+                .strip_prefix("call.")
+                .and_then(|r| r.rsplit_once('.'))
+                .and_then(|(rid, _)| self.config.resource_of(rid))
+                .map(|res| res.pattern.as_str()),
+            _ => None,
         };
-        self.serve(admitted).await
+        self.ordered.endpoint(route, pattern).cloned()
     }
 
     /// Handles a message to the end: the engine's outcome (written to the shared store
@@ -249,15 +327,7 @@ impl Service {
             started,
             partition,
         };
-        match &mut self.cluster {
-            None => finished.publish(&self.client, &self.metrics).await,
-            Some(cluster) => {
-                let store = self.engine.store_mut();
-                cluster
-                    .submit(&self.client, &self.metrics, store, finished)
-                    .await
-            }
-        }
+        self.submit(finished).await
     }
 
     /// Sets the state gauges, when the counts changed since they were last set.

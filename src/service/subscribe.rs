@@ -1,5 +1,6 @@
-//! The service's subscriptions: the fixed ones (token events, the backend API), the
-//! get, access and call subscriptions of each pattern, each with the endpoint that
+//! The service's subscriptions of their own: the get and access subscriptions of each
+//! pattern (reads; the state-changing subjects go into the ordered channel, `ordered`)
+//! and the forwarding subscription of the shared store, each with the endpoint that
 //! counts what it receives; ending those of removed patterns; and the round trip that
 //! makes sure the server has them all.
 
@@ -9,7 +10,7 @@ use async_nats::Client;
 use futures::stream::StreamExt;
 
 use super::discovery::Endpoint;
-use super::route::{Route, Tagged};
+use super::route::{Route, Source, Tagged};
 use super::serve::publish;
 use super::{Service, ServiceError, SYNC_TIMEOUT};
 use crate::config::Config;
@@ -23,54 +24,18 @@ impl Service {
                 .as_ref()
                 .is_some_and(|p| patterns.contains(p))
             {
-                if let Err(e) = tagged.sub.unsubscribe().await {
-                    tracing::warn!(error = %e, "unsubscribe failed");
+                if let Source::Sub(sub) = &mut tagged.source {
+                    if let Err(e) = sub.unsubscribe().await {
+                        tracing::warn!(error = %e, "unsubscribe failed");
+                    }
                 }
             }
         }
+        self.ordered.unsubscribe_patterns(patterns).await;
     }
 }
 
-/// The token event and backend API subscriptions.
-pub(super) async fn subscribe_fixed(
-    client: &Client,
-    config: &Config,
-    shared: bool,
-) -> Result<Vec<Tagged>, ServiceError> {
-    let prefix = &config.api.prefix;
-    let group = Some(config.nats.queue_group.as_str());
-    // With the memory store every instance tracks every token: no queue group. With
-    // the shared store one instance takes each token event to its partition's owner.
-    let token_group = if shared { group } else { None };
-    Ok(vec![
-        subscribe(
-            client,
-            Route::Token,
-            None,
-            "conn.*.token".into(),
-            token_group,
-        )
-        .await?,
-        subscribe(
-            client,
-            Route::ApiSet,
-            None,
-            format!("{prefix}.set.>"),
-            group,
-        )
-        .await?,
-        subscribe(
-            client,
-            Route::ApiReset,
-            None,
-            format!("{prefix}.reset.>"),
-            group,
-        )
-        .await?,
-    ])
-}
-
-/// The get, access and call subscriptions of one pattern.
+/// The get and access subscriptions of one pattern.
 pub(super) async fn subscribe_pattern(
     client: &Client,
     config: &Config,
@@ -84,15 +49,7 @@ pub(super) async fn subscribe_pattern(
     let group = Some(config.nats.queue_group.as_str());
     Ok(vec![
         subscribe(client, Route::Get, p.clone(), format!("get.{w}"), group).await?,
-        subscribe(
-            client,
-            Route::Access,
-            p.clone(),
-            format!("access.{w}"),
-            group,
-        )
-        .await?,
-        subscribe(client, Route::Call, p, format!("call.{w}.*"), group).await?,
+        subscribe(client, Route::Access, p, format!("access.{w}"), group).await?,
     ])
 }
 
@@ -125,7 +82,7 @@ async fn subscribe(
         route,
         pattern,
         endpoint: Arc::new(endpoint),
-        sub,
+        source: Source::Sub(sub),
     })
 }
 

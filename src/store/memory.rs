@@ -53,6 +53,37 @@ impl MemoryStore {
         }
     }
 
+    /// Lists a unit as changed (to be written out), when changed other than through the
+    /// [`Store`] methods.
+    pub fn mark_changed(&mut self, key: UnitKey) {
+        self.mark(|| key);
+    }
+
+    /// Visits the connections whose cids `which` says yes to, to change them (each one
+    /// changed is listed).
+    pub fn update_where(
+        &mut self,
+        mut which: impl FnMut(&str) -> bool,
+        mut change: impl FnMut(&mut Connection),
+    ) {
+        let cids: Vec<Box<str>> = self
+            .connections
+            .keys()
+            .filter(|c| which(c))
+            .cloned()
+            .collect();
+        for cid in cids {
+            let Some((_, conn)) = self.connections.get_mut(&cid) else {
+                continue;
+            };
+            let before = conn.fingerprint();
+            change(conn);
+            if conn.fingerprint() != before {
+                self.mark(|| UnitKey::Connection(cid));
+            }
+        }
+    }
+
     /// Puts in a unit loaded from elsewhere (it is not listed as changed), replacing
     /// what was there, as the most recently touched.
     pub fn insert(&mut self, key: UnitKey, unit: Unit, now: Tick) {

@@ -316,7 +316,21 @@ pub async fn start_shared(
     let cluster = service.cluster_metrics().expect("a shared store");
     let metrics = service.metrics();
     SHARED_METRICS.with(|m| *m.borrow_mut() = Some(metrics));
-    let (connres, _) = launch(service, &mut gateway).await;
+    // Only an instance that finds no other one running announces itself with a
+    // `system.reset`: each waits until it has seen the cluster instead.
+    let mut serving = service.serving();
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(service.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::timeout(WAIT, serving.wait_for(|s| *s))
+        .await
+        .expect("the instance serves in time")
+        .expect("the instance runs");
+    let connres = Connres {
+        stop: Some(stop),
+        task: Some(task),
+    };
     (connres, gateway, cluster)
 }
 

@@ -1,12 +1,13 @@
 //! The key-value bucket: opening it (created with the file's replicas when missing, its
-//! partition count checked), reading a partition's units, and writing a unit with
-//! compare-and-set on the revision this instance last saw.
+//! partition count checked), watching the heartbeats and leases, reading a partition's
+//! units, and writing a unit with compare-and-set on the revision this instance last
+//! saw.
 
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::push::OrderedConfig;
 use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::kv;
+use async_nats::jetstream::kv::{self, Operation};
 use async_nats::jetstream::{self, Message};
 use async_nats::Client;
 use bytes::Bytes;
@@ -63,10 +64,40 @@ pub(crate) async fn open(client: &Client, s: &SharedStore) -> Result<kv::Store, 
     Ok(store)
 }
 
-/// A unit read from the bucket, with the revision it was read at.
+/// Watches every heartbeat and lease: their current values, then every change.
+pub(crate) async fn watch(store: &kv::Store) -> Result<kv::Watch, ServiceError> {
+    store
+        .watch_many_with_history(["node.>", "lease.>"])
+        .await
+        .map_err(|e| ServiceError::Nats(format!("cannot watch the bucket's leases: {e}")))
+}
+
+/// What a watched entry tells the ownership protocol, if anything.
+pub(crate) fn observation(e: &kv::Entry) -> Option<crate::ownership::Input> {
+    use crate::ownership::{Input, LeaseValue, NodeInfo};
+    let deleted = matches!(e.operation, Operation::Delete | Operation::Purge);
+    if let Some(id) = e.key.strip_prefix("node.") {
+        let server_ms = (e.created.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        return Some(Input::Node {
+            id: id.into(),
+            revision: e.revision,
+            info: (!deleted).then(|| NodeInfo::decode(&e.value)),
+            server_ms: Some(server_ms),
+        });
+    }
+    let p = e.key.strip_prefix("lease.")?.parse().ok()?;
+    Some(Input::Lease {
+        p,
+        revision: e.revision,
+        value: (!deleted).then(|| LeaseValue::decode(&e.value)),
+    })
+}
+
+/// A unit read from the bucket, with the revision it was read at (`unit` none: its
+/// value cannot be read; the revision is kept so that the next write replaces it).
 pub(crate) struct Loaded {
     pub key: UnitKey,
-    pub unit: Unit,
+    pub unit: Option<Unit>,
     pub revision: u64,
     pub hash: u64,
 }
@@ -129,18 +160,19 @@ fn unit_of(store: &kv::Store, message: &Message, revision: u64) -> Option<Loaded
     }
     let key = message.subject.strip_prefix(store.prefix.as_str())?;
     let (_, unit_key) = record::parse_key(key)?;
-    match record::decode_unit(&unit_key, &message.payload) {
-        Ok(unit) => Some(Loaded {
-            hash: hash(&message.payload),
-            key: unit_key,
-            unit,
-            revision,
-        }),
+    let unit = match record::decode_unit(&unit_key, &message.payload) {
+        Ok(unit) => Some(unit),
         Err(e) => {
-            tracing::error!(key, error = %e, "skipped a unit in the bucket that cannot be read");
+            tracing::error!(key, error = %e, "a unit in the bucket cannot be read; it counts as empty and is replaced by the next write");
             None
         }
-    }
+    };
+    Some(Loaded {
+        hash: hash(&message.payload),
+        key: unit_key,
+        unit,
+        revision,
+    })
 }
 
 /// What a unit's write must compare against, and the result.
@@ -179,6 +211,19 @@ pub(crate) async fn write(
             .await
             .map(|_| None)
             .map_err(|e| e.to_string()),
+    }
+}
+
+/// Reads one key back (after a write whose outcome is in doubt): its revision and the
+/// fingerprint of its value, none when it is absent or deleted.
+pub(crate) async fn read_back(store: &kv::Store, key: &str) -> Result<Option<(u64, u64)>, String> {
+    match store.entry(key).await {
+        Ok(Some(e)) if matches!(e.operation, Operation::Put) => {
+            Ok(Some((e.revision, hash(&e.value))))
+        }
+        Ok(Some(e)) => Ok(Some((e.revision, 0))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 

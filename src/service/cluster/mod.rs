@@ -1,141 +1,73 @@
-//! Several instances on one NATS cluster (`state.store: nats`): state in a JetStream
-//! key-value bucket, split into partitions by cid (names without a cid by name), one
-//! owner per partition held by a lease (`lease`).
+//! Several instances on one NATS cluster (`state.store: nats`): the I/O around the
+//! ownership protocol (`crate::ownership`, which decides everything). State lives in a
+//! JetStream key-value bucket, split into partitions by cid (names without a cid by
+//! name), one owner per partition held by a lease.
 //!
-//! Requests reach any instance through the queue group; one that does not own the
-//! request's partition forwards it, reply subject kept, to the owner's own subjects
-//! (`_CONNRES.<bucket>.fwd.<instance>.<hops>.<original subject>`: no headers to build
-//! or parse), and holds it while no instance owns the partition. Only the owner applies changes and publishes events and replies, so each
-//! model has exactly one publisher and the single-instance ordering holds. The owner
-//! writes every changed unit to the bucket (compare-and-set on the revision it last
-//! saw) before the events and the reply; a failed write means another instance took
-//! the partition: it stops serving it.
+//! Every instance receives every state-changing message (the ordered channel, without a
+//! queue group); the protocol says which to apply here, and keeps the rest in its window.
+//! Reads (get, access) reach one instance of the queue group and are forwarded to the
+//! owner (`_CONNRES.<bucket>.fwd.<instance>.<hops>.<subject>`: reply subject kept, no
+//! headers), or held while the partition has no owner. The owner writes every changed
+//! unit to the bucket before its events and reply leave (`pipeline`).
 //!
-//! This module is the serving task's side (`Cluster`); `lease` is the task that holds
-//! the leases; `bucket` reads and writes the bucket.
+//! This module holds the [`Cluster`] (the machine, the bucket, what is in flight) and
+//! what it waits for; `io` starts the bucket operations the machine asks for, `bucket`
+//! reads and writes the bucket, `pipeline` the writes of handled messages, `steps` the
+//! serving task's side (carrying out the machine's actions on the engine and store).
 
 mod bucket;
-mod lease;
-mod members;
+mod io;
 mod metrics;
 mod pipeline;
-mod place;
 mod steps;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use async_nats::Client;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use super::route::Received;
 use super::ServiceError;
 use crate::config::SharedStore;
-use crate::store::record::partition;
-use crate::store::{MemoryStore, UnitKey};
+use crate::ownership::{NodeInfo, Ownership, Settings, PROTOCOL};
 
 pub(super) use bucket::Loaded;
+pub(super) use io::Io;
 pub use metrics::ClusterMetrics;
-pub(super) use place::Admitted;
-use place::Held;
+use pipeline::Pipeline;
 
-/// The last token of the subject an instance sends itself to know it has worked
-/// through what arrived before (after a pause).
-const BARRIER: &str = "barrier";
-/// What the lease task tells the serving task.
-pub(super) enum Control {
-    /// This instance holds the partition's lease; its units as read from the bucket.
-    /// `expired`: taken over from an owner that stopped renewing.
-    Acquired {
-        partition: u32,
-        units: Vec<Loaded>,
-        expired: bool,
-    },
-    /// Stop serving the partition; `done` once its events and replies are out.
-    Release {
-        partition: u32,
-        done: Option<oneshot::Sender<()>>,
-    },
-    /// The owner of each partition, as the leases say.
-    Owners(Vec<Option<Arc<str>>>),
-    /// This instance was paused and lost these partitions meanwhile: what arrived for
-    /// them before the barrier message comes back is stale and dropped; then `done`.
-    Paused {
-        lost: Vec<u32>,
-        done: oneshot::Sender<()>,
-    },
-}
-
-/// What the serving task tells the lease task.
-pub(super) enum Report {
-    /// A write to the partition failed: it was dropped here.
-    WriteFailed(u32),
-    /// Hand every partition over and stop.
-    Leave(oneshot::Sender<()>),
-}
-
-/// Until when each partition may be served: the lease task moves it forward with each
-/// renewal, and the serving task checks it before it publishes.
-pub(super) struct Deadlines {
-    base: Instant,
-    /// Nanoseconds after `base`; 0: not held.
-    at: Vec<AtomicU64>,
-}
-
-impl Deadlines {
-    fn new(partitions: u32) -> Deadlines {
-        Deadlines {
-            base: Instant::now(),
-            at: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    fn set(&self, p: usize, until: Instant) {
-        let nanos = until.saturating_duration_since(self.base).as_nanos() as u64;
-        self.at[p].store(nanos.max(1), Ordering::Release);
-    }
-
-    fn clear(&self, p: usize) {
-        self.at[p].store(0, Ordering::Release);
-    }
-
-    fn valid(&self, p: usize, now: Instant) -> bool {
-        let now = now.saturating_duration_since(self.base).as_nanos() as u64;
-        self.at[p].load(Ordering::Acquire) > now
-    }
-}
+/// The most reads held while their partitions have no owner.
+const MAX_HELD: usize = 10_000;
+/// The most unapplied messages kept per partition.
+const WINDOW_CAP: usize = 50_000;
 
 /// The serving task's side of the shared store.
 pub(super) struct Cluster {
     kv: Arc<kv::Store>,
+    client: Client,
     settings: SharedStore,
     id: Arc<str>,
-    /// Where other instances forward this one's messages (then `.<hops>.<subject>`).
-    forward_subject: String,
-    /// The same for any instance, without the instance id.
+    /// The origin of the machine's clock.
+    base: Instant,
+    machine: Ownership<Received>,
+    /// `_CONNRES.<bucket>.fwd.`: other instances' forwarding subjects follow it.
     forward_prefix: String,
-    served: Vec<bool>,
-    owners: Vec<Option<Arc<str>>>,
-    deadlines: Arc<Deadlines>,
-    /// The revision and value fingerprint of each unit as last written or read.
-    revisions: HashMap<UnitKey, (u64, u64)>,
-    /// Handled messages whose writes are in flight, in the order they were handled:
-    /// each is published once its writes and every earlier one are done.
-    pipeline: VecDeque<pipeline::Pending>,
-    /// How many writes of each unit are in flight.
-    in_flight: HashMap<UnitKey, usize>,
-    held: VecDeque<Held>,
-    control: mpsc::UnboundedReceiver<Control>,
-    control_tx: mpsc::UnboundedSender<Control>,
-    reports: Option<mpsc::UnboundedSender<Report>>,
-    /// Set after a pause in which partitions were lost, until the barrier message
-    /// comes back: what arrives for them meanwhile was sent before or during the pause
-    /// (another instance served them since), and is dropped.
-    barrier: Option<oneshot::Sender<()>>,
-    /// The partitions lost during a pause (see `barrier`).
-    stale: Vec<bool>,
+    /// Where this instance's probes go (in the ordered channel).
+    probe_subject: String,
+    io_tx: mpsc::UnboundedSender<Io>,
+    io_rx: mpsc::UnboundedReceiver<Io>,
+    joined: bool,
+    tick: tokio::time::Interval,
+    pipeline: Pipeline,
+    /// Units read for a partition, until the machine says to install them.
+    loaded: HashMap<u32, Vec<Loaded>>,
+    /// Partitions whose handled messages must all be out before the machine hears so.
+    drains: Vec<u32>,
+    started: bool,
+    left: bool,
     pub(super) metrics: Arc<ClusterMetrics>,
 }
 
@@ -145,156 +77,106 @@ impl Cluster {
         client: &Client,
         settings: &SharedStore,
         id: &str,
+        config_hash: &str,
     ) -> Result<Cluster, ServiceError> {
         let kv = Arc::new(bucket::open(client, settings).await?);
-        let (control_tx, control) = mpsc::unbounded_channel();
-        let n = settings.partitions;
+        let (io_tx, io_rx) = mpsc::unbounded_channel();
+        let base = Instant::now();
+        let info = NodeInfo {
+            beat: 0,
+            proto: PROTOCOL,
+            partitions: settings.partitions,
+            lease_ms: settings.lease.as_millis() as u64,
+            config: config_hash.to_string(),
+            ready: false,
+        };
+        let machine = Ownership::new(
+            id.into(),
+            info,
+            Settings {
+                partitions: settings.partitions,
+                lease: settings.lease,
+                window_cap: WINDOW_CAP,
+                max_held: MAX_HELD,
+            },
+            Duration::ZERO,
+        );
+        let mut tick = tokio::time::interval(settings.lease / 8);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Cluster {
             kv,
+            client: client.clone(),
             settings: settings.clone(),
             id: id.into(),
-            forward_subject: forward_subject(settings, id),
-            forward_prefix: forward_subject(settings, ""),
-            served: vec![false; n as usize],
-            owners: vec![None; n as usize],
-            deadlines: Arc::new(Deadlines::new(n)),
-            revisions: HashMap::new(),
-            pipeline: VecDeque::new(),
-            in_flight: HashMap::new(),
-            held: VecDeque::new(),
-            control,
-            control_tx,
-            reports: None,
-            barrier: None,
-            stale: vec![false; n as usize],
+            base,
+            machine,
+            forward_prefix: format!("_CONNRES.{}.fwd.", settings.bucket),
+            probe_subject: format!("_CONNRES.{}.probe.{id}", settings.bucket),
+            io_tx,
+            io_rx,
+            joined: false,
+            tick,
+            pipeline: Pipeline::new(settings.partitions),
+            loaded: HashMap::new(),
+            drains: Vec::new(),
+            started: false,
+            left: false,
             metrics: Arc::new(ClusterMetrics::new()),
         })
     }
 
-    /// The subject other instances forward this one's messages to.
+    /// The machine's clock now.
+    fn now(&self) -> Duration {
+        self.base.elapsed()
+    }
+
+    /// The subject other instances forward this one's reads to.
     pub(super) fn forward_subject(&self) -> String {
-        format!("{}.>", self.forward_subject)
+        format!("{}{}.>", self.forward_prefix, self.id)
     }
 
-    /// Starts the lease task: partitions are acquired from now on.
-    pub(super) fn start(&mut self) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.reports = Some(tx);
-        let leases = lease::Leases::new(
-            (*self.kv).clone(),
-            self.id.clone(),
-            self.settings.clone(),
-            self.control_tx.clone(),
-            self.deadlines.clone(),
-            self.metrics.clone(),
-        );
-        tokio::spawn(leases.run(rx));
+    /// The subject of this instance's probes (subscribed into the ordered channel).
+    pub(super) fn probe_subject(&self) -> String {
+        format!("{}.>", self.probe_subject)
     }
 
-    /// Hands every partition over and stops the lease task; returns once that is done
-    /// (the serving task must keep handling [`Control`]s meanwhile).
-    pub(super) fn leave(&mut self) -> oneshot::Receiver<()> {
-        let (done, wait) = oneshot::channel();
-        match self.reports.take() {
-            Some(reports) => {
-                let _ = reports.send(Report::Leave(done));
-            }
-            None => {
-                let _ = done.send(());
+    /// Starts taking part: the first heartbeat, and the watch of heartbeats and leases
+    /// (their current values first, then every change).
+    pub(super) async fn start(&mut self) -> Result<(), ServiceError> {
+        let now = self.now();
+        let actions = self.machine.tick(now);
+        self.started = true;
+        for action in actions {
+            // Before the watch: only the first heartbeat and a probe come out here.
+            if let crate::ownership::Action::Heartbeat(info) = action {
+                io::heartbeat(&self.kv, &self.id, &info)
+                    .await
+                    .map_err(|e| ServiceError::Nats(format!("cannot write the heartbeat: {e}")))?;
             }
         }
-        wait
+        let watch = bucket::watch(&self.kv).await?;
+        io::spawn_watch(&self.kv, &self.io_tx, watch);
+        Ok(())
     }
 
-    /// Whether nothing is served or held here any more (after the lease task handed
-    /// every partition over).
+    /// What every probe's subject starts with.
+    pub(super) fn probe_prefix(&self) -> &str {
+        &self.probe_subject
+    }
+
+    /// A forwarded message's hops and original subject, from its forwarding subject.
+    pub(super) fn unforward(&self, subject: &str) -> Option<(u32, String)> {
+        let rest = subject
+            .strip_prefix(self.forward_prefix.as_str())?
+            .strip_prefix(&*self.id)?
+            .strip_prefix('.')?;
+        let (hops, original) = rest.split_once('.')?;
+        Some((hops.parse().ok()?, original.to_string()))
+    }
+
+    /// Whether every partition was handed over after leaving.
     pub(super) fn left(&self) -> bool {
-        self.held.is_empty() && !self.served.iter().any(|s| *s)
-    }
-
-    /// Whether the partition may still be published for.
-    pub(super) fn may_publish(&self, partition: Option<u32>) -> bool {
-        partition.is_none_or(|p| {
-            self.served[p as usize] && self.deadlines.valid(p as usize, Instant::now())
-        })
-    }
-
-    /// Stops serving a partition and forgets its units (they live on in the bucket).
-    pub(super) fn drop_partition(&mut self, store: &mut MemoryStore, p: u32) {
-        let n = self.settings.partitions;
-        self.served[p as usize] = false;
-        store.forget_where(|k| partition(k, n) != p);
-        self.revisions.retain(|k, _| partition(k, n) != p);
-        self.metrics
-            .served
-            .set(self.served.iter().filter(|s| **s).count() as i64);
-    }
-
-    /// Applies a control message; `resets` receives the names gateways must re-fetch.
-    pub(super) fn apply(
-        &mut self,
-        store: &mut MemoryStore,
-        control: Control,
-        now: crate::clock::Tick,
-        resets: &mut Vec<Box<str>>,
-    ) -> Option<oneshot::Sender<()>> {
-        match control {
-            Control::Acquired {
-                partition: p,
-                units,
-                expired,
-            } => {
-                for loaded in units {
-                    if expired {
-                        match &loaded.unit {
-                            crate::store::Unit::Connection(c) => {
-                                resets.extend(c.models.iter().map(|m| m.rid.clone()))
-                            }
-                            crate::store::Unit::Shared(_) => {
-                                if let UnitKey::Shared(rid) = &loaded.key {
-                                    resets.push(rid.clone());
-                                }
-                            }
-                        }
-                    }
-                    self.revisions
-                        .insert(loaded.key.clone(), (loaded.revision, loaded.hash));
-                    store.insert(loaded.key, loaded.unit, now);
-                }
-                self.served[p as usize] = true;
-                self.metrics
-                    .served
-                    .set(self.served.iter().filter(|s| **s).count() as i64);
-                None
-            }
-            Control::Release { partition, done } => {
-                self.drop_partition(store, partition);
-                done
-            }
-            Control::Owners(owners) => {
-                self.owners = owners;
-                None
-            }
-            Control::Paused { lost, done } => {
-                for p in lost {
-                    self.stale[p as usize] = true;
-                    if self.served[p as usize] {
-                        self.drop_partition(store, p);
-                    }
-                }
-                self.barrier = Some(done);
-                None
-            }
-        }
-    }
-
-    /// Sends this instance a message that comes back after everything already on its
-    /// way (the end of a [`Control::Paused`]).
-    pub(super) async fn send_barrier(&self, client: &Client) {
-        let subject = format!("{}.{BARRIER}", self.forward_subject);
-        if let Err(e) = client.publish(subject, bytes::Bytes::new()).await {
-            tracing::warn!(error = %e, "could not send the barrier message");
-        }
+        self.left
     }
 
     /// How long a lease lasts.
@@ -305,46 +187,26 @@ impl Cluster {
 
 /// What the serving task must look at next for the shared store.
 pub(super) enum Next {
-    Control(Control),
-    /// The oldest handled message's writes are done.
-    Written,
+    Io(Io),
+    Tick,
 }
 
 impl Cluster {
-    /// The next message of the lease task, or the oldest queued message's writes done.
+    /// The next result, watch entry or tick.
     pub(super) async fn next(&mut self) -> Next {
+        if !self.started {
+            return std::future::pending().await;
+        }
         tokio::select! {
             biased;
-            Some(control) = self.control.recv() => Next::Control(control),
-            _ = pipeline::head_ready(&mut self.pipeline) => Next::Written,
+            Some(io) = self.io_rx.recv() => Next::Io(io),
+            _ = self.tick.tick() => Next::Tick,
         }
     }
 
-    /// Whether the lease task has said something not yet looked at.
-    pub(super) fn control_waiting(&self) -> bool {
-        !self.control.is_empty()
-    }
-}
-
-/// `_CONNRES.<bucket>.fwd.<instance>`; forwarded messages go to subjects below it.
-fn forward_subject(settings: &SharedStore, id: &str) -> String {
-    format!("_CONNRES.{}.fwd.{id}", settings.bucket)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadlines_pass() {
-        let d = Deadlines::new(2);
-        let now = Instant::now();
-        assert!(!d.valid(0, now));
-        d.set(0, now + Duration::from_secs(1));
-        assert!(d.valid(0, now));
-        assert!(!d.valid(0, now + Duration::from_secs(2)));
-        d.clear(0);
-        assert!(!d.valid(0, now));
-        assert!(!d.valid(1, now));
+    /// Whether something waits already (the serving loop looks at it before the next
+    /// message of a burst).
+    pub(super) fn waiting(&self) -> bool {
+        !self.io_rx.is_empty()
     }
 }

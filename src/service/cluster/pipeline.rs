@@ -1,110 +1,118 @@
 //! Writing to the bucket before publishing, without waiting for one write before
-//! handling the next message: the writes of each handled message start at once (each
-//! unit's writes one after another, since each compares against the revision the last
-//! one made), and its outcome waits in a queue; outcomes leave strictly in the order
-//! their messages were handled, each once its own writes and every earlier one are
-//! done. So the order a single instance publishes in is kept, and throughput is bound
-//! by the bucket's capacity rather than by the latency of one write.
+//! handling the next message. Each handled message lists the units it changed, at a
+//! version; a unit's write carries its value as it is when the write starts, so one
+//! write covers every change made to it before (a group commit), and a unit has one
+//! write in flight at a time (each compares against the revision the last one made).
+//! A message's outcome waits in its partition's queue until every unit it changed is
+//! written at its version, and outcomes leave in the order their messages were handled
+//! (per partition: a model's events and replies stay in order, and a slow partition
+//! holds up no other).
+//!
+//! A write that fails is read back: a write whose reply was lost but which landed
+//! counts; a value another instance left (an old owner's late write) is overwritten,
+//! since this instance holds the partition; a write of a partition no longer held is
+//! let go with the partition (`forget`).
 
-use std::collections::VecDeque;
-use std::future::poll_fn;
-use std::sync::Arc;
-use std::task::Poll;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use async_nats::Client;
-use futures::FutureExt;
-use tokio::task::JoinHandle;
-
-use super::{bucket, Cluster, Report};
-use crate::metrics::Metrics;
+use super::bucket::{self, Write};
 use crate::service::outcome::Finished;
-use crate::store::record::{self, partition, UnitRef};
+use crate::store::record::{self, UnitRef};
 use crate::store::{MemoryStore, Store, UnitKey};
 
-/// The most handled messages waiting for their writes; past it, the serving task waits.
-const MAX_PENDING: usize = 256;
-
-type WriteResult = Result<Option<u64>, String>;
-
-/// A handled message whose writes are in flight.
-pub(in crate::service) struct Pending {
-    writes: Vec<InFlight>,
+/// A handled message waiting for its writes.
+struct Pending {
     finished: Option<Finished>,
+    /// Each unit it changed, at the version it needs written.
+    needs: Vec<(UnitKey, u64)>,
 }
 
-/// One unit's write to the bucket.
-struct InFlight {
-    key: UnitKey,
-    partition: u32,
-    fingerprint: u64,
-    started: Instant,
-    task: Option<JoinHandle<WriteResult>>,
-    result: Option<WriteResult>,
+/// One unit's writes.
+#[derive(Default)]
+struct UnitWrites {
+    /// The version the unit must be written at.
+    wanted: u64,
+    /// The version its last successful write covered.
+    written: u64,
+    /// A write (or a read back) in flight: the version it covers, its fingerprint, and
+    /// when it started.
+    in_flight: Option<(u64, u64, Instant)>,
 }
 
-impl Cluster {
-    /// Starts writing what `finished`'s message changed and queues its outcome; it is
-    /// published once the writes are done (at once when there are none and nothing
-    /// waits before it).
-    pub(in crate::service) async fn submit(
-        &mut self,
-        client: &Client,
-        metrics: &Metrics,
-        store: &mut MemoryStore,
-        finished: Finished,
-    ) {
-        let writes = self.start_writes(client, metrics, store).await;
-        if writes.is_empty() && self.pipeline.is_empty() {
-            self.publish(client, metrics, finished).await;
-            return;
-        }
-        self.pipeline.push_back(Pending {
-            writes,
-            finished: Some(finished),
-        });
-        while self.pipeline.len() > MAX_PENDING {
-            self.complete_head(client, metrics, store).await;
+#[derive(Default)]
+struct Queue {
+    pending: VecDeque<Pending>,
+    /// Changes when the partition is forgotten: results of earlier writes are stale.
+    generation: u64,
+}
+
+pub(super) struct Pipeline {
+    queues: Vec<Queue>,
+    units: HashMap<UnitKey, UnitWrites>,
+    /// The revision and value fingerprint of each unit as last written or read.
+    revisions: HashMap<UnitKey, (u64, u64)>,
+    next_version: u64,
+    partitions: u32,
+}
+
+/// A write to start.
+pub(super) struct Start {
+    pub p: u32,
+    pub generation: u64,
+    pub key: UnitKey,
+    pub fingerprint: u64,
+    pub write: Write,
+}
+
+impl Pipeline {
+    pub(super) fn new(partitions: u32) -> Pipeline {
+        Pipeline {
+            queues: (0..partitions).map(|_| Queue::default()).collect(),
+            units: HashMap::new(),
+            revisions: HashMap::new(),
+            next_version: 0,
+            partitions,
         }
     }
 
-    /// Writes what a step other than a message changed (a sweep, a reload), after
-    /// everything queued.
-    pub(in crate::service) async fn persist(
-        &mut self,
-        client: &Client,
-        metrics: &Metrics,
-        store: &mut MemoryStore,
-    ) {
-        self.complete_all(client, metrics, store).await;
-        let writes = self.start_writes(client, metrics, store).await;
-        self.pipeline.push_back(Pending {
-            writes,
-            finished: None,
-        });
-        self.complete_all(client, metrics, store).await;
+    fn partition(&self, key: &UnitKey) -> u32 {
+        record::partition(key, self.partitions)
     }
 
-    /// Starts the writes of every unit changed since the last call. A unit with a write
-    /// still in flight waits for it (publishing what was queued before it): its next
-    /// write compares against the revision that one makes. Units of partitions served
-    /// elsewhere are forgotten (nothing is kept of another partition's connection).
-    async fn start_writes(
-        &mut self,
-        client: &Client,
-        metrics: &Metrics,
-        store: &mut MemoryStore,
-    ) -> Vec<InFlight> {
-        let changed = store.take_changed();
-        while changed.iter().any(|k| self.in_flight.contains_key(k)) {
-            self.complete_head(client, metrics, store).await;
-        }
-        let n = self.settings.partitions;
-        let mut writes = Vec::new();
+    /// Queues a handled message's outcome (none: a change not caused by a message) in
+    /// partition `p`, needing the units `changed` written.
+    pub(super) fn submit(&mut self, p: u32, finished: Option<Finished>, changed: Vec<UnitKey>) {
+        let mut needs = Vec::with_capacity(changed.len());
         for key in changed {
-            let p = partition(&key, n);
-            if !self.served[p as usize] {
-                store.forget(&key);
+            self.next_version += 1;
+            let v = self.next_version;
+            self.units.entry(key.clone()).or_default().wanted = v;
+            needs.push((key, v));
+        }
+        self.queues[p as usize]
+            .pending
+            .push_back(Pending { finished, needs });
+    }
+
+    /// Remembers a unit as read from the bucket.
+    pub(super) fn loaded(&mut self, key: UnitKey, revision: u64, fingerprint: u64) {
+        self.revisions.insert(key, (revision, fingerprint));
+    }
+
+    /// The writes to start now: every unit of a partition `held` says yes to that needs
+    /// a write and has none in flight.
+    pub(super) fn starts(&mut self, store: &MemoryStore, held: impl Fn(u32) -> bool) -> Vec<Start> {
+        let mut out = Vec::new();
+        let keys: Vec<UnitKey> = self
+            .units
+            .iter()
+            .filter(|(_, u)| u.wanted > u.written && u.in_flight.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let p = self.partition(&key);
+            if !held(p) {
                 continue;
             }
             let value = match &key {
@@ -116,139 +124,194 @@ impl Cluster {
                     .map(|w| record::encode(UnitRef::Shared(w))),
             };
             let known = self.revisions.get(&key).copied();
+            let unit = self.units.get_mut(&key).expect("listed");
+            let version = unit.wanted;
             let (write, fingerprint) = match (value, known) {
-                (Some(v), Some((_, h))) if bucket::hash(&v) == h => continue,
+                (Some(v), Some((_, h))) if bucket::hash(&v) == h => {
+                    unit.written = version;
+                    continue;
+                }
                 (Some(v), known) => {
                     let h = bucket::hash(&v);
-                    let revision = known.map(|k| k.0);
                     (
-                        bucket::Write::Put {
+                        Write::Put {
                             value: v.into(),
-                            revision,
+                            revision: known.map(|k| k.0),
                         },
                         h,
                     )
                 }
-                (None, Some((revision, _))) => (bucket::Write::Delete { revision }, 0),
-                (None, None) => continue,
+                (None, Some((revision, _))) => (Write::Delete { revision }, 0),
+                (None, None) => {
+                    unit.written = version;
+                    continue;
+                }
             };
-            let kv = Arc::clone(&self.kv);
-            let bucket_key = record::key(p, &key);
-            let task = tokio::spawn(async move { bucket::write(&kv, &bucket_key, write).await });
-            *self.in_flight.entry(key.clone()).or_default() += 1;
-            writes.push(InFlight {
+            unit.in_flight = Some((version, fingerprint, Instant::now()));
+            out.push(Start {
+                p,
+                generation: self.queues[p as usize].generation,
                 key,
-                partition: p,
                 fingerprint,
-                started: Instant::now(),
-                task: Some(task),
-                result: None,
+                write,
             });
         }
-        writes
+        out
     }
 
-    /// Waits for the oldest queued message's writes and publishes its outcome; a failed
-    /// write drops its partition and the outcome becomes an internal error.
-    pub(in crate::service) async fn complete_head(
+    fn current(&self, p: u32, generation: u64) -> bool {
+        self.queues[p as usize].generation == generation
+    }
+
+    /// A unit's write is done: the new revision (none: deleted), or the error. Says
+    /// whether to read it back (the write failed), and how long it took.
+    pub(super) fn written(
         &mut self,
-        client: &Client,
-        metrics: &Metrics,
-        store: &mut MemoryStore,
-    ) {
-        if self.pipeline.is_empty() {
-            return;
+        p: u32,
+        generation: u64,
+        key: UnitKey,
+        fingerprint: u64,
+        result: Result<Option<u64>, String>,
+    ) -> (bool, Option<std::time::Duration>) {
+        if !self.current(p, generation) {
+            return (false, None);
         }
-        head_ready(&mut self.pipeline).await;
-        let Some(head) = self.pipeline.pop_front() else {
-            return;
+        let Some(unit) = self.units.get_mut(&key) else {
+            return (false, None);
         };
-        let mut failed = false;
-        for w in head.writes {
-            if let Some(n) = self.in_flight.get_mut(&w.key) {
-                *n -= 1;
-                if *n == 0 {
-                    self.in_flight.remove(&w.key);
+        let took = unit.in_flight.map(|(_, _, t)| t.elapsed());
+        match result {
+            Ok(revision) => {
+                if let Some((version, _, _)) = unit.in_flight.take() {
+                    unit.written = unit.written.max(version);
                 }
-            }
-            self.metrics.kv_write(w.started.elapsed());
-            match w.result {
-                Some(Ok(Some(revision))) => {
-                    self.revisions.insert(w.key, (revision, w.fingerprint));
-                }
-                Some(Ok(None)) => {
-                    self.revisions.remove(&w.key);
-                }
-                Some(Err(e)) => {
-                    failed = true;
-                    if self.served[w.partition as usize] {
-                        tracing::error!(partition = w.partition, error = %e, "a write to the bucket failed; another instance took the partition over");
-                        self.drop_partition(store, w.partition);
-                        if let Some(reports) = &self.reports {
-                            let _ = reports.send(Report::WriteFailed(w.partition));
-                        }
+                match revision {
+                    Some(r) => {
+                        self.revisions.insert(key, (r, fingerprint));
+                    }
+                    None => {
+                        self.revisions.remove(&key);
                     }
                 }
-                None => failed = true,
+                (false, took)
             }
-        }
-        if let Some(finished) = head.finished {
-            let finished = if failed { finished.failed() } else { finished };
-            let publish = failed || self.may_publish(finished.partition);
-            if publish {
-                finished.publish(client, metrics).await;
-            } else {
-                tracing::warn!(subject = %finished.subject, "not published: this instance no longer serves the partition");
+            Err(e) => {
+                tracing::debug!(partition = p, error = %e, "a unit's write failed; reading it back");
+                (true, took)
             }
         }
     }
 
-    /// Publishes everything queued, in order.
-    pub(in crate::service) async fn complete_all(
+    /// A unit read back after a failed write: `Some((revision, fingerprint))` of what
+    /// the bucket holds. The write counts if that is what it wrote; else the next write
+    /// compares against what is there now.
+    pub(super) fn read_back(
         &mut self,
-        client: &Client,
-        metrics: &Metrics,
-        store: &mut MemoryStore,
+        p: u32,
+        generation: u64,
+        key: UnitKey,
+        result: Result<Option<(u64, u64)>, String>,
     ) {
-        while !self.pipeline.is_empty() {
-            self.complete_head(client, metrics, store).await;
+        if !self.current(p, generation) {
+            return;
+        }
+        let Some(unit) = self.units.get_mut(&key) else {
+            return;
+        };
+        let Some((version, fingerprint, _)) = unit.in_flight.take() else {
+            return;
+        };
+        match result {
+            Ok(Some((revision, found))) if found == fingerprint => {
+                unit.written = unit.written.max(version);
+                self.revisions.insert(key, (revision, found));
+            }
+            Ok(Some((revision, found))) => {
+                self.revisions.insert(key, (revision, found));
+            }
+            Ok(None) if fingerprint == 0 => {
+                // A delete that landed.
+                unit.written = unit.written.max(version);
+                self.revisions.remove(&key);
+            }
+            Ok(None) => {
+                self.revisions.remove(&key);
+            }
+            // Tried again at the next start.
+            Err(_) => {}
         }
     }
 
-    /// Publishes an outcome with nothing to wait for, if the partition is still served.
-    async fn publish(&self, client: &Client, metrics: &Metrics, finished: Finished) {
-        if self.may_publish(finished.partition) {
-            finished.publish(client, metrics).await;
-        } else {
-            tracing::warn!(subject = %finished.subject, "not published: this instance's lease on the partition ran out while handling it");
+    /// The outcomes at the head of a partition's queue whose writes are done, in order.
+    pub(super) fn ready(&mut self, p: u32) -> Vec<Finished> {
+        let mut out = Vec::new();
+        let queue = &mut self.queues[p as usize];
+        while let Some(head) = queue.pending.front() {
+            let done = head
+                .needs
+                .iter()
+                .all(|(k, v)| self.units.get(k).is_none_or(|u| u.written >= *v));
+            if !done {
+                break;
+            }
+            let head = queue.pending.pop_front().expect("just looked");
+            out.extend(head.finished);
         }
+        // Units no longer needed by anything queued are let go of when fully written.
+        out
+    }
+
+    /// Whether nothing waits in the partition's queue.
+    pub(super) fn is_empty(&self, p: u32) -> bool {
+        self.queues[p as usize].pending.is_empty()
+    }
+
+    /// The partitions with something waiting.
+    pub(super) fn busy(&self) -> Vec<u32> {
+        (0..self.partitions)
+            .filter(|&p| !self.queues[p as usize].pending.is_empty())
+            .collect()
+    }
+
+    /// Lets go of a partition: its queued outcomes are dropped unpublished (another
+    /// instance serves it now), and what is known of its units.
+    pub(super) fn forget(&mut self, p: u32) -> usize {
+        let queue = &mut self.queues[p as usize];
+        let dropped = queue.pending.len();
+        queue.pending.clear();
+        queue.generation += 1;
+        let n = self.partitions;
+        self.units.retain(|k, _| record::partition(k, n) != p);
+        self.revisions.retain(|k, _| record::partition(k, n) != p);
+        dropped
+    }
+
+    /// Forgets units fully written and no longer waited on (bounds the map).
+    pub(super) fn trim(&mut self) {
+        if self.units.len() < 4096 {
+            return;
+        }
+        self.units
+            .retain(|_, u| u.in_flight.is_some() || u.wanted > u.written);
     }
 }
 
-/// Resolves once the oldest queued message's writes are done (never, when nothing is
-/// queued). Cancel-safe: results are kept in the queue.
-pub(super) async fn head_ready(pipeline: &mut VecDeque<Pending>) {
-    poll_fn(|cx| {
-        let Some(head) = pipeline.front_mut() else {
-            return Poll::Pending;
-        };
-        let mut done = true;
-        for w in &mut head.writes {
-            if let Some(task) = &mut w.task {
-                match task.poll_unpin(cx) {
-                    Poll::Ready(result) => {
-                        w.result = Some(result.unwrap_or_else(|e| Err(e.to_string())));
-                        w.task = None;
-                    }
-                    Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            Poll::Ready(())
+/// The units of the store changed since the last call, by partition; those of
+/// partitions not held here are forgotten (nothing is kept of another partition's
+/// connection).
+pub(super) fn changed_units(
+    store: &mut MemoryStore,
+    partitions: u32,
+    held: impl Fn(u32) -> bool,
+) -> Vec<(u32, UnitKey)> {
+    let mut out = Vec::new();
+    for key in store.take_changed() {
+        let p = record::partition(&key, partitions);
+        if held(p) {
+            out.push((p, key));
         } else {
-            Poll::Pending
+            store.forget(&key);
         }
-    })
-    .await
+    }
+    out
 }

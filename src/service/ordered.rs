@@ -1,0 +1,241 @@
+//! The ordered channel. Every state-changing subject (token events, calls, the backend
+//! API) is subscribed into one channel, so the serving task takes those messages in the
+//! order the connection received them: one publisher's messages on different subjects
+//! are applied in the order it sent them. Subscriptions with a channel each lose that
+//! order once merged (a stream that just yielded is polled again before others that
+//! received earlier), measured in `tests/nats_order.rs`. The subscriptions use
+//! `Client::subscribe_into`, which the vendored async-nats adds
+//! (`vendor/async-nats/PATCHED.md`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_nats::{Client, Message};
+use tokio::sync::mpsc;
+
+use super::discovery::Endpoint;
+use super::route::{Route, Source, Tagged};
+use super::ServiceError;
+use crate::config::Config;
+
+/// How many messages the ordered channel holds before the connection drops them (the
+/// server then counts a slow consumer).
+const CAPACITY: usize = 1 << 18;
+
+/// One subscription into the ordered channel.
+pub(super) struct OrderedSub {
+    sid: u64,
+    route: Route,
+    pattern: Option<String>,
+    pub(super) endpoint: Arc<Endpoint>,
+}
+
+impl OrderedSub {
+    /// Ends the subscription.
+    pub(super) async fn unsubscribe(self, client: &Client) {
+        if let Err(e) = client.unsubscribe_sid(self.sid).await {
+            tracing::warn!(error = %e, "unsubscribe failed");
+        }
+    }
+}
+
+/// The ordered channel's subscriptions, and the endpoints that count their messages.
+pub(super) struct Ordered {
+    client: Client,
+    tx: Option<mpsc::Sender<Message>>,
+    fixed: Vec<OrderedSub>,
+    /// Calls, by pattern.
+    calls: HashMap<String, OrderedSub>,
+    /// Other subjects in the channel (the shared store's probes), by subject.
+    extra: Vec<u64>,
+}
+
+impl Ordered {
+    /// The channel, as a stream the serving loop takes messages from.
+    pub(super) fn new(client: &Client) -> (Ordered, Tagged) {
+        let (tx, rx) = mpsc::channel(CAPACITY);
+        let ordered = Ordered {
+            client: client.clone(),
+            tx: Some(tx),
+            fixed: Vec::new(),
+            calls: HashMap::new(),
+            extra: Vec::new(),
+        };
+        let stream = Tagged {
+            route: Route::Ordered,
+            pattern: None,
+            endpoint: Arc::new(Endpoint::new(Route::Ordered, None, "", None)),
+            source: Source::Channel(rx),
+        };
+        (ordered, stream)
+    }
+
+    /// A sender of the channel, to subscribe more into it from another task.
+    pub(super) fn sender(&self) -> Option<mpsc::Sender<Message>> {
+        self.tx.clone()
+    }
+
+    /// Subscribes the token event and backend API subjects (`shared`: every instance
+    /// receives each; else one instance of the queue group does).
+    pub(super) async fn subscribe_fixed(
+        &mut self,
+        config: &Config,
+        shared: bool,
+    ) -> Result<(), ServiceError> {
+        let prefix = &config.api.prefix;
+        let group = (!shared).then(|| config.nats.queue_group.clone());
+        // With the memory store every instance tracks every token: no queue group.
+        let token = subscribe(
+            &self.client,
+            self.tx.as_ref(),
+            Route::Token,
+            None,
+            "conn.*.token".into(),
+            None,
+        )
+        .await?;
+        let set = subscribe(
+            &self.client,
+            self.tx.as_ref(),
+            Route::ApiSet,
+            None,
+            format!("{prefix}.set.>"),
+            group.clone(),
+        )
+        .await?;
+        let reset = subscribe(
+            &self.client,
+            self.tx.as_ref(),
+            Route::ApiReset,
+            None,
+            format!("{prefix}.reset.>"),
+            group,
+        )
+        .await?;
+        self.fixed = vec![token, set, reset];
+        Ok(())
+    }
+
+    /// Subscribes another subject into the channel (the shared store's probes).
+    pub(super) async fn subscribe_extra(&mut self, subject: String) -> Result<(), ServiceError> {
+        let tx = self.tx.as_ref().ok_or_else(closed)?;
+        let sid = self
+            .client
+            .subscribe_into(subject.clone(), None, tx.clone())
+            .await
+            .map_err(|source| ServiceError::Subscribe { subject, source })?;
+        self.extra.push(sid);
+        Ok(())
+    }
+
+    /// Adds a pattern's call subscription (made by [`subscribe_calls`]).
+    pub(super) fn add(&mut self, sub: OrderedSub) {
+        if let Some(pattern) = sub.pattern.clone() {
+            self.calls.insert(pattern, sub);
+        }
+    }
+
+    /// The endpoint that counts a message of the channel, by its route and, for calls,
+    /// the pattern its name matches.
+    pub(super) fn endpoint(&self, route: Route, pattern: Option<&str>) -> Option<&Arc<Endpoint>> {
+        match route {
+            Route::Call => pattern.and_then(|p| self.calls.get(p)).map(|s| &s.endpoint),
+            _ => self
+                .fixed
+                .iter()
+                .find(|s| s.route == route)
+                .map(|s| &s.endpoint),
+        }
+    }
+
+    /// Every endpoint, for discovery.
+    pub(super) fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.fixed
+            .iter()
+            .chain(self.calls.values())
+            .map(|s| s.endpoint.clone())
+            .collect()
+    }
+
+    /// Ends the call subscriptions of these patterns.
+    pub(super) async fn unsubscribe_patterns(&mut self, patterns: &[String]) {
+        for pattern in patterns {
+            if let Some(sub) = self.calls.remove(pattern) {
+                sub.unsubscribe(&self.client).await;
+            }
+        }
+    }
+
+    /// Ends every subscription: the channel ends once what it holds was taken.
+    pub(super) async fn close(&mut self) {
+        let sids: Vec<u64> = self
+            .fixed
+            .drain(..)
+            .chain(self.calls.drain().map(|(_, s)| s))
+            .map(|s| s.sid)
+            .chain(self.extra.drain(..))
+            .collect();
+        for sid in sids {
+            if let Err(e) = self.client.unsubscribe_sid(sid).await {
+                tracing::warn!(error = %e, "unsubscribe failed");
+            }
+        }
+        self.tx = None;
+    }
+}
+
+fn closed() -> ServiceError {
+    ServiceError::Nats("the ordered channel is closed".into())
+}
+
+/// Subscribes a pattern's calls into the channel `tx` (the reloader does this beside
+/// the serving task; the serving task adds the result with [`Ordered::add`]).
+pub(super) async fn subscribe_calls(
+    client: &Client,
+    tx: Option<&mpsc::Sender<Message>>,
+    config: &Config,
+    pattern: &str,
+) -> Result<Option<OrderedSub>, ServiceError> {
+    let Some(res) = config.resource(pattern) else {
+        return Ok(None);
+    };
+    let group = config
+        .state
+        .store
+        .shared()
+        .is_none()
+        .then(|| config.nats.queue_group.clone());
+    let subject = format!("call.{}.*", res.pattern.wildcard());
+    subscribe(
+        client,
+        tx,
+        Route::Call,
+        Some(pattern.to_string()),
+        subject,
+        group,
+    )
+    .await
+    .map(Some)
+}
+
+async fn subscribe(
+    client: &Client,
+    tx: Option<&mpsc::Sender<Message>>,
+    route: Route,
+    pattern: Option<String>,
+    subject: String,
+    queue_group: Option<String>,
+) -> Result<OrderedSub, ServiceError> {
+    let tx = tx.ok_or_else(closed)?;
+    let endpoint = Endpoint::new(route, pattern.as_deref(), &subject, queue_group.as_deref());
+    let sid = client
+        .subscribe_into(subject.clone(), queue_group, tx.clone())
+        .await
+        .map_err(|source| ServiceError::Subscribe { subject, source })?;
+    Ok(OrderedSub {
+        sid,
+        route,
+        pattern,
+        endpoint: Arc::new(endpoint),
+    })
+}
