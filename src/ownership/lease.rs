@@ -291,7 +291,7 @@ impl<M: Clone> Ownership<M> {
     /// Takes the partition when rendezvous hashing gives it to this instance and its
     /// lease is free, released, or expired.
     fn maybe_acquire(&mut self, p: u32, peers: &[Instance], now: Now, out: &mut Vec<Action<M>>) {
-        if !self.joined || self.leaving || self.refusing.is_some() {
+        if !self.joined || self.leaving || self.refusing.is_some() || self.catching_up.is_some() {
             return;
         }
         if rendezvous(peers, p) != Some(self.me()) {
@@ -319,7 +319,7 @@ impl<M: Clone> Ownership<M> {
                 // expired (token events by alignment, gateways re-fetch).
                 Some(o) if o == self.me() && !v.value.handed_over() => (
                     Some(v.revision),
-                    Cut::Takeover,
+                    Cut::Takeover { after: now },
                     part.lost_at.unwrap_or(Now::ZERO),
                 ),
                 Some(o) if self.members.alive(o, now, lease) => return,
@@ -331,7 +331,7 @@ impl<M: Clone> Ownership<M> {
                 ),
                 Some(_) => (
                     Some(v.revision),
-                    Cut::Takeover,
+                    Cut::Takeover { after: now },
                     v.seen.saturating_sub(lease / 4),
                 ),
             },
@@ -721,7 +721,10 @@ impl<M: Clone> Ownership<M> {
                 conns: replay.doubtful.clone(),
             });
         }
-        if matches!(cut, Cut::Takeover | Cut::Resume) || !complete || !replay.doubtful.is_empty() {
+        if matches!(cut, Cut::Takeover { .. } | Cut::Resume)
+            || !complete
+            || !replay.doubtful.is_empty()
+        {
             out.push(Action::Reset { p });
         }
         // What the previous owner counted as handled stays handled for the next:
@@ -729,7 +732,7 @@ impl<M: Clone> Ownership<M> {
         let stamp = now;
         let part = &mut self.parts[p as usize];
         part.horizon = match &cut {
-            Cut::Takeover => {
+            Cut::Takeover { .. } => {
                 tracing::warn!(
                     partition = p,
                     "took over a partition whose owner stopped renewing"
@@ -743,7 +746,7 @@ impl<M: Clone> Ownership<M> {
         part.missed = match &cut {
             Cut::Handover { missed_before, .. } => *missed_before,
             Cut::Resume => part.missed,
-            Cut::Takeover | Cut::Fresh => None,
+            Cut::Takeover { .. } | Cut::Fresh => None,
         };
         if let Cut::Handover { applied, .. } = &cut {
             for id in applied {

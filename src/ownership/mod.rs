@@ -555,6 +555,7 @@ impl<M: Clone> Ownership<M> {
                     }
                     let parts = &self.parts;
                     self.window.gap_where(now, |p| !parts[p as usize].waiting());
+                    self.last_beat = None;
                 }
             }
             Input::Disconnected => {
@@ -598,7 +599,8 @@ impl<M: Clone> Ownership<M> {
         self.last_beat = Some(now);
         // Ready to take partitions once its window reaches back as far as a cut
         // needs (see `lease::handed_since`).
-        let ready = now.saturating_sub(self.started) >= self.lease() / 2;
+        let ready =
+            now.saturating_sub(self.started) >= self.lease() / 2 && self.catching_up.is_none();
         let info = self.members.mine_mut();
         info.ready = ready;
         info.beat += 1;

@@ -66,7 +66,11 @@ pub enum Cut {
         /// applied later ones): none of them is applied, token events included.
         missed_before: Option<Now>,
     },
-    Takeover,
+    /// `after`: when this instance asked for the lease; the previous owner had
+    /// stopped by then, so what arrived since is applied.
+    Takeover {
+        after: Now,
+    },
     Resume,
 }
 
@@ -272,8 +276,9 @@ impl<M> Window<M> {
                     }
                 }
             }
-            Cut::Takeover => {
-                for (i, e) in entries.iter().enumerate() {
+            Cut::Takeover { after } => {
+                let before = upto(Some(*after));
+                for (i, e) in entries.iter().enumerate().take(before) {
                     if matches!(e.kind, Kind::Write { .. }) {
                         keep[i] = false;
                     }
@@ -281,7 +286,7 @@ impl<M> Window<M> {
             }
             Cut::Fresh | Cut::Resume => {}
         }
-        if matches!(cut, Cut::Handover { .. } | Cut::Takeover) {
+        if matches!(cut, Cut::Handover { .. } | Cut::Takeover { .. }) {
             for (conn, indices) in token_runs(&entries, &keep) {
                 let log = logs.get(&conn).map(Vec::as_slice).unwrap_or(&[]);
                 let digests: Vec<u32> = indices.iter().map(|run| run.0).collect();
@@ -438,7 +443,14 @@ mod tests {
             (token(7, 20), "logout"),
         ]);
         let logs = HashMap::from([(7, vec![10])]);
-        let r = w.cut(0, &Cut::Takeover, &logs, Duration::ZERO);
+        let r = w.cut(
+            0,
+            &Cut::Takeover {
+                after: Duration::from_secs(5),
+            },
+            &logs,
+            Duration::ZERO,
+        );
         assert_eq!(applied(&r), vec!["other", "logout"]);
         let skipped: Vec<_> = r.skipped.iter().map(|(m, _)| *m).collect();
         assert_eq!(skipped, vec!["w1", "login"]);

@@ -202,7 +202,7 @@ impl Service {
         let cluster = match shared {
             Some(settings) => {
                 let cluster =
-                    Cluster::open(&client, settings, discovery.id(), &config.content_hash())
+                    Cluster::open(&client, settings, discovery.id(), config.content_hash())
                         .await?;
                 subs.push(subscribe_forwarded(&client, &cluster.forward_subject()).await?);
                 ordered.subscribe_extra(cluster.probe_subject()).await?;
@@ -340,10 +340,9 @@ impl Service {
                         let mut next = Some(received);
                         let mut handled = 0;
                         while let Some(received) = next.take() {
-                            tokio::select! {
-                                biased;
-                                _ = &mut shutdown => break 'serving,
-                                _ = self.handle(received) => {}
+                            let stop = finish_on_shutdown(&mut shutdown, self.handle(received)).await;
+                            if stop {
+                                break 'serving;
                             }
                             handled += 1;
                             next = self.received_next(handled, &reloads).await;
@@ -353,10 +352,12 @@ impl Service {
                     None => break,
                 },
             };
-            tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                result = self.step(step) => result?,
+            let mut result = Ok(());
+            let stop =
+                finish_on_shutdown(&mut shutdown, async { result = self.step(step).await }).await;
+            result?;
+            if stop {
+                break;
             }
         }
         // Leaving: no longer listed by discovery.
@@ -378,6 +379,30 @@ impl Service {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// How long a step under way may go on once shutdown was asked for (then it is given
+/// up: NATS is unreachable and publishing waits).
+const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs a step to its end; says whether shutdown was asked for meanwhile. A step is
+/// not cancelled half done (its changes are taken, and its events and reply must
+/// follow), unless it cannot finish in [`FINISH_TIMEOUT`].
+async fn finish_on_shutdown(
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+    step: impl Future<Output = ()>,
+) -> bool {
+    tokio::pin!(step);
+    tokio::select! {
+        biased;
+        () = &mut step => false,
+        () = shutdown => {
+            if tokio::time::timeout(FINISH_TIMEOUT, step).await.is_err() {
+                tracing::warn!("shutting down in the middle of a step that could not finish (NATS unreachable?)");
+            }
+            true
+        }
     }
 }
 

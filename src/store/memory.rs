@@ -373,9 +373,11 @@ mod tests {
         s.update_connection("c1", 1, |c| {
             c.model_mut("a.c1").reply.set(1, bytes::Bytes::new());
         });
-        s.update_existing("c1", 2, |c| c.confirmed = true);
         assert!(s.touch_connection("c1", 3));
         assert_eq!(s.take_changed(), Vec::<UnitKey>::new());
+        // Whether the token is confirmed is kept (a new owner trusts it or not).
+        s.update_existing("c1", 2, |c| c.confirmed = true);
+        assert_eq!(s.take_changed(), c1(), "confirmed");
         s.update_existing("c1", 4, |c| {
             c.model_mut("a.c1").written_mut().insert("x", Value::Null)
         });

@@ -51,25 +51,24 @@ pub const TOKEN_LOG: usize = 16;
 /// find those the old owner did not apply (`ownership::window`). Empty, it takes no
 /// memory beyond the pointer.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct TokenLog(Option<Box<Vec<u32>>>);
+pub struct TokenLog(Option<Box<[u32]>>);
 
 impl TokenLog {
     /// Adds a digest; says whether the log changed.
     pub fn push(&mut self, digest: u32) -> bool {
-        let log = self.0.get_or_insert_with(Default::default);
+        let log = self.digests();
         if log.last() == Some(&digest) {
             return false;
         }
-        if log.len() >= TOKEN_LOG {
-            log.remove(0);
-        }
-        log.push(digest);
+        let skip = (log.len() + 1).saturating_sub(TOKEN_LOG);
+        let next: Box<[u32]> = log[skip..].iter().copied().chain([digest]).collect();
+        self.0 = Some(next);
         true
     }
 
     /// The digests, oldest first.
     pub fn digests(&self) -> &[u32] {
-        self.0.as_deref().map(Vec::as_slice).unwrap_or(&[])
+        self.0.as_deref().unwrap_or(&[])
     }
 
     /// A log of these digests (the last [`TOKEN_LOG`]).
@@ -77,9 +76,6 @@ impl TokenLog {
         let mut log = TokenLog::default();
         for d in digests {
             log.push(d);
-        }
-        if log.digests().is_empty() {
-            log.0 = None;
         }
         log
     }

@@ -309,7 +309,7 @@ pub async fn start_shared(
     std::sync::Arc<connres::service::ClusterMetrics>,
 ) {
     let config = Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
-    let mut gateway = Gateway::connect(server).await;
+    let gateway = Gateway::connect(server).await;
     let service = Service::start(config, &server.url)
         .await
         .expect("connres starts");
@@ -371,13 +371,27 @@ pub fn last_shared_metrics() -> std::sync::Arc<connres::metrics::Metrics> {
 }
 
 /// Runs a started service and waits for its `system.reset` announcement.
+/// With the shared store only an instance that finds no other one running announces
+/// itself: each is waited for until it has seen the cluster instead (the payload is
+/// then null).
 async fn launch(service: Service, gateway: &mut Gateway) -> (Connres, Value) {
+    let shared = service.cluster_metrics().is_some();
+    let mut serving = service.serving();
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(service.run(async {
         let _ = stopped.await;
     }));
-    let (subject, payload) = gateway.next_system().await;
-    assert_eq!(subject, "system.reset");
+    let payload = if shared {
+        tokio::time::timeout(WAIT, serving.wait_for(|s| *s))
+            .await
+            .expect("the instance serves in time")
+            .expect("the instance runs");
+        Value::Null
+    } else {
+        let (subject, payload) = gateway.next_system().await;
+        assert_eq!(subject, "system.reset");
+        payload
+    };
     let connres = Connres {
         stop: Some(stop),
         task: Some(task),

@@ -242,7 +242,6 @@ struct Node {
     gens: HashMap<u32, u64>,
     drains: HashSet<u32>,
     connected: bool,
-    ticking: bool,
 }
 
 struct World {
@@ -277,7 +276,6 @@ struct World {
 
 const AUTH: usize = 0;
 const GATEWAY: usize = 1;
-const BACKEND: usize = 2;
 const MIXED: usize = 3;
 
 fn part_of(cid: usize, partitions: u32) -> u32 {
@@ -368,7 +366,7 @@ impl World {
     /// A publish from an instance: to the server on the instance's one connection
     /// (in order with its bucket requests), then from the server to the gateway (in
     /// the order the server took them).
-    fn to_gateway(&mut self, node: usize, g: ToGateway) {
+    fn send_gateway(&mut self, node: usize, g: ToGateway) {
         let delay = self.delay();
         let at = self.arrive((1000 + node as u64, 2), delay);
         self.schedule(at, Ev::ServerToGateway(g));
@@ -410,7 +408,6 @@ impl World {
             gens: HashMap::new(),
             drains: HashSet::new(),
             connected: self.now >= self.nats_down_until,
-            ticking: true,
         });
         // The first heartbeat, then the watch's current values, then "joined".
         let now = self.t();
@@ -1028,11 +1025,11 @@ impl World {
                     .filter(|c| part_of(*c, self.cfg.partitions) == p)
                     .collect();
                 cids.sort_unstable();
-                self.to_gateway(node, ToGateway::Reset { cids });
+                self.send_gateway(node, ToGateway::Reset { cids });
             }
             Action::ResetAll => {
                 let cids = (0..self.cfg.cids).collect();
-                self.to_gateway(node, ToGateway::Reset { cids });
+                self.send_gateway(node, ToGateway::Reset { cids });
             }
             Action::Confirm { p, conns } => {
                 let parts = self.cfg.partitions;
@@ -1255,7 +1252,7 @@ impl World {
             return false;
         };
         if let Some(view) = head.event {
-            self.to_gateway(
+            self.send_gateway(
                 node,
                 ToGateway::Event {
                     cid: head.cid,
@@ -1270,7 +1267,7 @@ impl World {
                     self.now, self.nodes[node].id, msg.id
                 );
             }
-            self.to_gateway(node, ToGateway::Reply { msg, view });
+            self.send_gateway(node, ToGateway::Reply { msg, view });
         }
         true
     }

@@ -24,6 +24,7 @@ pub struct ClusterMetrics {
     pub(super) forwarded: Counter,
     pub(super) dropped: Counter,
     pub(super) stale: Counter,
+    pub(super) undeclared: Counter,
     kv_writes: Histogram,
     kv_reads: Histogram,
 }
@@ -40,6 +41,7 @@ impl ClusterMetrics {
             forwarded: Counter::default(),
             dropped: Counter::default(),
             stale: Counter::default(),
+            undeclared: Counter::default(),
             kv_writes: Histogram::new(KV_BUCKETS),
             kv_reads: Histogram::new(KV_BUCKETS),
         }
@@ -118,13 +120,18 @@ impl ClusterMetrics {
         );
         r.register(
             "dropped",
-            "Messages dropped while their partition had no owner",
+            "Reads dropped after waiting two leases for their partition to have an owner, or because too many waited",
             self.dropped.clone(),
         );
         r.register(
             "stale",
-            "Messages dropped because this instance's lease on their partition ran out",
+            "Messages dropped because they arrived while this instance caught up after a pause, for partitions it does not hold",
             self.stale.clone(),
+        );
+        r.register(
+            "undeclared",
+            "Forwarded requests for names this instance's config does not declare (instances run different configs), answered with an error",
+            self.undeclared.clone(),
         );
         r.register(
             "kv_write_seconds",

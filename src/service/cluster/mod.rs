@@ -68,6 +68,9 @@ pub(super) struct Cluster {
     drains: Vec<u32>,
     started: bool,
     left: bool,
+    /// When a request for an undeclared name was last logged (at most one line every
+    /// ten seconds).
+    undeclared_logged: Option<Instant>,
     pub(super) metrics: Arc<ClusterMetrics>,
 }
 
@@ -121,6 +124,7 @@ impl Cluster {
             drains: Vec::new(),
             started: false,
             left: false,
+            undeclared_logged: None,
             metrics: Arc::new(ClusterMetrics::new()),
         })
     }

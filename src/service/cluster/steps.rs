@@ -41,6 +41,13 @@ impl Service {
         };
         let n = cluster.settings.partitions;
         let partition = partition_of_message(&self.config, route, &msg, n);
+        if partition.is_none() && hops > 0 {
+            // Forwarded by an instance whose config declares the name, to this one that
+            // owns its partition and does not: instances disagree (a rolling config
+            // change). Answered, never dropped silently.
+            self.undeclared(&msg).await;
+            return;
+        }
         let kind = kind_of(route, &msg);
         let now = cluster.now();
         let placed = cluster.machine.place(
@@ -65,6 +72,29 @@ impl Service {
             Placement::Forward { to, hops, msg } => self.forward(&to, hops, msg.2).await,
             Placement::Kept => {}
             Placement::Drop((_, _, msg), why) => self.dropped(&msg, why),
+        }
+    }
+
+    /// Answers a forwarded request for a name this instance's config does not declare.
+    async fn undeclared(&mut self, msg: &Message) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        cluster.metrics.undeclared.inc();
+        let hash = self.config.content_hash();
+        if cluster
+            .undeclared_logged
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            cluster.undeclared_logged = Some(std::time::Instant::now());
+            tracing::warn!(subject = %msg.subject, config = %hash, "another instance forwarded a request for a name this instance's config does not declare: the instances run different configs (a rolling change?); answered with an error");
+        }
+        let Some(reply) = &msg.reply else { return };
+        let error = protocol::ResError::Internal(format!(
+            "not served: the instance that owns this connection's state runs config {hash}, which does not declare it; the instances' configs differ (a config change in progress?)"
+        ));
+        if let Err(e) = self.client.publish(reply.clone(), error.reply()).await {
+            tracing::warn!(error = %e, "could not answer a request for an undeclared name");
         }
     }
 
@@ -652,7 +682,7 @@ fn kind_of(route: Route, msg: &Message) -> Kind {
         }
         Route::Call | Route::ApiSet | Route::ApiReset => {
             use std::hash::BuildHasher;
-            let h = foldhash::fast::FixedState::with_seed(0x7772_6974_65);
+            let h = foldhash::fast::FixedState::with_seed(0x0077_7269_7465);
             let reply = msg.reply.as_ref().map(|r| r.as_str()).unwrap_or_default();
             Kind::Write {
                 id: h.hash_one((msg.subject.as_str(), reply, &msg.payload[..])),
