@@ -359,6 +359,13 @@ impl<M: Clone> Ownership<M> {
     /// applied lately, once everything handled for the partition is out.
     fn write_handover(&mut self, p: u32, now: Now, out: &mut Vec<Action<M>>) {
         let me = self.me().clone();
+        if matches!(
+            self.parts[p as usize].mode,
+            Mode::HandingOver { write: Some(_), .. }
+        ) {
+            // One write at a time (its result decides).
+            return;
+        }
         let Some(m) = &self.parts[p as usize].mine else {
             return;
         };
@@ -709,18 +716,6 @@ impl<M: Clone> Ownership<M> {
             p,
             confirmed: complete,
         });
-        if !complete && !replay.known.is_empty() {
-            out.push(Action::Confirm {
-                p,
-                conns: replay.known.clone(),
-            });
-        }
-        if complete && !replay.doubtful.is_empty() {
-            out.push(Action::Doubt {
-                p,
-                conns: replay.doubtful.clone(),
-            });
-        }
         if matches!(cut, Cut::Takeover { .. } | Cut::Resume)
             || !complete
             || !replay.doubtful.is_empty()
@@ -756,7 +751,9 @@ impl<M: Clone> Ownership<M> {
         if !complete {
             self.missed(p);
         }
+        let (known, doubtful) = (replay.known.clone(), replay.doubtful.clone());
         self.start_serving(p, replay, now, out);
+        trust(p, complete, known, doubtful, out);
     }
 
     /// Serves a suspended partition again: everything kept since is applied.
@@ -789,16 +786,11 @@ impl<M: Clone> Ownership<M> {
         let replay = self.window.cut(p, &Cut::Resume, &HashMap::new(), since);
         if !complete {
             self.missed(p);
-            out.push(Action::Unconfirm { p });
-            if !replay.known.is_empty() {
-                out.push(Action::Confirm {
-                    p,
-                    conns: replay.known.clone(),
-                });
-            }
             out.push(Action::Reset { p });
         }
+        let (known, doubtful) = (replay.known.clone(), replay.doubtful.clone());
         self.start_serving(p, replay, now, out);
+        trust(p, complete, known, doubtful, out);
     }
 
     /// Messages of the partition may have been missed before its window's gap: no later
@@ -842,6 +834,20 @@ impl<M: Clone> Ownership<M> {
             *drained = true;
             self.write_handover(p, now, out);
         }
+    }
+}
+
+/// After a cut's replays: which token records to trust. With messages missed, none but
+/// those whose latest token event came after the gap (a replayed token event from
+/// before it confirms a record it may not be current for); else all but the doubtful.
+fn trust<M>(p: u32, complete: bool, known: Vec<u64>, doubtful: Vec<u64>, out: &mut Vec<Action<M>>) {
+    if !complete {
+        out.push(Action::Unconfirm { p });
+        if !known.is_empty() {
+            out.push(Action::Confirm { p, conns: known });
+        }
+    } else if !doubtful.is_empty() {
+        out.push(Action::Doubt { p, conns: doubtful });
     }
 }
 

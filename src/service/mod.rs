@@ -202,8 +202,7 @@ impl Service {
         let cluster = match shared {
             Some(settings) => {
                 let cluster =
-                    Cluster::open(&client, settings, discovery.id(), config.content_hash())
-                        .await?;
+                    Cluster::open(&client, settings, discovery.id(), config.content_hash()).await?;
                 subs.push(subscribe_forwarded(&client, &cluster.forward_subject()).await?);
                 ordered.subscribe_extra(cluster.probe_subject()).await?;
                 metrics.add(cluster.metrics.registry());

@@ -36,7 +36,7 @@ impl SimConfig {
             partitions: [1, 2, 4, 8][r.below(4) as usize],
             lease_ms: 1000,
             cids: 4 + r.below(12) as usize,
-            busy_ms: 6000 + r.below(6000),
+            busy_ms: 4000 + r.below(4000),
             gap_ms: 10 + r.below(50),
             faults: true,
         }
@@ -313,7 +313,7 @@ pub fn run(cfg: SimConfig) -> Outcome {
         lost: HashSet::new(),
     };
     w.schedule(0, Ev::Start);
-    let end = w.cfg.busy_ms * 2 + w.cfg.lease_ms * 6;
+    let end = w.cfg.busy_ms + w.cfg.lease_ms * 10;
     while let Some(Reverse((t, _, i))) = w.queue.pop() {
         if t > end {
             break;
@@ -635,6 +635,9 @@ impl World {
     /// The server routes a message: to every instance (changes), or to one of the queue
     /// group (reads); token events also to the gateway.
     fn server(&mut self, msg: Msg) {
+        if self.trace {
+            eprintln!("{:>6} server <- {msg:?}", self.now);
+        }
         if self.now < self.nats_down_until {
             self.lost.insert(msg.id);
             return;
