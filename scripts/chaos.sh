@@ -46,12 +46,20 @@ else
 fi
 
 nats_bin=$("$root/scripts/install-nats-server.sh")
-echo "building (release)..." >&2
-cargo build --quiet --release --bin connres --example chaos
+# PROFILE=dev reuses what `cargo test` built (the test command runs it that way).
+profile=${PROFILE:-release}
+echo "building ($profile)..." >&2
+if [ "$profile" = release ]; then
+  cargo build --quiet --release --bin connres --example chaos
+  dir=release
+else
+  cargo build --quiet --bin connres --example chaos
+  dir=debug
+fi
 target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-connres_bin="$target_dir/release/connres"
-chaos_bin="$target_dir/release/examples/chaos"
+connres_bin="$target_dir/$dir/connres"
+chaos_bin="$target_dir/$dir/examples/chaos"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/connres-chaos.XXXXXX")
 nats_pid=""
