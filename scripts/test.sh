@@ -10,8 +10,8 @@ NATS_SERVER=$(scripts/install-nats-server.sh)
 export NATS_SERVER
 echo "using $NATS_SERVER ($("$NATS_SERVER" --version))"
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --all-targets --locked
 scripts/e2e.sh
 # Fault injection against shared-store instances (about 30 s; docs/scaling.md), on what
 # `cargo test` built.

@@ -8,7 +8,7 @@ pub mod explain;
 pub mod field;
 pub mod logs;
 pub mod metrics;
-pub mod ownership;
+pub use ownership;
 pub mod pattern;
 pub mod plan;
 pub mod protocol;

@@ -42,8 +42,7 @@ pub struct Connection {
     pub tokens: TokenLog,
 }
 
-/// How many token events a connection's [`TokenLog`] remembers.
-pub const TOKEN_LOG: usize = 16;
+pub use ownership::hash::TOKEN_LOG;
 
 /// The digests of the last token events applied to a connection, oldest first, a
 /// repeat of the last one not added again. Kept only with the shared store: a new
@@ -56,14 +55,13 @@ pub struct TokenLog(Option<Box<[u32]>>);
 impl TokenLog {
     /// Adds a digest; says whether the log changed.
     pub fn push(&mut self, digest: u32) -> bool {
-        let log = self.digests();
-        if log.last() == Some(&digest) {
-            return false;
+        match ownership::hash::logged(self.digests(), digest) {
+            Some(next) => {
+                self.0 = Some(next.into_boxed_slice());
+                true
+            }
+            None => false,
         }
-        let skip = (log.len() + 1).saturating_sub(TOKEN_LOG);
-        let next: Box<[u32]> = log[skip..].iter().copied().chain([digest]).collect();
-        self.0 = Some(next);
-        true
     }
 
     /// The digests, oldest first.
@@ -81,15 +79,7 @@ impl TokenLog {
     }
 }
 
-/// The digest of a token event's payload, as the token log and the window keep it.
-pub fn token_digest(payload: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in payload {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
-}
+pub use ownership::hash::token_digest;
 
 /// Counts the changes to what a shared store keeps of a connection or model, so that a
 /// step that only read it (a get filling its cached reply) is not written out. Not

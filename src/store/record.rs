@@ -29,26 +29,7 @@ pub fn partition(key: &UnitKey, partitions: u32) -> u32 {
     partition_of(text, partitions)
 }
 
-/// The partition of a cid (or of a name without a cid).
-pub fn partition_of(text: &str, partitions: u32) -> u32 {
-    (stable_hash(text) % u64::from(partitions.max(1))) as u32
-}
-
-/// FNV-1a, then MurmurHash3's finalizer so that every input bit moves every output bit
-/// (FNV alone leaves names that differ in one character close together). Defined
-/// here, not taken from a crate, because it must never change.
-pub fn stable_hash(text: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
+pub use ownership::hash::{partition_of, stable_hash};
 
 /// The bucket key of a unit in its partition.
 pub fn key(partition: u32, unit: &UnitKey) -> String {
@@ -246,21 +227,6 @@ mod tests {
         assert_eq!(parse_key("lease.3"), None);
         assert_eq!(parse_key("p.x.c.a"), None);
         assert_eq!(parse_key("p.1.c.=Z1"), None);
-    }
-
-    #[test]
-    fn partitions_are_stable_and_spread() {
-        // Where data lives must not change between versions.
-        assert_eq!(partition_of("c1", 64), partition_of("c1", 64));
-        assert_eq!(partition_of("", 1), 0);
-        let mut counts = [0u32; 8];
-        for i in 0..8000 {
-            counts[partition_of(&format!("cid{i}"), 8) as usize] += 1;
-        }
-        assert!(
-            counts.iter().all(|&n| (800..1200).contains(&n)),
-            "{counts:?}"
-        );
     }
 
     #[test]

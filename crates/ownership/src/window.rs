@@ -18,7 +18,7 @@
 //!
 //! Alignment: a token event sets a connection's token, so its effect does not depend
 //! on what came before. Each connection keeps the digests of the last token events it
-//! applied ([`TokenLog`](crate::store::TokenLog)); the previous owner applied a prefix
+//! applied (connres's `store::TokenLog`); the previous owner applied a prefix
 //! of the token events this instance saw for the connection, in the same order (one
 //! publisher per connection's tokens), and the log ends the way that prefix does, so
 //! the longest prefix of the window that ends like the log is at least what it

@@ -2,9 +2,12 @@
 //! machine: observations of the bucket (heartbeats, leases), results of the writes and
 //! reads it asked for, messages and the passing of time go in; what to do comes out
 //! (write a heartbeat or a lease, load a partition, apply a message here, forward it,
-//! keep it, drop it). No I/O and no clock of its own: `service/cluster/` moves bytes
-//! and time in and carries the actions out, and `tests/simulation.rs` drives many
-//! instances through a simulated bucket and network.
+//! keep it, drop it). No I/O and no clock of its own: connres's `service/cluster/`
+//! moves bytes and time in and carries the actions out, and this crate's
+//! `tests/simulation.rs` drives many instances through a simulated bucket and network.
+//! A crate of its own so that nothing with I/O creeps in (serde, humantime and tracing
+//! are all it depends on) and the simulation runs optimized in every build
+//! (`[profile.dev.package]`).
 //!
 //! The protocol, in short (docs/scaling.md tells it in full):
 //! - Every instance receives every state-changing message (token events, calls,
@@ -23,6 +26,7 @@
 //!   window that the old owner did not, and gateways are told to re-fetch.
 
 pub mod codec;
+pub mod hash;
 mod lease;
 mod members;
 pub mod window;

@@ -5,7 +5,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use connres::ownership::{
+use ownership::{
     Action, Incoming, Input, Kind, LeaseError, LeaseValue, NodeInfo, Ownership, Placement,
     Settings, PROTOCOL,
 };
@@ -226,7 +226,7 @@ enum Write {
 }
 
 struct Node {
-    id: connres::ownership::Instance,
+    id: ownership::Instance,
     alive: bool,
     leaving: bool,
     paused_until: Option<u64>,
@@ -279,11 +279,11 @@ const GATEWAY: usize = 1;
 const MIXED: usize = 3;
 
 fn part_of(cid: usize, partitions: u32) -> u32 {
-    connres::store::record::partition_of(&format!("c{cid}"), partitions)
+    ownership::hash::partition_of(&format!("c{cid}"), partitions)
 }
 
 fn conn_hash(cid: usize) -> u64 {
-    connres::store::record::stable_hash(&format!("c{cid}"))
+    ownership::hash::stable_hash(&format!("c{cid}"))
 }
 
 /// Runs one simulation.
@@ -378,7 +378,7 @@ impl World {
 
     fn start_node(&mut self) {
         let slot = self.nodes.len();
-        let id: connres::ownership::Instance = format!("n{slot}").into();
+        let id: ownership::Instance = format!("n{slot}").into();
         let info = NodeInfo {
             beat: 0,
             proto: PROTOCOL,
@@ -824,7 +824,7 @@ impl World {
                 let kind = match &msg.body {
                     Body::Token(t) => Kind::Token {
                         conn: conn_hash(msg.cid),
-                        digest: connres::store::token_digest(&Msg::token_payload(*t)),
+                        digest: ownership::hash::token_digest(&Msg::token_payload(*t)),
                     },
                     Body::Write => Kind::Write { id: msg.id },
                     _ => Kind::Read,

@@ -57,7 +57,7 @@ pub struct Unit {
     pub value: Option<u64>,
     /// Every message applied to it, in order (message ids).
     pub log: Vec<u64>,
-    /// The token log (`connres::store::TokenLog`'s digests).
+    /// The token log (the digests connres's `store::TokenLog` keeps).
     pub tokens: Vec<u32>,
 }
 
@@ -89,10 +89,10 @@ impl Unit {
                 self.token = t;
                 self.confirmed = true;
                 self.filled = false;
-                let d = connres::store::token_digest(&Msg::token_payload(t));
-                let mut log = connres::store::TokenLog::from_digests(self.tokens.iter().copied());
-                log.push(d);
-                self.tokens = log.digests().to_vec();
+                let d = ownership::hash::token_digest(&Msg::token_payload(t));
+                if let Some(next) = ownership::hash::logged(&self.tokens, d) {
+                    self.tokens = next;
+                }
                 self.log.push(m.id);
             }
             Body::Write => {

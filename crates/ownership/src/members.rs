@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::codec::NodeInfo;
 use super::{Instance, Now};
-use crate::store::record::stable_hash;
+use crate::hash::stable_hash;
 
 /// Another instance's heartbeat as last seen.
 struct NodeView {

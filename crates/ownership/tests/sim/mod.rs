@@ -1,5 +1,5 @@
 //! A deterministic simulation of several connres instances sharing partitions: the
-//! real ownership state machine (`connres::ownership`) in each, and simulated
+//! real ownership state machine (the `ownership` crate) in each, and simulated
 //! everything else: the key-value bucket (revisions, compare-and-set, watches), the
 //! NATS server (each message delivered to each instance with its own delay, in order
 //! per publisher), publishers (an auth service, a gateway, a backend, and one that

@@ -1,0 +1,86 @@
+//! What every instance and every version must compute alike: the hash that decides a
+//! unit's partition, and the digest of a token event that the token log keeps.
+
+/// The most token events a connection's token log remembers.
+pub const TOKEN_LOG: usize = 16;
+
+/// The partition of a cid (or of a name without a cid): [`stable_hash`] modulo the
+/// partition count. The same on every instance and every version: it decides where
+/// data lives.
+pub fn partition_of(text: &str, partitions: u32) -> u32 {
+    (stable_hash(text) % u64::from(partitions.max(1))) as u32
+}
+
+/// FNV-1a, then MurmurHash3's finalizer so that every input bit moves every output bit
+/// (FNV alone leaves names that differ in one character close together). Defined
+/// here, not taken from a crate, because it must never change.
+pub fn stable_hash(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The digest of a token event's payload, as the token log and the window keep it.
+pub fn token_digest(payload: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in payload {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// Adds a digest to a token log (oldest first, at most [`TOKEN_LOG`], a repeat of the
+/// last one not added again); the new log, if it changed.
+pub fn logged(log: &[u32], digest: u32) -> Option<Vec<u32>> {
+    if log.last() == Some(&digest) {
+        return None;
+    }
+    let skip = (log.len() + 1).saturating_sub(TOKEN_LOG);
+    Some(log[skip..].iter().copied().chain([digest]).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        // Where data lives must not change between versions.
+        assert_eq!(partition_of("c1", 64), 3);
+        assert_eq!(partition_of("cid17", 64), partition_of("cid17", 64));
+        assert_eq!(partition_of("", 1), 0);
+        let mut counts = [0u32; 8];
+        for i in 0..8000 {
+            counts[partition_of(&format!("cid{i}"), 8) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (800..1200).contains(&n)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn the_token_log_keeps_the_last_distinct_digests() {
+        let mut log = Vec::new();
+        for d in [1, 1, 2, 1] {
+            if let Some(next) = logged(&log, d) {
+                log = next;
+            }
+        }
+        assert_eq!(log, vec![1, 2, 1]);
+        for d in 10..40 {
+            log = logged(&log, d).unwrap();
+        }
+        assert_eq!(log.len(), TOKEN_LOG);
+        assert_eq!(*log.last().unwrap(), 39);
+        assert_eq!(token_digest(b"{\"token\":null}"), 2_009_431_883);
+    }
+}
