@@ -101,6 +101,9 @@ pub struct Engine<S: Store = MemoryStore> {
     /// Whether each connection keeps the digests of its last token events (the shared
     /// store: see [`crate::store::TokenLog`]).
     log_tokens: bool,
+    /// Cleared while a request that waited is handled ([`Engine::handle_waited`]):
+    /// its token fills in no record.
+    learning: bool,
 }
 
 impl Default for Engine<MemoryStore> {
@@ -120,6 +123,7 @@ impl<S: Store> Engine<S> {
             stamp: 0,
             config_id: 0,
             log_tokens: false,
+            learning: true,
         }
     }
 
@@ -140,6 +144,17 @@ impl<S: Store> Engine<S> {
     /// The clock's time now.
     pub fn now(&self) -> Tick {
         self.clock.now()
+    }
+
+    /// Handles a request that waited (the shared store held it while its partition had
+    /// no owner): as [`Engine::handle`], except that the token it carries, which may be
+    /// older than token events handled since, fills in no connection's record; rules
+    /// still see it where the record is not confirmed.
+    pub fn handle_waited(&mut self, config: &Config, request: Request) -> Outcome {
+        self.learning = false;
+        let outcome = self.handle(config, request);
+        self.learning = true;
+        outcome
     }
 
     /// Handles one message against one config snapshot.

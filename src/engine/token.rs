@@ -54,6 +54,28 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// A token event that the shared store's cut did not apply, not knowing whether the
+    /// partition's previous owner had (the ownership protocol's `Dropped::Superseded`):
+    /// its digest goes into the connection's token log as if applied, so no later owner
+    /// applies it, and the record is left to be filled in again by the next request
+    /// that carries the token. A malformed event changes nothing (it was never applied).
+    pub fn supersede_token(&mut self, cid: &str, payload: &[u8]) {
+        self.now = self.clock.now();
+        let valid = check_cid(cid).is_ok()
+            && matches!(
+                protocol::parse::<TokenEvent>(payload, "token event"),
+                Ok(TokenEvent { token: Some(_) })
+            );
+        if !valid {
+            return;
+        }
+        let digest = ownership::hash::superseded(token_digest(payload));
+        self.store.update_connection(cid, self.now, |c| {
+            c.log_token(digest);
+            c.confirmed = false;
+        });
+    }
+
     /// A token from an access or call request fills in a connection with no confirmed
     /// record only; confirmed records change by token events alone. `create`: whether
     /// the request may create a record (a denied request leaves nothing behind).
@@ -65,6 +87,9 @@ impl<S: Store> Engine<S> {
         create: bool,
         events: &mut Events,
     ) {
+        if !self.learning {
+            return;
+        }
         match self.store.connection(cid) {
             Some(c) if c.confirmed => {
                 self.store.touch_connection(cid, self.now);

@@ -41,6 +41,9 @@ pub(super) struct Admitted {
     pub(super) endpoint: Arc<Endpoint>,
     pub(super) msg: async_nats::Message,
     pub(super) partition: Option<u32>,
+    /// It waited for its partition to have an owner: its token fills in no record
+    /// ([`crate::engine::Engine::handle_waited`]).
+    pub(super) waited: bool,
 }
 
 impl Service {
@@ -165,10 +168,10 @@ impl Service {
                 self.metrics.set_ready(false);
                 self.metrics.nats(false);
                 tracing::warn!("lost the NATS connection; reconnecting");
-                self.handle_received().await;
+                let backlog_placed = self.handle_received().await;
                 // Token events are being missed from now on.
                 if self.cluster.is_some() {
-                    self.cluster_input(crate::ownership::Input::Disconnected)
+                    self.cluster_input(crate::ownership::Input::Disconnected { backlog_placed })
                         .await;
                 } else {
                     self.engine.reconnected();
@@ -201,11 +204,15 @@ impl Service {
     /// records as they were: async-nats hands every message it read to its subscription
     /// before it reports the disconnect, and while the connection is down nothing new
     /// arrives. Stops when the connection is back, since what arrives then is not from
-    /// before the outage.
-    async fn handle_received(&mut self) {
-        while self.client.connection_state() != State::Connected {
+    /// before the outage. Says whether it handled all of it (the connection was still
+    /// down when nothing was left): then whatever arrives next came after the outage.
+    async fn handle_received(&mut self) -> bool {
+        loop {
+            if self.client.connection_state() == State::Connected {
+                return false;
+            }
             let Some(Some(received)) = self.subs.next().now_or_never() else {
-                break;
+                return self.client.connection_state() != State::Connected;
             };
             self.handle(received).await;
         }
@@ -280,6 +287,7 @@ impl Service {
                 endpoint,
                 msg,
                 partition: None,
+                waited: false,
             })
             .await
         }
@@ -308,6 +316,7 @@ impl Service {
             endpoint,
             msg,
             partition,
+            waited,
         } = admitted;
         let started = std::time::Instant::now();
         let subject = msg.subject.as_str();
@@ -316,7 +325,11 @@ impl Service {
             tracing::warn!(subject, "ignored a message on an unexpected subject");
             return;
         };
-        let outcome = self.engine.handle(&self.config, request);
+        let outcome = if waited {
+            self.engine.handle_waited(&self.config, request)
+        } else {
+            self.engine.handle(&self.config, request)
+        };
         self.update_stats();
         let finished = Finished {
             route,

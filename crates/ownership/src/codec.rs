@@ -61,7 +61,9 @@ pub struct LeaseValue {
     pub applied: Vec<u64>,
     /// How long before this write the previous owner stopped applying the partition's
     /// messages (milliseconds on its clock): the new owner needs its window to reach
-    /// back that far.
+    /// back that far. In a renewal: how long the owner has been suspended (its
+    /// deadline passed, or its connection dropped), for an instance that takes the
+    /// partition over.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub stopped_ms: u64,
     /// Every request received more than this long before the write was handled by the
@@ -69,9 +71,10 @@ pub struct LeaseValue {
     /// as handled); 0: none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub handled_ms: u64,
-    /// The previous owner may have missed messages received more than this long before
-    /// the write, and applied later ones (its NATS connection dropped): none of them is
-    /// applied after it, token events included; 0: none.
+    /// The owner that wrote it (handing over, or renewing) may have missed messages
+    /// received more than this long before the write, and applied later ones (its NATS
+    /// connection dropped): no later owner applies any of them, token events included;
+    /// 0: none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub missed_ms: u64,
 }

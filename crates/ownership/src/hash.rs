@@ -27,14 +27,35 @@ pub fn stable_hash(text: &str) -> u64 {
     h ^ (h >> 33)
 }
 
-/// The digest of a token event's payload, as the token log and the window keep it.
+/// The digest of a token event's payload, as the token log and the window keep it
+/// (31 bits: the top bit marks a superseded event in the log).
 pub fn token_digest(payload: &[u8]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in payload {
         h ^= u32::from(*b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    h
+    h & !SUPERSEDED
+}
+
+/// The mark of a token event a cut recorded in the log without applying it (it could
+/// not tell whether the previous owner had): the event counts as seen, but the token
+/// record does not necessarily reflect it.
+const SUPERSEDED: u32 = 1 << 31;
+
+/// A digest as the log records a superseded event.
+pub fn superseded(digest: u32) -> u32 {
+    digest | SUPERSEDED
+}
+
+/// Whether a logged digest is of a superseded event.
+pub fn is_superseded(logged: u32) -> bool {
+    logged & SUPERSEDED != 0
+}
+
+/// The event's digest, whether it was applied or superseded.
+pub fn event_of(logged: u32) -> u32 {
+    logged & !SUPERSEDED
 }
 
 /// Adds a digest to a token log (oldest first, at most [`TOKEN_LOG`], a repeat of the

@@ -70,6 +70,9 @@ pub(super) enum Mode {
         /// The lease write in flight, and the value it writes (kept for a retry).
         write: Option<u64>,
         value: Option<LeaseValue>,
+        /// A handover write failed in a way that does not say whether it landed:
+        /// neither served again nor written again until the lease is read back.
+        unsure: bool,
     },
 }
 
@@ -177,7 +180,10 @@ impl<M: Clone> Ownership<M> {
                         .cloned()
                     };
                     let moves = target.as_ref() != Some(self.me());
-                    let deferred = stay && self.parts[i].hand_over_after.is_some_and(|t| t > now);
+                    // Not while catching up after a pause: what waits in the connection
+                    // is older than its stop would look to the next owner.
+                    let deferred = self.catching_up.is_some()
+                        || (stay && self.parts[i].hand_over_after.is_some_and(|t| t > now));
                     if moves && !deferred && (!stay || handing < HANDOVERS_AT_ONCE) {
                         handing += 1;
                         self.parts[i].mode = Mode::HandingOver {
@@ -186,6 +192,7 @@ impl<M: Clone> Ownership<M> {
                             drained: false,
                             write: None,
                             value: None,
+                            unsure: false,
                         };
                         out.push(Action::Drain { p });
                     }
@@ -195,6 +202,7 @@ impl<M: Clone> Ownership<M> {
                     since,
                     drained,
                     write: None,
+                    unsure: false,
                     ..
                 } => {
                     let since = *since;
@@ -275,15 +283,30 @@ impl<M: Clone> Ownership<M> {
             return;
         }
         let expect = m.revision;
+        // Suspended, it applies nothing until this comes back: an instance that takes
+        // the partition over (this renewal landing late) needs what arrived since.
+        let stopped = match part.mode {
+            Mode::Suspended { since } => Some(since),
+            Mode::Serving if m.deadline <= now => Some(m.deadline),
+            _ => None,
+        };
+        let stopped_ms = stopped.map_or(0, |t| now.saturating_sub(t).as_millis().max(1) as u64);
         let op = self.op();
         let me = self.me().clone();
+        // What this owner may have missed, for an instance that takes the partition
+        // over if it stops renewing.
+        let missed_ms = missed_ms(self.parts[p as usize].missed, now);
         let m = self.parts[p as usize].mine.as_mut().expect("held");
         m.renewing = Some((op, now));
         m.last_sent = now;
         out.push(Action::WriteLease {
             p,
             op,
-            value: LeaseValue::held(&me),
+            value: LeaseValue {
+                missed_ms,
+                stopped_ms,
+                ..LeaseValue::held(&me)
+            },
             expect: Some(expect),
         });
     }
@@ -319,7 +342,10 @@ impl<M: Clone> Ownership<M> {
                 // expired (token events by alignment, gateways re-fetch).
                 Some(o) if o == self.me() && !v.value.handed_over() => (
                     Some(v.revision),
-                    Cut::Takeover { after: now },
+                    Cut::Takeover {
+                        after: now,
+                        missed_before: missed_before(&v.value, v.seen),
+                    },
                     part.lost_at.unwrap_or(Now::ZERO),
                 ),
                 Some(o) if self.members.alive(o, now, lease) => return,
@@ -331,8 +357,11 @@ impl<M: Clone> Ownership<M> {
                 ),
                 Some(_) => (
                     Some(v.revision),
-                    Cut::Takeover { after: now },
-                    v.seen.saturating_sub(lease / 4),
+                    Cut::Takeover {
+                        after: now,
+                        missed_before: missed_before(&v.value, v.seen),
+                    },
+                    taken_since(v, lease),
                 ),
             },
         };
@@ -361,9 +390,10 @@ impl<M: Clone> Ownership<M> {
         let me = self.me().clone();
         if matches!(
             self.parts[p as usize].mode,
-            Mode::HandingOver { write: Some(_), .. }
+            Mode::HandingOver { write: Some(_), .. } | Mode::HandingOver { unsure: true, .. }
         ) {
-            // One write at a time (its result decides).
+            // One write at a time (its result decides), and none while an earlier
+            // one's result is unknown.
             return;
         }
         let Some(m) = &self.parts[p as usize].mine else {
@@ -396,9 +426,7 @@ impl<M: Clone> Ownership<M> {
             handled_ms: horizon
                 .map(|h| now.saturating_sub(h).as_millis().max(1) as u64)
                 .unwrap_or(0),
-            missed_ms: missed
-                .map(|h| now.saturating_sub(h).as_millis().max(1) as u64)
-                .unwrap_or(0),
+            missed_ms: missed_ms(missed, now),
         };
         *write = Some(op);
         *value = Some(v.clone());
@@ -432,7 +460,7 @@ impl<M: Clone> Ownership<M> {
         let taken = part
             .mine
             .as_ref()
-            .is_some_and(|m| revision > m.revision && value.owner.as_ref() != Some(&me));
+            .is_some_and(|m| revision > m.revision && !still_mine(&value, &me));
         part.view = Some(View {
             revision,
             value,
@@ -542,13 +570,14 @@ impl<M: Clone> Ownership<M> {
                     part.mode = Mode::Idle;
                     out.push(Action::Forget { p });
                 }
-                Err(e) => {
-                    if let Mode::HandingOver { write, .. } = &mut part.mode {
+                Err(_) => {
+                    // It may have landed (no reply), or an earlier one did (a conflict):
+                    // serving again or writing again waits for the lease read back.
+                    if let Mode::HandingOver { write, unsure, .. } = &mut part.mode {
                         *write = None;
+                        *unsure = true;
                     }
-                    if e == LeaseError::Conflict {
-                        out.push(Action::ReadLease { p });
-                    }
+                    out.push(Action::ReadLease { p });
                 }
             },
             _ => {}
@@ -638,10 +667,15 @@ impl<M: Clone> Ownership<M> {
         if part.mine.is_none() {
             return;
         }
+        let current = part.mine.as_ref().map_or(0, |m| m.revision);
         match entry {
-            Some((revision, value)) if value.owner.as_ref() == Some(&me) => {
+            Some((revision, value)) if revision <= current || still_mine(&value, &me) => {
                 if let Some(m) = part.mine.as_mut() {
                     m.revision = m.revision.max(revision);
+                }
+                // Still this instance's: no handover write landed.
+                if let Mode::HandingOver { unsure, .. } = &mut part.mode {
+                    *unsure = false;
                 }
             }
             _ => {
@@ -712,6 +746,20 @@ impl<M: Clone> Ownership<M> {
         };
         let complete = cut != Cut::Fresh && self.window.complete_since(p, need_since);
         let replay = self.window.cut(p, &cut, &logs, need_since);
+        tracing::debug!(
+            partition = p,
+            ?cut,
+            complete,
+            ?need_since,
+            missing_until = ?self.window.missing_until(p),
+            ?now,
+            apply = replay.apply.len(),
+            skipped = replay.skipped.len(),
+            superseded = replay.superseded.len(),
+            known = replay.known.len(),
+            doubtful = replay.doubtful.len(),
+            "cut"
+        );
         out.push(Action::Install {
             p,
             confirmed: complete,
@@ -739,9 +787,11 @@ impl<M: Clone> Ownership<M> {
             Cut::Resume => part.horizon,
         };
         part.missed = match &cut {
-            Cut::Handover { missed_before, .. } => *missed_before,
+            Cut::Handover { missed_before, .. } | Cut::Takeover { missed_before, .. } => {
+                *missed_before
+            }
             Cut::Resume => part.missed,
-            Cut::Takeover { .. } | Cut::Fresh => None,
+            Cut::Fresh => None,
         };
         if let Cut::Handover { applied, .. } = &cut {
             for id in applied {
@@ -778,6 +828,7 @@ impl<M: Clone> Ownership<M> {
                     drained: false,
                     write: None,
                     value: None,
+                    unsure: false,
                 };
                 out.push(Action::Drain { p });
                 return;
@@ -821,6 +872,12 @@ impl<M: Clone> Ownership<M> {
                 why: Dropped::Applied,
             });
         }
+        for msg in replay.superseded {
+            out.push(Action::Drop {
+                msg,
+                why: Dropped::Superseded,
+            });
+        }
         for (msg, id) in replay.apply {
             if let Some(id) = id {
                 self.window.applied(p, id, now);
@@ -837,6 +894,20 @@ impl<M: Clone> Ownership<M> {
     }
 }
 
+/// A horizon as milliseconds before now, for a lease value (0: none).
+fn missed_ms(horizon: Option<Now>, now: Now) -> u64 {
+    horizon
+        .map(|h| now.saturating_sub(h).as_millis().max(1) as u64)
+        .unwrap_or(0)
+}
+
+/// Whether a newer lease value than the one this instance holds continues its hold: it
+/// names this instance and was not handed over (handed to this instance by another,
+/// the other held it in between: taken as a handover, not as a renewal).
+fn still_mine(value: &LeaseValue, me: &Instance) -> bool {
+    value.owner.as_ref() == Some(me) && !value.handed_over()
+}
+
 /// After a cut's replays: which token records to trust. With messages missed, none but
 /// those whose latest token event came after the gap (a replayed token event from
 /// before it confirms a record it may not be current for); else all but the doubtful.
@@ -849,6 +920,15 @@ fn trust<M>(p: u32, complete: bool, known: Vec<u64>, doubtful: Vec<u64>, out: &m
     } else if !doubtful.is_empty() {
         out.push(Action::Doubt { p, conns: doubtful });
     }
+}
+
+/// Since when the window must be complete to take a lease over that expired: from
+/// when its last owner sent its last renewal (it may have stopped applying right after,
+/// paused; the renewal may have taken up to a lease to land), or from before it stopped
+/// applying if it said so (a renewal sent while suspended).
+fn taken_since(v: &View, lease: std::time::Duration) -> Now {
+    v.seen
+        .saturating_sub(std::time::Duration::from_millis(v.value.stopped_ms) + lease)
 }
 
 /// Since when the window must be complete to take a lease handed over (or released):
@@ -867,7 +947,13 @@ fn handover_cut(value: &LeaseValue, seen: Now, lease: std::time::Duration) -> Cu
         handled_before: (value.handled_ms > 0).then(|| {
             seen.saturating_sub(std::time::Duration::from_millis(value.handled_ms)) + lease / 8
         }),
-        missed_before: (value.missed_ms > 0)
-            .then(|| seen.saturating_sub(std::time::Duration::from_millis(value.missed_ms))),
+        missed_before: missed_before(value, seen),
     }
+}
+
+/// Before when the lease's last owner may have missed messages (and applied later
+/// ones), as it said in the lease seen at `seen`.
+fn missed_before(value: &LeaseValue, seen: Now) -> Option<Now> {
+    (value.missed_ms > 0)
+        .then(|| seen.saturating_sub(std::time::Duration::from_millis(value.missed_ms)))
 }

@@ -105,8 +105,15 @@ pub enum Dropped {
     Expired,
     /// At a cut: the previous owner applied it, or may have (a takeover).
     Applied,
+    /// At a cut, a token event that the previous owner may or may not have applied
+    /// (messages were missed): not applied, its connection's token record is filled in
+    /// again from the gateway, and it counts as applied from now on (its digest goes
+    /// into the connection's token log) so that no later owner applies it after what
+    /// this one applies next.
+    Superseded,
     /// Received while this instance caught up after a pause, for a partition it does
-    /// not hold: sent during the pause, and perhaps applied elsewhere since.
+    /// not serve: sent during the pause, and perhaps applied elsewhere since (a read:
+    /// it would reach the owner after what was sent since).
     Stale,
 }
 
@@ -149,8 +156,9 @@ pub enum Input {
     Drained { p: u32 },
     /// A [`Action::Probe`] came back: everything received before it has been placed.
     Probe { sent: Now },
-    /// The NATS connection dropped.
-    Disconnected,
+    /// The NATS connection dropped. `backlog_placed`: every message received before it
+    /// dropped was placed before this.
+    Disconnected { backlog_placed: bool },
     /// The NATS connection is back; what was sent meanwhile was missed.
     Reconnected,
     /// The server dropped messages for this instance (a slow subscription).
@@ -220,8 +228,14 @@ pub enum Action<M> {
     },
     /// Tell gateways to re-fetch every pattern (no other instance was serving).
     ResetAll,
-    /// Apply a message here (from the window or the held reads), in this order.
+    /// Apply a message here (from the window), in this order.
     Apply {
+        msg: M,
+    },
+    /// Apply a read that was held (it waited for its partition to have an owner): the
+    /// token it carries may be older than token events applied since, so it fills in
+    /// no token record (the connection's next request does).
+    ApplyHeld {
         msg: M,
     },
     Forward {
@@ -288,8 +302,9 @@ pub struct Ownership<M> {
     left: bool,
     /// Set while settings differ from a live owner's (the reason).
     refusing: Option<String>,
-    /// When `tick` last ran (a long gap: this instance was paused).
-    last_tick: Option<Now>,
+    /// When this instance last ran (a tick, a message or a result; a long gap: it was
+    /// paused).
+    last_run: Option<Now>,
     /// When this instance started receiving messages.
     started: Now,
     /// Set after a pause, until a probe sent after it comes back: what arrives until then
@@ -317,7 +332,7 @@ impl<M: Clone> Ownership<M> {
             leaving: false,
             left: false,
             refusing: None,
-            last_tick: None,
+            last_run: None,
             started: now,
             catching_up: None,
             probed: None,
@@ -391,6 +406,8 @@ impl<M: Clone> Ownership<M> {
 
     /// Places a message: the hot path, for every message received.
     pub fn place(&mut self, incoming: Incoming<M>, now: Now) -> Placement<M> {
+        self.awake(now);
+        self.window.placing(now);
         let Incoming {
             partition,
             kind,
@@ -407,6 +424,11 @@ impl<M: Clone> Ownership<M> {
                 self.window.applied(p, id, now);
             }
             return Placement::Apply(msg);
+        }
+        if kind == Kind::Read && self.catching_up.is_some() {
+            // Sent during a pause, and to be applied elsewhere: after token events sent
+            // since, maybe (a token it carries would fill in a record with an old one).
+            return Placement::Drop(msg, Dropped::Stale);
         }
         if kind != Kind::Read {
             if let Some(since) = self.catching_up.filter(|_| !part.waiting()) {
@@ -455,13 +477,13 @@ impl<M: Clone> Ownership<M> {
     fn release_held(&mut self, now: Now, out: &mut Vec<Action<M>>) {
         for h in std::mem::take(&mut self.held) {
             if self.parts[h.partition as usize].serving(now) {
-                out.push(Action::Apply { msg: h.msg });
+                out.push(Action::ApplyHeld { msg: h.msg });
                 continue;
             }
             // The owners changed since it was held: it may take its hops again (one
             // that bounced between two views during a handover would never leave).
             match self.place_read(h.partition, 0, h.msg, h.since, now) {
-                Placement::Apply(msg) => out.push(Action::Apply { msg }),
+                Placement::Apply(msg) => out.push(Action::ApplyHeld { msg }),
                 Placement::Forward { to, hops, msg } => out.push(Action::Forward { to, hops, msg }),
                 Placement::Drop(msg, why) => out.push(Action::Drop { msg, why }),
                 Placement::Kept => {}
@@ -473,18 +495,7 @@ impl<M: Clone> Ownership<M> {
     /// what aged out of the window and the held reads.
     pub fn tick(&mut self, now: Now) -> Vec<Action<M>> {
         let mut out = Vec::new();
-        if let Some(last) = self.last_tick {
-            let gap = now.saturating_sub(last);
-            if gap > self.lease() / 2 {
-                tracing::warn!(paused = ?gap, "this instance did not run for a while (paused or starved); renewing at once");
-            }
-            if gap > self.lease() / 4 {
-                // What arrives until a probe sent now comes back is stale.
-                self.catching_up = Some(now);
-                self.probed = None;
-            }
-        }
-        self.last_tick = Some(now);
+        self.awake(now);
         for msg in self.stale.drain(..) {
             out.push(Action::Drop {
                 msg,
@@ -511,8 +522,28 @@ impl<M: Clone> Ownership<M> {
         out
     }
 
+    /// Notes that this instance runs at `now`: after a long gap (it was paused or
+    /// starved), what the connection delivers until a probe sent now comes back was sent
+    /// during the pause. Whatever runs first after a pause (the timer, a message, a
+    /// result) sees it.
+    fn awake(&mut self, now: Now) {
+        if let Some(last) = self.last_run {
+            let gap = now.saturating_sub(last);
+            if gap > self.lease() / 2 {
+                tracing::warn!(paused = ?gap, "this instance did not run for a while (paused or starved); renewing at once");
+            }
+            if gap > self.lease() / 4 {
+                tracing::debug!(?gap, "catching up after a pause");
+                self.catching_up = Some(now);
+                self.probed = None;
+            }
+        }
+        self.last_run = Some(now);
+    }
+
     /// Handles an observation or a result.
     pub fn handle(&mut self, input: Input, now: Now) -> Vec<Action<M>> {
+        self.awake(now);
         let mut out = Vec::new();
         match input {
             Input::Node {
@@ -562,13 +593,13 @@ impl<M: Clone> Ownership<M> {
                     self.last_beat = None;
                 }
             }
-            Input::Disconnected => {
-                self.window.disconnected();
+            Input::Disconnected { backlog_placed } => {
+                self.window.disconnected(backlog_placed);
                 for part in &mut self.parts {
                     part.disconnected(now);
                 }
             }
-            Input::Reconnected => self.window.gap(now),
+            Input::Reconnected => self.window.reconnected(now),
             Input::Missed => {
                 // As if the connection had dropped a while ago and come back now: what
                 // is served stops until the next renewal, which sees the gap.

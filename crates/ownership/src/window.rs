@@ -30,6 +30,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use super::{Kind, Now};
+use crate::hash::{event_of, is_superseded};
 
 /// An unapplied message.
 struct Entry<M> {
@@ -44,6 +45,11 @@ pub(super) struct Window<M> {
     missing_until: Vec<Now>,
     /// Set while the NATS connection is down: messages are being missed.
     disconnected: bool,
+    /// Set when the connection dropped after every message received before was
+    /// placed: then whatever is placed next arrived after the connection was back.
+    backlog_placed: bool,
+    /// The first message placed since, in that case: the gap ends just before it.
+    first_after: Option<Now>,
     span: Duration,
     cap: usize,
     len: usize,
@@ -67,9 +73,11 @@ pub enum Cut {
         missed_before: Option<Now>,
     },
     /// `after`: when this instance asked for the lease; the previous owner had
-    /// stopped by then, so what arrived since is applied.
+    /// stopped by then, so what arrived since is applied. `missed_before`: as for a
+    /// handover (its last renewal said so).
     Takeover {
         after: Now,
+        missed_before: Option<Now>,
     },
     Resume,
 }
@@ -88,6 +96,11 @@ pub(super) struct Replay<M> {
     /// previous owner applied (the window may miss some): none was applied, and their
     /// token records are not to be trusted.
     pub doubtful: Vec<u64>,
+    /// Token events of doubtful connections after the last one the previous owner
+    /// surely applied, in arrival order: not applied, but counted as applied from now
+    /// on (their digests go into the token log), so that no later owner applies them
+    /// after what this one applies next.
+    pub superseded: Vec<M>,
 }
 
 impl<M> Window<M> {
@@ -97,6 +110,8 @@ impl<M> Window<M> {
             parts: (0..n).map(|_| VecDeque::new()).collect(),
             missing_until: vec![now; n],
             disconnected: false,
+            backlog_placed: false,
+            first_after: None,
             span,
             cap: cap.max(1),
             len: 0,
@@ -187,9 +202,34 @@ impl<M> Window<M> {
         }
     }
 
-    /// The NATS connection dropped: messages are being missed until [`Window::gap`].
-    pub(super) fn disconnected(&mut self) {
+    /// The NATS connection dropped: messages are being missed until
+    /// [`Window::reconnected`]. `backlog_placed`: every message received before the drop
+    /// has been placed (nothing arrives while the connection is down, so what is
+    /// placed from now on arrived after it came back).
+    pub(super) fn disconnected(&mut self, backlog_placed: bool) {
         self.disconnected = true;
+        self.backlog_placed = backlog_placed;
+        self.first_after = None;
+    }
+
+    /// A message is being placed (any message, read or applied ones included).
+    pub(super) fn placing(&mut self, now: Now) {
+        if self.disconnected && self.backlog_placed && self.first_after.is_none() {
+            self.first_after = Some(now);
+        }
+    }
+
+    /// The NATS connection is back: messages may have been missed for every partition
+    /// until then. When what was received before the drop was all placed then, the
+    /// first message placed since arrived after the connection was back (even if
+    /// before this is known): the gap ends just before it.
+    pub(super) fn reconnected(&mut self, now: Now) {
+        let until = match self.first_after.take() {
+            Some(first) if self.backlog_placed => first.saturating_sub(Duration::from_nanos(1)),
+            _ => now,
+        };
+        self.backlog_placed = false;
+        self.gap(until);
     }
 
     /// Messages received up to then may be missing from the partition's window.
@@ -227,7 +267,12 @@ impl<M> Window<M> {
         let entries: Vec<Entry<M>> = std::mem::take(&mut self.parts[p as usize]).into();
         self.len -= entries.len();
         let mut keep = vec![true; entries.len()];
-        let missing_until = self.missing_until[p as usize];
+        // While the connection is down, anything may be missing, however recent.
+        let missing_until = if self.disconnected {
+            Duration::MAX
+        } else {
+            self.missing_until[p as usize]
+        };
         let mut known = Vec::new();
         for e in entries.iter().rev() {
             if let Kind::Token { conn, .. } = e.kind {
@@ -246,28 +291,59 @@ impl<M> Window<M> {
                     .map_or(0, |i| i + 1)
             })
         };
+        if let Cut::Handover { missed_before, .. } | Cut::Takeover { missed_before, .. } = cut {
+            // The previous owner may have missed these, and applied later ones (with a
+            // margin: this instance may have received them later than it did).
+            let missed = upto(missed_before.map(|m| m + self.span / 8));
+            // A connection with a token event after the region: alignment (below)
+            // decides from there, whatever was missed before (a token event sets the
+            // whole token).
+            let later: HashSet<u64> = entries[missed..]
+                .iter()
+                .filter_map(|e| match e.kind {
+                    Kind::Token { conn, .. } => Some(conn),
+                    _ => None,
+                })
+                .collect();
+            let mut current = Vec::new();
+            for (i, e) in entries.iter().enumerate().take(missed) {
+                keep[i] = false;
+                if let Kind::Token { conn, .. } = e.kind {
+                    if later.contains(&conn) || doubtful.contains(&conn) || current.contains(&conn)
+                    {
+                        continue;
+                    }
+                    // Unless the previous owner applied what this window holds last
+                    // for the connection: then its token is current, whatever it
+                    // missed before (the rest is skipped too).
+                    let last = entries.iter().rev().find_map(|e| match e.kind {
+                        Kind::Token { conn: c, digest } if c == conn => Some(digest),
+                        _ => None,
+                    });
+                    let log_last = logs.get(&conn).and_then(|log| log.last());
+                    if log_last.is_some_and(|d| !is_superseded(*d) && Some(event_of(*d)) == last) {
+                        current.push(conn);
+                    } else {
+                        doubtful.push(conn);
+                    }
+                }
+            }
+            for (i, e) in entries.iter().enumerate() {
+                if matches!(e.kind, Kind::Token { conn, .. } if current.contains(&conn)) {
+                    keep[i] = false;
+                }
+            }
+        }
         match cut {
             Cut::Handover {
                 applied,
                 handled_before,
-                missed_before,
+                ..
             } => {
-                // The previous owner may have missed these, and applied later ones.
-                let missed = upto(*missed_before);
-                for (i, e) in entries.iter().enumerate().take(missed) {
-                    keep[i] = false;
-                    if let Kind::Token { conn, .. } = e.kind {
-                        if !doubtful.contains(&conn) {
-                            doubtful.push(conn);
-                        }
-                    }
-                }
                 // Requests from before the previous owner stopped (it applied them, or
                 // never got them: applied now, they would come after later ones it
                 // applied), before its horizon, or in its list were handled.
-                let handled = upto(*handled_before)
-                    .max(upto(Some(since)))
-                    .max(upto(missed_before.map(|m| m + self.span / 8)));
+                let handled = upto(*handled_before).max(upto(Some(since)));
                 for (i, e) in entries.iter().enumerate() {
                     if let Kind::Write { id } = e.kind {
                         if i < handled || applied.contains(&id) {
@@ -276,7 +352,7 @@ impl<M> Window<M> {
                     }
                 }
             }
-            Cut::Takeover { after } => {
+            Cut::Takeover { after, .. } => {
                 let before = upto(Some(*after));
                 for (i, e) in entries.iter().enumerate().take(before) {
                     if matches!(e.kind, Kind::Write { .. }) {
@@ -301,7 +377,14 @@ impl<M> Window<M> {
                     .position(|run| entries[run.1[0]].received > missing_until)
                     .unwrap_or(indices.len());
                 let matched = aligned(&digests, log);
-                let applied = if matched >= fresh || (matched == 0 && log.is_empty()) {
+                // Everything matched, the last only as seen by an earlier cut, never
+                // applied: the record need not reflect it.
+                let unapplied =
+                    matched == indices.len() && log.last().is_some_and(|d| is_superseded(*d));
+                let applied = if unapplied {
+                    doubtful.push(conn);
+                    indices.len()
+                } else if matched >= fresh || (matched == 0 && log.is_empty()) {
                     matched
                 } else if fresh < indices.len() {
                     fresh
@@ -317,25 +400,56 @@ impl<M> Window<M> {
             }
         }
         known.retain(|c| !doubtful.contains(c));
+        let superseded = superseded(&entries, &keep, &doubtful, logs);
         let mut replay = Replay {
             apply: Vec::new(),
             skipped: Vec::new(),
             known,
             doubtful,
+            superseded: Vec::new(),
         };
-        for (e, keep) in entries.into_iter().zip(keep) {
+        for (i, (e, keep)) in entries.into_iter().zip(keep).enumerate() {
             let id = match e.kind {
                 Kind::Write { id } => Some(id),
                 _ => None,
             };
             if keep {
                 replay.apply.push((e.msg, id));
+            } else if superseded.contains(&i) {
+                replay.superseded.push(e.msg);
             } else {
                 replay.skipped.push((e.msg, id));
             }
         }
         replay
     }
+}
+
+/// The token events (entry indices) a cut supersedes: for each doubtful connection none
+/// of whose token events is applied here, those after the latest place the window holds
+/// the last one its log has (before that place, the log already covers them).
+fn superseded<M>(
+    entries: &[Entry<M>],
+    keep: &[bool],
+    doubtful: &[u64],
+    logs: &HashMap<u64, Vec<u32>>,
+) -> HashSet<usize> {
+    let mut out = HashSet::new();
+    for &conn in doubtful {
+        let mine = |e: &Entry<M>| matches!(e.kind, Kind::Token { conn: c, .. } if c == conn);
+        if entries.iter().zip(keep).any(|(e, k)| *k && mine(e)) {
+            continue;
+        }
+        let all = vec![true; entries.len()];
+        let Some(runs) = token_runs(entries, &all).remove(&conn) else {
+            continue;
+        };
+        let log = logs.get(&conn).map(Vec::as_slice).unwrap_or(&[]);
+        let digests: Vec<u32> = runs.iter().map(|run| run.0).collect();
+        let covered = aligned(&digests, log);
+        out.extend(runs.into_iter().skip(covered).flat_map(|run| run.1));
+    }
+    out
 }
 
 /// Each connection's token events in the window (those still kept), as runs of equal
@@ -369,13 +483,16 @@ fn token_runs<M>(entries: &[Entry<M>], keep: &[bool]) -> HashMap<u64, Runs> {
 /// that changed nothing in the end may be skipped.
 pub(super) fn aligned(window: &[u32], log: &[u32]) -> usize {
     log.last()
-        .and_then(|last| window.iter().rposition(|d| d == last))
+        .and_then(|last| window.iter().rposition(|d| *d == event_of(*last)))
         .map_or(0, |i| i + 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The windows below are complete from before their first message on.
+    const SINCE: Duration = Duration::from_millis(500);
 
     fn token(conn: u64, digest: u32) -> Kind {
         Kind::Token { conn, digest }
@@ -427,11 +544,107 @@ mod tests {
             handled_before: None,
             missed_before: None,
         };
-        let r = w.cut(0, &cut, &logs, Duration::ZERO);
+        let r = w.cut(0, &cut, &logs, SINCE);
         assert_eq!(applied(&r), vec!["logout", "w3"]);
         let skipped: Vec<_> = r.skipped.iter().map(|(m, _)| *m).collect();
         assert_eq!(skipped, vec!["w1", "login", "login again", "w2"]);
         assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn token_events_a_cut_cannot_place_are_superseded() {
+        let s = Duration::from_secs;
+        let mut w: Window<&str> = Window::new(1, s(10), 100, s(0));
+        // Before the previous owner's gap: it may have applied them or not.
+        w.push(0, token(7, 10), "c7 login", s(1));
+        w.push(0, token(8, 30), "c8 login", s(1));
+        w.push(0, token(9, 50), "c9 login", s(1));
+        // After it.
+        w.push(0, token(8, 40), "c8 logout", s(5));
+        w.push(0, token(9, 60), "c9 logout", s(5));
+        w.push(0, Kind::Write { id: 1 }, "w1", s(6));
+        let logs = HashMap::from([(7, vec![5]), (8, vec![30]), (9, vec![50, 60])]);
+        let cut = Cut::Handover {
+            applied: HashSet::new(),
+            handled_before: None,
+            missed_before: Some(s(2)),
+        };
+        let r = w.cut(0, &cut, &logs, SINCE);
+        // c8's logout comes after the gap: applied. c9's was applied before (its log
+        // ends with it), and so was its login (before it in the window).
+        assert_eq!(applied(&r), vec!["c8 logout", "w1"]);
+        // c7's login may or may not have been applied; nothing after it is applied
+        // here, so it counts as applied for the next owner rather than being applied
+        // by it after later writes.
+        assert_eq!(r.superseded, vec!["c7 login"]);
+        let skipped: Vec<_> = r.skipped.iter().map(|(m, _)| *m).collect();
+        assert_eq!(skipped, vec!["c8 login", "c9 login", "c9 logout"]);
+        // c7's token may be out of date; c8's and c9's are the last the window holds
+        // (c8's applied here: a logout after the gap sets the token whatever the
+        // previous owner missed before it).
+        assert_eq!(r.doubtful, vec![7]);
+        let mut known = r.known.clone();
+        known.sort();
+        assert_eq!(known, vec![8, 9]);
+    }
+
+    #[test]
+    fn a_takeover_skips_what_the_last_owner_said_it_may_have_missed() {
+        let s = Duration::from_secs;
+        let mut w: Window<&str> = Window::new(1, s(10), 100, s(0));
+        w.push(0, token(7, 10), "c7 login", s(1));
+        w.push(0, token(8, 40), "c8 logout", s(5));
+        let logs = HashMap::from([(7, vec![5]), (8, vec![30])]);
+        let cut = Cut::Takeover {
+            after: s(4),
+            missed_before: Some(s(2)),
+        };
+        let r = w.cut(0, &cut, &logs, SINCE);
+        assert_eq!(applied(&r), vec!["c8 logout"]);
+        assert_eq!(r.superseded, vec!["c7 login"]);
+        assert_eq!(r.doubtful, vec![7]);
+    }
+
+    #[test]
+    fn a_log_that_ends_with_the_latest_event_is_current_after_a_gap() {
+        let s = Duration::from_secs;
+        // This instance started at 3 s; the previous owner stopped at 2 s.
+        let mut w: Window<&str> = Window::new(1, s(10), 100, s(3));
+        w.push(0, token(7, 20), "c7 logout", s(4));
+        // Its log ends with a logout: this one, or an earlier one before a login this
+        // window never saw. Either way the token is the logout's.
+        let logs = HashMap::from([(7, vec![10, 20])]);
+        let cut = Cut::Handover {
+            applied: HashSet::new(),
+            handled_before: None,
+            missed_before: None,
+        };
+        let r = w.cut(0, &cut, &logs, s(2));
+        assert!(applied(&r).is_empty());
+        assert!(r.doubtful.is_empty());
+        assert_eq!(r.known, vec![7]);
+    }
+
+    #[test]
+    fn a_match_with_a_superseded_event_leaves_the_record_to_be_filled_in() {
+        // An earlier cut logged c7's login as seen without applying it; the same
+        // login again later matches it, but the record never took either.
+        let mut w = window(&[(token(7, 10), "login again")]);
+        let logs = HashMap::from([(7, vec![5, crate::hash::superseded(10)])]);
+        let cut = Cut::Handover {
+            applied: HashSet::new(),
+            handled_before: None,
+            missed_before: None,
+        };
+        let r = w.cut(0, &cut, &logs, SINCE);
+        assert!(applied(&r).is_empty());
+        assert_eq!(r.doubtful, vec![7]);
+        assert!(r.known.is_empty());
+        // With an event after it, that one is applied and the record is current.
+        let mut w = window(&[(token(7, 10), "login again"), (token(7, 20), "logout")]);
+        let r = w.cut(0, &cut, &logs, SINCE);
+        assert_eq!(applied(&r), vec!["logout"]);
+        assert_eq!(r.known, vec![7]);
     }
 
     #[test]
@@ -447,9 +660,10 @@ mod tests {
             0,
             &Cut::Takeover {
                 after: Duration::from_secs(5),
+                missed_before: None,
             },
             &logs,
-            Duration::ZERO,
+            SINCE,
         );
         assert_eq!(applied(&r), vec!["other", "logout"]);
         let skipped: Vec<_> = r.skipped.iter().map(|(m, _)| *m).collect();
@@ -460,9 +674,60 @@ mod tests {
     fn fresh_and_resumed_partitions_apply_everything() {
         for cut in [Cut::Fresh, Cut::Resume] {
             let mut w = window(&[(Kind::Write { id: 1 }, "w1"), (token(7, 10), "t")]);
-            let r = w.cut(0, &cut, &HashMap::from([(7, vec![10])]), Duration::ZERO);
+            let r = w.cut(0, &cut, &HashMap::from([(7, vec![10])]), SINCE);
             assert_eq!(applied(&r), vec!["w1", "t"], "{cut:?}");
         }
+    }
+
+    /// Found by the chaos run: messages publishers had kept during a NATS restart
+    /// arrive before the instance learns that its connection is back; counted as
+    /// before the gap, they left token records untrusted, and an old request's token
+    /// filled them in.
+    #[test]
+    fn what_arrives_before_a_reconnection_is_known_comes_after_the_gap() {
+        let s = Duration::from_secs;
+        for backlog_placed in [true, false] {
+            let mut w: Window<&str> = Window::new(1, s(10), 100, s(0));
+            w.disconnected(backlog_placed);
+            assert!(!w.complete_since(0, s(1)));
+            w.placing(s(3));
+            w.push(0, token(7, 10), "login", s(3));
+            w.reconnected(s(4));
+            let r = w.cut(0, &Cut::Resume, &HashMap::new(), s(1));
+            assert_eq!(applied(&r), vec!["login"]);
+            if backlog_placed {
+                // Whatever was missed would have arrived before the first message
+                // placed after the drop.
+                assert!(w.missing_until(0) < s(3) && w.missing_until(0) > s(2));
+                assert_eq!(r.known, vec![7]);
+            } else {
+                // Some of what arrived before the drop may have been placed after it.
+                assert_eq!(w.missing_until(0), s(4));
+                assert!(r.known.is_empty());
+            }
+        }
+    }
+
+    /// Found by the simulation: an instance that took a partition over while its
+    /// connection was down (the reconnection not known yet) applied token events the
+    /// previous owner had applied before a logout this one missed.
+    #[test]
+    fn a_cut_while_disconnected_trusts_nothing_recent() {
+        let s = Duration::from_secs;
+        let mut w: Window<&str> = Window::new(1, s(10), 100, s(0));
+        w.push(0, token(7, 10), "login", s(3));
+        w.push(0, token(7, 20), "login again", s(4));
+        w.disconnected(false);
+        // The previous owner applied both, then a logout (30) sent meanwhile.
+        let logs = HashMap::from([(7, vec![10, 20, 30])]);
+        let cut = Cut::Takeover {
+            after: s(5),
+            missed_before: None,
+        };
+        let r = w.cut(0, &cut, &logs, s(1));
+        assert!(applied(&r).is_empty());
+        assert_eq!(r.doubtful, vec![7]);
+        assert!(r.known.is_empty());
     }
 
     #[test]

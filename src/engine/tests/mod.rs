@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::clock::Clock;
-use crate::store::MemoryStore;
+use crate::store::{token_digest, MemoryStore};
 use serde_json::json;
 
 /// The seed config plus a resource whose written fields reset on logout, one whose
@@ -421,6 +421,51 @@ fn a_stale_request_never_overrides_a_token_event() {
 }
 
 #[test]
+fn a_superseded_token_event_is_logged_not_applied() {
+    let mut t = T::new();
+    t.engine.log_tokens();
+    t.token("c1", ANN);
+    let digests = |t: &T, cid| {
+        t.engine
+            .store()
+            .connection(cid)
+            .map(|c| (c.tokens.digests().to_vec(), c.confirmed))
+    };
+    assert_eq!(
+        digests(&t, "c1"),
+        Some((vec![token_digest(ANN.as_bytes())], true))
+    );
+    // A cut could not tell whether the logout was applied: logged as superseded, the token kept
+    // until a request fills it in, the record no longer confirmed.
+    t.engine.supersede_token("c1", LOGOUT.as_bytes());
+    assert_eq!(
+        digests(&t, "c1"),
+        Some((
+            vec![
+                token_digest(ANN.as_bytes()),
+                ownership::hash::superseded(token_digest(LOGOUT.as_bytes()))
+            ],
+            false
+        ))
+    );
+    assert_eq!(t.get("session.user.c1"), ann_user());
+    // A connection without a record gets one, to hold the log.
+    t.engine.supersede_token("c2", ANN.as_bytes());
+    assert_eq!(
+        digests(&t, "c2"),
+        Some((
+            vec![ownership::hash::superseded(token_digest(ANN.as_bytes()))],
+            false
+        ))
+    );
+    // A malformed event was never applied: nothing changes.
+    t.engine.supersede_token("c3", b"{\"tok\":1}");
+    t.engine.supersede_token("c.3", ANN.as_bytes());
+    assert_eq!(digests(&t, "c3"), None);
+    assert_eq!(digests(&t, "c.3"), None);
+}
+
+#[test]
 fn after_a_reconnect_requests_fill_in_tokens_again() {
     let mut t = T::new();
     t.get("session.user.c1");
@@ -449,6 +494,42 @@ fn after_a_reconnect_requests_fill_in_tokens_again() {
         r#"{"cid":"c2","token":{"userId":42,"name":"Ann","role":"admin"}}"#,
     );
     assert!(out.events.is_empty());
+}
+
+/// Found by the chaos run: an access request held while its partition had no owner,
+/// applied after the new owner's cut left the record unconfirmed, filled it in with a
+/// token older than the logout applied since.
+#[test]
+fn a_request_that_waited_fills_in_no_token_record() {
+    let mut t = T::new();
+    t.get("session.user.c1");
+    t.token("c1", ANN);
+    t.engine.reconnected();
+    let old = r#"{"cid":"c1","token":{"userId":42,"name":"Ann","role":"user"}}"#;
+    let out = t.engine.handle_waited(
+        &t.config,
+        Request::Access {
+            rid: "session.user.c1",
+            payload: old.as_bytes(),
+        },
+    );
+    // Decided with the token it carries; the record is left as it was.
+    assert_eq!(
+        out.reply.as_deref(),
+        t.access(
+            "session.user.c2",
+            r#"{"cid":"c2","token":{"userId":7,"name":"Bo","role":"user"}}"#
+        )
+        .reply
+        .as_deref()
+    );
+    assert!(out.events.is_empty());
+    let c = t.engine.store().connection("c1").expect("kept");
+    assert!(!c.confirmed);
+    // The next request that did not wait fills it in.
+    let out = t.access("session.user.c1", r#"{"cid":"c1"}"#);
+    assert_eq!(events(&out), vec![change("session.user.c1", null_user())]);
+    assert!(t.engine.store().connection("c1").expect("kept").confirmed);
 }
 
 #[test]

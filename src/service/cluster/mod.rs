@@ -13,13 +13,15 @@
 //! This module holds the [`Cluster`] (the machine, the bucket, what is in flight) and
 //! what it waits for; `io` starts the bucket operations the machine asks for, `bucket`
 //! reads and writes the bucket, `pipeline` the writes of handled messages, `steps` the
-//! serving task's side (carrying out the machine's actions on the engine and store).
+//! serving task's side (carrying out the machine's actions on the engine and store),
+//! `trace` what the machine decided, in the log.
 
 mod bucket;
 mod io;
 mod metrics;
 mod pipeline;
 mod steps;
+mod trace;
 
 use std::collections::HashMap;
 use std::sync::Arc;

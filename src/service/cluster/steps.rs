@@ -66,6 +66,7 @@ impl Service {
                     endpoint,
                     msg,
                     partition,
+                    waited: false,
                 })
                 .await
             }
@@ -119,12 +120,21 @@ impl Service {
         }
     }
 
+    /// A token event a cut counts as applied without applying it (see
+    /// [`Dropped::Superseded`]).
+    fn superseded(&mut self, route: Route, msg: &Message) {
+        if let Some(cid) = token_cid(route, msg) {
+            self.engine.supersede_token(cid, &msg.payload);
+        }
+    }
+
     /// Records a message the protocol let go of.
     fn dropped(&self, msg: &Message, why: Dropped) {
         let Some(cluster) = &self.cluster else { return };
         match why {
-            // Another instance applied it (or will): nothing was lost.
-            Dropped::Expired | Dropped::Applied => {}
+            // Another instance applied it (or will), or it is superseded: nothing was
+            // lost.
+            Dropped::Expired | Dropped::Applied | Dropped::Superseded => {}
             Dropped::Stale => {
                 cluster.metrics.stale.inc();
                 tracing::debug!(subject = %msg.subject, "dropped a message that arrived while this instance caught up after a pause");
@@ -321,6 +331,8 @@ impl Service {
             return;
         };
         let now = cluster.now();
+        super::trace::action(&action);
+        let waited = matches!(action, Action::ApplyHeld { .. });
         match action {
             Action::Heartbeat(info) => io::spawn_heartbeat(&cluster.kv, &cluster.id, info),
             Action::Goodbye => io::spawn_goodbye(&cluster.kv, &cluster.id),
@@ -360,6 +372,9 @@ impl Service {
             Action::Confirm { p, conns } => self.set_confirmed(p, Some(&conns), true),
             Action::Apply {
                 msg: (route, endpoint, msg),
+            }
+            | Action::ApplyHeld {
+                msg: (route, endpoint, msg),
             } => {
                 let n = cluster.settings.partitions;
                 let partition = partition_of_message(&self.config, route, &msg, n);
@@ -368,6 +383,7 @@ impl Service {
                     endpoint,
                     msg,
                     partition,
+                    waited,
                 }))
                 .await
             }
@@ -376,6 +392,10 @@ impl Service {
                 hops,
                 msg: (_, _, msg),
             } => self.forward(&to, hops, msg).await,
+            Action::Drop {
+                msg: (route, _, msg),
+                why: Dropped::Superseded,
+            } => self.superseded(route, &msg),
             Action::Drop {
                 msg: (_, _, msg),
                 why,
@@ -666,20 +686,24 @@ fn partition_of_unit(key: &UnitKey, n: u32) -> u32 {
     crate::store::record::partition(key, n)
 }
 
+/// The connection ID of a token event.
+fn token_cid(route: Route, msg: &Message) -> Option<&str> {
+    match route {
+        Route::Token => msg
+            .subject
+            .strip_prefix("conn.")
+            .and_then(|r| r.strip_suffix(".token")),
+        _ => None,
+    }
+}
+
 /// What a message is, for the window and the cut.
 fn kind_of(route: Route, msg: &Message) -> Kind {
     match route {
-        Route::Token => {
-            let cid = msg
-                .subject
-                .strip_prefix("conn.")
-                .and_then(|r| r.strip_suffix(".token"))
-                .unwrap_or_default();
-            Kind::Token {
-                conn: stable_hash(cid),
-                digest: token_digest(&msg.payload),
-            }
-        }
+        Route::Token => Kind::Token {
+            conn: stable_hash(token_cid(route, msg).unwrap_or_default()),
+            digest: token_digest(&msg.payload),
+        },
         Route::Call | Route::ApiSet | Route::ApiReset => {
             use std::hash::BuildHasher;
             let h = foldhash::fast::FixedState::with_seed(0x0077_7269_7465);

@@ -76,9 +76,24 @@ impl Unit {
         }
     }
 
+    /// A token event superseded at a cut (as the engine takes one): in the log, not
+    /// applied, the record to be filled in again; whether anything changed.
+    pub fn supersede(&mut self, m: &Msg) -> bool {
+        let Body::Token(t) = m.body else {
+            return false;
+        };
+        let before = self.clone();
+        let d = ownership::hash::superseded(ownership::hash::token_digest(&Msg::token_payload(t)));
+        if let Some(next) = ownership::hash::logged(&self.tokens, d) {
+            self.tokens = next;
+        }
+        self.confirmed = false;
+        *self != before
+    }
+
     /// Applies a message; the change event (the new view) if anything changed, and
     /// whether it is acknowledged with a reply.
-    pub fn apply(&mut self, m: &Msg) -> Option<View> {
+    pub fn apply(&mut self, m: &Msg, waited: bool) -> Option<View> {
         let before = self.view();
         match m.body {
             Body::Token(t) => {
@@ -100,7 +115,7 @@ impl Unit {
                 self.log.push(m.id);
             }
             Body::Access(t) => {
-                if !self.confirmed {
+                if !self.confirmed && !waited {
                     self.token = t;
                     self.confirmed = true;
                     self.filled = true;

@@ -6,7 +6,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use ownership::{
-    Action, Incoming, Input, Kind, LeaseError, LeaseValue, NodeInfo, Ownership, Placement,
+    Action, Dropped, Incoming, Input, Kind, LeaseError, LeaseValue, NodeInfo, Ownership, Placement,
     Settings, PROTOCOL,
 };
 
@@ -171,6 +171,8 @@ enum Ev {
     Deliver {
         node: usize,
         d: Delivery,
+        /// When it left the server.
+        sent: u64,
     },
     Tick {
         node: usize,
@@ -242,6 +244,10 @@ struct Node {
     gens: HashMap<u32, u64>,
     drains: HashSet<u32>,
     connected: bool,
+    /// Messages the server sent before then never reach it (see `node_receives`).
+    cut: u64,
+    /// Its connection as far as what reached it says (see `node_receives`).
+    link_up: bool,
 }
 
 struct World {
@@ -257,6 +263,7 @@ struct World {
     kv_clock_offset: i64,
     kv_fail_until: u64,
     nats_down_until: u64,
+    nats_down_from: u64,
     // The network: per channel, the last arrival time (messages stay in order).
     fifo: HashMap<(u64, u64), u64>,
     nodes: Vec<Node>,
@@ -301,6 +308,7 @@ pub fn run(cfg: SimConfig) -> Outcome {
         kv_clock_offset: 0,
         kv_fail_until: 0,
         nats_down_until: 0,
+        nats_down_from: 0,
         fifo: HashMap::new(),
         nodes: Vec::new(),
         gateway: Gateway::default(),
@@ -360,7 +368,14 @@ impl World {
     fn deliver(&mut self, from: u64, node: usize, d: Delivery) {
         let delay = self.delay();
         let at = self.arrive((from, 1000 + node as u64), delay);
-        self.schedule(at, Ev::Deliver { node, d });
+        self.schedule(
+            at,
+            Ev::Deliver {
+                node,
+                d,
+                sent: self.now,
+            },
+        );
     }
 
     /// A publish from an instance: to the server on the instance's one connection
@@ -408,6 +423,8 @@ impl World {
             gens: HashMap::new(),
             drains: HashSet::new(),
             connected: self.now >= self.nats_down_until,
+            cut: 0,
+            link_up: self.now >= self.nats_down_until,
         });
         // The first heartbeat, then the watch's current values, then "joined".
         let now = self.t();
@@ -465,7 +482,7 @@ impl World {
             }
             Ev::Publish { from } => self.publish(from),
             Ev::Server { msg } => self.server(msg),
-            Ev::Deliver { node, d } => self.node_receives(node, d),
+            Ev::Deliver { node, d, sent } => self.node_receives(node, d, sent),
             Ev::Tick { node } => {
                 if !self.nodes[node].alive {
                     return;
@@ -764,13 +781,21 @@ impl World {
                 let at = at.max(last + 1);
                 let d = Delivery::Barrier { p: *p, units };
                 self.fifo.insert((2, 1000 + node as u64), at);
-                self.schedule(at, Ev::Deliver { node, d });
+                self.schedule(
+                    at,
+                    Ev::Deliver {
+                        node,
+                        d,
+                        sent: self.now,
+                    },
+                );
             }
             (_, result) => self.schedule(
                 at,
                 Ev::Deliver {
                     node,
                     d: Delivery::Kv { purpose, result },
+                    sent: self.now,
                 },
             ),
         }
@@ -802,9 +827,24 @@ impl World {
 
     // ---- An instance ----
 
-    fn node_receives(&mut self, node: usize, d: Delivery) {
+    fn node_receives(&mut self, node: usize, d: Delivery, sent: u64) {
         if !self.nodes[node].alive {
             return;
+        }
+        // The client reports a lost connection after everything it read before: what
+        // the server sent before an outage and had not reached the instance by then is
+        // lost to it.
+        // Nothing arrives while the connection is down.
+        match d {
+            Delivery::Disconnected => {
+                self.nodes[node].cut = self.nats_down_from;
+                self.nodes[node].link_up = false;
+            }
+            Delivery::Connected => self.nodes[node].link_up = true,
+            Delivery::Msg { .. } if sent < self.nodes[node].cut || !self.nodes[node].link_up => {
+                return
+            }
+            _ => {}
         }
         if self.nodes[node].paused_until.is_some() {
             self.nodes[node].inbox.push_back(d);
@@ -875,7 +915,12 @@ impl World {
             }
             Delivery::Disconnected => {
                 self.nodes[node].connected = false;
-                self.nodes[node].m.handle(Input::Disconnected, now)
+                self.nodes[node].m.handle(
+                    Input::Disconnected {
+                        backlog_placed: true,
+                    },
+                    now,
+                )
             }
             Delivery::Barrier { p, units } => {
                 let logs = units.map(|units| {
@@ -1065,10 +1110,21 @@ impl World {
                 }
                 self.persist(node, p, changed);
             }
-            Action::Apply { msg } => self.apply(node, msg),
+            Action::Apply { msg } => self.apply(node, msg, false),
+            Action::ApplyHeld { msg } => self.apply(node, msg, true),
             Action::Forward { to, hops, msg } => {
                 if let Some(n) = self.nodes.iter().position(|n| n.id == to && n.alive) {
                     self.deliver(1000 + node as u64, n, Delivery::Msg { msg, hops });
+                }
+            }
+            Action::Drop {
+                msg,
+                why: Dropped::Superseded,
+            } => {
+                let p = part_of(msg.cid, self.cfg.partitions);
+                let unit = self.nodes[node].units.entry(msg.cid).or_default();
+                if unit.supersede(&msg) {
+                    self.persist(node, p, vec![msg.cid]);
                 }
             }
             Action::Drop { .. } => {}
@@ -1089,6 +1145,7 @@ impl World {
                     Ev::Deliver {
                         node,
                         d: Delivery::Probe(sent),
+                        sent: self.now,
                     },
                 );
             }
@@ -1137,7 +1194,8 @@ impl World {
     }
 
     /// Applies a message with the engine model and queues its outcome.
-    fn apply(&mut self, node: usize, msg: Msg) {
+    /// `waited`: a held read, whose token fills in no record.
+    fn apply(&mut self, node: usize, msg: Msg, waited: bool) {
         let p = part_of(msg.cid, self.cfg.partitions);
         let now = self.t();
         if !self.nodes[node].m.holds(p, now) {
@@ -1162,7 +1220,7 @@ impl World {
         let n = &mut self.nodes[node];
         let unit = n.units.entry(msg.cid).or_default();
         let before = unit.clone();
-        let event = unit.apply(&msg);
+        let event = unit.apply(&msg, waited);
         let view = unit.view();
         let write = *unit != before;
         let reply = msg.reply.then(|| {
@@ -1418,6 +1476,7 @@ impl World {
             5 => {
                 let until = self.now + self.rng.between(lease / 8, lease * 3 / 2);
                 self.nats_down_until = until;
+                self.nats_down_from = self.now;
                 for n in 0..self.nodes.len() {
                     if self.nodes[n].alive {
                         self.deliver(3, n, Delivery::Disconnected);
