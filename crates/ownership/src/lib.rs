@@ -112,8 +112,7 @@ pub enum Dropped {
     /// this one applies next.
     Superseded,
     /// Received while this instance caught up after a pause, for a partition it does
-    /// not serve: sent during the pause, and perhaps applied elsewhere since (a read:
-    /// it would reach the owner after what was sent since).
+    /// not serve: sent during the pause, and perhaps applied elsewhere since.
     Stale,
 }
 
@@ -424,11 +423,6 @@ impl<M: Clone> Ownership<M> {
                 self.window.applied(p, id, now);
             }
             return Placement::Apply(msg);
-        }
-        if kind == Kind::Read && self.catching_up.is_some() {
-            // Sent during a pause, and to be applied elsewhere: after token events sent
-            // since, maybe (a token it carries would fill in a record with an old one).
-            return Placement::Drop(msg, Dropped::Stale);
         }
         if kind != Kind::Read {
             if let Some(since) = self.catching_up.filter(|_| !part.waiting()) {
