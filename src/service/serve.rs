@@ -128,6 +128,17 @@ impl Service {
             self.metrics.nats(true);
             return Ok(());
         }
+        self.reset_all().await?;
+        self.flush().await?;
+        self.metrics.nats(true);
+        self.metrics.set_ready(true);
+        Ok(())
+    }
+
+    /// Publishes `system.reset` naming every pattern: at start and after a reconnect
+    /// on one instance; with the shared store, when the protocol says so (the first
+    /// instance of a cluster, or one that found no live owner).
+    pub(super) async fn reset_all(&self) -> Result<(), ServiceError> {
         let patterns: Vec<String> = self
             .config
             .resources
@@ -137,9 +148,6 @@ impl Service {
         let (subject, payload) = protocol::system_reset(&patterns, &patterns);
         self.publish(subject, payload).await?;
         self.metrics.event(EventKind::SystemReset);
-        self.flush().await?;
-        self.metrics.nats(true);
-        self.metrics.set_ready(true);
         Ok(())
     }
 

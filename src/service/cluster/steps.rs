@@ -665,20 +665,6 @@ impl Service {
             self.handle(received).await;
         }
     }
-
-    /// Publishes `system.reset` naming every pattern (the first instance of a cluster,
-    /// or one that found no live owner).
-    async fn reset_all(&self) -> Result<(), crate::service::ServiceError> {
-        let patterns: Vec<String> = self
-            .config
-            .resources
-            .iter()
-            .map(|r| r.pattern.wildcard())
-            .collect();
-        let (subject, payload) = protocol::system_reset(&patterns, &patterns);
-        self.metrics.event(crate::metrics::EventKind::SystemReset);
-        self.publish(subject, payload).await
-    }
 }
 
 /// A unit's partition.
