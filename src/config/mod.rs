@@ -51,8 +51,8 @@ pub(crate) const RESERVED_SUBJECT_ROOTS: &[&str] = &[
 /// state; a connection silent for longer has almost certainly closed (the gateway never
 /// says so). `max_entries` bounds memory whatever the TTL.
 pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-/// Default `state.max_entries`: about 650 MiB of seed-like state at the bound (see the README's
-/// memory figures), far above what one instance serves in practice.
+/// Default `state.max_entries`: about 650 MiB of seed-like state at the bound (see docs/behaviour.md,
+/// "Bounded state"), far above what one instance serves in practice.
 pub const DEFAULT_MAX_ENTRIES: usize = 1_000_000;
 /// The call methods connres serves.
 pub const METHODS: &[&str] = &["set", "reset"];

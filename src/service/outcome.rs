@@ -61,13 +61,17 @@ impl Finished {
             }
             (Some(_), None) => tracing::debug!(subject, "request without a reply subject"),
             // A token event sent as a request is acknowledged once its events are out,
-            // so an auth service can answer the client's login after them (README,
+            // so an auth service can answer the client's login after them (docs/behaviour.md,
             // "Tokens, login and logout").
             (None, Some(reply)) if route == Route::Token => {
                 let ack = if status == Status::Ok {
                     protocol::null_reply()
                 } else {
-                    ResError::InvalidParams("not a token event (README, \"Tokens\")".into()).reply()
+                    ResError::InvalidParams(
+                        "not a token event (docs/behaviour.md, \"Tokens, login and logout\")"
+                            .into(),
+                    )
+                    .reply()
                 };
                 if let Err(e) = client.publish(reply, ack).await {
                     tracing::error!(subject, error = %e, "could not acknowledge a token event");
