@@ -86,6 +86,8 @@ pub struct Incoming<M> {
 pub enum Placement<M> {
     /// Apply it here, now.
     Apply(M),
+    /// Apply it here, now, but as a read that may be late (see [`Action::ApplyLate`]).
+    ApplyLate(M),
     /// Forward it to the partition's owner.
     Forward { to: Instance, hops: u32, msg: M },
     /// Kept: in the window, or held until its partition has an owner.
@@ -231,10 +233,12 @@ pub enum Action<M> {
     Apply {
         msg: M,
     },
-    /// Apply a read that was held (it waited for its partition to have an owner): the
-    /// token it carries may be older than token events applied since, so it fills in
-    /// no token record (the connection's next request does).
-    ApplyHeld {
+    /// Apply a read that may be late: held here while its partition had no owner, or
+    /// forwarded by another instance (which may have been paused, or kept it through
+    /// a NATS outage). The token it carries may be older than token events applied
+    /// since, so it fills in no token record (a request that reaches the owner
+    /// directly does).
+    ApplyLate {
         msg: M,
     },
     Forward {
@@ -422,6 +426,9 @@ impl<M: Clone> Ownership<M> {
             if let Kind::Write { id } = kind {
                 self.window.applied(p, id, now);
             }
+            if kind == Kind::Read && hops > 0 {
+                return Placement::ApplyLate(msg);
+            }
             return Placement::Apply(msg);
         }
         if kind != Kind::Read {
@@ -471,13 +478,15 @@ impl<M: Clone> Ownership<M> {
     fn release_held(&mut self, now: Now, out: &mut Vec<Action<M>>) {
         for h in std::mem::take(&mut self.held) {
             if self.parts[h.partition as usize].serving(now) {
-                out.push(Action::ApplyHeld { msg: h.msg });
+                out.push(Action::ApplyLate { msg: h.msg });
                 continue;
             }
             // The owners changed since it was held: it may take its hops again (one
             // that bounced between two views during a handover would never leave).
             match self.place_read(h.partition, 0, h.msg, h.since, now) {
-                Placement::Apply(msg) => out.push(Action::ApplyHeld { msg }),
+                Placement::Apply(msg) | Placement::ApplyLate(msg) => {
+                    out.push(Action::ApplyLate { msg })
+                }
                 Placement::Forward { to, hops, msg } => out.push(Action::Forward { to, hops, msg }),
                 Placement::Drop(msg, why) => out.push(Action::Drop { msg, why }),
                 Placement::Kept => {}

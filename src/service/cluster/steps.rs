@@ -59,14 +59,16 @@ impl Service {
             },
             now,
         );
+        let waited = matches!(placed, Placement::ApplyLate(_));
         match placed {
-            Placement::Apply((route, endpoint, msg)) => {
+            Placement::Apply((route, endpoint, msg))
+            | Placement::ApplyLate((route, endpoint, msg)) => {
                 self.serve(Admitted {
                     route,
                     endpoint,
                     msg,
                     partition,
-                    waited: false,
+                    waited,
                 })
                 .await
             }
@@ -332,7 +334,7 @@ impl Service {
         };
         let now = cluster.now();
         super::trace::action(&action);
-        let waited = matches!(action, Action::ApplyHeld { .. });
+        let waited = matches!(action, Action::ApplyLate { .. });
         match action {
             Action::Heartbeat(info) => io::spawn_heartbeat(&cluster.kv, &cluster.id, info),
             Action::Goodbye => io::spawn_goodbye(&cluster.kv, &cluster.id),
@@ -373,7 +375,7 @@ impl Service {
             Action::Apply {
                 msg: (route, endpoint, msg),
             }
-            | Action::ApplyHeld {
+            | Action::ApplyLate {
                 msg: (route, endpoint, msg),
             } => {
                 let n = cluster.settings.partitions;

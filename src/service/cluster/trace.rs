@@ -10,7 +10,7 @@ use crate::service::route::Received;
 pub(super) fn action(action: &Action<Received>) {
     let (name, msg) = match action {
         Action::Apply { msg: (_, _, msg) } => ("apply", msg),
-        Action::ApplyHeld { msg: (_, _, msg) } => ("apply held", msg),
+        Action::ApplyLate { msg: (_, _, msg) } => ("apply late", msg),
         Action::Drop {
             msg: (_, _, msg),
             why,

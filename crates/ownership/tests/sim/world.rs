@@ -880,6 +880,7 @@ impl World {
                 );
                 match placed {
                     Placement::Apply(msg) => vec![Action::Apply { msg }],
+                    Placement::ApplyLate(msg) => vec![Action::ApplyLate { msg }],
                     Placement::Forward { to, hops, msg } => vec![Action::Forward { to, hops, msg }],
                     Placement::Kept => Vec::new(),
                     Placement::Drop(msg, why) => vec![Action::Drop { msg, why }],
@@ -1111,7 +1112,7 @@ impl World {
                 self.persist(node, p, changed);
             }
             Action::Apply { msg } => self.apply(node, msg, false),
-            Action::ApplyHeld { msg } => self.apply(node, msg, true),
+            Action::ApplyLate { msg } => self.apply(node, msg, true),
             Action::Forward { to, hops, msg } => {
                 if let Some(n) = self.nodes.iter().position(|n| n.id == to && n.alive) {
                     self.deliver(1000 + node as u64, n, Delivery::Msg { msg, hops });
