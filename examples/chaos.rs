@@ -38,8 +38,10 @@
 //! token event sent as a request once its events are out; gateways ignore that reply).
 //! Each write carries a value no other write has (`g123t`: publisher letter, request
 //! number, field letter), so a value names its write; logins carry a unique `userId`.
-//! The token a gateway puts in an access or call request is the token last sent for the
-//! cid (a gateway that hears token events at once). Client `set`s write `text`, `shared`
+//! The token a gateway puts in an access or call request is, as Resgate's, the one of
+//! the last token event its connection received for the cid (`gw` hears `auth`'s
+//! through the server, never before the server has them); `mixed` sends its cids' token
+//! events itself, on the same connection, and puts the last one it sent. Client `set`s write `text`, `shared`
 //! or both; about 3% of them give `text` 65 characters, which must be refused. Backend
 //! writes set `note`, `shared` or both (for mixed cids also `text`). So, for the
 //! normal cids, `text` has one publisher (`gw`), `note` one (`backend`) and `shared` two
@@ -731,8 +733,11 @@ struct Run {
     /// (model, field) -> writes in send order.
     field_writes: BTreeMap<(usize, Field), Vec<usize>>,
     seq: [u64; 4],
-    /// The token last sent for each cid (what a gateway puts in requests).
+    /// The token last sent for each cid (what `mixed` puts in requests).
     token: Vec<Value>,
+    /// The token of the last token event `gw` received for each cid (what it puts in
+    /// requests).
+    heard: Vec<Value>,
     next_user: u64,
     caches: Vec<Cache>,
     /// (model, field) -> what `gw`'s change events showed, in order.
@@ -862,6 +867,7 @@ async fn run(args: RunArgs) -> anyhow::Result<usize> {
         field_writes: BTreeMap::new(),
         seq: [0; 4],
         token: vec![Value::Null; args.cids],
+        heard: vec![Value::Null; args.cids],
         next_user: 1,
         caches: CACHES
             .iter()
@@ -1172,12 +1178,21 @@ impl Run {
         }
     }
 
+    /// The token the gateway a cid's client is on puts in its requests.
+    fn gateway_token(&self, cid: usize) -> Value {
+        if is_mixed(cid) {
+            self.token[cid].clone()
+        } else {
+            self.heard[cid].clone()
+        }
+    }
+
     async fn one_op(&mut self) {
         let cid = self.rng.below(self.args.cids as u64) as usize;
         let mixed = is_mixed(cid);
         let roll = self.rng.below(100);
         let pick = |own: Role| if mixed { Role::Mixed } else { own };
-        let token = self.token[cid].clone();
+        let token = self.gateway_token(cid);
         let c = format!("c{cid}");
         match roll {
             0..=14 => {
@@ -1411,9 +1426,15 @@ impl Run {
             if let Some(c) = c {
                 self.reset(c, &parsed).await;
             }
-        } else if subject.starts_with("conn.") {
+        } else if let Some(rest) = subject.strip_prefix("conn.") {
             if role == Role::Gw {
                 *self.events.entry("token".into()).or_default() += 1;
+                let cid = rest.strip_prefix('c').and_then(|r| r.split('.').next());
+                if let Some(cid) = cid.and_then(|c| c.parse::<usize>().ok()) {
+                    if cid < self.heard.len() {
+                        self.heard[cid] = parsed["token"].clone();
+                    }
+                }
             }
         } else if let Some(rest) = subject.strip_prefix("event.") {
             let Some((rid, name)) = rest.rsplit_once('.') else {
@@ -1584,7 +1605,7 @@ impl Run {
             // cids), so that every message carrying a mixed cid's token is `mixed`'s.
             let owner = if is_mixed(cid) { Role::Mixed } else { Role::Gw };
             if CACHES[c] == owner && access.iter().any(|p| pattern_matches(p, &rid)) {
-                let token = self.token[cid].clone();
+                let token = self.gateway_token(cid);
                 self.send(
                     CACHES[c],
                     Kind::CacheAccess,
