@@ -1,8 +1,9 @@
 //! `conn.<cid>.token` events: login, token changes and logout publish exactly the
 //! change events they cause, and re-access where access may have changed.
 //!
-//! Token events and requests arrive on different subscriptions, which connres serves in
-//! no fixed relative order. So each step awaits the events of the token event before the
+//! connres serves one connection's messages in the order the server delivered them, but
+//! the test's token events and requests go out on one client and its events come back
+//! on another subscription; so each step awaits the events of the token event before the
 //! next request, and "no event" is proven with [`Gateway::token_barrier`].
 
 mod common;

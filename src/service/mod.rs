@@ -47,10 +47,10 @@ use cluster::Cluster;
 pub use cluster::ClusterMetrics;
 use connect::ReconnectLog;
 use discovery::Discovery;
-use ordered::{subscribe_calls, Ordered};
+use ordered::{subscribe_pattern, Ordered};
 use route::Tagged;
 use serve::Step;
-use subscribe::{subscribe_forwarded, subscribe_pattern};
+use subscribe::subscribe_forwarded;
 
 /// How long a shutdown may spend answering requests already received.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -180,15 +180,9 @@ impl Service {
         subs.push(channel);
         ordered.subscribe_fixed(&config, shared.is_some()).await?;
         for res in &config.resources {
-            for tagged in subscribe_pattern(&client, &config, res.pattern.as_str()).await? {
-                subs.push(tagged);
-            }
             let tx = ordered.sender();
-            if let Some(sub) =
-                subscribe_calls(&client, tx.as_ref(), &config, res.pattern.as_str()).await?
-            {
-                ordered.add(sub);
-            }
+            ordered
+                .add(subscribe_pattern(&client, tx.as_ref(), &config, res.pattern.as_str()).await?);
         }
         let mut endpoints: Vec<_> = subs
             .iter()

@@ -1,11 +1,18 @@
-//! The ordered channel. Every state-changing subject (token events, calls, the backend
-//! API) is subscribed into one channel, so the serving task takes those messages in the
-//! order the connection received them: one publisher's messages on different subjects
-//! are applied in the order it sent them. Subscriptions with a channel each lose that
-//! order once merged (a stream that just yielded is polled again before others that
-//! received earlier), measured in `tests/nats_order.rs`. The subscriptions use
-//! `Client::subscribe_into`, which the vendored async-nats adds
+//! The ordered channel. Every request subject (token events, gets, access and calls of
+//! each pattern, the backend API) is subscribed into one channel, so the serving task
+//! takes messages in the order the connection received them: one publisher's messages
+//! on different subjects are applied in the order it sent them, and a request never
+//! overtakes a token event that reached the connection before it (a gateway asks access
+//! with the token of the last event it heard; served first, that token would be learned
+//! and the older events applied after it: `tests/reconnect.rs`). Subscriptions with a
+//! channel each lose that order once merged (a stream that just yielded is polled again
+//! before others that received earlier), measured in `tests/nats_order.rs`. The
+//! subscriptions use `Client::subscribe_into`, which the vendored async-nats adds
 //! (`vendor/async-nats/PATCHED.md`).
+//!
+//! A pattern's subscriptions are live before the config that declares it is in force
+//! (the reloader makes them beside the serving task): a request that arrives in between
+//! is answered by the config in force, as one that arrived just before.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,8 +51,8 @@ pub(super) struct Ordered {
     client: Client,
     tx: Option<mpsc::Sender<Message>>,
     fixed: Vec<OrderedSub>,
-    /// Calls, by pattern.
-    calls: HashMap<String, OrderedSub>,
+    /// Gets, access and calls, by pattern.
+    patterns: HashMap<String, Vec<OrderedSub>>,
     /// Other subjects in the channel (the shared store's probes), by subject.
     extra: Vec<u64>,
 }
@@ -58,12 +65,11 @@ impl Ordered {
             client: client.clone(),
             tx: Some(tx),
             fixed: Vec::new(),
-            calls: HashMap::new(),
+            patterns: HashMap::new(),
             extra: Vec::new(),
         };
         let stream = Tagged {
             route: Route::Ordered,
-            pattern: None,
             endpoint: Arc::new(Endpoint::new(Route::Ordered, None, "", None)),
             source: Source::Channel(rx),
         };
@@ -128,39 +134,38 @@ impl Ordered {
         Ok(())
     }
 
-    /// Adds a pattern's call subscription (made by [`subscribe_calls`]).
-    pub(super) fn add(&mut self, sub: OrderedSub) {
-        if let Some(pattern) = sub.pattern.clone() {
-            self.calls.insert(pattern, sub);
+    /// Adds a pattern's subscriptions (made by [`subscribe_pattern`]).
+    pub(super) fn add(&mut self, subs: Vec<OrderedSub>) {
+        for sub in subs {
+            if let Some(pattern) = sub.pattern.clone() {
+                self.patterns.entry(pattern).or_default().push(sub);
+            }
         }
     }
 
-    /// The endpoint that counts a message of the channel, by its route and, for calls,
-    /// the pattern its name matches.
+    /// The endpoint that counts a message of the channel, by its route and, for a
+    /// pattern's subjects, the pattern its name matches.
     pub(super) fn endpoint(&self, route: Route, pattern: Option<&str>) -> Option<&Arc<Endpoint>> {
-        match route {
-            Route::Call => pattern.and_then(|p| self.calls.get(p)).map(|s| &s.endpoint),
-            _ => self
-                .fixed
-                .iter()
-                .find(|s| s.route == route)
-                .map(|s| &s.endpoint),
-        }
+        let subs = match pattern {
+            Some(p) => self.patterns.get(p)?,
+            None => &self.fixed,
+        };
+        subs.iter().find(|s| s.route == route).map(|s| &s.endpoint)
     }
 
     /// Every endpoint, for discovery.
     pub(super) fn endpoints(&self) -> Vec<Arc<Endpoint>> {
         self.fixed
             .iter()
-            .chain(self.calls.values())
+            .chain(self.patterns.values().flatten())
             .map(|s| s.endpoint.clone())
             .collect()
     }
 
-    /// Ends the call subscriptions of these patterns.
+    /// Ends the subscriptions of these patterns.
     pub(super) async fn unsubscribe_patterns(&mut self, patterns: &[String]) {
         for pattern in patterns {
-            if let Some(sub) = self.calls.remove(pattern) {
+            for sub in self.patterns.remove(pattern).unwrap_or_default() {
                 sub.unsubscribe(&self.client).await;
             }
         }
@@ -171,7 +176,7 @@ impl Ordered {
         let sids: Vec<u64> = self
             .fixed
             .drain(..)
-            .chain(self.calls.drain().map(|(_, s)| s))
+            .chain(self.patterns.drain().flat_map(|(_, s)| s))
             .map(|s| s.sid)
             .chain(self.extra.drain(..))
             .collect();
@@ -188,34 +193,44 @@ fn closed() -> ServiceError {
     ServiceError::Nats("the ordered channel is closed".into())
 }
 
-/// Subscribes a pattern's calls into the channel `tx` (the reloader does this beside
-/// the serving task; the serving task adds the result with [`Ordered::add`]).
-pub(super) async fn subscribe_calls(
+/// Subscribes a pattern's gets, access and calls into the channel `tx` (the reloader
+/// does this beside the serving task; the serving task adds the result with
+/// [`Ordered::add`]). Reads go to one instance of the queue group; calls too, except
+/// with the shared store, where every instance receives each and its owner applies it.
+pub(super) async fn subscribe_pattern(
     client: &Client,
     tx: Option<&mpsc::Sender<Message>>,
     config: &Config,
     pattern: &str,
-) -> Result<Option<OrderedSub>, ServiceError> {
+) -> Result<Vec<OrderedSub>, ServiceError> {
     let Some(res) = config.resource(pattern) else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
-    let group = config
-        .state
-        .store
-        .shared()
-        .is_none()
-        .then(|| config.nats.queue_group.clone());
-    let subject = format!("call.{}.*", res.pattern.wildcard());
-    subscribe(
-        client,
-        tx,
-        Route::Call,
-        Some(pattern.to_string()),
-        subject,
-        group,
-    )
-    .await
-    .map(Some)
+    let w = res.pattern.wildcard();
+    let group = Some(config.nats.queue_group.clone());
+    let call_group = group
+        .clone()
+        .filter(|_| config.state.store.shared().is_none());
+    let p = Some(pattern.to_string());
+    let mut subs = Vec::new();
+    let wanted = [
+        (Route::Get, format!("get.{w}"), group.clone()),
+        (Route::Access, format!("access.{w}"), group),
+        (Route::Call, format!("call.{w}.*"), call_group),
+    ];
+    for (route, subject, queue_group) in wanted {
+        match subscribe(client, tx, route, p.clone(), subject, queue_group).await {
+            Ok(sub) => subs.push(sub),
+            Err(e) => {
+                // Nothing of the pattern stays subscribed.
+                for sub in subs {
+                    sub.unsubscribe(client).await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(subs)
 }
 
 async fn subscribe(

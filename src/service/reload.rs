@@ -14,9 +14,8 @@ use std::time::Instant;
 use async_nats::Client;
 use tokio::sync::{broadcast, mpsc};
 
-use super::ordered::{subscribe_calls, OrderedSub};
-use super::route::Tagged;
-use super::subscribe::{subscribe_pattern, sync_with_server};
+use super::ordered::{subscribe_pattern, OrderedSub};
+use super::subscribe::sync_with_server;
 use super::{Service, ServiceError};
 use crate::config::{self, Config, ConfigDiff, Sources};
 use crate::metrics::Metrics;
@@ -27,10 +26,9 @@ use crate::reload::{ReloadReport, Trigger, Triggers};
 pub(super) struct Prepared {
     config: Arc<Config>,
     diff: ConfigDiff,
-    /// Subscriptions of the added patterns, live on the server already: reads, and
-    /// calls into the ordered channel.
-    added: Vec<Tagged>,
-    added_calls: Vec<OrderedSub>,
+    /// Subscriptions of the added patterns (into the ordered channel), live on the
+    /// server already.
+    added: Vec<OrderedSub>,
     /// When compiling started.
     started: Instant,
     file: String,
@@ -63,7 +61,7 @@ pub(super) fn spawn(
 
 struct Reloader {
     client: Client,
-    /// The ordered channel, for the calls of added patterns.
+    /// The ordered channel, for the subscriptions of added patterns.
     ordered: Option<mpsc::Sender<async_nats::Message>>,
     triggers: Triggers,
     /// The config last handed to the serving task: what is (about to be) in force.
@@ -141,7 +139,7 @@ impl Reloader {
         self.keep_restart_settings(&mut new);
         let diff = config::diff(&self.current, &new);
         let new = Arc::new(new);
-        let (added, added_calls) = match self.subscribe_added(&new, &diff.added).await {
+        let added = match self.subscribe_added(&new, &diff.added).await {
             Ok(added) => added,
             Err(e) => {
                 let error = format!(
@@ -158,7 +156,6 @@ impl Reloader {
             config: new,
             diff,
             added,
-            added_calls,
             started,
             file,
         };
@@ -205,19 +202,17 @@ impl Reloader {
 
     /// Subscribes the added patterns and waits until the server has them: they must be
     /// live before the config that declares them is in force. On failure nothing stays
-    /// subscribed (dropping a subscriber unsubscribes it).
+    /// subscribed.
     async fn subscribe_added(
         &self,
         new: &Config,
         added: &[String],
-    ) -> Result<(Vec<Tagged>, Vec<OrderedSub>), ServiceError> {
+    ) -> Result<Vec<OrderedSub>, ServiceError> {
         let mut subs = Vec::new();
-        let mut calls = Vec::new();
         let result = async {
             for pattern in added {
-                subs.extend(subscribe_pattern(&self.client, new, pattern).await?);
-                calls.extend(
-                    subscribe_calls(&self.client, self.ordered.as_ref(), new, pattern).await?,
+                subs.extend(
+                    subscribe_pattern(&self.client, self.ordered.as_ref(), new, pattern).await?,
                 );
             }
             if !subs.is_empty() {
@@ -227,11 +222,11 @@ impl Reloader {
         }
         .await;
         match result {
-            Ok(()) => Ok((subs, calls)),
+            Ok(()) => Ok(subs),
             Err(e) => {
-                // Subscribers end when dropped; the ordered channel's do not.
-                for call in calls {
-                    call.unsubscribe(&self.client).await;
+                // The ordered channel's subscriptions do not end when dropped.
+                for sub in subs {
+                    sub.unsubscribe(&self.client).await;
                 }
                 Err(e)
             }
@@ -270,18 +265,11 @@ impl Service {
             config,
             diff,
             added,
-            added_calls,
             started,
             file,
         } = prepared;
-        let mut endpoints: Vec<_> = added.iter().map(|t| t.endpoint.clone()).collect();
-        endpoints.extend(added_calls.iter().map(|s| s.endpoint.clone()));
-        for tagged in added {
-            self.subs.push(tagged);
-        }
-        for sub in added_calls {
-            self.ordered.add(sub);
-        }
+        let endpoints: Vec<_> = added.iter().map(|s| s.endpoint.clone()).collect();
+        self.ordered.add(added);
         let old = std::mem::replace(&mut self.config, config);
         self.engine.reloaded(&old, &self.config);
         let parse_to_swap_us = started.elapsed().as_micros() as u64;

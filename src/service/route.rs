@@ -22,8 +22,8 @@ pub(super) enum Route {
     Token,
     ApiSet,
     ApiReset,
-    /// From the ordered channel (every state-changing subject, in the order the
-    /// connection received them: `ordered`): the subject decides the route.
+    /// From the ordered channel (every request subject, in the order the connection
+    /// received them: `ordered`): the subject decides the route.
     Ordered,
     /// Forwarded by another instance (the shared store): the original subject is in the
     /// forwarding subject, and decides the route.
@@ -77,11 +77,10 @@ pub(super) enum Source {
     Channel(mpsc::Receiver<Message>),
 }
 
-/// A stream of messages, tagged with its route, the pattern it serves (none for the
-/// fixed subscriptions) and the endpoint that counts what it received.
+/// A stream of messages, tagged with its route and the endpoint that counts what it
+/// received.
 pub(super) struct Tagged {
     pub(super) route: Route,
-    pub(super) pattern: Option<String>,
     pub(super) endpoint: Arc<Endpoint>,
     pub(super) source: Source,
 }

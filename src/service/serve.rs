@@ -301,17 +301,22 @@ impl Service {
         }
     }
 
-    /// The endpoint counting a message of the ordered channel (calls by the pattern
-    /// their name matches).
+    /// The endpoint counting a message of the ordered channel (a pattern's requests by
+    /// the pattern their name matches; none when no pattern in force does).
     fn ordered_endpoint(&self, route: Route, msg: &async_nats::Message) -> Option<Arc<Endpoint>> {
-        let pattern = match route {
-            Route::Call => msg
-                .subject
+        let subject = msg.subject.as_str();
+        let rid = match route {
+            Route::Get => subject.strip_prefix("get."),
+            Route::Access => subject.strip_prefix("access."),
+            Route::Call => subject
                 .strip_prefix("call.")
                 .and_then(|r| r.rsplit_once('.'))
-                .and_then(|(rid, _)| self.config.resource_of(rid))
-                .map(|res| res.pattern.as_str()),
+                .map(|(rid, _)| rid),
             _ => None,
+        };
+        let pattern = match rid {
+            Some(rid) => Some(self.config.resource_of(rid)?.pattern.as_str()),
+            None => None,
         };
         self.ordered.endpoint(route, pattern).cloned()
     }

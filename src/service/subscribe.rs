@@ -1,8 +1,7 @@
-//! The service's subscriptions of their own: the get and access subscriptions of each
-//! pattern (reads; the state-changing subjects go into the ordered channel, `ordered`)
-//! and the forwarding subscription of the shared store, each with the endpoint that
-//! counts what it receives; ending those of removed patterns; and the round trip that
-//! makes sure the server has them all.
+//! The service's subscriptions of their own, beside the ordered channel (`ordered`,
+//! which has every request subject): the forwarding subscription of the shared store,
+//! with the endpoint that counts what it receives; ending those of removed patterns; and
+//! the round trip that makes sure the server has them all.
 
 use std::sync::Arc;
 
@@ -13,74 +12,31 @@ use super::discovery::Endpoint;
 use super::route::{Route, Source, Tagged};
 use super::serve::publish;
 use super::{Service, ServiceError, SYNC_TIMEOUT};
-use crate::config::Config;
 
 impl Service {
-    /// Ends the subscriptions of the given patterns (their streams then finish).
+    /// Ends the subscriptions of the given patterns.
     pub(super) async fn unsubscribe_patterns(&mut self, patterns: &[String]) {
-        for tagged in self.subs.iter_mut() {
-            if tagged
-                .pattern
-                .as_ref()
-                .is_some_and(|p| patterns.contains(p))
-            {
-                if let Source::Sub(sub) = &mut tagged.source {
-                    if let Err(e) = sub.unsubscribe().await {
-                        tracing::warn!(error = %e, "unsubscribe failed");
-                    }
-                }
-            }
-        }
         self.ordered.unsubscribe_patterns(patterns).await;
     }
 }
 
-/// The get and access subscriptions of one pattern.
-pub(super) async fn subscribe_pattern(
-    client: &Client,
-    config: &Config,
-    pattern: &str,
-) -> Result<Vec<Tagged>, ServiceError> {
-    let Some(res) = config.resource(pattern) else {
-        return Ok(Vec::new());
-    };
-    let w = res.pattern.wildcard();
-    let p = Some(pattern.to_string());
-    let group = Some(config.nats.queue_group.as_str());
-    Ok(vec![
-        subscribe(client, Route::Get, p.clone(), format!("get.{w}"), group).await?,
-        subscribe(client, Route::Access, p, format!("access.{w}"), group).await?,
-    ])
-}
-
-/// The subscription other instances forward this instance's messages on.
+/// The subscription other instances forward this instance's messages on: not in the
+/// ordered channel (forwarded messages are read with no order promised; the protocol
+/// places them as late), in a channel of its own.
 pub(super) async fn subscribe_forwarded(
     client: &Client,
     subject: &str,
 ) -> Result<Tagged, ServiceError> {
-    subscribe(client, Route::Forwarded, None, subject.to_string(), None).await
-}
-
-async fn subscribe(
-    client: &Client,
-    route: Route,
-    pattern: Option<String>,
-    subject: String,
-    queue_group: Option<&str>,
-) -> Result<Tagged, ServiceError> {
-    let result = match queue_group {
-        Some(group) => {
-            client
-                .queue_subscribe(subject.clone(), group.to_string())
-                .await
-        }
-        None => client.subscribe(subject.clone()).await,
-    };
-    let endpoint = Endpoint::new(route, pattern.as_deref(), &subject, queue_group);
-    let sub = result.map_err(|source| ServiceError::Subscribe { subject, source })?;
+    let sub = client
+        .subscribe(subject.to_string())
+        .await
+        .map_err(|source| ServiceError::Subscribe {
+            subject: subject.to_string(),
+            source,
+        })?;
+    let endpoint = Endpoint::new(Route::Forwarded, None, subject, None);
     Ok(Tagged {
-        route,
-        pattern,
+        route: Route::Forwarded,
         endpoint: Arc::new(endpoint),
         source: Source::Sub(sub),
     })

@@ -561,7 +561,7 @@ impl Gateway {
     }
 }
 
-fn parse_or_null(payload: &[u8]) -> Value {
+pub fn parse_or_null(payload: &[u8]) -> Value {
     if payload.is_empty() {
         Value::Null
     } else {

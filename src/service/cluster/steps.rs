@@ -63,6 +63,7 @@ impl Service {
         match placed {
             Placement::Apply((route, endpoint, msg))
             | Placement::ApplyLate((route, endpoint, msg)) => {
+                super::trace::placed(partition, waited, &msg);
                 self.serve(Admitted {
                     route,
                     endpoint,

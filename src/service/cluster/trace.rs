@@ -65,6 +65,11 @@ pub(super) fn action(action: &Action<Received>) {
     tracing::trace!(subject = %msg.subject, payload = %String::from_utf8_lossy(&msg.payload), "ownership: {name}");
 }
 
+/// A message the protocol let through as it arrived, for `trace`.
+pub(super) fn placed(partition: Option<u32>, late: bool, msg: &async_nats::Message) {
+    tracing::trace!(partition, late, subject = %msg.subject, payload = %String::from_utf8_lossy(&msg.payload), "ownership: placed");
+}
+
 fn action_name<M>(action: &Action<M>) -> &'static str {
     match action {
         Action::Unconfirm { .. } => "unconfirm",
