@@ -45,9 +45,15 @@ pub enum Command {
     /// Run rule tests (*.test.yaml): each case's access, set outcome and model, then
     /// the rules and fields no case exercised. Exit 1 on a failing case.
     Test {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Test files or directories of them (default: *.test.yaml beside the config).
+        /// The config for test files that name none (no `config:` key, no X.yaml beside
+        /// X.test.yaml); it must not name another config than a test file's own.
+        /// Without test files: the config whose *.test.yaml files to run (default
+        /// resources.yaml).
+        #[arg(long, env = "CONNRES_CONFIG", value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Test files or directories of them (default: the *.test.yaml beside the
+        /// config that test it). Each runs against its own config: its `config:` key
+        /// (relative to the file), else the X.yaml beside X.test.yaml.
         paths: Vec<PathBuf>,
     },
     /// What a reload from OLD to NEW would do: patterns, fields and rules changed, the
@@ -94,6 +100,9 @@ pub enum Command {
     Schema,
 }
 
+/// The config when `--config` and `$CONNRES_CONFIG` name none.
+pub const DEFAULT_CONFIG: &str = "resources.yaml";
+
 /// The config, named the same way by every subcommand.
 #[derive(Args)]
 pub struct ConfigArg {
@@ -101,7 +110,7 @@ pub struct ConfigArg {
     #[arg(
         long,
         env = "CONNRES_CONFIG",
-        default_value = "resources.yaml",
+        default_value = DEFAULT_CONFIG,
         value_name = "PATH"
     )]
     pub config: PathBuf,
