@@ -23,7 +23,8 @@ pub enum Verdict {
     NoChange = 0,
     /// The reload changes what is served or published, but no tested decision.
     Changes = 2,
-    /// An access decision of a rule-test case changes.
+    /// An access decision of a rule-test case changes: one that the old config served
+    /// and the new one serves (a case of a resource added or removed is a change).
     DecisionsChange = 3,
 }
 
@@ -100,20 +101,32 @@ pub fn plan(old: &Config, new: &Config, suites: &[Suite]) -> Plan {
     resets(&mut out, &d);
     changed |= !d.needs_no_reset();
 
-    let decisions = decision_changes(old, new, suites);
+    let cases = decision_changes(old, new, suites);
     if !suites.is_empty() {
+        section(
+            &mut out,
+            "tested requests of added resources (served from now on):",
+            &cases.added,
+        );
+        section(
+            &mut out,
+            "tested requests of removed resources (no longer served):",
+            &cases.removed,
+        );
         let files: Vec<&str> = suites.iter().map(|s| s.file.as_str()).collect();
         let heading = format!(
             "access decisions that change for the rule tests ({}):",
             files.join(", ")
         );
-        if decisions.is_empty() {
+        if cases.changed.is_empty() {
             let _ = writeln!(out, "{heading} none");
         } else {
-            section(&mut out, &heading, &decisions);
+            section(&mut out, &heading, &cases.changed);
         }
     }
-    let verdict = if !decisions.is_empty() {
+    // Cases of added or removed resources are not decisions changed: nobody was served
+    // before, or nobody is after; the patterns added and removed say so (exit 2).
+    let verdict = if !cases.changed.is_empty() {
         Verdict::DecisionsChange
     } else if changed {
         Verdict::Changes

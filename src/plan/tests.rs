@@ -47,7 +47,7 @@ fn a_field_change_and_a_removal() {
         .replace("      notice:    { type: string, max_length: 200 }\n", "");
     let new = new[..new.find("  # What backend services").unwrap()].to_string();
     let p = plan(&config(SHIPPED), &config(&new), &suites());
-    assert_eq!(p.verdict, Verdict::DecisionsChange, "{}", p.text);
+    assert_eq!(p.verdict, Verdict::Changes, "{}", p.text);
     assert!(
         p.text.contains("patterns removed: session.status.{cid}"),
         "{}",
@@ -65,5 +65,71 @@ fn a_field_change_and_a_removal() {
         "{}",
         p.text
     );
-    assert!(p.text.contains("get granted -> unserved"), "{}", p.text);
+    assert!(
+        p.text.contains("tested requests of removed resources (no longer served):\n  resources.test.yaml:60:5: the session status is readable by its connection only, never writable: session.status.c1 (session.status.{cid}) was get granted, call.set denied, call.reset denied\n"),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text.contains(
+            "access decisions that change for the rule tests (resources.test.yaml): none"
+        ),
+        "{}",
+        p.text
+    );
+}
+
+/// A resource whose cases come with it.
+const NOTES: &str = "\n  session.note.{cid}:\n    fields:\n      text: { type: string, writable: true }\n    access:\n      get: cid == params.cid\n      call: { set: cid == params.cid }\n";
+
+fn with_notes_cases() -> Vec<Suite> {
+    let mut suites = suites();
+    suites.push(
+        crate::ruletest::parse(
+            "notes.test.yaml",
+            "tests:\n  - name: own note\n    resource: session.note.c1\n    cid: c1\n    get: true\n",
+        )
+        .unwrap(),
+    );
+    suites
+}
+
+#[test]
+fn an_added_resource_and_its_cases_are_a_change_not_a_changed_decision() {
+    let new = format!("{SHIPPED}{NOTES}");
+    let p = plan(&config(SHIPPED), &config(&new), &with_notes_cases());
+    assert_eq!(p.verdict, Verdict::Changes, "{}", p.text);
+    assert!(
+        p.text.contains("tested requests of added resources (served from now on):\n  notes.test.yaml:2:5: own note: session.note.c1 (session.note.{cid}) get granted, call.set granted, call.reset denied\n"),
+        "{}",
+        p.text
+    );
+    assert!(!p.text.contains("removed resources"), "{}", p.text);
+    assert!(
+        p.text
+            .ends_with("the reload changes what is served (exit 2)\n"),
+        "{}",
+        p.text
+    );
+}
+
+#[test]
+fn a_served_decision_that_changes_beside_an_addition_is_exit_3() {
+    let new = format!("{SHIPPED}{NOTES}").replace(
+        "set: cid == params.cid && token != null",
+        "set: cid == params.cid",
+    );
+    let p = plan(&config(SHIPPED), &config(&new), &with_notes_cases());
+    assert_eq!(p.verdict, Verdict::DecisionsChange, "{}", p.text);
+    assert!(
+        p.text.contains("tested requests of added resources"),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text.contains("preferences cannot be set while logged out, but can be reset: call.set denied -> granted"),
+        "{}",
+        p.text
+    );
+    assert!(!p.text.contains("unserved"), "{}", p.text);
 }

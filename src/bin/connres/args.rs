@@ -58,13 +58,15 @@ pub enum Command {
     },
     /// What a reload from OLD to NEW would do: patterns, fields and rules changed, the
     /// system.reset it would publish, access decisions that change for the rule tests.
-    /// Exit 0: no change; 2: changes; 3: a tested decision changes; 1: an error.
+    /// Exit 0: no change; 2: changes (resources added or removed included); 3: a
+    /// tested decision on a resource served before and after changes; 1: an error.
     Plan {
         /// The config in force (file or directory).
         old: PathBuf,
         /// The config to apply (file or directory).
         new: PathBuf,
-        /// Rule tests whose decisions to compare (default: *.test.yaml beside NEW).
+        /// Rule tests whose decisions to compare (default: the *.test.yaml beside NEW
+        /// that test it).
         #[arg(long = "tests", value_name = "PATH")]
         tests: Vec<PathBuf>,
     },
