@@ -330,6 +330,7 @@ impl Compiler {
         let what = format!("resource `{pattern}`");
         let entries = self.mapping(node, &what, RESOURCE_KEYS)?;
         let (mut description, mut fields, mut reset_on_logout) = (None, Vec::new(), true);
+        let mut declared = Vec::new();
         let mut access_node = None;
         for (key, value) in entries {
             match key.name.as_str() {
@@ -338,7 +339,7 @@ impl Compiler {
                         .string(value, &format!("{what}: `description`"))
                         .map(str::to_string)
                 }
-                "fields" => fields = self.fields(&pattern, value),
+                "fields" => (fields, declared) = self.fields(&pattern, value),
                 "reset" => {
                     for (_, v) in self
                         .mapping(value, "`reset`", RESET_KEYS)
@@ -352,10 +353,11 @@ impl Compiler {
                 _ => access_node = Some(value),
             }
         }
-        // Rules are checked against the fields, wherever the file puts them.
+        // Rules are checked against the fields, wherever the file puts them, and
+        // against every field declared, those with errors included.
         let access = access_node.map_or_else(Access::default, |node| {
             let schema = Schema {
-                fields: fields.iter().map(|f| (f.name.as_str(), f.ty)).collect(),
+                fields: declared.iter().map(|(n, ty)| (n.as_str(), *ty)).collect(),
             };
             self.access(&pattern, node, &schema)
         });

@@ -11,8 +11,14 @@ use crate::field::{Constraints, FieldDef, FieldType};
 use crate::pattern::Pattern;
 use crate::template::Template;
 
+/// Every field a resource declares, with its type when the type is known.
+pub(super) type Declared = Vec<(String, Option<FieldType>)>;
+
 impl Compiler {
-    pub(super) fn fields(&mut self, pattern: &Pattern, node: &Yaml) -> Vec<FieldDef> {
+    /// The fields without errors, and every field declared with its type when that is
+    /// known: rules are checked against all the declared ones, so that a field with
+    /// an error of its own is not also "not a field" of every rule reading it.
+    pub(super) fn fields(&mut self, pattern: &Pattern, node: &Yaml) -> (Vec<FieldDef>, Declared) {
         let Kind::Map(entries) = &node.kind else {
             self.error(
                 node.pos,
@@ -21,12 +27,18 @@ impl Compiler {
                     node.type_name()
                 ),
             );
-            return Vec::new();
+            return Default::default();
         };
-        entries
+        let declared = entries
+            .iter()
+            .filter(|(key, _)| !key.name.is_empty())
+            .map(|(key, value)| (key.name.clone(), declared_type(value)))
+            .collect();
+        let fields = entries
             .iter()
             .filter_map(|(key, value)| self.field(pattern, key, value))
-            .collect()
+            .collect();
+        (fields, declared)
     }
 
     fn field(&mut self, pattern: &Pattern, key: &Key, node: &Yaml) -> Option<FieldDef> {
@@ -237,4 +249,15 @@ fn first_line(s: &str) -> &str {
         .rev()
         .find_map(|l| l.trim_start().strip_prefix("error:"))
         .map_or(s.lines().next().unwrap_or(s), str::trim)
+}
+
+/// The type a field declares, when it names one (errors are the field compiler's).
+fn declared_type(node: &Yaml) -> Option<FieldType> {
+    let Kind::Map(entries) = &node.kind else {
+        return None;
+    };
+    entries.iter().find_map(|(key, value)| match &value.kind {
+        Kind::Str(t) if key.name == "type" => FieldType::parse(t),
+        _ => None,
+    })
 }
