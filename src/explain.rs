@@ -32,17 +32,28 @@ pub struct Question {
 /// Why a question cannot be answered.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ExplainError {
-    #[error(
-        "no resource pattern matches `{0}`: connres would not answer it (another service may)"
-    )]
-    NoPattern(String),
+    /// `hint`: "did you mean" the nearest name a pattern serves, or empty.
+    #[error("no resource pattern matches `{rid}`: connres would not answer it (another service may){hint}")]
+    NoPattern { rid: String, hint: String },
+}
+
+/// "; did you mean `NAME` (pattern `PATTERN`)?" for a name no pattern matches, when a
+/// pattern serves a name near it; else empty.
+pub(crate) fn name_hint(config: &Config, rid: &str) -> String {
+    config
+        .nearest(rid)
+        .map(|(name, res)| format!("; did you mean `{name}` (pattern `{}`)?", res.pattern))
+        .unwrap_or_default()
 }
 
 /// The explanation, as lines for a person.
 pub fn explain(config: &Config, q: &Question) -> Result<String, ExplainError> {
     let (res, params) = config
         .resolve(&q.rid)
-        .ok_or_else(|| ExplainError::NoPattern(q.rid.clone()))?;
+        .ok_or_else(|| ExplainError::NoPattern {
+            rid: q.rid.clone(),
+            hint: name_hint(config, &q.rid),
+        })?;
     let mut out = String::new();
     let _ = writeln!(out, "resource   {}", q.rid);
     let _ = writeln!(out, "pattern    {}", res.pattern);
@@ -378,9 +389,48 @@ mod tests {
             token: None,
             query: None,
         };
+        let err = explain(&shipped(), &q).unwrap_err();
         assert_eq!(
-            explain(&shipped(), &q),
-            Err(ExplainError::NoPattern("nope.x".into()))
+            err.to_string(),
+            "no resource pattern matches `nope.x`: connres would not answer it (another service may)"
         );
+    }
+
+    #[test]
+    fn a_misspelt_name_gets_the_nearest_name_a_pattern_serves() {
+        let config = Config::parse(
+            "r.yaml",
+            "version: 1\nresources:\n  shop.cart.{cid}: {}\n  store.{shop}.info: {}\n  session.user.{cid}: {}\n",
+        )
+        .unwrap();
+        let ask = |rid: &str| {
+            let q = Question {
+                action: Action::Get,
+                rid: rid.into(),
+                cid: "c1".into(),
+                token: None,
+                query: None,
+            };
+            explain(&config, &q).unwrap_err().to_string()
+        };
+        assert_eq!(
+            ask("shop.kart.c1"),
+            "no resource pattern matches `shop.kart.c1`: connres would not answer it (another service may); did you mean `shop.cart.c1` (pattern `shop.cart.{cid}`)?"
+        );
+        assert!(
+            ask("store.acme.inf")
+                .ends_with("; did you mean `store.acme.info` (pattern `store.{shop}.info`)?"),
+            "{}",
+            ask("store.acme.inf")
+        );
+        assert!(
+            ask("sesion.user.c7")
+                .ends_with("did you mean `session.user.c7` (pattern `session.user.{cid}`)?"),
+            "{}",
+            ask("sesion.user.c7")
+        );
+        // Nothing near, or not as many parts as any pattern: no suggestion.
+        assert!(ask("orders.list.c1").ends_with("(another service may)"));
+        assert!(ask("shop.cart").ends_with("(another service may)"));
     }
 }

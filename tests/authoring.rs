@@ -93,6 +93,14 @@ fn explain_fails_on_an_unknown_name_a_bad_config_or_bad_json() {
         "{}",
         out.stderr
     );
+    assert!(!out.stderr.contains("did you mean"), "{}", out.stderr);
+    let out = explain(&["get", "session.prefz.c1", "--cid", "c1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr.contains("no resource pattern matches `session.prefz.c1`: connres would not answer it (another service may); did you mean `session.prefs.c1` (pattern `session.prefs.{cid}`)?"),
+        "{}",
+        out.stderr
+    );
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
@@ -188,7 +196,7 @@ fn a_failing_case_names_the_rule_and_coverage_gaps_are_listed() {
     let file = dir.path().join("wrong.test.yaml");
     std::fs::write(
         &file,
-        "tests:\n  - name: logged out, set prefs\n    resource: session.prefs.c1\n    cid: c1\n    call: { set: true }\n  - name: a typo\n    resource: session.prefs.c1\n    cid: c1\n    model: { themes: dark }\n",
+        "tests:\n  - name: logged out, set prefs\n    resource: session.prefs.c1\n    cid: c1\n    call: { set: true }\n  - name: a typo\n    resource: session.prefs.c1\n    cid: c1\n    model: { themes: dark }\n  - name: a misspelt name\n    resource: session.prefz.c1\n    cid: c1\n    get: true\n",
     )
     .unwrap();
     let config = project_file("resources.yaml");
@@ -200,7 +208,8 @@ fn a_failing_case_names_the_rule_and_coverage_gaps_are_listed() {
         "  call.set: expected granted, got denied".to_string(),
         format!("    rule call.set at {shown}:34:14: cid == params.cid && token != null -> denied"),
         "  model.themes: not a field of `session.prefs.{cid}`; did you mean `theme`?".to_string(),
-        "0 case(s) passed, 2 failed".to_string(),
+        "  no resource pattern matches `session.prefz.c1`; did you mean `session.prefs.c1` (pattern `session.prefs.{cid}`)?".to_string(),
+        "0 case(s) passed, 3 failed".to_string(),
         "not exercised by any case:".to_string(),
         format!("  session.user.{{cid}}: rule get ({shown}:22:12); field(s) id, name, role, user"),
     ] {

@@ -17,7 +17,7 @@ pub use parse::{parse, CallExpect, Case, Suite};
 pub use select::{assign, discover, load, Discovered, Run};
 
 use crate::config::{Config, Resource, METHODS};
-use crate::explain::{access, call, engine_with, model_of, rule_model};
+use crate::explain::{access, call, engine_with, model_of, name_hint, rule_model};
 use crate::rule::RuleInput;
 
 /// What a run found.
@@ -113,8 +113,9 @@ fn run_case(
 ) -> Result<(), Vec<String>> {
     let Some((res, params)) = config.resolve(&case.resource) else {
         return Err(vec![format!(
-            "  no resource pattern matches `{}`",
-            case.resource
+            "  no resource pattern matches `{}`{}",
+            case.resource,
+            name_hint(config, &case.resource)
         )]);
     };
     let pattern = res.pattern.to_string();
