@@ -1,5 +1,6 @@
-//! The tools for the people who edit the config, through the binary: `explain` (and
-//! later `test`, `plan`, `schema`). No NATS is needed by any of them.
+//! The tools for the people who edit the config, through the binary: `explain`,
+//! `test`, `plan` and `schema` (which config `test` runs a file against:
+//! `rule_tests.rs`). No NATS is needed by any of them.
 
 mod common;
 

@@ -46,9 +46,9 @@ pub enum Command {
     /// the rules and fields no case exercised. Exit 1 on a failing case.
     Test {
         /// The config for test files that name none (no `config:` key, no X.yaml beside
-        /// X.test.yaml); it must not name another config than a test file's own.
-        /// Without test files: the config whose *.test.yaml files to run (default
-        /// resources.yaml).
+        /// X.test.yaml; without --config, resources.yaml for those beside it). A test
+        /// file that names another config is an error. Without test files: the config
+        /// whose *.test.yaml to run (default resources.yaml).
         #[arg(long, env = "CONNRES_CONFIG", value_name = "PATH")]
         config: Option<PathBuf>,
         /// Test files or directories of them (default: the *.test.yaml beside the
