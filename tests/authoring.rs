@@ -1,5 +1,6 @@
-//! The tools for the people who edit the config, through the binary: `explain` (and
-//! later `test`, `plan`, `schema`). No NATS is needed by any of them.
+//! The tools for the people who edit the config, through the binary: `explain`,
+//! `test`, `plan` and `schema` (which config `test` runs a file against:
+//! `rule_tests.rs`). No NATS is needed by any of them.
 
 mod common;
 
@@ -90,6 +91,14 @@ fn explain_fails_on_an_unknown_name_a_bad_config_or_bad_json() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         out.stderr.contains("no resource pattern matches `nope.c1`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("did you mean"), "{}", out.stderr);
+    let out = explain(&["get", "session.prefz.c1", "--cid", "c1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr.contains("no resource pattern matches `session.prefz.c1`: connres would not answer it (another service may); did you mean `session.prefs.c1` (pattern `session.prefs.{cid}`)?"),
         "{}",
         out.stderr
     );
@@ -188,7 +197,7 @@ fn a_failing_case_names_the_rule_and_coverage_gaps_are_listed() {
     let file = dir.path().join("wrong.test.yaml");
     std::fs::write(
         &file,
-        "tests:\n  - name: logged out, set prefs\n    resource: session.prefs.c1\n    cid: c1\n    call: { set: true }\n  - name: a typo\n    resource: session.prefs.c1\n    cid: c1\n    model: { themes: dark }\n",
+        "tests:\n  - name: logged out, set prefs\n    resource: session.prefs.c1\n    cid: c1\n    call: { set: true }\n  - name: a typo\n    resource: session.prefs.c1\n    cid: c1\n    model: { themes: dark }\n  - name: a misspelt name\n    resource: session.prefz.c1\n    cid: c1\n    get: true\n",
     )
     .unwrap();
     let config = project_file("resources.yaml");
@@ -200,7 +209,8 @@ fn a_failing_case_names_the_rule_and_coverage_gaps_are_listed() {
         "  call.set: expected granted, got denied".to_string(),
         format!("    rule call.set at {shown}:34:14: cid == params.cid && token != null -> denied"),
         "  model.themes: not a field of `session.prefs.{cid}`; did you mean `theme`?".to_string(),
-        "0 case(s) passed, 2 failed".to_string(),
+        "  no resource pattern matches `session.prefz.c1`; did you mean `session.prefs.c1` (pattern `session.prefs.{cid}`)?".to_string(),
+        "0 case(s) passed, 3 failed".to_string(),
         "not exercised by any case:".to_string(),
         format!("  session.user.{{cid}}: rule get ({shown}:22:12); field(s) id, name, role, user"),
     ] {
@@ -231,6 +241,12 @@ fn a_broken_test_file_is_reported_with_positions() {
 
 /// `connres plan` from the shipped file to an edited copy of it, with the shipped tests.
 fn plan(edit: impl Fn(&str) -> String) -> common::process::Output {
+    plan_with(edit, &[])
+}
+
+/// `connres plan` from the shipped file to an edited copy of it, with the shipped tests
+/// and `tests`.
+fn plan_with(edit: impl Fn(&str) -> String, tests: &[&std::path::Path]) -> common::process::Output {
     let shipped = std::fs::read_to_string(project_file("resources.yaml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let new = dir.path().join("resources.yaml");
@@ -241,6 +257,9 @@ fn plan(edit: impl Fn(&str) -> String) -> common::process::Output {
         .arg(&new)
         .arg("--tests")
         .arg(project_file("resources.test.yaml"));
+    for t in tests {
+        cmd.arg("--tests").arg(t);
+    }
     run(&mut cmd)
 }
 
@@ -286,20 +305,18 @@ fn plan_exit_codes_gate_a_ci_job() {
         out.stdout
     );
 
-    // A removal: its requests go unserved.
+    // A removal: its tested requests go unserved, listed as such; no served decision
+    // changes.
     let out = plan(|s| s[..s.find("  # What backend services").unwrap()].to_string());
-    assert_eq!(out.status.code(), Some(3), "{}", out.stdout);
-    assert!(
-        out.stdout
-            .contains("patterns removed: session.status.{cid}"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("get granted -> unserved"),
-        "{}",
-        out.stdout
-    );
+    assert_eq!(out.status.code(), Some(2), "{}", out.stdout);
+    for needle in [
+        "patterns removed: session.status.{cid}",
+        "tested requests of removed resources (no longer served):",
+        "the session status is readable by its connection only, never writable: session.status.c1 (session.status.{cid}) was get granted, call.set denied, call.reset denied",
+        "access decisions that change for the rule tests",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle}\n{}", out.stdout);
+    }
 
     // A broken new file: exit 1 with its errors.
     let out = plan(|s| s.replace("type: integer", "type: int"));
@@ -310,6 +327,59 @@ fn plan_exit_codes_gate_a_ci_job() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn plan_of_a_resource_added_with_its_tests_exits_2() {
+    // A resource added with its own tests: exit 2, its cases listed as newly served.
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("notes.test.yaml");
+    std::fs::write(
+        &cases,
+        "tests:\n  - name: a connection writes its own note\n    resource: session.note.c1\n    cid: c1\n    get: true\n    call: { set: true, reset: false }\n",
+    )
+    .unwrap();
+    let out = plan_with(
+        |s| {
+            format!("{s}\n  session.note.{{cid}}:\n    fields:\n      text: {{ type: string, writable: true }}\n    access:\n      get: cid == params.cid\n      call: {{ set: cid == params.cid }}\n")
+        },
+        &[&cases],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", out.stdout);
+    for needle in [
+        "patterns added:   session.note.{cid}",
+        "tested requests of added resources (served from now on):",
+        &format!("{}:2:5: a connection writes its own note: session.note.c1 (session.note.{{cid}}) get granted, call.set granted, call.reset denied", cases.display()),
+        "access decisions that change for the rule tests",
+        "the reload changes what is served (exit 2)",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle}\n{}", out.stdout);
+    }
+    assert!(!out.stdout.contains("unserved ->"), "{}", out.stdout);
+}
+
+#[test]
+fn plan_compares_the_tests_beside_new_that_test_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("resources.yaml", "resources.yaml"),
+        ("resources.test.yaml", "resources.test.yaml"),
+        ("tests/config/valid/chat.yaml", "chat.yaml"),
+        ("tests/config/valid/chat.test.yaml", "chat.test.yaml"),
+    ] {
+        std::fs::copy(project_file(from), dir.path().join(to)).unwrap();
+    }
+    let mut cmd = connres();
+    cmd.arg("plan")
+        .arg(project_file("resources.yaml"))
+        .arg(dir.path().join("resources.yaml"));
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    let heading = format!(
+        "access decisions that change for the rule tests ({}): none",
+        dir.path().join("resources.test.yaml").display()
+    );
+    assert!(out.stdout.contains(&heading), "{heading}\n{}", out.stdout);
 }
 
 #[test]

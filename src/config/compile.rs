@@ -1,23 +1,23 @@
 //! The compiler: walks the spanned YAML tree into a [`Config`], collecting every error
-//! with its position instead of stopping at the first.
+//! with its position instead of stopping at the first. A resource's fields are compiled
+//! in `field.rs`, its access rules in `access.rs`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use regex::Regex;
-use serde_json::Value;
-
 use super::yaml::{Key, Kind, Pos, Yaml};
 use super::{
-    suggestion, Access, ApiSettings, CallAccess, Config, ConfigError, Resource, Site, Sites,
-    DEFAULT_API_PREFIX, METHODS, RESERVED_SUBJECT_ROOTS, VERSION,
+    suggestion, Access, ApiSettings, Config, ConfigError, Resource, Site, Sites,
+    DEFAULT_API_PREFIX, RESERVED_SUBJECT_ROOTS, VERSION,
 };
-use crate::field::{Constraints, FieldDef, FieldType};
 use crate::pattern::{Part, Pattern};
 use crate::rule::{Rule, Schema};
 use crate::template::Template;
+
+mod access;
+mod field;
 
 pub(crate) const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "resources"];
 pub(crate) const API_KEYS: &[&str] = &["prefix"];
@@ -330,6 +330,7 @@ impl Compiler {
         let what = format!("resource `{pattern}`");
         let entries = self.mapping(node, &what, RESOURCE_KEYS)?;
         let (mut description, mut fields, mut reset_on_logout) = (None, Vec::new(), true);
+        let mut declared = Vec::new();
         let mut access_node = None;
         for (key, value) in entries {
             match key.name.as_str() {
@@ -338,7 +339,7 @@ impl Compiler {
                         .string(value, &format!("{what}: `description`"))
                         .map(str::to_string)
                 }
-                "fields" => fields = self.fields(&pattern, value),
+                "fields" => (fields, declared) = self.fields(&pattern, value),
                 "reset" => {
                     for (_, v) in self
                         .mapping(value, "`reset`", RESET_KEYS)
@@ -352,10 +353,11 @@ impl Compiler {
                 _ => access_node = Some(value),
             }
         }
-        // Rules are checked against the fields, wherever the file puts them.
+        // Rules are checked against the fields, wherever the file puts them, and
+        // against every field declared, those with errors included.
         let access = access_node.map_or_else(Access::default, |node| {
             let schema = Schema {
-                fields: fields.iter().map(|f| (f.name.as_str(), f.ty)).collect(),
+                fields: declared.iter().map(|(n, ty)| (n.as_str(), *ty)).collect(),
             };
             self.access(&pattern, node, &schema)
         });
@@ -363,344 +365,6 @@ impl Compiler {
         resource.sites = Sites(std::mem::take(&mut self.sites));
         Some(resource)
     }
-
-    fn fields(&mut self, pattern: &Pattern, node: &Yaml) -> Vec<FieldDef> {
-        let Kind::Map(entries) = &node.kind else {
-            self.error(
-                node.pos,
-                format!(
-                    "`fields` must be a mapping of field names, not {}",
-                    node.type_name()
-                ),
-            );
-            return Vec::new();
-        };
-        entries
-            .iter()
-            .filter_map(|(key, value)| self.field(pattern, key, value))
-            .collect()
-    }
-
-    fn field(&mut self, pattern: &Pattern, key: &Key, node: &Yaml) -> Option<FieldDef> {
-        let name = &key.name;
-        if name.is_empty() {
-            self.error(key.pos, "a field name must not be empty");
-            return None;
-        }
-        let what = format!("field `{name}`");
-        let entries = self.mapping(node, &what, FIELD_KEYS)?;
-        let get = |k: &str| {
-            entries
-                .iter()
-                .find(|(key, _)| key.name == k)
-                .map(|(_, v)| *v)
-        };
-        let before = self.errors.len();
-
-        let ty = match get("type") {
-            None => {
-                self.error(
-                    key.pos,
-                    format!("{what} needs a `type` ({})", FieldType::NAMES.join(", ")),
-                );
-                None
-            }
-            Some(t) => match self.string(t, &format!("{what}: `type`")) {
-                Some(s) => {
-                    let ty = FieldType::parse(s);
-                    if ty.is_none() {
-                        let hint = suggestion(s, FieldType::NAMES)
-                            .map(|h| format!("; did you mean `{h}`?"))
-                            .unwrap_or_else(|| {
-                                format!(" (expected one of: {})", FieldType::NAMES.join(", "))
-                            });
-                        self.error(t.pos, format!("unknown field type `{s}`{hint}"));
-                    }
-                    ty
-                }
-                None => None,
-            },
-        };
-        let description = get("description")
-            .and_then(|d| self.string(d, &format!("{what}: `description`")))
-            .map(str::to_string);
-        let writable = get("writable")
-            .and_then(|w| self.boolean(w, &format!("{what}: `writable`")))
-            .unwrap_or(false);
-        let source = get("from").and_then(|f| {
-            let text = self.string(f, &format!("{what}: `from`"))?;
-            let compiled = match self.templates.get(text) {
-                Some(t) => Ok(t.clone()),
-                None => Template::compile(text),
-            };
-            match compiled {
-                Ok(t) => {
-                    self.templates.insert(text.to_string(), t.clone());
-                    Some((f, t))
-                }
-                Err(e) => {
-                    let at = e
-                        .pos
-                        .map(|(l, c)| format!(" (template line {l}, column {c})"))
-                        .unwrap_or_default();
-                    self.error(f.pos, format!("{what}: {}{at}", e.message));
-                    None
-                }
-            }
-        });
-        if let Some((f, t)) = &source {
-            if writable {
-                self.error(f.pos, format!("{what} has both `from` and `writable: true`; a derived field cannot be written"));
-            }
-            let reads = match (t.reads_token(), t.reads_cid()) {
-                (true, _) => Some("token"),
-                (false, true) => Some("cid"),
-                (false, false) => None,
-            };
-            if let Some(var) = reads.filter(|_| !pattern.has_cid()) {
-                self.error(
-                    f.pos,
-                    format!("{what} reads `{var}`, but resource `{pattern}` has no `{{cid}}` capture to tie it to a connection"),
-                );
-            }
-            self.check_params(pattern, t.params_read(), f.pos, &what);
-        }
-
-        let mut constraints = Constraints::default();
-        let numeric = matches!(ty, Some(FieldType::Integer | FieldType::Number));
-        let textual = matches!(ty, Some(FieldType::String));
-        let only_for = |c: &mut Compiler, key: &str, allowed: bool, types: &str| {
-            if let (Some(node), Some(ty)) = (get(key), ty) {
-                if !allowed {
-                    c.error(
-                        node.pos,
-                        format!("{what}: `{key}` applies to {types} fields, not to {ty}"),
-                    );
-                    return None;
-                }
-            }
-            get(key)
-        };
-        if let Some(n) = only_for(self, "min", numeric, "integer and number") {
-            constraints.min = self.number(n, &format!("{what}: `min`"));
-        }
-        if let Some(n) = only_for(self, "max", numeric, "integer and number") {
-            constraints.max = self.number(n, &format!("{what}: `max`"));
-        }
-        if let (Some(min), Some(max)) = (constraints.min, constraints.max) {
-            if min > max {
-                self.error(
-                    get("max").map_or(node.pos, |n| n.pos),
-                    format!("{what}: `max` {max} is below `min` {min}"),
-                );
-            }
-        }
-        if let Some(n) = only_for(self, "max_length", textual, "string") {
-            match n.kind {
-                Kind::Int(i) if i >= 0 => constraints.max_length = Some(i as usize),
-                _ => self.error(
-                    n.pos,
-                    format!("{what}: `max_length` must be a whole number of characters, 0 or more"),
-                ),
-            }
-        }
-        if let Some(n) = only_for(self, "pattern", textual, "string") {
-            if let Some(re) = self.string(n, &format!("{what}: `pattern`")) {
-                match Regex::new(re) {
-                    Ok(r) => constraints.pattern = Some(r),
-                    Err(e) => self.error(
-                        n.pos,
-                        format!(
-                            "{what}: bad regex in `pattern`: {}",
-                            first_line(&e.to_string())
-                        ),
-                    ),
-                }
-            }
-        }
-        let enumerable = !matches!(ty, Some(FieldType::Ref | FieldType::Data));
-        if let Some(n) = only_for(
-            self,
-            "enum",
-            enumerable,
-            "string, integer, number and boolean",
-        ) {
-            match &n.kind {
-                Kind::Seq(items) if !items.is_empty() => {
-                    constraints.one_of = Some(items.iter().map(Yaml::to_json).collect())
-                }
-                _ => self.error(
-                    n.pos,
-                    format!("{what}: `enum` must be a non-empty list of values"),
-                ),
-            }
-        }
-
-        if self.errors.len() > before {
-            return None;
-        }
-        let mut field = FieldDef {
-            name: name.clone(),
-            description,
-            ty: ty?,
-            default: Value::Null,
-            source: source.map(|(_, t)| t),
-            constraints,
-            writable,
-        };
-        // Enum values must themselves be valid values of the field.
-        if let (Some(options), Some(n)) = (field.constraints.one_of.clone(), get("enum")) {
-            let unconstrained = FieldDef {
-                constraints: Constraints::default(),
-                ..field.clone()
-            };
-            for (opt, item) in options.iter().zip(yaml_items(n)) {
-                if let Err(e) = unconstrained.check(opt) {
-                    self.error(item.pos, format!("{what}: enum value {e}"));
-                }
-            }
-        }
-        if let Some(d) = get("default") {
-            let value = d.to_json();
-            let value = if field.ty == FieldType::Data {
-                value
-            } else {
-                field.from_wire(&value).unwrap_or(value)
-            };
-            match field.check(&value) {
-                Ok(()) => field.default = value,
-                Err(e) => self.error(d.pos, format!("{what}: default {e}")),
-            }
-        }
-        (self.errors.len() == before).then_some(field)
-    }
-
-    /// Every `params.<name>` read must be a capture of the pattern.
-    fn check_params(&mut self, pattern: &Pattern, read: &[String], pos: Pos, what: &str) {
-        for name in read {
-            if !pattern.captures().any(|c| c == name) {
-                let captures: Vec<String> =
-                    pattern.captures().map(|c| format!("params.{c}")).collect();
-                let known = if captures.is_empty() {
-                    "it has no captures".to_string()
-                } else {
-                    format!("it has {}", captures.join(", "))
-                };
-                self.error(
-                    pos,
-                    format!("{what} reads `params.{name}`, but resource `{pattern}` has no `{{{name}}}` capture ({known})"),
-                );
-            }
-        }
-    }
-
-    fn access(&mut self, pattern: &Pattern, node: &Yaml, schema: &Schema) -> Access {
-        let mut access = Access::default();
-        for (key, value) in self
-            .mapping(node, "`access`", ACCESS_KEYS)
-            .unwrap_or_default()
-        {
-            if key.name == "get" {
-                access.get = self.rule(pattern, value, "`access.get`", schema);
-                continue;
-            }
-            access.call = match &value.kind {
-                Kind::Map(_) => {
-                    let methods = self
-                        .mapping(value, "`access.call`", METHODS)
-                        .unwrap_or_default();
-                    let rules = methods
-                        .into_iter()
-                        .filter_map(|(m, v)| {
-                            let rule = self.rule(
-                                pattern,
-                                v,
-                                &format!("`access.call.{}`", m.name),
-                                schema,
-                            )?;
-                            Some((m.name.clone(), rule))
-                        })
-                        .collect();
-                    CallAccess::Methods(rules)
-                }
-                _ => self
-                    .rule(pattern, value, "`access.call`", schema)
-                    .map_or(CallAccess::Deny, CallAccess::All),
-            };
-        }
-        access
-    }
-
-    fn rule(
-        &mut self,
-        pattern: &Pattern,
-        node: &Yaml,
-        what: &str,
-        schema: &Schema,
-    ) -> Option<Rule> {
-        let rule = self.compile_rule(node, what)?;
-        let before = self.errors.len();
-        self.check_params(pattern, rule.params_read(), node.pos, what);
-        for problem in rule.check(schema) {
-            self.error(node.pos, format!("{what}: {problem}"));
-        }
-        let name = what.trim_matches('`').trim_start_matches("access.");
-        self.sites.push((
-            name.to_string(),
-            Site {
-                file: self.file.clone(),
-                pos: node.pos,
-            },
-        ));
-        (self.errors.len() == before).then_some(rule)
-    }
-
-    fn compile_rule(&mut self, node: &Yaml, what: &str) -> Option<Rule> {
-        let source = match &node.kind {
-            Kind::Str(s) => s.clone(),
-            Kind::Bool(b) => b.to_string(),
-            _ => {
-                self.error(
-                    node.pos,
-                    format!(
-                        "{what} must be a CEL expression string, not {}",
-                        node.type_name()
-                    ),
-                );
-                return None;
-            }
-        };
-        if let Some(rule) = self.rules.get(&source) {
-            return Some(rule.clone());
-        }
-        Rule::compile(&source)
-            .inspect(|rule| {
-                self.rules.insert(source.clone(), rule.clone());
-            })
-            .map_err(|e| {
-                let at = e
-                    .pos
-                    .map(|(l, c)| format!(" (rule line {l}, column {c})"))
-                    .unwrap_or_default();
-                self.error(node.pos, format!("{what}: {}{at}", e.message));
-            })
-            .ok()
-    }
-}
-
-fn yaml_items(node: &Yaml) -> &[Yaml] {
-    match &node.kind {
-        Kind::Seq(items) => items,
-        _ => &[],
-    }
-}
-
-/// The regex crate's message without its source excerpt: the `error: ...` line.
-fn first_line(s: &str) -> &str {
-    s.lines()
-        .rev()
-        .find_map(|l| l.trim_start().strip_prefix("error:"))
-        .map_or(s.lines().next().unwrap_or(s), str::trim)
 }
 
 /// A NATS subject token: non-empty, no whitespace, dots or wildcards.

@@ -200,6 +200,35 @@ impl Config {
             .or_else(|| self.candidates(name).find(|r| r.pattern.is_match(name)))
     }
 
+    /// For a name no pattern matches, the nearest name one serves, and its resource
+    /// ("did you mean"): each pattern of as many parts, its captures filled with the
+    /// name's parts, is a candidate, and [`suggestion`] picks.
+    pub fn nearest(&self, name: &str) -> Option<(String, &Arc<Resource>)> {
+        let parts: Vec<&str> = name.split('.').collect();
+        let candidates: Vec<(String, &Arc<Resource>)> = self
+            .resources
+            .iter()
+            .filter(|r| r.pattern.parts().len() == parts.len())
+            .map(|r| {
+                let filled: Vec<&str> = r
+                    .pattern
+                    .parts()
+                    .iter()
+                    .zip(&parts)
+                    .map(|(part, given)| match part {
+                        Part::Literal(l) => l.as_str(),
+                        Part::Capture(_) => given,
+                    })
+                    .collect();
+                (filled.join("."), r)
+            })
+            .filter(|(filled, _)| filled != name)
+            .collect();
+        let names: Vec<&str> = candidates.iter().map(|(n, _)| n.as_str()).collect();
+        let best = suggestion(name, &names)?;
+        candidates.into_iter().find(|(n, _)| *n == best)
+    }
+
     /// The resource of a `literal.….{capture}` pattern matching a name, by one lookup.
     fn by_prefix(&self, name: &str) -> Option<&Arc<Resource>> {
         let (prefix, last) = name.rsplit_once('.')?;

@@ -14,9 +14,10 @@ use cel::IdedExpr;
 use super::{Rule, MAX_DEPTH};
 use crate::field::FieldType;
 
-/// What a rule's resource declares: its fields and their types.
+/// What a rule's resource declares: its fields and their types (`None`: a field whose
+/// type is in error, which may hold anything).
 pub struct Schema<'a> {
-    pub fields: Vec<(&'a str, FieldType)>,
+    pub fields: Vec<(&'a str, Option<FieldType>)>,
 }
 
 /// A coarse CEL type. `Dyn` is anything (a token claim, a comprehension variable): it
@@ -177,7 +178,7 @@ impl<'e> Check<'_, '_, 'e> {
 
     fn model_field(&mut self, name: &str) -> Ty {
         if let Some((_, ty)) = self.schema.fields.iter().find(|(f, _)| *f == name) {
-            return Ty::of_field(*ty);
+            return ty.map_or(Ty::Dyn, Ty::of_field);
         }
         let names: Vec<&str> = self.schema.fields.iter().map(|(f, _)| *f).collect();
         let hint = match crate::config::suggestion(name, &names) {
@@ -267,10 +268,11 @@ mod tests {
     fn problems(rule: &str) -> Vec<String> {
         let schema = Schema {
             fields: vec![
-                ("items", FieldType::Integer),
-                ("owner", FieldType::String),
-                ("open", FieldType::Boolean),
-                ("extra", FieldType::Data),
+                ("items", Some(FieldType::Integer)),
+                ("owner", Some(FieldType::String)),
+                ("open", Some(FieldType::Boolean)),
+                ("extra", Some(FieldType::Data)),
+                ("broken", None),
             ],
         };
         Rule::compile(rule).unwrap().check(&schema)
@@ -304,10 +306,19 @@ mod tests {
         );
         assert_eq!(
             problems("model.colour == 'red'"),
-            ["`model.colour` is not a field of this resource (its fields: items, owner, open, extra)"]
+            ["`model.colour` is not a field of this resource (its fields: items, owner, open, extra, broken)"]
         );
         // A comprehension variable named `model` is not the model.
         assert!(problems("[{'x': 1}].exists(model, model.x == 1)").is_empty());
+    }
+
+    #[test]
+    fn a_field_whose_type_is_in_error_is_still_a_field_of_any_type() {
+        assert!(problems("model.broken == 'x' || model.broken > 2").is_empty());
+        assert_eq!(
+            problems("model.brokn == 1"),
+            ["`model.brokn` is not a field of this resource; did you mean `model.broken`?"]
+        );
     }
 
     #[test]

@@ -1,81 +1,24 @@
 //! `connres test`: rule tests. A test file (`*.test.yaml`, beside the config by
-//! default) lists cases: a connection (cid and token) asks for a resource, and the case
+//! default; `select.rs` decides which config each file tests) lists cases: a connection (cid and token) asks for a resource, and the case
 //! says what access it must get, what a `set` must do and what the model must hold.
 //! Each case runs through a real engine, without NATS. Failures name the rule that
 //! decided, with its text and place; the report ends with the rules and fields no case
 //! exercised.
 
 mod parse;
+mod select;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 pub use parse::{parse, CallExpect, Case, Suite};
+pub use select::{assign, discover, load, Discovered, Run};
 
-use crate::config::{Config, ConfigErrors, Resource, METHODS};
-use crate::explain::{access, call, engine_with, model_of, rule_model};
+use crate::config::{Config, Resource, METHODS};
+use crate::explain::{access, call, engine_with, model_of, name_hint, rule_model};
 use crate::rule::RuleInput;
-
-/// The test files beside a config: `*.test.yaml` in its directory (the config's own
-/// directory, when it is one), sorted.
-pub fn discover(config: &Path) -> Vec<PathBuf> {
-    let dir = if config.is_dir() {
-        config.to_path_buf()
-    } else {
-        match config.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
-    };
-    test_files(&dir)
-}
-
-/// `*.test.yaml` files in `dir`, sorted.
-pub fn test_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".test.yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
-/// Reads and parses test files (a directory stands for its `*.test.yaml` files).
-pub fn load(paths: &[PathBuf]) -> Result<Vec<Suite>, Vec<ConfigErrors>> {
-    let mut suites = Vec::new();
-    let mut errors = Vec::new();
-    for path in paths {
-        let files = if path.is_dir() {
-            test_files(path)
-        } else {
-            vec![path.clone()]
-        };
-        for file in files {
-            let name = file.display().to_string();
-            match std::fs::read_to_string(&file) {
-                Ok(text) => match parse(&name, &text) {
-                    Ok(s) => suites.push(s),
-                    Err(e) => errors.push(e),
-                },
-                Err(e) => errors.push(ConfigErrors::one(
-                    name,
-                    format!("cannot read the file: {e}"),
-                )),
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(suites)
-    } else {
-        Err(errors)
-    }
-}
 
 /// What a run found.
 #[derive(Debug, Default)]
@@ -170,8 +113,9 @@ fn run_case(
 ) -> Result<(), Vec<String>> {
     let Some((res, params)) = config.resolve(&case.resource) else {
         return Err(vec![format!(
-            "  no resource pattern matches `{}`",
-            case.resource
+            "  no resource pattern matches `{}`{}",
+            case.resource,
+            name_hint(config, &case.resource)
         )]);
     };
     let pattern = res.pattern.to_string();

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use crate::config::yaml::{self, Kind, Yaml};
 use crate::config::{suggestion, ConfigError, ConfigErrors, Pos};
 
-const TOP_KEYS: &[&str] = &["tests"];
+const TOP_KEYS: &[&str] = &["config", "tests"];
 const CASE_KEYS: &[&str] = &[
     "name", "resource", "cid", "token", "query", "get", "call", "set", "outcome", "model",
 ];
@@ -14,6 +14,9 @@ const CASE_KEYS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct Suite {
     pub file: String,
+    /// The `config:` key: the path of the config the file tests, relative to the file,
+    /// and where the path is written.
+    pub config: Option<(String, Pos)>,
     pub cases: Vec<Case>,
 }
 
@@ -56,6 +59,7 @@ pub fn parse(file: &str, source: &str) -> Result<Suite, ConfigErrors> {
         })
     };
     let mut cases = Vec::new();
+    let mut config = None;
     match yaml::parse(source) {
         Err(e) => error(e.pos, e.message),
         Ok((doc, duplicates)) => {
@@ -71,6 +75,26 @@ pub fn parse(file: &str, source: &str) -> Result<Suite, ConfigErrors> {
                 .filter(|(k, _)| !TOP_KEYS.contains(&k.name.as_str()))
             {
                 error(key.pos, unknown(&key.name, "the top level", TOP_KEYS));
+            }
+            match entries.iter().find(|(k, _)| k.name == "config") {
+                None => {}
+                Some((
+                    _,
+                    Yaml {
+                        kind: Kind::Str(path),
+                        pos,
+                    },
+                )) if !path.is_empty() => config = Some((path.clone(), *pos)),
+                Some((_, other)) => {
+                    let what = match other.kind {
+                        Kind::Str(_) => "an empty string",
+                        _ => other.type_name(),
+                    };
+                    error(
+                        other.pos,
+                        format!("`config` must be the path of the config the file tests, relative to the file, not {what}"),
+                    )
+                }
             }
             match entries.iter().find(|(k, _)| k.name == "tests") {
                 None => error(
@@ -100,6 +124,7 @@ pub fn parse(file: &str, source: &str) -> Result<Suite, ConfigErrors> {
     if errors.is_empty() {
         Ok(Suite {
             file: file.to_string(),
+            config,
             cases,
         })
     } else {

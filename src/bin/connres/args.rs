@@ -45,20 +45,28 @@ pub enum Command {
     /// Run rule tests (*.test.yaml): each case's access, set outcome and model, then
     /// the rules and fields no case exercised. Exit 1 on a failing case.
     Test {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Test files or directories of them (default: *.test.yaml beside the config).
+        /// The config for test files that name none (no `config:` key, no X.yaml beside
+        /// X.test.yaml; without --config, resources.yaml for those beside it). A test
+        /// file that names another config is an error. Without test files: the config
+        /// whose *.test.yaml to run (default resources.yaml).
+        #[arg(long, env = "CONNRES_CONFIG", value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Test files or directories of them (default: the *.test.yaml beside the
+        /// config that test it). Each runs against its own config: its `config:` key
+        /// (relative to the file), else the X.yaml beside X.test.yaml.
         paths: Vec<PathBuf>,
     },
     /// What a reload from OLD to NEW would do: patterns, fields and rules changed, the
     /// system.reset it would publish, access decisions that change for the rule tests.
-    /// Exit 0: no change; 2: changes; 3: a tested decision changes; 1: an error.
+    /// Exit 0: no change; 2: changes (resources added or removed included); 3: a
+    /// tested decision on a resource served before and after changes; 1: an error.
     Plan {
         /// The config in force (file or directory).
         old: PathBuf,
         /// The config to apply (file or directory).
         new: PathBuf,
-        /// Rule tests whose decisions to compare (default: *.test.yaml beside NEW).
+        /// Rule tests whose decisions to compare (default: the *.test.yaml beside NEW
+        /// that test it).
         #[arg(long = "tests", value_name = "PATH")]
         tests: Vec<PathBuf>,
     },
@@ -94,6 +102,9 @@ pub enum Command {
     Schema,
 }
 
+/// The config when `--config` and `$CONNRES_CONFIG` name none.
+pub const DEFAULT_CONFIG: &str = "resources.yaml";
+
 /// The config, named the same way by every subcommand.
 #[derive(Args)]
 pub struct ConfigArg {
@@ -101,7 +112,7 @@ pub struct ConfigArg {
     #[arg(
         long,
         env = "CONNRES_CONFIG",
-        default_value = "resources.yaml",
+        default_value = DEFAULT_CONFIG,
         value_name = "PATH"
     )]
     pub config: PathBuf,

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
                     failed => failed,
                 })
         }
-        Command::Test { config, paths } => test(&config.config, paths),
+        Command::Test { config, paths } => test(config.as_deref(), paths),
         Command::Plan { old, new, tests } => plan(&old, &new, tests),
         Command::Schema => {
             print!("{}", connres::config::schema::text());

@@ -2,16 +2,19 @@
 //! anyone applies it, as Terraform's `plan` shows a change: patterns added and removed,
 //! fields and rules changed, settings that apply at once or only on restart, the exact
 //! `system.reset` it would publish, and the access decisions that change for the cases
-//! of the rule tests.
+//! of the rule tests (`decisions.rs`).
 
 use std::fmt::Write as _;
 
 use serde_json::Value;
 
 use crate::config::{diff, Config, ConfigDiff, Resource, METHODS};
-use crate::explain::{access, engine_with};
 use crate::field::FieldDef;
 use crate::ruletest::Suite;
+
+mod decisions;
+
+use decisions::decision_changes;
 
 /// How a plan ends, for CI jobs to gate on (the process exit code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +23,8 @@ pub enum Verdict {
     NoChange = 0,
     /// The reload changes what is served or published, but no tested decision.
     Changes = 2,
-    /// An access decision of a rule-test case changes.
+    /// An access decision of a rule-test case changes: one that the old config served
+    /// and the new one serves (a case of a resource added or removed is a change).
     DecisionsChange = 3,
 }
 
@@ -97,20 +101,32 @@ pub fn plan(old: &Config, new: &Config, suites: &[Suite]) -> Plan {
     resets(&mut out, &d);
     changed |= !d.needs_no_reset();
 
-    let decisions = decision_changes(old, new, suites);
+    let cases = decision_changes(old, new, suites);
     if !suites.is_empty() {
+        section(
+            &mut out,
+            "tested requests of added resources (served from now on):",
+            &cases.added,
+        );
+        section(
+            &mut out,
+            "tested requests of removed resources (no longer served):",
+            &cases.removed,
+        );
         let files: Vec<&str> = suites.iter().map(|s| s.file.as_str()).collect();
         let heading = format!(
             "access decisions that change for the rule tests ({}):",
             files.join(", ")
         );
-        if decisions.is_empty() {
+        if cases.changed.is_empty() {
             let _ = writeln!(out, "{heading} none");
         } else {
-            section(&mut out, &heading, &decisions);
+            section(&mut out, &heading, &cases.changed);
         }
     }
-    let verdict = if !decisions.is_empty() {
+    // Cases of added or removed resources are not decisions changed: nobody was served
+    // before, or nobody is after; the patterns added and removed say so (exit 2).
+    let verdict = if !cases.changed.is_empty() {
         Verdict::DecisionsChange
     } else if changed {
         Verdict::Changes
@@ -246,137 +262,5 @@ fn rule_changes(o: &Resource, n: &Resource) -> Vec<String> {
         .collect()
 }
 
-/// Runs each case's access request against both configs.
-fn decision_changes(old: &Config, new: &Config, suites: &[Suite]) -> Vec<String> {
-    let mut out = Vec::new();
-    for suite in suites {
-        for case in &suite.cases {
-            let a = decisions(
-                old,
-                &case.resource,
-                &case.cid,
-                case.token.as_ref(),
-                case.query.as_deref(),
-            );
-            let b = decisions(
-                new,
-                &case.resource,
-                &case.cid,
-                case.token.as_ref(),
-                case.query.as_deref(),
-            );
-            if a != b {
-                let changes: Vec<String> = a
-                    .iter()
-                    .zip(&b)
-                    .filter(|(x, y)| x != y)
-                    .map(|((what, x), (_, y))| format!("{what} {x} -> {y}"))
-                    .collect();
-                out.push(format!(
-                    "  {}:{}: {}: {}",
-                    suite.file,
-                    case.at,
-                    case.name,
-                    changes.join(", ")
-                ));
-            }
-        }
-    }
-    out
-}
-
-/// `get` and each call method, granted or denied (or unserved: no pattern).
-fn decisions(
-    config: &Config,
-    rid: &str,
-    cid: &str,
-    token: Option<&Value>,
-    query: Option<&str>,
-) -> Vec<(String, &'static str)> {
-    let mut names = vec!["get".to_string()];
-    names.extend(METHODS.iter().map(|m| format!("call.{m}")));
-    if config.resolve(rid).is_none() {
-        return names.into_iter().map(|n| (n, "unserved")).collect();
-    }
-    let mut engine = engine_with(config, cid, token);
-    let reply = access(&mut engine, config, rid, cid, token, query);
-    let word = |b: bool| if b { "granted" } else { "denied" };
-    let mut out = vec![(names[0].clone(), word(reply.get))];
-    for m in METHODS {
-        out.push((format!("call.{m}"), word(reply.allows(m))));
-    }
-    out
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SHIPPED: &str = include_str!("../resources.yaml");
-
-    fn config(text: &str) -> Config {
-        Config::parse("r.yaml", text).unwrap()
-    }
-
-    fn suites() -> Vec<Suite> {
-        vec![crate::ruletest::parse(
-            "resources.test.yaml",
-            include_str!("../resources.test.yaml"),
-        )
-        .unwrap()]
-    }
-
-    #[test]
-    fn the_same_config_plans_nothing() {
-        let commented = format!("# a comment\n{SHIPPED}");
-        let p = plan(&config(SHIPPED), &config(&commented), &suites());
-        assert_eq!(p.verdict, Verdict::NoChange, "{}", p.text);
-        assert!(p.text.contains("system.reset:     none"), "{}", p.text);
-    }
-
-    #[test]
-    fn a_rules_only_change_lists_the_rule_the_reset_and_the_decisions() {
-        let new = SHIPPED.replace(
-            "set: cid == params.cid && token != null",
-            "set: cid == params.cid",
-        );
-        let p = plan(&config(SHIPPED), &config(&new), &suites());
-        assert_eq!(p.verdict, Verdict::DecisionsChange, "{}", p.text);
-        assert!(p.text.contains("session.prefs.{cid}: call.set `cid == params.cid && token != null` -> `cid == params.cid`"), "{}", p.text);
-        assert!(
-            p.text
-                .contains(r#"system.reset:     {"resources":[],"access":["session.prefs.*"]}"#),
-            "{}",
-            p.text
-        );
-        assert!(p.text.contains("preferences cannot be set while logged out, but can be reset: call.set denied -> granted"), "{}", p.text);
-    }
-
-    #[test]
-    fn a_field_change_and_a_removal() {
-        let new = SHIPPED
-            .replace("max: 32", "max: 40")
-            .replace("      notice:    { type: string, max_length: 200 }\n", "");
-        let new = new[..new.find("  # What backend services").unwrap()].to_string();
-        let p = plan(&config(SHIPPED), &config(&new), &suites());
-        assert_eq!(p.verdict, Verdict::DecisionsChange, "{}", p.text);
-        assert!(
-            p.text.contains("patterns removed: session.status.{cid}"),
-            "{}",
-            p.text
-        );
-        assert!(
-            p.text
-                .contains("session.prefs.{cid}: ~ fontSize (max 32 -> 40, stored values"),
-            "{}",
-            p.text
-        );
-        assert!(
-            p.text
-                .contains(r#""resources":["session.prefs.*","session.status.*"]"#),
-            "{}",
-            p.text
-        );
-        assert!(p.text.contains("get granted -> unserved"), "{}", p.text);
-    }
-}
+mod tests;

@@ -1,0 +1,166 @@
+//! `connres explain`: what connres would answer one request, and why, without NATS.
+//! The request runs through a real engine (with the token, when given, delivered first
+//! as the auth service would), and every rule of the matched resource is shown with
+//! its source and its result for these inputs. `probe.rs` holds the engine probes
+//! that `ruletest` and `plan` share.
+
+mod probe;
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+pub(crate) use probe::{access, call, engine_with, model_of, rule_model};
+
+use crate::config::{CallAccess, Config, Resource};
+use crate::rule::{Rule, RuleInput};
+
+/// The request to explain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Get,
+    Access,
+    Call { method: String, params: Value },
+}
+
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub action: Action,
+    pub rid: String,
+    pub cid: String,
+    /// The connection's token; `None` is logged out.
+    pub token: Option<Value>,
+    pub query: Option<String>,
+}
+
+/// Why a question cannot be answered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExplainError {
+    /// `hint`: "did you mean" the nearest name a pattern serves, or empty.
+    #[error("no resource pattern matches `{rid}`: connres would not answer it (another service may){hint}")]
+    NoPattern { rid: String, hint: String },
+}
+
+/// "; did you mean `NAME` (pattern `PATTERN`)?" for a name no pattern matches, when a
+/// pattern serves a name near it; else empty.
+pub(crate) fn name_hint(config: &Config, rid: &str) -> String {
+    config
+        .nearest(rid)
+        .map(|(name, res)| format!("; did you mean `{name}` (pattern `{}`)?", res.pattern))
+        .unwrap_or_default()
+}
+
+/// The explanation, as lines for a person.
+pub fn explain(config: &Config, q: &Question) -> Result<String, ExplainError> {
+    let (res, params) = config
+        .resolve(&q.rid)
+        .ok_or_else(|| ExplainError::NoPattern {
+            rid: q.rid.clone(),
+            hint: name_hint(config, &q.rid),
+        })?;
+    let mut out = String::new();
+    let _ = writeln!(out, "resource   {}", q.rid);
+    let _ = writeln!(out, "pattern    {}", res.pattern);
+    let shown: Vec<String> = params.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+    let _ = writeln!(
+        out,
+        "params     {}",
+        if shown.is_empty() {
+            "(none)".into()
+        } else {
+            shown.join(", ")
+        }
+    );
+    let token = q.token.as_ref().filter(|t| !t.is_null());
+    let _ = writeln!(
+        out,
+        "connection {} ({})",
+        q.cid,
+        token.map_or("logged out: no token".to_string(), |t| format!("token {t}"))
+    );
+
+    let mut engine = engine_with(config, &q.cid, token);
+    // The model as rules see it, when they read it: the same values a get serves.
+    let model = res
+        .access_reads_model()
+        .then(|| rule_model(&mut engine, config, &q.rid));
+    let input = RuleInput {
+        cid: &q.cid,
+        token,
+        params: &params,
+        query: q.query.as_deref(),
+        model: model.as_ref(),
+    };
+    rules(&mut out, res, &input);
+
+    let access = access(
+        &mut engine,
+        config,
+        &q.rid,
+        &q.cid,
+        token,
+        q.query.as_deref(),
+    );
+    match &q.action {
+        Action::Access => {
+            let _ = writeln!(out, "access     {}", access.reply);
+        }
+        Action::Get if access.get => {
+            let _ = writeln!(out, "get        granted; the model served:");
+            let _ = writeln!(out, "           {}", model_of(&mut engine, config, &q.rid));
+        }
+        Action::Get => {
+            let _ = writeln!(
+                out,
+                "get        denied: the gateway answers system.accessDenied"
+            );
+        }
+        Action::Call { method, params } => {
+            let verdict = if !access.allows(method) {
+                "denied by the access rules: the gateway answers system.accessDenied".to_string()
+            } else {
+                match call(&mut engine, config, &q.rid, method, &q.cid, token, params) {
+                    Err((code, message)) => format!("refused: {message} ({code})"),
+                    Ok(()) => {
+                        let after = model_of(&mut engine, config, &q.rid);
+                        format!("granted and valid; the model after it:\n           {after}")
+                    }
+                }
+            };
+            let _ = writeln!(out, "call {method:<6}{verdict}");
+        }
+    }
+    Ok(out)
+}
+
+/// Every rule of the resource with its result for `input`.
+fn rules(out: &mut String, res: &Resource, input: &RuleInput) {
+    let _ = writeln!(out, "rules");
+    let mut line = |what: &str, rule: Option<&Rule>| {
+        let (source, result) = match rule {
+            Some(r) => (
+                r.source().to_string(),
+                match r.eval(input) {
+                    Ok(true) => "granted".to_string(),
+                    Ok(false) => "denied".to_string(),
+                    Err(e) => format!("error, so denied: {e}"),
+                },
+            ),
+            None => ("(no rule)".to_string(), "denied".to_string()),
+        };
+        let _ = writeln!(out, "  {what:<11} {source}\n  {:<11} -> {result}", "");
+    };
+    line("get", res.access.get.as_ref());
+    match &res.access.call {
+        CallAccess::Deny => line("call", None),
+        CallAccess::All(rule) => line("call", Some(rule)),
+        CallAccess::Methods(rules) => {
+            for (method, rule) in rules {
+                line(&format!("call.{method}"), Some(rule));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

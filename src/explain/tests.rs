@@ -1,0 +1,151 @@
+use serde_json::json;
+
+use super::*;
+
+fn shipped() -> Config {
+    Config::parse("resources.yaml", include_str!("../../resources.yaml")).unwrap()
+}
+
+fn ask(action: Action, rid: &str, cid: &str, token: Option<Value>) -> String {
+    let q = Question {
+        action,
+        rid: rid.into(),
+        cid: cid.into(),
+        token,
+        query: None,
+    };
+    explain(&shipped(), &q).unwrap()
+}
+
+#[test]
+fn a_get_shows_the_rules_and_the_model() {
+    let out = ask(
+        Action::Get,
+        "session.user.c1",
+        "c1",
+        Some(json!({"userId": 42, "name": "Ann", "role": "admin"})),
+    );
+    assert!(out.contains("pattern    session.user.{cid}"), "{out}");
+    assert!(out.contains("params     cid = \"c1\""), "{out}");
+    assert!(
+        out.contains("get         cid == params.cid\n              -> granted"),
+        "{out}"
+    );
+    assert!(out.contains("\"name\":\"Ann\""), "{out}");
+    let other = ask(Action::Get, "session.user.c1", "c2", None);
+    assert!(
+        other.contains("-> denied") && other.contains("get        denied"),
+        "{other}"
+    );
+}
+
+#[test]
+fn a_call_says_whether_it_is_allowed_and_valid() {
+    let token = Some(json!({"userId": 42}));
+    let set = |params: Value| Action::Call {
+        method: "set".into(),
+        params,
+    };
+    let ok = ask(
+        set(json!({"theme": "dark"})),
+        "session.prefs.c1",
+        "c1",
+        token.clone(),
+    );
+    assert!(
+        ok.contains("granted and valid") && ok.contains("\"theme\":\"dark\""),
+        "{ok}"
+    );
+    let bad = ask(
+        set(json!({"fontSize": 99})),
+        "session.prefs.c1",
+        "c1",
+        token,
+    );
+    assert!(
+        bad.contains("refused:") && bad.contains("system.invalidParams"),
+        "{bad}"
+    );
+    let out = ask(
+        set(json!({"theme": "dark"})),
+        "session.prefs.c1",
+        "c1",
+        None,
+    );
+    assert!(out.contains("denied by the access rules"), "{out}");
+}
+
+#[test]
+fn rules_see_the_model_as_the_engine_binds_it() {
+    let config = Config::parse(
+        "r.yaml",
+        "version: 1\nresources:\n  a.{cid}:\n    fields:\n      home: { type: ref, from: \"users.user.{{token.id}}\" }\n      tags: { type: data, default: [x] }\n    access:\n      get: model.home == 'users.user.1' && model.tags[0] == 'x'\n",
+    )
+    .unwrap();
+    let q = Question {
+        action: Action::Get,
+        rid: "a.c1".into(),
+        cid: "c1".into(),
+        token: Some(json!({"id": 1})),
+        query: None,
+    };
+    let out = explain(&config, &q).unwrap();
+    assert!(
+        out.contains("-> granted") && out.contains("get        granted"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_name_no_pattern_matches_is_an_error() {
+    let q = Question {
+        action: Action::Get,
+        rid: "nope.x".into(),
+        cid: "c1".into(),
+        token: None,
+        query: None,
+    };
+    let err = explain(&shipped(), &q).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no resource pattern matches `nope.x`: connres would not answer it (another service may)"
+    );
+}
+
+#[test]
+fn a_misspelt_name_gets_the_nearest_name_a_pattern_serves() {
+    let config = Config::parse(
+        "r.yaml",
+        "version: 1\nresources:\n  shop.cart.{cid}: {}\n  store.{shop}.info: {}\n  session.user.{cid}: {}\n",
+    )
+    .unwrap();
+    let ask = |rid: &str| {
+        let q = Question {
+            action: Action::Get,
+            rid: rid.into(),
+            cid: "c1".into(),
+            token: None,
+            query: None,
+        };
+        explain(&config, &q).unwrap_err().to_string()
+    };
+    assert_eq!(
+        ask("shop.kart.c1"),
+        "no resource pattern matches `shop.kart.c1`: connres would not answer it (another service may); did you mean `shop.cart.c1` (pattern `shop.cart.{cid}`)?"
+    );
+    assert!(
+        ask("store.acme.inf")
+            .ends_with("; did you mean `store.acme.info` (pattern `store.{shop}.info`)?"),
+        "{}",
+        ask("store.acme.inf")
+    );
+    assert!(
+        ask("sesion.user.c7")
+            .ends_with("did you mean `session.user.c7` (pattern `session.user.{cid}`)?"),
+        "{}",
+        ask("sesion.user.c7")
+    );
+    // Nothing near, or not as many parts as any pattern: no suggestion.
+    assert!(ask("orders.list.c1").ends_with("(another service may)"));
+    assert!(ask("shop.cart").ends_with("(another service may)"));
+}

@@ -1,0 +1,135 @@
+use super::*;
+
+const SHIPPED: &str = include_str!("../../resources.yaml");
+
+fn config(text: &str) -> Config {
+    Config::parse("r.yaml", text).unwrap()
+}
+
+fn suites() -> Vec<Suite> {
+    vec![crate::ruletest::parse(
+        "resources.test.yaml",
+        include_str!("../../resources.test.yaml"),
+    )
+    .unwrap()]
+}
+
+#[test]
+fn the_same_config_plans_nothing() {
+    let commented = format!("# a comment\n{SHIPPED}");
+    let p = plan(&config(SHIPPED), &config(&commented), &suites());
+    assert_eq!(p.verdict, Verdict::NoChange, "{}", p.text);
+    assert!(p.text.contains("system.reset:     none"), "{}", p.text);
+}
+
+#[test]
+fn a_rules_only_change_lists_the_rule_the_reset_and_the_decisions() {
+    let new = SHIPPED.replace(
+        "set: cid == params.cid && token != null",
+        "set: cid == params.cid",
+    );
+    let p = plan(&config(SHIPPED), &config(&new), &suites());
+    assert_eq!(p.verdict, Verdict::DecisionsChange, "{}", p.text);
+    assert!(p.text.contains("session.prefs.{cid}: call.set `cid == params.cid && token != null` -> `cid == params.cid`"), "{}", p.text);
+    assert!(
+        p.text
+            .contains(r#"system.reset:     {"resources":[],"access":["session.prefs.*"]}"#),
+        "{}",
+        p.text
+    );
+    assert!(p.text.contains("preferences cannot be set while logged out, but can be reset: call.set denied -> granted"), "{}", p.text);
+}
+
+#[test]
+fn a_field_change_and_a_removal() {
+    let new = SHIPPED
+        .replace("max: 32", "max: 40")
+        .replace("      notice:    { type: string, max_length: 200 }\n", "");
+    let new = new[..new.find("  # What backend services").unwrap()].to_string();
+    let p = plan(&config(SHIPPED), &config(&new), &suites());
+    assert_eq!(p.verdict, Verdict::Changes, "{}", p.text);
+    assert!(
+        p.text.contains("patterns removed: session.status.{cid}"),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text
+            .contains("session.prefs.{cid}: ~ fontSize (max 32 -> 40, stored values"),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text
+            .contains(r#""resources":["session.prefs.*","session.status.*"]"#),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text.contains("tested requests of removed resources (no longer served):\n  resources.test.yaml:60:5: the session status is readable by its connection only, never writable: session.status.c1 (session.status.{cid}) was get granted, call.set denied, call.reset denied\n"),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text.contains(
+            "access decisions that change for the rule tests (resources.test.yaml): none"
+        ),
+        "{}",
+        p.text
+    );
+}
+
+/// A resource whose cases come with it.
+const NOTES: &str = "\n  session.note.{cid}:\n    fields:\n      text: { type: string, writable: true }\n    access:\n      get: cid == params.cid\n      call: { set: cid == params.cid }\n";
+
+fn with_notes_cases() -> Vec<Suite> {
+    let mut suites = suites();
+    suites.push(
+        crate::ruletest::parse(
+            "notes.test.yaml",
+            "tests:\n  - name: own note\n    resource: session.note.c1\n    cid: c1\n    get: true\n",
+        )
+        .unwrap(),
+    );
+    suites
+}
+
+#[test]
+fn an_added_resource_and_its_cases_are_a_change_not_a_changed_decision() {
+    let new = format!("{SHIPPED}{NOTES}");
+    let p = plan(&config(SHIPPED), &config(&new), &with_notes_cases());
+    assert_eq!(p.verdict, Verdict::Changes, "{}", p.text);
+    assert!(
+        p.text.contains("tested requests of added resources (served from now on):\n  notes.test.yaml:2:5: own note: session.note.c1 (session.note.{cid}) get granted, call.set granted, call.reset denied\n"),
+        "{}",
+        p.text
+    );
+    assert!(!p.text.contains("removed resources"), "{}", p.text);
+    assert!(
+        p.text
+            .ends_with("the reload changes what is served (exit 2)\n"),
+        "{}",
+        p.text
+    );
+}
+
+#[test]
+fn a_served_decision_that_changes_beside_an_addition_is_exit_3() {
+    let new = format!("{SHIPPED}{NOTES}").replace(
+        "set: cid == params.cid && token != null",
+        "set: cid == params.cid",
+    );
+    let p = plan(&config(SHIPPED), &config(&new), &with_notes_cases());
+    assert_eq!(p.verdict, Verdict::DecisionsChange, "{}", p.text);
+    assert!(
+        p.text.contains("tested requests of added resources"),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text.contains("preferences cannot be set while logged out, but can be reset: call.set denied -> granted"),
+        "{}",
+        p.text
+    );
+    assert!(!p.text.contains("unserved"), "{}", p.text);
+}
