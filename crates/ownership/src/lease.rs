@@ -19,6 +19,11 @@ pub(super) struct View {
     value: LeaseValue,
     /// When this instance first saw this revision.
     seen: Now,
+    /// When the server wrote it, on this instance's clock (`members::ServerClock`):
+    /// `seen` or earlier. It dates where a new owner's window must begin; what must
+    /// not be earlier than it was seen (expiry, what the last owner handled or may
+    /// have missed) goes by `seen`.
+    written: Now,
 }
 
 /// This instance's hold on a partition's lease.
@@ -443,6 +448,7 @@ impl<M: Clone> Ownership<M> {
         p: u32,
         revision: u64,
         value: Option<LeaseValue>,
+        written: Now,
         now: Now,
         out: &mut Vec<Action<M>>,
     ) {
@@ -465,6 +471,7 @@ impl<M: Clone> Ownership<M> {
             revision,
             value,
             seen: now,
+            written,
         });
         if taken {
             tracing::warn!(partition = p, "another instance took the partition over");
@@ -483,7 +490,7 @@ impl<M: Clone> Ownership<M> {
             return;
         }
         let cut = handover_cut(&view.value, view.seen, lease);
-        let stopped = std::time::Duration::from_millis(view.value.stopped_ms);
+        let need_since = handed_since(view, lease);
         part.mine = Some(Mine {
             revision: view.revision,
             deadline: Now::ZERO,
@@ -492,7 +499,7 @@ impl<M: Clone> Ownership<M> {
         });
         part.mode = Mode::Loading {
             cut,
-            need_since: view.seen.saturating_sub(stopped + lease / 4),
+            need_since,
             logs: None,
             retry_at: None,
         };
@@ -523,6 +530,7 @@ impl<M: Clone> Ownership<M> {
                             revision,
                             value: LeaseValue::held(&me),
                             seen: now,
+                            written: now,
                         });
                         if m.deadline <= now {
                             // Came back too late to serve on (the reply was slow).
@@ -565,6 +573,7 @@ impl<M: Clone> Ownership<M> {
                         revision,
                         value: value.clone().unwrap_or_default(),
                         seen: now,
+                        written: now,
                     });
                     part.mine = None;
                     part.mode = Mode::Idle;
@@ -614,6 +623,7 @@ impl<M: Clone> Ownership<M> {
             revision,
             value: LeaseValue::held(&me),
             seen: now,
+            written: now,
         });
         out.push(Action::Load { p });
     }
@@ -659,6 +669,7 @@ impl<M: Clone> Ownership<M> {
                         revision: *revision,
                         value: value.clone(),
                         seen: now,
+                        written: now,
                     });
                 }
             }
@@ -925,17 +936,21 @@ fn trust<M>(p: u32, complete: bool, known: Vec<u64>, doubtful: Vec<u64>, out: &m
 /// Since when the window must be complete to take a lease over that expired: from
 /// when its last owner sent its last renewal (it may have stopped applying right after,
 /// paused; the renewal may have taken up to a lease to land), or from before it stopped
-/// applying if it said so (a renewal sent while suspended).
+/// applying if it said so (a renewal sent while suspended). Dated by when the server
+/// wrote the renewal, which a slow watch can deliver late.
 fn taken_since(v: &View, lease: std::time::Duration) -> Now {
-    v.seen
+    v.written
         .saturating_sub(std::time::Duration::from_millis(v.value.stopped_ms) + lease)
 }
 
 /// Since when the window must be complete to take a lease handed over (or released):
-/// from a little before its last owner stopped applying.
+/// from before its last owner stopped applying, as it said when it sent the handover,
+/// dated by when the server wrote it (an instance that has just started can see it
+/// late), less a lease for the write to have landed (as for a takeover: a slow bucket
+/// can take that long) and a quarter for what was in flight when it stopped.
 fn handed_since(v: &View, lease: std::time::Duration) -> Now {
-    v.seen
-        .saturating_sub(std::time::Duration::from_millis(v.value.stopped_ms) + lease / 4)
+    v.written
+        .saturating_sub(std::time::Duration::from_millis(v.value.stopped_ms) + lease + lease / 4)
 }
 
 /// The cut of a lease that names the requests its last owner handled, seen at `seen`.

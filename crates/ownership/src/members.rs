@@ -7,7 +7,8 @@
 //! counts as a change when its server timestamp is within a lease of the newest
 //! timestamp seen from the server, so an instance that joins knows at once who is
 //! alive (and the others know it), instead of waiting for each heartbeat to change.
-//! Only liveness uses server timestamps; lease expiry never does (see `lease`).
+//! Server timestamps also date lease writes (see [`ServerClock`]), only ever earlier
+//! than they were seen; lease expiry never uses them (see `lease`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -31,6 +32,35 @@ pub(super) struct Members {
     nodes: HashMap<Instance, NodeView>,
     /// The newest server timestamp seen on any heartbeat (milliseconds since the epoch).
     server_now: u64,
+    clock: ServerClock,
+}
+
+/// When the server wrote an entry, on this instance's clock: the entry's server
+/// timestamp plus the smallest difference seen between when an entry arrived here and
+/// its timestamp (the clocks' offset plus the shortest delivery). An entry delivered
+/// late (a slow watch, a backlog) is so dated by when it was written, not when it
+/// arrived. The smallest difference rises by 1/8 of the time passed, so that a clock
+/// step is forgotten as new entries come (a step of 6 s in about 50 s); a step either
+/// way can only make dates earlier than they were seen, never later.
+#[derive(Default)]
+pub(super) struct ServerClock {
+    /// Local milliseconds minus server milliseconds, and when it was last lowered.
+    offset: Option<(i128, Now)>,
+}
+
+impl ServerClock {
+    /// An entry with server timestamp `server_ms` arrived `now`: when it was written,
+    /// on this clock (never later than `now`).
+    pub(super) fn written(&mut self, server_ms: u64, now: Now) -> Now {
+        let sample = now.as_millis() as i128 - i128::from(server_ms);
+        let offset = match self.offset {
+            Some((o, at)) => (o + now.saturating_sub(at).as_millis() as i128 / 8).min(sample),
+            None => sample,
+        };
+        self.offset = Some((offset, now));
+        let at = i128::from(server_ms) + offset;
+        Duration::from_millis(at.clamp(0, now.as_millis() as i128) as u64)
+    }
 }
 
 /// How another instance's settings differ from this one's, if they do.
@@ -64,6 +94,16 @@ impl Members {
             mine,
             nodes: HashMap::new(),
             server_now: 0,
+            clock: ServerClock::default(),
+        }
+    }
+
+    /// When an entry seen `now` with server timestamp `server_ms` was written, on this
+    /// instance's clock (`now` when the server gave no timestamp).
+    pub(super) fn written(&mut self, server_ms: Option<u64>, now: Now) -> Now {
+        match server_ms {
+            Some(ms) => self.clock.written(ms, now),
+            None => now,
         }
     }
 
@@ -88,6 +128,7 @@ impl Members {
     ) {
         if let Some(ms) = server_ms {
             self.server_now = self.server_now.max(ms);
+            self.clock.written(ms, now);
         }
         if *id == self.me {
             return;
@@ -189,6 +230,30 @@ pub(super) fn rendezvous(live: &[Instance], p: u32) -> Option<&Instance> {
 
 #[cfg(test)]
 mod tests {
+    use super::ServerClock;
+
+    #[test]
+    fn the_server_clock_dates_entries_by_their_timestamps() {
+        let ms = std::time::Duration::from_millis;
+        let mut c = ServerClock::default();
+        // The server's clock is 1,000 s ahead; entries arrive 5 ms after they were
+        // written, then one 460 ms late: dated 386 ms before it was seen (the smallest
+        // difference rose by 1/8 of the 555 ms since the last entry).
+        assert_eq!(c.written(1_001_000, ms(1_005)), ms(1_005));
+        assert_eq!(c.written(1_002_000, ms(2_005)), ms(2_005));
+        assert_eq!(
+            c.written(1_002_100, ms(2_560)),
+            ms(2_174),
+            "dated when written"
+        );
+        // Never later than seen, whatever the timestamp says.
+        assert_eq!(c.written(1_009_000, ms(2_600)), ms(2_600));
+        // After that step forward of the server's clock, entries look older than they
+        // are (here as old as can be), until the smallest difference has risen again.
+        assert_eq!(c.written(1_003_700, ms(2_700)), ms(0));
+        assert_eq!(c.written(1_062_700, ms(61_700)), ms(61_700));
+    }
+
     use super::*;
 
     fn info() -> NodeInfo {

@@ -76,8 +76,8 @@ pub(crate) async fn watch(store: &kv::Store) -> Result<kv::Watch, ServiceError> 
 pub(crate) fn observation(e: &kv::Entry) -> Option<crate::ownership::Input> {
     use crate::ownership::{Input, LeaseValue, NodeInfo};
     let deleted = matches!(e.operation, Operation::Delete | Operation::Purge);
+    let server_ms = (e.created.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
     if let Some(id) = e.key.strip_prefix("node.") {
-        let server_ms = (e.created.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
         return Some(Input::Node {
             id: id.into(),
             revision: e.revision,
@@ -90,6 +90,7 @@ pub(crate) fn observation(e: &kv::Entry) -> Option<crate::ownership::Input> {
         p,
         revision: e.revision,
         value: (!deleted).then(|| LeaseValue::decode(&e.value)),
+        server_ms: Some(server_ms),
     })
 }
 

@@ -903,6 +903,7 @@ impl World {
                         p: p.parse().unwrap(),
                         revision: rev,
                         value: Some(v),
+                        server_ms: Some(server_ms),
                     },
                     _ => return,
                 };
