@@ -11,6 +11,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
 use crate::pattern::is_resource_name;
+use crate::rule::Rule;
 use crate::template::Template;
 
 /// A field's declared type.
@@ -89,7 +90,48 @@ pub struct FieldDef {
     /// Where the value comes from, when it is derived (`from:`).
     pub source: Option<Template>,
     pub constraints: Constraints,
-    pub writable: bool,
+    /// Whether clients may `set` the field.
+    pub writable: Writable,
+}
+
+/// Whether clients may `set` a field (`writable:`). Backend services write any field
+/// without `from`, writable or not.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Writable {
+    /// `false` (the default): clients may not.
+    #[default]
+    Never,
+    /// `true`: clients may, when the resource's `access.call` rule allows the set.
+    Always,
+    /// A rule: clients may when it gives true for the set, evaluated over what the
+    /// call rule sees; an error or anything else denies.
+    When(Rule),
+}
+
+impl Writable {
+    /// True unless the field is never writable by clients.
+    pub fn ever(&self) -> bool {
+        !matches!(self, Writable::Never)
+    }
+
+    /// The rule, for a field writable when a rule allows.
+    pub fn rule(&self) -> Option<&Rule> {
+        match self {
+            Writable::When(rule) => Some(rule),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Writable {
+    /// As written in the file: `false`, `true` or the rule in backquotes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Writable::Never => f.write_str("false"),
+            Writable::Always => f.write_str("true"),
+            Writable::When(rule) => write!(f, "`{}`", rule.source()),
+        }
+    }
 }
 
 impl FieldDef {

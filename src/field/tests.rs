@@ -11,7 +11,7 @@ fn field(ty: FieldType) -> FieldDef {
         default: Value::Null,
         source: None,
         constraints: Constraints::default(),
-        writable: true,
+        writable: Writable::Always,
     }
 }
 

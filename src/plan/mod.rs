@@ -185,7 +185,7 @@ fn field_changes(o: &Resource, n: &Resource) -> Vec<String> {
     }
     for f in &o.fields {
         if n.field(&f.name).is_none() {
-            let dropped = if f.writable {
+            let dropped = if f.writable.ever() {
                 ", written values dropped"
             } else {
                 ""
@@ -231,7 +231,7 @@ fn what_changed(a: &FieldDef, b: &FieldDef) -> Vec<String> {
     constraint("max_length", len(x), len(y));
     let re = |c: &crate::field::Constraints| c.pattern.as_ref().map(|r| r.as_str().to_string());
     constraint("pattern", re(x), re(y));
-    if x != y && b.writable {
+    if x != y && b.writable.ever() {
         what.push("stored values re-checked, invalid ones dropped".to_string());
     }
     if a.writable != b.writable {

@@ -133,3 +133,24 @@ fn a_served_decision_that_changes_beside_an_addition_is_exit_3() {
     );
     assert!(!p.text.contains("unserved"), "{}", p.text);
 }
+
+#[test]
+fn a_writable_rule_change_is_a_field_change() {
+    let new = SHIPPED.replace(
+        "default: light, enum: [light, dark], writable: true",
+        "default: light, enum: [light, dark], writable: token != null",
+    );
+    let p = plan(&config(SHIPPED), &config(&new), &suites());
+    assert!(
+        p.text
+            .contains("session.prefs.{cid}: ~ theme (writable true -> `token != null`)"),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text
+            .contains(r#"system.reset:     {"resources":["session.prefs.*"],"access":[]}"#),
+        "{}",
+        p.text
+    );
+}

@@ -3,7 +3,8 @@
 //! rule that gives a string would only ever deny, at run time. The check infers a
 //! coarse type for each expression (unknown where the value comes from a token or a
 //! comprehension) and reports what can only fail:
-//! - `model.<field>` naming no field of the resource (with "did you mean");
+//! - `model.<field>` or `values.<field>` naming no field of the resource (with "did you
+//!   mean");
 //! - `==`, `!=`, `<`, ... between values of known, different kinds (a string and a
 //!   number, say): always false or an error, never what was meant;
 //! - a rule whose value is known not to be a boolean.
@@ -114,7 +115,8 @@ impl<'e> Check<'_, '_, 'e> {
             Expr::Ident(name) if self.bound.contains(&name.as_str()) => Ty::Dyn,
             Expr::Ident(name) => match name.as_str() {
                 "cid" => Ty::String,
-                "params" | "model" => Ty::Map,
+                "params" | "model" | "values" => Ty::Map,
+                "fields" => Ty::List,
                 // `query` is a string or null; `token` anything.
                 _ => Ty::Dyn,
             },
@@ -127,7 +129,7 @@ impl<'e> Check<'_, '_, 'e> {
                 }
                 match operand {
                     Some("params") => Ty::String,
-                    Some("model") => self.model_field(&sel.field),
+                    Some(var @ ("model" | "values")) => self.field(var, &sel.field),
                     _ => {
                         self.ty(&sel.operand, next);
                         Ty::Dyn
@@ -176,18 +178,19 @@ impl<'e> Check<'_, '_, 'e> {
         }
     }
 
-    fn model_field(&mut self, name: &str) -> Ty {
+    /// `model.<name>` or `values.<name>` (`var`): the field's type.
+    fn field(&mut self, var: &str, name: &str) -> Ty {
         if let Some((_, ty)) = self.schema.fields.iter().find(|(f, _)| *f == name) {
             return ty.map_or(Ty::Dyn, Ty::of_field);
         }
         let names: Vec<&str> = self.schema.fields.iter().map(|(f, _)| *f).collect();
         let hint = match crate::config::suggestion(name, &names) {
-            Some(s) => format!("; did you mean `model.{s}`?"),
+            Some(s) => format!("; did you mean `{var}.{s}`?"),
             None if names.is_empty() => " (it has no fields)".to_string(),
             None => format!(" (its fields: {})", names.join(", ")),
         };
         self.problems.push(format!(
-            "`model.{name}` is not a field of this resource{hint}"
+            "`{var}.{name}` is not a field of this resource{hint}"
         ));
         Ty::Dyn
     }

@@ -125,14 +125,15 @@ fn run_case(
     let token = case.token.as_ref();
     let mut engine = engine_with(config, &case.cid, token);
     let model_for_rules = res
-        .access_reads_model()
+        .call_reads_model("set")
         .then(|| rule_model(&mut engine, config, &case.resource));
-    let input = RuleInput {
+    let mut input = RuleInput {
         cid: &case.cid,
         token,
         params: &params,
         query: case.query.as_deref(),
         model: model_for_rules.as_ref(),
+        values: None,
     };
     let granted = access(
         &mut engine,
@@ -173,10 +174,18 @@ fn run_case(
             &mut problems,
         );
     }
+    let set_values = case.set.as_ref().map(|v| res.call_values("set", Some(v)));
+    input.values = set_values.as_ref();
     if let Some(values) = &case.set {
         mark(rule_key(&rule_name(res, "set")));
         for field in values.as_object().into_iter().flat_map(|m| m.keys()) {
             mark(format!("field {field}"));
+            if res
+                .field(field)
+                .is_some_and(|f| f.writable.rule().is_some())
+            {
+                mark(rule_key(&format!("fields.{field}.writable")));
+            }
         }
         let outcome = if !granted.allows("set") {
             "denied".to_string()
@@ -195,19 +204,33 @@ fn run_case(
             }
         };
         let expected = case.outcome.as_deref().unwrap_or("ok");
+        // `denied`: by the gateway's access answer, or by connres's own check of the
+        // call (a rule over the call's values).
         let expected_code = match expected {
             "invalid" => "system.invalidParams",
+            "denied" => "system.accessDenied",
             other => other,
         };
         let matches = outcome == expected || outcome.split(':').next() == Some(expected_code);
         if !matches {
             let mut problem = format!("  set: expected {expected}, got {outcome}");
-            if outcome == "denied" || expected == "denied" {
+            let denied = outcome == "denied" || outcome.starts_with("system.accessDenied:");
+            if denied || expected == "denied" {
                 let _ = write!(
                     problem,
                     "\n{}",
                     why(res, &rule_name(res, "set"), &input, config_path)
                 );
+            }
+            // The `writable` rules of the fields it writes, which decide too.
+            for field in values.as_object().into_iter().flat_map(|m| m.keys()) {
+                if res
+                    .field(field)
+                    .is_some_and(|f| f.writable.rule().is_some())
+                {
+                    let name = format!("fields.{field}.writable");
+                    let _ = write!(problem, "\n{}", why(res, &name, &input, config_path));
+                }
             }
             problems.push(problem);
         }
@@ -258,6 +281,10 @@ fn rule_name(res: &Resource, method: &str) -> String {
 
 /// The rule behind a decision: its place, text and result.
 fn why(res: &Resource, name: &str, input: &RuleInput, config_path: &str) -> String {
+    let writable = |n: &str| {
+        let field = n.strip_prefix("fields.")?.strip_suffix(".writable")?;
+        res.field(field)?.writable.rule()
+    };
     let rule = match name {
         "get" => res.access.get.as_ref(),
         "call" => res
@@ -265,6 +292,7 @@ fn why(res: &Resource, name: &str, input: &RuleInput, config_path: &str) -> Stri
             .call
             .rule("*")
             .or_else(|| res.access.call.rule("")),
+        n if n.starts_with("fields.") => writable(n),
         n => n
             .strip_prefix("call.")
             .and_then(|m| res.access.call.rule(m)),

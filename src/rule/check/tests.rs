@@ -30,6 +30,9 @@ fn sound_rules_pass() {
         "[1, 2].all(x, x > 0)",
         "token.n == 1 ? cid == 'a' : false",
         "params['cid'] == cid",
+        "fields.all(f, f == 'items') && (!has(values.items) || values.items < 3)",
+        "'owner' in fields || values.owner == cid || size(fields) == 0",
+        "values.extra.x == 1 && values.open",
     ] {
         assert_eq!(problems(rule), Vec::<String>::new(), "{rule}");
     }
@@ -80,4 +83,25 @@ fn rules_that_are_not_booleans_are_errors() {
     assert_eq!(problems("[true]").len(), 1);
     // Unknown values may be booleans.
     assert!(problems("token.admin").is_empty());
+}
+
+#[test]
+fn a_call_s_values_are_checked_as_the_model_is() {
+    assert_eq!(
+        problems("values.itme > 2"),
+        ["`values.itme` is not a field of this resource; did you mean `values.items`?"]
+    );
+    assert_eq!(
+        problems("values.owner == 3"),
+        ["`values.owner` (a string) is compared with `3` (a number): they can never be equal or ordered, so this is always false or an error"]
+    );
+    // `fields` is a list of names.
+    assert_eq!(
+        problems("fields == 'items'"),
+        ["`fields` (a list) is compared with `\"items\"` (a string): they can never be equal or ordered, so this is always false or an error"]
+    );
+    assert_eq!(
+        problems("fields"),
+        ["the rule gives a list, not true or false, so it always denies"]
+    );
 }
