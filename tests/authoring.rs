@@ -345,7 +345,7 @@ fn plan_exit_codes_gate_a_ci_job() {
         "patterns removed: session.status.{cid}",
         "tested requests of removed resources (no longer served):",
         "the session status is readable by its connection only, never writable: session.status.c1 (session.status.{cid}) was get granted, call.set denied, call.reset denied",
-        "access decisions that change for the rule tests",
+        "decisions that change for the rule tests",
     ] {
         assert!(out.stdout.contains(needle), "{needle}\n{}", out.stdout);
     }
@@ -382,7 +382,7 @@ fn plan_of_a_resource_added_with_its_tests_exits_2() {
         "patterns added:   session.note.{cid}",
         "tested requests of added resources (served from now on):",
         &format!("{}:2:5: a connection writes its own note: session.note.c1 (session.note.{{cid}}) get granted, call.set granted, call.reset denied", cases.display()),
-        "access decisions that change for the rule tests",
+        "decisions that change for the rule tests",
         "the reload changes what is served (exit 2)",
     ] {
         assert!(out.stdout.contains(needle), "{needle}\n{}", out.stdout);
@@ -408,7 +408,7 @@ fn plan_compares_the_tests_beside_new_that_test_it() {
     let out = run(&mut cmd);
     assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
     let heading = format!(
-        "access decisions that change for the rule tests ({}): none",
+        "decisions that change for the rule tests ({}): none",
         dir.path().join("resources.test.yaml").display()
     );
     assert!(out.stdout.contains(&heading), "{heading}\n{}", out.stdout);

@@ -11,7 +11,9 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-pub(crate) use probe::{access, call, engine_with, model_of, rule_model};
+pub(crate) use probe::{
+    access, backend, call, engine_with, model_of, rule_model, token_event, AccessReply,
+};
 
 use crate::config::{CallAccess, Config, Resource};
 use crate::rule::{Rule, RuleInput};
