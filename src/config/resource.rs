@@ -68,6 +68,8 @@ struct Reads {
     /// A rule evaluated with CEL reads the token (native rules only ask if there is one).
     access_token_value: bool,
     access_model: bool,
+    /// A field has a `writable` rule.
+    writable_rules: bool,
     /// A `writable` rule reads the model.
     writable_model: bool,
     /// A call rule or a `writable` rule reads `values` or `fields`.
@@ -134,6 +136,7 @@ impl Resource {
             access_token: access.rules().any(Rule::reads_token),
             access_token_value: access.rules().any(|r| r.reads_token() && !r.is_native()),
             access_model: access.rules().any(Rule::reads_model),
+            writable_rules: fields.iter().any(|f| f.writable.rule().is_some()),
             writable_model: fields
                 .iter()
                 .filter_map(|f| f.writable.rule())
@@ -173,6 +176,11 @@ impl Resource {
     /// for a set, a field's `writable` rule.
     pub fn call_reads_model(&self, method: &str) -> bool {
         self.reads.access_model || (method == "set" && self.reads.writable_model)
+    }
+
+    /// True when a field has a `writable` rule (a set is then checked against it).
+    pub fn has_writable_rules(&self) -> bool {
+        self.reads.writable_rules
     }
 
     /// True when a call rule or a `writable` rule reads what a call writes (`values`,

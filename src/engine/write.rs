@@ -100,7 +100,8 @@ impl<S: Store> Engine<S> {
                 .rule(method)
                 .is_some_and(|r| self.allows(r, res, method, &input));
             // Each field the set writes whose `writable` rule denies it.
-            let denied: Vec<String> = match (&req.params, allowed && method == "set") {
+            let checked = allowed && method == "set" && res.has_writable_rules();
+            let denied: Vec<String> = match (&req.params, checked) {
                 (Some(Value::Object(sent)), true) => sent
                     .keys()
                     .filter(|name| {
