@@ -35,8 +35,12 @@ pub fn summary(config: &config::Config) -> String {
                 if f.source.is_some() {
                     s.push_str(" (from)");
                 }
-                if f.writable {
-                    s.push_str(" (writable)");
+                match &f.writable {
+                    field::Writable::Never => {}
+                    field::Writable::Always => s.push_str(" (writable)"),
+                    field::Writable::When(rule) => {
+                        let _ = write!(s, " (writable if {})", rule.source());
+                    }
                 }
                 s
             })
@@ -64,4 +68,21 @@ pub fn summary(config: &config::Config) -> String {
         config.state.store.describe()
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_summary_shows_how_each_field_is_written() {
+        let shop = include_str!("../tests/config/valid/shop.yaml");
+        let config = crate::config::Config::parse("shop.yaml", shop).unwrap();
+        let summary = super::summary(&config);
+        assert!(
+            summary.contains(
+                "fields:   items:integer (writable if token != null), coupon:string (writable), "
+            ),
+            "{summary}"
+        );
+        assert!(summary.contains(", locked:boolean\n"), "{summary}");
+    }
 }

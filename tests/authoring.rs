@@ -173,7 +173,11 @@ fn test_cmd(config: &std::path::Path, files: &[&std::path::Path]) -> common::pro
 
 #[test]
 fn the_shipped_rule_tests_pass_and_exercise_every_rule_and_field() {
-    for config in ["resources.yaml", "tests/config/valid/chat.yaml"] {
+    for config in [
+        "resources.yaml",
+        "tests/config/valid/chat.yaml",
+        "tests/config/valid/shop.yaml",
+    ] {
         let out = test_cmd(&project_file(config), &[]);
         assert_eq!(
             out.status.code(),
@@ -216,6 +220,34 @@ fn a_failing_case_names_the_rule_and_coverage_gaps_are_listed() {
     ] {
         assert!(out.stdout.contains(&needle), "{needle}\n{}", out.stdout);
     }
+}
+
+#[test]
+fn a_failing_set_names_the_writable_rules_of_its_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cart.test.yaml");
+    std::fs::write(
+        &file,
+        "tests:\n  - name: logged out, items\n    resource: shop.cart.c1\n    cid: c1\n    set: { items: 2, coupon: A }\n",
+    )
+    .unwrap();
+    let config = project_file("tests/config/valid/shop.yaml");
+    let out = test_cmd(&config, &[&file]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let shown = config.display().to_string();
+    for needle in [
+        "  set: expected ok, got system.invalidParams: field `items` is not writable for this call: its `writable` rule denies".to_string(),
+        format!("    rule fields.items.writable at {shown}:8:72: token != null -> denied"),
+        format!("  shop.cart.{{cid}}: rule fields.express.writable ({shown}:10:59);"),
+    ] {
+        assert!(out.stdout.contains(&needle), "{needle}\n{}", out.stdout);
+    }
+    // Its fields' rules were exercised; the items' was, so it is not listed.
+    assert!(
+        !out.stdout.contains("rule fields.items.writable ("),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -313,7 +345,7 @@ fn plan_exit_codes_gate_a_ci_job() {
         "patterns removed: session.status.{cid}",
         "tested requests of removed resources (no longer served):",
         "the session status is readable by its connection only, never writable: session.status.c1 (session.status.{cid}) was get granted, call.set denied, call.reset denied",
-        "access decisions that change for the rule tests",
+        "decisions that change for the rule tests",
     ] {
         assert!(out.stdout.contains(needle), "{needle}\n{}", out.stdout);
     }
@@ -350,7 +382,7 @@ fn plan_of_a_resource_added_with_its_tests_exits_2() {
         "patterns added:   session.note.{cid}",
         "tested requests of added resources (served from now on):",
         &format!("{}:2:5: a connection writes its own note: session.note.c1 (session.note.{{cid}}) get granted, call.set granted, call.reset denied", cases.display()),
-        "access decisions that change for the rule tests",
+        "decisions that change for the rule tests",
         "the reload changes what is served (exit 2)",
     ] {
         assert!(out.stdout.contains(needle), "{needle}\n{}", out.stdout);
@@ -376,7 +408,7 @@ fn plan_compares_the_tests_beside_new_that_test_it() {
     let out = run(&mut cmd);
     assert_eq!(out.status.code(), Some(0), "{}{}", out.stdout, out.stderr);
     let heading = format!(
-        "access decisions that change for the rule tests ({}): none",
+        "decisions that change for the rule tests ({}): none",
         dir.path().join("resources.test.yaml").display()
     );
     assert!(out.stdout.contains(&heading), "{heading}\n{}", out.stdout);

@@ -1,5 +1,6 @@
 //! `call` requests: malformed payloads and method errors, checked in the documented
-//! order (payload, method, access, fields). Writes are tested elsewhere.
+//! order (payload, method, access, fields), and call rules over what a call writes.
+//! Writes are tested elsewhere.
 
 mod common;
 
@@ -77,6 +78,54 @@ async fn access_is_checked_before_the_fields() {
     assert_eq!(
         gw.get("session.prefs.c1").await,
         json!({"theme": "light", "fontSize": 14})
+    );
+    connres.stop().await;
+}
+
+/// A call rule over what a call writes: logged out, only `address`; a reset writes
+/// every field.
+const CHECKOUT: &str = r#"
+version: 1
+resources:
+  t.checkout.{cid}:
+    fields:
+      address: { type: string, writable: true }
+      express: { type: boolean, default: false, writable: true }
+    access:
+      get: cid == params.cid
+      call:
+        set: cid == params.cid && (token != null || fields.all(f, f == 'address'))
+        reset: cid == params.cid && (token != null || !('express' in fields))
+"#;
+
+#[tokio::test]
+async fn a_call_rule_reads_the_fields_and_values_the_call_writes() {
+    let server = NatsServer::start();
+    let (connres, gw) = start(&server, CHECKOUT).await;
+    let rid = "t.checkout.c1";
+    // The access answer is for a call that writes nothing: set and reset are granted,
+    // and connres decides each call on what it writes. A reset writes `express` too.
+    let r = gw.access(rid, "c1", json!(null)).await;
+    assert_eq!(r, json!({"result": {"get": true, "call": "set,reset"}}));
+    let r = gw
+        .call(rid, "set", "c1", json!(null), json!({"address": "Main St"}))
+        .await;
+    assert_eq!(r, json!({"result": null}));
+    let r = gw
+        .call(
+            rid,
+            "set",
+            "c1",
+            json!(null),
+            json!({"address": "Main St", "express": true}),
+        )
+        .await;
+    Gateway::expect_error(&r, "system.accessDenied");
+    let r = gw.call(rid, "reset", "c1", json!(null), json!(null)).await;
+    Gateway::expect_error(&r, "system.accessDenied");
+    assert_eq!(
+        gw.get(rid).await,
+        json!({"address": "Main St", "express": false})
     );
     connres.stop().await;
 }

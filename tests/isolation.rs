@@ -28,6 +28,7 @@ use std::path::Path;
 
 use connres::config::Config;
 use connres::engine::{Engine, Request};
+use connres::field::Writable;
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{Config as PropConfig, RngSeed, TestRunner};
@@ -131,7 +132,11 @@ fn check_shipped_matches_the_shadow(config: &Config) {
         for (f, s) in res.fields.iter().zip(&spec) {
             assert_eq!(f.ty.name(), s.ty, "{kind}.{}", s.name);
             assert_eq!(f.default, s.default, "{kind}.{}", s.name);
-            assert_eq!(f.writable, s.writable, "{kind}.{}", s.name);
+            let writable = match s.writable {
+                true => Writable::Always,
+                false => Writable::Never,
+            };
+            assert_eq!(f.writable, writable, "{kind}.{}", s.name);
             assert!(f.source.is_none(), "{kind}.{}", s.name);
             let c = &f.constraints;
             assert_eq!(c.one_of, s.one_of, "{kind}.{}", s.name);

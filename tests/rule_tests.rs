@@ -277,7 +277,7 @@ fn files_of_several_configs_run_each_against_its_own() {
 
 #[test]
 fn discovery_skips_test_files_of_other_configs() {
-    // Beside profile.yaml is only chat.yaml's test file.
+    // Beside profile.yaml are only the test files of chat.yaml and shop.yaml.
     let out = connres_in(
         &project_file(""),
         &["test", "--config", "tests/config/valid/profile.yaml"],
@@ -286,7 +286,7 @@ fn discovery_skips_test_files_of_other_configs() {
     assert_eq!(out.code, Some(1), "{}", out.stdout);
     assert!(!out.stdout.contains("FAIL"), "{}", out.stdout);
     assert!(
-        out.stderr.contains("connres: no rule tests for tests/config/valid/profile.yaml: no *.test.yaml beside it tests it (tests/config/valid/chat.test.yaml tests tests/config/valid/chat.yaml)"),
+        out.stderr.contains("connres: no rule tests for tests/config/valid/profile.yaml: no *.test.yaml beside it tests it (tests/config/valid/chat.test.yaml tests tests/config/valid/chat.yaml; tests/config/valid/shop.test.yaml tests tests/config/valid/shop.yaml)"),
         "{}",
         out.stderr
     );

@@ -1,6 +1,6 @@
 //! The client write path: `call.<rid>.set` and `call.<rid>.reset`. Validation
 //! of RES values per field, atomic rejection, change events before replies, ordering
-//! under concurrent callers, access, and `reset.on_logout`.
+//! under concurrent callers, access, `writable` rules, and `reset.on_logout`.
 
 mod common;
 
@@ -568,6 +568,62 @@ async fn a_call_in_flight_across_a_logout_is_judged_by_the_logout() {
     assert_code(&r, "system.accessDenied");
     assert!(gw.pending_events().is_empty());
     assert_eq!(gw.get(rid).await["item"], json!(null));
+    connres.stop().await;
+}
+
+/// Items need a login, a coupon does not: a `writable` rule per field.
+const SHOP: &str = r#"
+version: 1
+resources:
+  t.shop.{cid}:
+    fields:
+      items:  { type: integer, default: 0, writable: token != null }
+      coupon: { type: string, writable: true }
+    access:
+      get: cid == params.cid
+      call: cid == params.cid
+"#;
+
+#[tokio::test]
+async fn a_writable_rule_decides_each_set_that_writes_its_field() {
+    let server = NatsServer::start();
+    let (connres, mut gw) = start(&server, SHOP).await;
+    let rid = "t.shop.c1";
+    // The call rule grants; which fields a set may write is the fields' business.
+    let r = gw.access(rid, "c1", Value::Null).await;
+    assert_eq!(r, json!({"result": {"get": true, "call": "*"}}));
+    let r = gw
+        .call(
+            rid,
+            "set",
+            "c1",
+            Value::Null,
+            json!({"items": 2, "coupon": "A"}),
+        )
+        .await;
+    assert_invalid(
+        &r,
+        &["field `items` is not writable for this call: its `writable` rule denies"],
+    );
+    let message = r["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("coupon"), "{message}");
+    assert!(
+        gw.pending_events().is_empty(),
+        "nothing of the set is applied"
+    );
+    let r = gw
+        .call(rid, "set", "c1", Value::Null, json!({"coupon": "A"}))
+        .await;
+    assert_ok(&r);
+    assert_changes(&mut gw, rid, &[json!({"coupon": "A"})]);
+    // After the login the rule grants.
+    gw.token("c1", token()).await;
+    let r = gw
+        .call(rid, "set", "c1", token(), json!({"items": 2}))
+        .await;
+    assert_ok(&r);
+    assert_changes(&mut gw, rid, &[json!({"items": 2})]);
+    assert_eq!(gw.get(rid).await, json!({"items": 2, "coupon": "A"}));
     connres.stop().await;
 }
 

@@ -1,6 +1,8 @@
 //! A declared resource as compiled: its pattern, fields, access rules, where they are
 //! written, and what its fields and rules read (worked out once, for the request path).
 
+use serde_json::{Map, Value};
+
 use crate::field::FieldDef;
 use crate::pattern::Pattern;
 use crate::rule::Rule;
@@ -40,8 +42,9 @@ impl Site {
     }
 }
 
-/// The sites of a resource by name: `pattern`, `get`, `call`, `call.<method>`. Where a
-/// thing is written is not what it is: sites never make two resources differ.
+/// The sites of a resource by name: `pattern`, `get`, `call`, `call.<method>`,
+/// `fields.<field>.writable`. Where a thing is written is not what it is: sites never
+/// make two resources differ.
 #[derive(Debug, Clone, Default)]
 pub struct Sites(pub Vec<(String, Site)>);
 
@@ -65,6 +68,12 @@ struct Reads {
     /// A rule evaluated with CEL reads the token (native rules only ask if there is one).
     access_token_value: bool,
     access_model: bool,
+    /// A field has a `writable` rule.
+    writable_rules: bool,
+    /// A `writable` rule reads the model.
+    writable_model: bool,
+    /// A call rule or a `writable` rule reads `values` or `fields`.
+    call_values: bool,
 }
 
 /// The access rules of a resource. A missing rule denies.
@@ -127,6 +136,15 @@ impl Resource {
             access_token: access.rules().any(Rule::reads_token),
             access_token_value: access.rules().any(|r| r.reads_token() && !r.is_native()),
             access_model: access.rules().any(Rule::reads_model),
+            writable_rules: fields.iter().any(|f| f.writable.rule().is_some()),
+            writable_model: fields
+                .iter()
+                .filter_map(|f| f.writable.rule())
+                .any(Rule::reads_model),
+            call_values: access
+                .rules()
+                .chain(fields.iter().filter_map(|f| f.writable.rule()))
+                .any(Rule::reads_call),
         };
         Resource {
             pattern,
@@ -152,6 +170,51 @@ impl Resource {
     /// True when an access rule reads `model` (so the model is built for it).
     pub fn access_reads_model(&self) -> bool {
         self.reads.access_model
+    }
+
+    /// True when a rule deciding a call of `method` reads `model`: an access rule, or
+    /// for a set, a field's `writable` rule.
+    pub fn call_reads_model(&self, method: &str) -> bool {
+        self.reads.access_model || (method == "set" && self.reads.writable_model)
+    }
+
+    /// True when a field has a `writable` rule (a set is then checked against it).
+    pub fn has_writable_rules(&self) -> bool {
+        self.reads.writable_rules
+    }
+
+    /// True when a call rule or a `writable` rule reads what a call writes (`values`,
+    /// `fields`), so the engine works it out for them.
+    pub fn rules_read_call_values(&self) -> bool {
+        self.reads.call_values
+    }
+
+    /// What a call of `method` writes, as its rules read it in `values` (and its keys in
+    /// `fields`): for a set, its params, each value as the model would hold it (a
+    /// `ref` as the name, `data` as its JSON; a value the field would refuse as sent);
+    /// for a reset, every field it returns to its default (those without `from`), with
+    /// that default.
+    pub fn call_values(&self, method: &str, params: Option<&Value>) -> Map<String, Value> {
+        if method == "reset" {
+            return self
+                .fields
+                .iter()
+                .filter(|f| f.source.is_none())
+                .map(|f| (f.name.clone(), f.default.clone()))
+                .collect();
+        }
+        let Some(Value::Object(sent)) = params else {
+            return Map::new();
+        };
+        sent.iter()
+            .map(|(name, wire)| {
+                let value = self
+                    .field(name)
+                    .and_then(|f| f.from_wire(wire).ok())
+                    .unwrap_or_else(|| wire.clone());
+                (name.clone(), value)
+            })
+            .collect()
     }
 
     /// True when the engine must remember that a gateway may cache this model for its

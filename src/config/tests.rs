@@ -192,3 +192,33 @@ fn a_directory_without_config_or_resources_is_an_error() {
         "{e}"
     );
 }
+
+#[test]
+fn what_a_call_writes_is_read_as_the_model_would_hold_it() {
+    let c = Config::parse(
+        "r.yaml",
+        "version: 1\nresources:\n  a.{cid}:\n    fields:\n      n:    { type: integer, default: 1, writable: values.n > 0 }\n      home: { type: ref, writable: true }\n      blob: { type: data, default: [x], writable: true }\n      name: { type: string, from: \"{{token.name}}\" }\n    access:\n      call: cid == params.cid\n",
+    )
+    .unwrap();
+    let res = &c.resources[0];
+    assert!(res.has_writable_rules() && res.rules_read_call_values());
+    let sent = serde_json::json!({"n": 7.0, "home": {"rid": "users.user.1"}, "blob": {"data": {"a": 1}}, "nope": 2});
+    assert_eq!(
+        serde_json::Value::Object(res.call_values("set", Some(&sent))),
+        serde_json::json!({"n": 7, "home": "users.user.1", "blob": {"a": 1}, "nope": 2})
+    );
+    // A value the field refuses is seen as sent.
+    let bad = serde_json::json!({"n": "seven"});
+    assert_eq!(
+        serde_json::Value::Object(res.call_values("set", Some(&bad))),
+        serde_json::json!({"n": "seven"})
+    );
+    // A reset writes every field without `from`, with its default.
+    assert_eq!(
+        serde_json::Value::Object(res.call_values("reset", None)),
+        serde_json::json!({"n": 1, "home": null, "blob": ["x"]})
+    );
+    assert!(res
+        .call_values("set", Some(&serde_json::json!(5)))
+        .is_empty());
+}

@@ -66,6 +66,7 @@ impl<S: Store> Engine<S> {
             params,
             query: req.query.as_deref(),
             model: model.as_ref(),
+            values: None,
         };
         let get = res
             .access
@@ -128,10 +129,8 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// The model as plain JSON, when a rule of its resource reads `model`. It is
-    /// rendered with the token it will have once this request is handled: for the
-    /// requester's own model, the requester's after learning (`sent` is the token the
-    /// request carries), else the owner's stored token.
+    /// The model as plain JSON, when an access rule of its resource reads `model`
+    /// (see [`Engine::model_for_rules`]).
     pub(super) fn rule_model(
         &self,
         res: &Resource,
@@ -140,9 +139,22 @@ impl<S: Store> Engine<S> {
         requester: &str,
         sent: Option<&Value>,
     ) -> Option<Value> {
-        if !res.access_reads_model() {
-            return None;
-        }
+        res.access_reads_model()
+            .then(|| self.model_for_rules(res, rid, params, requester, sent))
+    }
+
+    /// The model as plain JSON, as rules read it. It is rendered with the token it will
+    /// have once this request is handled: for the requester's own model, the
+    /// requester's after learning (`sent` is the token the request carries), else the
+    /// owner's stored token.
+    pub(super) fn model_for_rules(
+        &self,
+        res: &Resource,
+        rid: &str,
+        params: &Params,
+        requester: &str,
+        sent: Option<&Value>,
+    ) -> Value {
         let token = match res.pattern.cid_of(rid) {
             Some(owner) if owner == requester => self.token_after_learning(requester, sent),
             Some(owner) => self
@@ -152,12 +164,12 @@ impl<S: Store> Engine<S> {
             None => None,
         };
         let values = self.values(res, rid, params, token);
-        Some(Value::Object(
+        Value::Object(
             res.fields
                 .iter()
                 .map(|f| f.name.clone())
                 .zip(values)
                 .collect(),
-        ))
+        )
     }
 }

@@ -264,13 +264,27 @@ impl<S: Store> Engine<S> {
         model_values(res, rid, params, token, written, &self.warnings)
     }
 
-    /// Evaluates a rule; an error denies and is logged (rate-limited per rule).
+    /// Evaluates an access rule; an error denies and is logged (rate-limited per rule).
     fn allows(&self, rule: &Rule, res: &Resource, what: &str, input: &RuleInput) -> bool {
         match rule.eval(input) {
             Ok(b) => b,
             Err(e) => {
                 self.warn(&format!("{}/{what}", res.pattern), || {
                     tracing::warn!(resource = %res.pattern, rule = rule.source(), error = %e, "access rule `{what}` failed; denied")
+                });
+                false
+            }
+        }
+    }
+
+    /// Evaluates a field's `writable` rule; as [`Engine::allows`], an error denies and is
+    /// logged.
+    fn writable_allows(&self, rule: &Rule, res: &Resource, field: &str, input: &RuleInput) -> bool {
+        match rule.eval(input) {
+            Ok(b) => b,
+            Err(e) => {
+                self.warn(&format!("{}/fields.{field}.writable", res.pattern), || {
+                    tracing::warn!(resource = %res.pattern, field, rule = rule.source(), error = %e, "`writable` rule of field `{field}` failed; denied")
                 });
                 false
             }

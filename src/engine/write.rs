@@ -1,20 +1,27 @@
-//! Writes: client `set`/`reset` calls and the backend API. Every value is validated
-//! before any is applied; a change publishes one change event with only what changed.
+//! Writes: client `set`/`reset` calls and the backend API. A call is decided by its
+//! access rule and, for each field a set writes, the field's `writable`; every value is
+//! validated before any is applied; a change publishes one change event with only what
+//! changed.
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::{check_cid, push_change, resolve, Engine, Events};
 use crate::config::{Config, Resource, METHODS};
+use crate::field::Writable;
 use crate::pattern::{self, Params};
 use crate::protocol::{self, ApiSetRequest, CallHead, ResError, TokenOf};
 use crate::rule::RuleInput;
 use crate::store::{Store, Written};
 
-/// Who is writing: clients may only write `writable` fields.
+/// Who is writing: clients may only write `writable` fields, and those with a
+/// `writable` rule only when it allowed this call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Writer {
-    Client,
+enum Writer<'a> {
+    /// A client's set; the fields whose `writable` rule denied it.
+    Client {
+        denied: &'a [String],
+    },
     Service,
 }
 
@@ -69,22 +76,43 @@ impl<S: Store> Engine<S> {
             false => None,
         };
         let sent = sent.as_ref().filter(|t| !t.is_null());
-        // A call changes state, so its rule holds against the token the service knows
+        // A call changes state, so its rules hold against the token the service knows
         // now: the confirmed record's, not a stale one the request may carry.
-        let allowed = {
+        let (allowed, denied) = {
             let token = self.token_after_learning(&req.cid, sent);
-            let model = self.rule_model(res, rid, params, &req.cid, sent);
+            let model = res
+                .call_reads_model(method)
+                .then(|| self.model_for_rules(res, rid, params, &req.cid, sent));
+            let values = res
+                .rules_read_call_values()
+                .then(|| res.call_values(method, req.params.as_ref()));
             let input = RuleInput {
                 cid: &req.cid,
                 token,
                 params,
                 query: req.query.as_deref(),
                 model: model.as_ref(),
+                values: values.as_ref(),
             };
-            res.access
+            let allowed = res
+                .access
                 .call
                 .rule(method)
-                .is_some_and(|r| self.allows(r, res, method, &input))
+                .is_some_and(|r| self.allows(r, res, method, &input));
+            // Each field the set writes whose `writable` rule denies it.
+            let checked = allowed && method == "set" && res.has_writable_rules();
+            let denied: Vec<String> = match (&req.params, checked) {
+                (Some(Value::Object(sent)), true) => sent
+                    .keys()
+                    .filter(|name| {
+                        let rule = res.field(name).and_then(|f| f.writable.rule());
+                        rule.is_some_and(|r| !self.writable_allows(r, res, name, &input))
+                    })
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (allowed, denied)
         };
         self.learn_token(config, &req.cid, sent, allowed, events);
         if !allowed {
@@ -98,7 +126,8 @@ impl<S: Store> Engine<S> {
         }
         match &req.params {
             Some(Value::Object(values)) => {
-                self.write(res, rid, params, values, Writer::Client, events)?
+                let writer = Writer::Client { denied: &denied };
+                self.write(res, rid, params, values, writer, events)?
             }
             _ => {
                 return Err(ResError::InvalidParams(
@@ -164,9 +193,20 @@ impl<S: Store> Engine<S> {
                 ));
                 continue;
             }
-            if writer == Writer::Client && !field.writable {
-                problems.push(format!("field `{name}` is read-only (not writable: true)"));
-                continue;
+            if let Writer::Client { denied } = writer {
+                match &field.writable {
+                    Writable::Never => {
+                        problems.push(format!("field `{name}` is read-only (not writable: true)"));
+                        continue;
+                    }
+                    Writable::When(_) if denied.contains(name) => {
+                        problems.push(format!(
+                            "field `{name}` is not writable for this call: its `writable` rule denies"
+                        ));
+                        continue;
+                    }
+                    _ => {}
+                }
             }
             match field.from_wire(wire) {
                 Ok(v) => accepted.push((name.as_str(), v)),

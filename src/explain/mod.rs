@@ -1,7 +1,8 @@
 //! `connres explain`: what connres would answer one request, and why, without NATS.
 //! The request runs through a real engine (with the token, when given, delivered first
 //! as the auth service would), and every rule of the matched resource is shown with
-//! its source and its result for these inputs. `probe.rs` holds the engine probes
+//! its source and its result for these inputs (for a set, the `writable` rules of the
+//! fields it writes too). `probe.rs` holds the engine probes
 //! that `ruletest` and `plan` share.
 
 mod probe;
@@ -10,7 +11,9 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-pub(crate) use probe::{access, call, engine_with, model_of, rule_model};
+pub(crate) use probe::{
+    access, backend, call, engine_with, model_of, rule_model, token_event, AccessReply,
+};
 
 use crate::config::{CallAccess, Config, Resource};
 use crate::rule::{Rule, RuleInput};
@@ -82,16 +85,27 @@ pub fn explain(config: &Config, q: &Question) -> Result<String, ExplainError> {
     let mut engine = engine_with(config, &q.cid, token);
     // The model as rules see it, when they read it: the same values a get serves.
     let model = res
-        .access_reads_model()
+        .call_reads_model("set")
         .then(|| rule_model(&mut engine, config, &q.rid));
+    // What the call writes, as its rules read it; no call, none.
+    let values = match &q.action {
+        Action::Call { method, params } => Some(res.call_values(method, Some(params))),
+        _ => None,
+    };
     let input = RuleInput {
         cid: &q.cid,
         token,
         params: &params,
         query: q.query.as_deref(),
         model: model.as_ref(),
+        values: values.as_ref(),
     };
     rules(&mut out, res, &input);
+    if let Action::Call { method, params } = &q.action {
+        if method == "set" {
+            writable_rules(&mut out, res, params, &input);
+        }
+    }
 
     let access = access(
         &mut engine,
@@ -133,23 +147,35 @@ pub fn explain(config: &Config, q: &Question) -> Result<String, ExplainError> {
     Ok(out)
 }
 
+/// A rule's line: its name, source and result for `input`.
+fn rule_line(out: &mut String, what: &str, rule: Option<&Rule>, input: &RuleInput) {
+    let (source, result) = match rule {
+        Some(r) => (
+            r.source().to_string(),
+            match r.eval(input) {
+                Ok(true) => "granted".to_string(),
+                Ok(false) => "denied".to_string(),
+                Err(e) => format!("error, so denied: {e}"),
+            },
+        ),
+        None => ("(no rule)".to_string(), "denied".to_string()),
+    };
+    let _ = writeln!(out, "  {what:<11} {source}\n  {:<11} -> {result}", "");
+}
+
+/// The `writable` rules of the fields a set writes (`params`), with their results.
+fn writable_rules(out: &mut String, res: &Resource, params: &Value, input: &RuleInput) {
+    for name in params.as_object().into_iter().flat_map(|p| p.keys()) {
+        if let Some(rule) = res.field(name).and_then(|f| f.writable.rule()) {
+            rule_line(out, &format!("fields.{name}.writable"), Some(rule), input);
+        }
+    }
+}
+
 /// Every rule of the resource with its result for `input`.
 fn rules(out: &mut String, res: &Resource, input: &RuleInput) {
     let _ = writeln!(out, "rules");
-    let mut line = |what: &str, rule: Option<&Rule>| {
-        let (source, result) = match rule {
-            Some(r) => (
-                r.source().to_string(),
-                match r.eval(input) {
-                    Ok(true) => "granted".to_string(),
-                    Ok(false) => "denied".to_string(),
-                    Err(e) => format!("error, so denied: {e}"),
-                },
-            ),
-            None => ("(no rule)".to_string(), "denied".to_string()),
-        };
-        let _ = writeln!(out, "  {what:<11} {source}\n  {:<11} -> {result}", "");
-    };
+    let mut line = |what: &str, rule: Option<&Rule>| rule_line(out, what, rule, input);
     line("get", res.access.get.as_ref());
     match &res.access.call {
         CallAccess::Deny => line("call", None),

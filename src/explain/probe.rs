@@ -1,6 +1,6 @@
 //! The engine probes that `explain`, `ruletest` and `plan` share: a fresh engine with a
-//! connection's token, an access request, a call and the model served, each as the
-//! gateway would send it.
+//! connection's token, a token event, an access request, a call, a backend write and
+//! the model served, each as the gateway, the auth service or a backend would send it.
 
 use serde_json::{json, Value};
 
@@ -11,16 +11,46 @@ use crate::engine::{Engine, Request};
 pub(crate) fn engine_with(config: &Config, cid: &str, token: Option<&Value>) -> Engine {
     let mut engine = Engine::default();
     if token.is_some() {
-        let payload = json!({ "token": token }).to_string();
-        engine.handle(
-            config,
-            Request::Token {
-                cid,
-                payload: payload.as_bytes(),
-            },
-        );
+        token_event(&mut engine, config, cid, token);
     }
     engine
+}
+
+/// The auth service's token event for `cid` (`None`: a logout).
+pub(crate) fn token_event(engine: &mut Engine, config: &Config, cid: &str, token: Option<&Value>) {
+    let payload = json!({ "token": token }).to_string();
+    engine.handle(
+        config,
+        Request::Token {
+            cid,
+            payload: payload.as_bytes(),
+        },
+    );
+}
+
+/// A backend service's write through the API: a set of `values`, or a reset (`None`).
+pub(crate) fn backend(
+    engine: &mut Engine,
+    config: &Config,
+    rid: &str,
+    values: Option<&Value>,
+) -> Result<(), (String, String)> {
+    let reply = match values {
+        Some(values) => {
+            let payload = json!({ "values": values }).to_string();
+            let payload = payload.as_bytes();
+            run(engine, config, Request::ApiSet { rid, payload })
+        }
+        None => run(
+            engine,
+            config,
+            Request::ApiReset {
+                rid,
+                payload: b"{}",
+            },
+        ),
+    };
+    result(&reply)
 }
 
 /// What an access request answers.
@@ -84,6 +114,11 @@ pub(crate) fn call(
             payload: payload.as_bytes(),
         },
     );
+    result(&reply)
+}
+
+/// A reply as a result; `Err` holds the RES error's code and message.
+fn result(reply: &Value) -> Result<(), (String, String)> {
     match reply.get("error") {
         Some(e) => Err((
             e["code"].as_str().unwrap_or("").to_string(),

@@ -149,3 +149,85 @@ fn a_misspelt_name_gets_the_nearest_name_a_pattern_serves() {
     assert!(ask("orders.list.c1").ends_with("(another service may)"));
     assert!(ask("shop.cart").ends_with("(another service may)"));
 }
+
+#[test]
+fn a_set_shows_the_writable_rules_of_the_fields_it_writes() {
+    let config = Config::parse(
+        "shop.yaml",
+        include_str!("../../tests/config/valid/shop.yaml"),
+    )
+    .unwrap();
+    let ask = |token: Option<Value>, params: Value| {
+        let q = Question {
+            action: Action::Call {
+                method: "set".into(),
+                params,
+            },
+            rid: "shop.cart.c1".into(),
+            cid: "c1".into(),
+            token,
+            query: None,
+        };
+        explain(&config, &q).unwrap()
+    };
+    let out = ask(None, json!({"items": 2, "coupon": "A"}));
+    assert!(
+        out.contains("  fields.items.writable token != null\n              -> denied\n"),
+        "{out}"
+    );
+    // Only the fields the set writes, and only those with a rule.
+    assert!(
+        !out.contains("fields.coupon") && !out.contains("fields.express"),
+        "{out}"
+    );
+    assert!(
+        out.contains("call set   refused: field `items` is not writable for this call: its `writable` rule denies (system.invalidParams)"),
+        "{out}"
+    );
+    let out = ask(Some(json!({"userId": 1})), json!({"items": 2}));
+    assert!(
+        out.contains("  fields.items.writable token != null\n              -> granted\n"),
+        "{out}"
+    );
+    assert!(out.contains("granted and valid"), "{out}");
+}
+
+#[test]
+fn a_call_s_rules_are_shown_for_what_it_writes() {
+    let config = Config::parse(
+        "r.yaml",
+        "version: 1\nresources:\n  a.{cid}:\n    fields:\n      address: { type: string, writable: true }\n      express: { type: boolean, writable: true }\n    access:\n      get: true\n      call: token != null || fields.all(f, f == 'address')\n",
+    )
+    .unwrap();
+    let ask = |params: Value| {
+        let q = Question {
+            action: Action::Call {
+                method: "set".into(),
+                params,
+            },
+            rid: "a.c1".into(),
+            cid: "c1".into(),
+            token: None,
+            query: None,
+        };
+        explain(&config, &q).unwrap()
+    };
+    let rule = "call        token != null || fields.all(f, f == 'address')";
+    let out = ask(json!({"address": "Main St"}));
+    assert!(
+        out.contains(&format!("{rule}\n              -> granted")),
+        "{out}"
+    );
+    assert!(out.contains("granted and valid"), "{out}");
+    // The gateway's access answer (a call writing nothing) grants; connres denies the
+    // call for what it writes.
+    let out = ask(json!({"address": "Main St", "express": true}));
+    assert!(
+        out.contains(&format!("{rule}\n              -> denied")),
+        "{out}"
+    );
+    assert!(
+        out.contains("call set   refused: access denied: set on a.c1 (system.accessDenied)"),
+        "{out}"
+    );
+}

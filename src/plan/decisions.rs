@@ -1,10 +1,11 @@
-//! The access decisions of the rule tests' cases, under the old config and the new.
-//! A case whose resource only one of them serves belongs to a resource added or
-//! removed; only a case served by both can change a decision.
+//! The decisions of the rule tests' cases, under the old config and the new: the access
+//! answers and the outcomes of the clients' calls, as each case runs (a case with
+//! `steps` runs them all, through a session of its own under each config). A case whose
+//! resource only one of them serves belongs to a resource added or removed; only a case
+//! served by both can change a decision.
 
 use crate::config::{Config, METHODS};
-use crate::explain::{access, engine_with};
-use crate::ruletest::{Case, Suite};
+use crate::ruletest::{Action, Case, Session, Suite};
 
 /// The rule tests' cases, by what the reload does to them; each a line of the plan.
 #[derive(Debug, Default)]
@@ -17,7 +18,7 @@ pub(super) struct CaseChanges {
     pub removed: Vec<String>,
 }
 
-/// Runs each case's access request against both configs.
+/// Runs each case under both configs.
 pub(super) fn decision_changes(old: &Config, new: &Config, suites: &[Suite]) -> CaseChanges {
     let mut out = CaseChanges::default();
     for suite in suites {
@@ -51,20 +52,48 @@ pub(super) fn decision_changes(old: &Config, new: &Config, suites: &[Suite]) -> 
     out
 }
 
-/// The pattern serving a case's resource, and its decisions.
-type Served = (String, Vec<(String, &'static str)>);
+/// The pattern serving a case's resource, and its decisions in order.
+type Served = (String, Vec<(String, String)>);
 
-/// `get` and each call method, granted or denied; `None` when no pattern serves the
-/// case's resource.
+/// Runs a case: `get` and each call method, granted or denied, where the case asks
+/// for access (a case without steps: its one access request; a step: where it expects
+/// `get` or `call`), and the outcome of each call a client makes (`ok`, `denied`,
+/// `invalid`, or another error's code). `None` when no pattern serves the case's
+/// resource.
 fn decisions(config: &Config, case: &Case) -> Option<Served> {
     let (res, _) = config.resolve(&case.resource)?;
-    let (cid, token, query) = (&case.cid, case.token.as_ref(), case.query.as_deref());
-    let mut engine = engine_with(config, cid, token);
-    let reply = access(&mut engine, config, &case.resource, cid, token, query);
     let word = |b: bool| if b { "granted" } else { "denied" };
-    let mut out = vec![("get".to_string(), word(reply.get))];
-    for m in METHODS {
-        out.push((format!("call.{m}"), word(reply.allows(m))));
+    let mut session = Session::start(config, case);
+    let mut out = Vec::new();
+    for (i, step) in case.steps.iter().enumerate() {
+        let label = |what: &str| match case.sequence {
+            true => format!("step {} {what}", i + 1),
+            false => what.to_string(),
+        };
+        let acted = session.act(step);
+        if let (Some(outcome), Some(Action::Set(_) | Action::Reset)) = (acted.outcome, &step.action)
+        {
+            let method = step.action.as_ref().map_or("", Action::key);
+            out.push((label(method), outcome.word().to_string()));
+        }
+        let asks = match case.sequence {
+            true => step.expect.get.is_some() || step.expect.call.is_some(),
+            false => i == 0,
+        };
+        if !asks {
+            continue;
+        }
+        let Some(reply) = session.ask(step) else {
+            out.push((label("access"), "unserved".to_string()));
+            continue;
+        };
+        out.push((label("get"), word(reply.get).to_string()));
+        for m in METHODS {
+            out.push((
+                label(&format!("call.{m}")),
+                word(reply.allows(m)).to_string(),
+            ));
+        }
     }
     Some((res.pattern.to_string(), out))
 }

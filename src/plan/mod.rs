@@ -1,8 +1,8 @@
 //! `connres plan OLD NEW`: what a reload from one config to another would do, before
 //! anyone applies it, as Terraform's `plan` shows a change: patterns added and removed,
 //! fields and rules changed, settings that apply at once or only on restart, the exact
-//! `system.reset` it would publish, and the access decisions that change for the cases
-//! of the rule tests (`decisions.rs`).
+//! `system.reset` it would publish, and the decisions that change for the cases of the
+//! rule tests: access answers and the outcomes of clients' calls (`decisions.rs`).
 
 use std::fmt::Write as _;
 
@@ -23,8 +23,9 @@ pub enum Verdict {
     NoChange = 0,
     /// The reload changes what is served or published, but no tested decision.
     Changes = 2,
-    /// An access decision of a rule-test case changes: one that the old config served
-    /// and the new one serves (a case of a resource added or removed is a change).
+    /// A decision of a rule-test case changes (an access answer, or the outcome of a
+    /// client's call) on a resource that the old config served and the new one serves
+    /// (a case of a resource added or removed is a change).
     DecisionsChange = 3,
 }
 
@@ -115,7 +116,7 @@ pub fn plan(old: &Config, new: &Config, suites: &[Suite]) -> Plan {
         );
         let files: Vec<&str> = suites.iter().map(|s| s.file.as_str()).collect();
         let heading = format!(
-            "access decisions that change for the rule tests ({}):",
+            "decisions that change for the rule tests ({}):",
             files.join(", ")
         );
         if cases.changed.is_empty() {
@@ -139,7 +140,7 @@ pub fn plan(old: &Config, new: &Config, suites: &[Suite]) -> Plan {
         match verdict {
             Verdict::NoChange => "no change a gateway or client would notice",
             Verdict::Changes => "the reload changes what is served (exit 2)",
-            Verdict::DecisionsChange => "the reload changes tested access decisions (exit 3)",
+            Verdict::DecisionsChange => "the reload changes tested decisions (exit 3)",
         }
     );
     Plan { text: out, verdict }
@@ -185,7 +186,7 @@ fn field_changes(o: &Resource, n: &Resource) -> Vec<String> {
     }
     for f in &o.fields {
         if n.field(&f.name).is_none() {
-            let dropped = if f.writable {
+            let dropped = if f.writable.ever() {
                 ", written values dropped"
             } else {
                 ""
@@ -231,7 +232,7 @@ fn what_changed(a: &FieldDef, b: &FieldDef) -> Vec<String> {
     constraint("max_length", len(x), len(y));
     let re = |c: &crate::field::Constraints| c.pattern.as_ref().map(|r| r.as_str().to_string());
     constraint("pattern", re(x), re(y));
-    if x != y && b.writable {
+    if x != y && b.writable.ever() {
         what.push("stored values re-checked, invalid ones dropped".to_string());
     }
     if a.writable != b.writable {

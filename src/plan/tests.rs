@@ -71,9 +71,8 @@ fn a_field_change_and_a_removal() {
         p.text
     );
     assert!(
-        p.text.contains(
-            "access decisions that change for the rule tests (resources.test.yaml): none"
-        ),
+        p.text
+            .contains("decisions that change for the rule tests (resources.test.yaml): none"),
         "{}",
         p.text
     );
@@ -132,4 +131,61 @@ fn a_served_decision_that_changes_beside_an_addition_is_exit_3() {
         p.text
     );
     assert!(!p.text.contains("unserved"), "{}", p.text);
+}
+
+#[test]
+fn a_writable_rule_change_is_a_field_change() {
+    let new = SHIPPED.replace(
+        "default: light, enum: [light, dark], writable: true",
+        "default: light, enum: [light, dark], writable: token != null",
+    );
+    let p = plan(&config(SHIPPED), &config(&new), &suites());
+    assert!(
+        p.text
+            .contains("session.prefs.{cid}: ~ theme (writable true -> `token != null`)"),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text
+            .contains(r#"system.reset:     {"resources":["session.prefs.*"],"access":[]}"#),
+        "{}",
+        p.text
+    );
+}
+
+#[test]
+fn the_decisions_of_a_sequence_are_compared_step_by_step() {
+    let cases = crate::ruletest::parse(
+        "seq.test.yaml",
+        "tests:\n  - name: after logout\n    resource: session.prefs.c1\n    cid: c1\n    token: { userId: 1 }\n    steps:\n      - token: null\n        call: { set: false }\n      - set: { theme: dark }\n        outcome: denied\n",
+    )
+    .unwrap();
+    let new = SHIPPED.replace(
+        "set: cid == params.cid && token != null",
+        "set: cid == params.cid",
+    );
+    let p = plan(&config(SHIPPED), &config(&new), &[cases]);
+    assert_eq!(p.verdict, Verdict::DecisionsChange, "{}", p.text);
+    assert!(
+        p.text.contains("  seq.test.yaml:2:5: after logout: step 1 call.set denied -> granted, step 2 set denied -> ok\n"),
+        "{}",
+        p.text
+    );
+}
+
+#[test]
+fn a_writable_rule_that_refuses_a_tested_set_changes_a_decision() {
+    let new = SHIPPED.replace(
+        "fontSize: { type: integer, default: 14, min: 8, max: 32, writable: true }",
+        "fontSize: { type: integer, default: 14, min: 8, max: 32, writable: token.userId == 1 }",
+    );
+    let p = plan(&config(SHIPPED), &config(&new), &suites());
+    assert_eq!(p.verdict, Verdict::DecisionsChange, "{}", p.text);
+    assert!(
+        p.text
+            .contains("preferences can be set after login: set ok -> invalid"),
+        "{}",
+        p.text
+    );
 }

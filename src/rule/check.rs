@@ -3,7 +3,8 @@
 //! rule that gives a string would only ever deny, at run time. The check infers a
 //! coarse type for each expression (unknown where the value comes from a token or a
 //! comprehension) and reports what can only fail:
-//! - `model.<field>` naming no field of the resource (with "did you mean");
+//! - `model.<field>` or `values.<field>` naming no field of the resource (with "did you
+//!   mean");
 //! - `==`, `!=`, `<`, ... between values of known, different kinds (a string and a
 //!   number, say): always false or an error, never what was meant;
 //! - a rule whose value is known not to be a boolean.
@@ -114,7 +115,8 @@ impl<'e> Check<'_, '_, 'e> {
             Expr::Ident(name) if self.bound.contains(&name.as_str()) => Ty::Dyn,
             Expr::Ident(name) => match name.as_str() {
                 "cid" => Ty::String,
-                "params" | "model" => Ty::Map,
+                "params" | "model" | "values" => Ty::Map,
+                "fields" => Ty::List,
                 // `query` is a string or null; `token` anything.
                 _ => Ty::Dyn,
             },
@@ -127,7 +129,7 @@ impl<'e> Check<'_, '_, 'e> {
                 }
                 match operand {
                     Some("params") => Ty::String,
-                    Some("model") => self.model_field(&sel.field),
+                    Some(var @ ("model" | "values")) => self.field(var, &sel.field),
                     _ => {
                         self.ty(&sel.operand, next);
                         Ty::Dyn
@@ -176,18 +178,19 @@ impl<'e> Check<'_, '_, 'e> {
         }
     }
 
-    fn model_field(&mut self, name: &str) -> Ty {
+    /// `model.<name>` or `values.<name>` (`var`): the field's type.
+    fn field(&mut self, var: &str, name: &str) -> Ty {
         if let Some((_, ty)) = self.schema.fields.iter().find(|(f, _)| *f == name) {
             return ty.map_or(Ty::Dyn, Ty::of_field);
         }
         let names: Vec<&str> = self.schema.fields.iter().map(|(f, _)| *f).collect();
         let hint = match crate::config::suggestion(name, &names) {
-            Some(s) => format!("; did you mean `model.{s}`?"),
+            Some(s) => format!("; did you mean `{var}.{s}`?"),
             None if names.is_empty() => " (it has no fields)".to_string(),
             None => format!(" (its fields: {})", names.join(", ")),
         };
         self.problems.push(format!(
-            "`model.{name}` is not a field of this resource{hint}"
+            "`{var}.{name}` is not a field of this resource{hint}"
         ));
         Ty::Dyn
     }
@@ -262,86 +265,4 @@ fn show(expr: &IdedExpr) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn problems(rule: &str) -> Vec<String> {
-        let schema = Schema {
-            fields: vec![
-                ("items", Some(FieldType::Integer)),
-                ("owner", Some(FieldType::String)),
-                ("open", Some(FieldType::Boolean)),
-                ("extra", Some(FieldType::Data)),
-                ("broken", None),
-            ],
-        };
-        Rule::compile(rule).unwrap().check(&schema)
-    }
-
-    #[test]
-    fn sound_rules_pass() {
-        for rule in [
-            "cid == params.cid",
-            "cid == params.cid && token != null",
-            "token.role == 'admin' || token.roles.exists(r, r == 'admin')",
-            "model.items > 0 && model.owner == cid && model.open",
-            "model.extra.anything == 3 && has(model.owner)",
-            "query == null || query.startsWith('x')",
-            "size(model.owner) < 10 && model.items + 1 == 2",
-            "true",
-            "model.owner == null",
-            "[1, 2].all(x, x > 0)",
-            "token.n == 1 ? cid == 'a' : false",
-            "params['cid'] == cid",
-        ] {
-            assert_eq!(problems(rule), Vec::<String>::new(), "{rule}");
-        }
-    }
-
-    #[test]
-    fn misspelt_model_fields_are_named_with_a_suggestion() {
-        assert_eq!(
-            problems("model.itmes == 0"),
-            ["`model.itmes` is not a field of this resource; did you mean `model.items`?"]
-        );
-        assert_eq!(
-            problems("model.colour == 'red'"),
-            ["`model.colour` is not a field of this resource (its fields: items, owner, open, extra, broken)"]
-        );
-        // A comprehension variable named `model` is not the model.
-        assert!(problems("[{'x': 1}].exists(model, model.x == 1)").is_empty());
-    }
-
-    #[test]
-    fn a_field_whose_type_is_in_error_is_still_a_field_of_any_type() {
-        assert!(problems("model.broken == 'x' || model.broken > 2").is_empty());
-        assert_eq!(
-            problems("model.brokn == 1"),
-            ["`model.brokn` is not a field of this resource; did you mean `model.broken`?"]
-        );
-    }
-
-    #[test]
-    fn strings_compared_with_non_strings_are_errors() {
-        assert_eq!(
-            problems("cid == 3"),
-            ["`cid` (a string) is compared with `3` (a number): they can never be equal or ordered, so this is always false or an error"]
-        );
-        assert_eq!(problems("params.cid != true").len(), 1);
-        assert_eq!(problems("model.items == 'three'").len(), 1);
-        assert_eq!(problems("model.owner < 2").len(), 1);
-    }
-
-    #[test]
-    fn rules_that_are_not_booleans_are_errors() {
-        assert_eq!(
-            problems("model.items"),
-            ["the rule gives a number, not true or false, so it always denies"]
-        );
-        assert_eq!(problems("params.cid").len(), 1);
-        assert_eq!(problems("'true'").len(), 1);
-        assert_eq!(problems("[true]").len(), 1);
-        // Unknown values may be booleans.
-        assert!(problems("token.admin").is_empty());
-    }
-}
+mod tests;

@@ -1,20 +1,26 @@
-//! Access rules: CEL expressions compiled at load and evaluated per request over
-//! `cid`, `token`, `params`, `query` and `model`. Anything but `true` denies.
+//! Rules: CEL expressions compiled at load and evaluated per request over `cid`,
+//! `token`, `params`, `query` and `model`, and in a call's rules over `values` and
+//! `fields` too. Anything but `true` denies.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
 use cel::{Context, Env, Program};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-/// The variables a rule may read.
-pub const VARIABLES: [&str; 5] = ["cid", "token", "params", "query", "model"];
+/// The variables a rule may read. `values` and `fields` describe a call: only the
+/// rules of a call (`access.call`, a field's `writable`) may read them.
+pub const VARIABLES: [&str; 7] = [
+    "cid", "token", "params", "query", "model", "values", "fields",
+];
 const CID: usize = 0;
 const TOKEN: usize = 1;
 const PARAMS: usize = 2;
 const QUERY: usize = 3;
 const MODEL: usize = 4;
+const VALUES: usize = 5;
+const FIELDS: usize = 6;
 
 mod check;
 mod native;
@@ -32,7 +38,7 @@ pub struct Rule {
     source: String,
     program: Arc<Program>,
     /// Which of [`VARIABLES`] the rule reads, in that order; only those are bound.
-    reads: [bool; 5],
+    reads: [bool; 7],
     /// The captures the rule selects as `params.<name>`.
     params: Vec<String>,
     /// The rule without CEL, when it has one of the common shapes (see [`native`]).
@@ -53,6 +59,10 @@ pub struct RuleInput<'a> {
     pub params: &'a [(&'a str, &'a str)],
     pub query: Option<&'a str>,
     pub model: Option<&'a Value>,
+    /// The values a call writes, by field (see [`crate::config::Resource::call_values`]);
+    /// `None` where there is no call (an access request): `values` is then `{}` and
+    /// `fields` `[]`.
+    pub values: Option<&'a Map<String, Value>>,
 }
 
 impl Rule {
@@ -100,9 +110,16 @@ impl Rule {
         let mut free = walk.free;
         free.sort_unstable();
         if let Some(var) = free.iter().find(|v| !VARIABLES.contains(v)) {
+            // `yes`, `on`: a YAML 1.1 boolean, which YAML 1.2 reads as a string.
+            let hint = match var.to_ascii_lowercase().as_str() {
+                "yes" | "no" | "on" | "off" | "y" | "n" if source.trim() == *var => {
+                    "; YAML reads only true and false as booleans: write true or false"
+                }
+                _ => "",
+            };
             return Err(RuleError {
                 message: format!(
-                    "rule reads unknown variable `{var}` (rules can read {})",
+                    "rule reads unknown variable `{var}` (rules can read {}){hint}",
                     VARIABLES.join(", ")
                 ),
                 pos: None,
@@ -135,6 +152,20 @@ impl Rule {
 
     pub fn reads_model(&self) -> bool {
         self.reads[MODEL]
+    }
+
+    /// The call variables (`values`, `fields`) the rule reads, in that order.
+    pub fn call_variables_read(&self) -> Vec<&'static str> {
+        [VALUES, FIELDS]
+            .into_iter()
+            .filter(|&i| self.reads[i])
+            .map(|i| VARIABLES[i])
+            .collect()
+    }
+
+    /// True when the rule reads what a call writes (`values` or `fields`).
+    pub fn reads_call(&self) -> bool {
+        self.reads[VALUES] || self.reads[FIELDS]
     }
 
     /// Evaluates the rule: `Ok(true)` grants, `Ok(false)` denies, `Err` is a rule that
@@ -183,6 +214,20 @@ impl Rule {
             let model = to_cel(input.model.unwrap_or(&Value::Null));
             ctx.add_variable_from_value(VARIABLES[MODEL], model);
         }
+        let no_call = Map::new();
+        let values = input.values.unwrap_or(&no_call);
+        if self.reads[VALUES] {
+            ctx.add_variable_from_value(VARIABLES[VALUES], to_cel_map(values));
+        }
+        if self.reads[FIELDS] {
+            let mut names: Vec<&String> = values.keys().collect();
+            names.sort_unstable();
+            let names = names
+                .into_iter()
+                .map(|n| cel::Value::String(Arc::new(n.clone())))
+                .collect();
+            ctx.add_variable_from_value(VARIABLES[FIELDS], cel::Value::List(Arc::new(names)));
+        }
         match self.program.execute(&ctx) {
             Ok(cel::Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!("rule gave {other:?}, not a boolean")),
@@ -204,14 +249,16 @@ fn to_cel(value: &Value) -> cel::Value {
         },
         Value::String(s) => cel::Value::String(Arc::new(s.clone())),
         Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
-        Value::Object(map) => {
-            let map: HashMap<cel::objects::Key, cel::Value> = map
-                .iter()
-                .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
-                .collect();
-            cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
-        }
+        Value::Object(map) => to_cel_map(map),
     }
+}
+
+fn to_cel_map(map: &Map<String, Value>) -> cel::Value {
+    let map: HashMap<cel::objects::Key, cel::Value> = map
+        .iter()
+        .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
+        .collect();
+    cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
 }
 
 /// How deeply brackets may nest in a rule. The CEL parser recurses per level and would

@@ -191,6 +191,7 @@ mod tests {
                 params: &params,
                 query: None,
                 model: None,
+                values: None,
             };
             let cel = rule.eval_cel(&input);
             prop_assert_eq!(rule.eval(&input), cel.clone(), "{}", source);

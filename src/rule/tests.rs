@@ -12,6 +12,7 @@ fn input<'a>(
         params,
         query: None,
         model: None,
+        values: None,
     }
 }
 
@@ -128,4 +129,44 @@ fn rejects_bad_syntax_and_unknown_variables() {
         "{}",
         e.message
     );
+}
+
+#[test]
+fn a_call_s_values_and_fields() {
+    let r = Rule::compile("fields.all(f, f == 'coupon') || values.items < 3").unwrap();
+    assert!(r.reads_call());
+    assert_eq!(r.call_variables_read(), ["values", "fields"]);
+    let values = json!({"coupon": "X", "items": 5});
+    let values = values.as_object().unwrap();
+    let mut i = input("c1", None, &[]);
+    i.values = Some(values);
+    assert_eq!(r.eval(&i), Ok(false));
+    let fewer = json!({"coupon": "X", "items": 2});
+    i.values = fewer.as_object();
+    assert_eq!(r.eval(&i), Ok(true));
+    let coupon = json!({"coupon": "X"});
+    i.values = coupon.as_object();
+    assert_eq!(r.eval(&i), Ok(true));
+    // No call (an access request): no values, no fields.
+    i.values = None;
+    assert_eq!(r.eval(&i), Ok(true));
+    let r = Rule::compile("fields == ['a', 'b'] && size(values) == 2").unwrap();
+    let unsorted: serde_json::Map<String, Value> =
+        [("b".to_string(), json!(1)), ("a".to_string(), json!(2))]
+            .into_iter()
+            .collect();
+    i.values = Some(&unsorted);
+    assert_eq!(r.eval(&i), Ok(true), "fields are sorted");
+    assert!(!Rule::compile("model.x == 1").unwrap().reads_call());
+}
+
+#[test]
+fn a_yaml_1_1_boolean_gets_a_hint() {
+    let e = Rule::compile("yes").unwrap_err();
+    assert_eq!(
+        e.message,
+        "rule reads unknown variable `yes` (rules can read cid, token, params, query, model, values, fields); YAML reads only true and false as booleans: write true or false"
+    );
+    let e = Rule::compile("on && cid == 'a'").unwrap_err();
+    assert!(!e.message.contains("YAML"), "{}", e.message);
 }

@@ -1,24 +1,25 @@
 //! `connres test`: rule tests. A test file (`*.test.yaml`, beside the config by
-//! default; `select.rs` decides which config each file tests) lists cases: a connection (cid and token) asks for a resource, and the case
-//! says what access it must get, what a `set` must do and what the model must hold.
-//! Each case runs through a real engine, without NATS. Failures name the rule that
-//! decided, with its text and place; the report ends with the rules and fields no case
-//! exercised.
+//! default; `select.rs` decides which config each file tests, `parse.rs` reads it)
+//! lists cases: a connection (cid and token) asks for a resource, and the case says
+//! what access it must get, what a `set` must do and what the model must hold; or
+//! `steps`, a sequence of such requests, token changes, backend writes and waits, each
+//! with its expectations. Each case runs through a real engine, without NATS
+//! (`session.rs`), step by step (`run.rs`). Failures name the rule that decided, with
+//! its text and place; the report ends with the rules and fields no case exercised.
 
 mod parse;
+mod run;
 mod select;
+mod session;
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
-pub use parse::{parse, CallExpect, Case, Suite};
+pub use parse::{parse, Action, CallExpect, Case, Expect, Step, Suite};
 pub use select::{assign, discover, load, Discovered, Run};
+pub(crate) use session::Session;
 
-use crate::config::{Config, Resource, METHODS};
-use crate::explain::{access, call, engine_with, model_of, name_hint, rule_model};
-use crate::rule::RuleInput;
+use crate::config::Config;
+use run::{rule_key, Exercised, Names};
 
 /// What a run found.
 #[derive(Debug, Default)]
@@ -60,11 +61,15 @@ impl Report {
 /// Runs every case of `suites` against `config` (named `config_path` in messages).
 pub fn run(config: &Config, config_path: &str, suites: &[Suite]) -> Report {
     let mut report = Report::default();
-    let mut exercised: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut exercised = Exercised::new();
     for suite in suites {
+        let names = Names {
+            config_path,
+            file: &suite.file,
+        };
         for case in &suite.cases {
             let heading = format!("FAIL {}:{}: {}", suite.file, case.at, case.name);
-            match run_case(config, config_path, case, &mut exercised) {
+            match run::case(config, &names, case, &mut exercised) {
                 Ok(()) => report.passed += 1,
                 Err(problems) => report
                     .failures
@@ -100,187 +105,5 @@ pub fn run(config: &Config, config_path: &str, suites: &[Suite]) -> Report {
     report
 }
 
-fn rule_key(name: &str) -> String {
-    format!("rule {name}")
-}
-
-/// Runs one case; `Err` lists what did not hold.
-fn run_case(
-    config: &Config,
-    config_path: &str,
-    case: &Case,
-    exercised: &mut BTreeSet<(String, String)>,
-) -> Result<(), Vec<String>> {
-    let Some((res, params)) = config.resolve(&case.resource) else {
-        return Err(vec![format!(
-            "  no resource pattern matches `{}`{}",
-            case.resource,
-            name_hint(config, &case.resource)
-        )]);
-    };
-    let pattern = res.pattern.to_string();
-    let mut mark = |what: String| {
-        exercised.insert((pattern.clone(), what));
-    };
-    let token = case.token.as_ref();
-    let mut engine = engine_with(config, &case.cid, token);
-    let model_for_rules = res
-        .access_reads_model()
-        .then(|| rule_model(&mut engine, config, &case.resource));
-    let input = RuleInput {
-        cid: &case.cid,
-        token,
-        params: &params,
-        query: case.query.as_deref(),
-        model: model_for_rules.as_ref(),
-    };
-    let granted = access(
-        &mut engine,
-        config,
-        &case.resource,
-        &case.cid,
-        token,
-        case.query.as_deref(),
-    );
-    let mut problems = Vec::new();
-    let mut expect =
-        |what: &str, rule: &str, expected: bool, got: bool, problems: &mut Vec<String>| {
-            mark(rule_key(rule));
-            if expected != got {
-                problems.push(format!(
-                    "  {what}: expected {}, got {}\n{}",
-                    word(expected),
-                    word(got),
-                    why(res, rule, &input, config_path)
-                ));
-            }
-        };
-    if let Some(get) = case.get {
-        expect("get", "get", get, granted.get, &mut problems);
-    }
-    let methods: Vec<(String, bool)> = match &case.call {
-        None => Vec::new(),
-        Some(CallExpect::All(b)) => METHODS.iter().map(|m| (m.to_string(), *b)).collect(),
-        Some(CallExpect::Methods(m)) => m.clone(),
-    };
-    for (method, expected) in &methods {
-        let rule = rule_name(res, method);
-        expect(
-            &format!("call.{method}"),
-            &rule,
-            *expected,
-            granted.allows(method),
-            &mut problems,
-        );
-    }
-    if let Some(values) = &case.set {
-        mark(rule_key(&rule_name(res, "set")));
-        for field in values.as_object().into_iter().flat_map(|m| m.keys()) {
-            mark(format!("field {field}"));
-        }
-        let outcome = if !granted.allows("set") {
-            "denied".to_string()
-        } else {
-            match call(
-                &mut engine,
-                config,
-                &case.resource,
-                "set",
-                &case.cid,
-                token,
-                values,
-            ) {
-                Ok(()) => "ok".to_string(),
-                Err((code, message)) => format!("{code}: {message}"),
-            }
-        };
-        let expected = case.outcome.as_deref().unwrap_or("ok");
-        let expected_code = match expected {
-            "invalid" => "system.invalidParams",
-            other => other,
-        };
-        let matches = outcome == expected || outcome.split(':').next() == Some(expected_code);
-        if !matches {
-            let mut problem = format!("  set: expected {expected}, got {outcome}");
-            if outcome == "denied" || expected == "denied" {
-                let _ = write!(
-                    problem,
-                    "\n{}",
-                    why(res, &rule_name(res, "set"), &input, config_path)
-                );
-            }
-            problems.push(problem);
-        }
-    }
-    if let Some(expected) = &case.model {
-        let model = model_of(&mut engine, config, &case.resource);
-        for (field, want) in expected {
-            mark(format!("field {field}"));
-            let got = model.get(field).unwrap_or(&Value::Null);
-            if res.field(field).is_none() {
-                let names: Vec<&str> = res.fields.iter().map(|f| f.name.as_str()).collect();
-                let hint = crate::config::suggestion(field, &names)
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
-                problems.push(format!(
-                    "  model.{field}: not a field of `{}`{hint}",
-                    res.pattern
-                ));
-            } else if got != want {
-                problems.push(format!("  model.{field}: expected {want}, got {got}"));
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems)
-    }
-}
-
-fn word(granted: bool) -> &'static str {
-    if granted {
-        "granted"
-    } else {
-        "denied"
-    }
-}
-
-/// The site name of the rule that decides `method`.
-fn rule_name(res: &Resource, method: &str) -> String {
-    let specific = format!("call.{method}");
-    if res.sites.get(&specific).is_some() {
-        specific
-    } else {
-        "call".to_string()
-    }
-}
-
-/// The rule behind a decision: its place, text and result.
-fn why(res: &Resource, name: &str, input: &RuleInput, config_path: &str) -> String {
-    let rule = match name {
-        "get" => res.access.get.as_ref(),
-        "call" => res
-            .access
-            .call
-            .rule("*")
-            .or_else(|| res.access.call.rule("")),
-        n => n
-            .strip_prefix("call.")
-            .and_then(|m| res.access.call.rule(m)),
-    };
-    match (rule, res.sites.get(name)) {
-        (Some(rule), Some(site)) => {
-            let result = match rule.eval(input) {
-                Ok(b) => word(b).to_string(),
-                Err(e) => format!("error, so denied: {e}"),
-            };
-            format!(
-                "    rule {name} at {}: {} -> {result}",
-                site.show(config_path),
-                rule.source()
-            )
-        }
-        _ => format!("    no `{name}` rule in `{}`: denied", res.pattern),
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -1,14 +1,16 @@
-//! Reading a rule test file (`*.test.yaml`), every error with its position.
+//! Reading a rule test file (`*.test.yaml`), every error with its position: the file
+//! here, a case and its steps in `parse/case.rs`.
+
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::config::yaml::{self, Kind, Yaml};
 use crate::config::{suggestion, ConfigError, ConfigErrors, Pos};
 
+mod case;
+
 const TOP_KEYS: &[&str] = &["config", "tests"];
-const CASE_KEYS: &[&str] = &[
-    "name", "resource", "cid", "token", "query", "get", "call", "set", "outcome", "model",
-];
 
 /// The cases of one test file.
 #[derive(Debug, Clone)]
@@ -20,25 +22,117 @@ pub struct Suite {
     pub cases: Vec<Case>,
 }
 
-/// One case: a request by a connection, and what it must give.
+/// One case: what connections do, in order, and what they must get.
 #[derive(Debug, Clone)]
 pub struct Case {
     pub name: String,
     pub at: Pos,
+    /// The resource its steps ask for, unless a step names another.
+    pub resource: String,
+    /// The connection its steps are made by, unless a step names another.
+    pub cid: String,
+    /// That connection's token at the start, delivered as the auth service would.
+    pub token: Option<Value>,
+    /// The query of its requests.
+    pub query: Option<String>,
+    /// What happens, in order. A case without `steps:` is two: its access
+    /// expectations, then its `set` and `model`.
+    pub steps: Vec<Step>,
+    /// Written with `steps:`.
+    pub sequence: bool,
+}
+
+/// One step of a case: at most one thing done, then what must hold.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub at: Pos,
     pub resource: String,
     pub cid: String,
-    pub token: Option<Value>,
-    pub query: Option<String>,
-    /// The expected `get` decision of an access request.
+    pub action: Option<Action>,
+    pub expect: Expect,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// The auth service sets the connection's token; `None` logs it out.
+    Token(Option<Value>),
+    /// The connection calls `set` with these values, as a client through the gateway:
+    /// an access request first.
+    Set(Value),
+    /// The connection calls `reset`, likewise.
+    Reset,
+    /// A backend service sets these values through the write API.
+    BackendSet(Map<String, Value>),
+    /// A backend service resets the model through the write API.
+    BackendReset,
+    /// Time passes without a request; idle state expires as the sweep drops it.
+    Wait(Duration),
+}
+
+impl Action {
+    /// The step's key, as written.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Action::Token(_) => "token",
+            Action::Set(_) => "set",
+            Action::Reset => "reset",
+            Action::BackendSet(_) => "backend_set",
+            Action::BackendReset => "backend_reset",
+            Action::Wait(_) => "wait",
+        }
+    }
+
+    /// The action as a person reads it in a report: `token null`, `set {"x":1}`.
+    pub fn show(&self) -> String {
+        match self {
+            Action::Token(t) => format!("token {}", t.as_ref().unwrap_or(&Value::Null)),
+            Action::Set(v) => format!("set {v}"),
+            Action::BackendSet(v) => format!("backend_set {}", Value::Object(v.clone())),
+            Action::Wait(d) => format!("wait {}", duration(*d)),
+            Action::Reset | Action::BackendReset => self.key().to_string(),
+        }
+    }
+
+    /// True for what answers with an outcome: calls and backend writes.
+    pub fn answers(&self) -> bool {
+        !matches!(self, Action::Token(_) | Action::Wait(_))
+    }
+}
+
+/// A duration in the largest unit that divides it: `24h`, `90m`, `45s`.
+fn duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (d.subsec_nanos(), secs) {
+        (0, s) if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        (0, s) if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        (0, s) => format!("{s}s"),
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
+/// What must hold after a step.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// The `get` decision of an access request.
     pub get: Option<bool>,
-    /// The expected call decisions.
+    /// The call decisions of an access request.
     pub call: Option<CallExpect>,
-    /// Values to `set` (after the access request).
-    pub set: Option<Value>,
-    /// The set's expected outcome: `ok`, `denied`, `invalid` or a RES error code.
+    /// The step's outcome: `ok` (the default for a step that answers), `denied`,
+    /// `invalid` or a RES error code.
     pub outcome: Option<String>,
-    /// Values the model must hold at the end (other fields are not compared).
+    /// Text the outcome's error message must contain.
+    pub error: Option<String>,
+    /// Values the model must hold (other fields are not compared).
     pub model: Option<Map<String, Value>>,
+}
+
+impl Expect {
+    /// True when the step looks at what a client of its connection would see: an
+    /// access request, then the model.
+    pub fn looks(&self) -> bool {
+        self.get.is_some() || self.call.is_some() || self.model.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,21 +144,14 @@ pub enum CallExpect {
 
 /// Parses a test file.
 pub fn parse(file: &str, source: &str) -> Result<Suite, ConfigErrors> {
-    let mut errors = Vec::new();
-    let mut error = |pos: Pos, message: String| {
-        errors.push(ConfigError {
-            file: None,
-            pos,
-            message,
-        })
-    };
+    let mut errors = Errors::default();
     let mut cases = Vec::new();
     let mut config = None;
     match yaml::parse(source) {
-        Err(e) => error(e.pos, e.message),
+        Err(e) => errors.at(e.pos, e.message),
         Ok((doc, duplicates)) => {
             for d in duplicates {
-                error(d.pos, d.message);
+                errors.at(d.pos, d.message);
             }
             let entries = match &doc.kind {
                 Kind::Map(entries) => entries.as_slice(),
@@ -74,7 +161,7 @@ pub fn parse(file: &str, source: &str) -> Result<Suite, ConfigErrors> {
                 .iter()
                 .filter(|(k, _)| !TOP_KEYS.contains(&k.name.as_str()))
             {
-                error(key.pos, unknown(&key.name, "the top level", TOP_KEYS));
+                errors.at(key.pos, unknown(&key.name, "the top level", TOP_KEYS));
             }
             match entries.iter().find(|(k, _)| k.name == "config") {
                 None => {}
@@ -90,14 +177,14 @@ pub fn parse(file: &str, source: &str) -> Result<Suite, ConfigErrors> {
                         Kind::Str(_) => "an empty string",
                         _ => other.type_name(),
                     };
-                    error(
+                    errors.at(
                         other.pos,
                         format!("`config` must be the path of the config the file tests, relative to the file, not {what}"),
                     )
                 }
             }
             match entries.iter().find(|(k, _)| k.name == "tests") {
-                None => error(
+                None => errors.at(
                     Pos { line: 1, col: 1 },
                     "missing `tests:` (a list of cases)".into(),
                 ),
@@ -109,18 +196,19 @@ pub fn parse(file: &str, source: &str) -> Result<Suite, ConfigErrors> {
                     },
                 )) => {
                     for item in items {
-                        if let Some(case) = case(item, &mut error) {
+                        if let Some(case) = case::case(item, &mut errors) {
                             cases.push(case);
                         }
                     }
                 }
-                Some((_, other)) => error(
+                Some((_, other)) => errors.at(
                     other.pos,
                     format!("`tests` must be a list of cases, not {}", other.type_name()),
                 ),
             }
         }
     }
+    let mut errors = errors.0;
     if errors.is_empty() {
         Ok(Suite {
             file: file.to_string(),
@@ -136,149 +224,24 @@ pub fn parse(file: &str, source: &str) -> Result<Suite, ConfigErrors> {
     }
 }
 
+/// The errors found so far.
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn at(&mut self, pos: Pos, message: String) {
+        self.0.push(ConfigError {
+            file: None,
+            pos,
+            message,
+        })
+    }
+}
+
 fn unknown(name: &str, what: &str, allowed: &[&str]) -> String {
     let hint = match suggestion(name, allowed) {
         Some(s) => format!("; did you mean `{s}`?"),
         None => format!(" (expected one of: {})", allowed.join(", ")),
     };
     format!("unknown key `{name}` in {what}{hint}")
-}
-
-fn case(node: &Yaml, error: &mut impl FnMut(Pos, String)) -> Option<Case> {
-    let Kind::Map(entries) = &node.kind else {
-        error(
-            node.pos,
-            format!("a case must be a mapping, not {}", node.type_name()),
-        );
-        return None;
-    };
-    // A case is where its first key is (a mapping's own position is its first value's).
-    let at = entries.first().map_or(node.pos, |(key, _)| key.pos);
-    let get = |k: &str| {
-        entries
-            .iter()
-            .find(|(key, _)| key.name == k)
-            .map(|(_, v)| v)
-    };
-    for (key, _) in entries
-        .iter()
-        .filter(|(k, _)| !CASE_KEYS.contains(&k.name.as_str()))
-    {
-        error(key.pos, unknown(&key.name, "a case", CASE_KEYS));
-    }
-    let mut string = |k: &str, required: bool| match get(k) {
-        Some(Yaml {
-            kind: Kind::Str(s), ..
-        }) => Some(s.clone()),
-        Some(other) => {
-            error(
-                other.pos,
-                format!("`{k}` must be a string, not {}", other.type_name()),
-            );
-            None
-        }
-        None if required => {
-            error(at, format!("a case needs `{k}`"));
-            None
-        }
-        None => None,
-    };
-    let name = string("name", true);
-    let resource = string("resource", true);
-    let cid = string("cid", true);
-    let query = string("query", false);
-    let outcome = string("outcome", false);
-    let mut boolean = |k: &str| match get(k) {
-        Some(Yaml {
-            kind: Kind::Bool(b),
-            ..
-        }) => Some(*b),
-        Some(other) => {
-            error(
-                other.pos,
-                format!("`{k}` must be true or false, not {}", other.type_name()),
-            );
-            None
-        }
-        None => None,
-    };
-    let get_expect = boolean("get");
-    let call = match get("call") {
-        None => None,
-        Some(Yaml {
-            kind: Kind::Bool(b),
-            ..
-        }) => Some(CallExpect::All(*b)),
-        Some(Yaml {
-            kind: Kind::Map(methods),
-            ..
-        }) => {
-            let mut out = Vec::new();
-            for (m, v) in methods {
-                match v.kind {
-                    Kind::Bool(b) => out.push((m.name.clone(), b)),
-                    _ => error(
-                        v.pos,
-                        format!(
-                            "`call.{}` must be true or false, not {}",
-                            m.name,
-                            v.type_name()
-                        ),
-                    ),
-                }
-            }
-            Some(CallExpect::Methods(out))
-        }
-        Some(other) => {
-            error(
-                other.pos,
-                format!(
-                    "`call` must be true, false or a mapping of methods to true or false, not {}",
-                    other.type_name()
-                ),
-            );
-            None
-        }
-    };
-    let object = |k: &str, error: &mut dyn FnMut(Pos, String)| match get(k) {
-        Some(
-            v @ Yaml {
-                kind: Kind::Map(_), ..
-            },
-        ) => match v.to_json() {
-            Value::Object(map) => Some(map),
-            _ => None,
-        },
-        Some(other) => {
-            error(
-                other.pos,
-                format!("`{k}` must be a mapping, not {}", other.type_name()),
-            );
-            None
-        }
-        None => None,
-    };
-    let set = object("set", error).map(Value::Object);
-    let model = object("model", error);
-    if outcome.is_some() && set.is_none() {
-        error(
-            node.pos,
-            "`outcome` is the outcome of a `set`: give the values to set".into(),
-        );
-    }
-    let token = get("token").map(Yaml::to_json).filter(|t| !t.is_null());
-    let at = entries.first().map_or(node.pos, |(key, _)| key.pos);
-    Some(Case {
-        name: name?,
-        at,
-        resource: resource?,
-        cid: cid?,
-        token,
-        query,
-        get: get_expect,
-        call,
-        set,
-        outcome,
-        model,
-    })
 }

@@ -42,8 +42,9 @@ pub enum Command {
         /// Configs to check (files or directories) instead of --config.
         paths: Vec<PathBuf>,
     },
-    /// Run rule tests (*.test.yaml): each case's access, set outcome and model, then
-    /// the rules and fields no case exercised. Exit 1 on a failing case.
+    /// Run rule tests (*.test.yaml): each case's access, set outcome and model (or each
+    /// step's, for a case with `steps`), then the rules and fields no case exercised.
+    /// Exit 1 on a failing case.
     Test {
         /// The config for test files that name none (no `config:` key, no X.yaml beside
         /// X.test.yaml; without --config, resources.yaml for those beside it). A test
@@ -57,7 +58,8 @@ pub enum Command {
         paths: Vec<PathBuf>,
     },
     /// What a reload from OLD to NEW would do: patterns, fields and rules changed, the
-    /// system.reset it would publish, access decisions that change for the rule tests.
+    /// system.reset it would publish, the decisions (access answers, outcomes of
+    /// clients' calls) that change for the rule tests.
     /// Exit 0: no change; 2: changes (resources added or removed included); 3: a
     /// tested decision on a resource served before and after changes; 1: an error.
     Plan {

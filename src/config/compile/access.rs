@@ -1,11 +1,20 @@
-//! Compiling a resource's access rules: CEL compiled once per source, the captures
-//! they read, and the static checks against the resource's fields.
+//! Compiling a resource's rules (its access rules, and its fields' `writable` rules):
+//! CEL compiled once per source, the captures they read, what a rule of a get may not
+//! read, and the static checks against the resource's fields.
 
 use super::{Compiler, ACCESS_KEYS};
 use crate::config::yaml::{Kind, Pos, Yaml};
 use crate::config::{Access, CallAccess, Site, METHODS};
 use crate::pattern::Pattern;
 use crate::rule::{Rule, Schema};
+
+/// What a rule decides: a get, or a call (an access rule of a call, or a `writable`
+/// rule, which may read the call's `values` and `fields`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RuleOf {
+    Get,
+    Call,
+}
 
 impl Compiler {
     /// Every `params.<name>` read must be a capture of the pattern.
@@ -40,7 +49,8 @@ impl Compiler {
             .unwrap_or_default()
         {
             if key.name == "get" {
-                access.get = self.rule(pattern, value, "`access.get`", schema);
+                let on = RuleOf::Get;
+                access.get = self.rule(pattern, value, "`access.get`", "get", schema, on);
                 continue;
             }
             access.call = match &value.kind {
@@ -51,41 +61,56 @@ impl Compiler {
                     let rules = methods
                         .into_iter()
                         .filter_map(|(m, v)| {
-                            let rule = self.rule(
-                                pattern,
-                                v,
-                                &format!("`access.call.{}`", m.name),
-                                schema,
-                            )?;
+                            let site = format!("call.{}", m.name);
+                            let what = format!("`access.{site}`");
+                            let rule = self.rule(pattern, v, &what, &site, schema, RuleOf::Call)?;
                             Some((m.name.clone(), rule))
                         })
                         .collect();
                     CallAccess::Methods(rules)
                 }
                 _ => self
-                    .rule(pattern, value, "`access.call`", schema)
+                    .rule(
+                        pattern,
+                        value,
+                        "`access.call`",
+                        "call",
+                        schema,
+                        RuleOf::Call,
+                    )
                     .map_or(CallAccess::Deny, CallAccess::All),
             };
         }
         access
     }
 
-    fn rule(
+    /// A rule at `node`, named `what` in messages and `site` among the resource's
+    /// sites; `on` says what it decides, and so whether it may read a call's values.
+    pub(super) fn rule(
         &mut self,
         pattern: &Pattern,
         node: &Yaml,
         what: &str,
+        site: &str,
         schema: &Schema,
+        on: RuleOf,
     ) -> Option<Rule> {
         let rule = self.compile_rule(node, what)?;
         let before = self.errors.len();
         self.check_params(pattern, rule.params_read(), node.pos, what);
+        let call_variables = rule.call_variables_read();
+        if on == RuleOf::Get && !call_variables.is_empty() {
+            let read: Vec<String> = call_variables.iter().map(|v| format!("`{v}`")).collect();
+            self.error(
+                node.pos,
+                format!("{what} reads {}, which only the rules of a call can read (`access.call`, a field's `writable`): a get writes nothing", read.join(" and ")),
+            );
+        }
         for problem in rule.check(schema) {
             self.error(node.pos, format!("{what}: {problem}"));
         }
-        let name = what.trim_matches('`').trim_start_matches("access.");
         self.sites.push((
-            name.to_string(),
+            site.to_string(),
             Site {
                 file: self.file.clone(),
                 pos: node.pos,

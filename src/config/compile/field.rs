@@ -4,11 +4,13 @@
 use regex::Regex;
 use serde_json::Value;
 
+use super::access::RuleOf;
 use super::{Compiler, FIELD_KEYS};
 use crate::config::suggestion;
 use crate::config::yaml::{Key, Kind, Yaml};
-use crate::field::{Constraints, FieldDef, FieldType};
+use crate::field::{Constraints, FieldDef, FieldType, Writable};
 use crate::pattern::Pattern;
+use crate::rule::Schema;
 use crate::template::Template;
 
 /// Every field a resource declares, with its type when the type is known.
@@ -16,8 +18,9 @@ pub(super) type Declared = Vec<(String, Option<FieldType>)>;
 
 impl Compiler {
     /// The fields without errors, and every field declared with its type when that is
-    /// known: rules are checked against all the declared ones, so that a field with
-    /// an error of its own is not also "not a field" of every rule reading it.
+    /// known: rules (access rules, and the fields' own `writable` rules) are checked
+    /// against all the declared ones, so that a field with an error of its own is not
+    /// also "not a field" of every rule reading it.
     pub(super) fn fields(&mut self, pattern: &Pattern, node: &Yaml) -> (Vec<FieldDef>, Declared) {
         let Kind::Map(entries) = &node.kind else {
             self.error(
@@ -29,19 +32,28 @@ impl Compiler {
             );
             return Default::default();
         };
-        let declared = entries
+        let declared: Declared = entries
             .iter()
             .filter(|(key, _)| !key.name.is_empty())
             .map(|(key, value)| (key.name.clone(), declared_type(value)))
             .collect();
+        let schema = Schema {
+            fields: declared.iter().map(|(n, ty)| (n.as_str(), *ty)).collect(),
+        };
         let fields = entries
             .iter()
-            .filter_map(|(key, value)| self.field(pattern, key, value))
+            .filter_map(|(key, value)| self.field(pattern, key, value, &schema))
             .collect();
         (fields, declared)
     }
 
-    fn field(&mut self, pattern: &Pattern, key: &Key, node: &Yaml) -> Option<FieldDef> {
+    fn field(
+        &mut self,
+        pattern: &Pattern,
+        key: &Key,
+        node: &Yaml,
+        schema: &Schema,
+    ) -> Option<FieldDef> {
         let name = &key.name;
         if name.is_empty() {
             self.error(key.pos, "a field name must not be empty");
@@ -84,9 +96,10 @@ impl Compiler {
         let description = get("description")
             .and_then(|d| self.string(d, &format!("{what}: `description`")))
             .map(str::to_string);
-        let writable = get("writable")
-            .and_then(|w| self.boolean(w, &format!("{what}: `writable`")))
-            .unwrap_or(false);
+        let writable = match get("writable") {
+            None => Writable::Never,
+            Some(w) => self.writable(pattern, name, w, schema),
+        };
         let source = get("from").and_then(|f| {
             let text = self.string(f, &format!("{what}: `from`"))?;
             let compiled = match self.templates.get(text) {
@@ -109,8 +122,10 @@ impl Compiler {
             }
         });
         if let Some((f, t)) = &source {
-            if writable {
-                self.error(f.pos, format!("{what} has both `from` and `writable: true`; a derived field cannot be written"));
+            match &writable {
+                Writable::Never => {}
+                Writable::Always => self.error(f.pos, format!("{what} has both `from` and `writable: true`; a derived field cannot be written")),
+                Writable::When(_) => self.error(f.pos, format!("{what} has both `from` and a `writable` rule; a derived field cannot be written")),
             }
             let reads = match (t.reads_token(), t.reads_cid()) {
                 (true, _) => Some("token"),
@@ -233,6 +248,39 @@ impl Compiler {
             }
         }
         (self.errors.len() == before).then_some(field)
+    }
+}
+
+impl Compiler {
+    /// `writable:`: true, false, or a rule over what a call's rules read (a rule with
+    /// an error leaves the field in error, so `Never` is never served for it).
+    fn writable(
+        &mut self,
+        pattern: &Pattern,
+        name: &str,
+        node: &Yaml,
+        schema: &Schema,
+    ) -> Writable {
+        let what = format!("field `{name}`: `writable`");
+        match &node.kind {
+            Kind::Bool(true) => Writable::Always,
+            Kind::Bool(false) => Writable::Never,
+            Kind::Str(_) => {
+                let site = format!("fields.{name}.writable");
+                self.rule(pattern, node, &what, &site, schema, RuleOf::Call)
+                    .map_or(Writable::Never, Writable::When)
+            }
+            _ => {
+                self.error(
+                    node.pos,
+                    format!(
+                        "{what} must be true, false or a rule (a CEL expression string), not {}",
+                        node.type_name()
+                    ),
+                );
+                Writable::Never
+            }
+        }
     }
 }
 

@@ -37,7 +37,8 @@ struct Reset {
 
 /// Who may get a resource and call its methods: CEL rules over `cid` (the connection
 /// ID), `token` (the connection's token, null when logged out), `params` (the pattern's
-/// captures), `query` and `model` (the model's values). A rule left out denies.
+/// captures), `query` and `model` (the model's values); call rules also over `values`
+/// (what the call writes, by field) and `fields` (their names). A rule left out denies.
 #[derive(Default, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 struct Access {
@@ -111,11 +112,13 @@ struct Field {
     /// A regular expression the value must match (string fields), e.g. `"^[a-z]+$"`.
     #[serde(default)]
     pattern: Text,
-    /// Clients may set the field (`call.<resource>.set`) and services write it through the
-    /// write API.
+    /// Whether clients may set the field (`call.<resource>.set`, when the resource's
+    /// `access.call` allows the set): true, false, or a rule deciding each set (e.g.
+    /// `token != null`). Services write any field without `from` through the write API,
+    /// writable or not.
     #[serde(default)]
     #[schemars(extend("default" = false))]
-    writable: Flag,
+    writable: Writable,
 }
 
 /// A field's type.
@@ -154,7 +157,10 @@ fn constraints_by_type(schema: &mut Schema) {
             { "if": type_is(&["string"]), "else": forbid(&["max_length", "pattern"]) },
             { "if": type_is(&["ref", "data"]), "then": forbid(&["enum"]) },
             {
-                "if": { "properties": { "writable": { "const": true } }, "required": ["writable"] },
+                "if": {
+                    "properties": { "writable": { "anyOf": [{ "const": true }, { "type": "string" }] } },
+                    "required": ["writable"]
+                },
                 "then": forbid(&["from"])
             }
         ]),
@@ -166,8 +172,9 @@ fn constraints_by_type(schema: &mut Schema) {
 struct Rule;
 
 const RULE: &str = "An access rule: a CEL expression over `cid`, `token`, `params`, `query` \
-    and `model` that grants when true, e.g. `cid == params.cid && token != null`. A YAML \
-    boolean is the constant rule: true grants always, false never.";
+    and `model` (and in call rules, over the call's `values` and `fields`) that grants when \
+    true, e.g. `cid == params.cid && token != null`. A YAML boolean is the constant rule: \
+    true grants always, false never.";
 
 impl JsonSchema for Rule {
     fn schema_name() -> Cow<'static, str> {
@@ -178,6 +185,28 @@ impl JsonSchema for Rule {
         json_schema!({
             "description": RULE,
             "type": ["string", "boolean"]
+        })
+    }
+}
+
+/// Whether clients may set a field: true, false, or a rule.
+#[derive(Default)]
+struct Writable;
+
+const WRITABLE: &str = "Whether clients may set the field: true, false (the default), or a rule: \
+    a CEL expression over what the resource's call rules read (`cid`, `token`, `params`, \
+    `query`, `model`, and the set's `values` and `fields`), evaluated for each set that \
+    writes the field; it allows the field when true, e.g. `token != null`.";
+
+impl JsonSchema for Writable {
+    fn schema_name() -> Cow<'static, str> {
+        "Writable".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": WRITABLE,
+            "type": ["boolean", "string"]
         })
     }
 }

@@ -245,10 +245,7 @@ fn invalid_fixtures_that_a_schema_can_tell_are_refused() {
             &[
                 ("/nats/queue_group", "not of type \"string\""),
                 ("/resources/session.prefs.{cid}/description", "42"),
-                (
-                    "/resources/session.prefs.{cid}/fields/theme/writable",
-                    "yes",
-                ),
+                ("/resources/session.prefs.{cid}/fields/theme/writable", "1"),
                 ("/resources/session.prefs.{cid}/fields/size/min", "small"),
                 ("/resources/session.prefs.{cid}/fields/plain", "string"),
                 (
@@ -306,6 +303,10 @@ fn invalid_fixtures_that_a_schema_can_tell_are_refused() {
             "from-and-writable",
             &[("/resources/session.user.{cid}/fields/name/from", "")],
         ),
+        (
+            "writable-rules",
+            &[("/resources/shop.cart.{cid}/fields/owner/from", "")],
+        ),
     ];
     for (name, expected) in cases {
         let path = root().join(format!("tests/config/invalid/{name}.yaml"));
@@ -362,6 +363,14 @@ fn broken_snippets_are_refused_where_they_break() {
         (
             field("{ type: string, writable: true, from: \"{{cid}}\" }"),
             "/resources/a.{cid}/fields/x/from",
+        ),
+        (
+            field("{ type: string, writable: \"token != null\", from: \"{{cid}}\" }"),
+            "/resources/a.{cid}/fields/x/from",
+        ),
+        (
+            field("{ type: string, writable: 1 }"),
+            "/resources/a.{cid}/fields/x/writable",
         ),
         (
             field("{ type: string, description: null }"),

@@ -162,6 +162,7 @@ fn ann_user() -> Value {
 
 mod bounded;
 mod cache;
+mod write_rules;
 
 #[test]
 fn get_of_an_unseen_name_answers_the_defaults() {

@@ -1,0 +1,393 @@
+//! A case of a test file: one request with its expectations, or `steps`, a sequence of
+//! them.
+
+use serde_json::{Map, Value};
+
+use super::{unknown, Action, CallExpect, Case, Errors, Expect, Step};
+use crate::config::yaml::{Key, Kind, Yaml};
+
+const CASE_KEYS: &[&str] = &[
+    "name", "resource", "cid", "token", "query", "get", "call", "set", "outcome", "error", "model",
+    "steps",
+];
+/// The keys of a case with `steps`: what its steps share.
+const SEQUENCE_KEYS: &[&str] = &["name", "resource", "cid", "token", "query", "steps"];
+const STEP_KEYS: &[&str] = &[
+    "resource",
+    "cid",
+    "token",
+    "set",
+    "reset",
+    "backend_set",
+    "backend_reset",
+    "wait",
+    "get",
+    "call",
+    "outcome",
+    "error",
+    "model",
+];
+/// What a step may do, one at most.
+const ACTIONS: &[&str] = &[
+    "token",
+    "set",
+    "reset",
+    "backend_set",
+    "backend_reset",
+    "wait",
+];
+
+/// A mapping's entries, read key by key; a value of the wrong kind is an error at it.
+struct Entries<'y> {
+    entries: &'y [(Key, Yaml)],
+}
+
+impl<'y> Entries<'y> {
+    fn get(&self, k: &str) -> Option<&'y Yaml> {
+        self.entries
+            .iter()
+            .find(|(key, _)| key.name == k)
+            .map(|(_, v)| v)
+    }
+
+    fn key(&self, k: &str) -> Option<&'y Key> {
+        self.entries
+            .iter()
+            .find(|(key, _)| key.name == k)
+            .map(|(key, _)| key)
+    }
+
+    /// Keys that are not among `allowed`, each an error.
+    fn unknown(&self, allowed: &[&str], what: &str, errors: &mut Errors) {
+        for (key, _) in self.entries {
+            if !allowed.contains(&key.name.as_str()) {
+                errors.at(key.pos, unknown(&key.name, what, allowed));
+            }
+        }
+    }
+
+    fn string(&self, k: &str, errors: &mut Errors) -> Option<String> {
+        match self.get(k)? {
+            Yaml {
+                kind: Kind::Str(s), ..
+            } => Some(s.clone()),
+            other => {
+                let message = format!("`{k}` must be a string, not {}", other.type_name());
+                errors.at(other.pos, message);
+                None
+            }
+        }
+    }
+
+    fn boolean(&self, k: &str, errors: &mut Errors) -> Option<bool> {
+        match self.get(k)? {
+            Yaml {
+                kind: Kind::Bool(b),
+                ..
+            } => Some(*b),
+            other => {
+                let message = format!("`{k}` must be true or false, not {}", other.type_name());
+                errors.at(other.pos, message);
+                None
+            }
+        }
+    }
+
+    fn object(&self, k: &str, errors: &mut Errors) -> Option<Map<String, Value>> {
+        match self.get(k)? {
+            v @ Yaml {
+                kind: Kind::Map(_), ..
+            } => match v.to_json() {
+                Value::Object(map) => Some(map),
+                _ => None,
+            },
+            other => {
+                let message = format!("`{k}` must be a mapping, not {}", other.type_name());
+                errors.at(other.pos, message);
+                None
+            }
+        }
+    }
+
+    /// `call`: true, false, or a mapping of methods to true or false.
+    fn call(&self, errors: &mut Errors) -> Option<CallExpect> {
+        match self.get("call")? {
+            Yaml {
+                kind: Kind::Bool(b),
+                ..
+            } => Some(CallExpect::All(*b)),
+            Yaml {
+                kind: Kind::Map(methods),
+                ..
+            } => {
+                let mut out = Vec::new();
+                for (m, v) in methods {
+                    match v.kind {
+                        Kind::Bool(b) => out.push((m.name.clone(), b)),
+                        _ => errors.at(
+                            v.pos,
+                            format!(
+                                "`call.{}` must be true or false, not {}",
+                                m.name,
+                                v.type_name()
+                            ),
+                        ),
+                    }
+                }
+                Some(CallExpect::Methods(out))
+            }
+            other => {
+                errors.at(
+                    other.pos,
+                    format!(
+                        "`call` must be true, false or a mapping of methods to true or false, not {}",
+                        other.type_name()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The expectations: `get`, `call`, `outcome`, `error`, `model`.
+    fn expect(&self, errors: &mut Errors) -> Expect {
+        Expect {
+            get: self.boolean("get", errors),
+            call: self.call(errors),
+            outcome: self.string("outcome", errors),
+            error: self.string("error", errors),
+            model: self.object("model", errors),
+        }
+    }
+}
+
+/// The entries of a mapping, or an error naming what it had to be.
+fn mapping<'y>(node: &'y Yaml, what: &str, errors: &mut Errors) -> Option<Entries<'y>> {
+    match &node.kind {
+        Kind::Map(entries) => Some(Entries { entries }),
+        _ => {
+            let message = format!("{what} must be a mapping, not {}", node.type_name());
+            errors.at(node.pos, message);
+            None
+        }
+    }
+}
+
+pub(super) fn case(node: &Yaml, errors: &mut Errors) -> Option<Case> {
+    let entries = mapping(node, "a case", errors)?;
+    // A case is where its first key is (a mapping's own position is its first value's).
+    let at = entries.entries.first().map_or(node.pos, |(key, _)| key.pos);
+    entries.unknown(CASE_KEYS, "a case", errors);
+    let required = |k: &str, errors: &mut Errors| {
+        let value = entries.string(k, errors);
+        if entries.get(k).is_none() {
+            errors.at(at, format!("a case needs `{k}`"));
+        }
+        value
+    };
+    let name = required("name", errors);
+    let resource = required("resource", errors);
+    let cid = required("cid", errors);
+    let query = entries.string("query", errors);
+    let token = entries
+        .get("token")
+        .map(Yaml::to_json)
+        .filter(|t| !t.is_null());
+    // Without them the case is in error, but its other keys are still checked.
+    let default = |v: &Option<String>| v.clone().unwrap_or_default();
+    let (step_resource, step_cid) = (default(&resource), default(&cid));
+    let (steps, sequence) = match entries.get("steps") {
+        Some(node) => {
+            for (key, _) in entries.entries.iter().filter(|(k, _)| {
+                CASE_KEYS.contains(&k.name.as_str()) && !SEQUENCE_KEYS.contains(&k.name.as_str())
+            }) {
+                errors.at(
+                    key.pos,
+                    format!("`{}` goes in a step: a case with `steps` does and checks everything in its steps", key.name),
+                );
+            }
+            (steps(node, &step_resource, &step_cid, errors), true)
+        }
+        None => {
+            let steps = single(at, &entries, &step_resource, &step_cid, errors);
+            (Some(steps), false)
+        }
+    };
+    Some(Case {
+        name: name?,
+        at,
+        resource: resource?,
+        cid: cid?,
+        token,
+        query,
+        steps: steps?,
+        sequence,
+    })
+}
+
+/// A case without `steps`: its access expectations, then its `set` and `model`.
+fn single(
+    at: crate::config::Pos,
+    entries: &Entries,
+    resource: &str,
+    cid: &str,
+    errors: &mut Errors,
+) -> Vec<Step> {
+    let Expect {
+        get,
+        call,
+        outcome,
+        error,
+        model,
+    } = entries.expect(errors);
+    let set = entries.object("set", errors).map(Value::Object);
+    for key in ["outcome", "error"] {
+        if let (Some(k), None) = (entries.key(key), &set) {
+            errors.at(
+                k.pos,
+                format!("`{key}` is the outcome of a `set`: give the values to set"),
+            );
+        }
+    }
+    let step = |action, expect| Step {
+        at,
+        resource: resource.to_string(),
+        cid: cid.to_string(),
+        action,
+        expect,
+    };
+    let mut steps = vec![step(
+        None,
+        Expect {
+            get,
+            call,
+            ..Expect::default()
+        },
+    )];
+    if set.is_some() || model.is_some() {
+        let expect = Expect {
+            outcome,
+            error,
+            model,
+            ..Expect::default()
+        };
+        steps.push(step(set.map(Action::Set), expect));
+    }
+    steps
+}
+
+fn steps(node: &Yaml, resource: &str, cid: &str, errors: &mut Errors) -> Option<Vec<Step>> {
+    let items = match &node.kind {
+        Kind::Seq(items) if !items.is_empty() => items,
+        Kind::Seq(_) => {
+            errors.at(node.pos, "`steps` must list at least one step".into());
+            return None;
+        }
+        _ => {
+            let message = format!("`steps` must be a list of steps, not {}", node.type_name());
+            errors.at(node.pos, message);
+            return None;
+        }
+    };
+    let steps: Vec<Option<Step>> = items
+        .iter()
+        .map(|item| step(item, resource, cid, errors))
+        .collect();
+    steps.into_iter().collect()
+}
+
+fn step(node: &Yaml, resource: &str, cid: &str, errors: &mut Errors) -> Option<Step> {
+    let entries = mapping(node, "a step", errors)?;
+    let at = entries.entries.first().map_or(node.pos, |(key, _)| key.pos);
+    entries.unknown(STEP_KEYS, "a step", errors);
+    let resource = entries
+        .string("resource", errors)
+        .unwrap_or_else(|| resource.to_string());
+    let cid = entries
+        .string("cid", errors)
+        .unwrap_or_else(|| cid.to_string());
+    let done: Vec<&Key> = entries
+        .entries
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| ACTIONS.contains(&k.name.as_str()))
+        .collect();
+    if let [first, second, ..] = done.as_slice() {
+        errors.at(
+            second.pos,
+            format!(
+                "a step does one thing: `{}` and `{}` are two; give each a step of its own",
+                first.name, second.name
+            ),
+        );
+    }
+    let action = done.first().and_then(|k| action(&entries, &k.name, errors));
+    let expect = entries.expect(errors);
+    let answers = action.as_ref().is_some_and(Action::answers);
+    for key in ["outcome", "error"] {
+        if let (Some(k), false) = (entries.key(key), answers) {
+            errors.at(
+                k.pos,
+                format!("`{key}` is the outcome of the step's call or backend write: give `set`, `reset`, `backend_set` or `backend_reset`"),
+            );
+        }
+    }
+    // Only where it names nothing else: a wrong or unknown key has its own error.
+    let named = |k: &Key| k.name != "resource" && k.name != "cid";
+    if !entries.entries.iter().any(|(k, _)| named(k)) {
+        errors.at(
+            at,
+            format!(
+                "a step needs something to do ({}) or to check (get, call, model)",
+                ACTIONS.join(", ")
+            ),
+        );
+    }
+    Some(Step {
+        at,
+        resource,
+        cid,
+        action,
+        expect,
+    })
+}
+
+/// The action under `key`.
+fn action(entries: &Entries, key: &str, errors: &mut Errors) -> Option<Action> {
+    let node = entries.get(key)?;
+    let mut must_be_true = |does: &str| match node.kind {
+        Kind::Bool(true) => true,
+        _ => {
+            errors.at(node.pos, format!("`{key}` must be true ({does})"));
+            false
+        }
+    };
+    Some(match key {
+        "token" => Action::Token(Some(node.to_json()).filter(|t| !t.is_null())),
+        "set" => Action::Set(Value::Object(entries.object(key, errors)?)),
+        "backend_set" => Action::BackendSet(entries.object(key, errors)?),
+        "reset" => must_be_true("the connection calls reset").then_some(Action::Reset)?,
+        "backend_reset" => {
+            must_be_true("a backend service resets the model").then_some(Action::BackendReset)?
+        }
+        _ => Action::Wait(wait(node, errors)?),
+    })
+}
+
+/// `wait`: a duration with its unit.
+fn wait(node: &Yaml, errors: &mut Errors) -> Option<std::time::Duration> {
+    let parsed = match &node.kind {
+        Kind::Str(text) => humantime::parse_duration(text).ok(),
+        _ => None,
+    };
+    if parsed.is_none() {
+        errors.at(
+            node.pos,
+            format!(
+                "`wait` must be a duration with its unit, such as 90s, 30m or 25h, not {}",
+                node.to_json()
+            ),
+        );
+    }
+    parsed
+}
