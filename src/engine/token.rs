@@ -32,11 +32,16 @@ impl<S: Store> Engine<S> {
         match protocol::parse::<TokenEvent>(payload, "token event") {
             Ok(TokenEvent { token: Some(token) }) => {
                 let token = Some(token).filter(|t| !t.is_null()).map(Arc::new);
+                let value = self
+                    .log_tokens
+                    .then(|| token_value_digest(token.as_deref()));
                 self.set_token(config, cid, token, events);
-                if self.log_tokens {
+                if let Some(value) = value {
                     let digest = token_digest(payload);
-                    self.store
-                        .update_existing(cid, self.now, |c| c.log_token(digest));
+                    self.store.update_existing(cid, self.now, |c| {
+                        c.log_token(digest);
+                        c.log_token_value(value);
+                    });
                 }
                 true
             }
@@ -95,6 +100,8 @@ impl<S: Store> Engine<S> {
                 self.store.touch_connection(cid, self.now);
                 return;
             }
+            // A token a later token event replaced (a gateway that missed events).
+            Some(c) if c.replaced(token_value_digest(sent)) => return,
             None if !create => return,
             _ => {}
         }
@@ -176,4 +183,11 @@ impl<S: Store> Engine<S> {
         }
         events.extend(reaccess.into_iter().map(protocol::reaccess_event));
     }
+}
+
+/// The digest of a token as canonical JSON (`null` for none): what the shared store's
+/// records log of each token event they apply, to compare with a request's token
+/// whatever the spacing, key order or `tid` of the event that carried it.
+fn token_value_digest(token: Option<&Value>) -> u32 {
+    token_digest(&serde_json::to_vec(token.unwrap_or(&Value::Null)).unwrap_or_default())
 }

@@ -40,6 +40,10 @@ pub struct Connection {
     pub changes: Changes,
     /// The digests of the last token events applied (the shared store only).
     pub tokens: TokenLog,
+    /// The digests of the tokens those events set, as canonical JSON (the shared
+    /// store only): a request whose token is in it, but not last, carries a token a
+    /// later event replaced, and fills nothing in (see [`Connection::replaced`]).
+    pub token_values: TokenLog,
 }
 
 pub use ownership::hash::TOKEN_LOG;
@@ -238,6 +242,21 @@ impl Connection {
         if self.tokens.push(digest) {
             self.changes.bump();
         }
+    }
+
+    /// Records the token an applied token event set (the digest of its canonical
+    /// JSON, `null` for a logout).
+    pub fn log_token_value(&mut self, digest: u32) {
+        if self.token_values.push(digest) {
+            self.changes.bump();
+        }
+    }
+
+    /// Whether a token (the digest of its canonical JSON) was set by an applied token
+    /// event that a later one replaced: a request carrying it is older than the record.
+    pub fn replaced(&self, digest: u32) -> bool {
+        let values = self.token_values.digests();
+        values.last() != Some(&digest) && values.contains(&digest)
     }
 
     /// How many entries this connection counts towards `state.max_entries`: one per

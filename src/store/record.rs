@@ -6,11 +6,12 @@
 //! A cid or name is kept as is where it is letters, digits, `-` and `_`; every other
 //! byte is written `=XX` (hex), since bucket keys allow only those and `=`, `/`, `.`.
 //!
-//! Values: `{"token": …, "confirmed": true, "tokens": [digest, …], "models": [{"rid": …,
-//! "written": {…}}], "granted": […]}` for a connection (`confirmed` only when its token
-//! came from a token event or a request, `tokens` the digests of the last token events
-//! applied) and `{"written": {…}}` for a model without a cid. The cached replies are
-//! not kept.
+//! Values: `{"token": …, "confirmed": true, "tokens": [digest, …], "token_values":
+//! [digest, …], "models": [{"rid": …, "written": {…}}], "granted": […]}` for a connection
+//! (`confirmed` only when its token came from a token event or a request, `tokens` the
+//! digests of the last token events applied, `token_values` of the tokens they set;
+//! records without `token_values`, from an earlier version, read as an empty log) and
+//! `{"written": {…}}` for a model without a cid. The cached replies are not kept.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -113,6 +114,9 @@ pub fn encode(unit: UnitRef) -> Vec<u8> {
             if !c.tokens.digests().is_empty() {
                 v["tokens"] = c.tokens.digests().into();
             }
+            if !c.token_values.digests().is_empty() {
+                v["token_values"] = c.token_values.digests().into();
+            }
             v
         }
         UnitRef::Shared(w) => serde_json::json!({ "written": written_json(w) }),
@@ -181,15 +185,19 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
                 .filter_map(Value::as_str)
                 .map(Box::from)
                 .collect();
-            let tokens = TokenLog::from_digests(
-                value
-                    .get("tokens")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_u64)
-                    .map(|d| d as u32),
-            );
+            let log = |key: &str| {
+                TokenLog::from_digests(
+                    value
+                        .get(key)
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_u64)
+                        .map(|d| d as u32),
+                )
+            };
+            let tokens = log("tokens");
+            let token_values = log("token_values");
             Unit::Connection(Connection {
                 token,
                 confirmed: value.get("confirmed") == Some(&Value::Bool(true)),
@@ -197,6 +205,7 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
                 granted,
                 changes: Default::default(),
                 tokens,
+                token_values,
             })
         }
     })
@@ -245,6 +254,7 @@ mod tests {
         c.grant("public.board");
         c.log_token(7);
         c.log_token(4_000_000_000);
+        c.log_token_value(9);
         let key = UnitKey::Connection("c1".into());
         let Unit::Connection(back) = decode_unit(&key, &encode(UnitRef::Connection(&c))).unwrap()
         else {
@@ -252,6 +262,7 @@ mod tests {
         };
         assert!(!back.model("session.user.c1").unwrap().reply.is_some());
         assert_eq!(back.tokens.digests(), &[7, 4_000_000_000]);
+        assert_eq!(back.token_values.digests(), &[9]);
         assert_eq!(back, c);
         c.confirmed = false;
         let Unit::Connection(back) = decode_unit(&key, &encode(UnitRef::Connection(&c))).unwrap()
