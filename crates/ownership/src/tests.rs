@@ -56,9 +56,9 @@ struct One {
 }
 
 impl One {
-    /// Alone, ready, and serving the partition.
-    fn serving() -> One {
-        let mut one = One {
+    /// Started at `at` (its window begins then), the bucket holding `lease`.
+    fn new(at: Now, lease: Option<(u64, LeaseValue)>) -> One {
+        One {
             m: Ownership::new(
                 "a".into(),
                 info(),
@@ -68,17 +68,22 @@ impl One {
                     window_cap: 100,
                     max_held: 100,
                 },
-                Duration::ZERO,
+                at,
             ),
-            now: Duration::ZERO,
-            revision: 0,
-            lease: None,
+            now: at,
+            revision: lease.as_ref().map_or(0, |(r, _)| *r),
+            lease,
             writes: Writes::Answered,
             reads_wait: false,
             probes_wait: false,
             logs: HashMap::new(),
             log: Vec::new(),
-        };
+        }
+    }
+
+    /// Alone, ready, and serving the partition.
+    fn serving() -> One {
+        let mut one = One::new(Duration::ZERO, None);
         let out = one.input(Input::Joined);
         one.answer(out);
         for step in 1..=40 {
@@ -441,27 +446,7 @@ fn a_forwarded_read_is_applied_as_late() {
 impl One {
     /// Started at `at` (its window begins then) beside `b`, which holds the partition.
     fn started_at(at: Now) -> One {
-        let mut one = One {
-            m: Ownership::new(
-                "a".into(),
-                info(),
-                Settings {
-                    partitions: 1,
-                    lease: LEASE,
-                    window_cap: 100,
-                    max_held: 100,
-                },
-                at,
-            ),
-            now: at,
-            revision: 10,
-            lease: Some((10, LeaseValue::held(&"b".into()))),
-            writes: Writes::Answered,
-            reads_wait: false,
-            probes_wait: false,
-            logs: HashMap::new(),
-            log: Vec::new(),
-        };
+        let mut one = One::new(at, Some((10, LeaseValue::held(&"b".into()))));
         let mut out = one.beat(&"b".into(), 1);
         out.extend(one.input(Input::Lease {
             p: 0,
