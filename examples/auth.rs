@@ -200,7 +200,7 @@ async fn auth(client: &Client, method: &str, payload: &[u8]) -> anyhow::Result<R
                     "message": "Unknown user name or wrong password",
                 })));
             };
-            eprintln!("auth: {} logged in", account.name);
+            eprintln!("auth: {} logged in on connection {cid}", account.name);
             json!({
                 "userId": account.user_id,
                 "name": account.display_name,

@@ -48,16 +48,15 @@ fi
 nats_bin=$("$root/scripts/install-nats-server.sh")
 # PROFILE=dev reuses what `cargo test` built (the test command runs it that way).
 profile=${PROFILE:-release}
-echo "building ($profile)..." >&2
+echo "building connres and the chaos driver ($profile)..." >&2
 if [ "$profile" = release ]; then
-  cargo build --quiet --release --bin connres --example chaos
+  cargo_build --release --bin connres --example chaos
   dir=release
 else
-  cargo build --quiet --bin connres --example chaos
+  cargo_build --bin connres --example chaos
   dir=debug
 fi
-target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+target_dir=$(cargo_target_dir)
 connres_bin="$target_dir/$dir/connres"
 chaos_bin="$target_dir/$dir/examples/chaos"
 

@@ -17,9 +17,8 @@ nats_bin=$("$root/scripts/install-nats-server.sh")
 echo "building connres and the demo driver ($profile)..." >&2
 build_flags=()
 [ "$profile" = release ] && build_flags+=(--release)
-cargo build --quiet "${build_flags[@]}" --bin connres --example demo
-target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+cargo_build "${build_flags[@]}" --bin connres --example demo
+target_dir=$(cargo_target_dir)
 bin_dir="$target_dir/$profile"
 
 work=$(mktemp -d)

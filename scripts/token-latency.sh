@@ -31,9 +31,11 @@ WARMUP=${WARMUP:-2000}
 TARGETS=${TARGETS:-"bare connres${BASE_BIN:+ base}"}
 
 nats_bin=$("$root/scripts/install-nats-server.sh")
-[ -n "${NO_BUILD:-}" ] || { echo "building (release)..." >&2; cargo build --quiet --release --bin connres --example bench; }
-target_dir=${TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')}
+[ -n "${NO_BUILD:-}" ] || {
+  echo "building connres and the load generator (release)..." >&2
+  cargo_build --release --bin connres --example bench
+}
+target_dir=${TARGET_DIR:-$(cargo_target_dir)}
 connres_bin=${BIN:-"$target_dir/release/connres"}
 bench_bin="$target_dir/release/examples/bench"
 

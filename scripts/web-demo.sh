@@ -13,18 +13,20 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+. scripts/lib.sh
 
 if ! resgate=$(scripts/find-resgate.sh); then
   echo "no Resgate binary to run: set RESGATE_BIN=/path/to/resgate or put resgate on PATH" >&2
   echo "(releases, go install github.com/resgateio/resgate@v1.8.0, or the resgateio/resgate image)" >&2
   exit 1
 fi
+say() { echo "web-demo: $*" >&2; }
 nats_bin=$(scripts/install-nats-server.sh)
+say "checking ResClient's npm packages (e2e/node_modules)"
 scripts/install-e2e.sh --no-browser
-echo "building connres and the auth example..." >&2
-cargo build --quiet --bin connres --example auth
-target_dir=$(cargo metadata --format-version 1 --no-deps |
-  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
+say "building connres and the auth example (debug)..."
+cargo_build --bin connres --example auth
+target_dir=$(cargo_target_dir)
 
 work=$(mktemp -d)
 pids=()
@@ -48,6 +50,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# A free loopback port (node: this script needs it anyway).
 free_port() {
   node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
 }
@@ -56,6 +59,7 @@ free_port() {
 # process exits first.
 wait_line() {
   local file=$1 pattern=$2 pid=$3 i
+  say "starting $(basename "$file" .log): waiting for \"$pattern\" in its log"
   for i in $(seq 1 400); do
     grep -qE "$pattern" "$file" 2>/dev/null && return 0
     kill -0 "$pid" 2>/dev/null || { echo "$(basename "$file" .log) exited during startup" >&2; return 1; }
@@ -95,6 +99,10 @@ cat <<EOF
   nats-server $nats_url, connres on resources.yaml, the auth example,
   Resgate ws://127.0.0.1:$resgate_port, logs in $work
   Demo accounts: ann / ann-pass, bob / bob-pass, cat / cat-pass
+  A backend writing the page's session card (the connection ID is in
+  $work/auth.log after a login):
+    cargo run -q --example api -- --nats $nats_url \\
+      set session.status.<cid> '{"cartItems":3,"notice":"Your order has shipped."}'
   Ctrl-C stops everything.
 
 EOF

@@ -9,11 +9,17 @@
 //!   `prefs.test.yaml`);
 //! - every link between the project's documents leads to a file, and to a heading of it
 //!   when it names one;
-//! - no document links outside the repository.
+//! - no document links outside the repository;
+//! - the user documents stay short, tell no history and state a measured figure only
+//!   where it was measured (`docs/user_docs.rs`).
 
 use std::path::{Path, PathBuf};
 
 use connres::config::Config;
+
+/// The user documents: the README's length, no history, figures stated where measured.
+#[path = "docs/user_docs.rs"]
+mod user_docs;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

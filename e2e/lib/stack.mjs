@@ -298,6 +298,38 @@ export class Stack {
     renameSync(tmp, this.configPath);
   }
 
+  /**
+   * Publishes `payload` (JSON) on `subject` as a backend service would, over the NATS
+   * protocol on a connection of its own (the lane has no NATS client for Node). Resolves
+   * once the server has answered a PING sent after it, so the message has been
+   * processed by the server.
+   */
+  publish(subject, payload) {
+    const body = Buffer.from(JSON.stringify(payload));
+    const port = Number(new URL(this.natsUrl).port);
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1');
+      let seen = '';
+      socket.setEncoding('utf8');
+      socket.once('error', reject);
+      socket.once('connect', () => {
+        socket.write(`CONNECT {"verbose":false,"pedantic":false}\r\nPUB ${subject} ${body.length}\r\n`);
+        socket.write(body);
+        socket.write('\r\nPING\r\n');
+      });
+      socket.on('data', (chunk) => {
+        seen += chunk;
+        if (seen.includes('-ERR')) {
+          socket.destroy();
+          reject(new Error(`nats-server refused the publish on ${subject}: ${seen.trim()}`));
+        } else if (seen.includes('PONG\r\n')) {
+          socket.end();
+          resolve();
+        }
+      });
+    });
+  }
+
   /** Every process's last log lines, for a failure message. */
   logs() {
     return this.procs.map((p) => p.tail()).join('\n');

@@ -1,9 +1,12 @@
 // The web example (examples/web/) in headless Chromium (Debian's, through
-// playwright-core; nothing downloads a browser): log in and see the name appear without
-// reloading, change a preference and see it applied, try an invalid one and see
-// connres's error, log out and see the null model; two pages (two connections) never see
-// each other's models. A failure reports the pages' console output and saves a
-// screenshot of each page in e2e/artifacts/.
+// playwright-core; nothing downloads a browser): a wrong password and a set before login
+// are explained in words; logging in shows the user in the header without reloading; a
+// backend write to session.status shows in the session card; the dark theme darkens the
+// whole page, form fields included, and the text size scales it; invalid values are
+// refused with a sentence saying why; logging out keeps the preferences; no model is
+// shown as raw values. Two pages (two connections) never see each other's models. A
+// failure reports the pages' console output and saves a screenshot of each page in
+// e2e/artifacts/.
 
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -85,56 +88,79 @@ describe('the web example in Chromium', () => {
     });
   }
 
-  async function logIn(page, name) {
+  async function logIn(page, name, password = `${name}-pass`) {
     await page.fill('#login-name', name);
-    await page.fill('#login-password', `${name}-pass`);
+    await page.fill('#login-password', password);
     await page.click('#login');
   }
 
-  browserTest('log in, change preferences, see an error, log out', async (stack, t) => {
+  browserTest('log in, see the session, change preferences, see errors, log out', async (stack, t) => {
     const page = await openPage(stack, t, 'single');
-    const line = page.locator('#user-line');
-    await assertText(line, 'Not logged in');
-    await assertText(page.locator('#user-model dd[data-field="name"]'), 'null');
+    await assertText(page.locator('#conn-status'), 'Live');
+    await assertText(page.locator('#user-name'), 'Not logged in');
+    await assertText(page.locator('#welcome'), 'Log in');
+    await assertText(page.locator('#cart-items'), '0 items');
+    assert.equal(await page.isVisible('#notice'), false);
+    await assertNoRawValues(page);
+    assert.ok((await backgrounds(page)).every((l) => l > 0.8), 'the light theme is light');
 
-    // A set before login is refused by Resgate: the page says so.
+    await logIn(page, 'ann', 'wrong');
+    await assertText(page.locator('#login-error'), 'Wrong user name or password.');
+
+    // A set before login is refused by Resgate: the page says what to do.
     await page.fill('#font-size', '20');
     await page.click('#prefs-apply');
-    await assertText(page.locator('#prefs-error'), /Access denied: log in/);
+    await assertText(page.locator('#prefs-error'), 'Log in to change your preferences.');
 
     await logIn(page, 'ann');
     // Live, through the change event: the page never reloads.
-    await assertText(line, 'Ann (admin), user #42');
-    await assertText(page.locator('#user-model dd[data-field="user"]'), '-> users.user.42 (Ann)');
+    await assertText(page.locator('#user-name'), 'Ann');
+    await assertText(page.locator('#user-role'), 'admin');
+    await assertText(page.locator('#welcome'), 'Welcome back, Ann');
+    await assertText(page.locator('#user-detail'), 'Signed in as admin, account #42.');
+    await assertText(page.locator('#login-error'), '');
     assert.equal(await page.isVisible('#login-form'), false);
 
+    // The shop's services write session.status through connres's backend API.
+    const [, cid] = await stack.auth.waitFor(/auth: ann logged in on connection (\S+)/, 0);
+    await stack.publish(`connres.set.session.status.${cid}`, { values: { cartItems: 3, notice: 'Your order has shipped.' } });
+    await assertText(page.locator('#cart-items'), '3 items');
+    await assertText(page.locator('#notice'), 'Your order has shipped.');
+
+    // The theme applies when chosen, to everything on the page, form fields included.
     await page.selectOption('#theme', 'dark');
+    await page.locator('body[data-theme="dark"]').waitFor();
+    assert.ok((await backgrounds(page)).every((l) => l < 0.1), 'the dark theme is dark everywhere');
     await page.fill('#font-size', '20');
     await page.click('#prefs-apply');
-    await page.locator('body[data-theme="dark"]').waitFor();
-    await assertText(page.locator('#prefs-model dd[data-field="fontSize"]'), '20');
-    assert.equal(await page.locator('#preview').evaluate((el) => el.style.fontSize), '20px');
+    await page.waitForFunction(() => getComputedStyle(document.documentElement).fontSize === '20px');
     await assertText(page.locator('#prefs-error'), '');
 
     await page.fill('#font-size', '99');
     await page.click('#prefs-apply');
-    await assertText(page.locator('#prefs-error'), 'field `fontSize`: 99 is above max 32 (system.invalidParams)');
-    await assertText(page.locator('#prefs-model dd[data-field="fontSize"]'), '20');
-    // The README's picture: logged in, the dark theme applied, connres's error shown.
+    await assertText(page.locator('#prefs-error'), 'Text size must be at most 32 (not 99).');
+    assert.equal(await page.inputValue('#font-size'), '20');
+    assert.equal(await page.evaluate(() => getComputedStyle(document.documentElement).fontSize), '20px');
+    // The README's picture: logged in, the dark theme applied, connres's refusal shown.
     mkdirSync(ARTIFACTS, { recursive: true });
-    await page.screenshot({ path: path.join(ARTIFACTS, 'web-example.png') });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'web-example.png'), fullPage: true });
+    await page.fill('#font-size', 'big');
+    await page.click('#prefs-apply');
+    await assertText(page.locator('#prefs-error'), 'Text size must be a whole number (not "big").');
 
     await page.click('#logout');
-    await assertText(line, 'Not logged in');
-    for (const field of ['id', 'name', 'role', 'user']) {
-      await assertText(page.locator(`#user-model dd[data-field="${field}"]`), 'null');
-    }
+    await assertText(page.locator('#user-name'), 'Not logged in');
+    await assertText(page.locator('#welcome'), 'Log in');
+    assert.equal(await page.isVisible('#login-form'), true);
+    assert.equal(await page.isVisible('#user-role'), false);
     // resources.yaml keeps prefs across a logout.
     await page.locator('body[data-theme="dark"]').waitFor();
+    await assertNoRawValues(page);
 
     await page.click('#prefs-reset');
     await page.locator('body[data-theme="light"]').waitFor();
-    await assertText(page.locator('#prefs-model dd[data-field="fontSize"]'), '14');
+    await page.waitForFunction(() => getComputedStyle(document.documentElement).fontSize === '14px');
+    assert.equal(await page.inputValue('#font-size'), '14');
   });
 
   browserTest("two pages never see each other's models", async (stack, t) => {
@@ -142,23 +168,47 @@ describe('the web example in Chromium', () => {
     const second = await openPage(stack, t, 'second');
 
     await logIn(first, 'bob');
-    await assertText(first.locator('#user-line'), 'Bob (user), user #43');
+    await assertText(first.locator('#user-name'), 'Bob');
     await first.selectOption('#theme', 'dark');
-    await first.click('#prefs-apply');
     await first.locator('body[data-theme="dark"]').waitFor();
 
     await logIn(second, 'cat');
-    await assertText(second.locator('#user-line'), 'Cat (guest), user #44');
+    await assertText(second.locator('#user-name'), 'Cat');
+    await assertText(second.locator('#user-role'), 'guest');
     // Each page shows its own session; the second's theme is untouched.
-    await assertText(first.locator('#user-line'), 'Bob (user), user #43');
+    await assertText(first.locator('#user-name'), 'Bob');
     assert.equal(await second.getAttribute('body', 'data-theme'), 'light');
 
     await first.click('#logout');
-    await assertText(first.locator('#user-line'), 'Not logged in');
-    await assertText(second.locator('#user-line'), 'Cat (guest), user #44');
+    await assertText(first.locator('#user-name'), 'Not logged in');
+    await assertText(second.locator('#user-name'), 'Cat');
     assert.equal(await second.getAttribute('body', 'data-theme'), 'light');
   });
 });
+
+/** The page shows no model as raw values: no `null`, no quoted JSON strings, no resource IDs. */
+async function assertNoRawValues(page) {
+  const text = await page.innerText('body');
+  assert.doesNotMatch(text, /\bnull\b|"(light|dark)"|session\.\w+\.|\{cid\}/, `the page shows raw values:\n${text}`);
+}
+
+/**
+ * The relative luminance (0 black, 1 white) of the backgrounds of the page, its header,
+ * its cards and each form field and button.
+ */
+function backgrounds(page) {
+  return page.evaluate(() => {
+    const luminance = (css) => {
+      const [r, g, b] = css.match(/\d+(\.\d+)?/g).slice(0, 3).map((v) => {
+        const c = Number(v) / 255;
+        return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const elements = [document.body, ...document.querySelectorAll('.topbar, .card, input, select, #prefs-reset')];
+    return elements.map((el) => luminance(getComputedStyle(el).backgroundColor));
+  });
+}
 
 /** Waits until the element's text is `expected` (a string: exactly, trimmed; or a RegExp). */
 async function assertText(locator, expected) {

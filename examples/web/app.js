@@ -1,11 +1,15 @@
-// The web example: one page on Resgate's WebSocket, showing the connection's
-// `session.user.{cid}` and `session.prefs.{cid}` (served by connres) live.
+// The web example: a small account page on Resgate's WebSocket. It shows the
+// connection's models, served by connres from resources.yaml, as they change:
 //
-// - Logging in and out calls the auth example (`auth.session.login` / `logout`), which
-//   sets the connection's token; connres turns that into change events, and the page
-//   re-renders on them: nothing here reloads or polls.
-// - The preferences form calls `set` on the model; connres validates it against
-//   resources.yaml and the page shows its errors as they come.
+// - `session.user.{cid}`: who is logged in (the header and the welcome card). Logging in
+//   and out calls the auth example (`auth.session.login` / `logout`), which sets the
+//   connection's token; connres turns that into change events and the page re-renders on
+//   them: nothing here reloads or polls.
+// - `session.prefs.{cid}`: theme and text size, applied to the whole page from the model.
+//   The form calls `set`; connres validates it against resources.yaml, and its refusals
+//   are shown as sentences (the form does no validation of its own).
+// - `session.status.{cid}`: what the shop's services know about the session (items in
+//   the cart, a notice), written through connres's backend API.
 
 const ResClient = window.resclient.default;
 
@@ -24,71 +28,125 @@ async function resgateUrl() {
   return `ws://${location.hostname}:8080`;
 }
 
-/** A model's values as `name: value` rows; references show their resource ID. */
-function renderModel(dl, model) {
-  dl.replaceChildren();
-  for (const [key, value] of Object.entries(model.props)) {
-    const dt = document.createElement('dt');
-    dt.textContent = key;
-    const dd = document.createElement('dd');
-    dd.dataset.field = key;
-    if (value && typeof value.getResourceId === 'function') {
-      dd.textContent = `-> ${value.getResourceId()}${value.name ? ` (${value.name})` : ''}`;
-    } else {
-      dd.textContent = JSON.stringify(value);
-    }
-    dl.append(dt, dd);
+/** How the page names the fields of `session.prefs` in its messages. */
+const LABELS = { theme: 'Theme', fontSize: 'Text size' };
+
+/** What connres's reasons for refusing a value say, as the page words them. */
+const RULES = [
+  [/^is above max (\S+)$/, (max) => `must be at most ${max}`],
+  [/^is below min (\S+)$/, (min) => `must be at least ${min}`],
+  [/^is not an integer$/, () => 'must be a whole number'],
+  [/^is not one of \[(.*)\]/, (list) => `must be one of ${list.replaceAll('"', '')}`],
+];
+
+/**
+ * connres's refusal of a value (`field `fontSize`: 99 is above max 32`) as a sentence
+ * for the person who typed it; null when the message has another shape.
+ */
+function fieldProblem(message) {
+  const m = /^field `(\w+)`: (.*?) (is .*)$/.exec(message);
+  if (!m) {
+    return null;
   }
+  const [, field, value, problem] = m;
+  const label = LABELS[field] ?? field;
+  for (const [re, says] of RULES) {
+    const r = re.exec(problem);
+    if (r) {
+      const rule = says(...r.slice(1));
+      return value === '""' ? `${label} is empty: it ${rule}.` : `${label} ${rule} (not ${value}).`;
+    }
+  }
+  return `${label}: ${value} ${problem}.`;
+}
+
+/**
+ * A RES error as a sentence for the page. `deniedHint` says what a refused access means
+ * where it happened. The code and raw message go to the console (and the element's
+ * title), not into the text.
+ */
+function describe(err, deniedHint = 'You may not do that.') {
+  const code = err?.code;
+  if (code === 'system.accessDenied') {
+    return deniedHint;
+  }
+  if (code === 'auth.invalidCredentials') {
+    return 'Wrong user name or password.';
+  }
+  if (code === 'system.invalidParams') {
+    return fieldProblem(err.message) ?? `The server refused this: ${err.message}.`;
+  }
+  if (code === 'system.timeout' || code === 'system.connectionError' || code === 'system.disconnect') {
+    return 'The server did not answer. Check your connection and try again.';
+  }
+  return err?.message ? `Something went wrong: ${err.message}.` : 'Something went wrong.';
+}
+
+/** Shows `err` in the element `id` (or clears it with null). */
+function showError(id, err, deniedHint) {
+  $(id).textContent = err ? describe(err, deniedHint) : '';
+  $(id).title = err?.code ? `${err.code}: ${err.message}` : '';
+}
+
+function setStatus(state, text) {
+  $('conn-status').dataset.state = state;
+  $('conn-status').textContent = text;
 }
 
 function renderUser(user) {
   const loggedIn = user.id !== null;
-  $('user-line').textContent = loggedIn ? `${user.name} (${user.role}), user #${user.id}` : 'Not logged in';
-  $('user-line').dataset.state = loggedIn ? 'logged-in' : 'logged-out';
-  renderModel($('user-model'), user);
-  $('login-form').hidden = loggedIn;
+  document.body.dataset.session = loggedIn ? 'logged-in' : 'logged-out';
+  $('user-name').textContent = loggedIn ? user.name ?? `User #${user.id}` : 'Not logged in';
+  $('user-role').textContent = user.role ?? '';
+  $('user-role').hidden = !loggedIn || !user.role;
   $('logout').hidden = !loggedIn;
+  $('welcome').textContent = loggedIn ? `Welcome back, ${user.name ?? `user #${user.id}`}` : 'Log in';
+  $('user-detail').textContent = loggedIn ? `Signed in as ${user.role ?? 'a user'}, account #${user.id}.` : '';
+  $('user-detail').hidden = !loggedIn;
+  $('login-form').hidden = loggedIn;
 }
 
 function renderPrefs(prefs) {
-  renderModel($('prefs-model'), prefs);
-  // Applied from the model, so a change made anywhere (another tab of this connection,
-  // a reset, a reload of resources.yaml) shows here.
+  // Applied from the model, so a change made anywhere (a reset, a reload of
+  // resources.yaml) shows here.
   document.body.dataset.theme = prefs.theme ?? 'light';
-  $('preview').style.fontSize = prefs.fontSize ? `${prefs.fontSize}px` : '';
+  document.documentElement.style.fontSize = prefs.fontSize ? `${prefs.fontSize}px` : '';
   $('theme').value = prefs.theme ?? 'light';
   if (document.activeElement !== $('font-size')) {
     $('font-size').value = prefs.fontSize ?? '';
   }
 }
 
-/** A RES error as a line for the page. */
-function describe(err) {
-  if (err && err.code === 'system.accessDenied') {
-    return `${err.message}: log in to change your preferences (${err.code})`;
-  }
-  return err && err.code ? `${err.message} (${err.code})` : String(err);
+function renderStatus(status) {
+  const n = status.cartItems ?? 0;
+  $('cart-items').textContent = `${n} ${n === 1 ? 'item' : 'items'}`;
+  $('notice').textContent = status.notice ?? '';
+  $('notice').hidden = !status.notice;
+}
+
+/** Gets a model, renders it and re-renders it on every change event. */
+async function follow(client, rid, render) {
+  const model = await client.get(rid);
+  render(model);
+  model.on('change', () => render(model));
+  return model;
 }
 
 async function main() {
   const client = new ResClient(await resgateUrl());
-  client.on('connect', () => ($('conn-status').textContent = 'connected to Resgate'));
-  client.on('disconnect', () => ($('conn-status').textContent = 'disconnected; reconnecting...'));
+  client.on('connect', () => setStatus('live', 'Live'));
+  client.on('disconnect', () => setStatus('reconnecting', 'Reconnecting…'));
   // Every error reply, also those the page shows (a refused set, a wrong password).
   client.on('error', (err) => console.warn(`resclient: ${err.code}: ${err.message}`));
 
   // `{cid}` is replaced by Resgate with this connection's ID.
-  const user = await client.get('session.user.{cid}');
-  renderUser(user);
-  user.on('change', () => renderUser(user));
-
-  const prefs = await client.get('session.prefs.{cid}');
-  renderPrefs(prefs);
-  prefs.on('change', () => renderPrefs(prefs));
+  await follow(client, 'session.user.{cid}', renderUser);
+  const prefs = await follow(client, 'session.prefs.{cid}', renderPrefs);
+  await follow(client, 'session.status.{cid}', renderStatus);
 
   $('login-form').addEventListener('submit', async (e) => {
     e.preventDefault();
-    $('login-error').textContent = '';
+    showError('login-error', null);
     try {
       await client.authenticate('session', 'login', {
         name: $('login-name').value,
@@ -96,39 +154,45 @@ async function main() {
       });
       $('login-password').value = '';
     } catch (err) {
-      $('login-error').textContent = describe(err);
+      showError('login-error', err);
     }
   });
 
   $('logout').addEventListener('click', async () => {
-    $('login-error').textContent = '';
+    showError('login-error', null);
     try {
       await client.authenticate('session', 'logout');
     } catch (err) {
-      $('login-error').textContent = describe(err);
+      showError('login-error', err);
     }
   });
 
-  $('prefs-form').addEventListener('submit', async (e) => {
-    e.preventDefault();
-    $('prefs-error').textContent = '';
-    const text = $('font-size').value.trim();
-    // Sent as typed: a number when it reads as one, else the text (connres says why not).
-    const fontSize = text !== '' && !Number.isNaN(Number(text)) ? Number(text) : text;
+  const denied = 'Log in to change your preferences.';
+  const save = async (values) => {
+    showError('prefs-error', null);
     try {
-      await prefs.set({ theme: $('theme').value, fontSize });
+      await prefs.set(values);
       $('font-size').blur();
     } catch (err) {
-      $('prefs-error').textContent = describe(err);
+      showError('prefs-error', err, denied);
+      renderPrefs(prefs); // the form shows the model again, not the refused value
     }
+  };
+  // The theme applies as soon as it is chosen; the text size when saved.
+  $('theme').addEventListener('change', () => save({ theme: $('theme').value }));
+  $('prefs-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const text = $('font-size').value.trim();
+    // Sent as typed: a number when it reads as one, else the text (connres says why not).
+    save({ fontSize: text !== '' && !Number.isNaN(Number(text)) ? Number(text) : text });
   });
 
   $('prefs-reset').addEventListener('click', async () => {
-    $('prefs-error').textContent = '';
+    showError('prefs-error', null);
     try {
       await prefs.call('reset');
     } catch (err) {
-      $('prefs-error').textContent = describe(err);
+      showError('prefs-error', err, denied);
     }
   });
 
@@ -137,5 +201,6 @@ async function main() {
 
 main().catch((err) => {
   console.error(err);
-  $('conn-status').textContent = `failed: ${describe(err)}`;
+  setStatus('failed', 'Offline');
+  showError('login-error', err);
 });

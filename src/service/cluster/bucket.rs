@@ -26,9 +26,9 @@ const META_KEY: &str = "meta.partitions";
 /// same partition count.
 pub(crate) async fn open(client: &Client, s: &SharedStore) -> Result<kv::Store, ServiceError> {
     let js = jetstream::new(client.clone());
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
+    let fail = |what: &str, e: &dyn std::fmt::Display, hint: &str| {
         ServiceError::Nats(format!(
-            "key-value bucket `{}`: {what}: {e} (is JetStream enabled on the server, and may this user use it?)",
+            "key-value bucket `{}`: {what}: {e} ({hint})",
             s.bucket
         ))
     };
@@ -43,7 +43,7 @@ pub(crate) async fn open(client: &Client, s: &SharedStore) -> Result<kv::Store, 
                 ..kv::Config::default()
             })
             .await
-            .map_err(|e| fail("cannot create it", &e))?,
+            .map_err(|e| fail("cannot create it", &e, &create_hint(s, &e)))?,
     };
     let want = s.partitions.to_string();
     let have = match store.create(META_KEY, Bytes::from(want.clone())).await {
@@ -51,7 +51,7 @@ pub(crate) async fn open(client: &Client, s: &SharedStore) -> Result<kv::Store, 
         Err(_) => match store.get(META_KEY).await {
             Ok(Some(v)) => String::from_utf8_lossy(&v).into_owned(),
             Ok(None) => want.clone(),
-            Err(e) => return Err(fail("cannot read its partition count", &e)),
+            Err(e) => return Err(fail("cannot read its partition count", &e, ACCESS_HINT)),
         },
     };
     if have != want {
@@ -62,6 +62,41 @@ pub(crate) async fn open(client: &Client, s: &SharedStore) -> Result<kv::Store, 
         )));
     }
     Ok(store)
+}
+
+/// What to check when the bucket cannot be used, unless the server said more.
+const ACCESS_HINT: &str =
+    "is JetStream enabled on the server (`nats-server -js`), and may this user use it?";
+
+/// What to do about a bucket the server would not create: the copies `state.replicas`
+/// asks for when the server cannot keep them, else JetStream and permissions.
+fn create_hint(s: &SharedStore, e: &async_nats::jetstream::context::CreateKeyValueError) -> String {
+    use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
+    use async_nats::jetstream::ErrorCode;
+    let mut source = std::error::Error::source(e);
+    let mut code = None;
+    while let Some(err) = source {
+        if let Some(create) = err.downcast_ref::<CreateStreamError>() {
+            if let CreateStreamErrorKind::JetStream(js) = create.kind() {
+                code = Some(js.error_code());
+            }
+        }
+        source = err.source();
+    }
+    let n = s.replicas;
+    match code {
+        Some(ErrorCode::STREAM_REPLICAS_NOT_SUPPORTED) => format!(
+            "`state.replicas` is {n}, but this nats-server is not in a JetStream cluster: a single \
+             server keeps one copy, in its JetStream storage directory (`-sd`, `store_dir`). \
+             Set `state.replicas: 1`, or run a cluster of {n} or more servers with JetStream"
+        ),
+        Some(ErrorCode::CLUSTER_NO_PEERS | ErrorCode::INSUFFICIENT_RESOURCES) if n > 1 => format!(
+            "`state.replicas` is {n}: the JetStream cluster needs {n} servers with JetStream \
+             and room in their storage directories (`-sd`, `store_dir`). Lower \
+             `state.replicas`, or add servers"
+        ),
+        _ => ACCESS_HINT.into(),
+    }
 }
 
 /// Watches every heartbeat and lease: their current values, then every change.
