@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{check_cid, resolve, Engine, Events};
+use super::{check_cid, Engine, Events};
 use crate::config::{CallAccess, Config, Resource};
 use crate::pattern::Params;
 use crate::protocol::{self, ResError, TokenOf};
@@ -26,7 +26,7 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Option<Result<Bytes, ResError>> {
-        let (res, params) = match resolve(config, rid)? {
+        let (res, params) = match self.resolve(config, rid)? {
             Ok(found) => found,
             Err(e) => return Some(Err(e)),
         };

@@ -64,6 +64,10 @@ pub struct Outcome {
     pub reply: Option<Bytes>,
     /// How it went, for metrics.
     pub status: Status,
+    /// The resource the message's name matched: its position in the config's
+    /// resources ([`Config::position_of`]); none for token events and names no pattern
+    /// matches.
+    pub resource: Option<usize>,
 }
 
 /// How handling a message went.
@@ -104,6 +108,8 @@ pub struct Engine<S: Store = MemoryStore> {
     /// Cleared while a request that waited is handled ([`Engine::handle_waited`]):
     /// its token fills in no record.
     learning: bool,
+    /// The resource the message being handled matched ([`Outcome::resource`]).
+    resolved: Option<usize>,
 }
 
 impl Default for Engine<MemoryStore> {
@@ -124,6 +130,7 @@ impl<S: Store> Engine<S> {
             config_id: 0,
             log_tokens: false,
             learning: true,
+            resolved: None,
         }
     }
 
@@ -165,6 +172,7 @@ impl<S: Store> Engine<S> {
             self.stamp += 1;
         }
         let mut out = Outcome::default();
+        self.resolved = None;
         let reply = match request {
             Request::Get { rid } => self.get(config, rid),
             Request::Access { rid, payload } => self.access(config, rid, payload, &mut out.events),
@@ -186,6 +194,7 @@ impl<S: Store> Engine<S> {
                 Some(self.api_reset(config, rid, payload, &mut out.events))
             }
         };
+        out.resource = self.resolved;
         out.reply = match reply {
             Some(Ok(body)) => Some(body),
             Some(Err(e)) => {
@@ -303,33 +312,40 @@ fn warn(warnings: &Mutex<WarnLimiter>, key: &str, log: impl FnOnce()) {
         .warn(key, log);
 }
 
-/// The resource a name belongs to and its captures. `None` when no pattern matches (the
-/// name is not ours: no reply); `Err` when a pattern matches but the name is not a valid
-/// resource name (a wildcard or whitespace in a capture: `system.invalidParams`; the
-/// literal parts matched the pattern's, which are valid).
-fn resolve<'a>(
-    config: &'a Config,
-    rid: &'a str,
-) -> Option<Result<(&'a Arc<Resource>, Params<'a>), ResError>> {
-    Some(
-        resolve_resource(config, rid)?
-            .map(|res| (res, res.pattern.matches(rid).unwrap_or_default())),
-    )
-}
+impl<S: Store> Engine<S> {
+    /// The resource a name belongs to and its captures. `None` when no pattern matches
+    /// (the name is not ours: no reply); `Err` when a pattern matches but the name is not
+    /// a valid resource name (a wildcard or whitespace in a capture:
+    /// `system.invalidParams`; the literal parts matched the pattern's, which are valid).
+    fn resolve<'a>(
+        &mut self,
+        config: &'a Config,
+        rid: &'a str,
+    ) -> Option<Result<(&'a Arc<Resource>, Params<'a>), ResError>> {
+        Some(
+            self.resolve_resource(config, rid)?
+                .map(|res| (res, res.pattern.matches(rid).unwrap_or_default())),
+        )
+    }
 
-/// [`resolve`] without the captures, so without allocating.
-fn resolve_resource<'a>(
-    config: &'a Config,
-    rid: &str,
-) -> Option<Result<&'a Arc<Resource>, ResError>> {
-    let res = config.resource_of(rid)?;
-    Some(if res.pattern.captured(rid).all(pattern::is_name_part) {
-        Ok(res)
-    } else {
-        Err(ResError::InvalidParams(format!(
-            "`{rid}` is not a valid resource name (dot-separated parts without wildcards or whitespace)"
-        )))
-    })
+    /// [`Engine::resolve`] without the captures, so without allocating. Remembers the
+    /// resource for the outcome ([`Outcome::resource`]).
+    fn resolve_resource<'a>(
+        &mut self,
+        config: &'a Config,
+        rid: &str,
+    ) -> Option<Result<&'a Arc<Resource>, ResError>> {
+        let at = config.position_of(rid)?;
+        self.resolved = Some(at);
+        let res = &config.resources[at];
+        Some(if res.pattern.captured(rid).all(pattern::is_name_part) {
+            Ok(res)
+        } else {
+            Err(ResError::InvalidParams(format!(
+                "`{rid}` is not a valid resource name (dot-separated parts without wildcards or whitespace)"
+            )))
+        })
+    }
 }
 
 /// Checks that a cid from a payload or subject is a connection ID: one non-empty name

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::{check_cid, push_change, resolve, Engine, Events};
+use super::{check_cid, push_change, Engine, Events};
 use crate::config::{Config, Resource, METHODS};
 use crate::field::Writable;
 use crate::pattern::{self, Params};
@@ -34,7 +34,7 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Option<Result<Bytes, ResError>> {
-        let (res, params) = match resolve(config, rid)? {
+        let (res, params) = match self.resolve(config, rid)? {
             Ok(found) => found,
             Err(e) => return Some(Err(e)),
         };
@@ -145,7 +145,7 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
-        let (res, params) = api_resolve(config, rid)?;
+        let (res, params) = self.api_resolve(config, rid)?;
         let req: ApiSetRequest = protocol::parse(payload, "set request")?;
         self.write(res, rid, &params, &req.values, Writer::Service, events)?;
         Ok(protocol::null_reply())
@@ -158,7 +158,7 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
-        let (res, params) = api_resolve(config, rid)?;
+        let (res, params) = self.api_resolve(config, rid)?;
         if !payload.iter().all(u8::is_ascii_whitespace) && !protocol::is_json_object(payload) {
             return Err(ResError::InvalidParams(
                 "reset request: the payload must be empty or a JSON object".into(),
@@ -255,18 +255,29 @@ impl<S: Store> Engine<S> {
     }
 }
 
-/// A backend API name: a valid resource name (`system.invalidParams` otherwise) that a
-/// pattern matches (`system.notFound` otherwise).
-fn api_resolve<'a>(
-    config: &'a Config,
-    rid: &'a str,
-) -> Result<(&'a std::sync::Arc<Resource>, Params<'a>), ResError> {
-    if !pattern::is_resource_name(rid) {
-        return Err(ResError::InvalidParams(format!(
-            "`{rid}` is not a valid resource name (dot-separated non-empty parts without wildcards or whitespace)"
-        )));
+impl<S: Store> Engine<S> {
+    /// A backend API name: a valid resource name (`system.invalidParams` otherwise) that
+    /// a pattern matches (`system.notFound` otherwise).
+    fn api_resolve<'a>(
+        &mut self,
+        config: &'a Config,
+        rid: &'a str,
+    ) -> Result<(&'a std::sync::Arc<Resource>, Params<'a>), ResError> {
+        if !pattern::is_resource_name(rid) {
+            return Err(ResError::InvalidParams(format!(
+                "`{rid}` is not a valid resource name (dot-separated non-empty parts without wildcards or whitespace)"
+            )));
+        }
+        let found = config.position_of(rid).and_then(|at| {
+            let res = &config.resources[at];
+            Some((at, res, res.pattern.matches(rid)?))
+        });
+        let Some((at, res, params)) = found else {
+            return Err(ResError::NotFound(format!(
+                "no declared resource matches `{rid}`"
+            )));
+        };
+        self.resolved = Some(at);
+        Ok((res, params))
     }
-    config
-        .resolve(rid)
-        .ok_or_else(|| ResError::NotFound(format!("no declared resource matches `{rid}`")))
 }

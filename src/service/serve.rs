@@ -344,12 +344,16 @@ impl Service {
             self.engine.handle(&self.config, request)
         };
         self.update_stats();
+        let counter = self
+            .requests
+            .counter(route.kind(), outcome.resource, outcome.status);
         let finished = Finished {
             route,
             endpoint,
             subject: msg.subject,
             reply_to: msg.reply,
             outcome,
+            counter,
             started,
             partition,
         };

@@ -45,7 +45,7 @@ impl Service {
             // Forwarded by an instance whose config declares the name, to this one that
             // owns its partition and does not: instances disagree (a rolling config
             // change). Answered, never dropped silently.
-            self.undeclared(&msg).await;
+            self.undeclared(route, &msg).await;
             return;
         }
         let kind = kind_of(route, &msg);
@@ -80,10 +80,11 @@ impl Service {
     }
 
     /// Answers a forwarded request for a name this instance's config does not declare.
-    async fn undeclared(&mut self, msg: &Message) {
+    async fn undeclared(&mut self, route: Route, msg: &Message) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
+        let started = std::time::Instant::now();
         cluster.metrics.undeclared.inc();
         let hash = self.config.content_hash();
         if cluster
@@ -100,6 +101,10 @@ impl Service {
         if let Err(e) = self.client.publish(reply.clone(), error.reply()).await {
             tracing::warn!(error = %e, "could not answer a request for an undeclared name");
         }
+        let status = crate::engine::Status::Error(error.code());
+        let counter = self.requests.counter(route.kind(), None, status);
+        self.metrics
+            .request(route.kind(), &counter, started.elapsed());
     }
 
     async fn forward(&self, to: &str, hops: u32, msg: Message) {
