@@ -32,7 +32,7 @@ use crate::store::{MemoryStore, Store, Written};
 use expiry::ResetQueue;
 pub use expiry::{ResetBatch, RESET_BATCH};
 use get::model_values;
-pub use migrate::fit_unit;
+pub use migrate::{fit_unit, DroppedValues};
 use warn::WarnLimiter;
 
 /// One inbound message, already routed by its subject.
@@ -199,6 +199,7 @@ impl<S: Store> Engine<S> {
             Some(Ok(body)) => Some(body),
             Some(Err(e)) => {
                 out.status = Status::Error(e.code());
+                refused(config, &request, out.resource, &e);
                 Some(e.reply())
             }
             None if matches!(request, Request::Token { .. }) => None,
@@ -310,6 +311,50 @@ fn warn(warnings: &Mutex<WarnLimiter>, key: &str, log: impl FnOnce()) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .warn(key, log);
+}
+
+/// A rule for the log: its name in the resource (`get`, `call`, `call.<method>`), where
+/// it is written and its text; or that there is none, which denies.
+fn rule_said(res: &Resource, name: &str, rule: Option<&Rule>) -> String {
+    let Some(rule) = rule else {
+        return format!("no `{name}` rule (denied by default)");
+    };
+    match res.sites.get(name) {
+        Some(site) => match &site.file {
+            Some(file) => format!("{name} at {file}:{}: {}", site.pos, rule.source()),
+            None => format!("{name} at line {}: {}", site.pos, rule.source()),
+        },
+        None => format!("{name}: {}", rule.source()),
+    }
+}
+
+/// A request answered with an error, at `debug` with what decided it: the request,
+/// the pattern its name matched and the error the requester received. Denied calls
+/// are logged where their rule is known ([`Engine::call`]), not here.
+fn refused(config: &Config, request: &Request, resource: Option<usize>, error: &ResError) {
+    if matches!(error, ResError::AccessDenied(_)) || !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let pattern = resource
+        .and_then(|i| config.resources.get(i))
+        .map_or("-", |r| r.pattern.as_str());
+    let (kind, rid, method) = match *request {
+        Request::Get { rid } => ("get", rid, ""),
+        Request::Access { rid, .. } => ("access", rid, ""),
+        Request::Call { rid, method, .. } => ("call", rid, method),
+        Request::ApiSet { rid, .. } => ("api", rid, "set"),
+        Request::ApiReset { rid, .. } => ("api", rid, "reset"),
+        Request::Token { .. } => return,
+    };
+    tracing::debug!(
+        kind,
+        resource = %pattern,
+        rid,
+        method,
+        code = error.code(),
+        error = %error,
+        "request refused"
+    );
 }
 
 impl<S: Store> Engine<S> {

@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::{check_cid, push_change, Engine, Events};
-use crate::config::{Config, Resource, METHODS};
+use super::{check_cid, push_change, rule_said, Engine, Events};
+use crate::config::{CallAccess, Config, Resource, METHODS};
 use crate::field::Writable;
 use crate::pattern::{self, Params};
 use crate::protocol::{self, ApiSetRequest, CallHead, ResError, TokenOf};
@@ -116,6 +116,14 @@ impl<S: Store> Engine<S> {
         };
         self.learn_token(config, &req.cid, sent, allowed, events);
         if !allowed {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let name = match &res.access.call {
+                    CallAccess::All(_) => "call".to_string(),
+                    _ => format!("call.{method}"),
+                };
+                let rule = rule_said(res, &name, res.access.call.rule(method));
+                tracing::debug!(resource = %res.pattern, rid, method, cid = &*req.cid, rule, "call denied");
+            }
             return Err(ResError::AccessDenied(format!(
                 "access denied: {method} on {rid}"
             )));

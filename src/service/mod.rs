@@ -118,6 +118,8 @@ pub struct Service {
     metrics: Arc<Metrics>,
     /// The request counters of the config in force.
     requests: Requests,
+    /// Reports of messages that get no answer.
+    unanswered: serve::Unanswered,
     /// The connections and entries last set on the state gauges.
     held: (usize, usize),
     discovery: Discovery,
@@ -217,6 +219,7 @@ impl Service {
         );
         Ok(Service {
             requests: metrics.requests(&config),
+            unanswered: serve::Unanswered::default(),
             client,
             config,
             engine,

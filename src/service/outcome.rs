@@ -81,11 +81,8 @@ impl Finished {
                     tracing::error!(subject, error = %e, "could not acknowledge a token event");
                 }
             }
-            (None, Some(_)) => tracing::info!(
-                subject,
-                "no declared resource matches (removed by a reload?); not answered"
-            ),
-            (None, None) => {}
+            // No pattern matches the name: logged when handled (`serve.rs`).
+            (None, _) => {}
         }
         let took = started.elapsed();
         metrics.request(route.kind(), &counter, took);

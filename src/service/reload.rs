@@ -271,7 +271,7 @@ impl Service {
         let endpoints: Vec<_> = added.iter().map(|s| s.endpoint.clone()).collect();
         self.ordered.add(added);
         let old = std::mem::replace(&mut self.config, config);
-        self.engine.reloaded(&old, &self.config);
+        let dropped = self.engine.reloaded(&old, &self.config);
         let parse_to_swap_us = started.elapsed().as_micros() as u64;
         // Freeing a large config (compiled rules, templates, regexes) takes
         // milliseconds: not on the serving task.
@@ -297,6 +297,14 @@ impl Service {
             config = self.config.content_hash(),
             "config reloaded"
         );
+        if !dropped.places.is_empty() {
+            tracing::warn!(
+                file,
+                values = dropped.total(),
+                dropped = dropped.describe(),
+                "the reload dropped written values that the new config does not keep; those fields read as their defaults"
+            );
+        }
         let _ = self.reports.send(ReloadReport::Applied {
             diff,
             parse_to_swap_us,
