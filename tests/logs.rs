@@ -1,6 +1,7 @@
 //! What connres logs, captured from instances running in-process (`common::logs`):
 //! refused requests with what decided them (at `debug`), a reload that drops written
-//! values, requests that get no answer.
+//! values, the shared store's partition changes in one line per batch, instances that
+//! run different configs and the requests that then go unanswered.
 
 mod common;
 
@@ -222,4 +223,115 @@ async fn requests_for_a_removed_pattern_are_reported_at_most_every_ten_seconds()
         assert!(lines[0].contains(part), "{part} in {}", lines[0]);
     }
     connres.stop().await;
+}
+
+#[tokio::test]
+async fn partition_changes_are_summed_up_in_one_line() {
+    let mut logs = Logs::capture("info");
+    let server = NatsServer::start_jetstream();
+    let yaml = shared_seed("summary");
+    let (first, _gw, _) = start_shared(&server, &yaml).await;
+    let line = logs.wait_for(&["partitions changed"]).await;
+    let all = format!("0-{}", PARTITIONS - 1);
+    for part in [
+        "INFO",
+        &format!("acquired={PARTITIONS} "),
+        &format!("acquired_partitions={all} "),
+        "units_loaded=0",
+        "released=0 ",
+        &format!("held={PARTITIONS} partitions={PARTITIONS}"),
+    ] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    // Nothing at `info` per partition.
+    let per_partition: Vec<String> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(" INFO ") && l.contains("partition="))
+        .collect();
+    assert!(per_partition.is_empty(), "{per_partition:?}");
+    assert_eq!(logs.matching(&["partitions changed"]).len(), 1);
+    drop(first);
+}
+
+/// The seed with one more resource, which the seed alone does not declare.
+fn with_extra(bucket: &str) -> String {
+    format!(
+        "{}\n  extra.{{cid}}:\n    fields:\n      n: {{ type: integer, default: 0, writable: true }}\n    access:\n      get: \"true\"\n      call: \"true\"\n",
+        shared_seed(bucket).trim_end()
+    )
+}
+
+#[tokio::test]
+async fn instances_running_different_configs_say_so_and_what_goes_unanswered() {
+    let mut logs = Logs::capture("info");
+    let server = NatsServer::start_jetstream();
+    let wide = with_extra("mixed");
+    let narrow = shared_seed("mixed");
+    let (wide_instance, gw, _) = start_shared(&server, &wide).await;
+    let (narrow_instance, _, narrow_cluster) = start_shared(&server, &narrow).await;
+    let narrow_metrics = last_shared_metrics();
+    // Each sees the other's heartbeat.
+    let hash = |y: &str| {
+        connres::config::Config::parse("x", y)
+            .unwrap()
+            .content_hash()
+            .to_string()
+    };
+    for (theirs, mine) in [(hash(&narrow), hash(&wide)), (hash(&wide), hash(&narrow))] {
+        logs.wait_for(&[
+            "another instance runs a different config",
+            &format!("config={theirs}"),
+            &format!("this={mine}"),
+        ])
+        .await;
+    }
+    // The narrow instance must hold partitions before a name of one can be found: its
+    // own line says when it took some.
+    let all = format!("acquired={PARTITIONS} ");
+    logs.wait_until("of the narrow instance taking partitions", |l| {
+        l.contains("partitions changed") && l.contains("released=0 ") && !l.contains(&all)
+    })
+    .await;
+    assert!(narrow_cluster.served() > 0);
+    // A read of a connection whose partition the narrow instance owns: forwarded there
+    // by the wide one (the only subscriber), answered with an error and counted.
+    let mut owned_by_narrow = None;
+    for i in 0..200 {
+        let cid = format!("m{i}");
+        let r = gw.request(&format!("get.extra.{cid}"), Value::Null).await;
+        if r["error"]["code"] == json!("system.internalError") {
+            owned_by_narrow = Some(cid);
+            break;
+        }
+        assert_eq!(r["result"]["model"], json!({"n": 0}), "{r}");
+    }
+    let cid = owned_by_narrow.expect("a connection whose partition the narrow instance owns");
+    let text = narrow_metrics.encode();
+    let line = r#"connres_requests_total{kind="get",outcome="internal_error",resource="-"} 1"#;
+    assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    // A call on it: only the wide instance subscribes it, and keeps it for the owner,
+    // which never receives it. The wide instance says so.
+    let inbox = gw.client.new_inbox();
+    gw.client
+        .publish_with_reply(
+            format!("call.extra.{cid}.set"),
+            inbox,
+            json!({"cid": cid, "params": {"n": 1}}).to_string().into(),
+        )
+        .await
+        .unwrap();
+    let line = logs
+        .wait_for(&["waits for its partition's owner, which runs a different config"])
+        .await;
+    for part in [
+        "WARN",
+        &format!(r#"subject="call.extra.{cid}.set""#),
+        &format!("owner_config={}", hash(&narrow)),
+        "skipped=0",
+    ] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    drop(narrow_instance);
+    drop(wide_instance);
 }

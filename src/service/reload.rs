@@ -272,6 +272,9 @@ impl Service {
         self.ordered.add(added);
         let old = std::mem::replace(&mut self.config, config);
         let dropped = self.engine.reloaded(&old, &self.config);
+        if let Some(cluster) = &mut self.cluster {
+            cluster.reloaded(old.content_hash(), self.config.content_hash());
+        }
         let parse_to_swap_us = started.elapsed().as_micros() as u64;
         // Freeing a large config (compiled rules, templates, regexes) takes
         // milliseconds: not on the serving task.

@@ -49,6 +49,10 @@ impl Service {
             return;
         }
         let kind = kind_of(route, &msg);
+        let watched = self.watch_kept(route, &msg, partition);
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
         let now = cluster.now();
         let placed = cluster.machine.place(
             Incoming {
@@ -74,7 +78,7 @@ impl Service {
                 .await
             }
             Placement::Forward { to, hops, msg } => self.forward(&to, hops, msg.2).await,
-            Placement::Kept => {}
+            Placement::Kept => self.kept(partition, watched),
             Placement::Drop((_, _, msg), why) => self.dropped(&msg, why),
         }
     }
@@ -137,8 +141,10 @@ impl Service {
     }
 
     /// Records a message the protocol let go of.
-    fn dropped(&self, msg: &Message, why: Dropped) {
-        let Some(cluster) = &self.cluster else { return };
+    fn dropped(&mut self, msg: &Message, why: Dropped) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
         match why {
             // Another instance applied it (or will), or it is superseded: nothing was
             // lost.
@@ -149,7 +155,9 @@ impl Service {
             }
             Dropped::TooOld | Dropped::TooMany => {
                 cluster.metrics.dropped.inc();
-                tracing::warn!(subject = %msg.subject, reason = ?why, "dropped a read: its partition had no owner (the gateway times it out)");
+                if let Some(skipped) = cluster.peers.dropped.occurred(std::time::Instant::now()) {
+                    tracing::warn!(subject = %msg.subject, reason = ?why, skipped, "dropped a read: its partition had no owner (the gateway times it out); reported at most every 10s, `skipped` since the last line");
+                }
             }
         }
     }
@@ -207,7 +215,10 @@ impl Service {
         };
         let now = cluster.now();
         let actions = match next {
-            Next::Tick => cluster.machine.tick(now),
+            Next::Tick => {
+                cluster.log_partitions(false);
+                cluster.machine.tick(now)
+            }
             Next::Io(io) => self.io_done(io),
         };
         self.run_actions(actions).await;
@@ -224,6 +235,8 @@ impl Service {
             Io::Entry(entry) => {
                 let mut actions = Vec::new();
                 if let Some(input) = bucket::observation(&entry) {
+                    let mine = self.config.content_hash();
+                    cluster.peers.observed(&input, &cluster.id, mine);
                     actions = cluster.machine.handle(input, now);
                 }
                 if entry.seen_current && !cluster.joined {
@@ -415,6 +428,7 @@ impl Service {
             }
             Action::Forget { p } => {
                 let n = cluster.settings.partitions;
+                cluster.partition_log.released(p, std::time::Instant::now());
                 let dropped = cluster.pipeline.forget(p);
                 cluster.loaded.remove(&p);
                 self.engine
@@ -439,6 +453,15 @@ impl Service {
             return;
         };
         let units = cluster.loaded.remove(&p).unwrap_or_default();
+        cluster
+            .partition_log
+            .acquired(p, units.len(), std::time::Instant::now());
+        tracing::debug!(
+            partition = p,
+            confirmed,
+            units = units.len(),
+            "installed a partition"
+        );
         let now = self.engine.now();
         for Loaded {
             key,
@@ -671,6 +694,9 @@ impl Service {
         }
         while let Some(Some(received)) = self.subs.next().now_or_never() {
             self.handle(received).await;
+        }
+        if let Some(cluster) = &mut self.cluster {
+            cluster.log_partitions(true);
         }
     }
 }
