@@ -191,6 +191,56 @@ fn possible(kind: Kind, resource: Option<&Resource>, shared: bool) -> Vec<usize>
     }
 }
 
+/// Calls `each(row, kind, outcome, labels)` for every request series of a config:
+/// row by row (its resources in order, then [`NO_RESOURCE`]), each row at least once
+/// (the token kind's series of [`NO_RESOURCE`] always exist).
+fn for_each_series(
+    config: &Config,
+    shared: bool,
+    mut each: impl FnMut(usize, usize, usize, RequestLabels),
+) {
+    let resources = config.resources.iter().map(|r| Some(&**r));
+    for (row, res) in resources.chain([None]).enumerate() {
+        let pattern = res.map_or(NO_RESOURCE, |r| r.pattern.as_str());
+        for (k, kind) in [Kind::Get, Kind::Access, Kind::Call, Kind::Token, Kind::Api]
+            .into_iter()
+            .enumerate()
+        {
+            for outcome in possible(kind, res, shared) {
+                let labels = RequestLabels {
+                    kind: KINDS[k],
+                    outcome: OUTCOMES[outcome],
+                    resource: pattern.to_string(),
+                };
+                each(row, k, outcome, labels);
+            }
+        }
+    }
+}
+
+/// Request series to remove from the text: see [`gone`].
+#[derive(Debug, Default)]
+pub struct Gone(Vec<RequestLabels>);
+
+/// The request series of `old` that `new` cannot touch (its removed patterns, calls
+/// of a resource left without call rules): computed beside the serving task, removed
+/// when `new` is in force ([`Metrics::remove`]). The other way round, the series a
+/// prepared config made that the one in force cannot touch, when it is not put in
+/// force after all.
+pub fn gone(old: &Config, new: &Config, shared: bool) -> Gone {
+    let mut wanted = std::collections::HashSet::new();
+    for_each_series(new, shared, |_, _, _, labels| {
+        wanted.insert(labels);
+    });
+    let mut gone = Vec::new();
+    for_each_series(old, shared, |_, _, _, labels| {
+        if !wanted.contains(&labels) {
+            gone.push(labels);
+        }
+    });
+    Gone(gone)
+}
+
 /// Counters of one resource (or of none), by kind and outcome: only the possible ones.
 type Row = [[Option<Counter>; OUTCOMES.len()]; KINDS.len()];
 
@@ -250,9 +300,6 @@ struct ConfigLabel {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    /// The request series the config in force can touch (replaced as a whole when a
-    /// config is put in force: a series no longer possible is removed).
-    request_series: std::sync::Mutex<std::collections::HashSet<RequestLabels>>,
     latency: Vec<Latency>,
     events: Vec<Counter>,
     connections: Gauge,
@@ -359,7 +406,6 @@ impl Metrics {
         Metrics {
             registry,
             requests,
-            request_series: Default::default(),
             latency,
             events,
             connections,
@@ -375,48 +421,33 @@ impl Metrics {
         }
     }
 
-    /// The request series of a config being put in force, made now (at zero; a series
-    /// the previous config had keeps its count). Those of the previous config that this
-    /// one cannot touch (a removed pattern, calls of a resource left with no call rule)
-    /// are removed.
-    pub fn requests(&self, config: &Config) -> Requests {
-        let shared = config.state.store.shared().is_some();
-        let resources = config.resources.iter().map(|r| Some(&**r));
-        let mut wanted = std::collections::HashSet::new();
+    /// The request series of a config about to be put in force (`shared`: with the
+    /// shared store, which is fixed for the process's life), made now at zero; a
+    /// series the config in force has already keeps its count. Made beside the serving
+    /// task for a reload (a few milliseconds for 1,000 patterns); the series the new
+    /// config cannot touch are removed once it is in force ([`Metrics::remove`]).
+    pub fn requests(&self, config: &Config, shared: bool) -> Requests {
         let mut rows = Vec::with_capacity(config.resources.len() + 1);
         let mut patterns = Vec::with_capacity(config.resources.len() + 1);
-        for res in resources.chain([None]) {
-            let pattern = res.map_or(NO_RESOURCE, |r| r.pattern.as_str());
-            let mut row: Row = Default::default();
-            for (k, kind) in [Kind::Get, Kind::Access, Kind::Call, Kind::Token, Kind::Api]
-                .into_iter()
-                .enumerate()
-            {
-                for outcome in possible(kind, res, shared) {
-                    let labels = RequestLabels {
-                        kind: KINDS[k],
-                        outcome: OUTCOMES[outcome],
-                        resource: pattern.to_string(),
-                    };
-                    row[k][outcome] = Some(self.requests.get_or_create_owned(&labels));
-                    wanted.insert(labels);
-                }
+        for_each_series(config, shared, |row, k, outcome, labels| {
+            if rows.len() == row {
+                rows.push(Row::default());
+                patterns.push(labels.resource.clone());
             }
-            rows.push(row);
-            patterns.push(pattern.to_string());
-        }
-        let mut series = self
-            .request_series
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for gone in series.difference(&wanted) {
-            self.requests.remove(gone);
-        }
-        *series = wanted;
+            rows[row][k][outcome] = Some(self.requests.get_or_create_owned(&labels));
+        });
         Requests {
             rows,
             patterns,
             family: self.requests.clone(),
+        }
+    }
+
+    /// Removes request series (those of a config no longer in force that the one in
+    /// force cannot touch: [`gone`]).
+    pub fn remove(&self, gone: &Gone) {
+        for labels in &gone.0 {
+            self.requests.remove(labels);
         }
     }
 
@@ -541,7 +572,7 @@ mod tests {
     #[test]
     fn recorded_values_show_in_the_text() {
         let m = Metrics::new();
-        let requests = m.requests(&config(SEED));
+        let requests = m.requests(&config(SEED), false);
         let get = requests.counter(Kind::Get, Some(0), Status::Ok);
         m.request(Kind::Get, &get, Duration::from_micros(80));
         m.request(Kind::Get, &get, Duration::from_micros(80));
@@ -578,7 +609,7 @@ mod tests {
             "{SEED}  board.{{id}}:\n    fields:\n      title: {{ type: string }}\n    access:\n      get: \"true\"\n"
         );
         let m = Metrics::new();
-        m.requests(&config(&yaml));
+        m.requests(&config(&yaml), false);
         let line = |kind: &str, outcome: &str, resource: &str| {
             format!(
                 r#"connres_requests_total{{kind="{kind}",outcome="{outcome}",resource="{resource}"}} 0"#
@@ -619,7 +650,7 @@ mod tests {
         // not declare is answered with system.internalError.
         let shared = yaml.replace("version: 1\n", "version: 1\nstate:\n  store: nats\n");
         let m = Metrics::new();
-        m.requests(&config(&shared));
+        m.requests(&config(&shared), true);
         let lines = request_lines(&m);
         assert_eq!(lines.len(), expected.len() + 2);
         assert!(lines.contains(&line("get", "internal_error", NO_RESOURCE)));
@@ -632,18 +663,25 @@ mod tests {
     #[test]
     fn a_reload_keeps_removes_and_adds_series() {
         let m = Metrics::new();
-        let old = m.requests(&config(SEED));
+        let seed = config(SEED);
+        let old = m.requests(&seed, false);
         let kept = old.counter(Kind::Get, Some(0), Status::Ok);
-        let gone = old.counter(Kind::Get, Some(1), Status::Ok);
+        let gone_counter = old.counter(Kind::Get, Some(1), Status::Ok);
         kept.inc();
-        gone.inc();
+        gone_counter.inc();
         let user = SEED.split("  session.prefs.{cid}:").next().unwrap();
-        let new_yaml = format!(
+        let new_config = config(&format!(
             "{user}  board.{{id}}:\n    fields:\n      title: {{ type: string }}\n    access:\n      get: \"true\"\n"
-        );
-        let new = m.requests(&config(&new_yaml));
+        ));
+        // Made beside the serving task: the old series show until the swap.
+        let new = m.requests(&new_config, false);
+        let removed = gone(&seed, &new_config, false);
+        assert!(request_lines(&m)
+            .iter()
+            .any(|l| l.contains("session.prefs")));
+        m.remove(&removed);
         new.counter(Kind::Get, Some(0), Status::Ok).inc();
-        gone.inc();
+        gone_counter.inc();
         let lines = request_lines(&m);
         assert!(lines.contains(
             &r#"connres_requests_total{kind="get",outcome="ok",resource="session.user.{cid}"} 2"#
@@ -657,12 +695,18 @@ mod tests {
             !lines.iter().any(|l| l.contains("session.prefs")),
             "{lines:?}"
         );
+        // Only the removed pattern's series went (board has no call rules, so neither
+        // has session.user: nothing of theirs).
+        assert_eq!(removed.0.len(), 10);
         // Back again: from zero.
-        m.requests(&config(SEED));
-        assert!(request_lines(&m).contains(
+        m.requests(&seed, false);
+        m.remove(&gone(&new_config, &seed, false));
+        let lines = request_lines(&m);
+        assert!(lines.contains(
             &r#"connres_requests_total{kind="get",outcome="ok",resource="session.prefs.{cid}"} 0"#
                 .to_string()
         ));
+        assert!(!lines.iter().any(|l| l.contains("board")), "{lines:?}");
     }
 
     /// Every outcome the engine gives a message is one of the series made for it (none

@@ -177,6 +177,33 @@ async fn only_series_that_can_count_are_listed_by_resource() {
     connres.stop().await;
 }
 
+/// A reload removes the series of the pattern it removes, adds those of the one it
+/// adds, and the others keep counting.
+#[tokio::test]
+async fn a_reload_removes_and_adds_series_by_pattern() {
+    let server = NatsServer::start();
+    let dir = ConfigDir::new(SEED);
+    let (connres, gw, mut reports) = start_watched(&server, &dir.path()).await;
+    let metrics = last_shared_metrics();
+    gw.get("session.user.c1").await;
+    gw.get("session.prefs.c1").await;
+    let user = SEED.split("  session.prefs.{cid}:").next().unwrap();
+    let board = "  board.{id}:\n    fields:\n      title: { type: string }\n    access:\n      get: \"true\"\n";
+    write_by_rename(&dir.path(), &format!("{user}{board}"));
+    next_reload(&mut reports).await;
+    let text = metrics.encode();
+    has(
+        &text,
+        r#"connres_requests_total{kind="get",outcome="ok",resource="session.user.{cid}"} 1"#,
+    );
+    has(
+        &text,
+        r#"connres_requests_total{kind="get",outcome="ok",resource="board.{id}"} 0"#,
+    );
+    assert!(!text.contains("session.prefs"), "{text}");
+    connres.stop().await;
+}
+
 #[tokio::test]
 async fn readiness_follows_the_nats_connection() {
     let server = NatsServer::start();

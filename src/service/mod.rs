@@ -218,7 +218,7 @@ impl Service {
             "subscribed"
         );
         Ok(Service {
-            requests: metrics.requests(&config),
+            requests: metrics.requests(&config, shared.is_some()),
             unanswered: serve::Unanswered::default(),
             client,
             config,

@@ -176,7 +176,6 @@ impl Service {
     /// it added): the metrics and discovery say so.
     pub(super) fn config_in_force(&mut self, reloaded: bool, added: Vec<Arc<Endpoint>>) {
         self.metrics.config(self.config.content_hash(), reloaded);
-        self.requests = self.metrics.requests(&self.config);
         self.discovery
             .in_force(&self.config, self.metrics.generation(), added);
     }
