@@ -25,11 +25,8 @@ impl Service {
     ) -> Option<String> {
         let cluster = self.cluster.as_ref()?;
         let write = matches!(route, Route::Call | Route::ApiSet | Route::ApiReset);
-        (write
-            && msg.reply.is_some()
-            && partition.is_some()
-            && cluster.peers.mixed(self.config.content_hash()))
-        .then(|| msg.subject.to_string())
+        (write && msg.reply.is_some() && partition.is_some() && cluster.peers.mixed())
+            .then(|| msg.subject.to_string())
     }
 
     /// A message was kept in the window; `watched`: its subject, when
@@ -163,6 +160,9 @@ pub(super) fn ranges(ps: &[u32]) -> String {
 #[derive(Debug, Default)]
 pub(super) struct Peers {
     configs: HashMap<Instance, String>,
+    /// Whether one of them differs from this instance's (looked at for every write
+    /// placed, so kept up to date rather than worked out).
+    mixed: bool,
     /// Kept writes whose owner runs another config, reported at most every ten seconds.
     pub(super) kept: Throttle,
     /// Reads dropped for want of an owner, likewise.
@@ -182,29 +182,32 @@ impl Peers {
         }
         let Some(info) = info else {
             self.configs.remove(id);
+            self.mixed = self.configs.values().any(|c| c != mine);
             return;
         };
-        let before = self.configs.insert(id.clone(), info.config.clone());
-        if before.as_deref() == Some(info.config.as_str()) {
+        if self.configs.get(id) == Some(&info.config) {
             return;
         }
+        let before = self.configs.insert(id.clone(), info.config.clone());
         let was = before.as_deref().is_some_and(|b| b != mine);
         compared(id, &info.config, mine, was);
+        self.mixed = self.configs.values().any(|c| c != mine);
     }
 
     /// This instance's config changed from `old` to `new` (a reload): logs the
     /// instances that now run another config, or the same one again.
-    pub(super) fn reloaded(&self, old: &str, new: &str) {
+    pub(super) fn reloaded(&mut self, old: &str, new: &str) {
         for (id, config) in &self.configs {
             if (config != old) != (config != new) {
                 compared(id, config, new, config != old);
             }
         }
+        self.mixed = self.configs.values().any(|c| c != new);
     }
 
-    /// Whether an instance is known to run another config than `mine`.
-    pub(super) fn mixed(&self, mine: &str) -> bool {
-        self.configs.values().any(|c| c != mine)
+    /// Whether an instance is known to run another config than this one.
+    pub(super) fn mixed(&self) -> bool {
+        self.mixed
     }
 
     /// The config an instance runs, when it differs from `mine`.
@@ -294,7 +297,7 @@ mod tests {
                 && lines[0].contains("instance=a config=other this=mine"),
             "{lines:?}"
         );
-        assert!(peers.mixed("mine"));
+        assert!(peers.mixed());
         assert_eq!(peers.differs("a", "mine"), Some("other"));
         assert_eq!(peers.differs("b", "mine"), None);
         let lines = logged(|| peers.observed(&beat("a", "mine"), "me", "mine"));
@@ -305,7 +308,7 @@ mod tests {
                 && lines[0].contains("instance=a"),
             "{lines:?}"
         );
-        assert!(!peers.mixed("mine"));
+        assert!(!peers.mixed());
         // This instance reloads to another config: both others differ now.
         let mut lines = logged(|| peers.reloaded("mine", "new"));
         lines.sort();
@@ -314,6 +317,7 @@ mod tests {
             lines.iter().all(|l| l.contains("runs a different config")),
             "{lines:?}"
         );
+        assert!(peers.mixed());
         // A deleted heartbeat: that instance is gone.
         peers.observed(
             &Input::Node {
