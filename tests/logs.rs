@@ -21,11 +21,19 @@ fn site_of(yaml: &str, key: &str, text: &str) -> String {
     format!("{}:{col}", i + 1)
 }
 
+/// The seed and a resource with a field that a `writable` rule guards.
+fn with_cart() -> String {
+    format!(
+        "{SEED}  cart.{{cid}}:\n    fields:\n      items: {{ type: integer, default: 0, writable: \"token != null\" }}\n    access:\n      get: cid == params.cid\n      call: cid == params.cid\n"
+    )
+}
+
 #[tokio::test]
 async fn refused_requests_are_logged_at_debug_with_what_decided() {
     let logs = Logs::capture("info,connres=debug");
     let server = NatsServer::start();
-    let (connres, gw) = start(&server, SEED).await;
+    let yaml = with_cart();
+    let (connres, gw) = start(&server, &yaml).await;
     let prefs = "session.prefs.c1";
     let token = json!({"userId": 1});
 
@@ -43,7 +51,7 @@ async fn refused_requests_are_logged_at_debug_with_what_decided() {
         r#"method="set""#,
         &format!(
             "call.set at line {}: {set_rule}",
-            site_of(SEED, "set:", set_rule)
+            site_of(&yaml, "set:", set_rule)
         ),
     ] {
         assert!(denied[0].contains(part), "{part} in {}", denied[0]);
@@ -80,6 +88,24 @@ async fn refused_requests_are_logged_at_debug_with_what_decided() {
         api[0]
     );
 
+    // A set the call rule allows and a field's `writable` rule refuses.
+    let r = gw
+        .call("cart.c5", "set", "c5", Value::Null, json!({"items": 3}))
+        .await;
+    Gateway::expect_error(&r, "system.invalidParams");
+    let writable = logs.matching(&["request refused", r#"rid="cart.c5""#]);
+    assert_eq!(writable.len(), 1, "{writable:?}");
+    let rule = "token != null";
+    // The rule's place is that of its YAML value, the quote included.
+    let at = site_of(&yaml, "items:", &format!("\"{rule}\""));
+    assert!(
+        writable[0].contains(&format!(
+            r#"denied_by="fields.items.writable at line {at}: {rule}""#
+        )),
+        "{}",
+        writable[0]
+    );
+
     // Access to another connection's model: the `get` rule denies it.
     let r = gw.access("session.user.c1", "c2", Value::Null).await;
     assert_eq!(r["result"]["get"], json!(false));
@@ -89,7 +115,7 @@ async fn refused_requests_are_logged_at_debug_with_what_decided() {
     assert!(
         access[0].contains(&format!(
             "get at line {}: {get_rule}",
-            site_of(SEED, "get:", get_rule)
+            site_of(&yaml, "get:", get_rule)
         )) && access[0].contains("cid=\"c2\""),
         "{}",
         access[0]

@@ -110,6 +110,9 @@ pub struct Engine<S: Store = MemoryStore> {
     learning: bool,
     /// The resource the message being handled matched ([`Outcome::resource`]).
     resolved: Option<usize>,
+    /// The rules that refused the message being handled, when `debug` is logged and
+    /// the error does not say them ([`refused`]).
+    denied_by: Option<String>,
 }
 
 impl Default for Engine<MemoryStore> {
@@ -131,6 +134,7 @@ impl<S: Store> Engine<S> {
             log_tokens: false,
             learning: true,
             resolved: None,
+            denied_by: None,
         }
     }
 
@@ -173,6 +177,7 @@ impl<S: Store> Engine<S> {
         }
         let mut out = Outcome::default();
         self.resolved = None;
+        self.denied_by = None;
         let reply = match request {
             Request::Get { rid } => self.get(config, rid),
             Request::Access { rid, payload } => self.access(config, rid, payload, &mut out.events),
@@ -199,7 +204,7 @@ impl<S: Store> Engine<S> {
             Some(Ok(body)) => Some(body),
             Some(Err(e)) => {
                 out.status = Status::Error(e.code());
-                refused(config, &request, out.resource, &e);
+                refused(config, &request, out.resource, &e, self.denied_by.take());
                 Some(e.reply())
             }
             None if matches!(request, Request::Token { .. }) => None,
@@ -313,8 +318,9 @@ fn warn(warnings: &Mutex<WarnLimiter>, key: &str, log: impl FnOnce()) {
         .warn(key, log);
 }
 
-/// A rule for the log: its name in the resource (`get`, `call`, `call.<method>`), where
-/// it is written and its text; or that there is none, which denies.
+/// A rule for the log: its name in the resource (`get`, `call`, `call.<method>`,
+/// `fields.<name>.writable`), where it is written and its text; or that there is none,
+/// which denies.
 fn rule_said(res: &Resource, name: &str, rule: Option<&Rule>) -> String {
     let Some(rule) = rule else {
         return format!("no `{name}` rule (denied by default)");
@@ -329,9 +335,16 @@ fn rule_said(res: &Resource, name: &str, rule: Option<&Rule>) -> String {
 }
 
 /// A request answered with an error, at `debug` with what decided it: the request,
-/// the pattern its name matched and the error the requester received. Denied calls
-/// are logged where their rule is known ([`Engine::call`]), not here.
-fn refused(config: &Config, request: &Request, resource: Option<usize>, error: &ResError) {
+/// the pattern its name matched, the error the requester received and, for a set
+/// that `writable` rules refused, those rules. Denied calls are logged where their
+/// rule is known ([`Engine::call`]), not here.
+fn refused(
+    config: &Config,
+    request: &Request,
+    resource: Option<usize>,
+    error: &ResError,
+    denied_by: Option<String>,
+) {
     if matches!(error, ResError::AccessDenied(_)) || !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
@@ -353,6 +366,7 @@ fn refused(config: &Config, request: &Request, resource: Option<usize>, error: &
         method,
         code = error.code(),
         error = %error,
+        denied_by = denied_by.as_deref(),
         "request refused"
     );
 }

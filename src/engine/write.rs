@@ -114,6 +114,16 @@ impl<S: Store> Engine<S> {
             };
             (allowed, denied)
         };
+        if !denied.is_empty() && tracing::enabled!(tracing::Level::DEBUG) {
+            let rules: Vec<String> = denied
+                .iter()
+                .map(|name| {
+                    let rule = res.field(name).and_then(|f| f.writable.rule());
+                    rule_said(res, &format!("fields.{name}.writable"), rule)
+                })
+                .collect();
+            self.denied_by = Some(rules.join("; "));
+        }
         self.learn_token(config, &req.cid, sent, allowed, events);
         if !allowed {
             if tracing::enabled!(tracing::Level::DEBUG) {
