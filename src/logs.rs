@@ -3,6 +3,7 @@
 //! once.
 
 use std::io::IsTerminal as _;
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
@@ -38,6 +39,35 @@ pub fn init(format: LogFormat) {
     }
 }
 
+/// Reports something that can happen per request at most once per [`Throttle::EVERY`],
+/// saying how many went unreported since the last line: under a flood a line now and
+/// then, never one per message.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    last: Option<Instant>,
+    /// Occurrences since the last line that were not reported.
+    skipped: u64,
+}
+
+impl Throttle {
+    /// The least time between two lines.
+    pub const EVERY: Duration = Duration::from_secs(10);
+
+    /// One occurrence at `now`: `Some(n)` when it is to be reported (`n` others went
+    /// unreported since the last line), `None` when it is only counted.
+    pub fn occurred(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|at| now.saturating_duration_since(at) < Self::EVERY)
+        {
+            self.skipped += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.skipped))
+    }
+}
+
 /// An error and its causes, each said once: a cause whose text the message already
 /// holds (libraries often repeat their source in their own message) is left out.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
@@ -65,6 +95,18 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("IO error: {0}")]
     struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn a_throttle_reports_once_per_interval_with_what_it_skipped() {
+        let mut t = Throttle::default();
+        let t0 = Instant::now();
+        assert_eq!(t.occurred(t0), Some(0));
+        assert_eq!(t.occurred(t0 + Duration::from_secs(1)), None);
+        assert_eq!(t.occurred(t0 + Duration::from_secs(9)), None);
+        assert_eq!(t.occurred(t0 + Throttle::EVERY), Some(2));
+        assert_eq!(t.occurred(t0 + Throttle::EVERY), None);
+        assert_eq!(t.occurred(t0 + Throttle::EVERY * 3), Some(1));
+    }
 
     #[test]
     fn each_cause_is_said_once() {

@@ -1,8 +1,10 @@
 //! What connres counts, in Prometheus form (`prometheus-client`, the Prometheus
-//! project's own crate): requests by kind and outcome with their latency, events
-//! published, state held and dropped, reloads, the config in force, and the NATS
-//! connection. Every series a request can touch is created up front, so recording one
-//! is an atomic add, not a lookup.
+//! project's own crate): requests by kind, outcome and resource pattern with their
+//! latency, events published, state held and dropped, reloads, the config in force, and
+//! the NATS connection. Every request series the config in force can touch is created
+//! when it is put in force ([`Requests`]), and only those: recording one is an index
+//! and an atomic add, not a lookup, and no series shows a combination that cannot
+//! happen.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
+use crate::config::{CallAccess, Config, Resource};
 use crate::engine::Status;
 
 /// The kinds of message connres handles.
@@ -28,6 +31,10 @@ pub enum Kind {
 }
 
 const KINDS: [&str; 5] = ["get", "access", "call", "token", "api"];
+
+/// The `resource` label of a message that names no declared resource: a token event,
+/// or a name no pattern of the config in force matches.
+pub const NO_RESOURCE: &str = "-";
 
 /// Outcome labels: a result, each RES error code, no answer, an ignored event.
 const OUTCOMES: [&str; 8] = [
@@ -124,6 +131,153 @@ impl EncodeMetric for Latency {
 struct RequestLabels {
     kind: &'static str,
     outcome: &'static str,
+    /// The pattern the message's name matched, or [`NO_RESOURCE`].
+    resource: String,
+}
+
+const OK: usize = 0;
+const ACCESS_DENIED: usize = 1;
+const INVALID_PARAMS: usize = 2;
+const NOT_FOUND: usize = 3;
+const METHOD_NOT_FOUND: usize = 4;
+const INTERNAL_ERROR: usize = 5;
+const UNANSWERED: usize = 6;
+const IGNORED: usize = 7;
+
+/// The index in [`OUTCOMES`] of how handling went.
+fn outcome_of(status: Status) -> usize {
+    match status {
+        Status::Ok => OK,
+        Status::Error("system.accessDenied") => ACCESS_DENIED,
+        Status::Error("system.invalidParams") => INVALID_PARAMS,
+        Status::Error("system.notFound") => NOT_FOUND,
+        Status::Error("system.methodNotFound") => METHOD_NOT_FOUND,
+        Status::Error(_) => INTERNAL_ERROR,
+        Status::Unanswered => UNANSWERED,
+        Status::Ignored => IGNORED,
+    }
+}
+
+/// The outcomes a kind of message can have for a resource (`None`: for a message that
+/// names no declared resource), as the engine decides them (`engine::Engine::handle`);
+/// `shared`: with the shared store, which answers a forwarded read for a name its
+/// config does not declare with `system.internalError`.
+fn possible(kind: Kind, resource: Option<&Resource>, shared: bool) -> Vec<usize> {
+    match (kind, resource) {
+        // A name a pattern matches: a reply, or the name is not a valid resource name.
+        (Kind::Get | Kind::Access, Some(_)) => vec![OK, INVALID_PARAMS],
+        // A call with no call rule is always denied.
+        (Kind::Call, Some(res)) => {
+            let rules = match &res.access.call {
+                CallAccess::Deny => false,
+                CallAccess::All(_) => true,
+                CallAccess::Methods(rules) => !rules.is_empty(),
+            };
+            let mut outcomes = vec![ACCESS_DENIED, INVALID_PARAMS, METHOD_NOT_FOUND];
+            if rules {
+                outcomes.insert(0, OK);
+            }
+            outcomes
+        }
+        (Kind::Api, Some(_)) => vec![OK, INVALID_PARAMS],
+        (Kind::Token, Some(_)) => Vec::new(),
+        // No pattern matches: not answered; with the shared store, another instance
+        // may forward a read for a name this one's config does not declare.
+        (Kind::Get | Kind::Access, None) if shared => vec![UNANSWERED, INTERNAL_ERROR],
+        (Kind::Get | Kind::Access | Kind::Call, None) => vec![UNANSWERED],
+        (Kind::Token, None) => vec![OK, IGNORED],
+        // Not a valid resource name, or no pattern matches it.
+        (Kind::Api, None) => vec![INVALID_PARAMS, NOT_FOUND],
+    }
+}
+
+/// Calls `each(row, kind, outcome, labels)` for every request series of a config:
+/// row by row (its resources in order, then [`NO_RESOURCE`]), each row at least once
+/// (the token kind's series of [`NO_RESOURCE`] always exist).
+fn for_each_series(
+    config: &Config,
+    shared: bool,
+    mut each: impl FnMut(usize, usize, usize, RequestLabels),
+) {
+    let resources = config.resources.iter().map(|r| Some(&**r));
+    for (row, res) in resources.chain([None]).enumerate() {
+        let pattern = res.map_or(NO_RESOURCE, |r| r.pattern.as_str());
+        for (k, kind) in [Kind::Get, Kind::Access, Kind::Call, Kind::Token, Kind::Api]
+            .into_iter()
+            .enumerate()
+        {
+            for outcome in possible(kind, res, shared) {
+                let labels = RequestLabels {
+                    kind: KINDS[k],
+                    outcome: OUTCOMES[outcome],
+                    resource: pattern.to_string(),
+                };
+                each(row, k, outcome, labels);
+            }
+        }
+    }
+}
+
+/// Request series to remove from the text: see [`gone`].
+#[derive(Debug, Default)]
+pub struct Gone(Vec<RequestLabels>);
+
+/// The request series of `old` that `new` cannot touch (its removed patterns, calls
+/// of a resource left without call rules): computed beside the serving task, removed
+/// when `new` is in force ([`Metrics::remove`]). The other way round, the series a
+/// prepared config made that the one in force cannot touch, when it is not put in
+/// force after all.
+pub fn gone(old: &Config, new: &Config, shared: bool) -> Gone {
+    let mut wanted = std::collections::HashSet::new();
+    for_each_series(new, shared, |_, _, _, labels| {
+        wanted.insert(labels);
+    });
+    let mut gone = Vec::new();
+    for_each_series(old, shared, |_, _, _, labels| {
+        if !wanted.contains(&labels) {
+            gone.push(labels);
+        }
+    });
+    Gone(gone)
+}
+
+/// Counters of one resource (or of none), by kind and outcome: only the possible ones.
+type Row = [[Option<Counter>; OUTCOMES.len()]; KINDS.len()];
+
+/// The request counters of one config: every series a message can touch under it,
+/// made when the config is put in force ([`Metrics::requests`]). Finding a message's
+/// counter is an index by the position of its resource in the config
+/// ([`crate::engine::Outcome::resource`]); none is looked up by name.
+pub struct Requests {
+    /// One row per resource of the config, in its order, then the row of
+    /// [`NO_RESOURCE`].
+    rows: Vec<Row>,
+    /// The patterns, in the same order (for a series made late).
+    patterns: Vec<String>,
+    family: Family<RequestLabels, Counter>,
+}
+
+impl Requests {
+    /// The counter of a message of `kind` handled with `status`, whose name matched
+    /// the resource at `resource` in the config these counters were made for.
+    pub fn counter(&self, kind: Kind, resource: Option<usize>, status: Status) -> Counter {
+        let none = self.rows.len() - 1;
+        let row = resource.filter(|&i| i < none).unwrap_or(none);
+        let outcome = outcome_of(status);
+        match &self.rows[row][kind as usize][outcome] {
+            Some(counter) => counter.clone(),
+            // Not one the engine can produce (see `possible`): counted all the same.
+            None => self.family.get_or_create_owned(&RequestLabels {
+                kind: KINDS[kind as usize],
+                outcome: OUTCOMES[outcome],
+                resource: self
+                    .patterns
+                    .get(row)
+                    .map_or(NO_RESOURCE, String::as_str)
+                    .to_string(),
+            }),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -145,7 +299,7 @@ struct ConfigLabel {
 /// listener (which reads).
 pub struct Metrics {
     registry: Registry,
-    requests: Vec<Vec<Counter>>,
+    requests: Family<RequestLabels, Counter>,
     latency: Vec<Latency>,
     events: Vec<Counter>,
     connections: Gauge,
@@ -170,25 +324,12 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let requests_family = Family::<RequestLabels, Counter>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "connres_requests",
-            "Messages handled, by kind (get, access, call, token, api) and outcome",
-            requests_family.clone(),
+            "Messages handled, by kind (get, access, call, token, api), outcome and resource (the pattern the name matched; - for none)",
+            requests.clone(),
         );
-        let requests = KINDS
-            .iter()
-            .map(|&kind| {
-                OUTCOMES
-                    .iter()
-                    .map(|&outcome| {
-                        requests_family
-                            .get_or_create(&RequestLabels { kind, outcome })
-                            .clone()
-                    })
-                    .collect()
-            })
-            .collect();
         let latency_family = Family::<KindLabel, Latency>::default();
         registry.register(
             "connres_request_duration_seconds",
@@ -280,19 +421,39 @@ impl Metrics {
         }
     }
 
-    /// One message handled.
-    pub fn request(&self, kind: Kind, status: Status, took: Duration) {
-        let outcome = match status {
-            Status::Ok => 0,
-            Status::Error("system.accessDenied") => 1,
-            Status::Error("system.invalidParams") => 2,
-            Status::Error("system.notFound") => 3,
-            Status::Error("system.methodNotFound") => 4,
-            Status::Error(_) => 5,
-            Status::Unanswered => 6,
-            Status::Ignored => 7,
-        };
-        self.requests[kind as usize][outcome].inc();
+    /// The request series of a config about to be put in force (`shared`: with the
+    /// shared store, which is fixed for the process's life), made now at zero; a
+    /// series the config in force has already keeps its count. Made beside the serving
+    /// task for a reload (a few milliseconds for 1,000 patterns); the series the new
+    /// config cannot touch are removed once it is in force ([`Metrics::remove`]).
+    pub fn requests(&self, config: &Config, shared: bool) -> Requests {
+        let mut rows = Vec::with_capacity(config.resources.len() + 1);
+        let mut patterns = Vec::with_capacity(config.resources.len() + 1);
+        for_each_series(config, shared, |row, k, outcome, labels| {
+            if rows.len() == row {
+                rows.push(Row::default());
+                patterns.push(labels.resource.clone());
+            }
+            rows[row][k][outcome] = Some(self.requests.get_or_create_owned(&labels));
+        });
+        Requests {
+            rows,
+            patterns,
+            family: self.requests.clone(),
+        }
+    }
+
+    /// Removes request series (those of a config no longer in force that the one in
+    /// force cannot touch: [`gone`]).
+    pub fn remove(&self, gone: &Gone) {
+        for labels in &gone.0 {
+            self.requests.remove(labels);
+        }
+    }
+
+    /// One message handled: its counter (from [`Requests::counter`]) and its latency.
+    pub fn request(&self, kind: Kind, counter: &Counter, took: Duration) {
+        counter.inc();
         self.latency[kind as usize].observe(took);
     }
 
@@ -390,24 +551,41 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    const SEED: &str = include_str!("../tests/config/valid/seed.yaml");
+
+    fn config(yaml: &str) -> Config {
+        Config::parse("t.yaml", yaml).unwrap()
+    }
+
+    /// The `connres_requests_total` lines of the text.
+    fn request_lines(m: &Metrics) -> Vec<String> {
+        let mut lines: Vec<String> = m
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("connres_requests_total{"))
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+
     #[test]
     fn recorded_values_show_in_the_text() {
         let m = Metrics::new();
-        m.request(Kind::Get, Status::Ok, Duration::from_micros(80));
-        m.request(Kind::Get, Status::Ok, Duration::from_micros(80));
-        m.request(
-            Kind::Call,
-            Status::Error("system.accessDenied"),
-            Duration::ZERO,
-        );
+        let requests = m.requests(&config(SEED), false);
+        let get = requests.counter(Kind::Get, Some(0), Status::Ok);
+        m.request(Kind::Get, &get, Duration::from_micros(80));
+        m.request(Kind::Get, &get, Duration::from_micros(80));
+        let denied = requests.counter(Kind::Call, Some(1), Status::Error("system.accessDenied"));
+        m.request(Kind::Call, &denied, Duration::ZERO);
         m.event(EventKind::Change);
         m.config("abc123", false);
         m.config("def456", true);
         m.state(3, 5);
         let text = m.encode();
         for line in [
-            r#"connres_requests_total{kind="get",outcome="ok"} 2"#,
-            r#"connres_requests_total{kind="call",outcome="access_denied"} 1"#,
+            r#"connres_requests_total{kind="get",outcome="ok",resource="session.user.{cid}"} 2"#,
+            r#"connres_requests_total{kind="call",outcome="access_denied",resource="session.prefs.{cid}"} 1"#,
             r#"connres_request_duration_seconds_bucket{le="0.0001",kind="get"} 2"#,
             r#"connres_events_total{kind="change"} 1"#,
             r#"connres_reloads_total{result="applied"} 1"#,
@@ -420,6 +598,191 @@ mod tests {
         }
         assert!(!text.contains("abc123"), "{text}");
         assert_eq!(m.generation(), 2);
+    }
+
+    /// Only the series a request can touch: per resource by what the engine can answer
+    /// for it (no call can succeed on a resource without call rules), and `-` for
+    /// messages that name no resource.
+    #[test]
+    fn only_possible_series_are_made() {
+        let yaml = format!(
+            "{SEED}  board.{{id}}:\n    fields:\n      title: {{ type: string }}\n    access:\n      get: \"true\"\n"
+        );
+        let m = Metrics::new();
+        m.requests(&config(&yaml), false);
+        let line = |kind: &str, outcome: &str, resource: &str| {
+            format!(
+                r#"connres_requests_total{{kind="{kind}",outcome="{outcome}",resource="{resource}"}} 0"#
+            )
+        };
+        let mut expected = Vec::new();
+        for res in ["session.user.{cid}", "session.prefs.{cid}", "board.{id}"] {
+            for (kind, outcome) in [
+                ("get", "ok"),
+                ("get", "invalid_params"),
+                ("access", "ok"),
+                ("access", "invalid_params"),
+                ("call", "access_denied"),
+                ("call", "invalid_params"),
+                ("call", "method_not_found"),
+                ("api", "ok"),
+                ("api", "invalid_params"),
+            ] {
+                expected.push(line(kind, outcome, res));
+            }
+        }
+        // Only session.prefs has call rules.
+        expected.push(line("call", "ok", "session.prefs.{cid}"));
+        for (kind, outcome) in [
+            ("get", "unanswered"),
+            ("access", "unanswered"),
+            ("call", "unanswered"),
+            ("token", "ok"),
+            ("token", "ignored"),
+            ("api", "invalid_params"),
+            ("api", "not_found"),
+        ] {
+            expected.push(line(kind, outcome, NO_RESOURCE));
+        }
+        expected.sort();
+        assert_eq!(request_lines(&m), expected);
+        // With the shared store, a read forwarded for a name this instance's config does
+        // not declare is answered with system.internalError.
+        let shared = yaml.replace("version: 1\n", "version: 1\nstate:\n  store: nats\n");
+        let m = Metrics::new();
+        m.requests(&config(&shared), true);
+        let lines = request_lines(&m);
+        assert_eq!(lines.len(), expected.len() + 2);
+        assert!(lines.contains(&line("get", "internal_error", NO_RESOURCE)));
+        assert!(lines.contains(&line("access", "internal_error", NO_RESOURCE)));
+    }
+
+    /// Across a reload, a kept resource's series keep counting, a removed one's go, an
+    /// added one's come at zero; counters of the old config taken before the swap still
+    /// count without showing.
+    #[test]
+    fn a_reload_keeps_removes_and_adds_series() {
+        let m = Metrics::new();
+        let seed = config(SEED);
+        let old = m.requests(&seed, false);
+        let kept = old.counter(Kind::Get, Some(0), Status::Ok);
+        let gone_counter = old.counter(Kind::Get, Some(1), Status::Ok);
+        kept.inc();
+        gone_counter.inc();
+        let user = SEED.split("  session.prefs.{cid}:").next().unwrap();
+        let new_config = config(&format!(
+            "{user}  board.{{id}}:\n    fields:\n      title: {{ type: string }}\n    access:\n      get: \"true\"\n"
+        ));
+        // Made beside the serving task: the old series show until the swap.
+        let new = m.requests(&new_config, false);
+        let removed = gone(&seed, &new_config, false);
+        assert!(request_lines(&m)
+            .iter()
+            .any(|l| l.contains("session.prefs")));
+        m.remove(&removed);
+        new.counter(Kind::Get, Some(0), Status::Ok).inc();
+        gone_counter.inc();
+        let lines = request_lines(&m);
+        assert!(lines.contains(
+            &r#"connres_requests_total{kind="get",outcome="ok",resource="session.user.{cid}"} 2"#
+                .to_string()
+        ));
+        assert!(lines.contains(
+            &r#"connres_requests_total{kind="get",outcome="ok",resource="board.{id}"} 0"#
+                .to_string()
+        ));
+        assert!(
+            !lines.iter().any(|l| l.contains("session.prefs")),
+            "{lines:?}"
+        );
+        // Only the removed pattern's series went (board has no call rules, so neither
+        // has session.user: nothing of theirs).
+        assert_eq!(removed.0.len(), 10);
+        // Back again: from zero.
+        m.requests(&seed, false);
+        m.remove(&gone(&new_config, &seed, false));
+        let lines = request_lines(&m);
+        assert!(lines.contains(
+            &r#"connres_requests_total{kind="get",outcome="ok",resource="session.prefs.{cid}"} 0"#
+                .to_string()
+        ));
+        assert!(!lines.iter().any(|l| l.contains("board")), "{lines:?}");
+    }
+
+    /// Every outcome the engine gives a message is one of the series made for it (none
+    /// is made late, see [`Requests::counter`]): requests of every kind, valid and not,
+    /// on a resource with call rules and one without, and on names no pattern matches.
+    #[test]
+    fn the_engine_gives_only_outcomes_with_a_series() {
+        use crate::engine::{Engine, Request};
+        let yaml = format!(
+            "{SEED}  board.{{id}}:\n    fields:\n      title: {{ type: string }}\n    access:\n      get: \"true\"\n"
+        );
+        let config = config(&yaml);
+        let mut engine = Engine::default();
+        let names = [
+            "session.user.c1",
+            "session.prefs.c1",
+            "session.prefs.c*",
+            "board.b1",
+            "nothing.here",
+            "board",
+            "a..b",
+        ];
+        let payloads: [&[u8]; 6] = [
+            br#"{"cid":"c1"}"#,
+            br#"{"cid":"c1","token":{"userId":1},"params":{"theme":"dark"}}"#,
+            br#"{"cid":"c1","token":{"userId":1},"params":{"fontSize":99}}"#,
+            br#"{"cid":"c 1"}"#,
+            b"not json",
+            br#"{"values":{"theme":"dark"}}"#,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for rid in names {
+            for payload in payloads {
+                let mut requests = vec![
+                    (Kind::Get, Request::Get { rid }),
+                    (Kind::Access, Request::Access { rid, payload }),
+                    (Kind::Api, Request::ApiSet { rid, payload }),
+                    (Kind::Api, Request::ApiReset { rid, payload }),
+                    (Kind::Token, Request::Token { cid: rid, payload }),
+                ];
+                for method in ["set", "reset", "delete"] {
+                    requests.push((
+                        Kind::Call,
+                        Request::Call {
+                            rid,
+                            method,
+                            payload,
+                        },
+                    ));
+                }
+                for (kind, request) in requests {
+                    let out = engine.handle(&config, request);
+                    let res = out.resource.map(|i| &*config.resources[i]);
+                    let outcome = outcome_of(out.status);
+                    assert!(
+                        possible(kind, res, false).contains(&outcome),
+                        "{kind:?} {request:?}: {} for {:?}",
+                        OUTCOMES[outcome],
+                        res.map(|r| r.pattern.as_str())
+                    );
+                    seen.insert((kind as usize, outcome, res.is_some()));
+                }
+            }
+        }
+        // Each possible outcome happened, but the internal error only the shared store
+        // gives.
+        let mut possible_all = std::collections::HashSet::new();
+        for kind in [Kind::Get, Kind::Access, Kind::Call, Kind::Token, Kind::Api] {
+            for res in [Some(&*config.resources[1]), None] {
+                for o in possible(kind, res, false) {
+                    possible_all.insert((kind as usize, o, res.is_some()));
+                }
+            }
+        }
+        let missing: Vec<_> = possible_all.difference(&seen).collect();
+        assert!(missing.is_empty(), "never seen: {missing:?}");
     }
 
     /// The lock-free latency histogram reads as `prometheus_client`'s own with the

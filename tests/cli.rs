@@ -360,7 +360,9 @@ async fn serve_exposes_metrics_and_health_on_the_given_address() {
         "{body}"
     );
     assert!(
-        body.contains(r#"connres_requests_total{kind="get",outcome="ok"} 1"#),
+        body.contains(
+            r#"connres_requests_total{kind="get",outcome="ok",resource="session.user.{cid}"} 1"#
+        ),
         "{body}"
     );
     proc.terminate();

@@ -325,8 +325,8 @@ async fn stats_count_requests_and_errors_per_endpoint_as_the_metrics_do() {
     // The same numbers as the metrics.
     let text = metrics.encode();
     for line in [
-        r#"connres_requests_total{kind="get",outcome="ok"} 3"#,
-        r#"connres_requests_total{kind="call",outcome="access_denied"} 1"#,
+        r#"connres_requests_total{kind="get",outcome="ok",resource="session.user.{cid}"} 3"#,
+        r#"connres_requests_total{kind="call",outcome="access_denied",resource="session.prefs.{cid}"} 1"#,
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }

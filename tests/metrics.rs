@@ -80,31 +80,31 @@ async fn counters_show_the_traffic_that_was_sent() {
     assert_eq!(status, 200);
     has(
         &text,
-        r#"connres_requests_total{kind="access",outcome="ok"} 2"#,
+        r#"connres_requests_total{kind="access",outcome="ok",resource="session.user.{cid}"} 2"#,
     );
     has(
         &text,
-        r#"connres_requests_total{kind="get",outcome="ok"} 4"#,
+        r#"connres_requests_total{kind="get",outcome="ok",resource="session.user.{cid}"} 4"#,
     );
     has(
         &text,
-        r#"connres_requests_total{kind="call",outcome="access_denied"} 1"#,
+        r#"connres_requests_total{kind="call",outcome="access_denied",resource="session.prefs.{cid}"} 1"#,
     );
     has(
         &text,
-        r#"connres_requests_total{kind="call",outcome="ok"} 1"#,
+        r#"connres_requests_total{kind="call",outcome="ok",resource="session.prefs.{cid}"} 1"#,
     );
     has(
         &text,
-        r#"connres_requests_total{kind="token",outcome="ok"} 2"#,
+        r#"connres_requests_total{kind="token",outcome="ok",resource="-"} 2"#,
     );
     has(
         &text,
-        r#"connres_requests_total{kind="token",outcome="ignored"} 1"#,
+        r#"connres_requests_total{kind="token",outcome="ignored",resource="-"} 1"#,
     );
     has(
         &text,
-        r#"connres_requests_total{kind="api",outcome="not_found"} 1"#,
+        r#"connres_requests_total{kind="api",outcome="not_found",resource="-"} 1"#,
     );
     has(
         &text,
@@ -121,6 +121,86 @@ async fn counters_show_the_traffic_that_was_sent() {
     );
     has(&text, "connres_nats_connected 1");
     assert!(text.ends_with("# EOF\n"), "{text}");
+    connres.stop().await;
+}
+
+/// Only series that can count something are listed, each labelled with the pattern
+/// its requests' names matched (`-`: none), from zero before any traffic.
+#[tokio::test]
+async fn only_series_that_can_count_are_listed_by_resource() {
+    let server = NatsServer::start();
+    let (connres, _gw, metrics) = start_clocked(&server, SEED, Clock::manual()).await;
+    let addr = listen(metrics).await;
+    let (_, text) = http_get(addr, "/metrics").await;
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("connres_requests_total{"))
+        .collect();
+    lines.sort();
+    let mut expected: Vec<String> = Vec::new();
+    let series = |kind: &str, outcome: &str, resource: &str| {
+        format!(
+            r#"connres_requests_total{{kind="{kind}",outcome="{outcome}",resource="{resource}"}} 0"#
+        )
+    };
+    for resource in ["session.user.{cid}", "session.prefs.{cid}"] {
+        for (kind, outcome) in [
+            ("get", "ok"),
+            ("get", "invalid_params"),
+            ("access", "ok"),
+            ("access", "invalid_params"),
+            ("call", "access_denied"),
+            ("call", "invalid_params"),
+            ("call", "method_not_found"),
+            ("api", "ok"),
+            ("api", "invalid_params"),
+        ] {
+            expected.push(series(kind, outcome, resource));
+        }
+    }
+    // session.user has no call rule: no call on it can succeed.
+    expected.push(series("call", "ok", "session.prefs.{cid}"));
+    for (kind, outcome) in [
+        ("get", "unanswered"),
+        ("access", "unanswered"),
+        ("call", "unanswered"),
+        ("token", "ok"),
+        ("token", "ignored"),
+        ("api", "invalid_params"),
+        ("api", "not_found"),
+    ] {
+        expected.push(series(kind, outcome, "-"));
+    }
+    expected.sort();
+    assert_eq!(lines, expected);
+    assert!(!text.contains(r#"kind="token",outcome="method_not_found""#));
+    connres.stop().await;
+}
+
+/// A reload removes the series of the pattern it removes, adds those of the one it
+/// adds, and the others keep counting.
+#[tokio::test]
+async fn a_reload_removes_and_adds_series_by_pattern() {
+    let server = NatsServer::start();
+    let dir = ConfigDir::new(SEED);
+    let (connres, gw, mut reports) = start_watched(&server, &dir.path()).await;
+    let metrics = last_shared_metrics();
+    gw.get("session.user.c1").await;
+    gw.get("session.prefs.c1").await;
+    let user = SEED.split("  session.prefs.{cid}:").next().unwrap();
+    let board = "  board.{id}:\n    fields:\n      title: { type: string }\n    access:\n      get: \"true\"\n";
+    write_by_rename(&dir.path(), &format!("{user}{board}"));
+    next_reload(&mut reports).await;
+    let text = metrics.encode();
+    has(
+        &text,
+        r#"connres_requests_total{kind="get",outcome="ok",resource="session.user.{cid}"} 1"#,
+    );
+    has(
+        &text,
+        r#"connres_requests_total{kind="get",outcome="ok",resource="board.{id}"} 0"#,
+    );
+    assert!(!text.contains("session.prefs"), "{text}");
     connres.stop().await;
 }
 

@@ -174,13 +174,14 @@ impl Config {
 
     /// Finds the resource whose pattern matches a resource name, with its captures.
     pub fn resolve<'a>(&'a self, name: &'a str) -> Option<(&'a Arc<Resource>, Params<'a>)> {
-        if let Some(resource) = self.by_prefix(name) {
+        if let Some(resource) = self.by_prefix(name).map(|i| &self.resources[i]) {
             return resource
                 .pattern
                 .matches(name)
                 .map(|params| (resource, params));
         }
-        self.candidates(name).find_map(|resource| {
+        self.candidates(name).find_map(|i| {
+            let resource = &self.resources[i];
             resource
                 .pattern
                 .matches(name)
@@ -196,8 +197,16 @@ impl Config {
     /// The resource whose pattern matches a resource name, without its captures (and
     /// without allocating).
     pub fn resource_of(&self, name: &str) -> Option<&Arc<Resource>> {
-        self.by_prefix(name)
-            .or_else(|| self.candidates(name).find(|r| r.pattern.is_match(name)))
+        self.position_of(name).map(|i| &self.resources[i])
+    }
+
+    /// Where in [`Config::resources`] the resource whose pattern matches a name is: what
+    /// per-resource figures (metrics) are indexed by.
+    pub fn position_of(&self, name: &str) -> Option<usize> {
+        self.by_prefix(name).or_else(|| {
+            self.candidates(name)
+                .find(|&i| self.resources[i].pattern.is_match(name))
+        })
     }
 
     /// For a name no pattern matches, the nearest name one serves, and its resource
@@ -230,17 +239,17 @@ impl Config {
     }
 
     /// The resource of a `literal.….{capture}` pattern matching a name, by one lookup.
-    fn by_prefix(&self, name: &str) -> Option<&Arc<Resource>> {
+    fn by_prefix(&self, name: &str) -> Option<usize> {
         let (prefix, last) = name.rsplit_once('.')?;
         if last.is_empty() {
             return None;
         }
-        self.by_prefix.get(prefix).map(|&i| &self.resources[i])
+        self.by_prefix.get(prefix).copied()
     }
 
     /// The resources that may match a name: same part count and first literal, or a
     /// capture first.
-    fn candidates<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Arc<Resource>> {
+    fn candidates<'a>(&'a self, name: &str) -> impl Iterator<Item = usize> + 'a {
         let parts = name.bytes().filter(|&b| b == b'.').count() + 1;
         let first = name.split('.').next().unwrap_or(name);
         let index = self.index.get(&parts);
@@ -249,7 +258,7 @@ impl Config {
             .into_iter()
             .flatten();
         let by_capture = index.into_iter().flat_map(|i| &i.by_capture);
-        by_literal.chain(by_capture).map(|&i| &self.resources[i])
+        by_literal.chain(by_capture).copied()
     }
 
     fn new(

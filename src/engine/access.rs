@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{check_cid, resolve, Engine, Events};
+use super::{check_cid, rule_said, Engine, Events};
 use crate::config::{CallAccess, Config, Resource};
 use crate::pattern::Params;
 use crate::protocol::{self, ResError, TokenOf};
@@ -26,7 +26,7 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Option<Result<Bytes, ResError>> {
-        let (res, params) = match resolve(config, rid)? {
+        let (res, params) = match self.resolve(config, rid)? {
             Ok(found) => found,
             Err(e) => return Some(Err(e)),
         };
@@ -87,6 +87,9 @@ impl<S: Store> Engine<S> {
                 (!granted.is_empty()).then(|| granted.join(","))
             }
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            denials(res, rid, &req.cid, get, call.as_deref());
+        }
         let granted = get || call.is_some();
         self.learn_token(config, &req.cid, token, granted, events);
         if granted {
@@ -172,4 +175,41 @@ impl<S: Store> Engine<S> {
                 .collect(),
         )
     }
+}
+
+/// An access request that denied something its resource declares (or a read, which
+/// every resource may grant), at `debug`, with each rule that denied.
+fn denials(res: &Resource, rid: &str, cid: &str, get: bool, call: Option<&str>) {
+    let mut denied = Vec::new();
+    if !get {
+        denied.push(rule_said(res, "get", res.access.get.as_ref()));
+    }
+    match &res.access.call {
+        CallAccess::Deny => {}
+        CallAccess::All(rule) if call.is_none() => denied.push(rule_said(res, "call", Some(rule))),
+        CallAccess::All(_) => {}
+        CallAccess::Methods(rules) => {
+            let granted = |m: &str| call.is_some_and(|c| c.split(',').any(|g| g == m));
+            for (method, rule) in rules.iter().filter(|(m, _)| !granted(m)) {
+                denied.push(rule_said(res, &format!("call.{method}"), Some(rule)));
+            }
+        }
+    }
+    if denied.is_empty() {
+        return;
+    }
+    tracing::debug!(
+        resource = %res.pattern,
+        rid,
+        cid,
+        get,
+        call = call.unwrap_or(""),
+        denied_by = denied.join("; "),
+        "{}",
+        if get || call.is_some() {
+            "access partly denied"
+        } else {
+            "access denied"
+        }
+    );
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::warn::WarnLimiter;
-use super::{resolve_resource, warn, Engine};
+use super::{warn, Engine};
 use crate::config::{Config, Resource};
 use crate::pattern::Params;
 use crate::protocol::{self, ModelView, ResError};
@@ -21,7 +21,7 @@ impl<S: Store> Engine<S> {
     /// [`ReplyCache`](crate::store::ReplyCache)): a repeated get is a match, a lookup
     /// and a reference count.
     pub(super) fn get(&mut self, config: &Config, rid: &str) -> Option<Result<Bytes, ResError>> {
-        let res = match resolve_resource(config, rid)? {
+        let res = match self.resolve_resource(config, rid)? {
             Ok(res) => res,
             Err(e) => return Some(Err(e)),
         };

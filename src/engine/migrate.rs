@@ -2,12 +2,79 @@
 //! declaration, and state of resources no longer declared is dropped. Only what the new
 //! config can invalidate is visited.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::Engine;
 use crate::config::{Config, Resource};
 use crate::store::{Store, Written};
+
+/// The written values a reload dropped, by where they were written: the pattern, the
+/// field and why the value could not stay.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DroppedValues {
+    /// `(pattern, field, why)` and how many values, sorted.
+    pub places: Vec<((String, String, &'static str), usize)>,
+}
+
+impl DroppedValues {
+    /// How many values were dropped.
+    pub fn total(&self) -> usize {
+        self.places.iter().map(|(_, n)| n).sum()
+    }
+
+    /// `pattern field: count (why)`, `; `-separated: what the reload's log line says.
+    pub fn describe(&self) -> String {
+        self.places
+            .iter()
+            .map(|((pattern, field, why), n)| format!("{pattern} {field}: {n} ({why})"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Written values dropped, by (old pattern, field, why).
+type Dropped<'a> = HashMap<(&'a str, &'a str, &'static str), usize>;
+
+/// Keeps the written values of a model of `old` that fit `new` (none when the model
+/// goes: `None`), and counts the others in `dropped`.
+fn drop_values<'a>(
+    dropped: &mut Dropped<'a>,
+    old: &'a Resource,
+    new: Option<&Resource>,
+    written: &mut Written,
+) {
+    written.retain(|name, value| {
+        let keep = new.is_some_and(|n| {
+            n.field(name)
+                .is_some_and(|f| f.source.is_none() && f.check(value).is_ok())
+        });
+        if !keep {
+            // Every written value was written to a field of the old config.
+            let field = old.field(name).map_or("?", |f| f.name.as_str());
+            let why = why_dropped(old, new, name);
+            *dropped
+                .entry((old.pattern.as_str(), field, why))
+                .or_default() += 1;
+        }
+        keep
+    });
+}
+
+/// Why a value written to `field` of `old` cannot stay under `new` (`None`: the
+/// pattern is gone, and the model with it; patterns never overlap, so a name that
+/// matches another pattern now lost its own).
+fn why_dropped(old: &Resource, new: Option<&Resource>, field: &str) -> &'static str {
+    let Some(new) = new else {
+        return "resource removed";
+    };
+    match (old.field(field), new.field(field)) {
+        (_, None) => "field removed",
+        (_, Some(g)) if g.source.is_some() => "field now derived",
+        (Some(f), Some(g)) if f.ty != g.ty => "type changed",
+        _ => "fails the field's new constraints",
+    }
+}
 
 impl<S: Store> Engine<S> {
     /// Brings the store in line with a new config. A written value survives when its
@@ -15,6 +82,7 @@ impl<S: Store> Engine<S> {
     /// passes the field's type and constraints; otherwise the field follows its default.
     /// `from` fields need nothing: they are computed from the token on every read.
     /// Gateways learn of the changes from the `system.reset` the reload publishes.
+    /// Returns the written values dropped, for the reload's log line.
     ///
     /// State belongs to its pattern: when a name now matches another pattern (or none),
     /// its state is dropped, so a reload never hands one resource's values to another.
@@ -22,7 +90,7 @@ impl<S: Store> Engine<S> {
     /// Only the patterns whose stored state the new config can invalidate are visited
     /// (see [`invalidated`]); a reload that changes rules, defaults or descriptions, or
     /// adds resources or fields, visits nothing, however much state there is.
-    pub fn reloaded(&mut self, old: &Config, new: &Config) {
+    pub fn reloaded(&mut self, old: &Config, new: &Config) -> DroppedValues {
         self.warnings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -31,48 +99,48 @@ impl<S: Store> Engine<S> {
         self.stamp += 1;
         let invalidated = invalidated(old, new);
         if invalidated.is_empty() {
-            return;
+            return DroppedValues::default();
         }
-        // `None`: the name's state is not affected. `Some(None)`: it is dropped.
-        // `Some(Some(res))`: its values are re-checked against `res`.
-        let affected = |rid: &str| -> Option<Option<Arc<Resource>>> {
+        // `None`: the name's state is not affected. `Some((old, None))`: it is dropped.
+        // `Some((old, Some(res)))`: its values are re-checked against `res`.
+        let affected = |rid: &str| -> Option<(&Arc<Resource>, Option<Arc<Resource>>)> {
             let o = old.resource_of(rid)?;
             if !invalidated.contains(o.pattern.as_str()) {
                 return None;
             }
-            Some(
-                new.resource_of(rid)
-                    .filter(|n| n.pattern == o.pattern)
-                    .cloned(),
-            )
+            let n = new
+                .resource_of(rid)
+                .filter(|n| n.pattern == o.pattern)
+                .cloned();
+            Some((o, n))
         };
-        let keep_fitting = |res: &Resource, written: &mut Written| {
-            written.retain(|name, value| {
-                res.field(name)
-                    .is_some_and(|f| f.source.is_none() && f.check(value).is_ok())
-            })
-        };
+        // Dropped values by (old pattern, field, why): keys borrowed from the old config.
+        let mut dropped: Dropped = HashMap::new();
         self.store.for_each_connection(|_, conn| {
             conn.models.retain_mut(|m| match affected(&m.rid) {
                 None => true,
-                Some(None) => false,
-                Some(Some(res)) => {
-                    keep_fitting(&res, m.written_mut());
-                    res.follows_token() || !m.written().is_empty()
+                Some((o, n)) => {
+                    drop_values(&mut dropped, o, n.as_deref(), m.written_mut());
+                    n.is_some_and(|n| n.follows_token() || !m.written().is_empty())
                 }
             });
             conn.granted
-                .retain(|rid| !matches!(affected(rid), Some(None)));
+                .retain(|rid| !matches!(affected(rid), Some((_, None))));
         });
         self.store
             .retain_shared(|rid, written| match affected(rid) {
                 None => true,
-                Some(None) => false,
-                Some(Some(res)) => {
-                    keep_fitting(&res, written);
-                    true
+                Some((o, n)) => {
+                    drop_values(&mut dropped, o, n.as_deref(), written);
+                    n.is_some()
                 }
             });
+        let mut places: Vec<_> = dropped
+            .into_iter()
+            .map(|((p, f, why), n)| ((p.to_string(), f.to_string(), why), n))
+            .collect();
+        places.sort();
+        DroppedValues { places }
     }
 }
 
@@ -248,18 +316,45 @@ mod tests {
             json!({"theme": "dark", "size": 30, "gone": "x"}),
         );
         let new = config("      theme: { type: string, default: light, enum: [light, dark] }\n      size: { type: integer, default: 12, max: 20 }\n");
-        engine.reloaded(&old, &new);
+        let dropped = engine.reloaded(&old, &new);
+        assert_eq!(dropped.total(), 2);
+        assert_eq!(
+            dropped.describe(),
+            "session.prefs.{cid} gone: 1 (field removed); session.prefs.{cid} size: 1 (fails the field's new constraints)"
+        );
         assert_eq!(
             get(&mut engine, &new, "session.prefs.c1"),
             json!({"theme": "dark", "size": 12})
         );
         // A field that comes back later does not resurrect the dropped value.
         let again = config("      theme: { type: string, default: light }\n      size: { type: integer, default: 12 }\n      gone: { type: string }\n");
-        engine.reloaded(&new, &again);
+        assert_eq!(
+            engine.reloaded(&new, &again),
+            super::DroppedValues::default()
+        );
         assert_eq!(
             get(&mut engine, &again, "session.prefs.c1")["gone"],
             json!(null)
         );
+    }
+
+    #[test]
+    fn a_reload_says_which_values_it_dropped_and_why() {
+        let old = config(
+            "      a: { type: string }\n      b: { type: string }\n      c: { type: integer }\n",
+        );
+        let mut engine = Engine::default();
+        for rid in ["session.prefs.c1", "session.prefs.c2"] {
+            api_set(&mut engine, &old, rid, json!({"a": "x", "b": "y", "c": 3}));
+        }
+        let new = config("      a: { type: integer }\n      b: { type: string, from: \"{{token.name}}\" }\n      c: { type: integer }\n");
+        let dropped = engine.reloaded(&old, &new);
+        assert_eq!(
+            dropped.describe(),
+            "session.prefs.{cid} a: 2 (type changed); session.prefs.{cid} b: 2 (field now derived)"
+        );
+        assert_eq!(dropped.total(), 4);
+        assert_eq!(get(&mut engine, &new, "session.prefs.c1")["c"], json!(3));
     }
 
     #[test]
@@ -315,7 +410,10 @@ mod tests {
             "version: 1\nresources:\n  other.{cid}:\n    fields: {}\n",
         )
         .unwrap();
-        engine.reloaded(&old, &other);
+        assert_eq!(
+            engine.reloaded(&old, &other).describe(),
+            "session.prefs.{cid} theme: 1 (resource removed)"
+        );
         assert!(engine
             .store()
             .connection("c1")

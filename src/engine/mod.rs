@@ -32,7 +32,7 @@ use crate::store::{MemoryStore, Store, Written};
 use expiry::ResetQueue;
 pub use expiry::{ResetBatch, RESET_BATCH};
 use get::model_values;
-pub use migrate::fit_unit;
+pub use migrate::{fit_unit, DroppedValues};
 use warn::WarnLimiter;
 
 /// One inbound message, already routed by its subject.
@@ -64,6 +64,10 @@ pub struct Outcome {
     pub reply: Option<Bytes>,
     /// How it went, for metrics.
     pub status: Status,
+    /// The resource the message's name matched: its position in the config's
+    /// resources ([`Config::position_of`]); none for token events and names no pattern
+    /// matches.
+    pub resource: Option<usize>,
 }
 
 /// How handling a message went.
@@ -104,6 +108,11 @@ pub struct Engine<S: Store = MemoryStore> {
     /// Cleared while a request that waited is handled ([`Engine::handle_waited`]):
     /// its token fills in no record.
     learning: bool,
+    /// The resource the message being handled matched ([`Outcome::resource`]).
+    resolved: Option<usize>,
+    /// The rules that refused the message being handled, when `debug` is logged and
+    /// the error does not say them ([`refused`]).
+    denied_by: Option<String>,
 }
 
 impl Default for Engine<MemoryStore> {
@@ -124,6 +133,8 @@ impl<S: Store> Engine<S> {
             config_id: 0,
             log_tokens: false,
             learning: true,
+            resolved: None,
+            denied_by: None,
         }
     }
 
@@ -165,6 +176,8 @@ impl<S: Store> Engine<S> {
             self.stamp += 1;
         }
         let mut out = Outcome::default();
+        self.resolved = None;
+        self.denied_by = None;
         let reply = match request {
             Request::Get { rid } => self.get(config, rid),
             Request::Access { rid, payload } => self.access(config, rid, payload, &mut out.events),
@@ -186,10 +199,12 @@ impl<S: Store> Engine<S> {
                 Some(self.api_reset(config, rid, payload, &mut out.events))
             }
         };
+        out.resource = self.resolved;
         out.reply = match reply {
             Some(Ok(body)) => Some(body),
             Some(Err(e)) => {
                 out.status = Status::Error(e.code());
+                refused(config, &request, out.resource, &e, self.denied_by.take());
                 Some(e.reply())
             }
             None if matches!(request, Request::Token { .. }) => None,
@@ -303,33 +318,93 @@ fn warn(warnings: &Mutex<WarnLimiter>, key: &str, log: impl FnOnce()) {
         .warn(key, log);
 }
 
-/// The resource a name belongs to and its captures. `None` when no pattern matches (the
-/// name is not ours: no reply); `Err` when a pattern matches but the name is not a valid
-/// resource name (a wildcard or whitespace in a capture: `system.invalidParams`; the
-/// literal parts matched the pattern's, which are valid).
-fn resolve<'a>(
-    config: &'a Config,
-    rid: &'a str,
-) -> Option<Result<(&'a Arc<Resource>, Params<'a>), ResError>> {
-    Some(
-        resolve_resource(config, rid)?
-            .map(|res| (res, res.pattern.matches(rid).unwrap_or_default())),
-    )
+/// A rule for the log: its name in the resource (`get`, `call`, `call.<method>`,
+/// `fields.<name>.writable`), where it is written and its text; or that there is none,
+/// which denies.
+fn rule_said(res: &Resource, name: &str, rule: Option<&Rule>) -> String {
+    let Some(rule) = rule else {
+        return format!("no `{name}` rule (denied by default)");
+    };
+    match res.sites.get(name) {
+        Some(site) => match &site.file {
+            Some(file) => format!("{name} at {file}:{}: {}", site.pos, rule.source()),
+            None => format!("{name} at line {}: {}", site.pos, rule.source()),
+        },
+        None => format!("{name}: {}", rule.source()),
+    }
 }
 
-/// [`resolve`] without the captures, so without allocating.
-fn resolve_resource<'a>(
-    config: &'a Config,
-    rid: &str,
-) -> Option<Result<&'a Arc<Resource>, ResError>> {
-    let res = config.resource_of(rid)?;
-    Some(if res.pattern.captured(rid).all(pattern::is_name_part) {
-        Ok(res)
-    } else {
-        Err(ResError::InvalidParams(format!(
-            "`{rid}` is not a valid resource name (dot-separated parts without wildcards or whitespace)"
-        )))
-    })
+/// A request answered with an error, at `debug` with what decided it: the request,
+/// the pattern its name matched, the error the requester received and, for a set
+/// that `writable` rules refused, those rules. Denied calls are logged where their
+/// rule is known ([`Engine::call`]), not here.
+fn refused(
+    config: &Config,
+    request: &Request,
+    resource: Option<usize>,
+    error: &ResError,
+    denied_by: Option<String>,
+) {
+    if matches!(error, ResError::AccessDenied(_)) || !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let pattern = resource
+        .and_then(|i| config.resources.get(i))
+        .map_or("-", |r| r.pattern.as_str());
+    let (kind, rid, method) = match *request {
+        Request::Get { rid } => ("get", rid, ""),
+        Request::Access { rid, .. } => ("access", rid, ""),
+        Request::Call { rid, method, .. } => ("call", rid, method),
+        Request::ApiSet { rid, .. } => ("api", rid, "set"),
+        Request::ApiReset { rid, .. } => ("api", rid, "reset"),
+        Request::Token { .. } => return,
+    };
+    tracing::debug!(
+        kind,
+        resource = %pattern,
+        rid,
+        method,
+        code = error.code(),
+        error = %error,
+        denied_by = denied_by.as_deref(),
+        "request refused"
+    );
+}
+
+impl<S: Store> Engine<S> {
+    /// The resource a name belongs to and its captures. `None` when no pattern matches
+    /// (the name is not ours: no reply); `Err` when a pattern matches but the name is not
+    /// a valid resource name (a wildcard or whitespace in a capture:
+    /// `system.invalidParams`; the literal parts matched the pattern's, which are valid).
+    fn resolve<'a>(
+        &mut self,
+        config: &'a Config,
+        rid: &'a str,
+    ) -> Option<Result<(&'a Arc<Resource>, Params<'a>), ResError>> {
+        Some(
+            self.resolve_resource(config, rid)?
+                .map(|res| (res, res.pattern.matches(rid).unwrap_or_default())),
+        )
+    }
+
+    /// [`Engine::resolve`] without the captures, so without allocating. Remembers the
+    /// resource for the outcome ([`Outcome::resource`]).
+    fn resolve_resource<'a>(
+        &mut self,
+        config: &'a Config,
+        rid: &str,
+    ) -> Option<Result<&'a Arc<Resource>, ResError>> {
+        let at = config.position_of(rid)?;
+        self.resolved = Some(at);
+        let res = &config.resources[at];
+        Some(if res.pattern.captured(rid).all(pattern::is_name_part) {
+            Ok(res)
+        } else {
+            Err(ResError::InvalidParams(format!(
+                "`{rid}` is not a valid resource name (dot-separated parts without wildcards or whitespace)"
+            )))
+        })
+    }
 }
 
 /// Checks that a cid from a payload or subject is a connection ID: one non-empty name

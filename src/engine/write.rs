@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::{check_cid, push_change, resolve, Engine, Events};
-use crate::config::{Config, Resource, METHODS};
+use super::{check_cid, push_change, rule_said, Engine, Events};
+use crate::config::{CallAccess, Config, Resource, METHODS};
 use crate::field::Writable;
 use crate::pattern::{self, Params};
 use crate::protocol::{self, ApiSetRequest, CallHead, ResError, TokenOf};
@@ -34,7 +34,7 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Option<Result<Bytes, ResError>> {
-        let (res, params) = match resolve(config, rid)? {
+        let (res, params) = match self.resolve(config, rid)? {
             Ok(found) => found,
             Err(e) => return Some(Err(e)),
         };
@@ -114,8 +114,26 @@ impl<S: Store> Engine<S> {
             };
             (allowed, denied)
         };
+        if !denied.is_empty() && tracing::enabled!(tracing::Level::DEBUG) {
+            let rules: Vec<String> = denied
+                .iter()
+                .map(|name| {
+                    let rule = res.field(name).and_then(|f| f.writable.rule());
+                    rule_said(res, &format!("fields.{name}.writable"), rule)
+                })
+                .collect();
+            self.denied_by = Some(rules.join("; "));
+        }
         self.learn_token(config, &req.cid, sent, allowed, events);
         if !allowed {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let name = match &res.access.call {
+                    CallAccess::All(_) => "call".to_string(),
+                    _ => format!("call.{method}"),
+                };
+                let rule = rule_said(res, &name, res.access.call.rule(method));
+                tracing::debug!(resource = %res.pattern, rid, method, cid = &*req.cid, rule, "call denied");
+            }
             return Err(ResError::AccessDenied(format!(
                 "access denied: {method} on {rid}"
             )));
@@ -145,7 +163,7 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
-        let (res, params) = api_resolve(config, rid)?;
+        let (res, params) = self.api_resolve(config, rid)?;
         let req: ApiSetRequest = protocol::parse(payload, "set request")?;
         self.write(res, rid, &params, &req.values, Writer::Service, events)?;
         Ok(protocol::null_reply())
@@ -158,7 +176,7 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
-        let (res, params) = api_resolve(config, rid)?;
+        let (res, params) = self.api_resolve(config, rid)?;
         if !payload.iter().all(u8::is_ascii_whitespace) && !protocol::is_json_object(payload) {
             return Err(ResError::InvalidParams(
                 "reset request: the payload must be empty or a JSON object".into(),
@@ -255,18 +273,29 @@ impl<S: Store> Engine<S> {
     }
 }
 
-/// A backend API name: a valid resource name (`system.invalidParams` otherwise) that a
-/// pattern matches (`system.notFound` otherwise).
-fn api_resolve<'a>(
-    config: &'a Config,
-    rid: &'a str,
-) -> Result<(&'a std::sync::Arc<Resource>, Params<'a>), ResError> {
-    if !pattern::is_resource_name(rid) {
-        return Err(ResError::InvalidParams(format!(
-            "`{rid}` is not a valid resource name (dot-separated non-empty parts without wildcards or whitespace)"
-        )));
+impl<S: Store> Engine<S> {
+    /// A backend API name: a valid resource name (`system.invalidParams` otherwise) that
+    /// a pattern matches (`system.notFound` otherwise).
+    fn api_resolve<'a>(
+        &mut self,
+        config: &'a Config,
+        rid: &'a str,
+    ) -> Result<(&'a std::sync::Arc<Resource>, Params<'a>), ResError> {
+        if !pattern::is_resource_name(rid) {
+            return Err(ResError::InvalidParams(format!(
+                "`{rid}` is not a valid resource name (dot-separated non-empty parts without wildcards or whitespace)"
+            )));
+        }
+        let found = config.position_of(rid).and_then(|at| {
+            let res = &config.resources[at];
+            Some((at, res, res.pattern.matches(rid)?))
+        });
+        let Some((at, res, params)) = found else {
+            return Err(ResError::NotFound(format!(
+                "no declared resource matches `{rid}`"
+            )));
+        };
+        self.resolved = Some(at);
+        Ok((res, params))
     }
-    config
-        .resolve(rid)
-        .ok_or_else(|| ResError::NotFound(format!("no declared resource matches `{rid}`")))
 }

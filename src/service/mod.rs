@@ -40,7 +40,7 @@ use tokio::time::{interval, MissedTickBehavior};
 use crate::clock::Clock;
 use crate::config::{Config, NatsOverrides};
 use crate::engine::Engine;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Requests};
 use crate::reload::{ReloadReport, Triggers, WatchError};
 use crate::store::MemoryStore;
 use cluster::Cluster;
@@ -116,6 +116,10 @@ pub struct Service {
     watched: Option<Triggers>,
     reports: broadcast::Sender<ReloadReport>,
     metrics: Arc<Metrics>,
+    /// The request counters of the config in force.
+    requests: Requests,
+    /// Reports of messages that get no answer.
+    unanswered: serve::Unanswered,
     /// The connections and entries last set on the state gauges.
     held: (usize, usize),
     discovery: Discovery,
@@ -214,6 +218,8 @@ impl Service {
             "subscribed"
         );
         Ok(Service {
+            requests: metrics.requests(&config, shared.is_some()),
+            unanswered: serve::Unanswered::default(),
             client,
             config,
             engine,

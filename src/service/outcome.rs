@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::{Client, Subject};
+use prometheus_client::metrics::counter::Counter;
 
 use super::discovery::Endpoint;
 use super::route::Route;
@@ -20,6 +21,8 @@ pub(super) struct Finished {
     pub(super) subject: Subject,
     pub(super) reply_to: Option<Subject>,
     pub(super) outcome: engine::Outcome,
+    /// The request series it counts in (of the config it was handled under).
+    pub(super) counter: Counter,
     pub(super) started: Instant,
     /// The shared store's partition of the message, if any.
     pub(super) partition: Option<u32>,
@@ -34,6 +37,7 @@ impl Finished {
             subject,
             reply_to,
             outcome,
+            counter,
             started,
             ..
         } = self;
@@ -77,14 +81,11 @@ impl Finished {
                     tracing::error!(subject, error = %e, "could not acknowledge a token event");
                 }
             }
-            (None, Some(_)) => tracing::info!(
-                subject,
-                "no declared resource matches (removed by a reload?); not answered"
-            ),
-            (None, None) => {}
+            // No pattern matches the name: logged when handled (`serve.rs`).
+            (None, _) => {}
         }
         let took = started.elapsed();
-        metrics.request(route.kind(), status, took);
+        metrics.request(route.kind(), &counter, took);
         endpoint.record(took, error);
     }
 }

@@ -18,7 +18,7 @@ use super::ordered::{subscribe_pattern, OrderedSub};
 use super::subscribe::sync_with_server;
 use super::{Service, ServiceError};
 use crate::config::{self, Config, ConfigDiff, Sources};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Gone, Metrics, Requests};
 use crate::protocol;
 use crate::reload::{ReloadReport, Trigger, Triggers};
 
@@ -29,6 +29,10 @@ pub(super) struct Prepared {
     /// Subscriptions of the added patterns (into the ordered channel), live on the
     /// server already.
     added: Vec<OrderedSub>,
+    /// Its request series (made beside the serving task), and those of the config in
+    /// force it cannot touch.
+    requests: Requests,
+    gone: Gone,
     /// When compiling started.
     started: Instant,
     file: String,
@@ -124,7 +128,8 @@ impl Reloader {
         }
         let started = Instant::now();
         let _ = self.reports.send(ReloadReport::Compiling);
-        let mut new = match compile(sources).await {
+        let compiled = compile(sources, self.metrics.clone(), self.current.clone()).await;
+        let (mut new, requests, gone) = match compiled {
             Ok(Ok(c)) => c,
             Ok(Err(errors)) => {
                 self.reject(hash, forced, errors.lines());
@@ -147,6 +152,12 @@ impl Reloader {
                     crate::logs::error_chain(&e)
                 );
                 self.reject(hash, true, vec![error]);
+                // The series it made that the config in force cannot touch.
+                let (metrics, current) = (self.metrics.clone(), self.current.clone());
+                tokio::task::spawn_blocking(move || {
+                    let shared = current.state.store.shared().is_some();
+                    metrics.remove(&metrics::gone(&new, &current, shared));
+                });
                 return Ok(());
             }
         };
@@ -156,6 +167,8 @@ impl Reloader {
             config: new,
             diff,
             added,
+            requests,
+            gone,
             started,
             file,
         };
@@ -238,8 +251,14 @@ impl Reloader {
 /// recurse, and the main thread, which compiles the first config, has 8 MiB.
 const COMPILE_STACK: usize = 8 << 20;
 
-/// Compiles config text on a thread of its own, beside the serving task.
-async fn compile(sources: Sources) -> Result<Result<Config, config::ConfigErrors>, String> {
+/// Compiles config text on a thread of its own, beside the serving task, and makes its
+/// request series there too (those of the config in force, `current`, it cannot touch
+/// are removed at the swap).
+async fn compile(
+    sources: Sources,
+    metrics: Arc<Metrics>,
+    current: Arc<Config>,
+) -> Result<Result<(Config, Requests, Gone), config::ConfigErrors>, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("connres-compile".into())
@@ -251,7 +270,14 @@ async fn compile(sources: Sources) -> Result<Result<Config, config::ConfigErrors
             unsafe {
                 libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
             }
-            let _ = tx.send(Config::compile(&sources));
+            let compiled = Config::compile(&sources).map(|config| {
+                // Fixed for the process's life, whatever the new file says.
+                let shared = current.state.store.shared().is_some();
+                let requests = metrics.requests(&config, shared);
+                let gone = metrics::gone(&current, &config, shared);
+                (config, requests, gone)
+            });
+            let _ = tx.send(compiled);
         })
         .map_err(|e| e.to_string())?;
     rx.await
@@ -265,13 +291,20 @@ impl Service {
             config,
             diff,
             added,
+            requests,
+            gone,
             started,
             file,
         } = prepared;
         let endpoints: Vec<_> = added.iter().map(|s| s.endpoint.clone()).collect();
         self.ordered.add(added);
         let old = std::mem::replace(&mut self.config, config);
-        self.engine.reloaded(&old, &self.config);
+        self.requests = requests;
+        self.metrics.remove(&gone);
+        let dropped = self.engine.reloaded(&old, &self.config);
+        if let Some(cluster) = &mut self.cluster {
+            cluster.reloaded(old.content_hash(), self.config.content_hash());
+        }
         let parse_to_swap_us = started.elapsed().as_micros() as u64;
         // Freeing a large config (compiled rules, templates, regexes) takes
         // milliseconds: not on the serving task.
@@ -297,6 +330,14 @@ impl Service {
             config = self.config.content_hash(),
             "config reloaded"
         );
+        if !dropped.places.is_empty() {
+            tracing::warn!(
+                file,
+                values = dropped.total(),
+                dropped = dropped.describe(),
+                "the reload dropped written values that the new config does not keep; those fields read as their defaults"
+            );
+        }
         let _ = self.reports.send(ReloadReport::Applied {
             diff,
             parse_to_swap_us,

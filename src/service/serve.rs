@@ -5,6 +5,7 @@
 //! itself and the drain at shutdown.
 
 use std::task::Poll;
+use std::time::Instant;
 
 use async_nats::connection::State;
 use async_nats::{Client, Event};
@@ -20,10 +21,31 @@ use super::outcome::Finished;
 use super::reload::Prepared;
 use super::route::{route_request, Received, Route};
 use super::{Service, ServiceError, BURST};
-use crate::engine::{ResetBatch, RESET_BATCH};
+use crate::engine::{ResetBatch, Status, RESET_BATCH};
+use crate::logs::Throttle;
 use crate::metrics::EventKind;
 use crate::protocol;
 use crate::store::Store;
+
+/// Messages that get no answer, reported at most every ten seconds per reason, with
+/// how many went unreported since the last line.
+#[derive(Default)]
+pub(super) struct Unanswered {
+    /// Requests for names no pattern of the config in force matches.
+    no_pattern: Throttle,
+    /// Messages on subjects connres does not serve.
+    unexpected: Throttle,
+}
+
+impl Service {
+    /// A message on a subject no route serves: ignored, so a request on it is not
+    /// answered.
+    fn unexpected(&mut self, subject: &str, what: &str) {
+        if let Some(skipped) = self.unanswered.unexpected.occurred(Instant::now()) {
+            tracing::warn!(subject, skipped, "ignored {what} on an unexpected subject: not answered; reported at most every 10s, `skipped` since the last line");
+        }
+    }
+}
 
 /// One thing for the serving task to do.
 pub(super) enum Step {
@@ -259,7 +281,7 @@ impl Service {
                     }
                 }
                 let Some(route) = Route::of_subject(&msg.subject, &self.config.api.prefix) else {
-                    tracing::warn!(subject = %msg.subject, "ignored a message on an unexpected subject");
+                    self.unexpected(&msg.subject, "a message");
                     return;
                 };
                 let endpoint = self.ordered_endpoint(route, &msg).unwrap_or(endpoint);
@@ -271,14 +293,11 @@ impl Service {
                     .as_ref()
                     .and_then(|c| c.unforward(&msg.subject))
                 else {
-                    tracing::warn!(subject = %msg.subject, "ignored a forwarded message with an unreadable subject");
+                    self.unexpected(&msg.subject, "a forwarded message");
                     return;
                 };
                 let Some(route) = Route::of_subject(&subject, &self.config.api.prefix) else {
-                    tracing::warn!(
-                        subject,
-                        "ignored a forwarded message on an unexpected subject"
-                    );
+                    self.unexpected(&subject, "a forwarded message");
                     return;
                 };
                 hops = h;
@@ -335,7 +354,8 @@ impl Service {
         let subject = msg.subject.as_str();
         let Some(request) = route_request(route, subject, &msg.payload, &self.config.api.prefix)
         else {
-            tracing::warn!(subject, "ignored a message on an unexpected subject");
+            let subject = subject.to_string();
+            self.unexpected(&subject, "a message");
             return;
         };
         let outcome = if waited {
@@ -343,13 +363,22 @@ impl Service {
         } else {
             self.engine.handle(&self.config, request)
         };
+        if outcome.status == Status::Unanswered && msg.reply.is_some() {
+            if let Some(skipped) = self.unanswered.no_pattern.occurred(Instant::now()) {
+                tracing::warn!(subject, config = %self.config.content_hash(), skipped, "no declared resource matches the name: not answered (the requester times out). A pattern a reload removed while the request was on its way, or instances running different configs; reported at most every 10s, `skipped` since the last line");
+            }
+        }
         self.update_stats();
+        let counter = self
+            .requests
+            .counter(route.kind(), outcome.resource, outcome.status);
         let finished = Finished {
             route,
             endpoint,
             subject: msg.subject,
             reply_to: msg.reply,
             outcome,
+            counter,
             started,
             partition,
         };

@@ -2,6 +2,7 @@
 //! connres running in-process against it, and a client that plays the gateway.
 #![allow(dead_code)]
 
+pub mod logs;
 pub mod process;
 
 use std::io::{BufRead, BufReader};
@@ -360,12 +361,14 @@ pub async fn start_member(
 }
 
 thread_local! {
-    /// The service metrics of the last instance [`start_shared`] started on this thread.
+    /// The service metrics of the last instance [`start_shared`] or [`start_watched`]
+    /// started on this thread.
     static SHARED_METRICS: std::cell::RefCell<Option<std::sync::Arc<connres::metrics::Metrics>>> =
         const { std::cell::RefCell::new(None) };
 }
 
-/// The service metrics of the last instance [`start_shared`] started on this thread.
+/// The service metrics of the last instance [`start_shared`] or [`start_watched`]
+/// started on this thread.
 pub fn last_shared_metrics() -> std::sync::Arc<connres::metrics::Metrics> {
     SHARED_METRICS.with(|m| m.borrow().clone().expect("an instance was started"))
 }
@@ -635,6 +638,8 @@ pub async fn start_watched(
         .watch(path)
         .expect("watch starts");
     let reports = service.reload_reports();
+    let metrics = service.metrics();
+    SHARED_METRICS.with(|m| *m.borrow_mut() = Some(metrics));
     let (connres, _) = launch(service, &mut gateway).await;
     (connres, gateway, reports)
 }

@@ -164,6 +164,39 @@ mod bounded;
 mod cache;
 mod write_rules;
 
+/// How the log names a rule: its name in the resource, its place (the file first when
+/// the config is a directory) and its text; or that there is none.
+#[test]
+fn rules_are_named_in_the_log_by_place_and_text() {
+    let config = Config::parse("t.yaml", YAML).unwrap();
+    let prefs = config.resource("session.prefs.{cid}").unwrap();
+    let set = prefs.access.call.rule("set");
+    assert_eq!(
+        rule_said(prefs, "call.set", set),
+        "call.set at line 21:14: cid == params.cid && token != null"
+    );
+    let user = config.resource("session.user.{cid}").unwrap();
+    assert_eq!(
+        rule_said(user, "call.set", user.access.call.rule("set")),
+        "no `call.set` rule (denied by default)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("users.yaml"),
+        "version: 1\nresources:\n  session.user.{cid}:\n    fields: {}\n    access:\n      get: cid == params.cid\n",
+    )
+    .unwrap();
+    let config = Config::load(dir.path()).unwrap();
+    let user = config.resource("session.user.{cid}").unwrap();
+    assert_eq!(
+        rule_said(user, "get", user.access.get.as_ref()),
+        format!(
+            "get at {}:6:12: cid == params.cid",
+            dir.path().join("users.yaml").display()
+        )
+    );
+}
+
 #[test]
 fn get_of_an_unseen_name_answers_the_defaults() {
     let mut t = T::new();

@@ -14,11 +14,14 @@
 //! what it waits for; `io` starts the bucket operations the machine asks for, `bucket`
 //! reads and writes the bucket, `pipeline` the writes of handled messages, `steps` the
 //! serving task's side (carrying out the machine's actions on the engine and store),
-//! `trace` what the machine decided, in the log.
+//! `trace` what the machine decided, in the log; `notes` what the operator is told
+//! (partition changes in one line per batch, instances running another config,
+//! requests that cannot be answered).
 
 mod bucket;
 mod io;
 mod metrics;
+mod notes;
 mod pipeline;
 mod steps;
 mod trace;
@@ -73,6 +76,10 @@ pub(super) struct Cluster {
     /// When a request for an undeclared name was last logged (at most one line every
     /// ten seconds).
     undeclared_logged: Option<Instant>,
+    /// Partitions taken and given up since the last summary line.
+    partition_log: notes::PartitionLog,
+    /// The configs the other instances run.
+    peers: notes::Peers,
     pub(super) metrics: Arc<ClusterMetrics>,
 }
 
@@ -127,6 +134,8 @@ impl Cluster {
             started: false,
             left: false,
             undeclared_logged: None,
+            partition_log: notes::PartitionLog::default(),
+            peers: notes::Peers::default(),
             metrics: Arc::new(ClusterMetrics::new()),
         })
     }
@@ -188,6 +197,45 @@ impl Cluster {
     /// How long a lease lasts.
     pub(super) fn lease(&self) -> Duration {
         self.settings.lease
+    }
+
+    /// The summary line of the partitions taken and given up lately, once they stop
+    /// changing for a tick (or after two leases of changes); `all`: whatever its age.
+    pub(super) fn log_partitions(&mut self, all: bool) {
+        let now = Instant::now();
+        let tick = self.settings.lease / 8;
+        let batch = match all {
+            true => self.partition_log.take(),
+            false => self.partition_log.due(now, tick, self.settings.lease * 2),
+        };
+        if let Some(batch) = batch {
+            let at = self.now();
+            let held = (0..self.settings.partitions)
+                .filter(|&p| self.machine.holds(p, at))
+                .count();
+            batch.log(held, self.settings.partitions);
+        }
+    }
+
+    /// This instance's config changed by a reload from `old` to `new` (content hashes).
+    pub(super) fn reloaded(&mut self, old: &str, new: &str) {
+        self.peers.reloaded(old, new);
+    }
+
+    /// Reports a write kept here for partition `p` when its owner runs another config
+    /// than `mine` (at most every ten seconds): if that config does not declare the
+    /// name, the owner never subscribed it, and nobody answers.
+    pub(super) fn kept_for_other_config(&mut self, p: u32, subject: &str, mine: &str) {
+        let owners = self.machine.owners();
+        let Some(owner) = owners.get(p as usize).cloned().flatten() else {
+            return;
+        };
+        let Some(theirs) = self.peers.differs(&owner, mine).map(str::to_string) else {
+            return;
+        };
+        if let Some(skipped) = self.peers.kept.occurred(Instant::now()) {
+            tracing::warn!(subject, partition = p, owner = %owner, owner_config = %theirs, config = %mine, skipped, "a request waits for its partition's owner, which runs a different config: if that config does not declare the name, nobody answers it (the requester times out); reported at most every 10s, `skipped` since the last line");
+        }
     }
 }
 

@@ -45,10 +45,14 @@ impl Service {
             // Forwarded by an instance whose config declares the name, to this one that
             // owns its partition and does not: instances disagree (a rolling config
             // change). Answered, never dropped silently.
-            self.undeclared(&msg).await;
+            self.undeclared(route, &msg).await;
             return;
         }
         let kind = kind_of(route, &msg);
+        let watched = self.watch_kept(route, &msg, partition);
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
         let now = cluster.now();
         let placed = cluster.machine.place(
             Incoming {
@@ -74,16 +78,17 @@ impl Service {
                 .await
             }
             Placement::Forward { to, hops, msg } => self.forward(&to, hops, msg.2).await,
-            Placement::Kept => {}
+            Placement::Kept => self.kept(partition, watched),
             Placement::Drop((_, _, msg), why) => self.dropped(&msg, why),
         }
     }
 
     /// Answers a forwarded request for a name this instance's config does not declare.
-    async fn undeclared(&mut self, msg: &Message) {
+    async fn undeclared(&mut self, route: Route, msg: &Message) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
+        let started = std::time::Instant::now();
         cluster.metrics.undeclared.inc();
         let hash = self.config.content_hash();
         if cluster
@@ -100,6 +105,10 @@ impl Service {
         if let Err(e) = self.client.publish(reply.clone(), error.reply()).await {
             tracing::warn!(error = %e, "could not answer a request for an undeclared name");
         }
+        let status = crate::engine::Status::Error(error.code());
+        let counter = self.requests.counter(route.kind(), None, status);
+        self.metrics
+            .request(route.kind(), &counter, started.elapsed());
     }
 
     async fn forward(&self, to: &str, hops: u32, msg: Message) {
@@ -132,8 +141,10 @@ impl Service {
     }
 
     /// Records a message the protocol let go of.
-    fn dropped(&self, msg: &Message, why: Dropped) {
-        let Some(cluster) = &self.cluster else { return };
+    fn dropped(&mut self, msg: &Message, why: Dropped) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
         match why {
             // Another instance applied it (or will), or it is superseded: nothing was
             // lost.
@@ -144,7 +155,9 @@ impl Service {
             }
             Dropped::TooOld | Dropped::TooMany => {
                 cluster.metrics.dropped.inc();
-                tracing::warn!(subject = %msg.subject, reason = ?why, "dropped a read: its partition had no owner (the gateway times it out)");
+                if let Some(skipped) = cluster.peers.dropped.occurred(std::time::Instant::now()) {
+                    tracing::warn!(subject = %msg.subject, reason = ?why, skipped, "dropped a read: its partition had no owner (the gateway times it out); reported at most every 10s, `skipped` since the last line");
+                }
             }
         }
     }
@@ -202,7 +215,10 @@ impl Service {
         };
         let now = cluster.now();
         let actions = match next {
-            Next::Tick => cluster.machine.tick(now),
+            Next::Tick => {
+                cluster.log_partitions(false);
+                cluster.machine.tick(now)
+            }
             Next::Io(io) => self.io_done(io),
         };
         self.run_actions(actions).await;
@@ -219,6 +235,8 @@ impl Service {
             Io::Entry(entry) => {
                 let mut actions = Vec::new();
                 if let Some(input) = bucket::observation(&entry) {
+                    let mine = self.config.content_hash();
+                    cluster.peers.observed(&input, &cluster.id, mine);
                     actions = cluster.machine.handle(input, now);
                 }
                 if entry.seen_current && !cluster.joined {
@@ -410,6 +428,7 @@ impl Service {
             }
             Action::Forget { p } => {
                 let n = cluster.settings.partitions;
+                cluster.partition_log.released(p, std::time::Instant::now());
                 let dropped = cluster.pipeline.forget(p);
                 cluster.loaded.remove(&p);
                 self.engine
@@ -434,6 +453,15 @@ impl Service {
             return;
         };
         let units = cluster.loaded.remove(&p).unwrap_or_default();
+        cluster
+            .partition_log
+            .acquired(p, units.len(), std::time::Instant::now());
+        tracing::debug!(
+            partition = p,
+            confirmed,
+            units = units.len(),
+            "installed a partition"
+        );
         let now = self.engine.now();
         for Loaded {
             key,
@@ -666,6 +694,9 @@ impl Service {
         }
         while let Some(Some(received)) = self.subs.next().now_or_never() {
             self.handle(received).await;
+        }
+        if let Some(cluster) = &mut self.cluster {
+            cluster.log_partitions(true);
         }
     }
 }

@@ -31,10 +31,8 @@ pub(super) fn action(action: &Action<Received>) {
             tracing::debug!(partition = p, op, ?value, ?expect, "ownership: write lease");
             return;
         }
-        Action::Install { p, confirmed } => {
-            tracing::debug!(partition = p, confirmed, "ownership: install");
-            return;
-        }
+        // Logged with its units when installed (`steps.rs`).
+        Action::Install { .. } => return,
         Action::Confirm { p, conns } | Action::Doubt { p, conns } => {
             tracing::debug!(
                 partition = p,
