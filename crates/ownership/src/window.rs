@@ -342,8 +342,19 @@ impl<M> Window<M> {
             } => {
                 // Requests from before the previous owner stopped (it applied them, or
                 // never got them: applied now, they would come after later ones it
-                // applied), before its horizon, or in its list were handled.
-                let handled = upto(*handled_before).max(upto(Some(since)));
+                // applied), before its horizon, before the last it listed, or in its
+                // list were handled. A request this window holds before one the
+                // previous owner applied and it did not was dropped there (received
+                // while it caught up after a pause): one publisher's requests reach
+                // every instance in the order sent, so applied here it would come
+                // after a later one of its publisher.
+                let last_listed = entries
+                    .iter()
+                    .rposition(|e| matches!(e.kind, Kind::Write { id } if applied.contains(&id)))
+                    .map_or(0, |i| i + 1);
+                let handled = upto(*handled_before)
+                    .max(upto(Some(since)))
+                    .max(last_listed);
                 for (i, e) in entries.iter().enumerate() {
                     if let Kind::Write { id } = e.kind {
                         if i < handled || applied.contains(&id) {
@@ -362,6 +373,9 @@ impl<M> Window<M> {
             }
             Cut::Fresh | Cut::Resume => {}
         }
+        // Entries before this place were received before a token event the previous
+        // owner applied (as alignment finds).
+        let mut before_applied = 0;
         if matches!(cut, Cut::Handover { .. } | Cut::Takeover { .. }) {
             for (conn, indices) in token_runs(&entries, &keep) {
                 let log = logs.get(&conn).map(Vec::as_slice).unwrap_or(&[]);
@@ -385,6 +399,9 @@ impl<M> Window<M> {
                     doubtful.push(conn);
                     indices.len()
                 } else if matched >= fresh || (matched == 0 && log.is_empty()) {
+                    if let Some(last) = matched.checked_sub(1).and_then(|m| indices[m].1.last()) {
+                        before_applied = before_applied.max(last + 1);
+                    }
                     matched
                 } else if fresh < indices.len() {
                     fresh
@@ -397,6 +414,15 @@ impl<M> Window<M> {
                         keep[i] = false;
                     }
                 }
+            }
+        }
+        // A request received before a token event the previous owner applied, and not
+        // applied by it, was dropped there (received while it caught up after a pause,
+        // or before its takeover): one publisher's messages reach every instance in the
+        // order sent, so applied here it would come after a later one of its publisher.
+        for (i, e) in entries.iter().enumerate().take(before_applied) {
+            if matches!(e.kind, Kind::Write { .. }) {
+                keep[i] = false;
             }
         }
         known.retain(|c| !doubtful.contains(c));
@@ -549,6 +575,44 @@ mod tests {
         let skipped: Vec<_> = r.skipped.iter().map(|(m, _)| *m).collect();
         assert_eq!(skipped, vec!["w1", "login", "login again", "w2"]);
         assert_eq!(w.len(), 0);
+    }
+
+    #[test]
+    fn a_handover_applies_nothing_received_before_the_last_request_applied() {
+        // Simulation seed 249: w1 reached the previous owner while it caught up after
+        // a pause, and was dropped there; it applied w2, sent later by w1's publisher.
+        let mut w = window(&[
+            (Kind::Write { id: 1 }, "w1"),
+            (Kind::Write { id: 2 }, "w2"),
+            (Kind::Write { id: 3 }, "w3"),
+        ]);
+        let cut = Cut::Handover {
+            applied: HashSet::from([2]),
+            handled_before: None,
+            missed_before: None,
+        };
+        let r = w.cut(0, &cut, &HashMap::new(), SINCE);
+        assert_eq!(applied(&r), vec!["w3"]);
+    }
+
+    #[test]
+    fn a_handover_applies_no_request_received_before_a_token_event_applied() {
+        // Simulation seed 28618: w1 was not applied by the previous owner (it took the
+        // partition over after w1 arrived), which then applied the login its publisher
+        // sent after w1.
+        let mut w = window(&[
+            (Kind::Write { id: 1 }, "w1"),
+            (token(7, 10), "login"),
+            (Kind::Write { id: 2 }, "w2"),
+        ]);
+        let logs = HashMap::from([(7, vec![5, 10])]);
+        let cut = Cut::Handover {
+            applied: HashSet::new(),
+            handled_before: None,
+            missed_before: None,
+        };
+        let r = w.cut(0, &cut, &logs, SINCE);
+        assert_eq!(applied(&r), vec!["w2"]);
     }
 
     #[test]
