@@ -6,10 +6,12 @@
 # per request summed over every instance (from /proc/<pid>/task/*/schedstat over the
 # measured window), and the mean bucket write latency (from the instances' metrics,
 # since start). On one machine nats-server bounds throughput; summed CPU per
-# request is the figure that shows whether capacity grows with instances.
+# request is the figure that shows whether capacity grows with instances. Setups
+# `mappedN` are N instances with the block `connres mapping` prints loaded into
+# nats-server (reads routed to their owners); `natsN` without it (reads forwarded).
 #
 #   scripts/bench-cluster.sh
-#   N=50000 CONC=64 SETUPS="memory nats1 nats2 nats3" KINDS="get access set" scripts/bench-cluster.sh
+#   N=50000 CONC=64 SETUPS="memory nats1 nats3 mapped3" KINDS="get access set" scripts/bench-cluster.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -19,7 +21,7 @@ N=${N:-30000}
 CONC=${CONC:-64}
 CIDS=${CIDS:-1000}
 WARMUP=${WARMUP:-2000}
-SETUPS=${SETUPS:-"memory nats1 nats2 nats3"}
+SETUPS=${SETUPS:-"memory nats1 nats2 nats3 mapped1 mapped2 mapped3"}
 KINDS=${KINDS:-"get access set"}
 LEASE=${LEASE:-2s}
 
@@ -45,11 +47,38 @@ trap 'exit 143' TERM
 
 port=$(free_port)
 url="nats://127.0.0.1:$port"
-"$nats_bin" -a 127.0.0.1 -p "$port" -js -sd "$work/js" >"$work/nats.log" 2>&1 &
+# The mappings, when a setup has them: loaded by a configuration reload.
+: >"$work/nats.conf"
+"$nats_bin" -a 127.0.0.1 -p "$port" -js -sd "$work/js" -c "$work/nats.conf" >"$work/nats.log" 2>&1 &
 nats_pid=$!
 wait_port "$port" nats-server
 echo "machine: $(nproc) CPUs; nats-server $("$nats_bin" --version | grep -oE '[0-9]+\.[0-9.]+') with JetStream on $url" >&2
 echo "load: N=$N requests per kind, $CONC in flight, $CIDS connections, lease $LEASE" >&2
+
+# Loads a nats-server configuration (the mappings) and waits until the server says so.
+load_nats_conf() {
+  local before
+  before=$(grep -c "Reloaded server configuration" "$work/nats.log" || true)
+  cat >"$work/nats.conf"
+  kill -HUP "$nats_pid"
+  for _ in $(seq 1 100); do
+    [ "$(grep -c "Reloaded server configuration" "$work/nats.log" || true)" -gt "$before" ] && return 0
+    sleep 0.05
+  done
+  echo "nats-server did not reload its configuration" >&2
+  return 1
+}
+
+# The value of a metric summed over the instances.
+metric_sum() {
+  local name=$1 total=0 m v
+  shift
+  for m in "$@"; do
+    v=$(curl -s "http://127.0.0.1:$m/metrics" | awk -v n="$name" '$1 == n {print $2}')
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
 
 # The mean of a histogram over the instances' metrics: sum / count.
 kv_mean_us() {
@@ -64,12 +93,13 @@ kv_mean_us() {
 }
 
 results="$work/results"
-printf "%-7s %-7s %9s %8s %8s %16s %10s %6s\n" setup kind "req/s" "p50 us" "p99 us" "CPU us/req (sum)" "kv write us" errors >"$results"
+printf "%-7s %-7s %9s %8s %8s %16s %10s %9s %6s\n" setup kind "req/s" "p50 us" "p99 us" "CPU us/req (sum)" "kv write us" forwarded errors >"$results"
 for setup in $SETUPS; do
   case $setup in
     memory) n=1; config="$root/resources.yaml" ;;
-    nats*)
+    nats* | mapped*)
       n=${setup#nats}
+      n=${n#mapped}
       config="$work/$setup.yaml"
       python3 - "$root/resources.yaml" "$config" "$setup" "$LEASE" <<'EOF'
 import sys
@@ -82,6 +112,11 @@ while lines and (lines[0].startswith("  ") or not lines[0].strip()):
     lines.pop(0)
 open(sys.argv[2], "w").write(head + state + "".join(lines))
 EOF
+      if [ "${setup#mapped}" != "$setup" ]; then
+        "$connres_bin" mapping --config "$config" | load_nats_conf
+      else
+        load_nats_conf </dev/null
+      fi
       ;;
   esac
   pids=()
@@ -97,29 +132,39 @@ EOF
   if [ "$setup" != memory ]; then
     # Until every partition is served: the instances' partitions_served add up to 64.
     for _ in $(seq 1 200); do
-      served=0
-      for m in "${metrics[@]}"; do
-        s=$(curl -s "http://127.0.0.1:$m/metrics" | awk '/^connres_cluster_partitions_served / {print $2}')
-        served=$((served + ${s:-0}))
-      done
+      served=$(metric_sum connres_cluster_partitions_served "${metrics[@]}")
       [ "$served" -eq 64 ] && break
       sleep 0.05
     done
     [ "$served" -eq 64 ] || { echo "$setup: only $served of 64 partitions served" >&2; exit 1; }
+    if [ "${setup#mapped}" != "$setup" ]; then
+      for _ in $(seq 1 200); do
+        [ "$(metric_sum connres_cluster_reads_mapped "${metrics[@]}")" -eq "$n" ] && break
+        sleep 0.05
+      done
+      [ "$(metric_sum connres_cluster_reads_mapped "${metrics[@]}")" -eq "$n" ] ||
+        { echo "$setup: the instances did not find the mapping in force" >&2; exit 1; }
+    fi
+    # Handovers done and the previous owners' mapped subscriptions ended (a lease).
+    sleep "${LEASE%s}"
   fi
   echo "== $setup: ${#pids[@]} instance(s) (${pids[*]})" >&2
   also=()
   for p in "${pids[@]:1}"; do also+=(--also-pid "$p"); done
   for kind in $KINDS; do
+    fwd_before=0
+    [ "$setup" != memory ] && fwd_before=$(metric_sum connres_cluster_forwarded_total "${metrics[@]}")
     line=$("$bench_bin" load --nats "$url" --kind "$kind" --concurrency "$CONC" --requests "$N" \
       --warmup "$WARMUP" --cids "$CIDS" --pid "${pids[0]}" "${also[@]}" | grep '^RESULT')
+    fwd=-
+    [ "$setup" != memory ] && fwd=$(($(metric_sum connres_cluster_forwarded_total "${metrics[@]}") - fwd_before))
     python3 - "$line" "$setup" "$kind" \
       "$(if [ "$setup" != memory ] && [ "$kind" = set ]; then kv_mean_us "${metrics[@]}"; else echo -; fi)" \
-      >>"$results" <<'EOF'
+      "$fwd" >>"$results" <<'EOF'
 import sys
-line, setup, kind, kv = sys.argv[1:]
+line, setup, kind, kv, fwd = sys.argv[1:]
 r = dict(kv_.split("=", 1) for kv_ in line.split()[1:])
-print(f"{setup:7s} {kind:7s} {float(r['rps']):9.0f} {float(r['p50_us']):8.1f} {float(r['p99_us']):8.1f} {r['server_cpu_us']:>16s} {kv:>10s} {r['errors']:>6s}")
+print(f"{setup:7s} {kind:7s} {float(r['rps']):9.0f} {float(r['p50_us']):8.1f} {float(r['p99_us']):8.1f} {r['server_cpu_us']:>16s} {kv:>10s} {fwd:>9s} {r['errors']:>6s}")
 EOF
   done
   for p in "${pids[@]}"; do stop_pid "$p"; done

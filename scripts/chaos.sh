@@ -16,6 +16,8 @@
 #   N=5 CIDS=80 RATE=1500 KEEP=1 scripts/chaos.sh
 #   FAULTS=0 N=1 scripts/chaos.sh     # a baseline: the same traffic, no faults
 #   HISTORY=0 DURATION=1h ...         # no history.jsonl (about 25 MB a minute)
+#   MAPPED=0 scripts/chaos.sh         # nats-server without the `connres mapping` block
+#                                     # (default 1: reads routed to their owners)
 #
 # Exit 0 when no invariant is violated, 1 when one is (or an instance panicked), 2 when
 # the run could not be made. On failure (or with KEEP=1) the temporary directory is kept
@@ -126,7 +128,8 @@ note() {
 start_nats() {
   # fd 3 (the driver's pipe) is closed in long-lived children: the driver sees the end
   # of the faults when this script closes it.
-  "$nats_bin" -a 127.0.0.1 -p "$port" -js -sd "$work/js" >>"$work/nats.log" 2>&1 </dev/null 3>&- &
+  "$nats_bin" -a 127.0.0.1 -p "$port" -js -sd "$work/js" -c "$work/nats.conf" \
+    >>"$work/nats.log" 2>&1 </dev/null 3>&- &
   nats_pid=$!
   wait_port "$port" nats-server
 }
@@ -154,13 +157,18 @@ url="nats://127.0.0.1:$port"
 config="$work/chaos.yaml"
 "$chaos_bin" config --partitions 32 --lease "$LEASE" >"$config"
 "$connres_bin" check "$config" >/dev/null
+if [ "${MAPPED:-1}" = 1 ]; then
+  "$connres_bin" mapping --config "$config" >"$work/nats.conf"
+else
+  : >"$work/nats.conf"
+fi
 schedule=$("$chaos_bin" schedule --seed "$SEED" --duration "$duration" --instances "$N" \
   --lease "$LEASE" --min-gap "$min_gap" --max-gap "$max_gap")
 if [ "${FAULTS:-1}" = 0 ]; then # a baseline without faults
   schedule=$(echo "$schedule" | head -1)
 fi
 echo "$schedule" >"$work/schedule.txt"
-echo "chaos: $mode run, seed $SEED, $N instances, traffic $duration; work dir $work" >&2
+echo "chaos: $mode run, seed $SEED, $N instances, traffic $duration, mapped reads ${MAPPED:-1}; work dir $work" >&2
 
 start_nats
 for s in $(seq 1 "$N"); do start_instance "$s"; done

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod explain;
 pub mod field;
 pub mod logs;
+pub mod mapping;
 pub mod metrics;
 pub use ownership;
 pub mod pattern;

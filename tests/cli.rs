@@ -368,3 +368,37 @@ async fn serve_exposes_metrics_and_health_on_the_given_address() {
     proc.terminate();
     assert_eq!(proc.output().await.status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn mapping_prints_the_block_for_a_shared_store_and_refuses_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared.yaml");
+    std::fs::write(&shared, shared_seed("cli")).unwrap();
+    let out = Proc::spawn(connres().arg("mapping").arg("--config").arg(&shared))
+        .output()
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let n = PARTITIONS;
+    for line in [
+        "mappings = {".to_string(),
+        format!("\"get.session.user.*\": \"_CONNRES.cli.p.{{{{partition({n},1)}}}}.get.session.user.{{{{wildcard(1)}}}}\""),
+        format!("\"access.session.prefs.*\": \"_CONNRES.cli.p.{{{{partition({n},1)}}}}.access.session.prefs.{{{{wildcard(1)}}}}\""),
+    ] {
+        assert!(out.stdout.contains(&line), "{line} not in\n{}", out.stdout);
+    }
+    // The memory store: nothing to map, and said so.
+    let out = Proc::spawn(
+        connres()
+            .arg("mapping")
+            .arg("--config")
+            .arg(project_file("tests/config/valid/seed.yaml")),
+    )
+    .output()
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr.contains("`state.store` is memory"),
+        "{}",
+        out.stderr
+    );
+}

@@ -152,14 +152,14 @@ fn fold(model: &mut serde_json::Value, event: &serde_json::Value) {
 
 /// The stored value of connection `cid` in the bucket.
 async fn stored(server: &NatsServer, bucket: &str, cid: &str) -> serde_json::Value {
-    use connres::store::record::{key, partition_of};
+    use connres::store::record::{key, partition_of_cid};
     use connres::store::UnitKey;
     let client = async_nats::connect(&server.url).await.unwrap();
     let kv = async_nats::jetstream::new(client)
         .get_key_value(bucket)
         .await
         .unwrap();
-    let p = partition_of(cid, PARTITIONS as u32);
+    let p = partition_of_cid(cid, PARTITIONS as u32);
     let value = kv
         .get(key(p, &UnitKey::Connection(cid.into())))
         .await
@@ -416,6 +416,7 @@ async fn discovery_shows_each_instances_partitions() {
         "connres_cluster_takeovers_total",
         "connres_cluster_leases_lost_total",
         "connres_cluster_forwarded_total",
+        "connres_cluster_reads_mapped",
         "connres_cluster_dropped_total",
         "connres_cluster_stale_total",
         "connres_cluster_kv_write_seconds_count",
@@ -522,7 +523,7 @@ async fn writes_in_flight_together_publish_each_event_before_its_reply() {
 #[tokio::test]
 async fn expiry_on_the_owner_deletes_from_the_bucket() {
     use connres::clock::Clock;
-    use connres::store::record::{key, partition_of};
+    use connres::store::record::{key, partition_of_cid};
     use connres::store::UnitKey;
     let server = NatsServer::start_jetstream();
     let clock = Clock::manual();
@@ -563,7 +564,7 @@ async fn expiry_on_the_owner_deletes_from_the_bucket() {
         .get_key_value("expiry")
         .await
         .unwrap();
-    let p = partition_of("x1", PARTITIONS as u32);
+    let p = partition_of_cid("x1", PARTITIONS as u32);
     let k = key(p, &UnitKey::Connection("x1".into()));
     assert_eq!(
         kv.get(k).await.unwrap(),

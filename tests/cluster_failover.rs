@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::kv;
 use common::process::*;
 use common::*;
-use connres::store::record::partition_of;
+use connres::store::record::partition_of_cid;
 use serde_json::{json, Value};
 
 /// Starts `n` instances and returns them with their instance IDs.
@@ -81,7 +81,7 @@ async fn settled(kv: &kv::Store, ids: &[&str]) -> Vec<String> {
 fn cids_of(owners: &[String], owner: &str, n: usize) -> Vec<String> {
     (0..)
         .map(|i| format!("v{i}"))
-        .filter(|cid| owners[partition_of(cid, PARTITIONS) as usize] == owner)
+        .filter(|cid| owners[partition_of_cid(cid, PARTITIONS) as usize] == owner)
         .take(n)
         .collect()
 }
@@ -205,7 +205,7 @@ async fn a_paused_owner_publishes_nothing_for_partitions_it_lost() {
     let (_dir, mut paused, paused_id) = procs.remove(0);
     let cid = cids_of(&owners, &paused_id, 1).remove(0);
     let rid = format!("session.prefs.{cid}");
-    let p = partition_of(&cid, PARTITIONS);
+    let p = partition_of_cid(&cid, PARTITIONS);
     assert_eq!(
         gw.request(&format!("conn.{cid}.token"), json!({"token": token()}))
             .await,

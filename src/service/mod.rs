@@ -293,7 +293,10 @@ impl Service {
         }
         self.config_in_force(false, Vec::new());
         match &mut self.cluster {
-            Some(cluster) => cluster.start().await?,
+            Some(cluster) => {
+                cluster.start().await?;
+                self.check_mapping();
+            }
             None => {
                 let _ = self.serving.send(true);
             }

@@ -55,6 +55,9 @@ pub(super) struct Ordered {
     patterns: HashMap<String, Vec<OrderedSub>>,
     /// Other subjects in the channel (the shared store's probes), by subject.
     extra: Vec<u64>,
+    /// The mapped reads of the partitions this instance holds (or held lately), by
+    /// partition (`crate::mapping`).
+    partitions: HashMap<u32, u64>,
 }
 
 impl Ordered {
@@ -67,6 +70,7 @@ impl Ordered {
             fixed: Vec::new(),
             patterns: HashMap::new(),
             extra: Vec::new(),
+            partitions: HashMap::new(),
         };
         let stream = Tagged {
             route: Route::Ordered,
@@ -134,6 +138,34 @@ impl Ordered {
         Ok(())
     }
 
+    /// Subscribes partition `p`'s mapped reads into the channel, in the queue group.
+    pub(super) async fn subscribe_partition(
+        &mut self,
+        p: u32,
+        subject: String,
+        group: String,
+    ) -> Result<(), ServiceError> {
+        let tx = self.tx.as_ref().ok_or_else(closed)?;
+        let sid = self
+            .client
+            .subscribe_into(subject.clone(), Some(group), tx.clone())
+            .await
+            .map_err(|source| ServiceError::Subscribe { subject, source })?;
+        if let Some(old) = self.partitions.insert(p, sid) {
+            let _ = self.client.unsubscribe_sid(old).await;
+        }
+        Ok(())
+    }
+
+    /// Ends partition `p`'s mapped reads' subscription.
+    pub(super) async fn unsubscribe_partition(&mut self, p: u32) {
+        if let Some(sid) = self.partitions.remove(&p) {
+            if let Err(e) = self.client.unsubscribe_sid(sid).await {
+                tracing::warn!(error = %e, "unsubscribe failed");
+            }
+        }
+    }
+
     /// Adds a pattern's subscriptions (made by [`subscribe_pattern`]).
     pub(super) fn add(&mut self, subs: Vec<OrderedSub>) {
         for sub in subs {
@@ -179,6 +211,7 @@ impl Ordered {
             .chain(self.patterns.drain().flat_map(|(_, s)| s))
             .map(|s| s.sid)
             .chain(self.extra.drain(..))
+            .chain(self.partitions.drain().map(|(_, sid)| sid))
             .collect();
         for sid in sids {
             if let Err(e) = self.client.unsubscribe_sid(sid).await {

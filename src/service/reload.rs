@@ -305,6 +305,7 @@ impl Service {
         if let Some(cluster) = &mut self.cluster {
             cluster.reloaded(old.content_hash(), self.config.content_hash());
         }
+        self.check_mapping();
         let parse_to_swap_us = started.elapsed().as_micros() as u64;
         // Freeing a large config (compiled rules, templates, regexes) takes
         // milliseconds: not on the serving task.

@@ -279,6 +279,11 @@ impl Service {
                         self.probe(subject.as_str()).await;
                         return;
                     }
+                    // A read nats-server mapped to its partition: served as if it had
+                    // arrived on its own subject.
+                    if let Some(original) = cluster.unmap(&msg.subject) {
+                        msg.subject = original.to_string().into();
+                    }
                 }
                 let Some(route) = Route::of_subject(&msg.subject, &self.config.api.prefix) else {
                     self.unexpected(&msg.subject, "a message");

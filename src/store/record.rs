@@ -20,17 +20,17 @@ use serde_json::{Map, Value};
 
 use super::{Connection, Model, TokenLog, Unit, UnitKey, Written};
 
-/// The partition of a unit: [`stable_hash`] of its cid or name, modulo the partition
-/// count. The same on every instance and every version: it decides where data lives.
+/// The partition of a unit: of its cid ([`partition_of_cid`]) or of its name
+/// ([`partition_of_name`]). The same on every instance and every version: it decides
+/// where data lives.
 pub fn partition(key: &UnitKey, partitions: u32) -> u32 {
-    let text = match key {
-        UnitKey::Connection(cid) => cid,
-        UnitKey::Shared(rid) => rid,
-    };
-    partition_of(text, partitions)
+    match key {
+        UnitKey::Connection(cid) => partition_of_cid(cid, partitions),
+        UnitKey::Shared(rid) => partition_of_name(rid, partitions),
+    }
 }
 
-pub use ownership::hash::{partition_of, stable_hash};
+pub use ownership::hash::{partition_of_cid, partition_of_name, stable_hash};
 
 /// The bucket key of a unit in its partition.
 pub fn key(partition: u32, unit: &UnitKey) -> String {

@@ -73,6 +73,16 @@ impl NatsServer {
         server
     }
 
+    /// Starts a server with JetStream, monitoring and a configuration file (subject
+    /// mappings), on free ports.
+    pub fn start_jetstream_with_config(path: &std::path::Path) -> NatsServer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = dir.path().display().to_string();
+        let mut server = NatsServer::spawn_with("-1", true, Some(path), &["-js", "-sd", &store]);
+        server.store_dir = Some(dir);
+        server
+    }
+
     /// Starts a server with a configuration file (users, permissions), on a free port.
     pub fn start_with_config(path: &std::path::Path) -> NatsServer {
         NatsServer::spawn_with("-1", false, Some(path), &[])
@@ -150,10 +160,15 @@ impl NatsServer {
 
     /// The server's view of its client connections (`/connz`), from its monitoring port.
     pub fn connz(&self) -> Value {
+        self.monitor_get("/connz")
+    }
+
+    /// A page of the server's monitoring port, as JSON.
+    pub fn monitor_get(&self, path: &str) -> Value {
         use std::io::{Read, Write};
-        let addr = self.monitor.as_ref().expect("started with start_monitored");
+        let addr = self.monitor.as_ref().expect("started with monitoring");
         let mut stream = std::net::TcpStream::connect(addr).expect("monitor port");
-        write!(stream, "GET /connz HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let body = response.split("\r\n\r\n").nth(1).expect("an HTTP body");

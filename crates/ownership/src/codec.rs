@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use super::Instance;
 
 /// The version of the ownership protocol: instances that speak another one never own
-/// partitions together.
-pub const PROTOCOL: u32 = 2;
+/// partitions together. 3: connections are placed by 32-bit FNV-1a of their cid (as
+/// nats-server's `{{partition}}` mapping), no longer by the 64-bit stable hash.
+pub const PROTOCOL: u32 = 3;
 
 /// An instance's heartbeat: a counter that changes with every beat, and the settings
 /// that every owner of the bucket's partitions must share.

@@ -4,11 +4,30 @@
 /// The most token events a connection's token log remembers.
 pub const TOKEN_LOG: usize = 16;
 
-/// The partition of a cid (or of a name without a cid): [`stable_hash`] modulo the
-/// partition count. The same on every instance and every version: it decides where
-/// data lives.
-pub fn partition_of(text: &str, partitions: u32) -> u32 {
-    (stable_hash(text) % u64::from(partitions.max(1))) as u32
+/// The partition of a connection (its token record and every model whose name carries
+/// its cid): 32-bit FNV-1a of the cid modulo the partition count, which is what
+/// nats-server's subject mapping `{{partition(n, i)}}` computes for the token holding
+/// the cid, so the server can route each partition's reads to its owner. The same on
+/// every instance and every version: it decides where data lives.
+pub fn partition_of_cid(cid: &str, partitions: u32) -> u32 {
+    fnv1a32(cid.as_bytes()) % partitions.max(1)
+}
+
+/// The partition of a model whose name has no cid: [`stable_hash`] of the whole name
+/// modulo the partition count (nats-server cannot compute it for a pattern with
+/// captures; connres computes it for a fixed name).
+pub fn partition_of_name(name: &str, partitions: u32) -> u32 {
+    (stable_hash(name) % u64::from(partitions.max(1))) as u32
+}
+
+/// 32-bit FNV-1a, as Go's `hash/fnv` (`New32a`) computes it.
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
 }
 
 /// FNV-1a, then MurmurHash3's finalizer so that every input bit moves every output bit
@@ -30,12 +49,7 @@ pub fn stable_hash(text: &str) -> u64 {
 /// The digest of a token event's payload, as the token log and the window keep it
 /// (31 bits: the top bit marks a superseded event in the log).
 pub fn token_digest(payload: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in payload {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h & !SUPERSEDED
+    fnv1a32(payload) & !SUPERSEDED
 }
 
 /// The mark of a token event a cut recorded in the log without applying it (it could
@@ -74,13 +88,16 @@ mod tests {
 
     #[test]
     fn partitions_are_stable_and_spread() {
-        // Where data lives must not change between versions.
-        assert_eq!(partition_of("c1", 64), 3);
-        assert_eq!(partition_of("cid17", 64), partition_of("cid17", 64));
-        assert_eq!(partition_of("", 1), 0);
+        // Where data lives must not change between versions. The cid partitions are
+        // those nats-server 2.15's `{{partition(64,1)}}` gave for these tokens.
+        assert_eq!(partition_of_cid("c1", 64), 25);
+        assert_eq!(partition_of_cid("cid17", 64), 39);
+        assert_eq!(partition_of_cid("bm4n3k8q2s9x", 64), 5);
+        assert_eq!(partition_of_cid("", 1), 0);
+        assert_eq!(partition_of_name("c1", 64), 3);
         let mut counts = [0u32; 8];
         for i in 0..8000 {
-            counts[partition_of(&format!("cid{i}"), 8) as usize] += 1;
+            counts[partition_of_cid(&format!("cid{i}"), 8) as usize] += 1;
         }
         assert!(
             counts.iter().all(|&n| (800..1200).contains(&n)),

@@ -99,6 +99,13 @@ pub enum Command {
         #[arg(long)]
         query: Option<String>,
     },
+    /// Print the nats-server `mappings` block that routes each get and access to the
+    /// instance owning its partition (`state.store: nats`), saving a forwarding hop.
+    /// Optional: without it reads are forwarded; connres logs whether it is in force.
+    Mapping {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Print the JSON Schema of the config file, for editors (it is also committed as
     /// connres.schema.json).
     Schema,

@@ -1,5 +1,5 @@
 //! The commands for the people who edit the config: `check`, `test`, `plan`,
-//! `explain`. They print for a person and exit with a code a CI job can use.
+//! `explain`, `mapping`. They print for a person and exit with a code a CI job can use.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,6 +39,24 @@ fn plan_suites(new: &Path, paths: Vec<PathBuf>) -> Option<Vec<Suite>> {
         ruletest::load(&paths)
     };
     found.map_err(|e| report_test_errors(&e)).ok()
+}
+
+/// `connres mapping`: the nats-server `mappings` block that routes each read of the
+/// config to its partition's owner (shared store only).
+pub fn mapping(path: &Path) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    let Some(store) = config.state.store.shared() else {
+        eprintln!(
+            "{}: `state.store` is memory: one instance serves every read, there is nothing to map \
+             (the mapping is for `state.store: nats`)",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    print!("{}", connres::mapping::Mapping::of(&config, store).block());
+    ExitCode::SUCCESS
 }
 
 pub fn plan(old: &Path, new: &Path, tests: Vec<PathBuf>) -> ExitCode {

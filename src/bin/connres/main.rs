@@ -13,7 +13,7 @@ use connres::logs;
 use connres::service::ServiceError;
 
 use args::{Cli, Command, ExplainAction};
-use author::{check, explain, plan, test};
+use author::{check, explain, mapping, plan, test};
 use serve::{serve, Report};
 
 fn main() -> ExitCode {
@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         }
         Command::Test { config, paths } => test(config.as_deref(), paths),
         Command::Plan { old, new, tests } => plan(&old, &new, tests),
+        Command::Mapping { config } => mapping(&config.config),
         Command::Schema => {
             print!("{}", connres::config::schema::text());
             ExitCode::SUCCESS

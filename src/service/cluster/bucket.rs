@@ -19,8 +19,14 @@ use crate::store::{Unit, UnitKey};
 
 use super::super::ServiceError;
 
-/// The key holding the bucket's partition count: it decides where every unit lives.
+/// The key holding the bucket's partition count and how connections hash into them:
+/// together they decide where every unit lives.
 const META_KEY: &str = "meta.partitions";
+
+/// What follows the count in [`META_KEY`]: connections are placed by 32-bit FNV-1a of
+/// their cid (`crate::store::record::partition_of_cid`). A bare count is a bucket of
+/// an earlier version, which placed them by another hash.
+const CID_HASH: &str = "cid-hash=fnv1a32";
 
 /// Opens the bucket (creating it when missing) and checks that it was made for the
 /// same partition count.
@@ -45,7 +51,7 @@ pub(crate) async fn open(client: &Client, s: &SharedStore) -> Result<kv::Store, 
             .await
             .map_err(|e| fail("cannot create it", &e, &create_hint(s, &e)))?,
     };
-    let want = s.partitions.to_string();
+    let want = meta_value(s.partitions);
     let have = match store.create(META_KEY, Bytes::from(want.clone())).await {
         Ok(_) => want.clone(),
         Err(_) => match store.get(META_KEY).await {
@@ -54,14 +60,38 @@ pub(crate) async fn open(client: &Client, s: &SharedStore) -> Result<kv::Store, 
             Err(e) => return Err(fail("cannot read its partition count", &e, ACCESS_HINT)),
         },
     };
-    if have != want {
-        return Err(ServiceError::Settings(format!(
-            "key-value bucket `{}` holds state in {have} partitions, but `state.partitions` is {want}: \
-             use the bucket's count, or another bucket",
+    match meta_mismatch(&have, s.partitions) {
+        None => Ok(store),
+        Some(why) => Err(ServiceError::Settings(format!(
+            "key-value bucket `{}` {why}",
             s.bucket
-        )));
+        ))),
     }
-    Ok(store)
+}
+
+/// The value of [`META_KEY`] for a bucket of `partitions`.
+fn meta_value(partitions: u32) -> String {
+    format!("{partitions} {CID_HASH}")
+}
+
+/// Why a bucket whose [`META_KEY`] holds `have` cannot be used with `partitions`.
+fn meta_mismatch(have: &str, partitions: u32) -> Option<String> {
+    let (count, hash) = have.split_once(' ').unwrap_or((have, ""));
+    if count != partitions.to_string() {
+        return Some(format!(
+            "holds state in {count} partitions, but `state.partitions` is {partitions}: \
+             use the bucket's count, or another bucket"
+        ));
+    }
+    if hash != CID_HASH {
+        return Some(
+            "was written by an earlier version of connres, which placed connections in \
+             partitions by another hash: use another bucket (`state.bucket`), or stop every \
+             instance and delete this one (`nats kv del`; its state is lost)"
+                .into(),
+        );
+    }
+    None
 }
 
 /// What to check when the bucket cannot be used, unless the server said more.
@@ -267,4 +297,19 @@ pub(crate) async fn read_back(store: &kv::Store, key: &str) -> Result<Option<(u6
 pub(crate) fn hash(value: &[u8]) -> u64 {
     use std::hash::BuildHasher;
     foldhash::fast::FixedState::with_seed(0x0063_6f6e_6e72_6573).hash_one(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_of_another_count_or_hash_is_refused() {
+        assert_eq!(meta_mismatch(&meta_value(64), 64), None);
+        let count = meta_mismatch(&meta_value(32), 64).unwrap();
+        assert!(count.contains("holds state in 32 partitions"), "{count}");
+        // A bucket of an earlier version: the bare count.
+        let earlier = meta_mismatch("64", 64).unwrap();
+        assert!(earlier.contains("an earlier version"), "{earlier}");
+    }
 }

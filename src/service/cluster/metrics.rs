@@ -22,6 +22,8 @@ pub struct ClusterMetrics {
     pub(super) takeovers: Counter,
     pub(super) lost: Counter,
     pub(super) forwarded: Counter,
+    /// 1 when nats-server routes this config's reads to their owners (the check).
+    pub(super) reads_mapped: Gauge,
     pub(super) dropped: Counter,
     pub(super) stale: Counter,
     pub(super) undeclared: Counter,
@@ -39,6 +41,7 @@ impl ClusterMetrics {
             takeovers: Counter::default(),
             lost: Counter::default(),
             forwarded: Counter::default(),
+            reads_mapped: Gauge::default(),
             dropped: Counter::default(),
             stale: Counter::default(),
             undeclared: Counter::default(),
@@ -63,6 +66,16 @@ impl ClusterMetrics {
     /// The partition leases this instance holds.
     pub fn held(&self) -> i64 {
         self.partitions.get()
+    }
+
+    /// Reads this instance forwarded to their partition's owner.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.get()
+    }
+
+    /// 1 when the check found nats-server mapping this config's reads to their owners.
+    pub fn reads_mapped(&self) -> i64 {
+        self.reads_mapped.get()
     }
 
     /// The instances this one sees alive, itself included.
@@ -117,6 +130,11 @@ impl ClusterMetrics {
             "forwarded",
             "Messages forwarded to their partition's owner",
             self.forwarded.clone(),
+        );
+        r.register(
+            "reads_mapped",
+            "1 when nats-server maps this config's reads to their partitions' owners (`connres mapping`), as checked at start and at each reload; else 0",
+            self.reads_mapped.clone(),
         );
         r.register(
             "dropped",

@@ -20,6 +20,7 @@
 
 mod bucket;
 mod io;
+mod mapped;
 mod metrics;
 mod notes;
 mod pipeline;
@@ -62,6 +63,8 @@ pub(super) struct Cluster {
     forward_prefix: String,
     /// Where this instance's probes go (in the ordered channel).
     probe_subject: String,
+    /// The partitions whose mapped reads are subscribed here.
+    mapped: mapped::MappedReads,
     io_tx: mpsc::UnboundedSender<Io>,
     io_rx: mpsc::UnboundedReceiver<Io>,
     joined: bool,
@@ -124,6 +127,7 @@ impl Cluster {
             machine,
             forward_prefix: format!("_CONNRES.{}.fwd.", settings.bucket),
             probe_subject: format!("_CONNRES.{}.probe.{id}", settings.bucket),
+            mapped: mapped::MappedReads::new(settings),
             io_tx,
             io_rx,
             joined: false,
@@ -177,6 +181,11 @@ impl Cluster {
     /// What every probe's subject starts with.
     pub(super) fn probe_prefix(&self) -> &str {
         &self.probe_subject
+    }
+
+    /// A mapped read's own subject, from its mapped subject (`crate::mapping`).
+    pub(super) fn unmap<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        crate::mapping::unmap(self.mapped.prefix(), subject)
     }
 
     /// A forwarded message's hops and original subject, from its forwarding subject.

@@ -23,7 +23,7 @@ use crate::service::outcome::Finished;
 use crate::service::route::{route_request, Route};
 use crate::service::serve::Admitted;
 use crate::service::Service;
-use crate::store::record::{partition_of, stable_hash};
+use crate::store::record::{partition_of_cid, partition_of_name, stable_hash};
 use crate::store::{token_digest, Store, Unit, UnitKey};
 
 impl Service {
@@ -214,6 +214,11 @@ impl Service {
             return;
         };
         let now = cluster.now();
+        // Ticks and lease news change which partitions are held here.
+        let leases = matches!(
+            next,
+            Next::Tick | Next::Io(Io::Entry(_) | Io::LeaseWritten { .. } | Io::LeaseRead { .. })
+        );
         let actions = match next {
             Next::Tick => {
                 cluster.log_partitions(false);
@@ -223,6 +228,9 @@ impl Service {
         };
         self.run_actions(actions).await;
         self.after_step().await;
+        if leases {
+            self.follow_partitions().await;
+        }
     }
 
     /// A bucket operation finished.
@@ -525,7 +533,9 @@ impl Service {
         let Some(cluster) = &self.cluster else { return };
         let n = cluster.settings.partitions;
         self.engine.store_mut().update_where(
-            |cid| partition_of(cid, n) == p && conns.is_none_or(|c| c.contains(&stable_hash(cid))),
+            |cid| {
+                partition_of_cid(cid, n) == p && conns.is_none_or(|c| c.contains(&stable_hash(cid)))
+            },
             |c| c.confirmed = confirmed,
         );
     }
@@ -746,16 +756,17 @@ pub(in crate::service) fn partition_of_message(
     n: u32,
 ) -> Option<u32> {
     let request = route_request(route, msg.subject.as_str(), &[], &config.api.prefix)?;
-    let text = match request {
-        Request::Token { cid, .. } => cid,
+    let rid = match request {
+        Request::Token { cid, .. } => return Some(partition_of_cid(cid, n)),
         Request::Get { rid }
         | Request::Access { rid, .. }
         | Request::Call { rid, .. }
         | Request::ApiSet { rid, .. }
-        | Request::ApiReset { rid, .. } => {
-            let res = config.resource_of(rid)?;
-            res.pattern.cid_of(rid).unwrap_or(rid)
-        }
+        | Request::ApiReset { rid, .. } => rid,
     };
-    Some(partition_of(text, n))
+    let res = config.resource_of(rid)?;
+    Some(match res.pattern.cid_of(rid) {
+        Some(cid) => partition_of_cid(cid, n),
+        None => partition_of_name(rid, n),
+    })
 }

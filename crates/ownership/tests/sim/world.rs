@@ -286,7 +286,7 @@ const GATEWAY: usize = 1;
 const MIXED: usize = 3;
 
 fn part_of(cid: usize, partitions: u32) -> u32 {
-    ownership::hash::partition_of(&format!("c{cid}"), partitions)
+    ownership::hash::partition_of_cid(&format!("c{cid}"), partitions)
 }
 
 fn conn_hash(cid: usize) -> u64 {
