@@ -511,3 +511,67 @@ async fn a_rolling_restart_resets_gateways_at_most_once() {
         "{full} full system.resets over six starts (the first alone found no live owner); every reset: {all:?}"
     );
 }
+
+/// Backend writes for `rids`, each with a reply subject of its own under `inbox`; the
+/// replies each got once every instance stopped.
+async fn api_sets(
+    server: &NatsServer,
+    instances: Vec<Connres>,
+    rids: &[String],
+) -> BTreeMap<String, Vec<Value>> {
+    let gw = Gateway::connect(server).await;
+    let inbox = gw.client.new_inbox();
+    let mut replies = gw.client.subscribe(format!("{inbox}.>")).await.unwrap();
+    gw.client.flush().await.unwrap();
+    for (i, rid) in rids.iter().enumerate() {
+        send(
+            &gw,
+            format!("connres.set.{rid}"),
+            Some(format!("{inbox}.{i}")),
+            json!({"values": {"text": format!("v{i}")}}),
+        )
+        .await;
+    }
+    gw.client.flush().await.unwrap();
+    let mut got = collect(&mut replies, rids.len()).await;
+    // Every instance has handled what it received: a second reply would be here now.
+    stop_all(instances).await;
+    everything_delivered(&gw).await;
+    drain_into(&mut replies, &mut got);
+    got
+}
+
+#[tokio::test]
+async fn a_backend_write_for_an_undeclared_name_gets_one_error() {
+    let server = NatsServer::start_jetstream();
+    let yaml = shared_seed("undeclared");
+    let instances = three(&server, &yaml).await;
+    let rids: Vec<String> = (0..20).map(|i| format!("session.note.u{i}")).collect();
+    let got = api_sets(&server, instances, &rids).await;
+    assert_eq!(got.len(), rids.len(), "a write got no answer: {got:?}");
+    for (subject, replies) in &got {
+        assert_eq!(replies.len(), 1, "{subject}: {replies:?}");
+        assert_eq!(
+            replies[0]["error"]["code"],
+            json!("system.notFound"),
+            "{subject}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn while_configs_differ_an_instance_not_declaring_a_name_leaves_its_writes_alone() {
+    let server = NatsServer::start_jetstream();
+    // One instance declares session.note, the other does not (a rolling change).
+    let (a, ma) = start_member(&server, &with_note("rolling-note")).await;
+    let (b, mb) = start_member(&server, &shared_seed("rolling-note")).await;
+    settle(&[&ma, &mb], true).await;
+    let rids: Vec<String> = (0..40).map(|i| format!("session.note.r{i}")).collect();
+    let got = api_sets(&server, vec![a, b], &rids).await;
+    // The declaring instance answers the writes of its partitions; the other answers
+    // none (those it owns time out): never an error for a write that took effect.
+    assert!(!got.is_empty(), "no write answered");
+    for (subject, replies) in &got {
+        assert_eq!(replies, &[json!({"result": null})], "{subject}");
+    }
+}

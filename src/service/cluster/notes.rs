@@ -167,6 +167,9 @@ pub(super) struct Peers {
     pub(super) kept: Throttle,
     /// Reads dropped for want of an owner, likewise.
     pub(super) dropped: Throttle,
+    /// Backend writes for undeclared names left unanswered while configs differ,
+    /// likewise.
+    pub(super) undeclared: Throttle,
 }
 
 impl Peers {

@@ -48,6 +48,9 @@ impl Service {
             self.undeclared(route, &msg).await;
             return;
         }
+        if partition.is_none() && !self.answers_undeclared_write(route, &msg) {
+            return;
+        }
         let kind = kind_of(route, &msg);
         let watched = self.watch_kept(route, &msg, partition);
         let Some(cluster) = &mut self.cluster else {
@@ -81,6 +84,30 @@ impl Service {
             Placement::Kept => self.kept(partition, watched),
             Placement::Drop((_, _, msg), why) => self.dropped(&msg, why),
         }
+    }
+
+    /// Whether this instance answers a message for a name its config does not declare
+    /// (a backend write: every instance receives it). Only the owner of the name's
+    /// partition (by the whole name) does, so the backend gets one error; and none while
+    /// another instance runs another config, which may declare the name: that config's
+    /// owner then answers, and if none declares it the backend times out, as this
+    /// instance's log says.
+    fn answers_undeclared_write(&mut self, route: Route, msg: &Message) -> bool {
+        let Some(cluster) = &mut self.cluster else {
+            return true;
+        };
+        let rid = match route_request(route, msg.subject.as_str(), &[], &self.config.api.prefix) {
+            Some(Request::ApiSet { rid, .. } | Request::ApiReset { rid, .. }) => rid,
+            _ => return true,
+        };
+        if cluster.peers.mixed() {
+            if let Some(skipped) = cluster.peers.undeclared.occurred(std::time::Instant::now()) {
+                tracing::warn!(subject = %msg.subject, config = %self.config.content_hash(), skipped, "a backend write for a name this instance's config does not declare, while instances run different configs: left to the instances whose config declares it (if none does, the backend times out); reported at most every 10s, `skipped` since the last line");
+            }
+            return false;
+        }
+        let p = partition_of_name(rid, cluster.settings.partitions);
+        cluster.machine.serves(p, cluster.now())
     }
 
     /// Answers a forwarded request for a name this instance's config does not declare.
