@@ -507,9 +507,18 @@ fn token_runs<M>(entries: &[Entry<M>], keep: &[bool]) -> HashMap<u64, Runs> {
 /// applied in the same order), so nothing is applied twice; and the token ends as the
 /// last event sent either way. Where equal tokens repeat, an earlier login and logout
 /// that changed nothing in the end may be skipped.
+///
+/// Superseded marks at the log's end were added by a cut after the events it applied,
+/// but their events may have been sent before those (a cut supersedes what its window
+/// held before a gap, while the log may already hold later events another owner
+/// applied): the last applied event and each trailing mark count, whichever the window
+/// holds latest.
 pub(super) fn aligned(window: &[u32], log: &[u32]) -> usize {
-    log.last()
-        .and_then(|last| window.iter().rposition(|d| *d == event_of(*last)))
+    let tail = log.iter().rposition(|d| !is_superseded(*d)).unwrap_or(0);
+    log[tail..]
+        .iter()
+        .filter_map(|last| window.iter().rposition(|d| *d == event_of(*last)))
+        .max()
         .map_or(0, |i| i + 1)
 }
 
@@ -552,6 +561,14 @@ mod tests {
         // before an acknowledged write).
         assert_eq!(aligned(&[1, 2, 1, 2], &[1, 2]), 4);
         assert_eq!(aligned(&[2, 1, 2], &[1, 2]), 3);
+        // Simulation seed 5978: one owner applied 3; the next superseded 1 and 2, which
+        // its window held from before a gap (sent before 3), after it in the log. A
+        // window holding 3 alone has it applied already.
+        let sup = crate::hash::superseded;
+        assert_eq!(aligned(&[3], &[1, 3, sup(1), sup(2)]), 1);
+        // The marks still count where the window holds them latest.
+        assert_eq!(aligned(&[3, 2], &[1, 3, sup(2)]), 2);
+        assert_eq!(aligned(&[2, 3], &[3, sup(2)]), 2);
     }
 
     #[test]
