@@ -1,7 +1,8 @@
 //! What connres logs, captured from instances running in-process (`common::logs`):
 //! refused requests with what decided them (at `debug`), a reload that drops written
-//! values, the shared store's partition changes in one line per batch, instances that
-//! run different configs and the requests that then go unanswered.
+//! values, the shared store's partition changes in one line per batch (and the written
+//! values a load of partitions dropped), instances that run different configs and the
+//! requests that then go unanswered.
 
 mod common;
 
@@ -278,6 +279,55 @@ async fn partition_changes_are_summed_up_in_one_line() {
     assert!(per_partition.is_empty(), "{per_partition:?}");
     assert_eq!(logs.matching(&["partitions changed"]).len(), 1);
     drop(first);
+}
+
+/// Partitions loaded from the shared store by an instance whose config does not keep
+/// some of their written values (written under another config) say how many values
+/// went and where, in the words of a reload that drops values.
+#[tokio::test]
+async fn loading_partitions_that_drops_written_values_says_how_many_and_where() {
+    let mut logs = Logs::capture("info");
+    let server = NatsServer::start_jetstream();
+    let yaml = shared_seed("loaddrop");
+    let (first, gw, _) = start_shared(&server, &yaml).await;
+    for (cid, values) in [
+        ("c1", json!({"theme": "dark", "fontSize": 30})),
+        ("c2", json!({"theme": "dark"})),
+        ("c3", json!({"theme": "light"})),
+    ] {
+        let r = gw
+            .request(
+                &format!("connres.set.session.prefs.{cid}"),
+                json!({ "values": values }),
+            )
+            .await;
+        assert_eq!(r, json!({"result": null}));
+    }
+    first.stop().await;
+    // `dark` is no longer allowed and `fontSize` is gone: three values go.
+    let narrower = yaml
+        .replace("enum: [light, dark]", "enum: [light, sepia]")
+        .replace(
+            "      fontSize: { type: integer, default: 14, min: 8, max: 32, writable: true }\n",
+            "",
+        );
+    assert_ne!(narrower, yaml);
+    assert!(logs.matching(&["dropped written values"]).is_empty());
+    let (second, gw, _) = start_shared(&server, &narrower).await;
+    let line = logs.wait_for(&["dropped written values"]).await;
+    for part in [
+        "WARN",
+        "loading partitions",
+        "values=3",
+        r#"dropped="session.prefs.{cid} fontSize: 1 (field removed); session.prefs.{cid} theme: 2 (fails the field's new constraints)""#,
+        "those fields read as their defaults",
+    ] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    assert_eq!(logs.matching(&["dropped written values"]).len(), 1);
+    assert_eq!(gw.get("session.prefs.c1").await, json!({"theme": "light"}));
+    assert_eq!(gw.get("session.prefs.c3").await, json!({"theme": "light"}));
+    second.stop().await;
 }
 
 /// The seed with one more resource, which the seed alone does not declare.
