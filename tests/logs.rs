@@ -281,6 +281,50 @@ async fn partition_changes_are_summed_up_in_one_line() {
     drop(first);
 }
 
+/// A normal join and leave: partitions move by handover, which each instance says in
+/// its summary lines only; nothing at `info` or above per partition, and no warning
+/// (nothing went wrong).
+#[tokio::test]
+async fn a_normal_join_and_leave_log_nothing_per_partition() {
+    let mut logs = Logs::capture("info");
+    let server = NatsServer::start_jetstream();
+    let yaml = shared_seed("join");
+    let (first, gw, first_cluster) = start_shared(&server, &yaml).await;
+    // Units in most partitions, so that the handovers move some.
+    for i in 0..64 {
+        let r = gw
+            .request(
+                &format!("connres.set.session.prefs.c{i}"),
+                json!({"values": {"theme": "dark"}}),
+            )
+            .await;
+        assert_eq!(r, json!({"result": null}));
+    }
+    let (second, second_cluster) = start_member(&server, &yaml).await;
+    let all = i64::from(PARTITIONS);
+    // Looked at with each line logged: a summary line follows the last partition
+    // moved (an instance serves a partition from the step that installs it).
+    logs.wait_until("both instances serving their share", |l| {
+        let (a, b) = (first_cluster.served(), second_cluster.served());
+        l.contains("partitions changed") && a > 0 && b > 0 && a + b == all
+    })
+    .await;
+    second.stop().await;
+    logs.wait_until("the first instance serving every partition again", |l| {
+        l.contains("partitions changed") && first_cluster.served() == all
+    })
+    .await;
+    let noisy: Vec<String> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(" WARN ") || (l.contains(" INFO ") && l.contains("partition=")))
+        .collect();
+    assert!(noisy.is_empty(), "{noisy:#?}");
+    // The moves were said, in summary lines.
+    assert!(logs.matching(&["partitions changed", "acquired=0 "]).len() >= 2);
+    first.stop().await;
+}
+
 /// Partitions loaded from the shared store by an instance whose config does not keep
 /// some of their written values (written under another config) say how many values
 /// went and where, in the words of a reload that drops values.
