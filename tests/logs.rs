@@ -1,8 +1,9 @@
 //! What connres logs, captured from instances running in-process (`common::logs`):
 //! refused requests with what decided them (at `debug`), a reload that drops written
 //! values, the shared store's partition changes in one line per batch (and the written
-//! values a load of partitions dropped), instances that run different configs and the
-//! requests that then go unanswered.
+//! values a load of partitions dropped; nothing per partition on a normal join and
+//! leave), instances that run different configs and the requests that then go
+//! unanswered, and a stop that says nothing worse than `info`.
 
 mod common;
 
@@ -174,6 +175,26 @@ async fn a_reload_that_drops_written_values_says_how_many_and_where() {
     next_reload(&mut reports).await;
     assert_eq!(logs.matching(&["dropped written values"]).len(), 1);
     connres.stop().await;
+}
+
+/// An instance that watches its config (the reloader runs beside it), after a reload
+/// that added a pattern, drains and stops without a warning: the ordered channel
+/// ends once the serving task closes it, whatever the reloader holds.
+#[tokio::test]
+async fn a_watched_instance_drains_and_stops_without_a_warning() {
+    let logs = Logs::capture("info");
+    let server = NatsServer::start();
+    let dir = ConfigDir::new(SEED);
+    let (connres, gw, mut reports) = start_watched(&server, &dir.path()).await;
+    let board = "  board.{id}:\n    fields:\n      title: { type: string }\n    access:\n      get: \"true\"\n";
+    write_by_rename(&dir.path(), &format!("{SEED}{board}"));
+    next_reload(&mut reports).await;
+    assert_eq!(gw.get("board.b1").await, json!({"title": null}));
+    connres.stop().await;
+    let lines = logs.lines();
+    assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:#?}");
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains(" WARN ")).collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
 }
 
 #[tokio::test]
