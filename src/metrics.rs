@@ -53,7 +53,7 @@ const OUTCOMES: [&str; 8] = [
 /// call rules has [`CALLS_OK`] too. The series of names no pattern matches
 /// ([`NO_RESOURCE`]) are [`NO_RESOURCE_SERIES`]. Spelled out once, for the tests that
 /// check the text against it (this module's and `tests/metrics.rs`) and as
-/// docs/operations.md lists them.
+/// docs/monitoring.md lists them.
 pub const RESOURCE_SERIES: [(&str, &str); 9] = [
     ("get", "ok"),
     ("get", "invalid_params"),
