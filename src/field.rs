@@ -135,20 +135,25 @@ impl fmt::Display for Writable {
 }
 
 impl FieldDef {
-    /// Checks a stored value against the type and the constraints.
-    pub fn check(&self, value: &Value) -> Result<(), String> {
-        if value.is_null() {
-            return Ok(());
-        }
-        let type_ok = match self.ty {
+    /// Whether a value (not null) is of the field's type; [`FieldDef::check`] checks the
+    /// constraints too.
+    pub fn is_of_type(&self, value: &Value) -> bool {
+        match self.ty {
             FieldType::String => value.is_string(),
             FieldType::Integer => value.is_i64() || value.is_u64(),
             FieldType::Number => value.is_number(),
             FieldType::Boolean => value.is_boolean(),
             FieldType::Ref => value.as_str().is_some_and(is_resource_name),
             FieldType::Data => true,
-        };
-        if !type_ok {
+        }
+    }
+
+    /// Checks a stored value against the type and the constraints.
+    pub fn check(&self, value: &Value) -> Result<(), String> {
+        if value.is_null() {
+            return Ok(());
+        }
+        if !self.is_of_type(value) {
             return Err(format!("{} is not {}", short(value), type_phrase(self.ty)));
         }
         let c = &self.constraints;

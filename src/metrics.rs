@@ -48,6 +48,40 @@ const OUTCOMES: [&str; 8] = [
     "ignored",
 ];
 
+/// The request series made for every resource pattern, as `(kind, outcome)`: what the
+/// engine can answer for a name the pattern matches (see `possible`); a pattern with
+/// call rules has [`CALLS_OK`] too. The series of names no pattern matches
+/// ([`NO_RESOURCE`]) are [`NO_RESOURCE_SERIES`]. Spelled out once, for the tests that
+/// check the text against it (this module's and `tests/metrics.rs`) and as
+/// docs/monitoring.md lists them.
+pub const RESOURCE_SERIES: [(&str, &str); 9] = [
+    ("get", "ok"),
+    ("get", "invalid_params"),
+    ("access", "ok"),
+    ("access", "invalid_params"),
+    ("call", "access_denied"),
+    ("call", "invalid_params"),
+    ("call", "method_not_found"),
+    ("api", "ok"),
+    ("api", "invalid_params"),
+];
+
+/// The series of a resource pattern with call rules, besides [`RESOURCE_SERIES`].
+pub const CALLS_OK: (&str, &str) = ("call", "ok");
+
+/// The request series of names no pattern matches ([`NO_RESOURCE`]), without the
+/// shared store; with it, `get` and `access` have `internal_error` too (a read
+/// forwarded for a name this instance's config does not declare).
+pub const NO_RESOURCE_SERIES: [(&str, &str); 7] = [
+    ("get", "unanswered"),
+    ("access", "unanswered"),
+    ("call", "unanswered"),
+    ("token", "ok"),
+    ("token", "ignored"),
+    ("api", "invalid_params"),
+    ("api", "not_found"),
+];
+
 /// The kinds of event connres publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
@@ -617,31 +651,14 @@ mod tests {
         };
         let mut expected = Vec::new();
         for res in ["session.user.{cid}", "session.prefs.{cid}", "board.{id}"] {
-            for (kind, outcome) in [
-                ("get", "ok"),
-                ("get", "invalid_params"),
-                ("access", "ok"),
-                ("access", "invalid_params"),
-                ("call", "access_denied"),
-                ("call", "invalid_params"),
-                ("call", "method_not_found"),
-                ("api", "ok"),
-                ("api", "invalid_params"),
-            ] {
+            for (kind, outcome) in RESOURCE_SERIES {
                 expected.push(line(kind, outcome, res));
             }
         }
         // Only session.prefs has call rules.
-        expected.push(line("call", "ok", "session.prefs.{cid}"));
-        for (kind, outcome) in [
-            ("get", "unanswered"),
-            ("access", "unanswered"),
-            ("call", "unanswered"),
-            ("token", "ok"),
-            ("token", "ignored"),
-            ("api", "invalid_params"),
-            ("api", "not_found"),
-        ] {
+        let (kind, outcome) = CALLS_OK;
+        expected.push(line(kind, outcome, "session.prefs.{cid}"));
+        for (kind, outcome) in NO_RESOURCE_SERIES {
             expected.push(line(kind, outcome, NO_RESOURCE));
         }
         expected.sort();

@@ -1,7 +1,9 @@
 //! What connres logs, captured from instances running in-process (`common::logs`):
 //! refused requests with what decided them (at `debug`), a reload that drops written
-//! values, the shared store's partition changes in one line per batch, instances that
-//! run different configs and the requests that then go unanswered.
+//! values, the shared store's partition changes in one line per batch (and the written
+//! values a load of partitions dropped; nothing per partition on a normal join and
+//! leave), instances that run different configs and the requests that then go
+//! unanswered, and a stop that says nothing worse than `info`.
 
 mod common;
 
@@ -175,6 +177,26 @@ async fn a_reload_that_drops_written_values_says_how_many_and_where() {
     connres.stop().await;
 }
 
+/// An instance that watches its config (the reloader runs beside it), after a reload
+/// that added a pattern, drains and stops without a warning: the ordered channel
+/// ends once the serving task closes it, whatever the reloader holds.
+#[tokio::test]
+async fn a_watched_instance_drains_and_stops_without_a_warning() {
+    let logs = Logs::capture("info");
+    let server = NatsServer::start();
+    let dir = ConfigDir::new(SEED);
+    let (connres, gw, mut reports) = start_watched(&server, &dir.path()).await;
+    let board = "  board.{id}:\n    fields:\n      title: { type: string }\n    access:\n      get: \"true\"\n";
+    write_by_rename(&dir.path(), &format!("{SEED}{board}"));
+    next_reload(&mut reports).await;
+    assert_eq!(gw.get("board.b1").await, json!({"title": null}));
+    connres.stop().await;
+    let lines = logs.lines();
+    assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:#?}");
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains(" WARN ")).collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
 #[tokio::test]
 async fn requests_for_a_removed_pattern_are_reported_at_most_every_ten_seconds() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -278,6 +300,99 @@ async fn partition_changes_are_summed_up_in_one_line() {
     assert!(per_partition.is_empty(), "{per_partition:?}");
     assert_eq!(logs.matching(&["partitions changed"]).len(), 1);
     drop(first);
+}
+
+/// A normal join and leave: partitions move by handover, which each instance says in
+/// its summary lines only; nothing at `info` or above per partition, and no warning
+/// (nothing went wrong).
+#[tokio::test]
+async fn a_normal_join_and_leave_log_nothing_per_partition() {
+    let mut logs = Logs::capture("info");
+    let server = NatsServer::start_jetstream();
+    let yaml = shared_seed("join");
+    let (first, gw, first_cluster) = start_shared(&server, &yaml).await;
+    // Units in most partitions, so that the handovers move some.
+    for i in 0..64 {
+        let r = gw
+            .request(
+                &format!("connres.set.session.prefs.c{i}"),
+                json!({"values": {"theme": "dark"}}),
+            )
+            .await;
+        assert_eq!(r, json!({"result": null}));
+    }
+    let (second, second_cluster) = start_member(&server, &yaml).await;
+    let all = i64::from(PARTITIONS);
+    // Looked at with each line logged: a summary line follows the last partition
+    // moved (an instance serves a partition from the step that installs it).
+    logs.wait_until("both instances serving their share", |l| {
+        let (a, b) = (first_cluster.served(), second_cluster.served());
+        l.contains("partitions changed") && a > 0 && b > 0 && a + b == all
+    })
+    .await;
+    second.stop().await;
+    logs.wait_until("the first instance serving every partition again", |l| {
+        l.contains("partitions changed") && first_cluster.served() == all
+    })
+    .await;
+    let noisy: Vec<String> = logs
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(" WARN ") || (l.contains(" INFO ") && l.contains("partition=")))
+        .collect();
+    assert!(noisy.is_empty(), "{noisy:#?}");
+    // The moves were said, in summary lines.
+    assert!(logs.matching(&["partitions changed", "acquired=0 "]).len() >= 2);
+    first.stop().await;
+}
+
+/// Partitions loaded from the shared store by an instance whose config does not keep
+/// some of their written values (written under another config) say how many values
+/// went and where, in the words of a reload that drops values.
+#[tokio::test]
+async fn loading_partitions_that_drops_written_values_says_how_many_and_where() {
+    let mut logs = Logs::capture("info");
+    let server = NatsServer::start_jetstream();
+    let yaml = shared_seed("loaddrop");
+    let (first, gw, _) = start_shared(&server, &yaml).await;
+    for (cid, values) in [
+        ("c1", json!({"theme": "dark", "fontSize": 30})),
+        ("c2", json!({"theme": "dark"})),
+        ("c3", json!({"theme": "light"})),
+    ] {
+        let r = gw
+            .request(
+                &format!("connres.set.session.prefs.{cid}"),
+                json!({ "values": values }),
+            )
+            .await;
+        assert_eq!(r, json!({"result": null}));
+    }
+    first.stop().await;
+    // `dark` is no longer allowed and `fontSize` is gone: three values go.
+    let narrower = yaml
+        .replace("enum: [light, dark]", "enum: [light, sepia]")
+        .replace(
+            "      fontSize: { type: integer, default: 14, min: 8, max: 32, writable: true }\n",
+            "",
+        );
+    assert_ne!(narrower, yaml);
+    assert!(logs.matching(&["dropped written values"]).is_empty());
+    let (second, gw, _) = start_shared(&server, &narrower).await;
+    let line = logs.wait_for(&["dropped written values"]).await;
+    for part in [
+        "WARN",
+        "loading partitions",
+        "values=3",
+        r#"dropped="session.prefs.{cid} fontSize: 1 (field removed); session.prefs.{cid} theme: 2 (fails the field's new constraints)""#,
+        "those fields read as their defaults",
+    ] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    assert_eq!(logs.matching(&["dropped written values"]).len(), 1);
+    assert_eq!(gw.get("session.prefs.c1").await, json!({"theme": "light"}));
+    assert_eq!(gw.get("session.prefs.c3").await, json!({"theme": "light"}));
+    second.stop().await;
 }
 
 /// The seed with one more resource, which the seed alone does not declare.

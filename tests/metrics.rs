@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use common::*;
 use connres::clock::Clock;
+use connres::metrics::{CALLS_OK, NO_RESOURCE, NO_RESOURCE_SERIES, RESOURCE_SERIES};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -144,32 +145,15 @@ async fn only_series_that_can_count_are_listed_by_resource() {
         )
     };
     for resource in ["session.user.{cid}", "session.prefs.{cid}"] {
-        for (kind, outcome) in [
-            ("get", "ok"),
-            ("get", "invalid_params"),
-            ("access", "ok"),
-            ("access", "invalid_params"),
-            ("call", "access_denied"),
-            ("call", "invalid_params"),
-            ("call", "method_not_found"),
-            ("api", "ok"),
-            ("api", "invalid_params"),
-        ] {
+        for (kind, outcome) in RESOURCE_SERIES {
             expected.push(series(kind, outcome, resource));
         }
     }
     // session.user has no call rule: no call on it can succeed.
-    expected.push(series("call", "ok", "session.prefs.{cid}"));
-    for (kind, outcome) in [
-        ("get", "unanswered"),
-        ("access", "unanswered"),
-        ("call", "unanswered"),
-        ("token", "ok"),
-        ("token", "ignored"),
-        ("api", "invalid_params"),
-        ("api", "not_found"),
-    ] {
-        expected.push(series(kind, outcome, "-"));
+    let (kind, outcome) = CALLS_OK;
+    expected.push(series(kind, outcome, "session.prefs.{cid}"));
+    for (kind, outcome) in NO_RESOURCE_SERIES {
+        expected.push(series(kind, outcome, NO_RESOURCE));
     }
     expected.sort();
     assert_eq!(lines, expected);

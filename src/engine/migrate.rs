@@ -1,26 +1,50 @@
 //! Carrying state across a reload: written values stay where they still fit the new
 //! declaration, and state of resources no longer declared is dropped. Only what the new
-//! config can invalidate is visited.
+//! config can invalidate is visited. Units loaded from the shared store go through the
+//! same checks ([`fit_unit`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+
+use serde_json::Value;
 
 use super::Engine;
 use crate::config::{Config, Resource};
 use crate::store::{Store, Written};
 
-/// The written values a reload dropped, by where they were written: the pattern, the
-/// field and why the value could not stay.
+/// The written values a reload (or a load from the shared store) dropped, by where they
+/// were written: the pattern, the field and why the value could not stay.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DroppedValues {
-    /// `(pattern, field, why)` and how many values, sorted.
-    pub places: Vec<((String, String, &'static str), usize)>,
+    /// How many values, by `(pattern, field, why)`; the pattern is
+    /// [`crate::metrics::NO_RESOURCE`] for a loaded name the config does not declare.
+    pub places: BTreeMap<(String, String, &'static str), usize>,
 }
 
 impl DroppedValues {
     /// How many values were dropped.
     pub fn total(&self) -> usize {
-        self.places.iter().map(|(_, n)| n).sum()
+        self.places.values().sum()
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.places.is_empty()
+    }
+
+    /// Counts `n` values of `field` of `pattern` dropped for `why`.
+    pub fn add(&mut self, pattern: &str, field: &str, why: &'static str, n: usize) {
+        *self
+            .places
+            .entry((pattern.to_string(), field.to_string(), why))
+            .or_default() += n;
+    }
+
+    /// Counts those of `other` too.
+    pub fn extend(&mut self, other: DroppedValues) {
+        for ((pattern, field, why), n) in other.places {
+            *self.places.entry((pattern, field, why)).or_default() += n;
+        }
     }
 
     /// `pattern field: count (why)`, `; `-separated: what the reload's log line says.
@@ -135,12 +159,58 @@ impl<S: Store> Engine<S> {
                     n.is_some()
                 }
             });
-        let mut places: Vec<_> = dropped
+        let places = dropped
             .into_iter()
             .map(|((p, f, why), n)| ((p.to_string(), f.to_string(), why), n))
             .collect();
-        places.sort();
         DroppedValues { places }
+    }
+}
+
+/// Why a value loaded for `field` of `res` cannot stay (`None`: it can), in the words
+/// of [`why_dropped`]: the unit was written under a config that declared the field
+/// and accepted the value.
+fn unfit(res: &Resource, field: &str, value: &Value) -> Option<&'static str> {
+    let Some(f) = res.field(field) else {
+        return Some("field removed");
+    };
+    if f.source.is_some() {
+        return Some("field now derived");
+    }
+    match f.check(value) {
+        Ok(()) => None,
+        Err(_) if !f.is_of_type(value) => Some("type changed"),
+        Err(_) => Some("fails the field's new constraints"),
+    }
+}
+
+/// Why the written values of a loaded name go with it: no pattern of the config
+/// declares the name (or not as the unit's, see [`fit_unit`]).
+const NOT_DECLARED: &str = "name not declared";
+
+/// Whether every written value fits `res`.
+fn fits(res: &Resource, written: &Written) -> bool {
+    written
+        .iter()
+        .all(|(name, value)| unfit(res, name, value).is_none())
+}
+
+/// Keeps the written values that fit `res`, counting the others in `dropped`.
+fn keep_fitting(res: &Resource, written: &mut Written, dropped: &mut DroppedValues) {
+    let pattern = res.pattern.as_str();
+    written.retain(|name, value| match unfit(res, name, value) {
+        None => true,
+        Some(why) => {
+            dropped.add(pattern, name, why, 1);
+            false
+        }
+    });
+}
+
+/// Counts every value of `written` as dropped because its name is not declared.
+fn not_declared(written: &Written, dropped: &mut DroppedValues) {
+    for (name, _) in written.iter() {
+        dropped.add(crate::metrics::NO_RESOURCE, name, NOT_DECLARED, 1);
     }
 }
 
@@ -148,21 +218,15 @@ impl<S: Store> Engine<S> {
 /// with what is in memory (the unit may have been written under another config): a
 /// written value stays where its field still exists, is still written and passes the
 /// field's checks; state of names no pattern (or another pattern) matches now goes.
+/// The written values that go are counted in `dropped` (for the log line of the load).
 /// Says whether anything changed (the unit is then written back).
 pub fn fit_unit(
     config: &Config,
     unit: &mut crate::store::Unit,
     key: &crate::store::UnitKey,
+    dropped: &mut DroppedValues,
 ) -> bool {
     use crate::store::{Unit, UnitKey};
-    let keep_fitting = |res: &Resource, written: &mut Written| {
-        let before = written.len();
-        written.retain(|name, value| {
-            res.field(name)
-                .is_some_and(|f| f.source.is_none() && f.check(value).is_ok())
-        });
-        written.len() != before
-    };
     let mut changed = false;
     match (unit, key) {
         (Unit::Connection(conn), UnitKey::Connection(cid)) => {
@@ -171,14 +235,15 @@ pub fn fit_unit(
                     .resource_of(&m.rid)
                     .filter(|r| r.pattern.cid_of(&m.rid) == Some(&**cid))
                 else {
+                    not_declared(m.written(), dropped);
                     changed = true;
                     return false;
                 };
-                if m.written().iter().any(|(name, value)| {
-                    !res.field(name)
-                        .is_some_and(|f| f.source.is_none() && f.check(value).is_ok())
-                }) {
-                    changed |= keep_fitting(res, m.written_mut());
+                // Through `written_mut` only when a value goes (it drops the cached
+                // reply).
+                if !fits(res, m.written()) {
+                    keep_fitting(res, m.written_mut(), dropped);
+                    changed = true;
                 }
                 let keep = res.follows_token() || !m.written().is_empty();
                 changed |= !keep;
@@ -190,14 +255,13 @@ pub fn fit_unit(
         }
         (Unit::Shared(written), UnitKey::Shared(rid)) => match config.resource_of(rid) {
             Some(res) if res.pattern.cid_of(rid).is_none() => {
-                if written.iter().any(|(name, value)| {
-                    !res.field(name)
-                        .is_some_and(|f| f.source.is_none() && f.check(value).is_ok())
-                }) {
-                    changed |= keep_fitting(res, written);
+                if !fits(res, written) {
+                    keep_fitting(res, written, dropped);
+                    changed = true;
                 }
             }
             _ => {
+                not_declared(written, dropped);
                 changed = !written.is_empty();
                 written.clear();
             }
@@ -427,5 +491,61 @@ mod tests {
             get(&mut engine, &old, "session.prefs.c1"),
             json!({"theme": null})
         );
+    }
+
+    /// A unit loaded from the shared store, written under another config, loses the
+    /// values this config does not keep, each counted with its pattern, field and
+    /// why, as a reload counts them.
+    #[test]
+    fn a_loaded_unit_says_which_values_it_dropped_and_why() {
+        use crate::store::record::decode_unit;
+        use crate::store::{Unit, UnitKey};
+        let new = Config::parse(
+            "t.yaml",
+            "version: 1\nresources:\n  session.prefs.{cid}:\n    fields:\n      theme: { type: string, default: light, enum: [light, sepia] }\n      size: { type: string }\n      nick: { type: string, from: \"{{token.name}}\" }\n      kept: { type: integer }\n  board.{id}:\n    fields:\n      title: { type: string, max_length: 3 }\n",
+        )
+        .unwrap();
+        let key = UnitKey::Connection("c1".into());
+        let stored = json!({
+            "models": [
+                {"rid": "session.prefs.c1", "written": {
+                    "theme": "dark", "size": 30, "nick": "x", "gone": 1, "kept": 7
+                }},
+                {"rid": "old.thing.c1", "written": {"a": 1, "b": 2}},
+            ]
+        });
+        let mut unit = decode_unit(&key, stored.to_string().as_bytes()).unwrap();
+        let mut dropped = super::DroppedValues::default();
+        assert!(super::fit_unit(&new, &mut unit, &key, &mut dropped));
+        assert_eq!(
+            dropped.describe(),
+            "- a: 1 (name not declared); - b: 1 (name not declared); \
+             session.prefs.{cid} gone: 1 (field removed); \
+             session.prefs.{cid} nick: 1 (field now derived); \
+             session.prefs.{cid} size: 1 (type changed); \
+             session.prefs.{cid} theme: 1 (fails the field's new constraints)"
+        );
+        assert_eq!(dropped.total(), 6);
+        let Unit::Connection(conn) = &unit else {
+            panic!("a connection")
+        };
+        assert_eq!(conn.models.len(), 1);
+        assert_eq!(
+            conn.models[0].written().iter().collect::<Vec<_>>(),
+            vec![("kept", &json!(7))]
+        );
+        // A shared unit: counted under its pattern, added to what is counted already.
+        let key = UnitKey::Shared("board.b1".into());
+        let mut unit = decode_unit(&key, br#"{"written": {"title": "long"}}"#).unwrap();
+        assert!(super::fit_unit(&new, &mut unit, &key, &mut dropped));
+        assert_eq!(dropped.total(), 7);
+        assert!(dropped
+            .describe()
+            .contains("board.{id} title: 1 (fails the field's new constraints)"));
+        // A unit that fits changes nothing and counts nothing.
+        let mut unit = decode_unit(&key, br#"{"written": {"title": "abc"}}"#).unwrap();
+        let mut none = super::DroppedValues::default();
+        assert!(!super::fit_unit(&new, &mut unit, &key, &mut none));
+        assert!(none.is_empty());
     }
 }

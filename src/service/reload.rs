@@ -50,7 +50,7 @@ pub(super) fn spawn(
     let (tx, rx) = mpsc::channel(1);
     let reloader = Reloader {
         client,
-        ordered,
+        ordered: ordered.map(|tx| tx.downgrade()),
         triggers,
         current,
         reports,
@@ -65,8 +65,11 @@ pub(super) fn spawn(
 
 struct Reloader {
     client: Client,
-    /// The ordered channel, for the subscriptions of added patterns.
-    ordered: Option<mpsc::Sender<async_nats::Message>>,
+    /// The ordered channel, for the subscriptions of added patterns. Weak: the
+    /// reloader waits for triggers for as long as the process runs, and must not keep
+    /// the channel open once the serving task closes it at shutdown (the drain waits
+    /// for the channel to end).
+    ordered: Option<mpsc::WeakSender<async_nats::Message>>,
     triggers: Triggers,
     /// The config last handed to the serving task: what is (about to be) in force.
     current: Arc<Config>,
@@ -222,11 +225,11 @@ impl Reloader {
         added: &[String],
     ) -> Result<Vec<OrderedSub>, ServiceError> {
         let mut subs = Vec::new();
+        // None once the serving task closed the channel (shutting down).
+        let ordered = self.ordered.as_ref().and_then(mpsc::WeakSender::upgrade);
         let result = async {
             for pattern in added {
-                subs.extend(
-                    subscribe_pattern(&self.client, self.ordered.as_ref(), new, pattern).await?,
-                );
+                subs.extend(subscribe_pattern(&self.client, ordered.as_ref(), new, pattern).await?);
             }
             if !subs.is_empty() {
                 sync_with_server(&self.client).await?;

@@ -467,13 +467,24 @@ impl<M: Clone> Ownership<M> {
             .mine
             .as_ref()
             .is_some_and(|m| revision > m.revision && !still_mine(&value, &me));
+        // This instance's own handover write, which the watch can show before the
+        // write's reply: the handover is done (as that reply would say), not taken.
+        let handed = matches!(&part.mode, Mode::HandingOver { value: Some(v), .. } if *v == value);
         part.view = Some(View {
             revision,
             value,
             seen: now,
             written,
         });
-        if taken {
+        if taken && handed {
+            tracing::debug!(
+                partition = p,
+                "handed the partition over (its lease write seen before its reply)"
+            );
+            part.mine = None;
+            part.mode = Mode::Idle;
+            out.push(Action::Forget { p });
+        } else if taken {
             tracing::warn!(partition = p, "another instance took the partition over");
             self.lose(p, now, out);
         }

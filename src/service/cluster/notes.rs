@@ -1,5 +1,7 @@
 //! What the shared store tells the operator, kept short: partition changes summed up
-//! in one line per batch (per partition at `debug`), instances that run another config
+//! in one line per batch (per partition at `debug`), with the written values the
+//! partitions loaded held that this instance's config does not keep (one more line,
+//! at `warn`), instances that run another config
 //! than this one, and requests it cannot answer, each kind reported at most every ten
 //! seconds ([`Throttle`]).
 
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::Message;
 
+use crate::engine::DroppedValues;
 use crate::logs::Throttle;
 use crate::ownership::{Input, Instance};
 use crate::service::route::Route;
@@ -48,6 +51,10 @@ pub(super) struct PartitionLog {
     acquired: Vec<u32>,
     units: usize,
     released: Vec<u32>,
+    /// Written values the loaded units held that the config does not keep, and the
+    /// partitions they were in.
+    dropped: DroppedValues,
+    dropped_in: Vec<u32>,
     /// When the first change of the batch and the last one happened.
     first: Option<Instant>,
     last: Option<Instant>,
@@ -59,6 +66,8 @@ pub(super) struct Batch {
     pub(super) acquired: Vec<u32>,
     pub(super) units: usize,
     pub(super) released: Vec<u32>,
+    pub(super) dropped: DroppedValues,
+    pub(super) dropped_in: Vec<u32>,
 }
 
 impl PartitionLog {
@@ -68,6 +77,16 @@ impl PartitionLog {
         self.acquired.push(p);
         self.units += units;
         self.changed(now);
+    }
+
+    /// Partition `p`'s loaded units held written values that the config does not keep
+    /// (written under another config): dropped, the units written back.
+    pub(super) fn dropped(&mut self, p: u32, dropped: DroppedValues) {
+        if dropped.is_empty() {
+            return;
+        }
+        self.dropped.extend(dropped);
+        self.dropped_in.push(p);
     }
 
     /// A partition is no longer this instance's (handed over or lost).
@@ -107,17 +126,23 @@ impl PartitionLog {
         log.acquired.dedup();
         log.released.sort_unstable();
         log.released.dedup();
+        log.dropped_in.sort_unstable();
+        log.dropped_in.dedup();
         Some(Batch {
             acquired: log.acquired,
             units: log.units,
             released: log.released,
+            dropped: log.dropped,
+            dropped_in: log.dropped_in,
         })
     }
 }
 
 impl Batch {
     /// The batch's line: how many partitions came and went, which, the units loaded,
-    /// and how many this instance holds now.
+    /// and how many this instance holds now. Then, if the units loaded held written
+    /// values the config does not keep, how many, where and why (worded as a reload
+    /// that drops values says it).
     pub(super) fn log(&self, held: usize, partitions: u32) {
         tracing::info!(
             acquired = self.acquired.len(),
@@ -129,6 +154,14 @@ impl Batch {
             partitions,
             "partitions changed"
         );
+        if !self.dropped.is_empty() {
+            tracing::warn!(
+                values = self.dropped.total(),
+                dropped = self.dropped.describe(),
+                partitions = %ranges(&self.dropped_in),
+                "loading partitions dropped written values that this instance's config does not keep (written under another config); those fields read as their defaults"
+            );
+        }
     }
 }
 
@@ -360,6 +393,8 @@ mod tests {
                 acquired: vec![1, 3],
                 units: 7,
                 released: vec![7],
+                dropped: DroppedValues::default(),
+                dropped_in: Vec::new(),
             }
         );
         assert_eq!(log.due(t0 + ms(5000), ms(100), ms(1000)), None);
@@ -380,5 +415,50 @@ mod tests {
         assert_eq!(log.due(t0 + ms(950), ms(100), ms(1000)), None);
         let batch = log.due(t0 + ms(1000), ms(100), ms(1000)).unwrap();
         assert_eq!(batch.acquired.len(), 20);
+    }
+
+    /// Values dropped from the units loaded are said in one more line for the batch,
+    /// at `warn`, worded as a reload that drops values says it; a batch that dropped
+    /// none has only the summary.
+    #[test]
+    fn values_dropped_on_load_are_said_once_per_batch() {
+        let t0 = Instant::now();
+        let mut log = PartitionLog::default();
+        log.acquired(1, 0, t0);
+        log.dropped(1, DroppedValues::default());
+        let lines = logged(|| log.take().unwrap().log(1, 8));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        log.acquired(4, 3, t0);
+        log.acquired(2, 1, t0);
+        let mut a = DroppedValues::default();
+        a.add(
+            "session.prefs.{cid}",
+            "theme",
+            "fails the field's new constraints",
+            2,
+        );
+        log.dropped(4, a);
+        let mut b = DroppedValues::default();
+        b.add(
+            "session.prefs.{cid}",
+            "theme",
+            "fails the field's new constraints",
+            1,
+        );
+        b.add("session.prefs.{cid}", "fontSize", "field removed", 1);
+        log.dropped(2, b);
+        let lines = logged(|| log.take().unwrap().log(3, 8));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("INFO") && lines[0].contains("partitions changed"));
+        for part in [
+            "WARN",
+            "dropped written values",
+            "those fields read as their defaults",
+            "values=4",
+            r#"dropped="session.prefs.{cid} fontSize: 1 (field removed); session.prefs.{cid} theme: 3 (fails the field's new constraints)""#,
+            "partitions=2,4",
+        ] {
+            assert!(lines[1].contains(part), "{part} in {}", lines[1]);
+        }
     }
 }

@@ -482,7 +482,8 @@ impl Service {
     }
 
     /// Puts a partition's loaded units in the store, each checked against the config in
-    /// force (written under another config, values may no longer fit).
+    /// force (written under another config, values may no longer fit: those dropped are
+    /// said in the batch's log lines).
     fn install(&mut self, p: u32, confirmed: bool) {
         let Some(cluster) = &mut self.cluster else {
             return;
@@ -498,6 +499,7 @@ impl Service {
             "installed a partition"
         );
         let now = self.engine.now();
+        let mut dropped = crate::engine::DroppedValues::default();
         for Loaded {
             key,
             unit,
@@ -510,7 +512,7 @@ impl Service {
                 // Unreadable: replaced by the next write (the revision is known now).
                 continue;
             };
-            let mut changed = crate::engine::fit_unit(&self.config, &mut unit, &key);
+            let mut changed = crate::engine::fit_unit(&self.config, &mut unit, &key, &mut dropped);
             if let Unit::Connection(c) = &mut unit {
                 if !confirmed && c.confirmed {
                     c.confirmed = false;
@@ -523,6 +525,7 @@ impl Service {
                 store.mark_changed(key);
             }
         }
+        cluster.partition_log.dropped(p, dropped);
         cluster.metrics.takeovers.inc();
     }
 
