@@ -12,6 +12,7 @@
 #
 #   scripts/bench-cluster.sh
 #   N=50000 CONC=64 SETUPS="memory nats1 nats3 mapped3" KINDS="get access set" scripts/bench-cluster.sh
+#   KEEP=1 ...                        # keep the instances' logs (printed path)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -38,7 +39,7 @@ cleanup() {
   if [ "$rc" -ne 0 ]; then
     tail_logs "$work"
   fi
-  rm -rf "$work"
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept: $work" >&2; else rm -rf "$work"; fi
   exit "$rc"
 }
 trap cleanup EXIT
@@ -131,12 +132,20 @@ EOF
   done
   if [ "$setup" != memory ]; then
     # Until every partition is served: the instances' partitions_served add up to 64.
-    for _ in $(seq 1 200); do
+    # Until every partition is served, each instance serves some, and that has held
+    # for a second (handovers come one after another).
+    stable=0
+    for _ in $(seq 1 400); do
       served=$(metric_sum connres_cluster_partitions_served "${metrics[@]}")
-      [ "$served" -eq 64 ] && break
+      each=1
+      for m in "${metrics[@]}"; do
+        [ "$(metric_sum connres_cluster_partitions_served "$m")" -gt 0 ] || each=0
+      done
+      if [ "$served" -eq 64 ] && [ "$each" = 1 ]; then stable=$((stable + 1)); else stable=0; fi
+      [ "$stable" -ge 20 ] && break
       sleep 0.05
     done
-    [ "$served" -eq 64 ] || { echo "$setup: only $served of 64 partitions served" >&2; exit 1; }
+    [ "$stable" -ge 20 ] || { echo "$setup: partitions never settled ($served of 64 served)" >&2; exit 1; }
     if [ "${setup#mapped}" != "$setup" ]; then
       for _ in $(seq 1 200); do
         [ "$(metric_sum connres_cluster_reads_mapped "${metrics[@]}")" -eq "$n" ] && break

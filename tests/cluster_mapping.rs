@@ -146,3 +146,65 @@ async fn without_the_mapping_an_instance_says_its_reads_are_forwarded() {
     assert_eq!(gateway.get("session.user.u1").await["id"], json!(null));
     a.stop().await;
 }
+
+#[tokio::test]
+async fn with_the_mapping_no_read_is_lost_while_partitions_move() {
+    let yaml = common::shared_seed("moving");
+    let (server, _dir) = server_with_mapping(&yaml);
+    let (a, gateway, ma) = start_shared(&server, &yaml).await;
+    let client = gateway.client.clone();
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(format!("{inbox}.>")).await.unwrap();
+    client.flush().await.unwrap();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // Gets back to back, 200 at a time, until told to stop; each must be answered.
+    let load = async {
+        let mut sent = 0usize;
+        let mut answered = 0usize;
+        while !*stop.borrow() {
+            for _ in 0..200 {
+                let cid = format!("v{}", sent % 500);
+                client
+                    .publish_with_reply(
+                        format!("get.session.user.{cid}"),
+                        format!("{inbox}.{sent}"),
+                        "{}".into(),
+                    )
+                    .await
+                    .unwrap();
+                sent += 1;
+            }
+            client.flush().await.unwrap();
+            while answered < sent {
+                tokio::time::timeout(common::WAIT, replies.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("{} of {sent} gets answered", answered))
+                    .unwrap();
+                answered += 1;
+            }
+        }
+        answered
+    };
+    // Two instances join: partitions move to them, and a lease later the first
+    // instance ends its mapped subscriptions of the partitions it let go.
+    let churn = async {
+        let (b, _, mb) = start_shared(&server, &yaml).await;
+        let (c, _, mc) = start_shared(&server, &yaml).await;
+        let all = [&ma, &mb, &mc];
+        until("each partition's mapped reads subscribed once", || {
+            let subs = mapped_subscriptions(&server, "moving");
+            let distinct: std::collections::HashSet<_> = subs.iter().collect();
+            all.iter().all(|m| m.served() > 0)
+                && subs.len() == common::PARTITIONS as usize
+                && distinct.len() == subs.len()
+        })
+        .await;
+        let _ = stop_tx.send(true);
+        (b, c)
+    };
+    let (answered, (b, c)) = futures::join!(load, churn);
+    assert!(answered > 0);
+    for instance in [a, b, c] {
+        instance.stop().await;
+    }
+}

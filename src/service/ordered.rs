@@ -38,9 +38,10 @@ pub(super) struct OrderedSub {
 }
 
 impl OrderedSub {
-    /// Ends the subscription.
+    /// Ends the subscription; what the server sent before it took the end is still
+    /// received (and answered as any message for a name no pattern declares).
     pub(super) async fn unsubscribe(self, client: &Client) {
-        if let Err(e) = client.unsubscribe_sid(self.sid).await {
+        if let Err(e) = client.unsubscribe_sid_drained(self.sid).await {
             tracing::warn!(error = %e, "unsubscribe failed");
         }
     }
@@ -157,10 +158,12 @@ impl Ordered {
         Ok(())
     }
 
-    /// Ends partition `p`'s mapped reads' subscription.
+    /// Ends partition `p`'s mapped reads' subscription, keeping what the server sent
+    /// before it took the end: a read the queue group had already handed to this
+    /// instance is placed (forwarded to the owner), not lost.
     pub(super) async fn unsubscribe_partition(&mut self, p: u32) {
         if let Some(sid) = self.partitions.remove(&p) {
-            if let Err(e) = self.client.unsubscribe_sid(sid).await {
+            if let Err(e) = self.client.unsubscribe_sid_drained(sid).await {
                 tracing::warn!(error = %e, "unsubscribe failed");
             }
         }
@@ -214,7 +217,7 @@ impl Ordered {
             .chain(self.partitions.drain().map(|(_, sid)| sid))
             .collect();
         for sid in sids {
-            if let Err(e) = self.client.unsubscribe_sid(sid).await {
+            if let Err(e) = self.client.unsubscribe_sid_drained(sid).await {
                 tracing::warn!(error = %e, "unsubscribe failed");
             }
         }

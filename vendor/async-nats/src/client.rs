@@ -950,6 +950,18 @@ impl Client {
         Ok(())
     }
 
+    // connres patch
+    /// Ends a subscription made by [`Client::subscribe_into`] without losing what the
+    /// server sent before it took the UNSUB: the subscription keeps delivering until the
+    /// PONG of a PING sent after the UNSUB (the server answers in order), then is
+    /// removed. A reconnect in between removes it at once.
+    pub async fn unsubscribe_sid_drained(&self, sid: u64) -> Result<(), crate::UnsubscribeError> {
+        self.sender
+            .send(Command::UnsubscribeDrained { sid })
+            .await?;
+        Ok(())
+    }
+
     /// Flushes the internal buffer ensuring that all messages are sent.
     ///
     /// # Examples

@@ -408,6 +408,10 @@ pub(crate) enum Command {
     Drain {
         sid: Option<u64>,
     },
+    // connres patch: see `Client::unsubscribe_sid_drained`.
+    UnsubscribeDrained {
+        sid: u64,
+    },
     Reconnect,
     SetServerPool {
         servers: Vec<ServerAddr>,
@@ -470,6 +474,9 @@ pub(crate) struct ConnectionHandler {
     flush_observers: Vec<oneshot::Sender<()>>,
     is_draining: bool,
     drain_pings: VecDeque<u64>,
+    // connres patch: one entry per PING in flight, oldest first; a subscription to
+    // remove when its PONG comes (`Command::UnsubscribeDrained`), or none.
+    pongs: VecDeque<Option<u64>>,
 }
 
 impl ConnectionHandler {
@@ -494,6 +501,7 @@ impl ConnectionHandler {
             flush_observers: Vec::new(),
             is_draining: false,
             drain_pings: VecDeque::new(),
+            pongs: VecDeque::new(),
         }
     }
 
@@ -527,6 +535,7 @@ impl ConnectionHandler {
                     Poll::Ready(ExitReason::Disconnected(None))
                 } else {
                     self.handler.connection.enqueue_write_op(&ClientOp::Ping);
+                    self.handler.pongs.push_back(None); // connres patch
 
                     Poll::Pending
                 }
@@ -716,6 +725,11 @@ impl ConnectionHandler {
             ServerOp::Pong => {
                 debug!("received PONG");
                 self.pending_pings = self.pending_pings.saturating_sub(1);
+                // connres patch: everything the server sent before it took the UNSUB
+                // came before this PONG.
+                if let Some(Some(sid)) = self.pongs.pop_front() {
+                    self.subscriptions.remove(&sid);
+                }
             }
             ServerOp::Error(error) => {
                 debug!("received ERROR: {:?}", error);
@@ -843,6 +857,17 @@ impl ConnectionHandler {
             Command::Flush { observer } => {
                 self.flush_observers.push(observer);
             }
+            // connres patch: the server stops delivering at the UNSUB; the subscription
+            // keeps what it sent before, and is removed at the PONG of the PING after.
+            Command::UnsubscribeDrained { sid } => {
+                if self.subscriptions.contains_key(&sid) {
+                    self.connection
+                        .enqueue_write_op(&ClientOp::Unsubscribe { sid, max: None });
+                    self.connection.enqueue_write_op(&ClientOp::Ping);
+                    self.pending_pings += 1;
+                    self.pongs.push_back(Some(sid));
+                }
+            }
             Command::Drain { sid } => {
                 let mut drain_sub = |sid: u64| {
                     self.drain_pings.push_back(sid);
@@ -863,6 +888,7 @@ impl ConnectionHandler {
                     }
                 }
                 self.connection.enqueue_write_op(&ClientOp::Ping);
+                self.pongs.push_back(None); // connres patch
             }
             Command::Subscribe {
                 sid,
@@ -980,6 +1006,10 @@ impl ConnectionHandler {
 
     async fn handle_disconnect(&mut self) -> Result<(), ConnectError> {
         self.pending_pings = 0;
+        // connres patch: what was being drained is not subscribed again.
+        for sid in self.pongs.drain(..).flatten() {
+            self.subscriptions.remove(&sid);
+        }
         self.connector.events_tx.try_send(Event::Disconnected).ok();
         self.connector.state_tx.send(State::Disconnected).ok();
 
