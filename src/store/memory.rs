@@ -138,6 +138,24 @@ impl MemoryStore {
         gone.len()
     }
 
+    /// The units touched at or after `since`, most recent first (the maps keep touch
+    /// order: only those are visited).
+    pub fn touched_since(&self, since: Tick) -> Vec<UnitKey> {
+        let conns = self
+            .connections
+            .iter()
+            .rev()
+            .take_while(|(_, (t, _))| *t >= since)
+            .map(|(cid, _)| UnitKey::Connection(cid.clone()));
+        let shared = self
+            .shared
+            .iter()
+            .rev()
+            .take_while(|(_, (t, _))| *t >= since)
+            .map(|(rid, _)| UnitKey::Shared(rid.clone()));
+        conns.chain(shared).collect()
+    }
+
     /// Visits every unit's key.
     pub fn keys(&self) -> impl Iterator<Item = UnitKey> + '_ {
         self.connections

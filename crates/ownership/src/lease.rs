@@ -712,10 +712,25 @@ impl<M: Clone> Ownership<M> {
 
     /// The partition is no longer this instance's.
     fn lose(&mut self, p: u32, now: Now, out: &mut Vec<Action<M>>) {
+        let lease = self.lease();
         let part = &mut self.parts[p as usize];
+        // When it stopped applying the partition's messages, if it served it.
+        let stopped = match (&part.mode, &part.mine) {
+            (Mode::Suspended { since }, _) => Some(*since),
+            (Mode::Serving, Some(m)) => Some(m.deadline.min(now)),
+            _ => None,
+        };
         part.lost_at = Some(now);
         part.mine = None;
         part.mode = Mode::Idle;
+        if let Some(stopped) = stopped {
+            // What it published within a lease before it stopped (a renewal had come
+            // back by then, so a pause began after it).
+            out.push(Action::Recall {
+                p,
+                since: stopped.saturating_sub(lease),
+            });
+        }
         out.push(Action::Forget { p });
     }
 

@@ -231,6 +231,17 @@ pub enum Action<M> {
     },
     /// Tell gateways to re-fetch every pattern (no other instance was serving).
     ResetAll,
+    /// This instance stopped serving the partition without handing it over (it could
+    /// not renew in time: paused, starved, cut off from the bucket) and another took it
+    /// over. Events it published just before it stopped may reach gateways only now,
+    /// after the new owner's (a frozen process sends what its NATS client held when it
+    /// resumes): tell gateways to re-fetch the models of the partition it changed
+    /// since `since` (not their access: the new owner answers that). Comes before
+    /// [`Action::Forget`] of the partition.
+    Recall {
+        p: u32,
+        since: Now,
+    },
     /// Apply a message here (from the window), in this order.
     Apply {
         msg: M,

@@ -548,3 +548,35 @@ fn a_release_seen_late_is_dated_by_the_server() {
     let now = timely.now;
     assert!(timely.take_release(50, now));
 }
+
+/// An owner that stopped serving (its renewals did not come back in time: a pause, a
+/// stall) and then finds its partition taken over asks gateways to re-fetch what it
+/// changed last, before forgetting it: events it published just before it stopped may
+/// reach gateways only now, after the new owner's (chaos: a SIGSTOP right after a
+/// publish).
+#[test]
+fn a_partition_lost_after_it_stopped_serving_is_recalled() {
+    let mut one = One::serving();
+    one.writes = Writes::Fail;
+    one.run(ms(1500));
+    assert!(!one.m.serves(0, one.now));
+    let taken = LeaseValue {
+        owner: Some("z".into()),
+        ..LeaseValue::default()
+    };
+    let out = one.input(Input::Lease {
+        p: 0,
+        revision: 900,
+        value: Some(taken),
+        server_ms: None,
+    });
+    let recall = out
+        .iter()
+        .position(|a| matches!(a, Action::Recall { p: 0, .. }))
+        .unwrap_or_else(|| panic!("no recall: {out:?}"));
+    let forget = out
+        .iter()
+        .position(|a| matches!(a, Action::Forget { p: 0 }))
+        .expect("forgotten");
+    assert!(recall < forget, "{out:?}");
+}

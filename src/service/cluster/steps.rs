@@ -423,6 +423,10 @@ impl Service {
                     tracing::error!(error = %e, "the system.reset for every pattern was not published");
                 }
             }
+            Action::Recall { p, since } => {
+                let ago = now.saturating_sub(since);
+                self.recall_partition(p, ago);
+            }
             Action::Unconfirm { p } => self.set_confirmed(p, None, false),
             Action::Doubt { p, conns } => self.set_confirmed(p, Some(&conns), false),
             Action::Confirm { p, conns } => self.set_confirmed(p, Some(&conns), true),
@@ -554,6 +558,42 @@ impl Service {
             if access {
                 self.engine.owe_reaccess(&self.config, &rid);
             }
+        }
+    }
+
+    /// Tells gateways to re-fetch the models of partition `p` touched within `ago`
+    /// (resources only): events this instance published for them before it stopped may
+    /// have reached gateways after the new owner's ([`Action::Recall`]).
+    fn recall_partition(&mut self, p: u32, ago: Duration) {
+        let Some(cluster) = &self.cluster else { return };
+        let n = cluster.settings.partitions;
+        // Whole seconds: one more, so nothing touched in that second is left out.
+        let since = self
+            .engine
+            .now()
+            .saturating_sub(crate::clock::ticks(ago).saturating_add(1));
+        let store = self.engine.store();
+        let mut names: Vec<String> = Vec::new();
+        for key in store.touched_since(since) {
+            if partition_of_unit(&key, n) != p {
+                continue;
+            }
+            match &key {
+                UnitKey::Connection(cid) => {
+                    if let Some(c) = store.connection(cid) {
+                        names.extend(c.models.iter().map(|m| m.rid.to_string()));
+                    }
+                }
+                UnitKey::Shared(rid) => names.push(rid.to_string()),
+            }
+        }
+        tracing::debug!(
+            partition = p,
+            models = names.len(),
+            "lost the partition after it stopped serving it: gateways re-fetch the models it changed last"
+        );
+        for rid in names {
+            self.engine.owe_reset(&self.config, &rid);
         }
     }
 

@@ -48,6 +48,7 @@ pub(super) fn action(action: &Action<Received>) {
         }
         Action::Unconfirm { p }
         | Action::Reset { p }
+        | Action::Recall { p, .. }
         | Action::Load { p }
         | Action::Drain { p }
         | Action::Forget { p }
@@ -72,6 +73,7 @@ fn action_name<M>(action: &Action<M>) -> &'static str {
     match action {
         Action::Unconfirm { .. } => "unconfirm",
         Action::Reset { .. } => "reset",
+        Action::Recall { .. } => "recall",
         Action::Load { .. } => "load",
         Action::Drain { .. } => "drain",
         Action::Forget { .. } => "forget",

@@ -160,10 +160,25 @@ enum Delivery {
 
 #[derive(Debug, Clone)]
 enum ToGateway {
-    Reply { msg: Msg, view: Option<View> },
-    Event { cid: usize, view: View },
-    Reset { cids: Vec<usize> },
-    Token { cid: usize, token: Option<u32> },
+    Reply {
+        msg: Msg,
+        view: Option<View>,
+    },
+    Event {
+        cid: usize,
+        view: View,
+    },
+    Reset {
+        cids: Vec<usize>,
+    },
+    /// Re-fetch the models (not their access).
+    Refetch {
+        cids: Vec<usize>,
+    },
+    Token {
+        cid: usize,
+        token: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -1081,6 +1096,16 @@ impl World {
                 let cids = (0..self.cfg.cids).collect();
                 self.send_gateway(node, ToGateway::Reset { cids });
             }
+            Action::Recall { p, .. } => {
+                let mut cids: Vec<usize> = self.nodes[node]
+                    .units
+                    .keys()
+                    .copied()
+                    .filter(|c| part_of(*c, self.cfg.partitions) == p)
+                    .collect();
+                cids.sort_unstable();
+                self.send_gateway(node, ToGateway::Refetch { cids });
+            }
             Action::Confirm { p, conns } => {
                 let parts = self.cfg.partitions;
                 for (cid, u) in self.nodes[node].units.iter_mut() {
@@ -1437,6 +1462,11 @@ impl World {
             ToGateway::Reset { cids } => {
                 for cid in cids {
                     self.gateway_request(cid, true);
+                    self.gateway_request(cid, false);
+                }
+            }
+            ToGateway::Refetch { cids } => {
+                for cid in cids {
                     self.gateway_request(cid, false);
                 }
             }
