@@ -884,7 +884,7 @@ impl<M: Clone> Ownership<M> {
     /// Messages of the partition may have been missed before its window's gap: no later
     /// owner applies a request from before it (this one applied later ones, maybe
     /// from the same publisher).
-    fn missed(&mut self, p: u32) {
+    pub(super) fn missed(&mut self, p: u32) {
         let gap = self.window.missing_until(p);
         let h = &mut self.parts[p as usize].missed;
         *h = Some(h.map_or(gap, |h| h.max(gap)));

@@ -166,6 +166,11 @@ pub enum Input {
     Reconnected,
     /// The server dropped messages for this instance (a slow subscription).
     Missed,
+    /// Messages this instance applied for partition `p` never reached the bucket (their
+    /// writes had not landed when it lost the partition, after [`Action::Forget`]):
+    /// they are in no window, this one's included, so a later cut of this instance
+    /// must not count its window as complete over them.
+    Unwritten { p: u32 },
     /// Hand every partition over and stop.
     Leave,
 }
@@ -621,7 +626,24 @@ impl<M: Clone> Ownership<M> {
                     part.disconnected(now);
                 }
             }
-            Input::Reconnected => self.window.reconnected(now),
+            Input::Reconnected => {
+                self.window.reconnected(now);
+                // A partition held across the drop (served, or taken while the
+                // connection was down) may have missed messages and applied later ones:
+                // its next owner applies none received before the gap (simulation seed
+                // 2383: one taken while disconnected kept its earlier horizon).
+                for p in 0..self.settings.partitions {
+                    if self.parts[p as usize].mine.is_some() {
+                        self.missed(p);
+                    }
+                }
+            }
+            Input::Unwritten { p } => {
+                // Simulation seed 5322: token events applied, their writes failed, the
+                // partition lost; taken back later, the window (which never kept what
+                // was applied) looked complete and the records were trusted.
+                self.window.gap_where(now, |q| q == p);
+            }
             Input::Missed => {
                 // As if the connection had dropped a while ago and come back now: what
                 // is served stops until the next renewal, which sees the gap.

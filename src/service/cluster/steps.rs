@@ -475,6 +475,8 @@ impl Service {
                     .forget_where(|k| partition_of_unit(k, n) != p);
                 if dropped > 0 {
                     tracing::warn!(partition = p, outcomes = dropped, "no longer holds the partition: outcomes waiting for their writes were not published (the gateway times those requests out)");
+                    let more = cluster.machine.handle(Input::Unwritten { p }, now);
+                    Box::pin(self.run_actions(more)).await;
                 }
             }
             Action::Refuse { why } => {

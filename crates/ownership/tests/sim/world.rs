@@ -1083,13 +1083,7 @@ impl World {
                 self.persist(node, p, changed);
             }
             Action::Reset { p } => {
-                let mut cids: Vec<usize> = self.nodes[node]
-                    .units
-                    .keys()
-                    .copied()
-                    .filter(|c| part_of(*c, self.cfg.partitions) == p)
-                    .collect();
-                cids.sort_unstable();
+                let cids = self.cids_held(node, p);
                 self.send_gateway(node, ToGateway::Reset { cids });
             }
             Action::ResetAll => {
@@ -1097,13 +1091,7 @@ impl World {
                 self.send_gateway(node, ToGateway::Reset { cids });
             }
             Action::Recall { p, .. } => {
-                let mut cids: Vec<usize> = self.nodes[node]
-                    .units
-                    .keys()
-                    .copied()
-                    .filter(|c| part_of(*c, self.cfg.partitions) == p)
-                    .collect();
-                cids.sort_unstable();
+                let cids = self.cids_held(node, p);
                 self.send_gateway(node, ToGateway::Refetch { cids });
             }
             Action::Confirm { p, conns } => {
@@ -1185,10 +1173,15 @@ impl World {
                 let n = &mut self.nodes[node];
                 n.units.retain(|cid, _| part_of(*cid, parts) != p);
                 n.revisions.retain(|cid, _| part_of(*cid, parts) != p);
-                n.pipelines.remove(&p);
+                let unwritten = n.pipelines.remove(&p).is_some_and(|q| !q.is_empty());
                 n.writing.retain(|cid| part_of(*cid, parts) != p);
                 *n.gens.entry(p).or_default() += 1;
                 n.loaded.remove(&p);
+                if unwritten {
+                    let now = self.t();
+                    let actions = self.nodes[node].m.handle(Input::Unwritten { p }, now);
+                    self.run_actions(node, actions);
+                }
             }
             Action::Refuse { why } => panic!("same settings everywhere, yet: {why}"),
             Action::Left => {
@@ -1423,6 +1416,18 @@ impl World {
         }
         let at = self.now + self.rng.between(5, 50);
         self.schedule(at, Ev::Pump { node, p });
+    }
+
+    /// The cids of partition `p` whose units `node` holds, in order.
+    fn cids_held(&self, node: usize, p: u32) -> Vec<usize> {
+        let mut cids: Vec<usize> = self.nodes[node]
+            .units
+            .keys()
+            .copied()
+            .filter(|c| part_of(*c, self.cfg.partitions) == p)
+            .collect();
+        cids.sort_unstable();
+        cids
     }
 
     fn check_drained(&mut self, node: usize, p: u32) {
