@@ -1,6 +1,7 @@
 //! connres: a generic RES service serving per-connection resources declared in YAML.
 
 pub mod admin;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod engine;
