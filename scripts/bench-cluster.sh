@@ -116,7 +116,8 @@ EOF
       if [ "${setup#mapped}" != "$setup" ]; then
         "$connres_bin" mapping --config "$config" | load_nats_conf
       else
-        load_nats_conf </dev/null
+        # An empty block removes mappings loaded before; a file without one keeps them.
+        echo 'mappings = {}' | load_nats_conf
       fi
       ;;
   esac

@@ -123,7 +123,9 @@ impl Mapping {
              {} partitions).\n# Put this block in nats-server's config (in the account's block \
              when the server has accounts)\n# and reload the server (`nats-server --signal \
              reload`). Print it again after a change of\n# resources or of `state`: connres \
-             logs at start and at each reload whether the server\n# maps its reads.",
+             logs at start and at each reload whether the server\n# maps its reads. To remove \
+             it, reload with `mappings = {{}}` (a file without\n# the block keeps the \
+             mappings loaded before).",
             self.bucket, self.partitions
         );
         for pattern in &self.unmapped {

@@ -50,7 +50,8 @@ pub fn mapping(path: &Path) -> ExitCode {
     let Some(store) = config.state.store.shared() else {
         eprintln!(
             "{}: `state.store` is memory: one instance serves every read, there is nothing to map \
-             (the mapping is for `state.store: nats`)",
+             (the mapping is for `state.store: nats`; to remove a block nats-server loaded \
+             before, reload it with `mappings = {{}}`)",
             path.display()
         );
         return ExitCode::FAILURE;
