@@ -541,20 +541,7 @@ impl Service {
         let Some(cluster) = &self.cluster else { return };
         let n = cluster.settings.partitions;
         let store = self.engine.store();
-        let mut names: Vec<(String, bool)> = Vec::new();
-        for key in store.keys() {
-            if partition_of_unit(&key, n) != p {
-                continue;
-            }
-            match &key {
-                UnitKey::Connection(cid) => {
-                    if let Some(c) = store.connection(cid) {
-                        names.extend(c.models.iter().map(|m| (m.rid.to_string(), true)));
-                    }
-                }
-                UnitKey::Shared(rid) => names.push((rid.to_string(), false)),
-            }
-        }
+        let names = models_in(store, store.keys(), p, n);
         for (rid, access) in names {
             self.engine.owe_reset(&self.config, &rid);
             if access {
@@ -575,26 +562,13 @@ impl Service {
             .now()
             .saturating_sub(crate::clock::ticks(ago).saturating_add(1));
         let store = self.engine.store();
-        let mut names: Vec<String> = Vec::new();
-        for key in store.touched_since(since) {
-            if partition_of_unit(&key, n) != p {
-                continue;
-            }
-            match &key {
-                UnitKey::Connection(cid) => {
-                    if let Some(c) = store.connection(cid) {
-                        names.extend(c.models.iter().map(|m| m.rid.to_string()));
-                    }
-                }
-                UnitKey::Shared(rid) => names.push(rid.to_string()),
-            }
-        }
+        let names = models_in(store, store.touched_since(since), p, n);
         tracing::debug!(
             partition = p,
             models = names.len(),
             "lost the partition after it stopped serving it: gateways re-fetch the models it changed last"
         );
-        for rid in names {
+        for (rid, _) in names {
             self.engine.owe_reset(&self.config, &rid);
         }
     }
@@ -781,6 +755,31 @@ impl Service {
             cluster.log_partitions(true);
         }
     }
+}
+
+/// The models of the units `keys` that are in partition `p`: each name, and whether it
+/// is a connection's (whose access a reset asks again).
+fn models_in(
+    store: &crate::store::MemoryStore,
+    keys: impl IntoIterator<Item = UnitKey>,
+    p: u32,
+    n: u32,
+) -> Vec<(String, bool)> {
+    let mut names = Vec::new();
+    for key in keys {
+        if partition_of_unit(&key, n) != p {
+            continue;
+        }
+        match &key {
+            UnitKey::Connection(cid) => {
+                if let Some(c) = store.connection(cid) {
+                    names.extend(c.models.iter().map(|m| (m.rid.to_string(), true)));
+                }
+            }
+            UnitKey::Shared(rid) => names.push((rid.to_string(), false)),
+        }
+    }
+    names
 }
 
 /// A unit's partition.
