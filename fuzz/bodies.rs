@@ -314,6 +314,11 @@ pub fn run(engine: &mut Engine, config: &Config, request: Request) {
             let reply = reply.expect("a backend write got no reply");
             check_reply(reply);
         }
+        Request::Auth { name, .. } => assert_eq!(
+            reply.is_some(),
+            config.auth.get(name).is_some(),
+            "an auth request must be answered exactly when its name is declared"
+        ),
         Request::Get { rid } | Request::Access { rid, .. } | Request::Call { rid, .. } => {
             assert_eq!(
                 reply.is_some(),
@@ -364,7 +369,10 @@ pub fn run(engine: &mut Engine, config: &Config, request: Request) {
                 );
             }
         }
-        Request::Call { .. } | Request::ApiSet { .. } | Request::ApiReset { .. } => {
+        Request::Call { .. }
+        | Request::ApiSet { .. }
+        | Request::ApiReset { .. }
+        | Request::Auth { .. } => {
             assert!(result.is_null(), "a write result must be null: {result}")
         }
         Request::Token { .. } => {}

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Seconds on a [`Clock`]. Four bytes per stored connection instead of an `Instant`'s
 /// sixteen; one-second resolution is plenty for idle times of seconds to days.
@@ -37,6 +37,18 @@ impl Clock {
         }
     }
 
+    /// The wall-clock time, for what is dated in seconds since 1970 (a JWT's `exp`):
+    /// the system's, or for a manual clock [`MANUAL_EPOCH_SECS`] plus its ticks.
+    pub fn wall(&self) -> SystemTime {
+        match &self.0 {
+            Source::System(_) => SystemTime::now(),
+            Source::Manual(t) => {
+                let ticks = u64::from(t.load(Ordering::Relaxed));
+                UNIX_EPOCH + Duration::from_secs(MANUAL_EPOCH_SECS + ticks)
+            }
+        }
+    }
+
     pub fn now(&self) -> Tick {
         match &self.0 {
             Source::System(start) => ticks(start.elapsed()),
@@ -50,6 +62,10 @@ impl Default for Clock {
         Clock::system()
     }
 }
+
+/// What a manual clock's [`Clock::wall`] says at tick 0, in seconds since 1970:
+/// 2026-01-01T00:00:00Z.
+pub const MANUAL_EPOCH_SECS: u64 = 1_767_225_600;
 
 /// A duration in whole ticks, saturating (136 years of seconds fit in a `u32`).
 pub fn ticks(d: Duration) -> Tick {

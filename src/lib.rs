@@ -54,6 +54,10 @@ pub fn summary(config: &config::Config) -> String {
         let _ = writeln!(out, "  fields:   {}", fields.join(", "));
         let _ = writeln!(out, "  subjects: get.{w} access.{w} call.{w}.*");
     }
+    for entry in &config.auth.names {
+        let _ = writeln!(out, "{}", entry.describe());
+        let _ = writeln!(out, "  subjects: auth.{}.*", entry.name);
+    }
     let p = &config.api.prefix;
     let _ = writeln!(
         out,

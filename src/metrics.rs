@@ -28,16 +28,17 @@ pub enum Kind {
     Call,
     Token,
     Api,
+    Auth,
 }
 
-const KINDS: [&str; 5] = ["get", "access", "call", "token", "api"];
+const KINDS: [&str; 6] = ["get", "access", "call", "token", "api", "auth"];
 
 /// The `resource` label of a message that names no declared resource: a token event,
 /// or a name no pattern of the config in force matches.
 pub const NO_RESOURCE: &str = "-";
 
 /// Outcome labels: a result, each RES error code, no answer, an ignored event.
-const OUTCOMES: [&str; 8] = [
+const OUTCOMES: [&str; 9] = [
     "ok",
     "access_denied",
     "invalid_params",
@@ -46,6 +47,7 @@ const OUTCOMES: [&str; 8] = [
     "internal_error",
     "unanswered",
     "ignored",
+    "invalid_token",
 ];
 
 /// The request series made for every resource pattern, as `(kind, outcome)`: what the
@@ -88,9 +90,11 @@ pub enum EventKind {
     Change,
     Reaccess,
     SystemReset,
+    /// A `conn.<cid>.token` event of a login or logout an auth method answered.
+    Token,
 }
 
-const EVENTS: [&str; 3] = ["change", "reaccess", "system_reset"];
+const EVENTS: [&str; 4] = ["change", "reaccess", "system_reset", "token"];
 
 /// Request latency buckets, in seconds: 50 µs to 1 s.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -177,6 +181,7 @@ const METHOD_NOT_FOUND: usize = 4;
 const INTERNAL_ERROR: usize = 5;
 const UNANSWERED: usize = 6;
 const IGNORED: usize = 7;
+const INVALID_TOKEN: usize = 8;
 
 /// The index in [`OUTCOMES`] of how handling went.
 fn outcome_of(status: Status) -> usize {
@@ -186,6 +191,7 @@ fn outcome_of(status: Status) -> usize {
         Status::Error("system.invalidParams") => INVALID_PARAMS,
         Status::Error("system.notFound") => NOT_FOUND,
         Status::Error("system.methodNotFound") => METHOD_NOT_FOUND,
+        Status::Error(crate::protocol::INVALID_TOKEN) => INVALID_TOKEN,
         Status::Error(_) => INTERNAL_ERROR,
         Status::Unanswered => UNANSWERED,
         Status::Ignored => IGNORED,
@@ -214,7 +220,7 @@ fn possible(kind: Kind, resource: Option<&Resource>, shared: bool) -> Vec<usize>
             outcomes
         }
         (Kind::Api, Some(_)) => vec![OK, INVALID_PARAMS],
-        (Kind::Token, Some(_)) => Vec::new(),
+        (Kind::Token | Kind::Auth, Some(_)) => Vec::new(),
         // No pattern matches: not answered; with the shared store, another instance
         // may forward a read for a name this one's config does not declare.
         (Kind::Get | Kind::Access, None) if shared => vec![UNANSWERED, INTERNAL_ERROR],
@@ -222,6 +228,8 @@ fn possible(kind: Kind, resource: Option<&Resource>, shared: bool) -> Vec<usize>
         (Kind::Token, None) => vec![OK, IGNORED],
         // Not a valid resource name, or no pattern matches it.
         (Kind::Api, None) => vec![INVALID_PARAMS, NOT_FOUND],
+        // An auth request of a declared name (only with an `auth:` block).
+        (Kind::Auth, None) => vec![OK, INVALID_TOKEN, INVALID_PARAMS, METHOD_NOT_FOUND],
     }
 }
 
@@ -236,10 +244,18 @@ fn for_each_series(
     let resources = config.resources.iter().map(|r| Some(&**r));
     for (row, res) in resources.chain([None]).enumerate() {
         let pattern = res.map_or(NO_RESOURCE, |r| r.pattern.as_str());
-        for (k, kind) in [Kind::Get, Kind::Access, Kind::Call, Kind::Token, Kind::Api]
-            .into_iter()
-            .enumerate()
-        {
+        let kinds = [
+            Kind::Get,
+            Kind::Access,
+            Kind::Call,
+            Kind::Token,
+            Kind::Api,
+            Kind::Auth,
+        ];
+        for (k, kind) in kinds.into_iter().enumerate() {
+            if kind == Kind::Auth && config.auth.is_empty() {
+                continue;
+            }
             for outcome in possible(kind, res, shared) {
                 let labels = RequestLabels {
                     kind: KINDS[k],

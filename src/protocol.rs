@@ -25,7 +25,17 @@ pub enum ResError {
     AccessDenied(String),
     #[error("{0}")]
     Internal(String),
+    /// An auth request's token was missing or refused: `reason` says why (documented
+    /// codes), the message in words. Never the token itself.
+    #[error("{message}")]
+    InvalidToken {
+        reason: &'static str,
+        message: String,
+    },
 }
+
+/// The error code of a refused auth token (not a `system.` code: RES reserves those).
+pub const INVALID_TOKEN: &str = "connres.invalidToken";
 
 impl ResError {
     /// The RES error code.
@@ -36,15 +46,22 @@ impl ResError {
             ResError::MethodNotFound(_) => "system.methodNotFound",
             ResError::AccessDenied(_) => "system.accessDenied",
             ResError::Internal(_) => "system.internalError",
+            ResError::InvalidToken { .. } => INVALID_TOKEN,
         }
     }
 
     /// `{"error": {"code": ..., "message": ...}}`
     pub fn reply(&self) -> Bytes {
         #[derive(serde::Serialize)]
+        struct Data {
+            reason: &'static str,
+        }
+        #[derive(serde::Serialize)]
         struct Body<'a> {
             code: &'a str,
             message: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            data: Option<Data>,
         }
         #[derive(serde::Serialize)]
         struct Reply<'a> {
@@ -54,6 +71,10 @@ impl ResError {
             error: Body {
                 code: self.code(),
                 message: self.to_string(),
+                data: match self {
+                    ResError::InvalidToken { reason, .. } => Some(Data { reason }),
+                    _ => None,
+                },
             },
         })
     }
@@ -283,6 +304,18 @@ pub fn access_reply(get: bool, call: Option<&str>) -> Bytes {
         call: Option<&'a str>,
     }
     result_reply(&Result { get, call })
+}
+
+/// A `conn.<cid>.token` event: `{"token": ..., "tid": ...}` (a logout: a null token,
+/// no `tid`).
+pub fn token_event(cid: &str, token: &Value, tid: Option<&str>) -> (String, Bytes) {
+    #[derive(serde::Serialize)]
+    struct Event<'a> {
+        token: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tid: Option<&'a str>,
+    }
+    (format!("conn.{cid}.token"), to_bytes(&Event { token, tid }))
 }
 
 /// `{"result": null}`

@@ -13,8 +13,13 @@ use handlebars::{Handlebars, Path, PathSeg, RenderContext, Renderable};
 use serde::Serialize;
 use serde_json::Value;
 
-/// The variables a template may read.
+/// The variables a field's `from` template may read.
 pub const ROOTS: &[&str] = &["cid", "token", "params"];
+/// The variables an auth block's token and `tid` templates may read: the verified
+/// JWT's claims.
+pub const CLAIMS_ROOTS: &[&str] = &["claims"];
+/// Every variable any template reads (what makes an expression a plain path).
+const ALL_ROOTS: &[&str] = &["cid", "token", "params", "claims"];
 
 static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
     let mut hb = Handlebars::new();
@@ -66,6 +71,9 @@ pub struct TemplateInput<'a> {
     pub token: Option<&'a Value>,
     #[serde(serialize_with = "serialize_params")]
     pub params: &'a [(&'a str, &'a str)],
+    /// A verified JWT's claims (auth templates only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claims: Option<&'a Value>,
 }
 
 fn serialize_params<S: serde::Serializer>(
@@ -76,7 +84,13 @@ fn serialize_params<S: serde::Serializer>(
 }
 
 impl Template {
+    /// A field's `from` template: it may read [`ROOTS`].
     pub fn compile(source: &str) -> Result<Template, TemplateError> {
+        Template::compile_reading(source, ROOTS)
+    }
+
+    /// A template that may read the variables `roots` (a subset of every root).
+    pub fn compile_reading(source: &str, roots: &[&str]) -> Result<Template, TemplateError> {
         let tpl = handlebars::Template::compile(source).map_err(|e| TemplateError {
             message: syntax_message(source, e.reason()),
             pos: e.pos(),
@@ -89,11 +103,11 @@ impl Template {
                 continue;
             }
             if let Some(root) = path.first() {
-                if !ROOTS.contains(&root.as_str()) {
+                if !roots.contains(&root.as_str()) {
                     return Err(TemplateError {
                         message: format!(
                             "template reads unknown variable `{root}` (templates can read {})",
-                            ROOTS.join(", ")
+                            roots.join(", ")
                         ),
                         pos: None,
                     });
@@ -229,15 +243,18 @@ fn syntax_message(source: &str, reason: &handlebars::TemplateErrorReason) -> Str
 }
 
 fn lookup(input: &TemplateInput, segs: &[String]) -> Option<Value> {
-    match segs {
-        [root, rest @ ..] if root == "token" => rest
-            .iter()
-            .try_fold(input.token?, |v, seg| match v {
+    let walk = |from: Option<&Value>, rest: &[String]| {
+        rest.iter()
+            .try_fold(from?, |v, seg| match v {
                 Value::Object(map) => map.get(seg),
                 Value::Array(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
                 _ => None,
             })
-            .cloned(),
+            .cloned()
+    };
+    match segs {
+        [root, rest @ ..] if root == "token" => walk(input.token, rest),
+        [root, rest @ ..] if root == "claims" => walk(input.claims, rest),
         [root] if root == "cid" => input.cid.map(|c| Value::String(c.to_string())),
         [root, name] if root == "params" => input
             .params
@@ -278,7 +295,7 @@ fn path_expression(h: &HelperTemplate) -> Option<Vec<String>> {
         return None;
     }
     match &h.name {
-        Parameter::Name(n) if ROOTS.contains(&n.as_str()) => Some(vec![n.clone()]),
+        Parameter::Name(n) if ALL_ROOTS.contains(&n.as_str()) => Some(vec![n.clone()]),
         Parameter::Path(Path::Relative((segs, _))) => segs
             .iter()
             .map(|s| match s {
@@ -286,7 +303,7 @@ fn path_expression(h: &HelperTemplate) -> Option<Vec<String>> {
                 _ => None,
             })
             .collect::<Option<Vec<_>>>()
-            .filter(|s| s.first().is_some_and(|r| ROOTS.contains(&r.as_str()))),
+            .filter(|s| s.first().is_some_and(|r| ALL_ROOTS.contains(&r.as_str()))),
         _ => None,
     }
 }
@@ -369,6 +386,7 @@ mod tests {
             cid: Some("c1"),
             token,
             params,
+            claims: None,
         }
     }
 

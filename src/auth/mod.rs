@@ -1,9 +1,11 @@
-//! Sessions without an auth service (issue 18). So far only its first building block:
-//! [`jwt`], verifying a JWT against configured keys and finding one in request headers.
-//! Pure (no NATS, no clock of its own, no file or network reads); the service does not
-//! use it yet.
+//! Sessions without an auth service: connres answers the auth requests of the names
+//! the `auth:` block declares. [`jwt`] verifies a JWT against configured keys and finds
+//! one in request headers; [`request`] answers an auth request (the JWT where the
+//! method looks, the token built from its claims, or a logout). Pure: no NATS, no clock
+//! of its own, no file or network reads.
 
 pub mod jwt;
+pub mod request;
 
 #[cfg(test)]
 mod tests;

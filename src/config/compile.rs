@@ -19,7 +19,7 @@ use crate::template::Template;
 mod access;
 mod field;
 
-pub(crate) const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "resources"];
+pub(crate) const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "auth", "resources"];
 pub(crate) const API_KEYS: &[&str] = &["prefix"];
 pub(crate) const RESOURCE_KEYS: &[&str] = &["description", "fields", "reset", "access"];
 pub(crate) const RESET_KEYS: &[&str] = &["on_logout"];
@@ -39,7 +39,7 @@ pub(crate) const FIELD_KEYS: &[&str] = &[
 
 /// Walks the YAML tree, collecting every error instead of stopping at the first.
 #[derive(Default)]
-pub(super) struct Compiler {
+pub(crate) struct Compiler {
     pub(super) errors: Vec<ConfigError>,
     /// Compiled rules and templates by source: configs repeat the same few rules
     /// (`cid == params.cid`) on every resource, and compiling CEL dominates load time.
@@ -234,6 +234,7 @@ impl Compiler {
         let state = get(self, "state")
             .map(|s| self.state(s))
             .unwrap_or_default();
+        let auth = get(self, "auth").map(|a| self.auth(a)).unwrap_or_default();
         let blocks: Vec<(&Option<String>, &Yaml)> = found
             .iter()
             .filter(|(n, ..)| *n == "resources")
@@ -244,7 +245,7 @@ impl Compiler {
             self.error(top, "missing `resources:` (a mapping of resource patterns)");
         }
         let resources = self.resources(&blocks);
-        Some(Config::new(nats, api, state, resources))
+        Some(Config::new(nats, api, state, auth, resources))
     }
 
     fn api(&mut self, node: &Yaml) -> ApiSettings {
@@ -368,7 +369,7 @@ impl Compiler {
 }
 
 /// A NATS subject token: non-empty, no whitespace, dots or wildcards.
-pub(super) fn is_subject_token(s: &str) -> bool {
+pub(crate) fn is_subject_token(s: &str) -> bool {
     !s.is_empty()
         && !s
             .chars()

@@ -15,6 +15,10 @@ pub struct ConfigDiff {
     pub reset_resources: Vec<String>,
     /// `system.reset` `access`: patterns whose access rules changed, and removed ones.
     pub reset_access: Vec<String>,
+    /// Auth names only in the new config (subscribe before the swap).
+    pub auth_added: Vec<String>,
+    /// Auth names only in the old config (unsubscribe after the swap).
+    pub auth_removed: Vec<String>,
 }
 
 impl ConfigDiff {
@@ -52,6 +56,24 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
             d.added.push(n.pattern.as_str().to_string());
         }
     }
+    let names = |c: &Config| {
+        c.auth
+            .names
+            .iter()
+            .map(|a| a.name.clone())
+            .collect::<Vec<_>>()
+    };
+    let (old_names, new_names) = (names(old), names(new));
+    d.auth_added = new_names
+        .iter()
+        .filter(|n| !old_names.contains(n))
+        .cloned()
+        .collect();
+    d.auth_removed = old_names
+        .iter()
+        .filter(|n| !new_names.contains(n))
+        .cloned()
+        .collect();
     d
 }
 

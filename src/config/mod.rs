@@ -2,6 +2,7 @@
 //! [`Config`] that requests are served from. Every error in a file is collected and
 //! reported as `file:line:col: message`; an invalid file never becomes a `Config`.
 
+mod auth;
 mod compile;
 mod diff;
 mod error;
@@ -16,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use auth::{AuthName, AuthSettings, JwtPlace, Method, MethodAction, TokenShape};
 pub use diff::{diff, ConfigDiff};
 pub use error::{suggestion, ConfigError, ConfigErrors};
 pub use nats::{
@@ -63,6 +65,8 @@ pub struct Config {
     pub nats: NatsSettings,
     pub api: ApiSettings,
     pub state: StateSettings,
+    /// The `auth:` block: auth requests connres answers.
+    pub auth: AuthSettings,
     pub resources: Vec<Arc<Resource>>,
     /// A hash of the text this config was compiled from, to skip reloads of an
     /// unchanged file.
@@ -265,6 +269,7 @@ impl Config {
         nats: NatsSettings,
         api: ApiSettings,
         state: StateSettings,
+        auth: AuthSettings,
         resources: Vec<Arc<Resource>>,
     ) -> Config {
         let mut index: HashMap<usize, PartIndex> = HashMap::default();
@@ -297,6 +302,7 @@ impl Config {
             nats,
             api,
             state,
+            auth,
             resources,
             source_hash: 0,
             content_hash: String::new(),

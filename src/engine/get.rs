@@ -91,6 +91,7 @@ pub(super) fn model_values(
         cid: res.pattern.cid_of(rid),
         token,
         params,
+        claims: None,
     };
     res.fields
         .iter()

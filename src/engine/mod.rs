@@ -9,6 +9,7 @@
 //! and the resets they owe gateways), `migrate` (state across a reload).
 
 mod access;
+mod auth;
 mod expiry;
 mod get;
 mod migrate;
@@ -54,6 +55,12 @@ pub enum Request<'a> {
     ApiSet { rid: &'a str, payload: &'a [u8] },
     /// `<prefix>.reset.<rid>`
     ApiReset { rid: &'a str, payload: &'a [u8] },
+    /// `auth.<name>.<method>`: a name of the `auth:` block.
+    Auth {
+        name: &'a str,
+        method: &'a str,
+        payload: &'a [u8],
+    },
 }
 
 /// What handling a message produced: events to publish first, then the reply (none for
@@ -198,6 +205,11 @@ impl<S: Store> Engine<S> {
             Request::ApiReset { rid, payload } => {
                 Some(self.api_reset(config, rid, payload, &mut out.events))
             }
+            Request::Auth {
+                name,
+                method,
+                payload,
+            } => self.auth(config, name, method, payload, &mut out.events),
         };
         out.resource = self.resolved;
         out.reply = match reply {
@@ -357,6 +369,7 @@ fn refused(
         Request::Call { rid, method, .. } => ("call", rid, method),
         Request::ApiSet { rid, .. } => ("api", rid, "set"),
         Request::ApiReset { rid, .. } => ("api", rid, "reset"),
+        Request::Auth { name, method, .. } => ("auth", name, method),
         Request::Token { .. } => return,
     };
     tracing::debug!(

@@ -47,7 +47,7 @@ use cluster::Cluster;
 pub use cluster::ClusterMetrics;
 use connect::ReconnectLog;
 use discovery::Discovery;
-use ordered::{subscribe_pattern, Ordered};
+use ordered::{subscribe_auth, subscribe_pattern, Ordered};
 use route::Tagged;
 use serve::Step;
 use subscribe::subscribe_forwarded;
@@ -187,6 +187,11 @@ impl Service {
             let tx = ordered.sender();
             ordered
                 .add(subscribe_pattern(&client, tx.as_ref(), &config, res.pattern.as_str()).await?);
+        }
+        for entry in &config.auth.names {
+            let tx = ordered.sender();
+            let sub = subscribe_auth(&client, tx.as_ref(), &config, &entry.name).await?;
+            ordered.add(vec![sub]);
         }
         let mut endpoints: Vec<_> = subs
             .iter()

@@ -33,6 +33,7 @@ const CAPACITY: usize = 1 << 18;
 pub(super) struct OrderedSub {
     sid: u64,
     route: Route,
+    /// The pattern whose requests it receives; for an auth subscription, the auth name.
     pattern: Option<String>,
     pub(super) endpoint: Arc<Endpoint>,
 }
@@ -54,6 +55,8 @@ pub(super) struct Ordered {
     fixed: Vec<OrderedSub>,
     /// Gets, access and calls, by pattern.
     patterns: HashMap<String, Vec<OrderedSub>>,
+    /// Auth requests, by auth name.
+    auth: HashMap<String, OrderedSub>,
     /// Other subjects in the channel (the shared store's probes), by subject.
     extra: Vec<u64>,
     /// The mapped reads of the partitions this instance holds (or held lately), by
@@ -70,6 +73,7 @@ impl Ordered {
             tx: Some(tx),
             fixed: Vec::new(),
             patterns: HashMap::new(),
+            auth: HashMap::new(),
             extra: Vec::new(),
             partitions: HashMap::new(),
         };
@@ -169,11 +173,29 @@ impl Ordered {
         }
     }
 
-    /// Adds a pattern's subscriptions (made by [`subscribe_pattern`]).
+    /// Adds subscriptions made by [`subscribe_pattern`] and [`subscribe_auth`].
     pub(super) fn add(&mut self, subs: Vec<OrderedSub>) {
         for sub in subs {
-            if let Some(pattern) = sub.pattern.clone() {
-                self.patterns.entry(pattern).or_default().push(sub);
+            match (sub.route, sub.pattern.clone()) {
+                (Route::Auth, Some(name)) => {
+                    self.auth.insert(name, sub);
+                }
+                (_, Some(pattern)) => self.patterns.entry(pattern).or_default().push(sub),
+                (_, None) => {}
+            }
+        }
+    }
+
+    /// The endpoint counting an auth name's requests.
+    pub(super) fn auth_endpoint(&self, name: &str) -> Option<&Arc<Endpoint>> {
+        self.auth.get(name).map(|s| &s.endpoint)
+    }
+
+    /// Ends the subscriptions of these auth names.
+    pub(super) async fn unsubscribe_auth(&mut self, names: &[String]) {
+        for name in names {
+            if let Some(sub) = self.auth.remove(name) {
+                sub.unsubscribe(&self.client).await;
             }
         }
     }
@@ -193,6 +215,7 @@ impl Ordered {
         self.fixed
             .iter()
             .chain(self.patterns.values().flatten())
+            .chain(self.auth.values())
             .map(|s| s.endpoint.clone())
             .collect()
     }
@@ -212,6 +235,7 @@ impl Ordered {
             .fixed
             .drain(..)
             .chain(self.patterns.drain().flat_map(|(_, s)| s))
+            .chain(self.auth.drain().map(|(_, s)| s))
             .map(|s| s.sid)
             .chain(self.extra.drain(..))
             .chain(self.partitions.drain().map(|(_, sid)| sid))
@@ -267,6 +291,26 @@ pub(super) async fn subscribe_pattern(
         }
     }
     Ok(subs)
+}
+
+/// Subscribes an auth name's requests (`auth.<name>.*`) into the channel `tx`, in the
+/// queue group: answering one changes nothing here (its token event does), so any
+/// instance may, with either store.
+pub(super) async fn subscribe_auth(
+    client: &Client,
+    tx: Option<&mpsc::Sender<Message>>,
+    config: &Config,
+    name: &str,
+) -> Result<OrderedSub, ServiceError> {
+    subscribe(
+        client,
+        tx,
+        Route::Auth,
+        Some(name.to_string()),
+        format!("auth.{name}.*"),
+        Some(config.nats.queue_group.clone()),
+    )
+    .await
 }
 
 async fn subscribe(

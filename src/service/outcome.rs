@@ -50,6 +50,8 @@ impl Finished {
         for (event, payload) in outcome.events {
             metrics.event(if event.ends_with(".reaccess") {
                 EventKind::Reaccess
+            } else if event.starts_with("conn.") {
+                EventKind::Token
             } else {
                 EventKind::Change
             });

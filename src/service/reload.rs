@@ -14,7 +14,7 @@ use std::time::Instant;
 use async_nats::Client;
 use tokio::sync::{broadcast, mpsc};
 
-use super::ordered::{subscribe_pattern, OrderedSub};
+use super::ordered::{subscribe_auth, subscribe_pattern, OrderedSub};
 use super::subscribe::sync_with_server;
 use super::{Service, ServiceError};
 use crate::config::{self, Config, ConfigDiff, Sources};
@@ -147,7 +147,7 @@ impl Reloader {
         self.keep_restart_settings(&mut new);
         let diff = config::diff(&self.current, &new);
         let new = Arc::new(new);
-        let added = match self.subscribe_added(&new, &diff.added).await {
+        let added = match self.subscribe_added(&new, &diff).await {
             Ok(added) => added,
             Err(e) => {
                 let error = format!(
@@ -222,14 +222,17 @@ impl Reloader {
     async fn subscribe_added(
         &self,
         new: &Config,
-        added: &[String],
+        diff: &ConfigDiff,
     ) -> Result<Vec<OrderedSub>, ServiceError> {
         let mut subs = Vec::new();
         // None once the serving task closed the channel (shutting down).
         let ordered = self.ordered.as_ref().and_then(mpsc::WeakSender::upgrade);
         let result = async {
-            for pattern in added {
+            for pattern in &diff.added {
                 subs.extend(subscribe_pattern(&self.client, ordered.as_ref(), new, pattern).await?);
+            }
+            for name in &diff.auth_added {
+                subs.push(subscribe_auth(&self.client, ordered.as_ref(), new, name).await?);
             }
             if !subs.is_empty() {
                 sync_with_server(&self.client).await?;
@@ -316,6 +319,7 @@ impl Service {
         self.update_stats();
         self.config_in_force(true, endpoints);
         self.unsubscribe_patterns(&diff.removed).await;
+        self.ordered.unsubscribe_auth(&diff.auth_removed).await;
         if !diff.needs_no_reset() {
             let (subject, payload) =
                 protocol::system_reset(&diff.reset_resources, &diff.reset_access);
@@ -328,6 +332,8 @@ impl Service {
             file,
             added = ?diff.added,
             removed = ?diff.removed,
+            auth_added = ?diff.auth_added,
+            auth_removed = ?diff.auth_removed,
             reset_resources = ?diff.reset_resources,
             reset_access = ?diff.reset_access,
             parse_to_swap_us,

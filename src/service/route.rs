@@ -22,6 +22,8 @@ pub(super) enum Route {
     Token,
     ApiSet,
     ApiReset,
+    /// `auth.<name>.<method>` of a name the `auth:` block declares.
+    Auth,
     /// From the ordered channel (every request subject, in the order the connection
     /// received them: `ordered`): the subject decides the route.
     Ordered,
@@ -39,6 +41,7 @@ impl Route {
             Route::Access => Kind::Access,
             Route::Call => Kind::Call,
             Route::Token => Kind::Token,
+            Route::Auth => Kind::Auth,
             // Never recorded as such: an ordered or forwarded message is counted under
             // the route of its subject.
             Route::ApiSet | Route::ApiReset | Route::Ordered | Route::Forwarded => Kind::Api,
@@ -60,6 +63,8 @@ impl Route {
             Route::Call
         } else if subject.starts_with("conn.") && subject.ends_with(".token") {
             Route::Token
+        } else if subject.starts_with("auth.") {
+            Route::Auth
         } else if api.is_some_and(|r| r.starts_with("set.")) {
             Route::ApiSet
         } else if api.is_some_and(|r| r.starts_with("reset.")) {
@@ -135,6 +140,14 @@ pub(super) fn route_request<'a>(
             rid: rest(prefix)?.strip_prefix(".reset.")?,
             payload,
         },
+        Route::Auth => {
+            let (name, method) = rest("auth.")?.rsplit_once('.')?;
+            Request::Auth {
+                name,
+                method,
+                payload,
+            }
+        }
         Route::Ordered | Route::Forwarded => return None,
     })
 }
@@ -165,6 +178,14 @@ mod tests {
             route_request(Route::ApiReset, "connres.reset.a.b", b"", "connres"),
             Some(Request::ApiReset { rid: "a.b", .. })
         ));
+        assert!(matches!(
+            route_request(Route::Auth, "auth.my.session.login", b"{}", "connres"),
+            Some(Request::Auth {
+                name: "my.session",
+                method: "login",
+                ..
+            })
+        ));
         assert!(route_request(Route::Get, "access.a", b"", "connres").is_none());
     }
 
@@ -175,6 +196,7 @@ mod tests {
         assert_eq!(of("access.a.b"), Some(Route::Access));
         assert_eq!(of("call.a.b.set"), Some(Route::Call));
         assert_eq!(of("conn.c1.token"), Some(Route::Token));
+        assert_eq!(of("auth.session.login"), Some(Route::Auth));
         assert_eq!(of("my.api.set.a.c1"), Some(Route::ApiSet));
         assert_eq!(of("my.api.reset.a.c1"), Some(Route::ApiReset));
         assert_eq!(of("my.apix.set.a"), None);

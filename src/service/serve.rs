@@ -311,7 +311,9 @@ impl Service {
             }
             route => (route, endpoint),
         };
-        if self.cluster.is_some() {
+        // An auth request changes nothing here (its token event does): whoever
+        // receives it answers.
+        if self.cluster.is_some() && route != Route::Auth {
             self.place(route, endpoint, msg, hops).await;
         } else {
             self.serve(Admitted {
@@ -336,6 +338,10 @@ impl Service {
                 .strip_prefix("call.")
                 .and_then(|r| r.rsplit_once('.'))
                 .map(|(rid, _)| rid),
+            Route::Auth => {
+                let (name, _) = subject.strip_prefix("auth.")?.rsplit_once('.')?;
+                return self.ordered.auth_endpoint(name).cloned();
+            }
             _ => None,
         };
         let pattern = match rid {

@@ -33,11 +33,13 @@ use super::{
 };
 use super::{MAX_PARTITIONS, STORES};
 
+mod auth;
 mod nats;
 mod resource;
 #[cfg(test)]
 mod tests;
 
+use auth::AuthName;
 use nats::Nats;
 use resource::Resource;
 
@@ -106,6 +108,10 @@ struct File {
     api: Api,
     /// How much per-connection state is kept. Takes effect on reload.
     state: State,
+    /// Auth names connres answers (`auth.<name>.<method>`): logins with a JWT and
+    /// logouts, with no auth service to write. Takes effect on reload.
+    #[schemars(extend("propertyNames" = { "pattern": SUBJECT_PATTERN }))]
+    auth: BTreeMap<String, AuthName>,
     /// The resources, by resource name pattern: dot-separated parts, each a literal or a
     /// `{capture}`, such as `session.user.{cid}`. `{cid}` captures the connection ID the
     /// gateway asks for. No two patterns may match the same resource name. Required (in
@@ -232,6 +238,29 @@ leaf!(ApiPrefix, {
         "type": "string",
         "pattern": SUBJECT_PATTERN,
         "not": { "pattern": reserved }
+    })
+});
+
+leaf!(
+    Algorithms,
+    json_schema!({
+        "anyOf": [
+            { "enum": ["HS256", "RS256", "ES256", "EdDSA"] },
+            {
+                "type": "array",
+                "items": { "enum": ["HS256", "RS256", "ES256", "EdDSA"] },
+                "minItems": 1
+            }
+        ]
+    })
+);
+leaf!(JwtPlaces, {
+    let place = r"^(params\.[^\s.*>]+|header\.[A-Za-z0-9-]+|cookie\.[!-~]+)$";
+    json_schema!({
+        "anyOf": [
+            { "type": "string", "pattern": place },
+            { "type": "array", "items": { "type": "string", "pattern": place }, "minItems": 1 }
+        ]
     })
 });
 

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::*;
+use crate::config::auth::{AUTH_KEYS, JWT_KEYS, KEY_SOURCE_KEYS, METHOD_KEYS};
 use crate::config::compile::{
     ACCESS_KEYS, API_KEYS, FIELD_KEYS, RESET_KEYS, RESOURCE_KEYS, TOP_KEYS,
 };
@@ -96,6 +97,10 @@ fn the_schema_has_the_keys_the_compiler_reads() {
         (Some("Access"), ACCESS_KEYS),
         (Some("Field"), FIELD_KEYS),
         (Some("CallRules"), METHODS),
+        (Some("AuthName"), AUTH_KEYS),
+        (Some("Jwt"), JWT_KEYS),
+        (Some("KeySource"), KEY_SOURCE_KEYS),
+        (Some("Method"), METHOD_KEYS),
     ] {
         assert_eq!(
             keys(&schema, definition),

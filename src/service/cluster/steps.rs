@@ -829,6 +829,8 @@ pub(in crate::service) fn partition_of_message(
     let request = route_request(route, msg.subject.as_str(), &[], &config.api.prefix)?;
     let rid = match request {
         Request::Token { cid, .. } => return Some(partition_of_cid(cid, n)),
+        // Changes nothing here: any instance answers (its token event is placed).
+        Request::Auth { .. } => return None,
         Request::Get { rid }
         | Request::Access { rid, .. }
         | Request::Call { rid, .. }

@@ -110,6 +110,7 @@ pub(super) fn endpoint_name(route: Route, pattern: Option<&str>) -> String {
         Route::Token => "token",
         Route::ApiSet => "api-set",
         Route::ApiReset => "api-reset",
+        Route::Auth => "auth",
         Route::Forwarded => "forwarded",
         Route::Ordered => "ordered",
     };

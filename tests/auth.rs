@@ -1,0 +1,344 @@
+//! The `auth:` block: connres answers `auth.<name>.<method>` requests as an auth
+//! service would. A login with a valid JWT publishes the connection's token event
+//! (built from the claims, with its `tid`) before the reply, and the models that follow
+//! the token change; a refused JWT gets a `connres.invalidToken` error naming why and no
+//! token event; a logout clears the token.
+//!
+//! "Before the reply": the test's client receives the token event and the reply on one
+//! connection, and async-nats hands each message to its subscription in the order the
+//! connection received them, so once the reply is in, an event published before it is
+//! already waiting on the test's subscription.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_nats::Subscriber;
+use common::*;
+use futures::{FutureExt, StreamExt};
+use jsonwebtoken::{EncodingKey, Header};
+use serde_json::{json, Value};
+
+const SECRET: &[u8] = b"a test secret of at least thirty-two bytes";
+
+/// The seed's resources behind an `auth:` block verifying HS256 tokens with a secret
+/// read from a file in `dir`.
+fn config(dir: &tempfile::TempDir) -> String {
+    let secret = dir.path().join("jwt.secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let resources = SEED.split_once("resources:").unwrap().1;
+    format!(
+        r#"version: 1
+auth:
+  session:
+    jwt:
+      algorithms: [HS256]
+      secret: {{ file: {} }}
+      issuer: https://id.example.test
+    token:
+      userId: "{{{{claims.sub}}}}"
+      name: "{{{{claims.name}}}}"
+      role: "{{{{claims.role}}}}"
+    tid: "user-{{{{claims.sub}}}}"
+    methods:
+      login: {{ jwt: params.token }}
+      header: {{ jwt: [header.Authorization, cookie.session] }}
+      logout: {{ logout: true }}
+resources:{resources}"#,
+        secret.display()
+    )
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sign(claims: Value, secret: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A valid token for user 42, Ann.
+fn ann_jwt() -> String {
+    sign(
+        json!({"sub": 42, "name": "Ann", "role": "admin", "iss": "https://id.example.test", "exp": now() + 600}),
+        SECRET,
+    )
+}
+
+async fn token_events(gw: &Gateway) -> Subscriber {
+    let sub = gw.client.subscribe("conn.*.token").await.unwrap();
+    gw.client.flush().await.unwrap();
+    sub
+}
+
+/// The token event already received, if any.
+fn received(sub: &mut Subscriber) -> Option<(String, Value)> {
+    let msg = sub.next().now_or_never()??;
+    Some((msg.subject.to_string(), parse_or_null(&msg.payload)))
+}
+
+fn applied(report: connres::reload::ReloadReport) -> connres::config::ConfigDiff {
+    match report {
+        connres::reload::ReloadReport::Applied { diff, .. } => diff,
+        other => panic!("the reload applies: {other:?}"),
+    }
+}
+
+async fn auth(gw: &Gateway, method: &str, payload: Value) -> Value {
+    gw.request(&format!("auth.session.{method}"), payload).await
+}
+
+#[tokio::test]
+async fn a_login_with_a_jwt_sets_the_token_before_the_reply_and_the_model_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start();
+    let (connres, mut gw) = start(&server, &config(&dir)).await;
+    let mut tokens = token_events(&gw).await;
+    assert_eq!(gw.get("session.user.c1").await["id"], Value::Null);
+
+    let reply = auth(
+        &gw,
+        "login",
+        json!({"cid": "c1", "params": {"token": ann_jwt()}}),
+    )
+    .await;
+    assert_eq!(reply, json!({"result": null}));
+    let (subject, event) = received(&mut tokens).expect("the token event came before the reply");
+    assert_eq!(subject, "conn.c1.token");
+    assert_eq!(
+        event,
+        json!({"token": {"userId": 42, "name": "Ann", "role": "admin"}, "tid": "user-42"})
+    );
+    // connres applies its own token event as any other: the model changes.
+    let (subject, change) = gw.next_event().await;
+    assert_eq!(subject, "event.session.user.c1.change");
+    assert_eq!(change["values"]["id"], json!(42));
+    assert_eq!(change["values"]["name"], json!("Ann"));
+    assert_eq!(gw.get("session.user.c1").await["name"], json!("Ann"));
+
+    let reply = auth(&gw, "logout", json!({"cid": "c1"})).await;
+    assert_eq!(reply, json!({"result": null}));
+    assert_eq!(
+        received(&mut tokens),
+        Some(("conn.c1.token".into(), json!({"token": null})))
+    );
+    let (_, change) = gw.next_event().await;
+    assert_eq!(change["values"]["name"], Value::Null);
+    assert_eq!(gw.get("session.user.c1").await["id"], Value::Null);
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn header_auth_finds_the_jwt_in_a_bearer_header_or_a_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start();
+    let (connres, _gw) = start(&server, &config(&dir)).await;
+    let gw = Gateway::connect(&server).await;
+    let mut tokens = token_events(&gw).await;
+    let jwt = ann_jwt();
+    // What Resgate sends with --wsheadauth session.header: the WebSocket's headers.
+    let request = |cid: &str, header: Value| json!({"cid": cid, "header": header, "host": "127.0.0.1", "remoteAddr": "127.0.0.1:5000", "uri": "/"});
+    let cases = [
+        ("c1", json!({"Authorization": [format!("Bearer {jwt}")]})),
+        (
+            "c2",
+            json!({"Cookie": [format!("theme=dark; session={jwt}")]}),
+        ),
+        // The first place that holds a token wins; a non-bearer Authorization holds none.
+        (
+            "c3",
+            json!({"Authorization": ["Basic YTpi"], "Cookie": [format!("session={jwt}")]}),
+        ),
+    ];
+    for (cid, header) in cases {
+        let reply = auth(&gw, "header", request(cid, header)).await;
+        assert_eq!(reply, json!({"result": null}), "{cid}");
+        let (subject, event) = received(&mut tokens).expect("a token event");
+        assert_eq!(subject, format!("conn.{cid}.token"));
+        assert_eq!(event["token"]["userId"], json!(42));
+    }
+    // No token anywhere: refused, and the connection's token is left alone.
+    let reply = auth(
+        &gw,
+        "header",
+        request("c4", json!({"Cookie": ["theme=dark"]})),
+    )
+    .await;
+    Gateway::expect_error(&reply, "connres.invalidToken");
+    assert_eq!(reply["error"]["data"]["reason"], json!("missing"));
+    assert!(received(&mut tokens).is_none());
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_jwt_gets_an_error_naming_why_and_no_token_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start();
+    let (connres, gw) = start(&server, &config(&dir)).await;
+    let mut tokens = token_events(&gw).await;
+    let iss = "https://id.example.test";
+    let none_alg = {
+        use base64::Engine as _;
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.",
+            b64(json!({"alg": "none", "typ": "JWT"})),
+            b64(json!({"sub": 1, "iss": iss, "exp": now() + 600}))
+        )
+    };
+    let cases = [
+        (
+            sign(json!({"sub": 1, "iss": iss, "exp": now() - 600}), SECRET),
+            "expired",
+        ),
+        (
+            sign(
+                json!({"sub": 1, "iss": iss, "exp": now() + 600}),
+                b"another secret of at least thirty-two bytes",
+            ),
+            "bad_signature",
+        ),
+        (
+            sign(
+                json!({"sub": 1, "iss": "https://other.test", "exp": now() + 600}),
+                SECRET,
+            ),
+            "wrong_issuer",
+        ),
+        (sign(json!({"sub": 1, "iss": iss}), SECRET), "missing_claim"),
+        (none_alg, "algorithm_not_allowed"),
+        ("not.a.jwt".to_string(), "malformed"),
+    ];
+    for (jwt, reason) in cases {
+        let reply = auth(&gw, "login", json!({"cid": "c1", "params": {"token": jwt}})).await;
+        let message = Gateway::expect_error(&reply, "connres.invalidToken");
+        assert_eq!(reply["error"]["data"]["reason"], json!(reason), "{message}");
+        assert!(
+            !reply.to_string().contains(&jwt),
+            "the reply never quotes the token"
+        );
+        assert!(received(&mut tokens).is_none(), "{reason}: no token event");
+    }
+    let reply = auth(&gw, "login", json!({"cid": "c1", "params": {}})).await;
+    assert_eq!(reply["error"]["data"]["reason"], json!("missing"));
+    // Not a method of the name, not an auth request, not a connection ID.
+    let reply = auth(&gw, "register", json!({"cid": "c1"})).await;
+    Gateway::expect_error(&reply, "system.methodNotFound");
+    let reply = gw.request_raw("auth.session.login", "[1]".into()).await;
+    Gateway::expect_error(&reply, "system.invalidParams");
+    let reply = auth(&gw, "logout", json!({"cid": "c.*"})).await;
+    Gateway::expect_error(&reply, "system.invalidParams");
+    assert!(received(&mut tokens).is_none());
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn an_auth_name_added_by_a_reload_is_answered_and_one_removed_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start();
+    let without = SEED.to_string();
+    let file = ConfigDir::new(&without);
+    let (connres, gw, mut reports) = start_watched(&server, &file.path()).await;
+    write_by_rename(&file.path(), &config(&dir));
+    let diff = applied(next_reload(&mut reports).await);
+    assert_eq!(diff.auth_added, vec!["session"]);
+    let reply = auth(&gw, "logout", json!({"cid": "c1"})).await;
+    assert_eq!(reply, json!({"result": null}));
+    write_by_rename(&file.path(), &without);
+    let diff = applied(next_reload(&mut reports).await);
+    assert_eq!(diff.auth_removed, vec!["session"]);
+    let request = gw.client.request(
+        "auth.session.logout",
+        json!({"cid": "c1"}).to_string().into(),
+    );
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(2), request).await;
+    assert!(
+        matches!(answer, Ok(Err(_))),
+        "no instance answers a removed auth name (no responders): {answer:?}"
+    );
+    connres.stop().await;
+}
+
+/// The shared store: any instance answers a login (once), and the connection's owner
+/// applies the token event, whichever instance published it.
+#[tokio::test]
+async fn with_three_instances_each_login_is_answered_once_and_reaches_the_owner() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start_jetstream();
+    let seed = shared_seed("auth3");
+    let (state, resources) = seed.split_once("resources:").unwrap();
+    let auth = config(&dir);
+    let auth_block = auth
+        .split_once("auth:")
+        .unwrap()
+        .1
+        .split_once("resources:")
+        .unwrap()
+        .0;
+    let yaml = format!("{state}auth:{auth_block}resources:{resources}");
+    let (a, gw, ma) = start_shared(&server, &yaml).await;
+    let (b, _, mb) = start_shared(&server, &yaml).await;
+    let (c, _, mc) = start_shared(&server, &yaml).await;
+    let all: [&Arc<connres::service::ClusterMetrics>; 3] = [&ma, &mb, &mc];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !(all.iter().all(|m| m.served() > 0)
+        && all.iter().map(|m| m.served()).sum::<i64>() == i64::from(PARTITIONS))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "partitions settle");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let cids: Vec<String> = (0..30).map(|i| format!("a{i}")).collect();
+    for cid in &cids {
+        assert_eq!(
+            gw.get(&format!("session.user.{cid}")).await["id"],
+            Value::Null
+        );
+    }
+    let inbox = gw.client.new_inbox();
+    let mut replies = gw.client.subscribe(inbox.clone()).await.unwrap();
+    let jwt = ann_jwt();
+    // Back to back, without waiting for replies.
+    for cid in &cids {
+        let payload = json!({"cid": cid, "params": {"token": jwt}});
+        gw.client
+            .publish_with_reply(
+                "auth.session.login",
+                inbox.clone(),
+                payload.to_string().into(),
+            )
+            .await
+            .unwrap();
+    }
+    for _ in &cids {
+        let m = tokio::time::timeout(WAIT, replies.next())
+            .await
+            .expect("every login is answered")
+            .unwrap();
+        assert_eq!(parse_or_null(&m.payload), json!({"result": null}));
+    }
+    for cid in &cids {
+        assert_eq!(
+            gw.get(&format!("session.user.{cid}")).await["name"],
+            json!("Ann"),
+            "{cid}"
+        );
+    }
+    for instance in [a, b, c] {
+        instance.stop().await;
+    }
+    // The server sent anything the instances flushed before this round trip's answer.
+    gw.client.flush().await.unwrap();
+    assert!(
+        replies.next().now_or_never().flatten().is_none(),
+        "a login answered twice"
+    );
+}
