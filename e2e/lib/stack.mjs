@@ -225,13 +225,25 @@ export function replaceOnce(text, from, to) {
 /**
  * Starts the whole stack. `config` is the text of connres's config file (a temporary
  * copy the test may edit through `stack.writeConfig`); `web: true` also starts the
- * web example's static server; `trace: true` has Resgate log every NATS message.
+ * web example's static server; `trace: true` has Resgate log every NATS message;
+ * `files` are written beside the config first (name to text); `resgateArgs` are added
+ * to Resgate's command line.
  */
-export async function startStack({ config = shippedConfig((t) => t + WHOAMI), web = false, trace = false } = {}) {
+export async function startStack({
+  config = shippedConfig((t) => t + WHOAMI),
+  web = false,
+  trace = false,
+  files = {},
+  resgateArgs = [],
+} = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'connres-e2e-'));
   const stack = new Stack(dir);
   try {
-    await stack.start(config, web, trace);
+    // Files beside the config (keys it reads), by name.
+    for (const [name, text] of Object.entries(files)) {
+      writeFileSync(path.join(dir, name), text);
+    }
+    await stack.start(config, web, trace, resgateArgs);
   } catch (e) {
     await stack.stop();
     throw stack.annotate(e);
@@ -246,7 +258,7 @@ export class Stack {
     this.procs = [];
   }
 
-  async start(config, web, trace) {
+  async start(config, web, trace, resgateArgs = []) {
     writeFileSync(this.configPath, config);
 
     // nats-server picks its own port and says which.
@@ -268,6 +280,7 @@ export class Stack {
       '--port', String(resgatePort),
       // The trace logs every NATS message: tests may await one (`trace: true`).
       ...(trace || process.env.E2E_RESGATE_TRACE ? ['--debug', '--trace'] : ['--debug']),
+      ...resgateArgs,
     ]);
     await this.resgate.waitFor(/Server ready/, 0);
     await acceptsConnections(resgatePort);

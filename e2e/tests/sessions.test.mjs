@@ -1,0 +1,87 @@
+// Sessions through the real Resgate with connres as the auth service (`auth:`): a JWT
+// login with `client.authenticate`, the same JWT as a cookie on the WebSocket
+// (`--wsheadauth`), which logs the connection in before its first subscription, a
+// refused token, and a logout.
+
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { describe } from 'node:test';
+
+import resclient from 'resclient';
+import WebSocket from 'ws';
+
+import { LOGGED_OUT, rejection, values, watch, within } from '../lib/client.mjs';
+import { clientFor, withStack } from '../lib/harness.mjs';
+import { replaceOnce, shippedConfig, WHOAMI } from '../lib/stack.mjs';
+
+const ResClient = resclient.default;
+const SECRET = 'an end-to-end secret of at least thirty-two bytes';
+
+const AUTH = `
+auth:
+  jwt:
+    jwt:
+      algorithms: [HS256]
+      secret: { file: jwt.secret }
+    token:
+      userId: "{{claims.sub}}"
+      name: "{{claims.name}}"
+      role: "{{claims.role}}"
+    tid: "{{claims.sub}}"
+    methods:
+      login: { jwt: params.token }
+      header: { jwt: [header.Authorization, cookie.session] }
+      logout: { logout: true }
+resources:`;
+
+/** An HS256 JWT of `claims`, signed with `secret`. */
+function sign(claims, secret = SECRET) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+function annJwt() {
+  return sign({ sub: 42, name: 'Ann', role: 'admin', exp: Math.floor(Date.now() / 1000) + 600 });
+}
+
+const ANN = { id: 42, name: 'Ann', role: 'admin', user: { rid: 'users.user.42' } };
+
+describe('sessions: connres as the auth service, through Resgate', () => {
+  const test = withStack({
+    config: shippedConfig((t) => replaceOnce(t, '\nresources:', AUTH) + WHOAMI),
+    files: { 'jwt.secret': SECRET },
+    resgateArgs: ['--wsheadauth', 'jwt.header'],
+  });
+
+  test('authenticate with a JWT logs in live; logout returns to null', async (stack, t) => {
+    const client = clientFor(stack, t);
+    const user = await watch(client, 'session.user.{cid}');
+    assert.deepEqual(values(user.model), LOGGED_OUT);
+    await within(client.authenticate('jwt', 'login', { token: annJwt() }), 'the login');
+    assert.deepEqual(await user.until((v) => v.id !== null, 'the login'), ANN);
+    await within(client.authenticate('jwt', 'logout'), 'the logout');
+    assert.deepEqual(await user.until((v) => v.id === null, 'the logout'), LOGGED_OUT);
+  });
+
+  test('a refused JWT is an error with its reason, and changes nothing', async (stack, t) => {
+    const client = clientFor(stack, t);
+    const user = await watch(client, 'session.user.{cid}');
+    const expired = sign({ sub: 42, exp: Math.floor(Date.now() / 1000) - 600 });
+    const error = await rejection(client.authenticate('jwt', 'login', { token: expired }), 'an expired token');
+    assert.deepEqual(error, { code: 'connres.invalidToken', message: 'token expired' });
+    const forged = sign({ sub: 1, exp: Math.floor(Date.now() / 1000) + 600 }, 'another secret, also thirty-two bytes long');
+    const bad = await rejection(client.authenticate('jwt', 'login', { token: forged }), 'a forged token');
+    assert.equal(bad.code, 'connres.invalidToken');
+    assert.deepEqual(values(user.model), LOGGED_OUT);
+    assert.deepEqual(user.changes, []);
+  });
+
+  test('a session cookie on the WebSocket logs the connection in before its first subscription', async (stack, t) => {
+    const headers = { Cookie: `theme=dark; session=${annJwt()}` };
+    const client = new ResClient(() => new WebSocket(stack.wsUrl, { headers }), { reconnectDelay: 200 });
+    t.after(() => client.disconnect());
+    const user = await watch(client, 'session.user.{cid}');
+    assert.deepEqual(values(user.model), ANN, 'the first get already shows the user');
+  });
+});
