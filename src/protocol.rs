@@ -201,11 +201,24 @@ pub struct CallRequest<'a> {
 }
 
 /// The payload of a `conn.<cid>.token` event. `token` is `None` when the key is
-/// missing (a malformed event) and `Some(Value::Null)` for a logout.
+/// missing (a malformed event) and `Some(Value::Null)` for a logout. `expires`, which
+/// RES does not define (Resgate ignores it), is when the token ends, in seconds since
+/// 1970: then connres logs the connection out ([`TokenEvent::expires_at`]).
 #[derive(Debug, Deserialize)]
 pub struct TokenEvent {
     #[serde(default, deserialize_with = "present")]
     pub token: Option<Value>,
+    #[serde(default)]
+    pub expires: Option<Value>,
+}
+
+impl TokenEvent {
+    /// `expires` as seconds since 1970, when it is a whole number that fits (else the
+    /// token does not end).
+    pub fn expires_at(&self) -> Option<u32> {
+        let e = self.expires.as_ref()?.as_u64()?;
+        u32::try_from(e).ok().filter(|e| *e > 0)
+    }
 }
 
 /// Reads a key that is present, even as `null`, as `Some`.
@@ -306,16 +319,28 @@ pub fn access_reply(get: bool, call: Option<&str>) -> Bytes {
     result_reply(&Result { get, call })
 }
 
-/// A `conn.<cid>.token` event: `{"token": ..., "tid": ...}` (a logout: a null token,
-/// no `tid`).
-pub fn token_event(cid: &str, token: &Value, tid: Option<&str>) -> (String, Bytes) {
+/// A `conn.<cid>.token` event: `{"token": ..., "tid": ..., "expires": ...}` (a logout:
+/// a null token, no `tid`; `expires` when the token ends, see [`TokenEvent`]).
+pub fn token_event(
+    cid: &str,
+    token: &Value,
+    tid: Option<&str>,
+    expires: Option<u64>,
+) -> (String, Bytes) {
     #[derive(serde::Serialize)]
     struct Event<'a> {
         token: &'a Value,
         #[serde(skip_serializing_if = "Option::is_none")]
         tid: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires: Option<u64>,
     }
-    (format!("conn.{cid}.token"), to_bytes(&Event { token, tid }))
+    let event = Event {
+        token,
+        tid,
+        expires,
+    };
+    (format!("conn.{cid}.token"), to_bytes(&event))
 }
 
 /// `{"result": null}`

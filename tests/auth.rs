@@ -114,12 +114,18 @@ async fn a_login_with_a_jwt_sets_the_token_before_the_reply_and_the_model_follow
     let (subject, event) = received(&mut tokens).expect("the token event came before the reply");
     assert_eq!(subject, "conn.c1.token");
     assert_eq!(
-        event,
-        json!({"token": {"userId": 42, "name": "Ann", "role": "admin"}, "tid": "user-42"})
+        event["token"],
+        json!({"userId": 42, "name": "Ann", "role": "admin"})
     );
-    // connres applies its own token event as any other: the model changes.
-    let (subject, change) = gw.next_event().await;
-    assert_eq!(subject, "event.session.user.c1.change");
+    assert_eq!(event["tid"], json!("user-42"));
+    // The JWT's `exp`: the token ends with it (`expire: at_exp`, the default).
+    assert!(event["expires"].as_u64().unwrap() > now(), "{event}");
+    // connres applies its own token event as any other, and answers the login only
+    // then: the model's change event came before the reply too.
+    let change = gw.events.next().now_or_never().flatten();
+    let change = change.expect("the change event came before the reply");
+    assert_eq!(change.subject.as_str(), "event.session.user.c1.change");
+    let change = parse_or_null(&change.payload);
     assert_eq!(change["values"]["id"], json!(42));
     assert_eq!(change["values"]["name"], json!("Ann"));
     assert_eq!(gw.get("session.user.c1").await["name"], json!("Ann"));
@@ -255,14 +261,28 @@ async fn an_auth_name_added_by_a_reload_is_answered_and_one_removed_is_not() {
     write_by_rename(&file.path(), &without);
     let diff = applied(next_reload(&mut reports).await);
     assert_eq!(diff.auth_removed, vec!["session"]);
-    let request = gw.client.request(
-        "auth.session.logout",
-        json!({"cid": "c1"}).to_string().into(),
-    );
-    let answer = tokio::time::timeout(std::time::Duration::from_secs(2), request).await;
+    // The subscription ends just after the swap: a request that reaches it first is
+    // not answered (as one for a removed pattern); then the server has no responder.
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        let request = gw.client.request(
+            "auth.session.logout",
+            json!({"cid": "c1"}).to_string().into(),
+        );
+        let answer = tokio::time::timeout(std::time::Duration::from_millis(500), request).await;
+        let done = matches!(answer, Ok(Err(_)));
+        answers.push(format!("{answer:?}"));
+        if done {
+            break;
+        }
+    }
     assert!(
-        matches!(answer, Ok(Err(_))),
-        "no instance answers a removed auth name (no responders): {answer:?}"
+        answers.last().is_some_and(|a| a.starts_with("Ok(Err")),
+        "no instance answers a removed auth name (no responders): {answers:?}"
+    );
+    assert!(
+        answers.iter().all(|a| !a.starts_with("Ok(Ok")),
+        "never answered after the removal: {answers:?}"
     );
     connres.stop().await;
 }
@@ -341,4 +361,50 @@ async fn with_three_instances_each_login_is_answered_once_and_reaches_the_owner(
         replies.next().now_or_never().flatten().is_none(),
         "a login answered twice"
     );
+}
+
+/// With `expire: at_exp` (the default), a login's token ends when its JWT does: connres
+/// publishes the logout itself, and the models follow. On a manual clock (the JWT's
+/// `exp` is counted from `MANUAL_EPOCH_SECS`, where the clock starts).
+#[tokio::test]
+async fn a_token_ends_when_its_jwt_expires_and_the_connection_is_logged_out_live() {
+    use connres::clock::{Clock, MANUAL_EPOCH_SECS};
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start();
+    let clock = Clock::manual();
+    let (connres, mut gw, _) = start_clocked(&server, &config(&dir), clock.clone()).await;
+    let mut tokens = token_events(&gw).await;
+    let exp = MANUAL_EPOCH_SECS + 60;
+    let jwt = sign(
+        json!({"sub": 42, "name": "Ann", "iss": "https://id.example.test", "exp": exp}),
+        SECRET,
+    );
+    assert_eq!(gw.get("session.user.c1").await["id"], Value::Null);
+    let reply = auth(&gw, "login", json!({"cid": "c1", "params": {"token": jwt}})).await;
+    assert_eq!(reply, json!({"result": null}));
+    let (_, event) = received(&mut tokens).expect("the login's token event");
+    assert_eq!(event["expires"], json!(exp), "the token ends with the JWT");
+    assert_eq!(gw.next_event().await.1["values"]["name"], json!("Ann"));
+    // Another auth service's token event without `expires` never ends.
+    gw.token("c2", json!({"userId": 7})).await;
+    assert_eq!(received_next(&mut tokens).await.0, "conn.c2.token");
+
+    clock.advance(std::time::Duration::from_secs(61));
+    let (subject, logout) = received_next(&mut tokens).await;
+    assert_eq!(subject, "conn.c1.token", "connres logs c1 out, and only c1");
+    assert_eq!(logout, json!({"token": null}));
+    let (subject, change) = gw.next_event().await;
+    assert_eq!(subject, "event.session.user.c1.change");
+    assert_eq!(change["values"]["name"], Value::Null);
+    assert_eq!(gw.get("session.user.c1").await["id"], Value::Null);
+    connres.stop().await;
+}
+
+/// The next token event on the subscription, awaited.
+async fn received_next(sub: &mut Subscriber) -> (String, Value) {
+    let msg = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("a token event arrives")
+        .unwrap();
+    (msg.subject.to_string(), parse_or_null(&msg.payload))
 }

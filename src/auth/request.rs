@@ -27,11 +27,13 @@ pub struct AuthRequest {
 /// What an auth request does to its connection.
 #[derive(Debug, PartialEq)]
 pub enum Answer {
-    /// Logged in: the connection's new token and its token ID.
+    /// Logged in: the connection's new token, its token ID, and when it ends (the
+    /// JWT's `exp`, with `expire: at_exp`).
     Login {
         cid: String,
         token: Value,
         tid: Option<String>,
+        expires: Option<u64>,
     },
     /// Logged out: the connection's token is cleared.
     Logout { cid: String },
@@ -97,6 +99,10 @@ pub fn answer(
                 return Err(AuthError::Missing(wheres.join(" or ")));
             };
             let claims = Value::Object(jwt.verifier.verify(found, now)?);
+            let expires = entry
+                .expire_at_exp
+                .then(|| claims.get("exp").and_then(exp_seconds))
+                .flatten();
             let token = build_token(&entry.token, &claims);
             let tid = entry
                 .tid
@@ -111,9 +117,17 @@ pub fn answer(
                 cid: request.cid,
                 token,
                 tid,
+                expires,
             })
         }
     }
+}
+
+/// A JWT's `exp` as whole seconds (a fraction is rounded down: the verifier accepted
+/// the token until then).
+fn exp_seconds(exp: &Value) -> Option<u64> {
+    exp.as_u64()
+        .or_else(|| exp.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
 }
 
 fn parse(payload: &[u8]) -> Result<AuthRequest, AuthError> {
@@ -249,14 +263,15 @@ mod tests {
             Ok(Answer::Login {
                 cid: "c1".into(),
                 token: claims,
-                tid: None
+                tid: None,
+                expires: Some(NOW + 60)
             })
         );
     }
 
     #[test]
     fn a_token_shape_renders_each_key_and_a_missing_claim_is_null() {
-        let e = entry("    token: { id: \"{{claims.sub}}\", name: \"{{claims.name}}\", tag: \"u-{{claims.sub}}\" }\n    tid: \"{{claims.sub}}\"\n");
+        let e = entry("    token: { id: \"{{claims.sub}}\", name: \"{{claims.name}}\", tag: \"u-{{claims.sub}}\" }\n    tid: \"{{claims.sub}}\"\n    expire: never\n");
         let got = login(
             &e,
             json!({"cid": "c1", "params": {"token": jwt(json!({"sub": 7, "exp": NOW + 60}))}}),
@@ -266,7 +281,8 @@ mod tests {
             Ok(Answer::Login {
                 cid: "c1".into(),
                 token: json!({"id": 7, "name": null, "tag": "u-7"}),
-                tid: Some("7".into())
+                tid: Some("7".into()),
+                expires: None
             })
         );
     }

@@ -13,7 +13,9 @@ use super::yaml::{Kind, Pos, Yaml};
 use crate::auth::jwt::{Algorithm, KeyMaterial, Verifier};
 use crate::template::{Template, CLAIMS_ROOTS};
 
-pub(crate) const AUTH_KEYS: &[&str] = &["jwt", "token", "tid", "methods"];
+pub(crate) const AUTH_KEYS: &[&str] = &["jwt", "token", "tid", "expire", "methods"];
+/// The values of `expire`.
+pub(crate) const EXPIRE: &[&str] = &["at_exp", "never"];
 pub(crate) const JWT_KEYS: &[&str] = &[
     "algorithms",
     "secret",
@@ -52,6 +54,9 @@ pub struct AuthName {
     pub token: TokenShape,
     /// The token ID of the token events (`system.tokenReset`), from the claims.
     pub tid: Option<Template>,
+    /// Whether a login's token ends when its JWT does (`expire: at_exp`, the default):
+    /// the token event carries the JWT's `exp` as `expires`.
+    pub expire_at_exp: bool,
     pub methods: Vec<Method>,
     /// Where the entry is written.
     pub pos: Pos,
@@ -209,6 +214,7 @@ impl Compiler {
         let mut jwt_given = false;
         let mut token = TokenShape::Claims;
         let mut tid = None;
+        let mut expire_at_exp = true;
         let mut methods = Vec::new();
         let mut methods_pos = None;
         for (key, value) in entries {
@@ -234,6 +240,14 @@ impl Compiler {
                     }
                     token = TokenShape::Fields(out);
                 }
+                "expire" => match self.string(value, &format!("{what}: `expire`")) {
+                    Some(s) if EXPIRE.contains(&s) => expire_at_exp = s == "at_exp",
+                    Some(s) => self.error(
+                        value.pos,
+                        format!("{what}: `expire` must be `at_exp` (the token ends when the JWT does) or `never`, not `{s}`"),
+                    ),
+                    None => {}
+                },
                 "tid" => {
                     if let Some(text) = self.string(value, &format!("{what}: `tid`")) {
                         tid = self.claims_template(&format!("{what}: `tid`"), text, value.pos);
@@ -267,6 +281,7 @@ impl Compiler {
             jwt,
             token,
             tid,
+            expire_at_exp,
             methods,
             pos,
         })

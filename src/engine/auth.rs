@@ -25,12 +25,22 @@ impl<S: Store> Engine<S> {
         let entry = config.auth.get(name)?;
         Some(
             match request::answer(entry, method, payload, self.clock.wall()) {
-                Ok(Answer::Login { cid, token, tid }) => {
-                    events.push(protocol::token_event(&cid, &token, tid.as_deref()));
+                Ok(Answer::Login {
+                    cid,
+                    token,
+                    tid,
+                    expires,
+                }) => {
+                    events.push(protocol::token_event(&cid, &token, tid.as_deref(), expires));
                     Ok(protocol::null_reply())
                 }
                 Ok(Answer::Logout { cid }) => {
-                    events.push(protocol::token_event(&cid, &serde_json::Value::Null, None));
+                    events.push(protocol::token_event(
+                        &cid,
+                        &serde_json::Value::Null,
+                        None,
+                        None,
+                    ));
                     Ok(protocol::null_reply())
                 }
                 Err(e) => Err(res_error(e)),

@@ -14,6 +14,7 @@ mod expiry;
 mod get;
 mod migrate;
 mod token;
+mod token_end;
 mod warn;
 mod write;
 
@@ -34,6 +35,7 @@ use expiry::ResetQueue;
 pub use expiry::{ResetBatch, RESET_BATCH};
 use get::model_values;
 pub use migrate::{fit_unit, DroppedValues};
+pub use token_end::ENDS_PER_SWEEP;
 use warn::WarnLimiter;
 
 /// One inbound message, already routed by its subject.
@@ -103,6 +105,8 @@ pub struct Engine<S: Store = MemoryStore> {
     /// Names of dropped state that gateways may still cache, waiting to be named in a
     /// `system.reset`.
     resets: ResetQueue,
+    /// When tokens end ([`token_end`]).
+    ends: token_end::TokenEnds,
     warnings: Mutex<WarnLimiter>,
     /// What cached get replies are stamped with; it changes when the config in force
     /// changes and after a reconnect, so no reply made before is served after.
@@ -135,6 +139,7 @@ impl<S: Store> Engine<S> {
             now: clock.now(),
             clock,
             resets: ResetQueue::default(),
+            ends: token_end::TokenEnds::default(),
             warnings: Mutex::new(WarnLimiter::default()),
             stamp: 0,
             config_id: 0,

@@ -30,12 +30,17 @@ impl<S: Store> Engine<S> {
             return false;
         }
         match protocol::parse::<TokenEvent>(payload, "token event") {
-            Ok(TokenEvent { token: Some(token) }) => {
-                let token = Some(token).filter(|t| !t.is_null()).map(Arc::new);
+            Ok(event @ TokenEvent { token: Some(_), .. }) => {
+                let ends = event.expires_at().unwrap_or(0);
+                let token = event.token.filter(|t| !t.is_null()).map(Arc::new);
+                let ends = if token.is_some() { ends } else { 0 };
                 let value = self
                     .log_tokens
                     .then(|| token_value_digest(token.as_deref()));
                 self.set_token(config, cid, token, events);
+                self.store
+                    .update_existing(cid, self.now, |c| c.set_expires(ends));
+                self.track_token_end(cid, ends);
                 if let Some(value) = value {
                     let digest = token_digest(payload);
                     self.store.update_existing(cid, self.now, |c| {
@@ -45,7 +50,7 @@ impl<S: Store> Engine<S> {
                 }
                 true
             }
-            Ok(TokenEvent { token: None }) => {
+            Ok(TokenEvent { token: None, .. }) => {
                 tracing::warn!(
                     cid,
                     "ignored a conn.{cid}.token event without a `token` key (a logout sends \"token\": null)"
@@ -69,7 +74,7 @@ impl<S: Store> Engine<S> {
         let valid = check_cid(cid).is_ok()
             && matches!(
                 protocol::parse::<TokenEvent>(payload, "token event"),
-                Ok(TokenEvent { token: Some(_) })
+                Ok(TokenEvent { token: Some(_), .. })
             );
         if !valid {
             return;

@@ -116,6 +116,9 @@ pub struct Service {
     watched: Option<Triggers>,
     reports: broadcast::Sender<ReloadReport>,
     metrics: Arc<Metrics>,
+    /// Auth answers waiting for their token event to be applied
+    /// (`Finished::answer_auth`); the drain waits for them.
+    auth_answers: tokio::task::JoinSet<()>,
     /// The request counters of the config in force.
     requests: Requests,
     /// Reports of messages that get no answer.
@@ -225,6 +228,7 @@ impl Service {
         Ok(Service {
             requests: metrics.requests(&config, shared.is_some()),
             unanswered: serve::Unanswered::default(),
+            auth_answers: tokio::task::JoinSet::new(),
             client,
             config,
             engine,

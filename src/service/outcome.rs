@@ -91,3 +91,54 @@ impl Finished {
         endpoint.record(took, error);
     }
 }
+
+/// How long an auth answer waits for connres to have applied its token event.
+const AUTH_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Finished {
+    /// Answers an auth request after its token event is applied: the token event goes
+    /// out as a request, which the connection's owner (this instance, or another with
+    /// the shared store) answers once it has published the events the token causes (the
+    /// reaccess of resources whose rules read `token` among them). Only then does the
+    /// client's login resolve, so a write it sends next finds the gateway's access
+    /// already recomputed with the token. Runs beside the serving task, which must be
+    /// free to apply the token event; the answer goes out whatever the acknowledgement
+    /// (the gateways have the token event either way), with a warning when none came.
+    pub(super) async fn answer_auth(self, client: Client, metrics: Arc<Metrics>) {
+        let Finished {
+            route,
+            endpoint,
+            reply_to,
+            outcome,
+            counter,
+            started,
+            ..
+        } = self;
+        let error = match outcome.status {
+            Status::Error(_) => outcome.reply.clone(),
+            _ => None,
+        };
+        for (event, payload) in outcome.events {
+            metrics.event(EventKind::Token);
+            let acked = client.request(event.clone(), payload);
+            match tokio::time::timeout(AUTH_ACK_WAIT, acked).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(subject = event, error = %e, "a login's token event was not acknowledged; answering the login anyway")
+                }
+                Err(_) => tracing::warn!(
+                    subject = event,
+                    "a login's token event was not acknowledged within 5s; answering the login anyway"
+                ),
+            }
+        }
+        if let (Some(body), Some(reply)) = (outcome.reply, reply_to) {
+            if let Err(e) = client.publish(reply, body).await {
+                tracing::error!(error = %e, "could not publish an auth reply");
+            }
+        }
+        let took = started.elapsed();
+        metrics.request(route.kind(), &counter, took);
+        endpoint.record(took, error);
+    }
+}

@@ -90,6 +90,7 @@ impl Service {
                     self.update_stats();
                     tracing::debug!(dropped, "dropped idle or least recently used state");
                 }
+                self.end_tokens().await;
             }
             Step::Reset => {
                 if let Some(ResetBatch { resources, access }) = self.engine.take_reset(RESET_BATCH)
@@ -105,6 +106,29 @@ impl Service {
         Ok(())
     }
 
+    /// Logs out the connections whose token has ended (a token event's `expires`), as
+    /// their auth service would: `conn.<cid>.token` with a null token, applied when it
+    /// comes back like any token event.
+    async fn end_tokens(&mut self) {
+        let now = self.engine.wall_secs();
+        let ended = self.engine.ended_tokens(now, crate::engine::ENDS_PER_SWEEP);
+        if ended.is_empty() {
+            return;
+        }
+        tracing::debug!(
+            count = ended.len(),
+            "tokens ended: logging their connections out"
+        );
+        for cid in ended {
+            let (subject, payload) =
+                protocol::token_event(&cid, &serde_json::Value::Null, None, None);
+            self.metrics.event(EventKind::Token);
+            if let Err(e) = self.publish(subject, payload).await {
+                tracing::error!(error = %e, "the logout of an ended token was not published; it is tried again in 5s");
+            }
+        }
+    }
+
     /// Unsubscribes, answers what was already received, and flushes.
     pub(super) async fn drain(&mut self) -> Result<(), ServiceError> {
         for tagged in self.subs.iter_mut() {
@@ -118,6 +142,8 @@ impl Service {
         while let Some(received) = self.subs.next().await {
             self.handle(received).await;
         }
+        // Logins waiting for their token event's acknowledgement (handled above).
+        while self.auth_answers.join_next().await.is_some() {}
         self.finish_writes().await;
         self.flush().await
     }
@@ -393,6 +419,13 @@ impl Service {
             started,
             partition,
         };
+        if route == Route::Auth {
+            // Those done are reaped here, so the set holds only logins in flight.
+            while self.auth_answers.try_join_next().is_some() {}
+            let answer = finished.answer_auth(self.client.clone(), self.metrics.clone());
+            self.auth_answers.spawn(answer);
+            return;
+        }
         self.submit(finished).await
     }
 

@@ -44,6 +44,9 @@ pub struct Connection {
     /// store only): a request whose token is in it, but not last, carries a token a
     /// later event replaced, and fills nothing in (see [`Connection::replaced`]).
     pub token_values: TokenLog,
+    /// When the token ends, in seconds since 1970 (the `expires` of the token event
+    /// that set it); 0: never.
+    pub expires: u32,
 }
 
 pub use ownership::hash::TOKEN_LOG;
@@ -175,9 +178,18 @@ impl Connection {
     /// may show in any of its models.
     pub fn replace_token(&mut self, token: Option<Arc<Value>>) {
         self.token = token;
+        self.expires = 0;
         self.changes.bump();
         for m in &mut self.models {
             m.reply.clear();
+        }
+    }
+
+    /// Sets when the token ends (0: never).
+    pub fn set_expires(&mut self, expires: u32) {
+        if self.expires != expires {
+            self.expires = expires;
+            self.changes.bump();
         }
     }
 

@@ -10,7 +10,8 @@
 //! [digest, …], "models": [{"rid": …, "written": {…}}], "granted": […]}` for a connection
 //! (`confirmed` only when its token came from a token event or a request, `tokens` the
 //! digests of the last token events applied, `token_values` of the tokens they set;
-//! records without `token_values`, from an earlier version, read as an empty log) and
+//! records without `token_values`, from an earlier version, read as an empty log;
+//! `"expires": <seconds since 1970>` when the token ends) and
 //! `{"written": {…}}` for a model without a cid. The cached replies are not kept.
 
 use std::fmt::Write as _;
@@ -117,6 +118,9 @@ pub fn encode(unit: UnitRef) -> Vec<u8> {
             if !c.token_values.digests().is_empty() {
                 v["token_values"] = c.token_values.digests().into();
             }
+            if c.expires != 0 {
+                v["expires"] = c.expires.into();
+            }
             v
         }
         UnitRef::Shared(w) => serde_json::json!({ "written": written_json(w) }),
@@ -206,6 +210,11 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
                 changes: Default::default(),
                 tokens,
                 token_values,
+                expires: value
+                    .get("expires")
+                    .and_then(Value::as_u64)
+                    .and_then(|e| u32::try_from(e).ok())
+                    .unwrap_or(0),
             })
         }
     })
@@ -243,6 +252,7 @@ mod tests {
         let mut c = Connection {
             token: Some(Arc::new(json!({"userId": 7}))),
             confirmed: true,
+            expires: 1_800_000_000,
             ..Connection::default()
         };
         c.model_mut("session.prefs.c1")
@@ -263,6 +273,7 @@ mod tests {
         assert!(!back.model("session.user.c1").unwrap().reply.is_some());
         assert_eq!(back.tokens.digests(), &[7, 4_000_000_000]);
         assert_eq!(back.token_values.digests(), &[9]);
+        assert_eq!(back.expires, 1_800_000_000, "when the token ends");
         assert_eq!(back, c);
         c.confirmed = false;
         let Unit::Connection(back) = decode_unit(&key, &encode(UnitRef::Connection(&c))).unwrap()

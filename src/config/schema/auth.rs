@@ -20,6 +20,10 @@ pub(super) struct AuthName {
     /// The token ID sent with the token event (`tid`), a template over `claims`, such
     /// as `"{{claims.sub}}"`.
     tid: Text,
+    /// `at_exp` (the default): a login's token ends when its JWT expires, and connres
+    /// then logs the connection out live. `never`: it stays until a logout.
+    #[schemars(extend("default" = "at_exp"))]
+    expire: Expire,
     /// The methods, by name (one subject token each). Required.
     methods: BTreeMap<String, Method>,
 }

@@ -254,6 +254,7 @@ leaf!(
         ]
     })
 );
+leaf!(Expire, json_schema!({ "enum": ["at_exp", "never"] }));
 leaf!(JwtPlaces, {
     let place = r"^(params\.[^\s.*>]+|header\.[A-Za-z0-9-]+|cookie\.[!-~]+)$";
     json_schema!({

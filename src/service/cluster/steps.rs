@@ -525,10 +525,19 @@ impl Service {
                     changed = true;
                 }
             }
+            let ends = match (&key, &unit) {
+                (UnitKey::Connection(cid), Unit::Connection(c)) if c.token.is_some() => {
+                    Some((cid.clone(), c.expires))
+                }
+                _ => None,
+            };
             let store = self.engine.store_mut();
             store.insert(key.clone(), unit, now);
             if changed {
                 store.mark_changed(key);
+            }
+            if let Some((cid, at)) = ends {
+                self.engine.track_token_end(&cid, at);
             }
         }
         cluster.partition_log.dropped(p, dropped);
