@@ -92,9 +92,11 @@ pub enum EventKind {
     SystemReset,
     /// A `conn.<cid>.token` event of a login or logout an auth method answered.
     Token,
+    /// A `system.tokenReset` of a revocation.
+    TokenReset,
 }
 
-const EVENTS: [&str; 4] = ["change", "reaccess", "system_reset", "token"];
+const EVENTS: [&str; 5] = ["change", "reaccess", "system_reset", "token", "token_reset"];
 
 /// Request latency buckets, in seconds: 50 µs to 1 s.
 const LATENCY_BUCKETS: [f64; 12] = [

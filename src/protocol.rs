@@ -396,6 +396,27 @@ pub fn system_reset(resources: &[String], access: &[String]) -> (String, Bytes) 
     )
 }
 
+/// `system.tokenReset`: gateways send an auth request to `subject` for each connection
+/// whose token has one of `tids`.
+pub fn token_reset(tids: &[String], subject: &str) -> (String, Bytes) {
+    #[derive(serde::Serialize)]
+    struct Reset<'a> {
+        tids: &'a [String],
+        subject: &'a str,
+    }
+    (
+        "system.tokenReset".to_string(),
+        to_bytes(&Reset { tids, subject }),
+    )
+}
+
+/// The payload of a backend `<prefix>.revoke.<name>` request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    pub tids: Vec<String>,
+}
+
 fn to_bytes<T: Serialize>(value: &T) -> Bytes {
     // Serializing these types into a Vec cannot fail: all keys are strings.
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())

@@ -408,3 +408,51 @@ async fn received_next(sub: &mut Subscriber) -> (String, Value) {
         .unwrap();
     (msg.subject.to_string(), parse_or_null(&msg.payload))
 }
+
+/// "Log out everywhere": the backend's revocation names token IDs; connres asks the
+/// gateways (`system.tokenReset`) to call the name's logout method for every connection
+/// whose token has one of them, and that call logs the connection out.
+#[tokio::test]
+async fn a_revocation_asks_the_gateways_to_log_out_every_connection_of_the_token_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start();
+    let (connres, mut gw) = start(&server, &config(&dir)).await;
+    let mut tokens = token_events(&gw).await;
+    let reply = gw
+        .request(
+            "connres.revoke.session",
+            json!({"tids": ["user-42", "user-7"]}),
+        )
+        .await;
+    assert_eq!(reply, json!({"result": null}));
+    let (subject, reset) = gw.next_system().await;
+    assert_eq!(subject, "system.tokenReset");
+    assert_eq!(
+        reset,
+        json!({"tids": ["user-42", "user-7"], "subject": "auth.session.logout"})
+    );
+    // What a gateway then sends for each connection with one of the tids: no params.
+    let token = json!({"userId": 42, "name": "Ann", "role": "admin"});
+    let reply = gw
+        .request("auth.session.logout", json!({"cid": "c1", "token": token}))
+        .await;
+    assert_eq!(reply, json!({"result": null}));
+    assert_eq!(
+        received(&mut tokens),
+        Some(("conn.c1.token".into(), json!({"token": null})))
+    );
+    for bad in [
+        json!({}),
+        json!({"tids": []}),
+        json!({"tids": [""]}),
+        json!({"tids": ["a"], "x": 1}),
+    ] {
+        let reply = gw.request("connres.revoke.session", bad.clone()).await;
+        Gateway::expect_error(&reply, "system.invalidParams");
+    }
+    assert!(
+        gw.pending_system().is_empty(),
+        "a refused revocation publishes nothing"
+    );
+    connres.stop().await;
+}

@@ -10,7 +10,7 @@ import { describe } from 'node:test';
 import resclient from 'resclient';
 import WebSocket from 'ws';
 
-import { LOGGED_OUT, rejection, values, watch, within } from '../lib/client.mjs';
+import { LOGGED_OUT, rejection, roundTrip, values, watch, within } from '../lib/client.mjs';
 import { clientFor, withStack } from '../lib/harness.mjs';
 import { replaceOnce, shippedConfig, WHOAMI } from '../lib/stack.mjs';
 
@@ -83,5 +83,25 @@ describe('sessions: connres as the auth service, through Resgate', () => {
     t.after(() => client.disconnect());
     const user = await watch(client, 'session.user.{cid}');
     assert.deepEqual(values(user.model), ANN, 'the first get already shows the user');
+  });
+
+  test('a revocation logs out every connection of the token ID, and only those', async (stack, t) => {
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    const bob = sign({ sub: 7, name: 'Bob', role: 'user', exp });
+    const clients = [clientFor(stack, t), clientFor(stack, t), clientFor(stack, t)];
+    const users = [];
+    for (const [i, client] of clients.entries()) {
+      const user = await watch(client, 'session.user.{cid}');
+      await within(client.authenticate('jwt', 'login', { token: i < 2 ? annJwt() : bob }), 'a login');
+      await user.until((v) => v.id !== null, 'the login');
+      users.push(user);
+    }
+    // As a backend would: every session of user 42, wherever it is.
+    await stack.publish('connres.revoke.jwt', { tids: ['42'] });
+    for (const user of users.slice(0, 2)) {
+      assert.deepEqual(await user.until((v) => v.id === null, 'the revocation'), LOGGED_OUT);
+    }
+    await roundTrip(clients[2]);
+    assert.equal(users[2].model.name, 'Bob', "another user's session stays");
   });
 });

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{Engine, Events};
 use crate::auth::request::{self, Answer, AuthError};
-use crate::config::Config;
+use crate::config::{Config, MethodAction};
 use crate::protocol::{self, ResError};
 use crate::store::Store;
 
@@ -46,6 +46,50 @@ impl<S: Store> Engine<S> {
                 Err(e) => Err(res_error(e)),
             },
         )
+    }
+}
+
+/// The most token IDs one revocation names.
+pub const MAX_REVOKED_TIDS: usize = 1_000;
+
+impl<S: Store> Engine<S> {
+    /// A revocation of the backend: `system.tokenReset` naming the token IDs, with the
+    /// name's logout method as its subject, so each gateway sends that logout for every
+    /// connection whose token has one of them (the gateways know which do, whichever
+    /// instance holds the connection). `None`: no auth entry has this name.
+    pub(super) fn revoke(
+        &mut self,
+        config: &Config,
+        name: &str,
+        payload: &[u8],
+        events: &mut Events,
+    ) -> Option<Result<Bytes, ResError>> {
+        let entry = config.auth.get(name)?;
+        Some((|| {
+            let request: protocol::RevokeRequest = protocol::parse(payload, "revoke")?;
+            let Some(logout) = entry
+                .methods
+                .iter()
+                .find(|m| matches!(m.action, MethodAction::Logout))
+            else {
+                return Err(ResError::InvalidParams(format!(
+                    "auth `{name}` has no logout method (`{{ logout: true }}`) for the gateways to call"
+                )));
+            };
+            if request.tids.is_empty() || request.tids.len() > MAX_REVOKED_TIDS {
+                return Err(ResError::InvalidParams(format!(
+                    "revoke: `tids` must name 1 to {MAX_REVOKED_TIDS} token IDs"
+                )));
+            }
+            if request.tids.iter().any(|t| t.is_empty() || t.len() > 256) {
+                return Err(ResError::InvalidParams(
+                    "revoke: a token ID must be 1 to 256 bytes".into(),
+                ));
+            }
+            let subject = format!("auth.{name}.{}", logout.name);
+            events.push(protocol::token_reset(&request.tids, &subject));
+            Ok(protocol::null_reply())
+        })())
     }
 }
 

@@ -63,6 +63,9 @@ pub enum Request<'a> {
         method: &'a str,
         payload: &'a [u8],
     },
+    /// `<prefix>.revoke.<name>`: log out every connection whose token has one of the
+    /// token IDs.
+    Revoke { name: &'a str, payload: &'a [u8] },
 }
 
 /// What handling a message produced: events to publish first, then the reply (none for
@@ -215,6 +218,9 @@ impl<S: Store> Engine<S> {
                 method,
                 payload,
             } => self.auth(config, name, method, payload, &mut out.events),
+            Request::Revoke { name, payload } => {
+                self.revoke(config, name, payload, &mut out.events)
+            }
         };
         out.resource = self.resolved;
         out.reply = match reply {
@@ -375,6 +381,7 @@ fn refused(
         Request::ApiSet { rid, .. } => ("api", rid, "set"),
         Request::ApiReset { rid, .. } => ("api", rid, "reset"),
         Request::Auth { name, method, .. } => ("auth", name, method),
+        Request::Revoke { name, .. } => ("auth", name, "revoke"),
         Request::Token { .. } => return,
     };
     tracing::debug!(

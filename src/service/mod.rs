@@ -193,8 +193,8 @@ impl Service {
         }
         for entry in &config.auth.names {
             let tx = ordered.sender();
-            let sub = subscribe_auth(&client, tx.as_ref(), &config, &entry.name).await?;
-            ordered.add(vec![sub]);
+            let subs = subscribe_auth(&client, tx.as_ref(), &config, &entry.name).await?;
+            ordered.add(subs);
         }
         let mut endpoints: Vec<_> = subs
             .iter()

@@ -55,8 +55,8 @@ pub(super) struct Ordered {
     fixed: Vec<OrderedSub>,
     /// Gets, access and calls, by pattern.
     patterns: HashMap<String, Vec<OrderedSub>>,
-    /// Auth requests, by auth name.
-    auth: HashMap<String, OrderedSub>,
+    /// Auth requests and the backend's revocations, by auth name.
+    auth: HashMap<String, Vec<OrderedSub>>,
     /// Other subjects in the channel (the shared store's probes), by subject.
     extra: Vec<u64>,
     /// The mapped reads of the partitions this instance holds (or held lately), by
@@ -177,8 +177,8 @@ impl Ordered {
     pub(super) fn add(&mut self, subs: Vec<OrderedSub>) {
         for sub in subs {
             match (sub.route, sub.pattern.clone()) {
-                (Route::Auth, Some(name)) => {
-                    self.auth.insert(name, sub);
+                (Route::Auth | Route::ApiRevoke, Some(name)) => {
+                    self.auth.entry(name).or_default().push(sub);
                 }
                 (_, Some(pattern)) => self.patterns.entry(pattern).or_default().push(sub),
                 (_, None) => {}
@@ -186,15 +186,17 @@ impl Ordered {
         }
     }
 
-    /// The endpoint counting an auth name's requests.
-    pub(super) fn auth_endpoint(&self, name: &str) -> Option<&Arc<Endpoint>> {
-        self.auth.get(name).map(|s| &s.endpoint)
+    /// The endpoint counting an auth name's requests (`route`: its auth requests or
+    /// its revocations).
+    pub(super) fn auth_endpoint(&self, route: Route, name: &str) -> Option<&Arc<Endpoint>> {
+        let subs = self.auth.get(name)?;
+        subs.iter().find(|s| s.route == route).map(|s| &s.endpoint)
     }
 
     /// Ends the subscriptions of these auth names.
     pub(super) async fn unsubscribe_auth(&mut self, names: &[String]) {
         for name in names {
-            if let Some(sub) = self.auth.remove(name) {
+            for sub in self.auth.remove(name).unwrap_or_default() {
                 sub.unsubscribe(&self.client).await;
             }
         }
@@ -215,7 +217,7 @@ impl Ordered {
         self.fixed
             .iter()
             .chain(self.patterns.values().flatten())
-            .chain(self.auth.values())
+            .chain(self.auth.values().flatten())
             .map(|s| s.endpoint.clone())
             .collect()
     }
@@ -235,7 +237,7 @@ impl Ordered {
             .fixed
             .drain(..)
             .chain(self.patterns.drain().flat_map(|(_, s)| s))
-            .chain(self.auth.drain().map(|(_, s)| s))
+            .chain(self.auth.drain().flat_map(|(_, s)| s))
             .map(|s| s.sid)
             .chain(self.extra.drain(..))
             .chain(self.partitions.drain().map(|(_, sid)| sid))
@@ -293,24 +295,35 @@ pub(super) async fn subscribe_pattern(
     Ok(subs)
 }
 
-/// Subscribes an auth name's requests (`auth.<name>.*`) into the channel `tx`, in the
-/// queue group: answering one changes nothing here (its token event does), so any
-/// instance may, with either store.
+/// Subscribes an auth name's requests (`auth.<name>.*`) and the backend's revocations
+/// (`<prefix>.revoke.<name>`) into the channel `tx`, in the queue group: answering one
+/// changes nothing here (the token events it publishes do), so any instance may, with
+/// either store.
 pub(super) async fn subscribe_auth(
     client: &Client,
     tx: Option<&mpsc::Sender<Message>>,
     config: &Config,
     name: &str,
-) -> Result<OrderedSub, ServiceError> {
-    subscribe(
+) -> Result<Vec<OrderedSub>, ServiceError> {
+    let group = Some(config.nats.queue_group.clone());
+    let p = Some(name.to_string());
+    let auth = subscribe(
         client,
         tx,
         Route::Auth,
-        Some(name.to_string()),
+        p.clone(),
         format!("auth.{name}.*"),
-        Some(config.nats.queue_group.clone()),
+        group.clone(),
     )
-    .await
+    .await?;
+    let revoke = format!("{}.revoke.{name}", config.api.prefix);
+    match subscribe(client, tx, Route::ApiRevoke, p, revoke, group).await {
+        Ok(revoke) => Ok(vec![auth, revoke]),
+        Err(e) => {
+            auth.unsubscribe(client).await;
+            Err(e)
+        }
+    }
 }
 
 async fn subscribe(

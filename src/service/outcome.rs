@@ -52,6 +52,8 @@ impl Finished {
                 EventKind::Reaccess
             } else if event.starts_with("conn.") {
                 EventKind::Token
+            } else if event == "system.tokenReset" {
+                EventKind::TokenReset
             } else {
                 EventKind::Change
             });

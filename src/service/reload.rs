@@ -232,7 +232,7 @@ impl Reloader {
                 subs.extend(subscribe_pattern(&self.client, ordered.as_ref(), new, pattern).await?);
             }
             for name in &diff.auth_added {
-                subs.push(subscribe_auth(&self.client, ordered.as_ref(), new, name).await?);
+                subs.extend(subscribe_auth(&self.client, ordered.as_ref(), new, name).await?);
             }
             if !subs.is_empty() {
                 sync_with_server(&self.client).await?;

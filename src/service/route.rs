@@ -24,6 +24,8 @@ pub(super) enum Route {
     ApiReset,
     /// `auth.<name>.<method>` of a name the `auth:` block declares.
     Auth,
+    /// `<prefix>.revoke.<name>`: the backend revokes tokens of an auth name.
+    ApiRevoke,
     /// From the ordered channel (every request subject, in the order the connection
     /// received them: `ordered`): the subject decides the route.
     Ordered,
@@ -41,7 +43,7 @@ impl Route {
             Route::Access => Kind::Access,
             Route::Call => Kind::Call,
             Route::Token => Kind::Token,
-            Route::Auth => Kind::Auth,
+            Route::Auth | Route::ApiRevoke => Kind::Auth,
             // Never recorded as such: an ordered or forwarded message is counted under
             // the route of its subject.
             Route::ApiSet | Route::ApiReset | Route::Ordered | Route::Forwarded => Kind::Api,
@@ -69,6 +71,8 @@ impl Route {
             Route::ApiSet
         } else if api.is_some_and(|r| r.starts_with("reset.")) {
             Route::ApiReset
+        } else if api.is_some_and(|r| r.starts_with("revoke.")) {
+            Route::ApiRevoke
         } else {
             return None;
         })
@@ -148,6 +152,10 @@ pub(super) fn route_request<'a>(
                 payload,
             }
         }
+        Route::ApiRevoke => Request::Revoke {
+            name: rest(prefix)?.strip_prefix(".revoke.")?,
+            payload,
+        },
         Route::Ordered | Route::Forwarded => return None,
     })
 }
@@ -199,6 +207,7 @@ mod tests {
         assert_eq!(of("auth.session.login"), Some(Route::Auth));
         assert_eq!(of("my.api.set.a.c1"), Some(Route::ApiSet));
         assert_eq!(of("my.api.reset.a.c1"), Some(Route::ApiReset));
+        assert_eq!(of("my.api.revoke.session"), Some(Route::ApiRevoke));
         assert_eq!(of("my.apix.set.a"), None);
         assert_eq!(of("event.a.change"), None);
     }

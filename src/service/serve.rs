@@ -339,7 +339,7 @@ impl Service {
         };
         // An auth request changes nothing here (its token event does): whoever
         // receives it answers.
-        if self.cluster.is_some() && route != Route::Auth {
+        if self.cluster.is_some() && !matches!(route, Route::Auth | Route::ApiRevoke) {
             self.place(route, endpoint, msg, hops).await;
         } else {
             self.serve(Admitted {
@@ -366,7 +366,14 @@ impl Service {
                 .map(|(rid, _)| rid),
             Route::Auth => {
                 let (name, _) = subject.strip_prefix("auth.")?.rsplit_once('.')?;
-                return self.ordered.auth_endpoint(name).cloned();
+                return self.ordered.auth_endpoint(route, name).cloned();
+            }
+            Route::ApiRevoke => {
+                let prefix = &self.config.api.prefix;
+                let name = subject
+                    .strip_prefix(prefix.as_str())?
+                    .strip_prefix(".revoke.")?;
+                return self.ordered.auth_endpoint(route, name).cloned();
             }
             _ => None,
         };

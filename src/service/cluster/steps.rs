@@ -839,7 +839,7 @@ pub(in crate::service) fn partition_of_message(
     let rid = match request {
         Request::Token { cid, .. } => return Some(partition_of_cid(cid, n)),
         // Changes nothing here: any instance answers (its token event is placed).
-        Request::Auth { .. } => return None,
+        Request::Auth { .. } | Request::Revoke { .. } => return None,
         Request::Get { rid }
         | Request::Access { rid, .. }
         | Request::Call { rid, .. }

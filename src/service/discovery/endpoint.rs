@@ -111,6 +111,7 @@ pub(super) fn endpoint_name(route: Route, pattern: Option<&str>) -> String {
         Route::ApiSet => "api-set",
         Route::ApiReset => "api-reset",
         Route::Auth => "auth",
+        Route::ApiRevoke => "api-revoke",
         Route::Forwarded => "forwarded",
         Route::Ordered => "ordered",
     };
