@@ -193,7 +193,11 @@ fn outcome_of(status: Status) -> usize {
         Status::Error("system.invalidParams") => INVALID_PARAMS,
         Status::Error("system.notFound") => NOT_FOUND,
         Status::Error("system.methodNotFound") => METHOD_NOT_FOUND,
-        Status::Error(crate::protocol::INVALID_TOKEN) => INVALID_TOKEN,
+        Status::Error(
+            crate::protocol::INVALID_TOKEN
+            | crate::protocol::INVALID_RESUME_KEY
+            | crate::protocol::TOO_MANY_ATTEMPTS,
+        ) => INVALID_TOKEN,
         Status::Error(_) => INTERNAL_ERROR,
         Status::Unanswered => UNANSWERED,
         Status::Ignored => IGNORED,

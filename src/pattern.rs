@@ -163,6 +163,18 @@ impl Pattern {
         }
     }
 
+    /// The name with its connection ID replaced by `cid` (the same name of another
+    /// connection); `None` when the pattern has no `{cid}`.
+    pub fn with_cid(&self, name: &str, cid: &str) -> Option<String> {
+        let i = self.cid_index?;
+        let parts: Vec<&str> = name
+            .split('.')
+            .enumerate()
+            .map(|(j, p)| if j == i { cid } else { p })
+            .collect();
+        Some(parts.join("."))
+    }
+
     /// True when some resource name matches both patterns.
     pub fn overlaps(&self, other: &Pattern) -> bool {
         self.parts.len() == other.parts.len()

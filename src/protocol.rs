@@ -32,7 +32,18 @@ pub enum ResError {
         reason: &'static str,
         message: String,
     },
+    /// A resume key that is missing, malformed, used, expired or not the connection's.
+    #[error("{0}")]
+    InvalidResumeKey(String),
+    /// Too many failed attempts from one connection.
+    #[error("{0}")]
+    TooManyAttempts(String),
 }
+
+/// The error code of a refused resume key.
+pub const INVALID_RESUME_KEY: &str = "connres.invalidResumeKey";
+/// The error code of a connection past its failed attempts.
+pub const TOO_MANY_ATTEMPTS: &str = "connres.tooManyAttempts";
 
 /// The error code of a refused auth token (not a `system.` code: RES reserves those).
 pub const INVALID_TOKEN: &str = "connres.invalidToken";
@@ -47,6 +58,8 @@ impl ResError {
             ResError::AccessDenied(_) => "system.accessDenied",
             ResError::Internal(_) => "system.internalError",
             ResError::InvalidToken { .. } => INVALID_TOKEN,
+            ResError::InvalidResumeKey(_) => INVALID_RESUME_KEY,
+            ResError::TooManyAttempts(_) => TOO_MANY_ATTEMPTS,
         }
     }
 
@@ -210,9 +223,32 @@ pub struct TokenEvent {
     pub token: Option<Value>,
     #[serde(default)]
     pub expires: Option<Value>,
+    /// The token ID (RES: for `system.tokenReset`).
+    #[serde(default)]
+    pub tid: Option<Value>,
+    /// The connection's resume key, as connres keeps it (`{"hash": hex, "until":
+    /// seconds since 1970}`); not RES: connres's logins set it.
+    #[serde(default)]
+    pub resume: Option<Value>,
 }
 
 impl TokenEvent {
+    /// The token ID, when it is a string.
+    pub fn tid(&self) -> Option<&str> {
+        self.tid
+            .as_ref()?
+            .as_str()
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+    }
+
+    /// The resume key's hash and end, when well formed.
+    pub fn resume(&self) -> Option<([u8; 32], u32)> {
+        let r = self.resume.as_ref()?;
+        let hash = crate::auth::resume::from_hex(r.get("hash")?.as_str()?)?;
+        let until = u32::try_from(r.get("until")?.as_u64()?).ok()?;
+        Some((hash, until))
+    }
+
     /// `expires` as seconds since 1970, when it is a whole number that fits (else the
     /// token does not end).
     pub fn expires_at(&self) -> Option<u32> {
@@ -319,14 +355,24 @@ pub fn access_reply(get: bool, call: Option<&str>) -> Bytes {
     result_reply(&Result { get, call })
 }
 
-/// A `conn.<cid>.token` event: `{"token": ..., "tid": ..., "expires": ...}` (a logout:
-/// a null token, no `tid`; `expires` when the token ends, see [`TokenEvent`]).
-pub fn token_event(
-    cid: &str,
-    token: &Value,
-    tid: Option<&str>,
-    expires: Option<u64>,
-) -> (String, Bytes) {
+/// What a token event says beside the token (see [`TokenEvent`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenExtras {
+    pub tid: Option<String>,
+    /// When the token ends, in seconds since 1970.
+    pub expires: Option<u64>,
+    /// The resume key's hash and end.
+    pub resume: Option<([u8; 32], u32)>,
+}
+
+/// A `conn.<cid>.token` event: `{"token": ..., "tid": ..., "expires": ..., "resume":
+/// ...}` (a logout: a null token and nothing else; see [`TokenEvent`]).
+pub fn token_event(cid: &str, token: &Value, extras: &TokenExtras) -> (String, Bytes) {
+    #[derive(serde::Serialize)]
+    struct Resume {
+        hash: String,
+        until: u32,
+    }
     #[derive(serde::Serialize)]
     struct Event<'a> {
         token: &'a Value,
@@ -334,13 +380,65 @@ pub fn token_event(
         tid: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         expires: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume: Option<Resume>,
     }
     let event = Event {
         token,
-        tid,
-        expires,
+        tid: extras.tid.as_deref(),
+        expires: extras.expires,
+        resume: extras.resume.map(|(hash, until)| Resume {
+            hash: crate::auth::resume::to_hex(&hash),
+            until,
+        }),
     };
     (format!("conn.{cid}.token"), to_bytes(&event))
+}
+
+/// `{"result": {"resume": key}}`: a login's or resume's answer with the connection's
+/// resume key.
+pub fn resume_reply(key: &str) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Result<'a> {
+        resume: &'a str,
+    }
+    result_reply(&Result { resume: key })
+}
+
+/// The answer to a take of a resume: `{"result": {"token": ..., "tid": ...,
+/// "expires": ..., "models": {rid: {field: value}}}}`.
+pub fn taken_reply(
+    token: &Value,
+    extras: &TokenExtras,
+    models: &serde_json::Map<String, Value>,
+) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Taken<'a> {
+        token: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tid: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires: Option<u64>,
+        models: &'a serde_json::Map<String, Value>,
+    }
+    result_reply(&Taken {
+        token,
+        tid: extras.tid.as_deref(),
+        expires: extras.expires,
+        models,
+    })
+}
+
+/// What a take of a resume answers (see [`taken_reply`]).
+#[derive(Debug, Deserialize)]
+pub struct Taken {
+    pub token: Value,
+    #[serde(default)]
+    pub tid: Option<String>,
+    #[serde(default)]
+    pub expires: Option<u64>,
+    #[serde(default)]
+    pub models: serde_json::Map<String, Value>,
 }
 
 /// `{"result": null}`

@@ -24,6 +24,12 @@ const SECRET: &[u8] = b"a test secret of at least thirty-two bytes";
 /// The seed's resources behind an `auth:` block verifying HS256 tokens with a secret
 /// read from a file in `dir`.
 fn config(dir: &tempfile::TempDir) -> String {
+    config_with(dir, "", "")
+}
+
+/// [`config`] with more lines in the auth entry (`entry`, such as `    resume: ...`)
+/// and its methods (`methods`, such as `      resume: { resume: true }`).
+fn config_with(dir: &tempfile::TempDir, entry: &str, methods: &str) -> String {
     let secret = dir.path().join("jwt.secret");
     std::fs::write(&secret, SECRET).unwrap();
     let resources = SEED.split_once("resources:").unwrap().1;
@@ -40,11 +46,11 @@ auth:
       name: "{{{{claims.name}}}}"
       role: "{{{{claims.role}}}}"
     tid: "user-{{{{claims.sub}}}}"
-    methods:
+{entry}    methods:
       login: {{ jwt: params.token }}
       header: {{ jwt: [header.Authorization, cookie.session] }}
       logout: {{ logout: true }}
-resources:{resources}"#,
+{methods}resources:{resources}"#,
         secret.display()
     )
 }
@@ -455,4 +461,250 @@ async fn a_revocation_asks_the_gateways_to_log_out_every_connection_of_the_token
         "a refused revocation publishes nothing"
     );
     connres.stop().await;
+}
+
+const RESUMES: &str = "      resume: { resume: true }\n";
+
+/// A login answers a resume key; a new connection presenting it takes the session over:
+/// the token and the written models move to it (their events before the answer), the
+/// old connection is logged out and keeps nothing, and the key works once.
+#[tokio::test]
+async fn a_resume_moves_the_session_to_the_new_connection_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start();
+    let (connres, mut gw) = start(&server, &config_with(&dir, "", RESUMES)).await;
+    let mut tokens = token_events(&gw).await;
+    assert_eq!(gw.get("session.prefs.old").await["theme"], json!("light"));
+    let reply = auth(
+        &gw,
+        "login",
+        json!({"cid": "old", "params": {"token": ann_jwt()}}),
+    )
+    .await;
+    let key = reply["result"]["resume"].as_str();
+    let key = key
+        .unwrap_or_else(|| panic!("a resume key: {reply}"))
+        .to_string();
+    assert!(key.starts_with("old."), "{key}");
+    let (_, login) = received(&mut tokens).expect("the login's token event");
+    assert!(
+        !login.to_string().contains(key.rsplit_once('.').unwrap().1),
+        "the secret never travels"
+    );
+    let token = login["token"].clone();
+    let set = gw
+        .call(
+            "session.prefs.old",
+            "set",
+            "old",
+            token.clone(),
+            json!({"theme": "dark"}),
+        )
+        .await;
+    assert_eq!(set, json!({"result": null}));
+    // The new connection's models, as its page fetches them after reconnecting.
+    assert_eq!(gw.get("session.user.new").await["id"], Value::Null);
+    assert_eq!(gw.get("session.prefs.new").await["theme"], json!("light"));
+    while gw.events.next().now_or_never().flatten().is_some() {}
+    while received(&mut tokens).is_some() {}
+
+    let reply = auth(&gw, "resume", json!({"cid": "new", "params": {"key": key}})).await;
+    let next = reply["result"]["resume"].as_str().expect("a fresh key");
+    assert!(next.starts_with("new.") && next != key, "{next}");
+    // Everything happened before the answer: the token events and the change events.
+    let mut seen = Vec::new();
+    while let Some(m) = gw.events.next().now_or_never().flatten() {
+        seen.push((m.subject.to_string(), parse_or_null(&m.payload)));
+    }
+    let changed = |rid: &str| {
+        seen.iter()
+            .find(|(s, _)| s == &format!("event.{rid}.change"))
+            .map(|(_, p)| p["values"].clone())
+    };
+    assert_eq!(
+        changed("session.user.new").unwrap()["name"],
+        json!("Ann"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        changed("session.prefs.new").unwrap()["theme"],
+        json!("dark"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        changed("session.prefs.old").unwrap()["theme"],
+        json!("light"),
+        "{seen:?}"
+    );
+    let mut moved = Vec::new();
+    while let Some(t) = received(&mut tokens) {
+        moved.push(t);
+    }
+    assert!(
+        moved.contains(&("conn.old.token".into(), json!({"token": null}))),
+        "{moved:?}"
+    );
+    let new = moved
+        .iter()
+        .find(|(s, _)| s == "conn.new.token")
+        .expect("the new token event");
+    assert_eq!(new.1["token"], token);
+    assert_eq!(
+        new.1["tid"],
+        json!("user-42"),
+        "revocation still finds the session"
+    );
+    assert_eq!(gw.get("session.user.old").await["id"], Value::Null);
+
+    // Used: refused, for the same connection or another.
+    for cid in ["new", "third"] {
+        let again = auth(&gw, "resume", json!({"cid": cid, "params": {"key": key}})).await;
+        Gateway::expect_error(&again, "connres.invalidResumeKey");
+    }
+    // The fresh key works once, from yet another connection.
+    let reply = auth(
+        &gw,
+        "resume",
+        json!({"cid": "third", "params": {"key": next}}),
+    )
+    .await;
+    assert!(reply["result"]["resume"]
+        .as_str()
+        .unwrap()
+        .starts_with("third."));
+    assert_eq!(gw.get("session.prefs.third").await["theme"], json!("dark"));
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn resume_keys_are_refused_when_wrong_expired_or_tried_too_often() {
+    use connres::clock::{Clock, MANUAL_EPOCH_SECS};
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start();
+    let clock = Clock::manual();
+    let yaml = config_with(&dir, "    resume: { ttl: 1m }\n", RESUMES);
+    let (connres, gw, _) = start_clocked(&server, &yaml, clock.clone()).await;
+    let jwt = sign(
+        json!({"sub": 1, "iss": "https://id.example.test", "exp": MANUAL_EPOCH_SECS + 3600}),
+        SECRET,
+    );
+    let login = |cid: &'static str| {
+        let gw = &gw;
+        let jwt = jwt.clone();
+        async move {
+            let reply = auth(gw, "login", json!({"cid": cid, "params": {"token": jwt}})).await;
+            reply["result"]["resume"].as_str().unwrap().to_string()
+        }
+    };
+    let key = login("a").await;
+    // Another secret for the same connection, a malformed key, none at all.
+    let (cid, _) = key.rsplit_once('.').unwrap();
+    let forged = format!("{cid}.{}", "A".repeat(43));
+    for (params, code) in [
+        (json!({"key": forged}), "connres.invalidResumeKey"),
+        (json!({"key": "a.nonsense"}), "connres.invalidResumeKey"),
+        (json!({}), "connres.invalidResumeKey"),
+        (json!({"key": key.clone()}), "connres.invalidResumeKey"), // its own connection
+    ] {
+        let cid = if params["key"] == json!(key) {
+            "a"
+        } else {
+            "b"
+        };
+        let reply = auth(&gw, "resume", json!({"cid": cid, "params": params})).await;
+        Gateway::expect_error(&reply, code);
+    }
+    // Past its ttl.
+    clock.advance(std::time::Duration::from_secs(61));
+    let reply = auth(&gw, "resume", json!({"cid": "b", "params": {"key": key}})).await;
+    Gateway::expect_error(&reply, "connres.invalidResumeKey");
+    // A connection that keeps failing is stopped, even with a good key.
+    let good = login("c").await;
+    for _ in 0..5 {
+        let reply = auth(
+            &gw,
+            "resume",
+            json!({"cid": "d", "params": {"key": forged}}),
+        )
+        .await;
+        Gateway::expect_error(&reply, "connres.invalidResumeKey");
+    }
+    let reply = auth(&gw, "resume", json!({"cid": "d", "params": {"key": good}})).await;
+    Gateway::expect_error(&reply, "connres.tooManyAttempts");
+    let reply = auth(&gw, "resume", json!({"cid": "e", "params": {"key": good}})).await;
+    assert!(reply["result"]["resume"].is_string(), "{reply}");
+    connres.stop().await;
+}
+
+/// With the shared store, the take reaches the old connection's owner and the moved
+/// state the new connection's, whichever instances those are.
+#[tokio::test]
+async fn with_three_instances_a_resume_moves_the_session_across_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start_jetstream();
+    let seed = shared_seed("resume3");
+    let (state, resources) = seed.split_once("resources:").unwrap();
+    let auth_yaml = config_with(&dir, "", RESUMES);
+    let auth_block = auth_yaml
+        .split_once("auth:")
+        .unwrap()
+        .1
+        .split_once("resources:")
+        .unwrap()
+        .0;
+    let yaml = format!("{state}auth:{auth_block}resources:{resources}");
+    let (a, gw, ma) = start_shared(&server, &yaml).await;
+    let (b, _, mb) = start_shared(&server, &yaml).await;
+    let (c, _, mc) = start_shared(&server, &yaml).await;
+    let all = [&ma, &mb, &mc];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !(all.iter().all(|m| m.served() > 0)
+        && all.iter().map(|m| m.served()).sum::<i64>() == i64::from(PARTITIONS))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "partitions settle");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Several sessions, so that old and new connections land in different partitions.
+    for i in 0..8 {
+        let (old, new) = (format!("o{i}"), format!("n{i}"));
+        let reply = auth(
+            &gw,
+            "login",
+            json!({"cid": old, "params": {"token": ann_jwt()}}),
+        )
+        .await;
+        let key = reply["result"]["resume"].as_str().unwrap().to_string();
+        let token = json!({"userId": 42, "name": "Ann", "role": "admin"});
+        let set = gw
+            .call(
+                &format!("session.prefs.{old}"),
+                "set",
+                &old,
+                token,
+                json!({"fontSize": 20 + i}),
+            )
+            .await;
+        assert_eq!(set, json!({"result": null}));
+        let reply = auth(&gw, "resume", json!({"cid": new, "params": {"key": key}})).await;
+        assert!(reply["result"]["resume"].is_string(), "{reply}");
+        assert_eq!(
+            gw.get(&format!("session.user.{new}")).await["name"],
+            json!("Ann")
+        );
+        assert_eq!(
+            gw.get(&format!("session.prefs.{new}")).await["fontSize"],
+            json!(20 + i)
+        );
+        assert_eq!(
+            gw.get(&format!("session.prefs.{old}")).await["fontSize"],
+            json!(14)
+        );
+        assert_eq!(
+            gw.get(&format!("session.user.{old}")).await["id"],
+            Value::Null
+        );
+    }
+    for instance in [a, b, c] {
+        instance.stop().await;
+    }
 }

@@ -32,6 +32,7 @@ auth:
       login: { jwt: params.token }
       header: { jwt: [header.Authorization, cookie.session] }
       logout: { logout: true }
+      resume: { resume: true }
 resources:`;
 
 /** An HS256 JWT of `claims`, signed with `secret`. */
@@ -103,5 +104,58 @@ describe('sessions: connres as the auth service, through Resgate', () => {
     }
     await roundTrip(clients[2]);
     assert.equal(users[2].model.name, 'Bob', "another user's session stays");
+  });
+
+  test('a resume on a new WebSocket keeps the user and the preferences; the old key is spent', async (stack, t) => {
+    const first = clientFor(stack, t);
+    await watch(first, 'session.user.{cid}');
+    const prefs = await watch(first, 'session.prefs.{cid}');
+    const login = await within(first.authenticate('jwt', 'login', { token: annJwt() }), 'the login');
+    assert.equal(typeof login.resume, 'string', 'a login answers a resume key');
+    await within(first.call('session.prefs.{cid}', 'set', { theme: 'dark' }), 'a set');
+    await prefs.until((v) => v.theme === 'dark', 'the set');
+    // The WebSocket drops: the next one is a new connection, with a new cid.
+    first.disconnect();
+    const second = clientFor(stack, t);
+    const user = await watch(second, 'session.user.{cid}');
+    const prefs2 = await watch(second, 'session.prefs.{cid}');
+    assert.deepEqual(values(user.model), LOGGED_OUT);
+    const resumed = await within(second.authenticate('jwt', 'resume', { key: login.resume }), 'the resume');
+    assert.notEqual(resumed.resume, login.resume, 'a fresh key');
+    assert.deepEqual(await user.until((v) => v.id !== null, 'the resume'), ANN);
+    assert.equal((await prefs2.until((v) => v.theme === 'dark', 'the preferences')).theme, 'dark');
+    const third = clientFor(stack, t);
+    const spent = await rejection(third.authenticate('jwt', 'resume', { key: login.resume }), 'a spent key');
+    assert.equal(spent.code, 'connres.invalidResumeKey');
+  });
+
+  test('setOnConnect resumes the session when the WebSocket drops and ResClient reconnects', async (stack, t) => {
+    let socket;
+    const client = new ResClient(() => (socket = new WebSocket(stack.wsUrl)), { reconnectDelay: 200 });
+    t.after(() => client.disconnect());
+    let key = null;
+    const resumes = [];
+    client.setOnConnect(async () => {
+      if (key) {
+        key = (await client.authenticate('jwt', 'resume', { key })).resume;
+        resumes.push(key);
+      }
+    });
+    const user = await watch(client, 'session.user.{cid}');
+    const prefs = await watch(client, 'session.prefs.{cid}');
+    key = (await within(client.authenticate('jwt', 'login', { token: annJwt() }), 'the login')).resume;
+    await user.until((v) => v.id !== null, 'the login');
+    await within(client.call('session.prefs.{cid}', 'set', { theme: 'dark' }), 'a set');
+    await prefs.until((v) => v.theme === 'dark', 'the set');
+    const whoami = await watch(client, 'e2e.whoami.{cid}');
+    const oldCid = whoami.model.cid;
+    // The connection drops under the client; ResClient reconnects, on a new cid, and
+    // resubscribes what it holds once the onConnect callback is done.
+    // As a network drop: no closing handshake.
+    socket.terminate();
+    await whoami.until((v) => v.cid !== oldCid, 'a new connection');
+    assert.equal(resumes.length, 1, 'resumed once, on connect');
+    assert.deepEqual(values(user.model), ANN, 'the user, on the new connection');
+    assert.equal(prefs.model.theme, 'dark', 'the preferences, on the new connection');
   });
 });

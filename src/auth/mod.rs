@@ -6,6 +6,7 @@
 
 pub mod jwt;
 pub mod request;
+pub mod resume;
 
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,13 @@ pub enum Answer {
     },
     /// Logged out: the connection's token is cleared.
     Logout { cid: String },
+    /// Connection `cid` resumes the session of connection `from`, whose resume key's
+    /// secret hashes to `hash` (checked by `from`'s owner).
+    Resume {
+        cid: String,
+        from: String,
+        hash: [u8; 32],
+    },
 }
 
 /// Why an auth request was refused.
@@ -54,6 +61,9 @@ pub enum AuthError {
     /// The JWT was refused.
     #[error(transparent)]
     Jwt(#[from] JwtError),
+    /// No resume key, or not one (wrong shape, or the connection's own).
+    #[error("{0}")]
+    ResumeKey(&'static str),
 }
 
 impl AuthError {
@@ -62,7 +72,7 @@ impl AuthError {
         match self {
             AuthError::Missing(_) => Some("missing"),
             AuthError::Jwt(e) => Some(e.code()),
-            AuthError::NoMethod { .. } | AuthError::Malformed(_) => None,
+            AuthError::NoMethod { .. } | AuthError::Malformed(_) | AuthError::ResumeKey(_) => None,
         }
     }
 }
@@ -89,6 +99,23 @@ pub fn answer(
     }
     match &m.action {
         MethodAction::Logout => Ok(Answer::Logout { cid: request.cid }),
+        MethodAction::Resume => {
+            let key = match request.params.as_ref().and_then(|p| p.get("key")) {
+                Some(Value::String(k)) => k,
+                _ => return Err(AuthError::ResumeKey("no resume key in params.key")),
+            };
+            let Some((from, hash)) = super::resume::parse(key) else {
+                return Err(AuthError::ResumeKey("resume key not valid"));
+            };
+            if from == request.cid || !valid_cid(from) {
+                return Err(AuthError::ResumeKey("resume key not valid"));
+            }
+            Ok(Answer::Resume {
+                from: from.to_string(),
+                cid: request.cid,
+                hash,
+            })
+        }
         MethodAction::Jwt(places) => {
             let Some(jwt) = &entry.jwt else {
                 // The compiler refuses such a config; never log in without verifying.

@@ -13,7 +13,10 @@ use super::yaml::{Kind, Pos, Yaml};
 use crate::auth::jwt::{Algorithm, KeyMaterial, Verifier};
 use crate::template::{Template, CLAIMS_ROOTS};
 
-pub(crate) const AUTH_KEYS: &[&str] = &["jwt", "token", "tid", "expire", "methods"];
+pub(crate) const AUTH_KEYS: &[&str] = &["jwt", "token", "tid", "expire", "resume", "methods"];
+pub(crate) const RESUME_KEYS: &[&str] = &["ttl"];
+/// How long a resume key stays valid when `resume.ttl` does not say.
+pub const DEFAULT_RESUME_TTL: Duration = Duration::from_secs(10 * 60);
 /// The values of `expire`.
 pub(crate) const EXPIRE: &[&str] = &["at_exp", "never"];
 pub(crate) const JWT_KEYS: &[&str] = &[
@@ -26,7 +29,7 @@ pub(crate) const JWT_KEYS: &[&str] = &[
     "leeway",
 ];
 pub(crate) const KEY_SOURCE_KEYS: &[&str] = &["env", "file"];
-pub(crate) const METHOD_KEYS: &[&str] = &["jwt", "logout"];
+pub(crate) const METHOD_KEYS: &[&str] = &["jwt", "logout", "resume"];
 
 /// The declared auth names, in config order.
 #[derive(Debug, Default)]
@@ -57,6 +60,9 @@ pub struct AuthName {
     /// Whether a login's token ends when its JWT does (`expire: at_exp`, the default):
     /// the token event carries the JWT's `exp` as `expires`.
     pub expire_at_exp: bool,
+    /// How long a resume key stays valid (`resume.ttl`); keys are issued only when a
+    /// method resumes.
+    pub resume_ttl: Duration,
     pub methods: Vec<Method>,
     /// Where the entry is written.
     pub pos: Pos,
@@ -75,6 +81,13 @@ impl fmt::Debug for AuthName {
 impl AuthName {
     pub fn method(&self, name: &str) -> Option<&Method> {
         self.methods.iter().find(|m| m.name == name)
+    }
+
+    /// Whether logins answer a resume key (a method resumes).
+    pub fn resumes(&self) -> bool {
+        self.methods
+            .iter()
+            .any(|m| matches!(m.action, MethodAction::Resume))
     }
 
     /// One line for `connres check`: never a key's value.
@@ -134,6 +147,7 @@ impl Method {
                     .join(" or ")
             ),
             MethodAction::Logout => format!("{} (logout)", self.name),
+            MethodAction::Resume => format!("{} (resume)", self.name),
         }
     }
 }
@@ -146,6 +160,8 @@ pub enum MethodAction {
     Jwt(Vec<JwtPlace>),
     /// Clears the connection's token.
     Logout,
+    /// Moves a session to this connection with a resume key.
+    Resume,
 }
 
 /// Where a method looks for a JWT in an auth request.
@@ -215,6 +231,7 @@ impl Compiler {
         let mut token = TokenShape::Claims;
         let mut tid = None;
         let mut expire_at_exp = true;
+        let mut resume_ttl = DEFAULT_RESUME_TTL;
         let mut methods = Vec::new();
         let mut methods_pos = None;
         for (key, value) in entries {
@@ -248,6 +265,17 @@ impl Compiler {
                     ),
                     None => {}
                 },
+                "resume" => {
+                    for (_, v) in self
+                        .mapping(value, &format!("{what}: `resume`"), RESUME_KEYS)
+                        .unwrap_or_default()
+                    {
+                        let min = Duration::from_secs(1);
+                        if let Some(d) = self.duration(v, &format!("{what}: `resume.ttl`"), min) {
+                            resume_ttl = d;
+                        }
+                    }
+                }
                 "tid" => {
                     if let Some(text) = self.string(value, &format!("{what}: `tid`")) {
                         tid = self.claims_template(&format!("{what}: `tid`"), text, value.pos);
@@ -282,6 +310,7 @@ impl Compiler {
             token,
             tid,
             expire_at_exp,
+            resume_ttl,
             methods,
             pos,
         })
@@ -337,13 +366,14 @@ impl Compiler {
                             actions.push((key.pos, MethodAction::Jwt(places)));
                         }
                     }
-                    _ => match self.boolean(v, &format!("{mwhat}: `logout`")) {
-                        Some(true) => actions.push((key.pos, MethodAction::Logout)),
+                    flag => match self.boolean(v, &format!("{mwhat}: `{flag}`")) {
+                        Some(true) if flag == "logout" => {
+                            actions.push((key.pos, MethodAction::Logout))
+                        }
+                        Some(true) => actions.push((key.pos, MethodAction::Resume)),
                         Some(false) => self.error(
                             v.pos,
-                            format!(
-                                "{mwhat}: `logout: false` does nothing; remove it or give `jwt:`"
-                            ),
+                            format!("{mwhat}: `{flag}: false` does nothing; remove it"),
                         ),
                         None => {}
                     },
@@ -356,12 +386,12 @@ impl Compiler {
                 }),
                 0 if given == 0 => self.error(
                     value.pos,
-                    format!("{mwhat} says nothing to do: give `jwt: <where>` or `logout: true`"),
+                    format!("{mwhat} says nothing to do: give `jwt: <where>`, `logout: true` or `resume: true`"),
                 ),
                 0 => {}
                 _ => self.error(
                     actions[1].0,
-                    format!("{mwhat} does one thing: `jwt` or `logout`, not both"),
+                    format!("{mwhat} does one thing: one of `jwt`, `logout` and `resume`"),
                 ),
             }
         }

@@ -5,12 +5,31 @@
 //! (with the shared store, by the connection's owner).
 
 use bytes::Bytes;
+use serde_json::Value;
 
 use super::{Engine, Events};
 use crate::auth::request::{self, Answer, AuthError};
-use crate::config::{Config, MethodAction};
-use crate::protocol::{self, ResError};
+use crate::auth::resume;
+use crate::config::{AuthName, Config, MethodAction};
+use crate::protocol::{self, ResError, TokenExtras};
 use crate::store::Store;
+
+/// A resume for the service to carry out, beside the serving task: the session of
+/// connection `from` is taken from its owner (`<prefix>.resume.<name>.<from>`, which
+/// checks the key), then given to connection `to` (its token event, then its written
+/// models through the backend API), and only then is the client answered with `key`,
+/// the new connection's resume key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumePlan {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    /// The hash of the presented key's secret.
+    pub hash: [u8; 32],
+    /// The new connection's key, and what its token event keeps of it.
+    pub key: String,
+    pub kept: ([u8; 32], u32),
+}
 
 impl<S: Store> Engine<S> {
     /// `None`: no auth entry has this name (another service may answer it).
@@ -21,31 +40,59 @@ impl<S: Store> Engine<S> {
         method: &str,
         payload: &[u8],
         events: &mut Events,
+        plan: &mut Option<Box<ResumePlan>>,
     ) -> Option<Result<Bytes, ResError>> {
         let entry = config.auth.get(name)?;
-        Some(
-            match request::answer(entry, method, payload, self.clock.wall()) {
-                Ok(Answer::Login {
-                    cid,
-                    token,
+        let wall = self.clock.wall();
+        Some(match request::answer(entry, method, payload, wall) {
+            Ok(Answer::Login {
+                cid,
+                token,
+                tid,
+                expires,
+            }) => {
+                let issued = entry.resumes().then(|| self.resume_key(entry, &cid));
+                let extras = TokenExtras {
                     tid,
                     expires,
-                }) => {
-                    events.push(protocol::token_event(&cid, &token, tid.as_deref(), expires));
-                    Ok(protocol::null_reply())
-                }
-                Ok(Answer::Logout { cid }) => {
-                    events.push(protocol::token_event(
-                        &cid,
-                        &serde_json::Value::Null,
-                        None,
-                        None,
-                    ));
-                    Ok(protocol::null_reply())
-                }
-                Err(e) => Err(res_error(e)),
-            },
-        )
+                    resume: issued.as_ref().map(|(_, kept)| *kept),
+                };
+                events.push(protocol::token_event(&cid, &token, &extras));
+                Ok(match issued {
+                    Some((key, _)) => protocol::resume_reply(&key),
+                    None => protocol::null_reply(),
+                })
+            }
+            Ok(Answer::Logout { cid }) => {
+                let logout = TokenExtras::default();
+                events.push(protocol::token_event(&cid, &Value::Null, &logout));
+                Ok(protocol::null_reply())
+            }
+            Ok(Answer::Resume { cid, from, hash }) => {
+                let (key, kept) = self.resume_key(entry, &cid);
+                *plan = Some(Box::new(ResumePlan {
+                    name: name.to_string(),
+                    from,
+                    to: cid,
+                    hash,
+                    key: key.clone(),
+                    kept,
+                }));
+                Ok(protocol::resume_reply(&key))
+            }
+            Err(e) => Err(res_error(e)),
+        })
+    }
+
+    /// A new resume key of connection `cid`, and what its token event keeps of it.
+    fn resume_key(&self, entry: &AuthName, cid: &str) -> (String, ([u8; 32], u32)) {
+        let mut secret = [0u8; resume::SECRET_LEN];
+        // The OS's random source failing is not something to go on without.
+        getrandom::fill(&mut secret).expect("the OS random source works");
+        let issued = resume::issue(cid, &secret);
+        let ttl = u32::try_from(entry.resume_ttl.as_secs()).unwrap_or(u32::MAX);
+        let until = self.wall_secs().saturating_add(ttl);
+        (issued.key, (issued.hash, until))
     }
 }
 
@@ -101,6 +148,7 @@ fn res_error(e: AuthError) -> ResError {
         },
         None => match e {
             AuthError::NoMethod { .. } => ResError::MethodNotFound(e.to_string()),
+            AuthError::ResumeKey(m) => ResError::InvalidResumeKey(m.into()),
             _ => ResError::InvalidParams(e.to_string()),
         },
     }

@@ -13,6 +13,7 @@ mod auth;
 mod expiry;
 mod get;
 mod migrate;
+mod resume;
 mod token;
 mod token_end;
 mod warn;
@@ -31,6 +32,7 @@ use crate::protocol::{self, Changes, ResError};
 use crate::rule::{Rule, RuleInput};
 use crate::store::{MemoryStore, Store, Written};
 
+pub use auth::ResumePlan;
 use expiry::ResetQueue;
 pub use expiry::{ResetBatch, RESET_BATCH};
 use get::model_values;
@@ -66,6 +68,12 @@ pub enum Request<'a> {
     /// `<prefix>.revoke.<name>`: log out every connection whose token has one of the
     /// token IDs.
     Revoke { name: &'a str, payload: &'a [u8] },
+    /// `<prefix>.resume.<name>.<from>`: take connection `from`'s session for a resume.
+    ResumeTake {
+        name: &'a str,
+        from: &'a str,
+        payload: &'a [u8],
+    },
 }
 
 /// What handling a message produced: events to publish first, then the reply (none for
@@ -80,6 +88,8 @@ pub struct Outcome {
     /// resources ([`Config::position_of`]); none for token events and names no pattern
     /// matches.
     pub resource: Option<usize>,
+    /// A resume for the service to carry out before it sends the reply.
+    pub resume: Option<Box<ResumePlan>>,
 }
 
 /// How handling a message went.
@@ -217,10 +227,22 @@ impl<S: Store> Engine<S> {
                 name,
                 method,
                 payload,
-            } => self.auth(config, name, method, payload, &mut out.events),
+            } => self.auth(
+                config,
+                name,
+                method,
+                payload,
+                &mut out.events,
+                &mut out.resume,
+            ),
             Request::Revoke { name, payload } => {
                 self.revoke(config, name, payload, &mut out.events)
             }
+            Request::ResumeTake {
+                name,
+                from,
+                payload,
+            } => self.resume_take(config, name, from, payload, &mut out.events),
         };
         out.resource = self.resolved;
         out.reply = match reply {
@@ -382,6 +404,7 @@ fn refused(
         Request::ApiReset { rid, .. } => ("api", rid, "reset"),
         Request::Auth { name, method, .. } => ("auth", name, method),
         Request::Revoke { name, .. } => ("auth", name, "revoke"),
+        Request::ResumeTake { name, .. } => ("auth", name, "take"),
         Request::Token { .. } => return,
     };
     tracing::debug!(

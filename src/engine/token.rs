@@ -32,14 +32,20 @@ impl<S: Store> Engine<S> {
         match protocol::parse::<TokenEvent>(payload, "token event") {
             Ok(event @ TokenEvent { token: Some(_), .. }) => {
                 let ends = event.expires_at().unwrap_or(0);
-                let token = event.token.filter(|t| !t.is_null()).map(Arc::new);
+                let token = event.token.clone().filter(|t| !t.is_null()).map(Arc::new);
                 let ends = if token.is_some() { ends } else { 0 };
                 let value = self
                     .log_tokens
                     .then(|| token_value_digest(token.as_deref()));
+                let (tid, resume) = match token {
+                    Some(_) => (event.tid().map(str::to_string), event.resume()),
+                    None => (None, None),
+                };
                 self.set_token(config, cid, token, events);
-                self.store
-                    .update_existing(cid, self.now, |c| c.set_expires(ends));
+                self.store.update_existing(cid, self.now, |c| {
+                    c.set_expires(ends);
+                    c.set_session(tid.as_deref(), resume);
+                });
                 self.track_token_end(cid, ends);
                 if let Some(value) = value {
                     let digest = token_digest(payload);
@@ -116,7 +122,7 @@ impl<S: Store> Engine<S> {
     /// Replaces a connection's token and confirms its record: recomputes the `from`
     /// fields of its models, resets written fields on logout, and asks for re-access on
     /// login.
-    fn set_token(
+    pub(super) fn set_token(
         &mut self,
         config: &Config,
         cid: &str,

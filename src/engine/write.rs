@@ -245,7 +245,13 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    fn reset(&mut self, res: &Resource, rid: &str, params: &Params, events: &mut Events) {
+    pub(super) fn reset(
+        &mut self,
+        res: &Resource,
+        rid: &str,
+        params: &Params,
+        events: &mut Events,
+    ) {
         if self.written(res, rid).is_some_and(|w| !w.is_empty()) {
             self.change(res, rid, params, events, Written::clear);
         } else {

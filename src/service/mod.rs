@@ -21,6 +21,7 @@ mod discovery;
 mod ordered;
 mod outcome;
 mod reload;
+mod resume;
 mod route;
 mod serve;
 mod subscribe;
@@ -119,6 +120,8 @@ pub struct Service {
     /// Auth answers waiting for their token event to be applied
     /// (`Finished::answer_auth`); the drain waits for them.
     auth_answers: tokio::task::JoinSet<()>,
+    /// Failed resumes per connection (`resume.rs`).
+    resume_failures: Arc<resume::ResumeFailures>,
     /// The request counters of the config in force.
     requests: Requests,
     /// Reports of messages that get no answer.
@@ -229,6 +232,7 @@ impl Service {
             requests: metrics.requests(&config, shared.is_some()),
             unanswered: serve::Unanswered::default(),
             auth_answers: tokio::task::JoinSet::new(),
+            resume_failures: Arc::default(),
             client,
             config,
             engine,

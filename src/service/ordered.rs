@@ -177,7 +177,7 @@ impl Ordered {
     pub(super) fn add(&mut self, subs: Vec<OrderedSub>) {
         for sub in subs {
             match (sub.route, sub.pattern.clone()) {
-                (Route::Auth | Route::ApiRevoke, Some(name)) => {
+                (Route::Auth | Route::ApiRevoke | Route::ApiResume, Some(name)) => {
                     self.auth.entry(name).or_default().push(sub);
                 }
                 (_, Some(pattern)) => self.patterns.entry(pattern).or_default().push(sub),
@@ -295,10 +295,11 @@ pub(super) async fn subscribe_pattern(
     Ok(subs)
 }
 
-/// Subscribes an auth name's requests (`auth.<name>.*`) and the backend's revocations
-/// (`<prefix>.revoke.<name>`) into the channel `tx`, in the queue group: answering one
-/// changes nothing here (the token events it publishes do), so any instance may, with
-/// either store.
+/// Subscribes an auth name's requests (`auth.<name>.*`), the backend's revocations
+/// (`<prefix>.revoke.<name>`) and the takes of resumes (`<prefix>.resume.<name>.*`)
+/// into the channel `tx`. The first two in the queue group: answering one changes
+/// nothing here (the token events it publishes do), so any instance may, with either
+/// store.
 pub(super) async fn subscribe_auth(
     client: &Client,
     tx: Option<&mpsc::Sender<Message>>,
@@ -316,14 +317,33 @@ pub(super) async fn subscribe_auth(
         group.clone(),
     )
     .await?;
-    let revoke = format!("{}.revoke.{name}", config.api.prefix);
-    match subscribe(client, tx, Route::ApiRevoke, p, revoke, group).await {
-        Ok(revoke) => Ok(vec![auth, revoke]),
-        Err(e) => {
-            auth.unsubscribe(client).await;
-            Err(e)
+    let mut subs = vec![auth];
+    let prefix = &config.api.prefix;
+    // A take changes the state of the connection it names: with the shared store every
+    // instance receives it and the connection's owner applies it.
+    let take_group = group
+        .clone()
+        .filter(|_| config.state.store.shared().is_none());
+    let more = [
+        (Route::ApiRevoke, format!("{prefix}.revoke.{name}"), group),
+        (
+            Route::ApiResume,
+            format!("{prefix}.resume.{name}.*"),
+            take_group,
+        ),
+    ];
+    for (route, subject, queue_group) in more {
+        match subscribe(client, tx, route, p.clone(), subject, queue_group).await {
+            Ok(sub) => subs.push(sub),
+            Err(e) => {
+                for sub in subs {
+                    sub.unsubscribe(client).await;
+                }
+                return Err(e);
+            }
         }
     }
+    Ok(subs)
 }
 
 async fn subscribe(

@@ -94,6 +94,15 @@ impl Finished {
     }
 }
 
+/// What an auth answer needs for a resume.
+pub(super) struct Resume {
+    /// The backend API's prefix (the takes' and writes' subjects).
+    pub(super) prefix: String,
+    pub(super) failures: Arc<super::resume::ResumeFailures>,
+    /// The series a refused resume counts in.
+    pub(super) refused: Option<Counter>,
+}
+
 /// How long an auth answer waits for connres to have applied its token event.
 const AUTH_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -106,16 +115,36 @@ impl Finished {
     /// already recomputed with the token. Runs beside the serving task, which must be
     /// free to apply the token event; the answer goes out whatever the acknowledgement
     /// (the gateways have the token event either way), with a warning when none came.
-    pub(super) async fn answer_auth(self, client: Client, metrics: Arc<Metrics>) {
+    pub(super) async fn answer_auth(self, client: Client, metrics: Arc<Metrics>, resume: Resume) {
         let Finished {
             route,
             endpoint,
             reply_to,
-            outcome,
-            counter,
+            mut outcome,
+            mut counter,
             started,
             ..
         } = self;
+        if let Some(plan) = outcome.resume.take() {
+            let now = Instant::now();
+            let result = if resume.failures.allowed(&plan.to, now) {
+                super::resume::carry_out(&client, &resume.prefix, &plan).await
+            } else {
+                Err(ResError::TooManyAttempts(format!(
+                    "too many failed resumes from this connection; try again in a minute (at most {} a minute)",
+                    super::resume::MAX_FAILURES
+                )))
+            };
+            if let Err(e) = result {
+                if matches!(e, ResError::InvalidResumeKey(_)) {
+                    resume.failures.failed(&plan.to, now);
+                }
+                tracing::debug!(cid = plan.to, error = %e, "a resume was refused");
+                outcome.status = Status::Error(e.code());
+                outcome.reply = Some(e.reply());
+                counter = resume.refused.unwrap_or(counter);
+            }
+        }
         let error = match outcome.status {
             Status::Error(_) => outcome.reply.clone(),
             _ => None,

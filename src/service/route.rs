@@ -26,6 +26,9 @@ pub(super) enum Route {
     Auth,
     /// `<prefix>.revoke.<name>`: the backend revokes tokens of an auth name.
     ApiRevoke,
+    /// `<prefix>.resume.<name>.<cid>`: an instance takes a connection's session for a
+    /// resume.
+    ApiResume,
     /// From the ordered channel (every request subject, in the order the connection
     /// received them: `ordered`): the subject decides the route.
     Ordered,
@@ -43,7 +46,7 @@ impl Route {
             Route::Access => Kind::Access,
             Route::Call => Kind::Call,
             Route::Token => Kind::Token,
-            Route::Auth | Route::ApiRevoke => Kind::Auth,
+            Route::Auth | Route::ApiRevoke | Route::ApiResume => Kind::Auth,
             // Never recorded as such: an ordered or forwarded message is counted under
             // the route of its subject.
             Route::ApiSet | Route::ApiReset | Route::Ordered | Route::Forwarded => Kind::Api,
@@ -73,6 +76,8 @@ impl Route {
             Route::ApiReset
         } else if api.is_some_and(|r| r.starts_with("revoke.")) {
             Route::ApiRevoke
+        } else if api.is_some_and(|r| r.starts_with("resume.")) {
+            Route::ApiResume
         } else {
             return None;
         })
@@ -156,6 +161,14 @@ pub(super) fn route_request<'a>(
             name: rest(prefix)?.strip_prefix(".revoke.")?,
             payload,
         },
+        Route::ApiResume => {
+            let (name, from) = rest(prefix)?.strip_prefix(".resume.")?.rsplit_once('.')?;
+            Request::ResumeTake {
+                name,
+                from,
+                payload,
+            }
+        }
         Route::Ordered | Route::Forwarded => return None,
     })
 }

@@ -121,7 +121,7 @@ impl Service {
         );
         for cid in ended {
             let (subject, payload) =
-                protocol::token_event(&cid, &serde_json::Value::Null, None, None);
+                protocol::token_event(&cid, &serde_json::Value::Null, &Default::default());
             self.metrics.event(EventKind::Token);
             if let Err(e) = self.publish(subject, payload).await {
                 tracing::error!(error = %e, "the logout of an ended token was not published; it is tried again in 5s");
@@ -429,7 +429,16 @@ impl Service {
         if route == Route::Auth {
             // Those done are reaped here, so the set holds only logins in flight.
             while self.auth_answers.try_join_next().is_some() {}
-            let answer = finished.answer_auth(self.client.clone(), self.metrics.clone());
+            let refused = finished.outcome.resume.as_ref().map(|_| {
+                let status = Status::Error(protocol::INVALID_RESUME_KEY);
+                self.requests.counter(route.kind(), None, status)
+            });
+            let resume = super::outcome::Resume {
+                prefix: self.config.api.prefix.clone(),
+                failures: self.resume_failures.clone(),
+                refused,
+            };
+            let answer = finished.answer_auth(self.client.clone(), self.metrics.clone(), resume);
             self.auth_answers.spawn(answer);
             return;
         }

@@ -47,6 +47,18 @@ pub struct Connection {
     /// When the token ends, in seconds since 1970 (the `expires` of the token event
     /// that set it); 0: never.
     pub expires: u32,
+    /// The `tid` of the token event that set the token.
+    pub tid: Option<Box<str>>,
+    /// The connection's resume key, as kept: its secret's hash and when it stops being
+    /// valid (seconds since 1970). Boxed: most connections have none.
+    pub resume: Option<Box<ResumeKept>>,
+}
+
+/// A resume key as a connection's record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeKept {
+    pub hash: [u8; 32],
+    pub until: u32,
 }
 
 pub use ownership::hash::TOKEN_LOG;
@@ -179,9 +191,22 @@ impl Connection {
     pub fn replace_token(&mut self, token: Option<Arc<Value>>) {
         self.token = token;
         self.expires = 0;
+        self.tid = None;
+        self.resume = None;
         self.changes.bump();
         for m in &mut self.models {
             m.reply.clear();
+        }
+    }
+
+    /// Sets what the token event that set the token said of it: its ID and resume key.
+    pub fn set_session(&mut self, tid: Option<&str>, resume: Option<([u8; 32], u32)>) {
+        let tid = tid.map(Box::from);
+        let resume = resume.map(|(hash, until)| Box::new(ResumeKept { hash, until }));
+        if self.tid != tid || self.resume != resume {
+            self.tid = tid;
+            self.resume = resume;
+            self.changes.bump();
         }
     }
 

@@ -11,7 +11,8 @@
 //! (`confirmed` only when its token came from a token event or a request, `tokens` the
 //! digests of the last token events applied, `token_values` of the tokens they set;
 //! records without `token_values`, from an earlier version, read as an empty log;
-//! `"expires": <seconds since 1970>` when the token ends) and
+//! `"expires": <seconds since 1970>` when the token ends, `"tid"` its token ID,
+//! `"resume": {"hash": hex, "until": seconds}` its resume key) and
 //! `{"written": {…}}` for a model without a cid. The cached replies are not kept.
 
 use std::fmt::Write as _;
@@ -121,6 +122,15 @@ pub fn encode(unit: UnitRef) -> Vec<u8> {
             if c.expires != 0 {
                 v["expires"] = c.expires.into();
             }
+            if let Some(tid) = &c.tid {
+                v["tid"] = Value::String(tid.to_string());
+            }
+            if let Some(r) = &c.resume {
+                v["resume"] = serde_json::json!({
+                    "hash": crate::auth::resume::to_hex(&r.hash),
+                    "until": r.until,
+                });
+            }
             v
         }
         UnitRef::Shared(w) => serde_json::json!({ "written": written_json(w) }),
@@ -215,6 +225,12 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
                     .and_then(Value::as_u64)
                     .and_then(|e| u32::try_from(e).ok())
                     .unwrap_or(0),
+                tid: value.get("tid").and_then(Value::as_str).map(Box::from),
+                resume: value.get("resume").and_then(|r| {
+                    let hash = crate::auth::resume::from_hex(r.get("hash")?.as_str()?)?;
+                    let until = u32::try_from(r.get("until")?.as_u64()?).ok()?;
+                    Some(Box::new(super::ResumeKept { hash, until }))
+                }),
             })
         }
     })
@@ -253,6 +269,11 @@ mod tests {
             token: Some(Arc::new(json!({"userId": 7}))),
             confirmed: true,
             expires: 1_800_000_000,
+            tid: Some("u7".into()),
+            resume: Some(Box::new(crate::store::ResumeKept {
+                hash: [3; 32],
+                until: 1_800_000_600,
+            })),
             ..Connection::default()
         };
         c.model_mut("session.prefs.c1")

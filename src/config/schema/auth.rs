@@ -24,6 +24,8 @@ pub(super) struct AuthName {
     /// then logs the connection out live. `never`: it stays until a logout.
     #[schemars(extend("default" = "at_exp"))]
     expire: Expire,
+    /// Resume keys (with a `{ resume: true }` method): how long a key stays valid.
+    resume: ResumeSettings,
     /// The methods, by name (one subject token each). Required.
     methods: BTreeMap<String, Method>,
 }
@@ -64,7 +66,7 @@ pub(super) struct KeySource {
     file: Text,
 }
 
-/// What a method does: one of `jwt` and `logout`.
+/// What a method does: one of `jwt`, `logout` and `resume`.
 #[derive(Default, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 #[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
@@ -75,4 +77,16 @@ pub(super) struct Method {
     jwt: JwtPlaces,
     /// `true`: log the connection out (its token becomes null).
     logout: Flag,
+    /// `true`: move a session to this connection with the resume key a login (or an
+    /// earlier resume) answered, given as `params.key`.
+    resume: Flag,
+}
+
+/// Resume keys.
+#[derive(Default, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct ResumeSettings {
+    /// How long a key stays valid after it is issued: a duration of at least 1s.
+    #[schemars(extend("default" = "10m"))]
+    ttl: Duration,
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::*;
-use crate::config::auth::{AUTH_KEYS, JWT_KEYS, KEY_SOURCE_KEYS, METHOD_KEYS};
+use crate::config::auth::{AUTH_KEYS, JWT_KEYS, KEY_SOURCE_KEYS, METHOD_KEYS, RESUME_KEYS};
 use crate::config::compile::{
     ACCESS_KEYS, API_KEYS, FIELD_KEYS, RESET_KEYS, RESOURCE_KEYS, TOP_KEYS,
 };
@@ -101,6 +101,7 @@ fn the_schema_has_the_keys_the_compiler_reads() {
         (Some("Jwt"), JWT_KEYS),
         (Some("KeySource"), KEY_SOURCE_KEYS),
         (Some("Method"), METHOD_KEYS),
+        (Some("ResumeSettings"), RESUME_KEYS),
     ] {
         assert_eq!(
             keys(&schema, definition),

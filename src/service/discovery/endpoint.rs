@@ -112,6 +112,7 @@ pub(super) fn endpoint_name(route: Route, pattern: Option<&str>) -> String {
         Route::ApiReset => "api-reset",
         Route::Auth => "auth",
         Route::ApiRevoke => "api-revoke",
+        Route::ApiResume => "api-resume",
         Route::Forwarded => "forwarded",
         Route::Ordered => "ordered",
     };

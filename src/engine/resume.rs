@@ -1,0 +1,104 @@
+//! Taking a session for a resume (`<prefix>.resume.<name>.<from>`, sent by the instance
+//! answering the new connection's resume): the owner of connection `from` checks the
+//! key against the one its record keeps (the hash, in constant time, and its end), and
+//! on success hands over the token and the written values of the connection's models,
+//! then clears them and logs `from` out, so a key works once and a copied key cannot
+//! make two live sessions.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{Engine, Events};
+use crate::auth::resume;
+use crate::config::Config;
+use crate::protocol::{self, ResError, TokenExtras};
+use crate::store::Store;
+
+/// The payload of a take.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Take {
+    /// The SHA-256 of the presented key's secret, hex.
+    hash: String,
+    /// The connection that resumes (the models' names are given for it).
+    to: String,
+}
+
+impl<S: Store> Engine<S> {
+    /// `None`: no auth entry has this name.
+    pub(super) fn resume_take(
+        &mut self,
+        config: &Config,
+        name: &str,
+        from: &str,
+        payload: &[u8],
+        events: &mut Events,
+    ) -> Option<Result<Bytes, ResError>> {
+        config.auth.get(name)?;
+        Some(self.take(config, from, payload, events))
+    }
+
+    fn take(
+        &mut self,
+        config: &Config,
+        from: &str,
+        payload: &[u8],
+        events: &mut Events,
+    ) -> Result<Bytes, ResError> {
+        let take: Take = protocol::parse(payload, "resume")?;
+        let given = resume::from_hex(&take.hash)
+            .ok_or_else(|| ResError::InvalidParams("resume: `hash` is not 64 hex digits".into()))?;
+        super::check_cid(&take.to)?;
+        let refused = || {
+            ResError::InvalidResumeKey(
+                "resume key not valid (used, expired, or its session ended)".into(),
+            )
+        };
+        let now = self.wall_secs();
+        let conn = self.store.connection(from).ok_or_else(refused)?;
+        let (Some(token), Some(kept)) = (conn.token.clone(), conn.resume.as_deref()) else {
+            return Err(refused());
+        };
+        if !resume::matches(&kept.hash, &given) || kept.until < now {
+            return Err(refused());
+        }
+        let extras = TokenExtras {
+            tid: conn.tid.as_deref().map(str::to_string),
+            expires: (conn.expires != 0).then_some(u64::from(conn.expires)),
+            resume: None,
+        };
+        // The written values, under the new connection's names.
+        let mut models = Map::new();
+        let mut moved = Vec::new();
+        for m in &conn.models {
+            let (Some(res), false) = (config.resource_of(&m.rid), m.written().is_empty()) else {
+                continue;
+            };
+            let Some(rid) = res.pattern.with_cid(&m.rid, &take.to) else {
+                continue;
+            };
+            let values: Map<String, Value> = m
+                .written()
+                .iter()
+                .map(|(f, v)| (f.to_string(), v.clone()))
+                .collect();
+            models.insert(rid, Value::Object(values));
+            moved.push(m.rid.to_string());
+        }
+        // The old connection keeps nothing: its models back to their defaults, then
+        // logged out, in the gateways too.
+        for rid in &moved {
+            if let Some((res, params)) = config.resolve(rid) {
+                self.reset(res, rid, &params, events);
+            }
+        }
+        self.set_token(config, from, None, events);
+        events.push(protocol::token_event(
+            from,
+            &Value::Null,
+            &TokenExtras::default(),
+        ));
+        Ok(protocol::taken_reply(&token, &extras, &models))
+    }
+}

@@ -1,0 +1,129 @@
+//! Resumes, carried out beside the serving task once the engine has checked the
+//! request's shape ([`crate::engine::ResumePlan`]): the old connection's session is
+//! taken from its owner, which checks the key, then given to the new connection (its
+//! token event, then its written models through the backend API, each applied before
+//! the next goes out), and only then is the client answered. Failed attempts are
+//! limited per connection.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use serde_json::{json, Value};
+
+use crate::engine::ResumePlan;
+use crate::protocol::{self, ResError, Taken, TokenExtras};
+
+/// Failed resumes one connection may make per [`WINDOW`].
+pub(super) const MAX_FAILURES: u32 = 5;
+const WINDOW: Duration = Duration::from_secs(60);
+/// Connections the limiter remembers at most (then it forgets those out of their
+/// window, or all).
+const REMEMBERED: usize = 10_000;
+/// How long each step waits for its answer.
+const STEP_WAIT: Duration = Duration::from_secs(5);
+
+/// Failed resume attempts per connection, within a window.
+#[derive(Debug, Default)]
+pub(super) struct ResumeFailures(Mutex<HashMap<String, (u32, Instant)>>);
+
+impl ResumeFailures {
+    /// Whether `cid` may try again.
+    pub(super) fn allowed(&self, cid: &str, now: Instant) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(cid)
+            .is_none_or(|(n, since)| *n < MAX_FAILURES || now.duration_since(*since) >= WINDOW)
+    }
+
+    pub(super) fn failed(&self, cid: &str, now: Instant) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= REMEMBERED {
+            map.retain(|_, (_, since)| now.duration_since(*since) < WINDOW);
+            if map.len() >= REMEMBERED {
+                map.clear();
+            }
+        }
+        let entry = map.entry(cid.to_string()).or_insert((0, now));
+        if now.duration_since(entry.1) >= WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+}
+
+/// Carries a resume out; the error is the client's answer.
+pub(super) async fn carry_out(
+    client: &Client,
+    prefix: &str,
+    plan: &ResumePlan,
+) -> Result<(), ResError> {
+    let take = json!({"hash": crate::auth::resume::to_hex(&plan.hash), "to": plan.to});
+    let subject = format!("{prefix}.resume.{}.{}", plan.name, plan.from);
+    let reply = request(client, subject, take.to_string()).await?;
+    let reply: Value = serde_json::from_slice(&reply)
+        .map_err(|_| ResError::Internal("the resume's take was not answered in JSON".into()))?;
+    if let Some(error) = reply.get("error") {
+        let message = error["message"]
+            .as_str()
+            .unwrap_or("resume refused")
+            .to_string();
+        return Err(match error["code"].as_str() {
+            Some(protocol::INVALID_RESUME_KEY) => ResError::InvalidResumeKey(message),
+            _ => ResError::Internal(message),
+        });
+    }
+    let taken: Taken = serde_json::from_value(reply["result"].clone())
+        .map_err(|e| ResError::Internal(format!("the resume's take answered {e}")))?;
+    let extras = TokenExtras {
+        tid: taken.tid,
+        expires: taken.expires,
+        resume: Some(plan.kept),
+    };
+    let (subject, payload) = protocol::token_event(&plan.to, &taken.token, &extras);
+    request(client, subject, payload).await?;
+    for (rid, values) in taken.models {
+        let subject = format!("{prefix}.set.{rid}");
+        let body = json!({ "values": values }).to_string();
+        if let Err(e) = request(client, subject, body).await {
+            tracing::warn!(rid, error = %e, "a resumed model's values were not written");
+        }
+    }
+    Ok(())
+}
+
+async fn request(
+    client: &Client,
+    subject: String,
+    payload: impl Into<bytes::Bytes>,
+) -> Result<bytes::Bytes, ResError> {
+    let sent = client.request(subject.clone(), payload.into());
+    match tokio::time::timeout(STEP_WAIT, sent).await {
+        Ok(Ok(msg)) => Ok(msg.payload),
+        Ok(Err(e)) => Err(ResError::Internal(format!("resume: {subject}: {e}"))),
+        Err(_) => Err(ResError::Internal(format!(
+            "resume: {subject} was not answered within 5s"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_limited_per_connection_within_a_window() {
+        let limits = ResumeFailures::default();
+        let t0 = Instant::now();
+        for _ in 0..MAX_FAILURES {
+            assert!(limits.allowed("c1", t0));
+            limits.failed("c1", t0);
+        }
+        assert!(!limits.allowed("c1", t0));
+        assert!(
+            limits.allowed("c2", t0),
+            "another connection is not limited"
+        );
+        assert!(limits.allowed("c1", t0 + WINDOW), "a new window");
+    }
+}
