@@ -232,6 +232,38 @@ async fn past_the_cold_bound_units_not_in_memory_are_looked_up_in_the_bucket() {
 }
 
 #[tokio::test]
+async fn a_burst_over_many_evicted_units_reads_each_back_in_order() {
+    let server = NatsServer::start_jetstream();
+    let yaml = bounded("bound-burst", "  max_entries: 50\n");
+    let (connres, gw, cluster) = start_shared(&server, &yaml).await;
+    let cids: Vec<String> = (0..500).map(|i| format!("b{i}")).collect();
+    let font = |i: usize| 8 + (i % 20) as i64;
+    let mut burst = Burst::new(&gw).await;
+    for (i, cid) in cids.iter().enumerate() {
+        burst.set(&gw, cid, prefs("dark", font(i))).await;
+    }
+    for reply in burst.replies(&gw).await {
+        assert_eq!(reply, json!({"result": null}));
+    }
+    // 450 out of memory, 50 of them remembered: every get reads its unit back.
+    assert_eq!((cluster.evicted(), cluster.cold()), (450, 50));
+    let mut burst = Burst::new(&gw).await;
+    for cid in &cids {
+        burst.get(&gw, cid).await;
+        burst.set(&gw, cid, json!({"theme": "light"})).await;
+        burst.get(&gw, cid).await;
+    }
+    let replies = burst.replies(&gw).await;
+    for (i, (cid, r)) in cids.iter().zip(replies.chunks(3)).enumerate() {
+        assert_eq!(model(&r[0]), prefs("dark", font(i)), "{cid} before");
+        assert_eq!(r[1], json!({"result": null}), "{cid} set");
+        assert_eq!(model(&r[2]), prefs("light", font(i)), "{cid} after");
+    }
+    print_read_latency();
+    connres.stop().await;
+}
+
+#[tokio::test]
 async fn a_cold_unit_idle_past_the_ttl_is_deleted_and_named_in_a_reset() {
     let server = NatsServer::start_jetstream();
     let bucket = "bound-expiry";
