@@ -127,6 +127,22 @@ pub fn access_head(payload: &[u8]) -> Result<AccessHead<'_>, ResError> {
     }
 }
 
+/// The requester's cid in an access or call payload, if it names one (which units a
+/// request reads, known before it is handled).
+pub fn requester(payload: &[u8]) -> Option<Cow<'_, str>> {
+    #[derive(Deserialize)]
+    struct Requester<'a> {
+        #[serde(borrow)]
+        cid: Cow<'a, str>,
+    }
+    match scan::access_head(payload) {
+        Some(head) => Some(head.cid),
+        None => serde_json::from_slice::<Requester>(payload)
+            .ok()
+            .map(|r| r.cid),
+    }
+}
+
 /// A call request's payload read without building its token (see [`AccessHead`]).
 #[derive(Debug, Deserialize)]
 pub struct CallHead<'a> {

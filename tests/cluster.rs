@@ -421,6 +421,9 @@ async fn discovery_shows_each_instances_partitions() {
         "connres_cluster_stale_total",
         "connres_cluster_kv_write_seconds_count",
         "connres_cluster_kv_load_seconds_count",
+        "connres_cluster_kv_unit_read_seconds_count",
+        "connres_cluster_cold_units",
+        "connres_cluster_evicted_total",
     ] {
         assert!(
             text.contains(&format!("\n{name}")),

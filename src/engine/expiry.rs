@@ -1,7 +1,9 @@
 //! Bounded state: idle connections expire, and past `state.max_entries` the least
 //! recently touched connection goes first. Dropped state that a gateway may still cache
 //! is named in a `system.reset`, queued here and taken in batches by the service, which
-//! paces them.
+//! paces them. With the shared store the service keeps `max_entries` itself
+//! ([`Engine::bound_elsewhere`]): a unit past it leaves memory and stays in the bucket,
+//! so nothing is dropped and no reset is owed (`service/cluster/evict.rs`).
 //!
 //! What a dropped connection owes the gateways, model by model (the gateway cannot be
 //! told "this connection closed", so an idle one may still be open and must never be
@@ -60,6 +62,10 @@ impl ResetQueue {
         }
     }
 
+    fn push_pattern(set: &mut LinkedHashSet<Box<str>>, res: &Resource) {
+        set.replace(res.pattern.wildcard().into());
+    }
+
     fn take(&mut self, max: usize) -> Option<ResetBatch> {
         let drain = |set: &mut LinkedHashSet<Box<str>>| {
             std::iter::from_fn(|| set.pop_front())
@@ -110,8 +116,12 @@ impl<S: Store> Engine<S> {
     }
 
     /// Takes least recently touched units out until the store is within
-    /// `state.max_entries`, at most `budget`; returns how many went.
+    /// `state.max_entries`, at most `budget`; returns how many went. Nothing when the
+    /// caller keeps the bound ([`Engine::bound_elsewhere`]).
     pub(super) fn enforce_bound(&mut self, config: &Config, budget: usize) -> usize {
+        if self.bound_elsewhere {
+            return 0;
+        }
         let mut dropped = 0;
         while dropped < budget && self.store.entries() > config.state.max_entries {
             let Some(unit) = self.store.pop_oldest() else {
@@ -141,6 +151,22 @@ impl<S: Store> Engine<S> {
     pub fn owe_reaccess(&mut self, config: &Config, rid: &str) {
         if let Some(res) = config.resource_of(rid) {
             ResetQueue::push(&mut self.resets.access, res, rid);
+        }
+    }
+
+    /// Queues what gateways must be told of a unit dropped elsewhere (with the shared
+    /// store, a unit idle past `state.idle_ttl` while out of memory, read back to be
+    /// deleted): as for one dropped here.
+    pub fn owe_dropped(&mut self, config: &Config, unit: Dropped) {
+        self.dropped(config, unit);
+    }
+
+    /// Queues every model of a pattern (its wildcard) for gateways to re-fetch, and
+    /// with `access` to ask access again: for units whose models are not known here.
+    pub fn owe_pattern(&mut self, res: &Resource, access: bool) {
+        ResetQueue::push_pattern(&mut self.resets.resources, res);
+        if access {
+            ResetQueue::push_pattern(&mut self.resets.access, res);
         }
     }
 

@@ -129,6 +129,9 @@ pub struct Engine<S: Store = MemoryStore> {
     /// Whether each connection keeps the digests of its last token events (the shared
     /// store: see [`crate::store::TokenLog`]).
     log_tokens: bool,
+    /// The shared store: `state.max_entries` is kept by the service, which moves units
+    /// past it out of memory without dropping them ([`Engine::bound_elsewhere`]).
+    bound_elsewhere: bool,
     /// Cleared while a request that waited is handled ([`Engine::handle_waited`]):
     /// its token fills in no record.
     learning: bool,
@@ -157,6 +160,7 @@ impl<S: Store> Engine<S> {
             stamp: 0,
             config_id: 0,
             log_tokens: false,
+            bound_elsewhere: false,
             learning: true,
             resolved: None,
             denied_by: None,
@@ -166,6 +170,12 @@ impl<S: Store> Engine<S> {
     /// Keeps each connection's token log (the shared store).
     pub fn log_tokens(&mut self) {
         self.log_tokens = true;
+    }
+
+    /// Leaves `state.max_entries` to the caller (the shared store, where a unit past it
+    /// leaves memory and stays in the bucket): handling and sweeps drop nothing for it.
+    pub fn bound_elsewhere(&mut self) {
+        self.bound_elsewhere = true;
     }
 
     pub fn store(&self) -> &S {

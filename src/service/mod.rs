@@ -218,6 +218,7 @@ impl Service {
                 discovery.shared_store(cluster.metrics.clone());
                 engine.store_mut().track_changes();
                 engine.log_tokens();
+                engine.bound_elsewhere();
                 Some(cluster)
             }
             None => None,
@@ -271,6 +272,7 @@ impl Service {
         self.engine = Engine::new(store, clock);
         if self.cluster.is_some() {
             self.engine.log_tokens();
+            self.engine.bound_elsewhere();
         }
         self
     }

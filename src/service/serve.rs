@@ -84,6 +84,7 @@ impl Service {
             Step::Cluster(next) => self.cluster_step(next).await,
             Step::Sweep => {
                 let dropped = self.engine.sweep(&self.config);
+                self.sweep_cold();
                 self.after_step().await;
                 if dropped > 0 {
                     self.metrics.expired(dropped);

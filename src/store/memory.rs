@@ -164,6 +164,67 @@ impl MemoryStore {
             .chain(self.shared.keys().map(|r| UnitKey::Shared(r.clone())))
     }
 
+    /// Whether the unit is in memory.
+    pub fn contains(&self, key: &UnitKey) -> bool {
+        match key {
+            UnitKey::Connection(cid) => self.connections.contains_key(cid),
+            UnitKey::Shared(rid) => self.shared.contains_key(rid),
+        }
+    }
+
+    /// Touches a unit if it is in memory; says whether it was.
+    pub fn touch(&mut self, key: &UnitKey, now: Tick) -> bool {
+        match key {
+            UnitKey::Connection(cid) => touch(&mut self.connections, cid, now),
+            UnitKey::Shared(rid) => touch(&mut self.shared, rid, now),
+        }
+    }
+
+    /// Takes out, without listing them as changed (they live on elsewhere), the least
+    /// recently touched units until at most `max` entries are left, passing over those
+    /// `keep` says yes to: at most `budget` units, after looking at no more than
+    /// `budget` units kept. Returns each with when it was last touched.
+    pub fn evict_oldest(
+        &mut self,
+        max: usize,
+        budget: usize,
+        mut keep: impl FnMut(&UnitKey) -> bool,
+    ) -> Vec<(UnitKey, Tick)> {
+        let mut over = self.entries.saturating_sub(max);
+        let mut out = Vec::new();
+        let mut kept = 0;
+        let mut conns = self.connections.iter().peekable();
+        let mut shared = self.shared.iter().peekable();
+        while over > 0 && out.len() < budget && kept < budget {
+            let conn = match (conns.peek(), shared.peek()) {
+                (Some((_, (c, _))), Some((_, (s, _)))) => c <= s,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let (key, touched, entries) = match conn {
+                true => {
+                    let (cid, (t, c)) = conns.next().expect("peeked");
+                    (UnitKey::Connection(cid.clone()), *t, c.entries())
+                }
+                false => {
+                    let (rid, (t, _)) = shared.next().expect("peeked");
+                    (UnitKey::Shared(rid.clone()), *t, 1)
+                }
+            };
+            if keep(&key) {
+                kept += 1;
+                continue;
+            }
+            over = over.saturating_sub(entries);
+            out.push((key, touched));
+        }
+        for (key, _) in &out {
+            self.forget(key);
+        }
+        out
+    }
+
     /// Which unit is older: a connection (`true`) or a shared model (`false`).
     fn oldest_is_connection(&self) -> Option<bool> {
         match (self.connections.front(), self.shared.front()) {
@@ -337,101 +398,4 @@ fn touch<V>(units: &mut LinkedHashMap<Box<str>, (Tick, V)>, key: &str, now: Tick
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::Value;
-
-    #[test]
-    fn records_are_created_unconfirmed_and_unconfirmed_after_reconnect() {
-        let mut s = MemoryStore::default();
-        assert!(s.connection("c1").is_none());
-        s.update_connection("c1", 0, |c| {
-            assert!(!c.confirmed && c.token.is_none());
-            c.confirmed = true;
-        });
-        s.unconfirm_all();
-        assert!(!s.connection("c1").unwrap().confirmed);
-    }
-
-    #[test]
-    fn entries_count_models_and_records_without_models() {
-        let mut s = MemoryStore::default();
-        s.update_connection("c1", 0, |_| {});
-        assert_eq!(s.entries(), 1);
-        s.update_connection("c1", 0, |c| {
-            c.model_mut("a.c1");
-            c.model_mut("b.c1");
-            c.grant("x.c2");
-            c.grant("x.c2");
-        });
-        assert_eq!(s.entries(), 3);
-        s.update_shared("public.board", 0, |w| w.insert("x", Value::Bool(true)));
-        assert_eq!(s.entries(), 4);
-        // An empty shared model is not kept.
-        s.update_shared("public.other", 0, |_| {});
-        assert_eq!((s.entries(), s.shared_models()), (4, 1));
-        s.remove_connection("c1");
-        assert_eq!(s.entries(), 1);
-        s.retain_shared(|_, _| false);
-        assert_eq!(s.entries(), 0);
-    }
-
-    #[test]
-    fn only_changes_to_what_is_kept_are_listed() {
-        let mut s = MemoryStore::default();
-        s.track_changes();
-        let c1 = || vec![UnitKey::Connection("c1".into())];
-        s.update_connection("c1", 0, |_| {});
-        assert_eq!(s.take_changed(), c1(), "created");
-        s.update_connection("c1", 0, |c| {
-            c.model_mut("a.c1");
-        });
-        assert_eq!(s.take_changed(), c1(), "a model remembered");
-        // A get filling its cached reply, or a touch, changes nothing that is kept.
-        s.update_connection("c1", 1, |c| {
-            c.model_mut("a.c1").reply.set(1, bytes::Bytes::new());
-        });
-        assert!(s.touch_connection("c1", 3));
-        assert_eq!(s.take_changed(), Vec::<UnitKey>::new());
-        // Whether the token is confirmed is kept (a new owner trusts it or not).
-        s.update_existing("c1", 2, |c| c.confirmed = true);
-        assert_eq!(s.take_changed(), c1(), "confirmed");
-        s.update_existing("c1", 4, |c| {
-            c.model_mut("a.c1").written_mut().insert("x", Value::Null)
-        });
-        assert_eq!(s.take_changed(), c1(), "a written value");
-        s.update_existing("c1", 5, |c| c.replace_token(None));
-        s.update_existing("c1", 5, |c| c.grant("b.c2"));
-        assert_eq!(s.take_changed(), c1(), "the token and a grant, listed once");
-        s.update_existing("c1", 6, |c| c.models.clear());
-        assert_eq!(s.take_changed(), c1(), "models removed in place");
-        s.update_shared("public.a", 7, |w| w.insert("x", Value::Null));
-        s.remove_connection("c1");
-        assert_eq!(
-            s.take_changed(),
-            vec![
-                UnitKey::Connection("c1".into()),
-                UnitKey::Shared("public.a".into())
-            ]
-        );
-    }
-
-    #[test]
-    fn the_least_recently_touched_unit_goes_first() {
-        let mut s = MemoryStore::default();
-        s.update_connection("c1", 1, |_| {});
-        s.update_shared("public.a", 2, |w| w.insert("x", Value::Null));
-        s.update_connection("c2", 3, |_| {});
-        assert!(s.touch_connection("c1", 4));
-        assert!(!s.touch_connection("c9", 4));
-        assert_eq!(s.oldest(), Some(2));
-        let order: Vec<String> = std::iter::from_fn(|| s.pop_oldest())
-            .map(|d| match d {
-                Dropped::Connection { cid, .. } => cid.to_string(),
-                Dropped::Model { rid, .. } => rid.to_string(),
-            })
-            .collect();
-        assert_eq!(order, ["public.a", "c2", "c1"]);
-        assert_eq!(s.entries(), 0);
-    }
-}
+mod tests;

@@ -9,6 +9,7 @@
 //! The engine applies every change to one connection in order and needs to read its own
 //! writes at once, so the trait is synchronous and hands out references.
 
+pub mod cold;
 mod memory;
 pub mod record;
 

@@ -293,6 +293,36 @@ pub(crate) async fn read_back(store: &kv::Store, key: &str) -> Result<Option<(u6
     }
 }
 
+/// Reads one unit (a cold one, evicted from memory past `state.max_entries`): none when
+/// the bucket does not hold it. A deleted key reads as none too, with its revision
+/// remembered by the caller through the next write's read back.
+pub(crate) async fn read_unit(
+    store: &kv::Store,
+    key: &UnitKey,
+    p: u32,
+) -> Result<Option<Loaded>, String> {
+    let bucket_key = record::key(p, key);
+    match store.entry(&bucket_key).await {
+        Ok(Some(e)) if matches!(e.operation, Operation::Put) => {
+            let unit = match record::decode_unit(key, &e.value) {
+                Ok(unit) => Some(unit),
+                Err(err) => {
+                    tracing::error!(key = bucket_key, error = %err, "a unit in the bucket cannot be read; it counts as empty and is replaced by the next write");
+                    None
+                }
+            };
+            Ok(Some(Loaded {
+                hash: hash(&e.value),
+                key: key.clone(),
+                unit,
+                revision: e.revision,
+            }))
+        }
+        Ok(_) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A value's fingerprint: a unit whose encoding did not change is not written again.
 pub(crate) fn hash(value: &[u8]) -> u64 {
     use std::hash::BuildHasher;

@@ -40,6 +40,15 @@ pub(in crate::service) enum Io {
         fingerprint: u64,
         result: Result<Option<u64>, String>,
     },
+    /// A cold unit read (for a message that needs it, or to expire it): `id` tells
+    /// which read it answers.
+    ColdRead {
+        key: UnitKey,
+        id: u64,
+        /// Boxed: a unit is large beside the other results.
+        result: Result<Option<Box<Loaded>>, String>,
+        took: std::time::Duration,
+    },
     /// A unit read back after a write in doubt: its revision and value fingerprint.
     UnitRead {
         p: u32,
@@ -230,6 +239,28 @@ pub(super) fn spawn_unit_read(
             generation,
             key,
             result,
+        });
+    });
+}
+
+/// Starts reading a cold unit (`id`: which read of it this is).
+pub(super) fn spawn_cold_read(
+    kv: &Arc<kv::Store>,
+    tx: &mpsc::UnboundedSender<Io>,
+    p: u32,
+    key: UnitKey,
+    id: u64,
+) {
+    let (kv, tx) = (kv.clone(), tx.clone());
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let result = bucket::read_unit(&kv, &key, p).await.map(|u| u.map(Box::new));
+        let took = started.elapsed();
+        let _ = tx.send(Io::ColdRead {
+            key,
+            id,
+            result,
+            took,
         });
     });
 }

@@ -1,6 +1,6 @@
 //! The shared store's metrics: partitions held and served, live instances, lease
-//! renewals, takeovers and losses, forwarded and dropped messages, and the latency of
-//! the bucket's writes and partition reads.
+//! renewals, takeovers and losses, forwarded and dropped messages, units evicted past
+//! `state.max_entries`, and the latency of the bucket's writes and reads.
 
 use std::time::Duration;
 
@@ -27,8 +27,12 @@ pub struct ClusterMetrics {
     pub(super) dropped: Counter,
     pub(super) stale: Counter,
     pub(super) undeclared: Counter,
+    /// Units out of memory past `state.max_entries` that this instance remembers.
+    pub(super) cold: Gauge,
+    pub(super) evicted: Counter,
     kv_writes: Histogram,
     kv_reads: Histogram,
+    kv_unit_reads: Histogram,
 }
 
 impl ClusterMetrics {
@@ -45,8 +49,11 @@ impl ClusterMetrics {
             dropped: Counter::default(),
             stale: Counter::default(),
             undeclared: Counter::default(),
+            cold: Gauge::default(),
+            evicted: Counter::default(),
             kv_writes: Histogram::new(KV_BUCKETS),
             kv_reads: Histogram::new(KV_BUCKETS),
+            kv_unit_reads: Histogram::new(KV_BUCKETS),
         }
     }
 
@@ -56,6 +63,20 @@ impl ClusterMetrics {
 
     pub(super) fn kv_read(&self, took: Duration) {
         self.kv_reads.observe(took.as_secs_f64());
+    }
+
+    pub(super) fn kv_unit_read(&self, took: Duration) {
+        self.kv_unit_reads.observe(took.as_secs_f64());
+    }
+
+    /// Units past `state.max_entries` out of memory, remembered to be read back.
+    pub fn cold(&self) -> i64 {
+        self.cold.get()
+    }
+
+    /// Units moved out of memory past `state.max_entries` (they stay in the bucket).
+    pub fn evicted(&self) -> u64 {
+        self.evicted.get()
     }
 
     /// The partitions this instance serves now.
@@ -160,6 +181,21 @@ impl ClusterMetrics {
             "kv_load_seconds",
             "Latency of reading a partition from the bucket on acquiring it",
             self.kv_reads.clone(),
+        );
+        r.register(
+            "kv_unit_read_seconds",
+            "Latency of reading one unit back from the bucket (evicted past `state.max_entries`, needed again or expiring)",
+            self.kv_unit_reads.clone(),
+        );
+        r.register(
+            "cold_units",
+            "Units out of memory past `state.max_entries` that this instance remembers (they stay in the bucket and are read back when needed)",
+            self.cold.clone(),
+        );
+        r.register(
+            "evicted",
+            "Units moved out of memory past `state.max_entries`; they stay in the bucket",
+            self.evicted.clone(),
         );
         r
     }

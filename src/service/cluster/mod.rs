@@ -13,17 +13,25 @@
 //! This module holds the [`Cluster`] (the machine, the bucket, what is in flight) and
 //! what it waits for; `io` starts the bucket operations the machine asks for, `bucket`
 //! reads and writes the bucket, `pipeline` the writes of handled messages, `steps` the
-//! serving task's side (carrying out the machine's actions on the engine and store),
-//! `trace` what the machine decided, in the log; `notes` what the operator is told
-//! (partition changes in one line per batch, instances running another config,
-//! requests that cannot be answered).
+//! serving task's side (placing messages, carrying out the machine's actions on the
+//! engine and store), `feed` what the connection, bucket and clock tell the machine,
+//! `partition` actions on a whole partition's state, `publish` writes and outcomes
+//! once written, `evict` the size bound (units past it stay in the bucket) and
+//! `readback` reading them back; `trace` what the machine decided, in the log; `notes`
+//! what the operator is told (partition changes in one line per batch, instances
+//! running another config, requests that cannot be answered).
 
 mod bucket;
+mod evict;
+mod feed;
 mod io;
 mod mapped;
 mod metrics;
 mod notes;
+mod partition;
 mod pipeline;
+mod publish;
+mod readback;
 mod steps;
 mod trace;
 
@@ -83,6 +91,10 @@ pub(super) struct Cluster {
     partition_log: notes::PartitionLog,
     /// The configs the other instances run.
     peers: notes::Peers,
+    /// Units out of memory past `state.max_entries`, and what waits for them.
+    cold: crate::store::cold::ColdSet<evict::Held>,
+    /// When a failed read of a cold unit was last logged.
+    cold_failed: crate::logs::Throttle,
     pub(super) metrics: Arc<ClusterMetrics>,
 }
 
@@ -140,6 +152,8 @@ impl Cluster {
             undeclared_logged: None,
             partition_log: notes::PartitionLog::default(),
             peers: notes::Peers::default(),
+            cold: crate::store::cold::ColdSet::new(settings.partitions),
+            cold_failed: crate::logs::Throttle::default(),
             metrics: Arc::new(ClusterMetrics::new()),
         })
     }

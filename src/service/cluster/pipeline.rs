@@ -100,6 +100,18 @@ impl Pipeline {
         self.revisions.insert(key, (revision, fingerprint));
     }
 
+    /// Whether a unit has a change not written yet (its value in memory is still
+    /// needed: it is not evicted).
+    pub(super) fn unwritten(&self, key: &UnitKey) -> bool {
+        self.units.get(key).is_some_and(|u| u.wanted > u.written)
+    }
+
+    /// Forgets a unit's revision (an evicted unit no longer remembered: the next read
+    /// of it says it again).
+    pub(super) fn forget_revision(&mut self, key: &UnitKey) {
+        self.revisions.remove(key);
+    }
+
     /// The writes to start now: every unit of a partition `held` says yes to that needs
     /// a write and has none in flight.
     pub(super) fn starts(&mut self, store: &MemoryStore, held: impl Fn(u32) -> bool) -> Vec<Start> {

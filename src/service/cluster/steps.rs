@@ -1,30 +1,28 @@
 //! The serving task's side of the shared store: placing each message (applied here,
-//! forwarded, kept or dropped, as the ownership protocol says), feeding the protocol
-//! what the bucket and the clock tell, carrying out its actions on the engine and the
-//! store, publishing outcomes once their writes are done, and leaving at shutdown.
+//! forwarded, kept or dropped, as the ownership protocol says) and carrying out the
+//! protocol's actions on the engine and the store. Beside it: `feed` (what the
+//! connection, the bucket and the clock tell the protocol), `partition` (actions on a
+//! whole partition's state), `publish` (writes, outcomes once written, leaving) and
+//! `evict` (the size bound).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Message;
-use futures::stream::StreamExt;
-use futures::FutureExt;
 
-use super::io::{self, Io};
-use super::pipeline::changed_units;
-use super::{bucket, Cluster, Next};
+use super::evict::Held;
+use super::io;
+use super::partition::partition_of_unit;
 use crate::config::Config;
 use crate::engine::Request;
 use crate::ownership::{Action, Dropped, Incoming, Input, Kind, Placement};
 use crate::protocol;
-use crate::service::cluster::Loaded;
 use crate::service::discovery::Endpoint;
-use crate::service::outcome::Finished;
 use crate::service::route::{route_request, Route};
 use crate::service::serve::Admitted;
 use crate::service::Service;
 use crate::store::record::{partition_of_cid, partition_of_name, stable_hash};
-use crate::store::{token_digest, Store, Unit, UnitKey};
+use crate::store::token_digest;
 
 impl Service {
     /// Places a message of the shared store: applied here, forwarded to its partition's
@@ -71,13 +69,13 @@ impl Service {
             Placement::Apply((route, endpoint, msg))
             | Placement::ApplyLate((route, endpoint, msg)) => {
                 super::trace::placed(partition, waited, &msg);
-                self.serve(Admitted {
+                self.admit(Held::Serve(Admitted {
                     route,
                     endpoint,
                     msg,
                     partition,
                     waited,
-                })
+                }))
                 .await
             }
             Placement::Forward { to, hops, msg } => self.forward(&to, hops, msg.2).await,
@@ -161,7 +159,7 @@ impl Service {
 
     /// A token event a cut counts as applied without applying it (see
     /// [`Dropped::Superseded`]).
-    fn superseded(&mut self, route: Route, msg: &Message) {
+    pub(super) fn superseded(&mut self, route: Route, msg: &Message) {
         if let Some(cid) = token_cid(route, msg) {
             self.engine.supersede_token(cid, &msg.payload);
         }
@@ -187,189 +185,6 @@ impl Service {
                 }
             }
         }
-    }
-
-    /// Tells the protocol something the connection said.
-    pub(in crate::service) async fn cluster_input(&mut self, input: Input) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        let now = cluster.now();
-        let actions = cluster.machine.handle(input, now);
-        self.run_actions(actions).await;
-        self.after_step().await;
-    }
-
-    /// Publishes what waits for its writes, as they finish (at shutdown, for at most a
-    /// lease: a partition no longer held is not waited for).
-    pub(in crate::service) async fn finish_writes(&mut self) {
-        let Some(cluster) = &self.cluster else {
-            return;
-        };
-        let give_up = tokio::time::sleep(cluster.lease());
-        tokio::pin!(give_up);
-        loop {
-            let Some(cluster) = &mut self.cluster else {
-                return;
-            };
-            let now = cluster.now();
-            let waiting = cluster
-                .pipeline
-                .busy()
-                .into_iter()
-                .any(|p| cluster.machine.holds(p, now));
-            if !waiting {
-                return;
-            }
-            tokio::select! {
-                _ = &mut give_up => {
-                    tracing::warn!("gave up waiting for writes to the bucket; their outcomes were not published");
-                    return;
-                }
-                Some(io) = cluster.io_rx.recv() => {
-                    let actions = self.io_done(io);
-                    self.run_actions(actions).await;
-                    self.after_step().await;
-                }
-            }
-        }
-    }
-
-    /// Handles what the shared store needs looked at next.
-    pub(in crate::service) async fn cluster_step(&mut self, next: Next) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        let now = cluster.now();
-        // Ticks and lease news change which partitions are held here.
-        let leases = matches!(
-            next,
-            Next::Tick | Next::Io(Io::Entry(_) | Io::LeaseWritten { .. } | Io::LeaseRead { .. })
-        );
-        let actions = match next {
-            Next::Tick => {
-                cluster.log_partitions(false);
-                cluster.machine.tick(now)
-            }
-            Next::Io(io) => self.io_done(io),
-        };
-        self.run_actions(actions).await;
-        self.after_step().await;
-        if leases {
-            self.follow_partitions().await;
-        }
-    }
-
-    /// A bucket operation finished.
-    fn io_done(&mut self, io: Io) -> Vec<Action<super::super::route::Received>> {
-        let Some(cluster) = &mut self.cluster else {
-            return Vec::new();
-        };
-        let now = cluster.now();
-        match io {
-            Io::Entry(entry) => {
-                let mut actions = Vec::new();
-                if let Some(input) = bucket::observation(&entry) {
-                    let mine = self.config.content_hash();
-                    cluster.peers.observed(&input, &cluster.id, mine);
-                    actions = cluster.machine.handle(input, now);
-                }
-                if entry.seen_current && !cluster.joined {
-                    cluster.joined = true;
-                    actions.extend(cluster.machine.handle(Input::Joined, now));
-                    self.metrics.set_ready(true);
-                    let _ = self.serving.send(true);
-                }
-                actions
-            }
-            Io::LeaseWritten { p, op, result } => {
-                if result.is_ok() {
-                    cluster.metrics.renewals.inc();
-                }
-                cluster
-                    .machine
-                    .handle(Input::LeaseWritten { p, op, result }, now)
-            }
-            Io::LeaseRead { p, entry } => {
-                cluster.machine.handle(Input::LeaseRead { p, entry }, now)
-            }
-            Io::Loaded { p, units, took } => match units {
-                Ok(units) => {
-                    cluster.metrics.kv_read(took);
-                    // Complete when the probe sent after it comes back.
-                    cluster.loaded.insert(p, units);
-                    Vec::new()
-                }
-                Err(e) => cluster
-                    .machine
-                    .handle(Input::Loaded { p, logs: Err(e) }, now),
-            },
-            Io::UnitWritten {
-                p,
-                generation,
-                key,
-                fingerprint,
-                result,
-            } => {
-                let (read_back, took) =
-                    cluster
-                        .pipeline
-                        .written(p, generation, key.clone(), fingerprint, result);
-                if let Some(took) = took {
-                    cluster.metrics.kv_write(took);
-                }
-                if read_back {
-                    io::spawn_unit_read(&cluster.kv, &cluster.io_tx, p, generation, key);
-                }
-                Vec::new()
-            }
-            Io::UnitRead {
-                p,
-                generation,
-                key,
-                result,
-            } => {
-                cluster.pipeline.read_back(p, generation, key, result);
-                Vec::new()
-            }
-        }
-    }
-
-    /// A probe of this instance came back through the ordered channel: everything
-    /// received before it was placed.
-    pub(in crate::service) async fn probe(&mut self, subject: &str) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        let now = cluster.now();
-        let rest = subject
-            .strip_prefix(cluster.probe_subject.as_str())
-            .and_then(|r| r.strip_prefix('.'))
-            .unwrap_or_default();
-        let actions = if let Some(nanos) = rest.strip_prefix("t.").and_then(|n| n.parse().ok()) {
-            let sent = Duration::from_nanos(nanos);
-            cluster.machine.handle(Input::Probe { sent }, now)
-        } else if let Some(p) = rest.strip_prefix("l.").and_then(|p| p.parse::<u32>().ok()) {
-            let Some(units) = cluster.loaded.get(&p) else {
-                return;
-            };
-            let logs = units
-                .iter()
-                .filter_map(|l| match (&l.key, &l.unit) {
-                    (UnitKey::Connection(cid), Some(Unit::Connection(c))) => {
-                        Some((stable_hash(cid), c.tokens.digests().to_vec()))
-                    }
-                    _ => None,
-                })
-                .collect();
-            cluster
-                .machine
-                .handle(Input::Loaded { p, logs: Ok(logs) }, now)
-        } else {
-            return;
-        };
-        self.run_actions(actions).await;
-        self.after_step().await;
     }
 
     /// Carries out the protocol's actions, in order.
@@ -438,13 +253,13 @@ impl Service {
             } => {
                 let n = cluster.settings.partitions;
                 let partition = partition_of_message(&self.config, route, &msg, n);
-                Box::pin(self.serve(Admitted {
+                Box::pin(self.admit(Held::Serve(Admitted {
                     route,
                     endpoint,
                     msg,
                     partition,
                     waited,
-                }))
+                })))
                 .await
             }
             Action::Forward {
@@ -455,7 +270,7 @@ impl Service {
             Action::Drop {
                 msg: (route, _, msg),
                 why: Dropped::Superseded,
-            } => self.superseded(route, &msg),
+            } => Box::pin(self.admit(Held::Supersede(route, msg))).await,
             Action::Drop {
                 msg: (_, _, msg),
                 why,
@@ -468,13 +283,15 @@ impl Service {
             Action::Forget { p } => {
                 let n = cluster.settings.partitions;
                 cluster.partition_log.released(p, std::time::Instant::now());
-                let dropped = cluster.pipeline.forget(p);
+                let mut dropped = cluster.pipeline.forget(p);
+                let held = cluster.cold.forget(p);
+                dropped += held.iter().filter(|h| h.is_message()).count();
                 cluster.loaded.remove(&p);
                 self.engine
                     .store_mut()
                     .forget_where(|k| partition_of_unit(k, n) != p);
                 if dropped > 0 {
-                    tracing::warn!(partition = p, outcomes = dropped, "no longer holds the partition: outcomes waiting for their writes were not published (the gateway times those requests out)");
+                    tracing::warn!(partition = p, outcomes = dropped, "no longer holds the partition: outcomes waiting for their writes (or messages for units being read back) were not published (the gateway times those requests out)");
                     let more = cluster.machine.handle(Input::Unwritten { p }, now);
                     Box::pin(self.run_actions(more)).await;
                 }
@@ -486,318 +303,10 @@ impl Service {
         }
         let _ = now;
     }
-
-    /// Puts a partition's loaded units in the store, each checked against the config in
-    /// force (written under another config, values may no longer fit: those dropped are
-    /// said in the batch's log lines).
-    fn install(&mut self, p: u32, confirmed: bool) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        let units = cluster.loaded.remove(&p).unwrap_or_default();
-        cluster
-            .partition_log
-            .acquired(p, units.len(), std::time::Instant::now());
-        tracing::debug!(
-            partition = p,
-            confirmed,
-            units = units.len(),
-            "installed a partition"
-        );
-        let now = self.engine.now();
-        let mut dropped = crate::engine::DroppedValues::default();
-        for Loaded {
-            key,
-            unit,
-            revision,
-            hash,
-        } in units
-        {
-            cluster.pipeline.loaded(key.clone(), revision, hash);
-            let Some(mut unit) = unit else {
-                // Unreadable: replaced by the next write (the revision is known now).
-                continue;
-            };
-            let mut changed = crate::engine::fit_unit(&self.config, &mut unit, &key, &mut dropped);
-            if let Unit::Connection(c) = &mut unit {
-                if !confirmed && c.confirmed {
-                    c.confirmed = false;
-                    changed = true;
-                }
-            }
-            let ends = match (&key, &unit) {
-                (UnitKey::Connection(cid), Unit::Connection(c)) if c.token.is_some() => {
-                    Some((cid.clone(), c.expires))
-                }
-                _ => None,
-            };
-            let store = self.engine.store_mut();
-            store.insert(key.clone(), unit, now);
-            if changed {
-                store.mark_changed(key);
-            }
-            if let Some((cid, at)) = ends {
-                self.engine.track_token_end(&cid, at);
-            }
-        }
-        cluster.partition_log.dropped(p, dropped);
-        cluster.metrics.takeovers.inc();
-    }
-
-    /// Owes gateways a `system.reset` naming the partition's models: re-fetched, and
-    /// their access asked again (token records are filled in again from it).
-    fn reset_partition(&mut self, p: u32) {
-        let Some(cluster) = &self.cluster else { return };
-        let n = cluster.settings.partitions;
-        let store = self.engine.store();
-        let names = models_in(store, store.keys(), p, n);
-        for (rid, access) in names {
-            self.engine.owe_reset(&self.config, &rid);
-            if access {
-                self.engine.owe_reaccess(&self.config, &rid);
-            }
-        }
-    }
-
-    /// Tells gateways to re-fetch the models of partition `p` touched within `ago`
-    /// (resources only): events this instance published for them before it stopped may
-    /// have reached gateways after the new owner's ([`Action::Recall`]).
-    fn recall_partition(&mut self, p: u32, ago: Duration) {
-        let Some(cluster) = &self.cluster else { return };
-        let n = cluster.settings.partitions;
-        // Whole seconds: one more, so nothing touched in that second is left out.
-        let since = self
-            .engine
-            .now()
-            .saturating_sub(crate::clock::ticks(ago).saturating_add(1));
-        let store = self.engine.store();
-        let names = models_in(store, store.touched_since(since), p, n);
-        tracing::debug!(
-            partition = p,
-            models = names.len(),
-            "lost the partition after it stopped serving it: gateways re-fetch the models it changed last"
-        );
-        for (rid, _) in names {
-            self.engine.owe_reset(&self.config, &rid);
-        }
-    }
-
-    /// Marks the token records of a partition's connections (those in `conns`, by cid
-    /// hash, or all) confirmed or not.
-    fn set_confirmed(&mut self, p: u32, conns: Option<&[u64]>, confirmed: bool) {
-        let Some(cluster) = &self.cluster else { return };
-        let n = cluster.settings.partitions;
-        self.engine.store_mut().update_where(
-            |cid| {
-                partition_of_cid(cid, n) == p && conns.is_none_or(|c| c.contains(&stable_hash(cid)))
-            },
-            |c| c.confirmed = confirmed,
-        );
-    }
-
-    /// Writes what changed in the store (by messages or by actions), publishes the
-    /// outcomes whose writes are done, and tells the protocol of drained partitions.
-    pub(in crate::service) async fn after_step(&mut self) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        let now = cluster.now();
-        let n = cluster.settings.partitions;
-        let machine = &cluster.machine;
-        for (p, key) in changed_units(self.engine.store_mut(), n, |p| machine.holds(p, now)) {
-            cluster.pipeline.submit(p, None, vec![key]);
-        }
-        self.start_writes();
-        self.publish_ready().await;
-        self.drained().await;
-        self.update_cluster_stats();
-    }
-
-    /// Starts the writes that can start.
-    fn start_writes(&mut self) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        let now = cluster.now();
-        let machine = &cluster.machine;
-        let starts = cluster
-            .pipeline
-            .starts(self.engine.store(), |p| machine.holds(p, now));
-        for s in starts {
-            io::spawn_unit_write(
-                &cluster.kv,
-                &cluster.io_tx,
-                s.p,
-                s.generation,
-                s.key,
-                s.fingerprint,
-                s.write,
-            );
-        }
-        cluster.pipeline.trim();
-    }
-
-    /// Publishes the outcomes whose writes are done, partition by partition, while the
-    /// partition is held (a suspended one waits; a lost one is forgotten).
-    async fn publish_ready(&mut self) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        let now = cluster.now();
-        let mut out: Vec<Finished> = Vec::new();
-        for p in cluster.pipeline.busy() {
-            if cluster.machine.holds(p, now) {
-                out.extend(cluster.pipeline.ready(p));
-            }
-        }
-        for finished in out {
-            finished.publish(&self.client, &self.metrics).await;
-        }
-    }
-
-    /// Tells the protocol of the partitions being handed over whose outcomes are all
-    /// out.
-    async fn drained(&mut self) {
-        loop {
-            let Some(cluster) = &mut self.cluster else {
-                return;
-            };
-            let Some(i) = cluster
-                .drains
-                .iter()
-                .position(|p| cluster.pipeline.is_empty(*p))
-            else {
-                return;
-            };
-            let p = cluster.drains.remove(i);
-            let now = cluster.now();
-            let actions = cluster.machine.handle(Input::Drained { p }, now);
-            self.run_actions(actions).await;
-        }
-    }
-
-    /// Queues a handled message's outcome behind the writes of what it changed (the
-    /// shared store), and moves the pipeline on.
-    pub(in crate::service) async fn submit(&mut self, finished: Finished) {
-        let Some(cluster) = &mut self.cluster else {
-            finished.publish(&self.client, &self.metrics).await;
-            return;
-        };
-        let now = cluster.now();
-        let n = cluster.settings.partitions;
-        let machine = &cluster.machine;
-        let changed: Vec<UnitKey> =
-            changed_units(self.engine.store_mut(), n, |p| machine.holds(p, now))
-                .into_iter()
-                .map(|(_, k)| k)
-                .collect();
-        match finished.partition {
-            Some(p) => cluster.pipeline.submit(p, Some(finished), changed),
-            None => {
-                finished.publish(&self.client, &self.metrics).await;
-                return;
-            }
-        }
-        self.start_writes();
-        self.publish_ready().await;
-    }
-
-    fn update_cluster_stats(&self) {
-        let Some(cluster) = &self.cluster else { return };
-        let now = cluster.now();
-        cluster
-            .metrics
-            .served
-            .set(cluster.machine.served(now) as i64);
-        cluster.metrics.partitions.set(
-            (0..cluster.settings.partitions)
-                .filter(|&p| cluster.machine.holds(p, now))
-                .count() as i64,
-        );
-        cluster
-            .metrics
-            .instances
-            .set(cluster.machine.instances(now) as i64);
-    }
-
-    /// Hands every partition over to the other instances, still serving and forwarding
-    /// what arrives, until every partition went (or four leases passed); then goes on
-    /// forwarding for half a lease, while the others learn the new owners.
-    pub(in crate::service) async fn leave(&mut self) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
-        let lease = cluster.lease();
-        let now = cluster.now();
-        let actions = cluster.machine.handle(Input::Leave, now);
-        self.run_actions(actions).await;
-        self.after_step().await;
-        tracing::info!("leaving: handing partitions over");
-        let give_up = tokio::time::sleep(lease * 4);
-        tokio::pin!(give_up);
-        while !self.cluster.as_ref().is_none_or(Cluster::left) {
-            tokio::select! {
-                biased;
-                _ = &mut give_up => {
-                    tracing::warn!("gave up waiting for other instances to take the partitions");
-                    break;
-                }
-                next = super::super::cluster_next(&mut self.cluster) => self.cluster_step(next).await,
-                Some(received) = self.subs.next() => self.handle(received).await,
-            }
-        }
-        // Others may still forward here for a moment, until they see the new owners.
-        let linger = tokio::time::sleep(lease / 2);
-        tokio::pin!(linger);
-        loop {
-            tokio::select! {
-                biased;
-                _ = &mut linger => break,
-                next = super::super::cluster_next(&mut self.cluster) => self.cluster_step(next).await,
-                Some(received) = self.subs.next() => self.handle(received).await,
-            }
-        }
-        while let Some(Some(received)) = self.subs.next().now_or_never() {
-            self.handle(received).await;
-        }
-        if let Some(cluster) = &mut self.cluster {
-            cluster.log_partitions(true);
-        }
-    }
-}
-
-/// The models of the units `keys` that are in partition `p`: each name, and whether it
-/// is a connection's (whose access a reset asks again).
-fn models_in(
-    store: &crate::store::MemoryStore,
-    keys: impl IntoIterator<Item = UnitKey>,
-    p: u32,
-    n: u32,
-) -> Vec<(String, bool)> {
-    let mut names = Vec::new();
-    for key in keys {
-        if partition_of_unit(&key, n) != p {
-            continue;
-        }
-        match &key {
-            UnitKey::Connection(cid) => {
-                if let Some(c) = store.connection(cid) {
-                    names.extend(c.models.iter().map(|m| (m.rid.to_string(), true)));
-                }
-            }
-            UnitKey::Shared(rid) => names.push((rid.to_string(), false)),
-        }
-    }
-    names
-}
-
-/// A unit's partition.
-fn partition_of_unit(key: &UnitKey, n: u32) -> u32 {
-    crate::store::record::partition(key, n)
 }
 
 /// The connection ID of a token event.
-fn token_cid(route: Route, msg: &Message) -> Option<&str> {
+pub(super) fn token_cid(route: Route, msg: &Message) -> Option<&str> {
     match route {
         Route::Token => msg
             .subject
