@@ -37,12 +37,12 @@ pub enum Answer {
     },
     /// Logged out: the connection's token is cleared.
     Logout { cid: String },
-    /// Connection `cid` resumes the session of connection `from`, whose resume key's
-    /// secret hashes to `hash` (checked by `from`'s owner).
+    /// Connection `cid` resumes the session of connection `from` with its resume key's
+    /// secret (checked by `from`'s owner).
     Resume {
         cid: String,
         from: String,
-        hash: [u8; 32],
+        secret: [u8; super::resume::SECRET_LEN],
     },
 }
 
@@ -104,7 +104,7 @@ pub fn answer(
                 Some(Value::String(k)) => k,
                 _ => return Err(AuthError::ResumeKey("no resume key in params.key")),
             };
-            let Some((from, hash)) = super::resume::parse(key) else {
+            let Some((from, secret)) = super::resume::parse(key) else {
                 return Err(AuthError::ResumeKey("resume key not valid"));
             };
             if from == request.cid || !valid_cid(from) {
@@ -113,7 +113,7 @@ pub fn answer(
             Ok(Answer::Resume {
                 from: from.to_string(),
                 cid: request.cid,
-                hash,
+                secret,
             })
         }
         MethodAction::Jwt(places) => {

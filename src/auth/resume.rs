@@ -23,22 +23,37 @@ pub struct Issued {
 /// The key of connection `cid` with `secret`.
 pub fn issue(cid: &str, secret: &[u8; SECRET_LEN]) -> Issued {
     Issued {
-        key: format!("{cid}.{}", URL_SAFE_NO_PAD.encode(secret)),
-        hash: Sha256::digest(secret).into(),
+        key: format!("{cid}.{}", encode_secret(secret)),
+        hash: hash(secret),
     }
 }
 
-/// The connection a key resumes and its secret's hash; `None` when it is not a key.
-pub fn parse(key: &str) -> Option<(&str, [u8; 32])> {
+/// The connection a key resumes and its secret; `None` when it is not a key.
+pub fn parse(key: &str) -> Option<(&str, [u8; SECRET_LEN])> {
     if key.len() > 512 {
         return None;
     }
     let (cid, secret) = key.rsplit_once('.')?;
-    let secret = URL_SAFE_NO_PAD.decode(secret).ok()?;
-    if cid.is_empty() || secret.len() != SECRET_LEN {
+    if cid.is_empty() {
         return None;
     }
-    Some((cid, Sha256::digest(&secret).into()))
+    Some((cid, decode_secret(secret)?))
+}
+
+/// A secret in base64url (as keys and takes carry it).
+pub fn decode_secret(text: &str) -> Option<[u8; SECRET_LEN]> {
+    URL_SAFE_NO_PAD.decode(text).ok()?.try_into().ok()
+}
+
+/// A secret in base64url.
+pub fn encode_secret(secret: &[u8; SECRET_LEN]) -> String {
+    URL_SAFE_NO_PAD.encode(secret)
+}
+
+/// The hash kept of a secret. Token events carry it, so it proves nothing: a take
+/// must present the secret itself.
+pub fn hash(secret: &[u8; SECRET_LEN]) -> [u8; 32] {
+    Sha256::digest(secret).into()
 }
 
 /// Whether a key's hash is the kept one, in constant time.
@@ -74,11 +89,11 @@ mod tests {
     #[test]
     fn a_key_names_its_connection_and_matches_only_its_own_hash() {
         let issued = issue("c1", &[7; SECRET_LEN]);
-        let (cid, hash) = parse(&issued.key).unwrap();
+        let (cid, secret) = parse(&issued.key).unwrap();
         assert_eq!(cid, "c1");
-        assert!(matches(&issued.hash, &hash));
+        assert!(matches(&issued.hash, &hash(&secret)));
         let other = issue("c1", &[8; SECRET_LEN]);
-        assert!(!matches(&other.hash, &hash));
+        assert!(!matches(&other.hash, &hash(&secret)));
         assert_eq!(from_hex(&to_hex(&issued.hash)), Some(issued.hash));
         assert!(
             !issued.key.contains(&to_hex(&issued.hash)),

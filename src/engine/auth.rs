@@ -24,8 +24,8 @@ pub struct ResumePlan {
     pub name: String,
     pub from: String,
     pub to: String,
-    /// The hash of the presented key's secret.
-    pub hash: [u8; 32],
+    /// The presented key's secret.
+    pub secret: [u8; resume::SECRET_LEN],
     /// The new connection's key, and what its token event keeps of it.
     pub key: String,
     pub kept: ([u8; 32], u32),
@@ -68,13 +68,13 @@ impl<S: Store> Engine<S> {
                 events.push(protocol::token_event(&cid, &Value::Null, &logout));
                 Ok(protocol::null_reply())
             }
-            Ok(Answer::Resume { cid, from, hash }) => {
+            Ok(Answer::Resume { cid, from, secret }) => {
                 let (key, kept) = self.resume_key(entry, &cid);
                 *plan = Some(Box::new(ResumePlan {
                     name: name.to_string(),
                     from,
                     to: cid,
-                    hash,
+                    secret,
                     key: key.clone(),
                     kept,
                 }));

@@ -19,8 +19,9 @@ use crate::store::Store;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Take {
-    /// The SHA-256 of the presented key's secret, hex.
-    hash: String,
+    /// The presented key's secret, base64url (its hash travels in token events, so
+    /// only the secret proves the key).
+    secret: String,
     /// The connection that resumes (the models' names are given for it).
     to: String,
 }
@@ -47,8 +48,11 @@ impl<S: Store> Engine<S> {
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
         let take: Take = protocol::parse(payload, "resume")?;
-        let given = resume::from_hex(&take.hash)
-            .ok_or_else(|| ResError::InvalidParams("resume: `hash` is not 64 hex digits".into()))?;
+        let given = resume::decode_secret(&take.secret)
+            .map(|s| resume::hash(&s))
+            .ok_or_else(|| {
+                ResError::InvalidParams("resume: `secret` is not a key's secret".into())
+            })?;
         super::check_cid(&take.to)?;
         let refused = || {
             ResError::InvalidResumeKey(

@@ -58,7 +58,8 @@ pub(super) async fn carry_out(
     prefix: &str,
     plan: &ResumePlan,
 ) -> Result<(), ResError> {
-    let take = json!({"hash": crate::auth::resume::to_hex(&plan.hash), "to": plan.to});
+    let secret = crate::auth::resume::encode_secret(&plan.secret);
+    let take = json!({"secret": secret, "to": plan.to});
     let subject = format!("{prefix}.resume.{}.{}", plan.name, plan.from);
     let reply = request(client, subject, take.to_string()).await?;
     let reply: Value = serde_json::from_slice(&reply)

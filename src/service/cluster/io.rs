@@ -254,7 +254,9 @@ pub(super) fn spawn_cold_read(
     let (kv, tx) = (kv.clone(), tx.clone());
     tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let result = bucket::read_unit(&kv, &key, p).await.map(|u| u.map(Box::new));
+        let result = bucket::read_unit(&kv, &key, p)
+            .await
+            .map(|u| u.map(Box::new));
         let took = started.elapsed();
         let _ = tx.send(Io::ColdRead {
             key,
