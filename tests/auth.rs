@@ -493,7 +493,10 @@ async fn a_resume_moves_the_session_to_the_new_connection_once() {
     );
     let token = login["token"].clone();
     // The key's hash travels in the token event: it takes nothing.
-    let hash = login["resume"]["hash"].as_str().expect("the kept hash").to_string();
+    let hash = login["resume"]["hash"]
+        .as_str()
+        .expect("the kept hash")
+        .to_string();
     for take in [
         json!({"secret": hash, "to": "evil"}),
         json!({"hash": hash, "to": "evil"}),
