@@ -14,6 +14,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_nats::Subscriber;
+use common::logs::Logs;
 use common::*;
 use futures::{FutureExt, StreamExt};
 use jsonwebtoken::{EncodingKey, Header};
@@ -719,4 +720,112 @@ async fn with_three_instances_a_resume_moves_the_session_across_partitions() {
     for instance in [a, b, c] {
         instance.stop().await;
     }
+}
+
+/// A JWKS served over HTTP on loopback, which the test can change; every fetch is
+/// counted and announced.
+struct JwksServer {
+    url: String,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(body: String) -> JwksServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let body = std::sync::Arc::new(std::sync::Mutex::new(body));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (b, f) = (body.clone(), fetches.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = b.lock().unwrap().clone();
+                // Chunked, as identity providers often answer.
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{text}\r\n0\r\n\r\n",
+                    text.len()
+                );
+                f.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = sock.write_all(reply.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        JwksServer { url, body, fetches }
+    }
+}
+
+/// The JWKS of an Ed25519 test key: its raw public key is the last 32 bytes of the
+/// SPKI.
+fn ed25519_jwks(pem_file: &str, kid: &str) -> String {
+    use base64::Engine as _;
+    let pem = std::fs::read_to_string(format!("tests/fixtures/jwt/{pem_file}")).unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&der[der.len() - 32..]);
+    json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig"}]})
+        .to_string()
+}
+
+fn ed25519_jwt(key_file: &str, kid: &str) -> String {
+    let pem = std::fs::read(format!("tests/fixtures/jwt/{key_file}")).unwrap();
+    let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.into());
+    let claims = json!({"sub": 42, "name": "Ann", "exp": now() + 600});
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_pem(&pem).unwrap()).unwrap()
+}
+
+/// A JWKS from a URL: fetched at start, and again when a token names a key it does not
+/// hold (an identity provider that rotated its keys).
+#[tokio::test]
+async fn a_jwks_from_a_url_is_fetched_and_fetched_again_for_an_unknown_kid() {
+    let jwks = JwksServer::start(ed25519_jwks("ed25519.pub.pem", "a")).await;
+    let server = NatsServer::start();
+    let yaml = format!(
+        "version: 1\nauth:\n  session:\n    jwt:\n      algorithms: [EdDSA]\n      jwks: {{ url: \"{}\" }}\n    token: {{ userId: \"{{{{claims.sub}}}}\" }}\n    methods:\n      login: {{ jwt: params.token }}\nresources: {{}}\n",
+        jwks.url
+    );
+    let login = |jwt: String| json!({"cid": "c1", "params": {"token": jwt}});
+    let mut logs = Logs::capture("connres=info");
+    let (connres, gw) = start(&server, &yaml).await;
+    logs.wait_for(&["fetched the JWKS", "\"a\""]).await;
+    let a = ed25519_jwt("ed25519.key.pem", "a");
+    assert_eq!(
+        auth(&gw, "login", login(a.clone())).await,
+        json!({"result": null})
+    );
+
+    // The provider rotates to another key: a token naming it makes connres fetch again.
+    *jwks.body.lock().unwrap() = ed25519_jwks("ed25519-2.pub.pem", "b");
+    let b = ed25519_jwt("ed25519-2.key.pem", "b");
+    let reply = auth(&gw, "login", login(b.clone())).await;
+    assert_eq!(
+        reply["error"]["data"]["reason"],
+        json!("unknown_key"),
+        "{reply}"
+    );
+    logs.wait_for(&["fetched the JWKS", "\"b\""]).await;
+    assert_eq!(auth(&gw, "login", login(b)).await, json!({"result": null}));
+    let reply = auth(&gw, "login", login(a)).await;
+    assert_eq!(
+        reply["error"]["data"]["reason"],
+        json!("unknown_key"),
+        "the old key is gone"
+    );
+    let fetched = jwks.fetches.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(fetched, 2, "at start, and once for the unknown kid");
+    connres.stop().await;
 }

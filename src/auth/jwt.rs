@@ -152,6 +152,9 @@ pub enum KeyMaterial<'a> {
     PublicKeyPem(&'a str),
     /// A JWKS document (`{"keys": [...]}`): tokens name their key by `kid`.
     Jwks(&'a str),
+    /// A JWKS fetched later ([`Verifier::set_jwks`]); until then no token verifies
+    /// (`unknown_key`).
+    JwksLater,
 }
 
 // No Debug on purpose beyond the kind: the secret must never print.
@@ -161,6 +164,7 @@ impl fmt::Debug for KeyMaterial<'_> {
             KeyMaterial::Secret(_) => "Secret(<secret>)",
             KeyMaterial::PublicKeyPem(_) => "PublicKeyPem(..)",
             KeyMaterial::Jwks(_) => "Jwks(..)",
+            KeyMaterial::JwksLater => "JwksLater",
         })
     }
 }
@@ -256,11 +260,15 @@ struct Key {
 
 enum Keys {
     One(Key),
-    Jwks(Vec<Key>),
+    /// Replaced whole when a JWKS is fetched again ([`Verifier::set_jwks`]).
+    Jwks(std::sync::RwLock<std::sync::Arc<Vec<Key>>>),
 }
 
 /// Verifies JWTs against one configuration. Cheap to share (`&self`), made once.
 pub struct Verifier {
+    /// Tokens refused for a `kid` the JWKS does not hold, since last asked
+    /// ([`Verifier::take_unknown_kids`]): the JWKS may be fetched again.
+    unknown_kids: std::sync::atomic::AtomicU64,
     algorithms: Vec<Algorithm>,
     keys: Keys,
     issuer: Option<String>,
@@ -280,7 +288,10 @@ impl fmt::Debug for Verifier {
                 "keys",
                 &match &self.keys {
                     Keys::One(k) => format!("one ({})", k.kind),
-                    Keys::Jwks(ks) => format!("JWKS of {}", ks.len()),
+                    Keys::Jwks(ks) => format!(
+                        "JWKS of {}",
+                        ks.read().unwrap_or_else(|p| p.into_inner()).len()
+                    ),
                 },
             )
             .field("issuer", &self.issuer)
@@ -319,7 +330,10 @@ impl Verifier {
                 })
             }
             KeyMaterial::PublicKeyPem(pem) => Keys::One(pem_key(pem)?),
-            KeyMaterial::Jwks(text) => Keys::Jwks(jwks_keys(text, &algs)?),
+            KeyMaterial::Jwks(text) => Keys::Jwks(std::sync::RwLock::new(std::sync::Arc::new(
+                jwks_keys(text, &algs)?,
+            ))),
+            KeyMaterial::JwksLater => Keys::Jwks(Default::default()),
         };
         if let Keys::One(key) = &keys {
             if let Some(&alg) = algs.iter().find(|a| a.key_kind() != key.kind) {
@@ -330,6 +344,7 @@ impl Verifier {
             }
         }
         let mut v = Verifier {
+            unknown_kids: Default::default(),
             algorithms: algs,
             keys,
             issuer: None,
@@ -371,6 +386,28 @@ impl Verifier {
     /// The allowed algorithms.
     pub fn algorithms(&self) -> &[Algorithm] {
         &self.algorithms
+    }
+
+    /// How many tokens named a key the JWKS does not hold since the last call.
+    pub fn take_unknown_kids(&self) -> u64 {
+        self.unknown_kids
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Replaces the keys of a JWKS verifier with those of `text` (a JWKS fetched again);
+    /// returns the `kid`s it holds now (`-` for a key without one). On an error, or for
+    /// a verifier of one key, the keys stay as they were.
+    pub fn set_jwks(&self, text: &str) -> Result<Vec<String>, KeyError> {
+        let Keys::Jwks(lock) = &self.keys else {
+            return Err(KeyError::BadJwks);
+        };
+        let keys = jwks_keys(text, &self.algorithms)?;
+        let kids = keys
+            .iter()
+            .map(|k| k.kid.clone().unwrap_or_else(|| "-".into()))
+            .collect();
+        *lock.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(keys);
+        Ok(kids)
     }
 
     fn rebuild(&mut self) {
@@ -421,7 +458,18 @@ impl Verifier {
         let alg = Algorithm::from_header(&header.alg)
             .filter(|a| self.algorithms.contains(a))
             .ok_or(JwtError::AlgorithmNotAllowed)?;
-        let key = self.key_for(alg, header.kid.as_deref())?;
+        let jwks = match &self.keys {
+            Keys::Jwks(lock) => Some(lock.read().unwrap_or_else(|p| p.into_inner()).clone()),
+            Keys::One(_) => None,
+        };
+        let key = self
+            .key_for(jwks.as_deref(), alg, header.kid.as_deref())
+            .inspect_err(|e| {
+                if *e == JwtError::UnknownKey {
+                    self.unknown_kids
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })?;
         let validation = &self
             .validations
             .iter()
@@ -435,13 +483,21 @@ impl Verifier {
         Ok(claims)
     }
 
-    fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Result<&Key, JwtError> {
+    /// The key for a token: the one key, or by `kid` from `jwks` (the JWKS as it is
+    /// now).
+    fn key_for<'k>(
+        &'k self,
+        jwks: Option<&'k Vec<Key>>,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<&'k Key, JwtError> {
         let serves = |k: &&Key| k.kind == alg.key_kind() && k.alg.is_none_or(|a| a == alg);
-        match &self.keys {
-            Keys::One(key) => Some(key)
+        match (&self.keys, jwks) {
+            (Keys::One(key), _) => Some(key)
                 .filter(serves)
                 .ok_or(JwtError::AlgorithmNotAllowed),
-            Keys::Jwks(keys) => match kid {
+            (Keys::Jwks(_), None) => Err(JwtError::UnknownKey),
+            (Keys::Jwks(_), Some(keys)) => match kid {
                 Some(kid) => {
                     let mut named = keys
                         .iter()

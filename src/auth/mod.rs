@@ -7,6 +7,7 @@
 pub mod jwt;
 pub mod request;
 pub mod resume;
+pub mod url;
 
 #[cfg(test)]
 mod tests;

@@ -28,7 +28,7 @@ pub(crate) const JWT_KEYS: &[&str] = &[
     "audience",
     "leeway",
 ];
-pub(crate) const KEY_SOURCE_KEYS: &[&str] = &["env", "file"];
+pub(crate) const KEY_SOURCE_KEYS: &[&str] = &["env", "file", "url"];
 pub(crate) const METHOD_KEYS: &[&str] = &["jwt", "logout", "resume"];
 
 /// The declared auth names, in config order.
@@ -115,6 +115,8 @@ impl AuthName {
 pub struct Jwt {
     pub verifier: Arc<Verifier>,
     pub key_from: String,
+    /// A JWKS fetched from this URL (by the service), again on an unknown `kid`.
+    pub jwks_url: Option<String>,
 }
 
 /// The connection token a verified JWT gives.
@@ -185,10 +187,12 @@ impl fmt::Display for JwtPlace {
     }
 }
 
-/// Bytes of a key read from the environment or a file, and where from.
+/// Bytes of a key read from the environment or a file, and where from; or a JWKS's URL
+/// (fetched by the service).
 struct KeyText {
     bytes: Vec<u8>,
     from: String,
+    url: Option<String>,
 }
 
 impl Compiler {
@@ -521,6 +525,7 @@ impl Compiler {
         }
         let algs: Vec<Algorithm> = algorithms.iter().map(|(a, _)| *a).collect();
         let material = match kind {
+            _ if text.url.is_some() => KeyMaterial::JwksLater,
             "secret" => KeyMaterial::Secret(&text.bytes),
             other => {
                 let Ok(s) = std::str::from_utf8(&text.bytes) else {
@@ -559,6 +564,7 @@ impl Compiler {
         Some(Jwt {
             verifier: Arc::new(verifier),
             key_from,
+            jwks_url: text.url,
         })
     }
 
@@ -576,11 +582,29 @@ impl Compiler {
         let [(k, v)] = entries.as_slice() else {
             self.error(
                 node.pos,
-                format!("{what} needs exactly one of `env` or `file`"),
+                format!("{what} needs exactly one of `env`, `file` or (a JWKS) `url`"),
             );
             return None;
         };
         let source = self.string(v, &format!("{what}: `{}`", k.name))?;
+        if k.name == "url" {
+            if !what.ends_with("`jwks`") {
+                self.error(
+                    k.pos,
+                    format!("{what}: only a JWKS is fetched from a URL; give `env` or `file`"),
+                );
+                return None;
+            }
+            if let Err(e) = crate::auth::url::HttpUrl::parse(source) {
+                self.error(v.pos, format!("{what}: {e}"));
+                return None;
+            }
+            return Some(KeyText {
+                bytes: Vec::new(),
+                from: format!("URL {source}"),
+                url: Some(source.to_string()),
+            });
+        }
         let (bytes, from) = if k.name == "env" {
             match std::env::var_os(source) {
                 Some(value) => (
@@ -616,7 +640,11 @@ impl Compiler {
             self.error(v.pos, format!("{what}: {from} is empty"));
             return None;
         }
-        Some(KeyText { bytes, from })
+        Some(KeyText {
+            bytes,
+            from,
+            url: None,
+        })
     }
 }
 

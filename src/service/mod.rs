@@ -18,6 +18,7 @@
 mod cluster;
 mod connect;
 mod discovery;
+mod jwks;
 mod ordered;
 mod outcome;
 mod reload;
@@ -122,6 +123,8 @@ pub struct Service {
     auth_answers: tokio::task::JoinSet<()>,
     /// Failed resumes per connection (`resume.rs`).
     resume_failures: Arc<resume::ResumeFailures>,
+    /// The tasks fetching JWKS from URLs (`jwks.rs`).
+    jwks: jwks::Jwks,
     /// The request counters of the config in force.
     requests: Requests,
     /// Reports of messages that get no answer.
@@ -207,6 +210,8 @@ impl Service {
         endpoints.extend(ordered.endpoints());
         let mut discovery = Discovery::subscribe(&client, &config, endpoints).await?;
         let metrics = Arc::new(Metrics::default());
+        let mut jwks = jwks::Jwks::default();
+        jwks.follow(&config);
         let mut engine = Engine::default();
         let cluster = match shared {
             Some(settings) => {
@@ -234,6 +239,7 @@ impl Service {
             unanswered: serve::Unanswered::default(),
             auth_answers: tokio::task::JoinSet::new(),
             resume_failures: Arc::default(),
+            jwks,
             client,
             config,
             engine,

@@ -312,6 +312,7 @@ impl Service {
             cluster.reloaded(old.content_hash(), self.config.content_hash());
         }
         self.check_mapping();
+        self.jwks.follow(&self.config);
         let parse_to_swap_us = started.elapsed().as_micros() as u64;
         // Freeing a large config (compiled rules, templates, regexes) takes
         // milliseconds: not on the serving task.

@@ -428,6 +428,15 @@ impl Service {
             partition,
         };
         if route == Route::Auth {
+            if finished.outcome.status == Status::Error(protocol::INVALID_TOKEN) {
+                let subject = finished.subject.as_str();
+                if let Some((name, _)) = subject
+                    .strip_prefix("auth.")
+                    .and_then(|r| r.rsplit_once('.'))
+                {
+                    self.jwks.unknown_kid(&self.config, name);
+                }
+            }
             // Those done are reaped here, so the set holds only logins in flight.
             while self.auth_answers.try_join_next().is_some() {}
             let refused = finished.outcome.resume.as_ref().map(|_| {

@@ -64,6 +64,10 @@ pub(super) struct KeySource {
     env: Text,
     /// A file holding the key, relative to this file's directory.
     file: Text,
+    /// For `jwks` only: an https:// URL (http:// on a loopback host) it is fetched from,
+    /// at start, every 10 minutes, and again (at most every 30s) when a token names a
+    /// key it does not hold.
+    url: Text,
 }
 
 /// What a method does: one of `jwt`, `logout` and `resume`.
