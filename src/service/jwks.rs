@@ -131,16 +131,22 @@ async fn run(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = poke.notified() => {
-                if let Some(at) = poked_at {
-                    let since = at.elapsed();
-                    if since < POKE_GAP {
-                        tokio::time::sleep(POKE_GAP - since).await;
-                    }
+                let hold = hold_after_poke(poked_at, Instant::now());
+                if !hold.is_zero() {
+                    tokio::time::sleep(hold).await;
                 }
                 poked_at = Some(Instant::now());
             }
         }
     }
+}
+
+/// How long a fetch asked for by an unknown `kid` waits: none for the first, then
+/// until [`POKE_GAP`] after the last such fetch.
+fn hold_after_poke(last: Option<Instant>, now: Instant) -> Duration {
+    last.map_or(Duration::ZERO, |at| {
+        POKE_GAP.saturating_sub(now.saturating_duration_since(at))
+    })
 }
 
 /// GETs `url`'s body as text.
@@ -271,6 +277,19 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetches_for_unknown_kids_are_at_least_the_gap_apart() {
+        let t0 = Instant::now();
+        assert_eq!(hold_after_poke(None, t0), Duration::ZERO);
+        assert_eq!(hold_after_poke(Some(t0), t0), POKE_GAP);
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(
+            hold_after_poke(Some(t0), later),
+            POKE_GAP - Duration::from_secs(10)
+        );
+        assert_eq!(hold_after_poke(Some(t0), t0 + POKE_GAP * 2), Duration::ZERO);
+    }
 
     #[test]
     fn responses_plain_sized_and_chunked() {
