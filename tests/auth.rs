@@ -677,6 +677,20 @@ async fn with_three_instances_a_resume_moves_the_session_across_partitions() {
         assert!(tokio::time::Instant::now() < deadline, "partitions settle");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // A revocation, whichever instance receives it: one answer, one tokenReset.
+    let mut gw = gw;
+    let reply = gw
+        .request("connres.revoke.session", json!({"tids": ["user-42"]}))
+        .await;
+    assert_eq!(reply, json!({"result": null}));
+    // (Instances joining publish `system.reset`s of their own.)
+    let reset = loop {
+        let (subject, payload) = gw.next_system().await;
+        if subject == "system.tokenReset" {
+            break payload;
+        }
+    };
+    assert_eq!(reset["subject"], json!("auth.session.logout"));
     // Several sessions, so that old and new connections land in different partitions.
     for i in 0..8 {
         let (old, new) = (format!("o{i}"), format!("n{i}"));
@@ -720,6 +734,16 @@ async fn with_three_instances_a_resume_moves_the_session_across_partitions() {
     for instance in [a, b, c] {
         instance.stop().await;
     }
+    gw.client.flush().await.unwrap();
+    let resets: Vec<_> = gw
+        .pending_system()
+        .into_iter()
+        .filter(|(s, _)| s == "system.tokenReset")
+        .collect();
+    assert!(
+        resets.is_empty(),
+        "one tokenReset per revocation: {resets:?}"
+    );
 }
 
 /// A JWKS served over HTTP on loopback, which the test can change; every fetch is
