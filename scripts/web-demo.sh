@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The web example, ready to open in a browser: nats-server, connres on the shipped
-# resources.yaml, the auth example (examples/auth.rs), Resgate and a static file server
-# for examples/web/, all on loopback. Prints the URL and runs until Ctrl-C.
+# resources.yaml with the example's sessions (examples/web/auth.yaml: connres as the
+# auth service), the auth example (examples/auth.rs, for users.user.*), Resgate and
+# the page's server (examples/web/serve.mjs: static files and a development JWT
+# issuer), all on loopback. Prints the URL and runs until Ctrl-C.
 #
 #   scripts/web-demo.sh
 #   WEB_PORT=8000 RESGATE_PORT=8080 scripts/web-demo.sh   # fixed ports (default: free ones)
@@ -74,7 +76,15 @@ pids+=($!)
 wait_line "$work/nats.log" 'Listening for client connections' "${pids[-1]}"
 nats_url="nats://127.0.0.1:$(grep -oE 'client connections on [0-9.]+:[0-9]+' "$work/nats.log" | grep -oE '[0-9]+$')"
 
-"$target_dir/debug/connres" serve --config "$root/resources.yaml" --nats "$nats_url" >"$work/connres.log" 2>&1 &
+# connres's config: the shipped resources.yaml and the example's sessions
+# (examples/web/auth.yaml), with a fresh development secret the issuer shares.
+config="$work/config"
+mkdir -p "$config"
+cp "$root/resources.yaml" "$root/examples/web/auth.yaml" "$config/"
+head -c 48 /dev/urandom | base64 | tr -d '\n' >"$config/jwt.secret"
+# Logins are logged (at debug) with their connection ID, for the backend write below.
+RUST_LOG=${RUST_LOG:-info,connres::engine::auth=debug} \
+  "$target_dir/debug/connres" serve --config "$config" --nats "$nats_url" >"$work/connres.log" 2>&1 &
 pids+=($!)
 wait_line "$work/connres.log" 'connres is serving' "${pids[-1]}"
 
@@ -87,7 +97,8 @@ resgate_port=${RESGATE_PORT:-$(free_port)}
 pids+=($!)
 wait_line "$work/resgate.log" 'Server ready' "${pids[-1]}"
 
-node examples/web/serve.mjs --port "${WEB_PORT:-0}" --resgate "ws://127.0.0.1:$resgate_port" >"$work/web.log" 2>&1 &
+node examples/web/serve.mjs --port "${WEB_PORT:-0}" --resgate "ws://127.0.0.1:$resgate_port" \
+  --jwt-secret-file "$config/jwt.secret" >"$work/web.log" 2>&1 &
 pids+=($!)
 wait_line "$work/web.log" 'serving the web example on' "${pids[-1]}"
 url=$(grep -oE 'http://[0-9.:]+/' "$work/web.log" | head -1)
@@ -96,11 +107,12 @@ cat <<EOF
 
   connres web example: open $url
 
-  nats-server $nats_url, connres on resources.yaml, the auth example,
+  nats-server $nats_url, connres on resources.yaml and examples/web/auth.yaml
+  (logins with JWTs from the page's server), the auth example (users.user.*),
   Resgate ws://127.0.0.1:$resgate_port, logs in $work
   Demo accounts: ann / ann-pass, bob / bob-pass, cat / cat-pass
   A backend writing the page's session card (the connection ID is in
-  $work/auth.log after a login):
+  $work/connres.log after a login: "a login ... cid=..."):
     cargo run -q --example api -- --nats $nats_url \\
       set session.status.<cid> '{"cartItems":3,"notice":"Your order has shipped."}'
   Ctrl-C stops everything.

@@ -9,6 +9,7 @@
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -260,6 +261,14 @@ export class Stack {
 
   async start(config, web, trace, resgateArgs = []) {
     writeFileSync(this.configPath, config);
+    // The web example's sessions (connres as the auth service): its auth.yaml beside
+    // the config, a secret the page's issuer shares, and the directory as the config.
+    let configArg = this.configPath;
+    if (web) {
+      writeFileSync(path.join(this.dir, 'auth.yaml'), readFileSync(path.join(ROOT, 'examples/web/auth.yaml')));
+      writeFileSync(path.join(this.dir, 'jwt.secret'), randomBytes(48).toString('base64'));
+      configArg = this.dir;
+    }
 
     // nats-server picks its own port and says which.
     this.nats = this.#spawn('nats', bin('NATS_SERVER'), ['-a', '127.0.0.1', '-p', '-1']);
@@ -267,7 +276,7 @@ export class Stack {
     this.natsUrl = `nats://127.0.0.1:${natsPort}`;
 
     // connres: ready once it has subscribed and announced itself with system.reset.
-    this.connres = this.#spawn('connres', bin('CONNRES_BIN'), ['serve', '--config', this.configPath, '--nats', this.natsUrl], {
+    this.connres = this.#spawn('connres', bin('CONNRES_BIN'), ['serve', '--config', configArg, '--nats', this.natsUrl], {
       env: { RUST_LOG: 'info,async_nats=warn', CONNRES_LOG_FORMAT: 'text', NO_COLOR: '1' },
     });
     this.auth = this.#spawn('auth', bin('AUTH_BIN'), ['--nats', this.natsUrl]);
@@ -291,6 +300,7 @@ export class Stack {
         path.join(ROOT, 'examples/web/serve.mjs'),
         '--port', '0',
         '--resgate', this.wsUrl,
+        '--jwt-secret-file', path.join(this.dir, 'jwt.secret'),
       ]);
       const [, url] = await this.web.waitFor(/serving the web example on (http:\S+)/, 0);
       this.webUrl = url;
@@ -341,6 +351,74 @@ export class Stack {
         }
       });
     });
+  }
+
+  /**
+   * Follows the token events on NATS (as an auth service's observer would): returns
+   * `{ next(predicate), close() }`, where `next` resolves with the first `{cid, body}`
+   * from then on for which `predicate(body)` holds.
+   */
+  async tokenEvents() {
+    const port = Number(new URL(this.natsUrl).port);
+    const socket = net.connect(port, '127.0.0.1');
+    let buffer = Buffer.alloc(0);
+    const seen = [];
+    let waiting = [];
+    const deliver = () => {
+      waiting = waiting.filter((w) => {
+        const hit = seen.find((e) => !e.taken && w.predicate(e.body));
+        if (hit) {
+          hit.taken = true;
+          w.resolve({ cid: hit.cid, body: hit.body });
+          return false;
+        }
+        return true;
+      });
+    };
+    socket.on('data', (chunk) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      for (;;) {
+        const eol = buffer.indexOf('\r\n');
+        if (eol < 0) return;
+        const line = buffer.subarray(0, eol).toString();
+        if (line.startsWith('PING')) {
+          socket.write('PONG\r\n');
+        }
+        if (!line.startsWith('MSG ')) {
+          buffer = buffer.subarray(eol + 2);
+          continue;
+        }
+        const parts = line.split(' ');
+        const size = Number(parts[parts.length - 1]);
+        if (buffer.length < eol + 2 + size + 2) return;
+        const payload = buffer.subarray(eol + 2, eol + 2 + size).toString();
+        buffer = buffer.subarray(eol + 2 + size + 2);
+        const cid = parts[1].slice('conn.'.length, -'.token'.length);
+        seen.push({ cid, body: JSON.parse(payload) });
+        deliver();
+      }
+    });
+    await new Promise((resolve, reject) => {
+      socket.once('error', reject);
+      socket.once('connect', () => {
+        socket.write('CONNECT {"verbose":false,"pedantic":false}\r\nSUB conn.*.token 1\r\nPING\r\n');
+        const ready = (chunk) => {
+          if (chunk.toString().includes('PONG')) {
+            socket.off('data', ready);
+            resolve();
+          }
+        };
+        socket.on('data', ready);
+      });
+    });
+    return {
+      next: (predicate) =>
+        new Promise((resolve) => {
+          waiting.push({ predicate, resolve });
+          deliver();
+        }),
+      close: () => socket.destroy(),
+    };
   }
 
   /** Every process's last log lines, for a failure message. */

@@ -95,6 +95,8 @@ describe('the web example in Chromium', () => {
   }
 
   browserTest('log in, see the session, change preferences, see errors, log out', async (stack, t) => {
+    const tokens = await stack.tokenEvents();
+    t.after(() => tokens.close());
     const page = await openPage(stack, t, 'single');
     await assertText(page.locator('#conn-status'), 'Live');
     await assertText(page.locator('#user-name'), 'Not logged in');
@@ -122,7 +124,7 @@ describe('the web example in Chromium', () => {
     assert.equal(await page.isVisible('#login-form'), false);
 
     // The shop's services write session.status through connres's backend API.
-    const [, cid] = await stack.auth.waitFor(/auth: ann logged in on connection (\S+)/, 0);
+    const { cid } = await tokens.next((e) => e.token?.name === 'Ann');
     await stack.publish(`connres.set.session.status.${cid}`, { values: { cartItems: 3, notice: 'Your order has shipped.' } });
     await assertText(page.locator('#cart-items'), '3 items');
     await assertText(page.locator('#notice'), 'Your order has shipped.');
@@ -183,6 +185,37 @@ describe('the web example in Chromium', () => {
     await assertText(first.locator('#user-name'), 'Not logged in');
     await assertText(second.locator('#user-name'), 'Cat');
     assert.equal(await second.getAttribute('body', 'data-theme'), 'light');
+  });
+
+  browserTest('a reload (a new WebSocket, a new connection) keeps the session and the preferences', async (stack, t) => {
+    const tokens = await stack.tokenEvents();
+    t.after(() => tokens.close());
+    const page = await openPage(stack, t, 'reload');
+    await logIn(page, 'ann');
+    await assertText(page.locator('#user-name'), 'Ann');
+    const { cid: before } = await tokens.next((e) => e.token?.name === 'Ann');
+    await page.selectOption('#theme', 'dark');
+    await page.locator('body[data-theme="dark"]').waitFor();
+    // The page closes its WebSocket; the reloaded page opens another, on a new cid,
+    // and hands its resume key over before it subscribes.
+    await page.reload();
+    await page.locator('body[data-ready="true"]').waitFor();
+    const { cid: after } = await tokens.next((e) => e.token?.name === 'Ann');
+    assert.notEqual(after, before, 'a new connection');
+    await assertText(page.locator('#user-name'), 'Ann');
+    await page.locator('body[data-theme="dark"]').waitFor();
+    // The old connection was logged out.
+    await tokens.next((e) => e.token === null);
+  });
+
+  browserTest('a short-lived JWT logs the page out live when it expires', async (stack, t) => {
+    const page = await openPage(stack, t, 'expiry');
+    await page.selectOption('#login-ttl', '5');
+    await logIn(page, 'bob');
+    await assertText(page.locator('#user-name'), 'Bob');
+    // No request from the page: connres ends the token at the JWT's exp.
+    await assertText(page.locator('#user-name'), 'Not logged in');
+    assert.equal(await page.isVisible('#login-form'), true);
   });
 });
 

@@ -2,9 +2,12 @@
 // connection's models, served by connres from resources.yaml, as they change:
 //
 // - `session.user.{cid}`: who is logged in (the header and the welcome card). Logging in
-//   and out calls the auth example (`auth.session.login` / `logout`), which sets the
-//   connection's token; connres turns that into change events and the page re-renders on
-//   them: nothing here reloads or polls.
+//   takes a JWT from the example's development issuer and hands it to connres
+//   (`auth.identity.login`, examples/web/auth.yaml), which sets the connection's token;
+//   connres turns that into change events and the page re-renders on them: nothing here
+//   reloads or polls. The session outlives a reconnect (a resume key) and ends live when
+//   the JWT expires. Without the issuer, the auth example answers logins
+//   (`auth.session.login` / `logout`).
 // - `session.prefs.{cid}`: theme and text size, applied to the whole page from the model.
 //   The form calls `set`; connres validates it against resources.yaml, and its refusals
 //   are shown as sentences (the form does no validation of its own).
@@ -15,17 +18,72 @@ const ResClient = window.resclient.default;
 
 const $ = (id) => document.getElementById(id);
 
-/** Resgate's WebSocket URL: what serve.mjs says, else port 8080 on this page's host. */
-async function resgateUrl() {
+/**
+ * What serve.mjs says: Resgate's WebSocket URL (else port 8080 on this page's host),
+ * and `issuer`, where the example's development identity provider issues JWTs (when
+ * connres is the auth service; without it the auth example answers logins).
+ */
+async function pageConfig() {
+  let config = {};
   try {
-    const config = await (await fetch('config.json')).json();
-    if (config.resgate) {
-      return config.resgate;
-    }
+    config = await (await fetch('config.json')).json();
   } catch {
-    // no config.json: the default below
+    // no config.json: the defaults below
   }
-  return `ws://${location.hostname}:8080`;
+  return { resgate: config.resgate ?? `ws://${location.hostname}:8080`, issuer: config.issuer ?? null };
+}
+
+/** Where the page keeps its resume key: the tab's session storage, so a reload resumes too. */
+const RESUME_KEY = 'connres-resume-key';
+
+/**
+ * Sessions with connres as the auth service (`auth: identity:` in examples/web/auth.yaml):
+ * a JWT from the issuer logs the connection in and answers a resume key; when the
+ * WebSocket reconnects (a new connection, a new cid), the key moves the session, with
+ * the user and the preferences, to the new connection before anything is subscribed again.
+ */
+function jwtSessions(client, issuer) {
+  client.setOnConnect(async () => {
+    const key = sessionStorage.getItem(RESUME_KEY);
+    if (!key) {
+      return;
+    }
+    try {
+      const resumed = await client.authenticate('identity', 'resume', { key });
+      sessionStorage.setItem(RESUME_KEY, resumed.resume);
+    } catch (err) {
+      // Spent, expired, or the old session ended: log in again.
+      console.warn(`resume: ${err.code}: ${err.message}`);
+      sessionStorage.removeItem(RESUME_KEY);
+    }
+  });
+  return {
+    async login(name, password, ttl) {
+      const answer = await fetch(issuer, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name, password, ttl }),
+      });
+      const body = await answer.json();
+      if (!answer.ok) {
+        throw { code: 'auth.invalidCredentials', message: body.message };
+      }
+      const result = await client.authenticate('identity', 'login', { token: body.token });
+      sessionStorage.setItem(RESUME_KEY, result.resume);
+    },
+    async logout() {
+      sessionStorage.removeItem(RESUME_KEY);
+      await client.authenticate('identity', 'logout');
+    },
+  };
+}
+
+/** Sessions through the auth example (`auth.session.*`, examples/auth.rs). */
+function serviceSessions(client) {
+  return {
+    login: (name, password) => client.authenticate('session', 'login', { name, password }),
+    logout: () => client.authenticate('session', 'logout'),
+  };
 }
 
 /** How the page names the fields of `session.prefs` in its messages. */
@@ -133,7 +191,11 @@ async function follow(client, rid, render) {
 }
 
 async function main() {
-  const client = new ResClient(await resgateUrl());
+  const config = await pageConfig();
+  const client = new ResClient(config.resgate);
+  // Before the first connect: a reload of the tab resumes its session too.
+  const sessions = config.issuer ? jwtSessions(client, config.issuer) : serviceSessions(client);
+  $('login-ttl-field').hidden = !config.issuer;
   client.on('connect', () => setStatus('live', 'Live'));
   client.on('disconnect', () => setStatus('reconnecting', 'Reconnecting…'));
   // Every error reply, also those the page shows (a refused set, a wrong password).
@@ -148,10 +210,7 @@ async function main() {
     e.preventDefault();
     showError('login-error', null);
     try {
-      await client.authenticate('session', 'login', {
-        name: $('login-name').value,
-        password: $('login-password').value,
-      });
+      await sessions.login($('login-name').value, $('login-password').value, Number($('login-ttl').value));
       $('login-password').value = '';
     } catch (err) {
       showError('login-error', err);
@@ -161,7 +220,7 @@ async function main() {
   $('logout').addEventListener('click', async () => {
     showError('login-error', null);
     try {
-      await client.authenticate('session', 'logout');
+      await sessions.logout();
     } catch (err) {
       showError('login-error', err);
     }

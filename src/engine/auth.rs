@@ -51,6 +51,7 @@ impl<S: Store> Engine<S> {
                 tid,
                 expires,
             }) => {
+                tracing::debug!(auth = name, cid, tid, "a login");
                 let issued = entry.resumes().then(|| self.resume_key(entry, &cid));
                 let extras = TokenExtras {
                     tid,
