@@ -294,17 +294,17 @@ async fn an_auth_name_added_by_a_reload_is_answered_and_one_removed_is_not() {
     connres.stop().await;
 }
 
-/// The shared store: any instance answers a login (once), and the connection's owner
-/// applies the token event, whichever instance published it.
-#[tokio::test]
-async fn with_three_instances_each_login_is_answered_once_and_reaches_the_owner() {
-    use std::sync::Arc;
-    let dir = tempfile::tempdir().unwrap();
-    let server = NatsServer::start_jetstream();
-    let seed = shared_seed("auth3");
+/// Three instances on the shared store, serving the seed's resources and the `auth:`
+/// block of `auth_yaml` (a whole config from [`config_with`]), once every partition has
+/// its owner.
+async fn three_instances(
+    server: &NatsServer,
+    bucket: &str,
+    auth_yaml: &str,
+) -> (Vec<Connres>, Gateway) {
+    let seed = shared_seed(bucket);
     let (state, resources) = seed.split_once("resources:").unwrap();
-    let auth = config(&dir);
-    let auth_block = auth
+    let auth_block = auth_yaml
         .split_once("auth:")
         .unwrap()
         .1
@@ -312,10 +312,10 @@ async fn with_three_instances_each_login_is_answered_once_and_reaches_the_owner(
         .unwrap()
         .0;
     let yaml = format!("{state}auth:{auth_block}resources:{resources}");
-    let (a, gw, ma) = start_shared(&server, &yaml).await;
-    let (b, _, mb) = start_shared(&server, &yaml).await;
-    let (c, _, mc) = start_shared(&server, &yaml).await;
-    let all: [&Arc<connres::service::ClusterMetrics>; 3] = [&ma, &mb, &mc];
+    let (a, gw, ma) = start_shared(server, &yaml).await;
+    let (b, _, mb) = start_shared(server, &yaml).await;
+    let (c, _, mc) = start_shared(server, &yaml).await;
+    let all = [&ma, &mb, &mc];
     let deadline = tokio::time::Instant::now() + WAIT;
     while !(all.iter().all(|m| m.served() > 0)
         && all.iter().map(|m| m.served()).sum::<i64>() == i64::from(PARTITIONS))
@@ -323,6 +323,16 @@ async fn with_three_instances_each_login_is_answered_once_and_reaches_the_owner(
         assert!(tokio::time::Instant::now() < deadline, "partitions settle");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    (vec![a, b, c], gw)
+}
+
+/// The shared store: any instance answers a login (once), and the connection's owner
+/// applies the token event, whichever instance published it.
+#[tokio::test]
+async fn with_three_instances_each_login_is_answered_once_and_reaches_the_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start_jetstream();
+    let (instances, gw) = three_instances(&server, "auth3", &config(&dir)).await;
     let cids: Vec<String> = (0..30).map(|i| format!("a{i}")).collect();
     for cid in &cids {
         assert_eq!(
@@ -359,7 +369,7 @@ async fn with_three_instances_each_login_is_answered_once_and_reaches_the_owner(
             "{cid}"
         );
     }
-    for instance in [a, b, c] {
+    for instance in instances {
         instance.stop().await;
     }
     // The server sent anything the instances flushed before this round trip's answer.
@@ -655,28 +665,8 @@ async fn resume_keys_are_refused_when_wrong_expired_or_tried_too_often() {
 async fn with_three_instances_a_resume_moves_the_session_across_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let server = NatsServer::start_jetstream();
-    let seed = shared_seed("resume3");
-    let (state, resources) = seed.split_once("resources:").unwrap();
-    let auth_yaml = config_with(&dir, "", RESUMES);
-    let auth_block = auth_yaml
-        .split_once("auth:")
-        .unwrap()
-        .1
-        .split_once("resources:")
-        .unwrap()
-        .0;
-    let yaml = format!("{state}auth:{auth_block}resources:{resources}");
-    let (a, gw, ma) = start_shared(&server, &yaml).await;
-    let (b, _, mb) = start_shared(&server, &yaml).await;
-    let (c, _, mc) = start_shared(&server, &yaml).await;
-    let all = [&ma, &mb, &mc];
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !(all.iter().all(|m| m.served() > 0)
-        && all.iter().map(|m| m.served()).sum::<i64>() == i64::from(PARTITIONS))
-    {
-        assert!(tokio::time::Instant::now() < deadline, "partitions settle");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let yaml = config_with(&dir, "", RESUMES);
+    let (instances, gw) = three_instances(&server, "resume3", &yaml).await;
     // A revocation, whichever instance receives it: one answer, one tokenReset.
     let mut gw = gw;
     let reply = gw
@@ -731,7 +721,7 @@ async fn with_three_instances_a_resume_moves_the_session_across_partitions() {
             Value::Null
         );
     }
-    for instance in [a, b, c] {
+    for instance in instances {
         instance.stop().await;
     }
     gw.client.flush().await.unwrap();

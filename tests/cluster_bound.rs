@@ -110,6 +110,18 @@ impl Burst {
     }
 }
 
+/// Sets `prefs("dark", 10 + i)` on the `i`th connection, back to back, and checks that
+/// every write was answered with a result.
+async fn set_all(gw: &Gateway, cids: &[String]) {
+    let mut burst = Burst::new(gw).await;
+    for (i, cid) in cids.iter().enumerate() {
+        burst.set(gw, cid, prefs("dark", 10 + i as i64)).await;
+    }
+    for reply in burst.replies(gw).await {
+        assert_eq!(reply, json!({"result": null}));
+    }
+}
+
 fn model(reply: &Value) -> Value {
     reply["result"]["model"].clone()
 }
@@ -123,13 +135,7 @@ async fn a_unit_evicted_past_max_entries_stays_in_the_bucket_and_is_read_back() 
     let cids: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
     // Eight connections with written prefs, one entry each: four go past the bound, and
     // the instance remembers as many as `max_entries`.
-    let mut burst = Burst::new(&gw).await;
-    for (i, cid) in cids.iter().enumerate() {
-        burst.set(&gw, cid, prefs("dark", 10 + i as i64)).await;
-    }
-    for reply in burst.replies(&gw).await {
-        assert_eq!(reply, json!({"result": null}));
-    }
+    set_all(&gw, &cids).await;
     // Each reply left after its write, and the writes' steps evicted what they could.
     assert_eq!((cluster.evicted(), cluster.cold()), (4, 4));
     // The first connection's written value is served (read back from the bucket).
@@ -173,13 +179,7 @@ async fn a_failover_that_overfills_the_survivor_loses_no_written_value() {
     settle(&[&ma, &mb]).await;
     let gw = Gateway::connect(&server).await;
     let cids: Vec<String> = (0..12).map(|i| format!("f{i}")).collect();
-    let mut burst = Burst::new(&gw).await;
-    for (i, cid) in cids.iter().enumerate() {
-        burst.set(&gw, cid, prefs("dark", 10 + i as i64)).await;
-    }
-    for reply in burst.replies(&gw).await {
-        assert_eq!(reply, json!({"result": null}));
-    }
+    set_all(&gw, &cids).await;
     // One instance stops: the survivor loads its partitions, twice its bound.
     a.stop().await;
     let mut burst = Burst::new(&gw).await;
@@ -208,13 +208,7 @@ async fn past_the_cold_bound_units_not_in_memory_are_looked_up_in_the_bucket() {
     let yaml = bounded(bucket, "  max_entries: 2\n");
     let (connres, gw, cluster) = start_shared(&server, &yaml).await;
     let cids: Vec<String> = (0..8).map(|i| format!("o{i}")).collect();
-    let mut burst = Burst::new(&gw).await;
-    for (i, cid) in cids.iter().enumerate() {
-        burst.set(&gw, cid, prefs("dark", 10 + i as i64)).await;
-    }
-    for reply in burst.replies(&gw).await {
-        assert_eq!(reply, json!({"result": null}));
-    }
+    set_all(&gw, &cids).await;
     // Six evicted, two remembered.
     assert_eq!((cluster.evicted(), cluster.cold()), (6, 2));
     let mut burst = Burst::new(&gw).await;

@@ -273,18 +273,36 @@ pub(super) async fn subscribe_pattern(
     let call_group = group
         .clone()
         .filter(|_| config.state.store.shared().is_none());
-    let p = Some(pattern.to_string());
-    let mut subs = Vec::new();
     let wanted = [
         (Route::Get, format!("get.{w}"), group.clone()),
         (Route::Access, format!("access.{w}"), group),
         (Route::Call, format!("call.{w}.*"), call_group),
     ];
+    subscribe_all(client, tx, pattern, wanted).await
+}
+
+/// Subscribes each of `wanted` (route, subject, queue group) for `owner` (a pattern or
+/// an auth name); on a failure, nothing of them stays subscribed.
+async fn subscribe_all(
+    client: &Client,
+    tx: Option<&mpsc::Sender<Message>>,
+    owner: &str,
+    wanted: impl IntoIterator<Item = (Route, String, Option<String>)>,
+) -> Result<Vec<OrderedSub>, ServiceError> {
+    let mut subs = Vec::new();
     for (route, subject, queue_group) in wanted {
-        match subscribe(client, tx, route, p.clone(), subject, queue_group).await {
+        match subscribe(
+            client,
+            tx,
+            route,
+            Some(owner.to_string()),
+            subject,
+            queue_group,
+        )
+        .await
+        {
             Ok(sub) => subs.push(sub),
             Err(e) => {
-                // Nothing of the pattern stays subscribed.
                 for sub in subs {
                     sub.unsubscribe(client).await;
                 }
@@ -307,24 +325,14 @@ pub(super) async fn subscribe_auth(
     name: &str,
 ) -> Result<Vec<OrderedSub>, ServiceError> {
     let group = Some(config.nats.queue_group.clone());
-    let p = Some(name.to_string());
-    let auth = subscribe(
-        client,
-        tx,
-        Route::Auth,
-        p.clone(),
-        format!("auth.{name}.*"),
-        group.clone(),
-    )
-    .await?;
-    let mut subs = vec![auth];
     let prefix = &config.api.prefix;
     // A take changes the state of the connection it names: with the shared store every
     // instance receives it and the connection's owner applies it.
     let take_group = group
         .clone()
         .filter(|_| config.state.store.shared().is_none());
-    let more = [
+    let wanted = [
+        (Route::Auth, format!("auth.{name}.*"), group.clone()),
         (Route::ApiRevoke, format!("{prefix}.revoke.{name}"), group),
         (
             Route::ApiResume,
@@ -332,18 +340,7 @@ pub(super) async fn subscribe_auth(
             take_group,
         ),
     ];
-    for (route, subject, queue_group) in more {
-        match subscribe(client, tx, route, p.clone(), subject, queue_group).await {
-            Ok(sub) => subs.push(sub),
-            Err(e) => {
-                for sub in subs {
-                    sub.unsubscribe(client).await;
-                }
-                return Err(e);
-            }
-        }
-    }
-    Ok(subs)
+    subscribe_all(client, tx, name, wanted).await
 }
 
 async fn subscribe(

@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use super::evict::Held;
+use crate::clock::Tick;
+use crate::engine::Engine;
 use crate::service::cluster::Loaded;
 use crate::service::Service;
 use crate::store::record::{partition_of_cid, stable_hash};
@@ -51,15 +53,7 @@ impl Service {
                     changed = true;
                 }
             }
-            let ends = token_end(&key, &unit);
-            let store = self.engine.store_mut();
-            store.insert(key.clone(), unit, now);
-            if changed {
-                store.mark_changed(key);
-            }
-            if let Some((cid, at)) = ends {
-                self.engine.track_token_end(&cid, at);
-            }
+            put_loaded(&mut self.engine, key, unit, changed, now);
         }
         cluster.partition_log.dropped(p, dropped);
         cluster.metrics.takeovers.inc();
@@ -172,13 +166,22 @@ pub(super) fn partition_of_unit(key: &UnitKey, n: u32) -> u32 {
     crate::store::record::partition(key, n)
 }
 
-/// The connection and end of a loaded unit's token, when it has one that ends (for
-/// [`crate::engine::Engine::track_token_end`]).
-pub(super) fn token_end(key: &UnitKey, unit: &Unit) -> Option<(Box<str>, u32)> {
-    match (key, unit) {
-        (UnitKey::Connection(cid), Unit::Connection(c)) if c.token.is_some() && c.expires != 0 => {
+/// Puts a unit read from the bucket (and fitted to the config) in the store, to be
+/// written back when `changed`; a token of it that ends is followed (one that ended
+/// while it was out of memory ends at the next sweep).
+pub(super) fn put_loaded(engine: &mut Engine, key: UnitKey, unit: Unit, changed: bool, now: Tick) {
+    let ends = match (&key, &unit) {
+        (UnitKey::Connection(cid), Unit::Connection(c)) if c.token.is_some() => {
             Some((cid.clone(), c.expires))
         }
         _ => None,
+    };
+    let store = engine.store_mut();
+    store.insert(key.clone(), unit, now);
+    if changed {
+        store.mark_changed(key);
+    }
+    if let Some((cid, at)) = ends {
+        engine.track_token_end(&cid, at);
     }
 }

@@ -45,12 +45,11 @@ impl Service {
         }
     }
 
-    /// Puts a cold unit read back in memory, checked against the config in force as a
-    /// loaded partition's units are.
-    fn insert_cold(&mut self, loaded: Loaded, confirmed: Option<bool>) {
-        let Some(cluster) = &mut self.cluster else {
-            return;
-        };
+    /// A cold unit read back, its revision now known to the pipeline; `None` when
+    /// memory holds the unit already (newer: never expected, messages that need it
+    /// wait). The unit is `None` when it could not be read (replaced by the next write).
+    fn read_back(&mut self, loaded: Loaded) -> Option<(UnitKey, Option<Unit>)> {
+        let cluster = self.cluster.as_mut()?;
         let Loaded {
             key,
             unit,
@@ -58,10 +57,18 @@ impl Service {
             hash,
         } = loaded;
         if self.engine.store().contains(&key) {
-            // What memory holds is newer (never expected: messages that need it wait).
-            return;
+            return None;
         }
         cluster.pipeline.loaded(key.clone(), revision, hash);
+        Some((key, unit))
+    }
+
+    /// Puts a cold unit read back in memory, checked against the config in force as a
+    /// loaded partition's units are.
+    fn insert_cold(&mut self, loaded: Loaded, confirmed: Option<bool>) {
+        let Some((key, unit)) = self.read_back(loaded) else {
+            return;
+        };
         let Some(mut unit) = unit else {
             // Unreadable: replaced by the next write (the revision is known now).
             return;
@@ -78,34 +85,15 @@ impl Service {
             tracing::info!(unit = ?key, values = dropped.total(), "a unit read back from the bucket held values the config in force does not keep: dropped, the unit written back");
         }
         let now = self.engine.now();
-        let ends = super::partition::token_end(&key, &unit);
-        let store = self.engine.store_mut();
-        store.insert(key.clone(), unit, now);
-        if changed {
-            store.mark_changed(key);
-        }
-        // A token that ended while its unit was out of memory ends at the next sweep.
-        if let Some((cid, at)) = ends {
-            self.engine.track_token_end(&cid, at);
-        }
+        super::partition::put_loaded(&mut self.engine, key, unit, changed, now);
     }
 
     /// A cold unit idle past `state.idle_ttl`, read back: gateways are told what they
     /// are told of any expired unit, and the pipeline deletes it (at the revision read).
     fn expire_cold(&mut self, loaded: Loaded) {
-        let Some(cluster) = &mut self.cluster else {
+        let Some((key, unit)) = self.read_back(loaded) else {
             return;
         };
-        let Loaded {
-            key,
-            unit,
-            revision,
-            hash,
-        } = loaded;
-        if self.engine.store().contains(&key) {
-            return;
-        }
-        cluster.pipeline.loaded(key.clone(), revision, hash);
         match (unit, &key) {
             (Some(Unit::Connection(conn)), UnitKey::Connection(cid)) => {
                 let cid = cid.clone();
