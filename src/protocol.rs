@@ -10,7 +10,12 @@ use serde_json::Value;
 
 use crate::field::{FieldDef, ResValue};
 
+mod auth;
 mod scan;
+
+pub use auth::{
+    resume_reply, taken_reply, token_event, token_reset, RevokeRequest, Taken, TokenExtras,
+};
 
 /// A RES error reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -371,98 +376,12 @@ pub fn access_reply(get: bool, call: Option<&str>) -> Bytes {
     result_reply(&Result { get, call })
 }
 
-/// What a token event says beside the token (see [`TokenEvent`]).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TokenExtras {
-    pub tid: Option<String>,
-    /// When the token ends, in seconds since 1970.
-    pub expires: Option<u64>,
-    /// The resume key's hash and end.
-    pub resume: Option<([u8; 32], u32)>,
-}
-
-/// A `conn.<cid>.token` event: `{"token": ..., "tid": ..., "expires": ..., "resume":
-/// ...}` (a logout: a null token and nothing else; see [`TokenEvent`]).
-pub fn token_event(cid: &str, token: &Value, extras: &TokenExtras) -> (String, Bytes) {
-    #[derive(serde::Serialize)]
-    struct Resume {
-        hash: String,
-        until: u32,
-    }
-    #[derive(serde::Serialize)]
-    struct Event<'a> {
-        token: &'a Value,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        tid: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        expires: Option<u64>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        resume: Option<Resume>,
-    }
-    let event = Event {
-        token,
-        tid: extras.tid.as_deref(),
-        expires: extras.expires,
-        resume: extras.resume.map(|(hash, until)| Resume {
-            hash: crate::auth::resume::to_hex(&hash),
-            until,
-        }),
-    };
-    (format!("conn.{cid}.token"), to_bytes(&event))
-}
-
-/// `{"result": {"resume": key}}`: a login's or resume's answer with the connection's
-/// resume key.
-pub fn resume_reply(key: &str) -> Bytes {
-    #[derive(serde::Serialize)]
-    struct Result<'a> {
-        resume: &'a str,
-    }
-    result_reply(&Result { resume: key })
-}
-
-/// The answer to a take of a resume: `{"result": {"token": ..., "tid": ...,
-/// "expires": ..., "models": {rid: {field: value}}}}`.
-pub fn taken_reply(
-    token: &Value,
-    extras: &TokenExtras,
-    models: &serde_json::Map<String, Value>,
-) -> Bytes {
-    #[derive(serde::Serialize)]
-    struct Taken<'a> {
-        token: &'a Value,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        tid: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        expires: Option<u64>,
-        models: &'a serde_json::Map<String, Value>,
-    }
-    result_reply(&Taken {
-        token,
-        tid: extras.tid.as_deref(),
-        expires: extras.expires,
-        models,
-    })
-}
-
-/// What a take of a resume answers (see [`taken_reply`]).
-#[derive(Debug, Deserialize)]
-pub struct Taken {
-    pub token: Value,
-    #[serde(default)]
-    pub tid: Option<String>,
-    #[serde(default)]
-    pub expires: Option<u64>,
-    #[serde(default)]
-    pub models: serde_json::Map<String, Value>,
-}
-
 /// `{"result": null}`
 pub fn null_reply() -> Bytes {
     Bytes::from_static(b"{\"result\":null}")
 }
 
-fn result_reply<T: Serialize>(result: &T) -> Bytes {
+pub(crate) fn result_reply<T: Serialize>(result: &T) -> Bytes {
     #[derive(serde::Serialize)]
     struct Reply<'a, T> {
         result: &'a T,
@@ -510,28 +429,7 @@ pub fn system_reset(resources: &[String], access: &[String]) -> (String, Bytes) 
     )
 }
 
-/// `system.tokenReset`: gateways send an auth request to `subject` for each connection
-/// whose token has one of `tids`.
-pub fn token_reset(tids: &[String], subject: &str) -> (String, Bytes) {
-    #[derive(serde::Serialize)]
-    struct Reset<'a> {
-        tids: &'a [String],
-        subject: &'a str,
-    }
-    (
-        "system.tokenReset".to_string(),
-        to_bytes(&Reset { tids, subject }),
-    )
-}
-
-/// The payload of a backend `<prefix>.revoke.<name>` request.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RevokeRequest {
-    pub tids: Vec<String>,
-}
-
-fn to_bytes<T: Serialize>(value: &T) -> Bytes {
+pub(crate) fn to_bytes<T: Serialize>(value: &T) -> Bytes {
     // Serializing these types into a Vec cannot fail: all keys are strings.
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())
 }

@@ -17,7 +17,9 @@ use crate::rule::{Rule, Schema};
 use crate::template::Template;
 
 mod access;
+mod auth;
 mod field;
+mod jwt;
 
 pub(crate) const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "auth", "resources"];
 pub(crate) const API_KEYS: &[&str] = &["prefix"];

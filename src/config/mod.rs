@@ -2,7 +2,7 @@
 //! [`Config`] that requests are served from. Every error in a file is collected and
 //! reported as `file:line:col: message`; an invalid file never becomes a `Config`.
 
-mod auth;
+pub(crate) mod auth;
 mod compile;
 mod diff;
 mod error;
