@@ -843,3 +843,31 @@ async fn a_jwks_from_a_url_is_fetched_and_fetched_again_for_an_unknown_kid() {
     assert_eq!(fetched, 2, "at start, and once for the unknown kid");
     connres.stop().await;
 }
+
+/// Each refused token costs a signature check: a connection past 10 refused logins in a
+/// minute is refused without one, even with a good token; others are not.
+#[tokio::test]
+async fn a_connection_past_its_refused_logins_is_refused_until_the_minute_is_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start();
+    let (connres, gw) = start(&server, &config(&dir)).await;
+    let forged = sign(
+        json!({"sub": 1, "iss": "https://id.example.test", "exp": now() + 600}),
+        b"another secret of at least thirty-two bytes",
+    );
+    for _ in 0..10 {
+        let reply = auth(
+            &gw,
+            "login",
+            json!({"cid": "c9", "params": {"token": forged}}),
+        )
+        .await;
+        assert_eq!(reply["error"]["data"]["reason"], json!("bad_signature"));
+    }
+    let good = json!({"cid": "c9", "params": {"token": ann_jwt()}});
+    let reply = auth(&gw, "login", good).await;
+    Gateway::expect_error(&reply, "connres.tooManyAttempts");
+    let other = json!({"cid": "c10", "params": {"token": ann_jwt()}});
+    assert_eq!(auth(&gw, "login", other).await, json!({"result": null}));
+    connres.stop().await;
+}

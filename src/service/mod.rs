@@ -15,6 +15,7 @@
 //! client options; `route` turns subjects into engine requests; `discovery` answers
 //! `$SRV.PING`, `INFO` and `STATS` beside the serving task.
 
+mod attempts;
 mod cluster;
 mod connect;
 mod discovery;
@@ -27,6 +28,12 @@ mod route;
 mod serve;
 mod subscribe;
 mod woken;
+
+/// Resumes refused for their key a connection may make within a minute.
+const RESUME_FAILURES: u32 = 5;
+/// Logins refused for their token a connection may make within a minute (each costs a
+/// signature check on the serving task: up to 164 us for ES256).
+const LOGIN_FAILURES: u32 = 10;
 
 use std::future::Future;
 use std::path::Path;
@@ -122,7 +129,9 @@ pub struct Service {
     /// (`Finished::answer_auth`); the drain waits for them.
     auth_answers: tokio::task::JoinSet<()>,
     /// Failed resumes per connection (`resume.rs`).
-    resume_failures: Arc<resume::ResumeFailures>,
+    resume_failures: Arc<attempts::Attempts>,
+    /// Logins refused for their token, per connection.
+    login_failures: attempts::Attempts,
     /// The tasks fetching JWKS from URLs (`jwks.rs`).
     jwks: jwks::Jwks,
     /// The request counters of the config in force.
@@ -238,7 +247,8 @@ impl Service {
             requests: metrics.requests(&config, shared.is_some()),
             unanswered: serve::Unanswered::default(),
             auth_answers: tokio::task::JoinSet::new(),
-            resume_failures: Arc::default(),
+            resume_failures: Arc::new(attempts::Attempts::new(RESUME_FAILURES)),
+            login_failures: attempts::Attempts::new(LOGIN_FAILURES),
             jwks,
             client,
             config,

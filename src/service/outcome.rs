@@ -98,7 +98,7 @@ impl Finished {
 pub(super) struct Resume {
     /// The backend API's prefix (the takes' and writes' subjects).
     pub(super) prefix: String,
-    pub(super) failures: Arc<super::resume::ResumeFailures>,
+    pub(super) failures: Arc<super::attempts::Attempts>,
     /// The series a refused resume counts in.
     pub(super) refused: Option<Counter>,
 }
@@ -132,7 +132,7 @@ impl Finished {
             } else {
                 Err(ResError::TooManyAttempts(format!(
                     "too many failed resumes from this connection; try again in a minute (at most {} a minute)",
-                    super::resume::MAX_FAILURES
+                    resume.failures.max()
                 )))
             };
             if let Err(e) = result {

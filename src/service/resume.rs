@@ -3,11 +3,9 @@
 //! taken from its owner, which checks the key, then given to the new connection (its
 //! token event, then its written models through the backend API, each applied before
 //! the next goes out), and only then is the client answered. Failed attempts are
-//! limited per connection.
+//! limited per connection (`attempts.rs`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::Client;
 use serde_json::{json, Value};
@@ -15,42 +13,8 @@ use serde_json::{json, Value};
 use crate::engine::ResumePlan;
 use crate::protocol::{self, ResError, Taken, TokenExtras};
 
-/// Failed resumes one connection may make per [`WINDOW`].
-pub(super) const MAX_FAILURES: u32 = 5;
-const WINDOW: Duration = Duration::from_secs(60);
-/// Connections the limiter remembers at most (then it forgets those out of their
-/// window, or all).
-const REMEMBERED: usize = 10_000;
 /// How long each step waits for its answer.
 const STEP_WAIT: Duration = Duration::from_secs(5);
-
-/// Failed resume attempts per connection, within a window.
-#[derive(Debug, Default)]
-pub(super) struct ResumeFailures(Mutex<HashMap<String, (u32, Instant)>>);
-
-impl ResumeFailures {
-    /// Whether `cid` may try again.
-    pub(super) fn allowed(&self, cid: &str, now: Instant) -> bool {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(cid)
-            .is_none_or(|(n, since)| *n < MAX_FAILURES || now.duration_since(*since) >= WINDOW)
-    }
-
-    pub(super) fn failed(&self, cid: &str, now: Instant) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= REMEMBERED {
-            map.retain(|_, (_, since)| now.duration_since(*since) < WINDOW);
-            if map.len() >= REMEMBERED {
-                map.clear();
-            }
-        }
-        let entry = map.entry(cid.to_string()).or_insert((0, now));
-        if now.duration_since(entry.1) >= WINDOW {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
-    }
-}
 
 /// Carries a resume out; the error is the client's answer.
 pub(super) async fn carry_out(
@@ -105,26 +69,5 @@ async fn request(
         Err(_) => Err(ResError::Internal(format!(
             "resume: {subject} was not answered within 5s"
         ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failures_are_limited_per_connection_within_a_window() {
-        let limits = ResumeFailures::default();
-        let t0 = Instant::now();
-        for _ in 0..MAX_FAILURES {
-            assert!(limits.allowed("c1", t0));
-            limits.failed("c1", t0);
-        }
-        assert!(!limits.allowed("c1", t0));
-        assert!(
-            limits.allowed("c2", t0),
-            "another connection is not limited"
-        );
-        assert!(limits.allowed("c1", t0 + WINDOW), "a new window");
     }
 }

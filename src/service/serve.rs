@@ -403,11 +403,32 @@ impl Service {
             self.unexpected(&subject, "a message");
             return;
         };
-        let outcome = if waited {
+        // A connection past its refused logins gets no signature check.
+        let requester = (route == Route::Auth)
+            .then(|| protocol::requester(&msg.payload))
+            .flatten();
+        let now = Instant::now();
+        let limited = requester
+            .as_deref()
+            .is_some_and(|cid| !self.login_failures.allowed(cid, now));
+        let outcome = if limited {
+            let e = protocol::ResError::TooManyAttempts(format!(
+                "too many refused logins from this connection; try again in a minute (at most {} a minute)",
+                self.login_failures.max()
+            ));
+            crate::engine::Outcome {
+                status: Status::Error(e.code()),
+                reply: Some(e.reply()),
+                ..Default::default()
+            }
+        } else if waited {
             self.engine.handle_waited(&self.config, request)
         } else {
             self.engine.handle(&self.config, request)
         };
+        if let (Some(cid), Status::Error(protocol::INVALID_TOKEN)) = (&requester, outcome.status) {
+            self.login_failures.failed(cid, now);
+        }
         if outcome.status == Status::Unanswered && msg.reply.is_some() {
             if let Some(skipped) = self.unanswered.no_pattern.occurred(Instant::now()) {
                 tracing::warn!(subject, config = %self.config.content_hash(), skipped, "no declared resource matches the name: not answered (the requester times out). A pattern a reload removed while the request was on its way, or instances running different configs; reported at most every 10s, `skipped` since the last line");
