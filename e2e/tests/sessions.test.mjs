@@ -48,11 +48,20 @@ function annJwt() {
 
 const ANN = { id: 42, name: 'Ann', role: 'admin', user: { rid: 'users.user.42' } };
 
+/** A model only a logged-in request may read: for HTTP requests with --headauth. */
+const MEMBERS = `
+  e2e.members:
+    fields:
+      note: { type: string, default: members only }
+    access:
+      get: token != null
+`;
+
 describe('sessions: connres as the auth service, through Resgate', () => {
   const test = withStack({
-    config: shippedConfig((t) => replaceOnce(t, '\nresources:', AUTH) + WHOAMI),
+    config: shippedConfig((t) => replaceOnce(t, '\nresources:', AUTH) + WHOAMI + MEMBERS),
     files: { 'jwt.secret': SECRET },
-    resgateArgs: ['--wsheadauth', 'jwt.header'],
+    resgateArgs: ['--wsheadauth', 'jwt.header', '--headauth', 'jwt.header'],
   });
 
   test('authenticate with a JWT logs in live; logout returns to null', async (stack, t) => {
@@ -157,5 +166,17 @@ describe('sessions: connres as the auth service, through Resgate', () => {
     assert.equal(resumes.length, 1, 'resumed once, on connect');
     assert.deepEqual(values(user.model), ANN, 'the user, on the new connection');
     assert.equal(prefs.model.theme, 'dark', 'the preferences, on the new connection');
+  });
+
+  test('an HTTP request with the session cookie is logged in for that request (--headauth)', async (stack) => {
+    const url = `${stack.wsUrl.replace(/^ws:/, 'http:')}/api/e2e/members`;
+    const anonymous = await fetch(url);
+    assert.equal(anonymous.status, 401, 'no cookie: access denied');
+    const withCookie = await fetch(url, { headers: { Cookie: `session=${annJwt()}` } });
+    assert.equal(withCookie.status, 200);
+    assert.deepEqual(await withCookie.json(), { note: 'members only' });
+    const expired = sign({ sub: 42, exp: Math.floor(Date.now() / 1000) - 600 });
+    const refused = await fetch(url, { headers: { Authorization: `Bearer ${expired}` } });
+    assert.equal(refused.status, 401, 'an expired token logs nothing in');
   });
 });
