@@ -294,14 +294,9 @@ async fn an_auth_name_added_by_a_reload_is_answered_and_one_removed_is_not() {
     connres.stop().await;
 }
 
-/// Three instances on the shared store, serving the seed's resources and the `auth:`
-/// block of `auth_yaml` (a whole config from [`config_with`]), once every partition has
-/// its owner.
-async fn three_instances(
-    server: &NatsServer,
-    bucket: &str,
-    auth_yaml: &str,
-) -> (Vec<Connres>, Gateway) {
+/// The seed's resources on the shared store (bucket `bucket`) with the `auth:` block of
+/// `auth_yaml` (a whole config from [`config_with`]).
+fn shared_auth_yaml(bucket: &str, auth_yaml: &str) -> String {
     let seed = shared_seed(bucket);
     let (state, resources) = seed.split_once("resources:").unwrap();
     let auth_block = auth_yaml
@@ -311,11 +306,11 @@ async fn three_instances(
         .split_once("resources:")
         .unwrap()
         .0;
-    let yaml = format!("{state}auth:{auth_block}resources:{resources}");
-    let (a, gw, ma) = start_shared(server, &yaml).await;
-    let (b, _, mb) = start_shared(server, &yaml).await;
-    let (c, _, mc) = start_shared(server, &yaml).await;
-    let all = [&ma, &mb, &mc];
+    format!("{state}auth:{auth_block}resources:{resources}")
+}
+
+/// Waits until every partition has one of these instances as its owner, each some.
+async fn settle(all: &[&std::sync::Arc<connres::service::ClusterMetrics>]) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !(all.iter().all(|m| m.served() > 0)
         && all.iter().map(|m| m.served()).sum::<i64>() == i64::from(PARTITIONS))
@@ -323,7 +318,52 @@ async fn three_instances(
         assert!(tokio::time::Instant::now() < deadline, "partitions settle");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// Three instances on the shared store, serving the seed's resources and the `auth:`
+/// block of `auth_yaml`, once every partition has its owner.
+async fn three_instances(
+    server: &NatsServer,
+    bucket: &str,
+    auth_yaml: &str,
+) -> (Vec<Connres>, Gateway) {
+    let yaml = shared_auth_yaml(bucket, auth_yaml);
+    let (a, gw, ma) = start_shared(server, &yaml).await;
+    let (b, _, mb) = start_shared(server, &yaml).await;
+    let (c, _, mc) = start_shared(server, &yaml).await;
+    settle(&[&ma, &mb, &mc]).await;
     (vec![a, b, c], gw)
+}
+
+/// A token's end lives in the connection's record in the bucket: the instance that
+/// takes the connection over logs it out when its JWT expires.
+#[tokio::test]
+async fn a_token_ends_at_its_jwts_exp_after_its_owner_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start_jetstream();
+    let yaml = shared_auth_yaml("ends", &config(&dir));
+    let (a, gw, ma) = start_shared(&server, &yaml).await;
+    settle(&[&ma]).await;
+    let mut tokens = token_events(&gw).await;
+    let exp = now() + 6;
+    let jwt = sign(
+        json!({"sub": 42, "name": "Ann", "iss": "https://id.example.test", "exp": exp}),
+        SECRET,
+    );
+    let reply = auth(&gw, "login", json!({"cid": "c1", "params": {"token": jwt}})).await;
+    assert_eq!(reply, json!({"result": null}));
+    let (_, login) = received(&mut tokens).expect("the login's token event");
+    assert_eq!(login["expires"], json!(exp));
+    let (b, _, mb) = start_shared(&server, &yaml).await;
+    settle(&[&ma, &mb]).await;
+    // The first instance hands every partition it still holds over, and is gone.
+    a.stop().await;
+    settle(&[&mb]).await;
+    let (subject, logout) = received_next(&mut tokens).await;
+    assert_eq!(subject, "conn.c1.token");
+    assert_eq!(logout, json!({"token": null}));
+    assert_eq!(gw.get("session.user.c1").await["id"], Value::Null);
+    b.stop().await;
 }
 
 /// The shared store: any instance answers a login (once), and the connection's owner
