@@ -911,3 +911,110 @@ async fn a_connection_past_its_refused_logins_is_refused_until_the_minute_is_ove
     assert_eq!(auth(&gw, "login", other).await, json!({"result": null}));
     connres.stop().await;
 }
+
+/// A JWKS served over TLS on loopback by its own thread, with a certificate for
+/// 127.0.0.1 from a test CA (written to `ca.pem` in `dir`); returns its URL.
+fn tls_jwks_server(dir: &std::path::Path, body: String) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/jwks.json", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok(mut tls) = acceptor.accept(tcp).await else { continue };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(reply.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            }
+        });
+    });
+    url
+}
+
+/// A JWKS over https: fetched from a server whose certificate a root the process
+/// trusts vouches for (the test's CA, through `SSL_CERT_FILE`, as an operator adds a
+/// private CA); refused, the keys left empty, from one it does not.
+#[tokio::test]
+async fn a_jwks_over_https_is_fetched_from_a_trusted_server_only() {
+    use common::process::{connres, project_file, Proc};
+    let dir = tempfile::tempdir().unwrap();
+    let url = tls_jwks_server(dir.path(), ed25519_jwks("ed25519.pub.pem", "a"));
+    let server = NatsServer::start();
+    let yaml = format!(
+        "version: 1\nauth:\n  session:\n    jwt:\n      algorithms: [EdDSA]\n      jwks: {{ url: \"{url}\" }}\n    token: {{ userId: \"{{{{claims.sub}}}}\" }}\n    methods:\n      login: {{ jwt: params.token }}\nresources: {{}}\n"
+    );
+    let config = dir.path().join("resources.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let serve = |trusted: bool| {
+        let mut cmd = connres();
+        cmd.args(["serve", "--config"])
+            .arg(&config)
+            .args(["--nats", &server.url])
+            .env("RUST_LOG", "info");
+        if trusted {
+            cmd.env("SSL_CERT_FILE", dir.path().join("ca.pem"));
+        } else {
+            // Roots from a file that holds none of ours.
+            cmd.env(
+                "SSL_CERT_FILE",
+                project_file("tests/fixtures/jwt/README.md"),
+            );
+        }
+        Proc::spawn(&mut cmd)
+    };
+    let mut untrusted = serve(false);
+    let line = untrusted.wait_for_log("could not fetch the JWKS");
+    assert!(line.contains("TLS"), "{line}");
+    untrusted.stop();
+    drop(untrusted);
+
+    let gw = Gateway::connect(&server).await;
+    let mut trusted = serve(true);
+    trusted.wait_for_log("fetched the JWKS");
+    let jwt = ed25519_jwt("ed25519.key.pem", "a");
+    let reply = auth(&gw, "login", json!({"cid": "c1", "params": {"token": jwt}})).await;
+    assert_eq!(reply, json!({"result": null}));
+}
