@@ -111,23 +111,24 @@ async fn run(
 ) {
     let mut poked_at: Option<Instant> = None;
     loop {
-        let wait = match fetch(&url).await {
+        let outcome = match fetch(&url).await {
             Ok(text) => match verifier.set_jwks(&text) {
                 Ok(kids) => {
                     tracing::info!(auth = name, url, ?kids, "fetched the JWKS");
                     *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
-                    REFRESH
+                    Fetched::Keys
                 }
                 Err(e) => {
                     tracing::warn!(auth = name, url, error = %e, "the fetched JWKS was refused; the keys stay as they were");
-                    RETRY.max(POKE_GAP)
+                    Fetched::Refused
                 }
             },
             Err(e) => {
                 tracing::warn!(auth = name, url, error = %e, "could not fetch the JWKS; the keys stay as they were");
-                RETRY
+                Fetched::Failed
             }
         };
+        let wait = next_fetch(outcome);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = poke.notified() => {
@@ -138,6 +139,29 @@ async fn run(
                 poked_at = Some(Instant::now());
             }
         }
+    }
+}
+
+/// How a fetch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetched {
+    /// New keys in force.
+    Keys,
+    /// A document that is not a usable JWKS.
+    Refused,
+    /// No document (no connection, an HTTP error, too large, too slow).
+    Failed,
+}
+
+/// When the next fetch goes, unasked: every [`REFRESH`] after one that brought keys;
+/// soon after one that brought nothing ([`RETRY`]); not before [`POKE_GAP`] after a
+/// document that was not a JWKS (the provider is up, and fetching again at once brings
+/// the same).
+fn next_fetch(outcome: Fetched) -> Duration {
+    match outcome {
+        Fetched::Keys => REFRESH,
+        Fetched::Refused => RETRY.max(POKE_GAP),
+        Fetched::Failed => RETRY,
     }
 }
 
@@ -277,6 +301,13 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_fetch_follows_how_the_last_went() {
+        assert_eq!(next_fetch(Fetched::Keys), Duration::from_secs(600));
+        assert_eq!(next_fetch(Fetched::Failed), Duration::from_secs(5));
+        assert_eq!(next_fetch(Fetched::Refused), POKE_GAP);
+    }
 
     #[test]
     fn fetches_for_unknown_kids_are_at_least_the_gap_apart() {
