@@ -61,14 +61,14 @@ impl<S: Store> Engine<S> {
         };
         let now = self.wall_secs();
         let conn = self.store.connection(from).ok_or_else(refused)?;
-        let (Some(token), Some(kept)) = (conn.token.clone(), conn.resume.as_deref()) else {
+        let (Some(token), Some(kept)) = (conn.token.clone(), conn.resume()) else {
             return Err(refused());
         };
         if !resume::matches(&kept.hash, &given) || kept.until < now {
             return Err(refused());
         }
         let extras = TokenExtras {
-            tid: conn.tid.as_deref().map(str::to_string),
+            tid: conn.tid().map(str::to_string),
             expires: (conn.expires != 0).then_some(u64::from(conn.expires)),
             resume: None,
         };

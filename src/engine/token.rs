@@ -31,29 +31,31 @@ impl<S: Store> Engine<S> {
         }
         match protocol::parse::<TokenEvent>(payload, "token event") {
             Ok(event @ TokenEvent { token: Some(_), .. }) => {
-                let ends = event.expires_at().unwrap_or(0);
-                let token = event.token.clone().filter(|t| !t.is_null()).map(Arc::new);
-                let ends = if token.is_some() { ends } else { 0 };
-                let value = self
-                    .log_tokens
-                    .then(|| token_value_digest(token.as_deref()));
-                let (tid, resume) = match token {
-                    Some(_) => (event.tid().map(str::to_string), event.resume()),
-                    None => (None, None),
+                // What the event says beside the token (a logout says nothing of it).
+                let logged_in = !matches!(event.token, Some(Value::Null));
+                let (ends, tid, resume) = if logged_in {
+                    (
+                        event.expires_at().unwrap_or(0),
+                        event.tid().map(str::to_string),
+                        event.resume(),
+                    )
+                } else {
+                    (0, None, None)
                 };
+                let token = event.token.filter(|t| !t.is_null()).map(Arc::new);
+                let logged = self
+                    .log_tokens
+                    .then(|| (token_digest(payload), token_value_digest(token.as_deref())));
                 self.set_token(config, cid, token, events);
                 self.store.update_existing(cid, self.now, |c| {
                     c.set_expires(ends);
                     c.set_session(tid.as_deref(), resume);
-                });
-                self.track_token_end(cid, ends);
-                if let Some(value) = value {
-                    let digest = token_digest(payload);
-                    self.store.update_existing(cid, self.now, |c| {
+                    if let Some((digest, value)) = logged {
                         c.log_token(digest);
                         c.log_token_value(value);
-                    });
-                }
+                    }
+                });
+                self.track_token_end(cid, ends);
                 true
             }
             Ok(TokenEvent { token: None, .. }) => {

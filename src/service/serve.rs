@@ -407,10 +407,9 @@ impl Service {
         let requester = (route == Route::Auth)
             .then(|| protocol::requester(&msg.payload))
             .flatten();
-        let now = Instant::now();
         let limited = requester
             .as_deref()
-            .is_some_and(|cid| !self.login_failures.allowed(cid, now));
+            .is_some_and(|cid| !self.login_failures.allowed(cid, Instant::now()));
         let outcome = if limited {
             let e = protocol::ResError::TooManyAttempts(format!(
                 "too many refused logins from this connection; try again in a minute (at most {} a minute)",
@@ -427,7 +426,7 @@ impl Service {
             self.engine.handle(&self.config, request)
         };
         if let (Some(cid), Status::Error(protocol::INVALID_TOKEN)) = (&requester, outcome.status) {
-            self.login_failures.failed(cid, now);
+            self.login_failures.failed(cid, Instant::now());
         }
         if outcome.status == Status::Unanswered && msg.reply.is_some() {
             if let Some(skipped) = self.unanswered.no_pattern.occurred(Instant::now()) {

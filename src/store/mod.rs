@@ -48,11 +48,18 @@ pub struct Connection {
     /// When the token ends, in seconds since 1970 (the `expires` of the token event
     /// that set it); 0: never.
     pub expires: u32,
-    /// The `tid` of the token event that set the token.
+    /// What the token event that set the token said of its session (its `tid`, the
+    /// resume key). Boxed, one pointer: most connections have none.
+    pub session: Option<Box<Session>>,
+}
+
+/// What a token event said of its session, beside the token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Session {
+    /// The token ID.
     pub tid: Option<Box<str>>,
-    /// The connection's resume key, as kept: its secret's hash and when it stops being
-    /// valid (seconds since 1970). Boxed: most connections have none.
-    pub resume: Option<Box<ResumeKept>>,
+    /// The resume key, as kept: its secret's hash and when it stops being valid.
+    pub resume: Option<ResumeKept>,
 }
 
 /// A resume key as a connection's record keeps it.
@@ -192,8 +199,7 @@ impl Connection {
     pub fn replace_token(&mut self, token: Option<Arc<Value>>) {
         self.token = token;
         self.expires = 0;
-        self.tid = None;
-        self.resume = None;
+        self.session = None;
         self.changes.bump();
         for m in &mut self.models {
             m.reply.clear();
@@ -202,13 +208,25 @@ impl Connection {
 
     /// Sets what the token event that set the token said of it: its ID and resume key.
     pub fn set_session(&mut self, tid: Option<&str>, resume: Option<([u8; 32], u32)>) {
-        let tid = tid.map(Box::from);
-        let resume = resume.map(|(hash, until)| Box::new(ResumeKept { hash, until }));
-        if self.tid != tid || self.resume != resume {
-            self.tid = tid;
-            self.resume = resume;
+        let session = Session {
+            tid: tid.map(Box::from),
+            resume: resume.map(|(hash, until)| ResumeKept { hash, until }),
+        };
+        let session = (session != Session::default()).then(|| Box::new(session));
+        if self.session != session {
+            self.session = session;
             self.changes.bump();
         }
+    }
+
+    /// The token ID of the token event that set the token.
+    pub fn tid(&self) -> Option<&str> {
+        self.session.as_ref()?.tid.as_deref()
+    }
+
+    /// The connection's resume key, as kept.
+    pub fn resume(&self) -> Option<&ResumeKept> {
+        self.session.as_ref()?.resume.as_ref()
     }
 
     /// Sets when the token ends (0: never).

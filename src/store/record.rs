@@ -122,10 +122,10 @@ pub fn encode(unit: UnitRef) -> Vec<u8> {
             if c.expires != 0 {
                 v["expires"] = c.expires.into();
             }
-            if let Some(tid) = &c.tid {
+            if let Some(tid) = c.tid() {
                 v["tid"] = Value::String(tid.to_string());
             }
-            if let Some(r) = &c.resume {
+            if let Some(r) = c.resume() {
                 v["resume"] = serde_json::json!({
                     "hash": crate::auth::resume::to_hex(&r.hash),
                     "until": r.until,
@@ -225,15 +225,23 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
                     .and_then(Value::as_u64)
                     .and_then(|e| u32::try_from(e).ok())
                     .unwrap_or(0),
-                tid: value.get("tid").and_then(Value::as_str).map(Box::from),
-                resume: value.get("resume").and_then(|r| {
-                    let hash = crate::auth::resume::from_hex(r.get("hash")?.as_str()?)?;
-                    let until = u32::try_from(r.get("until")?.as_u64()?).ok()?;
-                    Some(Box::new(super::ResumeKept { hash, until }))
-                }),
+                session: session(&value),
             })
         }
     })
+}
+
+/// What a stored connection says of its session (`tid`, `resume`), if anything.
+fn session(value: &Value) -> Option<Box<super::Session>> {
+    let session = super::Session {
+        tid: value.get("tid").and_then(Value::as_str).map(Box::from),
+        resume: value.get("resume").and_then(|r| {
+            let hash = crate::auth::resume::from_hex(r.get("hash")?.as_str()?)?;
+            let until = u32::try_from(r.get("until")?.as_u64()?).ok()?;
+            Some(super::ResumeKept { hash, until })
+        }),
+    };
+    (session != super::Session::default()).then(|| Box::new(session))
 }
 
 #[cfg(test)]
@@ -269,10 +277,12 @@ mod tests {
             token: Some(Arc::new(json!({"userId": 7}))),
             confirmed: true,
             expires: 1_800_000_000,
-            tid: Some("u7".into()),
-            resume: Some(Box::new(crate::store::ResumeKept {
-                hash: [3; 32],
-                until: 1_800_000_600,
+            session: Some(Box::new(crate::store::Session {
+                tid: Some("u7".into()),
+                resume: Some(crate::store::ResumeKept {
+                    hash: [3; 32],
+                    until: 1_800_000_600,
+                }),
             })),
             ..Connection::default()
         };
