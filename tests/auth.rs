@@ -498,11 +498,27 @@ async fn a_revocation_asks_the_gateways_to_log_out_every_connection_of_the_token
         received(&mut tokens),
         Some(("conn.c1.token".into(), json!({"token": null})))
     );
+    // By claims: the `tid` template (`user-{{claims.sub}}`) makes the token ID.
+    let reply = gw
+        .request(
+            "connres.revoke.session",
+            json!({"claims": {"sub": 42, "name": "whoever"}, "tids": ["user-9"]}),
+        )
+        .await;
+    assert_eq!(reply, json!({"result": null}));
+    let (_, reset) = gw.next_system().await;
+    assert_eq!(
+        reset,
+        json!({"tids": ["user-9", "user-42"], "subject": "auth.session.logout"})
+    );
     for bad in [
         json!({}),
         json!({"tids": []}),
         json!({"tids": [""]}),
         json!({"tids": ["a"], "x": 1}),
+        // Claims that make no token ID: `sub` missing or null.
+        json!({"claims": {"name": "Ann"}}),
+        json!({"claims": {"sub": null}}),
     ] {
         let reply = gw.request("connres.revoke.session", bad.clone()).await;
         Gateway::expect_error(&reply, "system.invalidParams");

@@ -131,15 +131,7 @@ pub fn answer(
                 .then(|| claims.get("exp").and_then(exp_seconds))
                 .flatten();
             let token = build_token(&entry.token, &claims);
-            let tid = entry
-                .tid
-                .as_ref()
-                .and_then(|t| match t.render(&claims_input(&claims))? {
-                    Value::String(s) => Some(s),
-                    Value::Number(n) => Some(n.to_string()),
-                    Value::Bool(b) => Some(b.to_string()),
-                    _ => None,
-                });
+            let tid = tid(entry, &claims);
             Ok(Answer::Login {
                 cid: request.cid,
                 token,
@@ -148,6 +140,34 @@ pub fn answer(
             })
         }
     }
+}
+
+/// The token ID the name's `tid` template makes of `claims`, if it makes one.
+fn tid(entry: &AuthName, claims: &Value) -> Option<String> {
+    match entry.tid.as_ref()?.render(&claims_input(claims))? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The token ID a login with `claims` gets: what a revocation by claims
+/// (`{"claims": {"sub": "42"}}`) selects. Every claim the `tid` template reads must be
+/// given (strict: a missing one makes no token ID, rather than a wrong one).
+pub fn tid_of_claims(entry: &AuthName, claims: Map<String, Value>) -> Result<String, String> {
+    let Some(template) = &entry.tid else {
+        return Err(format!(
+            "auth `{}` has no `tid`: its tokens cannot be selected by claims",
+            entry.name
+        ));
+    };
+    tid(entry, &Value::Object(claims)).ok_or_else(|| {
+        format!(
+            "the claims given do not make a token ID: `tid: {}` reads a claim that is missing or null",
+            template.source()
+        )
+    })
 }
 
 /// A JWT's `exp` as whole seconds (a fraction is rounded down: the verifier accepted
@@ -312,6 +332,27 @@ mod tests {
                 expires: None
             })
         );
+    }
+
+    #[test]
+    fn a_revocation_by_claims_selects_the_tid_a_login_with_them_gets() {
+        let e = entry("    tid: \"{{claims.tenant}}/{{claims.sub}}\"\n");
+        let claims = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(
+            tid_of_claims(&e, claims(json!({"sub": 42, "tenant": "t1", "x": [1]}))),
+            Ok("t1/42".to_string())
+        );
+        // The same tid as a login with those claims gets.
+        let logged_in = login(
+            &e,
+            json!({"cid": "c1", "params": {"token": jwt(json!({"sub": 42, "tenant": "t1", "exp": NOW + 60}))}}),
+        );
+        assert!(matches!(logged_in, Ok(Answer::Login { tid: Some(t), .. }) if t == "t1/42"));
+        // A claim the template reads is missing: no token ID rather than `t1/`.
+        let missing = tid_of_claims(&e, claims(json!({"tenant": "t1"}))).unwrap_err();
+        assert!(missing.contains("{{claims.tenant}}/{{claims.sub}}"), "{missing}");
+        // A name without a tid cannot select by claims.
+        assert!(tid_of_claims(&entry(""), claims(json!({"sub": 1}))).is_err());
     }
 
     #[test]

@@ -114,7 +114,7 @@ impl<S: Store> Engine<S> {
     ) -> Option<Result<Bytes, ResError>> {
         let entry = config.auth.get(name)?;
         Some((|| {
-            let request: protocol::RevokeRequest = protocol::parse(payload, "revoke")?;
+            let mut request: protocol::RevokeRequest = protocol::parse(payload, "revoke")?;
             let Some(logout) = entry
                 .methods
                 .iter()
@@ -124,9 +124,14 @@ impl<S: Store> Engine<S> {
                     "auth `{name}` has no logout method (`{{ logout: true }}`) for the gateways to call"
                 )));
             };
+            if let Some(claims) = request.claims.take() {
+                request.tids.push(request::tid_of_claims(entry, claims).map_err(|m| {
+                    ResError::InvalidParams(format!("revoke: {m}"))
+                })?);
+            }
             if request.tids.is_empty() || request.tids.len() > MAX_REVOKED_TIDS {
                 return Err(ResError::InvalidParams(format!(
-                    "revoke: `tids` must name 1 to {MAX_REVOKED_TIDS} token IDs"
+                    "revoke: `tids` must name 1 to {MAX_REVOKED_TIDS} token IDs, or `claims` make one"
                 )));
             }
             if request.tids.iter().any(|t| t.is_empty() || t.len() > 256) {

@@ -108,9 +108,14 @@ pub fn token_reset(tids: &[String], subject: &str) -> (String, Bytes) {
     )
 }
 
-/// The payload of a backend `<prefix>.revoke.<name>` request.
+/// The payload of a backend `<prefix>.revoke.<name>` request: token IDs, or claims
+/// from which the name's `tid` template makes one (`{"claims": {"sub": "42"}}`), or
+/// both.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
+    #[serde(default)]
     pub tids: Vec<String>,
+    #[serde(default)]
+    pub claims: Option<serde_json::Map<String, Value>>,
 }
