@@ -316,7 +316,8 @@ pub fn run(engine: &mut Engine, config: &Config, request: Request) {
         }
         Request::Auth { name, .. }
         | Request::Revoke { name, .. }
-        | Request::ResumeTake { name, .. } => assert_eq!(
+        | Request::ResumeTake { name, .. }
+        | Request::Recheck { name, .. } => assert_eq!(
             reply.is_some(),
             config.auth.get(name).is_some(),
             "an auth request must be answered exactly when its name is declared"
@@ -374,7 +375,8 @@ pub fn run(engine: &mut Engine, config: &Config, request: Request) {
         Request::Call { .. }
         | Request::ApiSet { .. }
         | Request::ApiReset { .. }
-        | Request::Revoke { .. } => {
+        | Request::Revoke { .. }
+        | Request::Recheck { .. } => {
             assert!(result.is_null(), "a write result must be null: {result}")
         }
         Request::Token { .. } | Request::Auth { .. } | Request::ResumeTake { .. } => {}

@@ -251,9 +251,21 @@ pub struct TokenEvent {
     /// seconds since 1970}`); not RES: connres's logins set it.
     #[serde(default)]
     pub resume: Option<Value>,
+    /// The JWT the connection logged in with (not RES: connres's logins set it for a
+    /// `recheck` method).
+    #[serde(default)]
+    pub jwt: Option<Value>,
 }
 
 impl TokenEvent {
+    /// The JWT kept for a recheck, when it is a string of a JWT's size.
+    pub fn jwt(&self) -> Option<&str> {
+        self.jwt
+            .as_ref()?
+            .as_str()
+            .filter(|t| !t.is_empty() && t.len() <= crate::auth::jwt::MAX_TOKEN_LEN)
+    }
+
     /// The token ID, when it is a string.
     pub fn tid(&self) -> Option<&str> {
         self.tid

@@ -180,3 +180,35 @@ describe('sessions: connres as the auth service, through Resgate', () => {
     assert.equal(refused.status, 401, 'an expired token logs nothing in');
   });
 });
+
+describe('sessions: a tokenReset naming a recheck method, through Resgate', () => {
+  const RECHECK = AUTH.replace('      resume: { resume: true }\n', '      recheck: { recheck: true }\n');
+  const config = shippedConfig((t) => replaceOnce(t, '\nresources:', RECHECK) + WHOAMI);
+  const test = withStack({ config, files: { 'jwt.secret': SECRET, 'rotated.secret': `${SECRET}, rotated` } });
+
+  test('after a key rotation, the sessions of the token IDs named are checked again and logged out', async (stack, t) => {
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    const bob = sign({ sub: 7, name: 'Bob', role: 'user', exp });
+    const [ann, other] = [clientFor(stack, t), clientFor(stack, t)];
+    const users = [];
+    for (const [client, token] of [[ann, annJwt()], [other, bob]]) {
+      const user = await watch(client, 'session.user.{cid}');
+      await within(client.authenticate('jwt', 'login', { token }), 'a login');
+      await user.until((v) => v.id !== null, 'the login');
+      users.push(user);
+    }
+    // Checked again with the key they were signed with: both stay.
+    await stack.publish('system.tokenReset', { tids: ['42', '7'], subject: 'auth.jwt.recheck' });
+    await roundTrip(ann);
+    assert.equal(users[0].model.name, 'Ann');
+
+    const reloaded = stack.connres.waitFor(/config reloaded/);
+    stack.writeConfig(config.replace('{ file: jwt.secret }', '{ file: rotated.secret }'));
+    await reloaded;
+    // As an operator would after the rotation: user 42's sessions.
+    await stack.publish('system.tokenReset', { tids: ['42'], subject: 'auth.jwt.recheck' });
+    assert.deepEqual(await users[0].until((v) => v.id === null, 'the recheck'), LOGGED_OUT);
+    await roundTrip(other);
+    assert.equal(users[1].model.name, 'Bob', 'a session not named stays');
+  });
+});

@@ -29,14 +29,11 @@ pub struct AuthRequest {
 pub enum Answer {
     /// Logged in: the connection's new token, its token ID, and when it ends (the
     /// JWT's `exp`, with `expire: at_exp`).
-    Login {
-        cid: String,
-        token: Value,
-        tid: Option<String>,
-        expires: Option<u64>,
-    },
+    Login { cid: String, login: Verified },
     /// Logged out: the connection's token is cleared.
     Logout { cid: String },
+    /// Connection `cid`'s JWT is to be verified again, by its owner (which keeps it).
+    Recheck { cid: String },
     /// Connection `cid` resumes the session of connection `from` with its resume key's
     /// secret (checked by `from`'s owner).
     Resume {
@@ -44,6 +41,37 @@ pub enum Answer {
         from: String,
         secret: [u8; super::resume::SECRET_LEN],
     },
+}
+
+/// What a verified JWT gives its connection: the token, its token ID, when it ends (the
+/// JWT's `exp`, with `expire: at_exp`), and the JWT itself when a `recheck` method
+/// needs it kept.
+#[derive(Debug, PartialEq)]
+pub struct Verified {
+    pub token: Value,
+    pub tid: Option<String>,
+    pub expires: Option<u64>,
+    pub jwt: Option<String>,
+}
+
+/// Verifies `jwt` as `entry` does now (keys, time, issuer, audience) and builds what
+/// its connection gets: a login, or the recheck of a JWT kept.
+pub fn verify(entry: &AuthName, jwt: &str, now: SystemTime) -> Result<Verified, AuthError> {
+    let Some(verifier) = &entry.jwt else {
+        // The compiler refuses such a config; never log in without verifying.
+        return Err(AuthError::Missing("a method without a verifier".into()));
+    };
+    let claims = Value::Object(verifier.verifier.verify(jwt, now)?);
+    let expires = entry
+        .expire_at_exp
+        .then(|| claims.get("exp").and_then(exp_seconds))
+        .flatten();
+    Ok(Verified {
+        token: build_token(&entry.token, &claims),
+        tid: tid(entry, &claims),
+        expires,
+        jwt: entry.keeps_jwt().then(|| jwt.to_string()),
+    })
 }
 
 /// Why an auth request was refused.
@@ -99,6 +127,7 @@ pub fn answer(
     }
     match &m.action {
         MethodAction::Logout => Ok(Answer::Logout { cid: request.cid }),
+        MethodAction::Recheck => Ok(Answer::Recheck { cid: request.cid }),
         MethodAction::Resume => {
             let key = match request.params.as_ref().and_then(|p| p.get("key")) {
                 Some(Value::String(k)) => k,
@@ -117,26 +146,13 @@ pub fn answer(
             })
         }
         MethodAction::Jwt(places) => {
-            let Some(jwt) = &entry.jwt else {
-                // The compiler refuses such a config; never log in without verifying.
-                return Err(AuthError::Missing("a method without a verifier".into()));
-            };
             let Some(found) = places.iter().find_map(|p| find(&request, p)) else {
                 let wheres: Vec<String> = places.iter().map(|p| p.to_string()).collect();
                 return Err(AuthError::Missing(wheres.join(" or ")));
             };
-            let claims = Value::Object(jwt.verifier.verify(found, now)?);
-            let expires = entry
-                .expire_at_exp
-                .then(|| claims.get("exp").and_then(exp_seconds))
-                .flatten();
-            let token = build_token(&entry.token, &claims);
-            let tid = tid(entry, &claims);
             Ok(Answer::Login {
+                login: verify(entry, found, now)?,
                 cid: request.cid,
-                token,
-                tid,
-                expires,
             })
         }
     }
@@ -309,9 +325,12 @@ mod tests {
             got,
             Ok(Answer::Login {
                 cid: "c1".into(),
-                token: claims,
-                tid: None,
-                expires: Some(NOW + 60)
+                login: Verified {
+                    token: claims,
+                    tid: None,
+                    expires: Some(NOW + 60),
+                    jwt: None
+                }
             })
         );
     }
@@ -327,9 +346,12 @@ mod tests {
             got,
             Ok(Answer::Login {
                 cid: "c1".into(),
-                token: json!({"id": 7, "name": null, "tag": "u-7"}),
-                tid: Some("7".into()),
-                expires: None
+                login: Verified {
+                    token: json!({"id": 7, "name": null, "tag": "u-7"}),
+                    tid: Some("7".into()),
+                    expires: None,
+                    jwt: None
+                }
             })
         );
     }
@@ -347,10 +369,15 @@ mod tests {
             &e,
             json!({"cid": "c1", "params": {"token": jwt(json!({"sub": 42, "tenant": "t1", "exp": NOW + 60}))}}),
         );
-        assert!(matches!(logged_in, Ok(Answer::Login { tid: Some(t), .. }) if t == "t1/42"));
+        assert!(
+            matches!(logged_in, Ok(Answer::Login { login: Verified { tid: Some(t), .. }, .. }) if t == "t1/42")
+        );
         // A claim the template reads is missing: no token ID rather than `t1/`.
         let missing = tid_of_claims(&e, claims(json!({"tenant": "t1"}))).unwrap_err();
-        assert!(missing.contains("{{claims.tenant}}/{{claims.sub}}"), "{missing}");
+        assert!(
+            missing.contains("{{claims.tenant}}/{{claims.sub}}"),
+            "{missing}"
+        );
         // A name without a tid cannot select by claims.
         assert!(tid_of_claims(&entry(""), claims(json!({"sub": 1}))).is_err());
     }

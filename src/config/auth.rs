@@ -29,7 +29,7 @@ pub(crate) const JWT_KEYS: &[&str] = &[
     "leeway",
 ];
 pub(crate) const KEY_SOURCE_KEYS: &[&str] = &["env", "file", "url"];
-pub(crate) const METHOD_KEYS: &[&str] = &["jwt", "logout", "resume"];
+pub(crate) const METHOD_KEYS: &[&str] = &["jwt", "logout", "resume", "recheck"];
 
 /// The declared auth names, in config order.
 #[derive(Debug, Default)]
@@ -88,6 +88,13 @@ impl AuthName {
         self.methods
             .iter()
             .any(|m| matches!(m.action, MethodAction::Resume))
+    }
+
+    /// Whether logins keep their JWT, for a method that checks it again (`recheck`).
+    pub fn keeps_jwt(&self) -> bool {
+        self.methods
+            .iter()
+            .any(|m| matches!(m.action, MethodAction::Recheck))
     }
 
     /// One line for `connres check`: never a key's value.
@@ -150,6 +157,7 @@ impl Method {
             ),
             MethodAction::Logout => format!("{} (logout)", self.name),
             MethodAction::Resume => format!("{} (resume)", self.name),
+            MethodAction::Recheck => format!("{} (recheck)", self.name),
         }
     }
 }
@@ -164,6 +172,10 @@ pub enum MethodAction {
     Logout,
     /// Moves a session to this connection with a resume key.
     Resume,
+    /// Verifies the JWT the connection logged in with again, with the keys and clock of
+    /// now, and logs the connection out when it is refused (what a `system.tokenReset`
+    /// naming this method does for every connection of its token IDs).
+    Recheck,
 }
 
 /// Where a method looks for a JWT in an auth request.

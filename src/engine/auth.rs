@@ -31,6 +31,19 @@ pub struct ResumePlan {
     pub kept: ([u8; 32], u32),
 }
 
+/// What the service carries out, beside the serving task, before it answers an auth
+/// request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthPlan {
+    Resume(ResumePlan),
+    /// Asks connection `cid`'s owner (`<prefix>.recheck.<name>.<cid>`) to verify the
+    /// JWT it keeps again, and relays its answer.
+    Recheck {
+        name: String,
+        cid: String,
+    },
+}
+
 impl<S: Store> Engine<S> {
     /// `None`: no auth entry has this name (another service may answer it).
     pub(super) fn auth(
@@ -40,25 +53,21 @@ impl<S: Store> Engine<S> {
         method: &str,
         payload: &[u8],
         events: &mut Events,
-        plan: &mut Option<Box<ResumePlan>>,
+        plan: &mut Option<Box<AuthPlan>>,
     ) -> Option<Result<Bytes, ResError>> {
         let entry = config.auth.get(name)?;
         let wall = self.clock.wall();
         Some(match request::answer(entry, method, payload, wall) {
-            Ok(Answer::Login {
-                cid,
-                token,
-                tid,
-                expires,
-            }) => {
-                tracing::debug!(auth = name, cid, tid, "a login");
+            Ok(Answer::Login { cid, login }) => {
+                tracing::debug!(auth = name, cid, tid = login.tid, "a login");
                 let issued = entry.resumes().then(|| self.resume_key(entry, &cid));
                 let extras = TokenExtras {
-                    tid,
-                    expires,
+                    tid: login.tid,
+                    expires: login.expires,
                     resume: issued.as_ref().map(|(_, kept)| *kept),
+                    jwt: login.jwt,
                 };
-                events.push(protocol::token_event(&cid, &token, &extras));
+                events.push(protocol::token_event(&cid, &login.token, &extras));
                 Ok(match issued {
                     Some((key, _)) => protocol::resume_reply(&key),
                     None => protocol::null_reply(),
@@ -71,15 +80,22 @@ impl<S: Store> Engine<S> {
             }
             Ok(Answer::Resume { cid, from, secret }) => {
                 let (key, kept) = self.resume_key(entry, &cid);
-                *plan = Some(Box::new(ResumePlan {
+                *plan = Some(Box::new(AuthPlan::Resume(ResumePlan {
                     name: name.to_string(),
                     from,
                     to: cid,
                     secret,
                     key: key.clone(),
                     kept,
-                }));
+                })));
                 Ok(protocol::resume_reply(&key))
+            }
+            Ok(Answer::Recheck { cid }) => {
+                *plan = Some(Box::new(AuthPlan::Recheck {
+                    name: name.to_string(),
+                    cid,
+                }));
+                Ok(protocol::null_reply())
             }
             Err(e) => Err(res_error(e)),
         })
@@ -125,9 +141,10 @@ impl<S: Store> Engine<S> {
                 )));
             };
             if let Some(claims) = request.claims.take() {
-                request.tids.push(request::tid_of_claims(entry, claims).map_err(|m| {
-                    ResError::InvalidParams(format!("revoke: {m}"))
-                })?);
+                request.tids.push(
+                    request::tid_of_claims(entry, claims)
+                        .map_err(|m| ResError::InvalidParams(format!("revoke: {m}")))?,
+                );
             }
             if request.tids.is_empty() || request.tids.len() > MAX_REVOKED_TIDS {
                 return Err(ResError::InvalidParams(format!(
@@ -146,7 +163,7 @@ impl<S: Store> Engine<S> {
     }
 }
 
-fn res_error(e: AuthError) -> ResError {
+pub(super) fn res_error(e: AuthError) -> ResError {
     match e.reason() {
         Some(reason) => ResError::InvalidToken {
             reason,

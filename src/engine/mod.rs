@@ -13,6 +13,7 @@ mod auth;
 mod expiry;
 mod get;
 mod migrate;
+mod recheck;
 mod resume;
 mod token;
 mod token_end;
@@ -32,7 +33,7 @@ use crate::protocol::{self, Changes, ResError};
 use crate::rule::{Rule, RuleInput};
 use crate::store::{MemoryStore, Store, Written};
 
-pub use auth::ResumePlan;
+pub use auth::{AuthPlan, ResumePlan};
 use expiry::ResetQueue;
 pub use expiry::{ResetBatch, RESET_BATCH};
 use get::model_values;
@@ -74,6 +75,9 @@ pub enum Request<'a> {
         from: &'a str,
         payload: &'a [u8],
     },
+    /// `<prefix>.recheck.<name>.<cid>`: verify again the JWT connection `cid` logged in
+    /// with; log it out when it is refused.
+    Recheck { name: &'a str, cid: &'a str },
 }
 
 /// What handling a message produced: events to publish first, then the reply (none for
@@ -88,8 +92,9 @@ pub struct Outcome {
     /// resources ([`Config::position_of`]); none for token events and names no pattern
     /// matches.
     pub resource: Option<usize>,
-    /// A resume for the service to carry out before it sends the reply.
-    pub resume: Option<Box<ResumePlan>>,
+    /// What the service carries out before it sends an auth request's reply: a resume,
+    /// or a recheck by the connection's owner.
+    pub plan: Option<Box<AuthPlan>>,
 }
 
 /// How handling a message went.
@@ -243,7 +248,7 @@ impl<S: Store> Engine<S> {
                 method,
                 payload,
                 &mut out.events,
-                &mut out.resume,
+                &mut out.plan,
             ),
             Request::Revoke { name, payload } => {
                 self.revoke(config, name, payload, &mut out.events)
@@ -253,6 +258,7 @@ impl<S: Store> Engine<S> {
                 from,
                 payload,
             } => self.resume_take(config, name, from, payload, &mut out.events),
+            Request::Recheck { name, cid } => self.recheck(config, name, cid, &mut out.events),
         };
         out.resource = self.resolved;
         out.reply = match reply {
@@ -415,6 +421,7 @@ fn refused(
         Request::Auth { name, method, .. } => ("auth", name, method),
         Request::Revoke { name, .. } => ("auth", name, "revoke"),
         Request::ResumeTake { name, .. } => ("auth", name, "take"),
+        Request::Recheck { name, .. } => ("auth", name, "recheck"),
         Request::Token { .. } => return,
     };
     tracing::debug!(

@@ -71,6 +71,7 @@ impl<S: Store> Engine<S> {
             tid: conn.tid().map(str::to_string),
             expires: (conn.expires != 0).then_some(u64::from(conn.expires)),
             resume: None,
+            jwt: conn.jwt().map(str::to_string),
         };
         // The written values, under the new connection's names.
         let mut models = Map::new();

@@ -33,14 +33,15 @@ impl<S: Store> Engine<S> {
             Ok(event @ TokenEvent { token: Some(_), .. }) => {
                 // What the event says beside the token (a logout says nothing of it).
                 let logged_in = !matches!(event.token, Some(Value::Null));
-                let (ends, tid, resume) = if logged_in {
+                let (ends, tid, resume, jwt) = if logged_in {
                     (
                         event.expires_at().unwrap_or(0),
                         event.tid().map(str::to_string),
                         event.resume(),
+                        event.jwt().map(str::to_string),
                     )
                 } else {
-                    (0, None, None)
+                    (0, None, None, None)
                 };
                 let token = event.token.filter(|t| !t.is_null()).map(Arc::new);
                 let logged = self
@@ -49,7 +50,7 @@ impl<S: Store> Engine<S> {
                 self.set_token(config, cid, token, events);
                 self.store.update_existing(cid, self.now, |c| {
                     c.set_expires(ends);
-                    c.set_session(tid.as_deref(), resume);
+                    c.set_session(tid.as_deref(), resume, jwt.as_deref());
                     if let Some((digest, value)) = logged {
                         c.log_token(digest);
                         c.log_token_value(value);

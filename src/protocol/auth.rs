@@ -16,10 +16,12 @@ pub struct TokenExtras {
     pub expires: Option<u64>,
     /// The resume key's hash and end.
     pub resume: Option<([u8; 32], u32)>,
+    /// The JWT the connection logged in with, kept for a `recheck` method.
+    pub jwt: Option<String>,
 }
 
 /// A `conn.<cid>.token` event: `{"token": ..., "tid": ..., "expires": ..., "resume":
-/// ...}` (a logout: a null token and nothing else; see [`TokenEvent`]).
+/// ..., "jwt": ...}` (a logout: a null token and nothing else; see [`TokenEvent`]).
 pub fn token_event(cid: &str, token: &Value, extras: &TokenExtras) -> (String, Bytes) {
     #[derive(serde::Serialize)]
     struct Resume {
@@ -35,6 +37,8 @@ pub fn token_event(cid: &str, token: &Value, extras: &TokenExtras) -> (String, B
         expires: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]
         resume: Option<Resume>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jwt: Option<&'a str>,
     }
     let event = Event {
         token,
@@ -44,6 +48,7 @@ pub fn token_event(cid: &str, token: &Value, extras: &TokenExtras) -> (String, B
             hash: crate::auth::resume::to_hex(&hash),
             until,
         }),
+        jwt: extras.jwt.as_deref(),
     };
     (format!("conn.{cid}.token"), to_bytes(&event))
 }
@@ -59,7 +64,7 @@ pub fn resume_reply(key: &str) -> Bytes {
 }
 
 /// The answer to a take of a resume: `{"result": {"token": ..., "tid": ...,
-/// "expires": ..., "models": {rid: {field: value}}}}`.
+/// "expires": ..., "jwt": ..., "models": {rid: {field: value}}}}`.
 pub fn taken_reply(
     token: &Value,
     extras: &TokenExtras,
@@ -72,12 +77,15 @@ pub fn taken_reply(
         tid: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         expires: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jwt: Option<&'a str>,
         models: &'a serde_json::Map<String, Value>,
     }
     result_reply(&Taken {
         token,
         tid: extras.tid.as_deref(),
         expires: extras.expires,
+        jwt: extras.jwt.as_deref(),
         models,
     })
 }
@@ -90,6 +98,8 @@ pub struct Taken {
     pub tid: Option<String>,
     #[serde(default)]
     pub expires: Option<u64>,
+    #[serde(default)]
+    pub jwt: Option<String>,
     #[serde(default)]
     pub models: serde_json::Map<String, Value>,
 }

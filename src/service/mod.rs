@@ -22,6 +22,7 @@ mod discovery;
 mod jwks;
 mod ordered;
 mod outcome;
+mod recheck;
 mod reload;
 mod resume;
 mod route;

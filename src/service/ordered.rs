@@ -177,7 +177,10 @@ impl Ordered {
     pub(super) fn add(&mut self, subs: Vec<OrderedSub>) {
         for sub in subs {
             match (sub.route, sub.pattern.clone()) {
-                (Route::Auth | Route::ApiRevoke | Route::ApiResume, Some(name)) => {
+                (
+                    Route::Auth | Route::ApiRevoke | Route::ApiResume | Route::ApiRecheck,
+                    Some(name),
+                ) => {
                     self.auth.entry(name).or_default().push(sub);
                 }
                 (_, Some(pattern)) => self.patterns.entry(pattern).or_default().push(sub),
@@ -314,10 +317,10 @@ async fn subscribe_all(
 }
 
 /// Subscribes an auth name's requests (`auth.<name>.*`), the backend's revocations
-/// (`<prefix>.revoke.<name>`) and the takes of resumes (`<prefix>.resume.<name>.*`)
-/// into the channel `tx`. The first two in the queue group: answering one changes
-/// nothing here (the token events it publishes do), so any instance may, with either
-/// store.
+/// (`<prefix>.revoke.<name>`), the takes of resumes (`<prefix>.resume.<name>.*`) and
+/// the rechecks (`<prefix>.recheck.<name>.*`) into the channel `tx`. The first two in
+/// the queue group: answering one changes nothing here (the token events it publishes
+/// do), so any instance may, with either store.
 pub(super) async fn subscribe_auth(
     client: &Client,
     tx: Option<&mpsc::Sender<Message>>,
@@ -326,8 +329,8 @@ pub(super) async fn subscribe_auth(
 ) -> Result<Vec<OrderedSub>, ServiceError> {
     let group = Some(config.nats.queue_group.clone());
     let prefix = &config.api.prefix;
-    // A take changes the state of the connection it names: with the shared store every
-    // instance receives it and the connection's owner applies it.
+    // A take or a recheck reads and changes the state of the connection it names: with
+    // the shared store every instance receives it and the connection's owner applies it.
     let take_group = group
         .clone()
         .filter(|_| config.state.store.shared().is_none());
@@ -337,6 +340,11 @@ pub(super) async fn subscribe_auth(
         (
             Route::ApiResume,
             format!("{prefix}.resume.{name}.*"),
+            take_group.clone(),
+        ),
+        (
+            Route::ApiRecheck,
+            format!("{prefix}.recheck.{name}.*"),
             take_group,
         ),
     ];

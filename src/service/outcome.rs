@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::discovery::Endpoint;
 use super::route::Route;
-use crate::engine::{self, Status};
+use crate::engine::{self, AuthPlan, Status};
 use crate::metrics::{EventKind, Metrics};
 use crate::protocol::{self, ResError};
 
@@ -94,12 +94,12 @@ impl Finished {
     }
 }
 
-/// What an auth answer needs for a resume.
-pub(super) struct Resume {
-    /// The backend API's prefix (the takes' and writes' subjects).
+/// What an auth answer needs for a resume or a recheck.
+pub(super) struct Plans {
+    /// The backend API's prefix (the takes', rechecks' and writes' subjects).
     pub(super) prefix: String,
     pub(super) failures: Arc<super::attempts::Attempts>,
-    /// The series a refused resume counts in.
+    /// The series a refused plan counts in (a resume's key, a recheck's token).
     pub(super) refused: Option<Counter>,
 }
 
@@ -115,7 +115,7 @@ impl Finished {
     /// already recomputed with the token. Runs beside the serving task, which must be
     /// free to apply the token event; the answer goes out whatever the acknowledgement
     /// (the gateways have the token event either way), with a warning when none came.
-    pub(super) async fn answer_auth(self, client: Client, metrics: Arc<Metrics>, resume: Resume) {
+    pub(super) async fn answer_auth(self, client: Client, metrics: Arc<Metrics>, plans: Plans) {
         let Finished {
             route,
             endpoint,
@@ -125,25 +125,39 @@ impl Finished {
             started,
             ..
         } = self;
-        if let Some(plan) = outcome.resume.take() {
-            let now = Instant::now();
-            let result = if resume.failures.allowed(&plan.to, now) {
-                super::resume::carry_out(&client, &resume.prefix, &plan).await
-            } else {
-                Err(ResError::TooManyAttempts(format!(
-                    "too many failed resumes from this connection; try again in a minute (at most {} a minute)",
-                    resume.failures.max()
-                )))
-            };
-            if let Err(e) = result {
-                if matches!(e, ResError::InvalidResumeKey(_)) {
-                    resume.failures.failed(&plan.to, now);
+        match outcome.plan.take().map(|p| *p) {
+            Some(AuthPlan::Resume(plan)) => {
+                let now = Instant::now();
+                let result = if plans.failures.allowed(&plan.to, now) {
+                    super::resume::carry_out(&client, &plans.prefix, &plan).await
+                } else {
+                    Err(ResError::TooManyAttempts(format!(
+                        "too many failed resumes from this connection; try again in a minute (at most {} a minute)",
+                        plans.failures.max()
+                    )))
+                };
+                if let Err(e) = result {
+                    if matches!(e, ResError::InvalidResumeKey(_)) {
+                        plans.failures.failed(&plan.to, now);
+                    }
+                    tracing::debug!(cid = plan.to, error = %e, "a resume was refused");
+                    outcome.status = Status::Error(e.code());
+                    outcome.reply = Some(e.reply());
+                    counter = plans.refused.unwrap_or(counter);
                 }
-                tracing::debug!(cid = plan.to, error = %e, "a resume was refused");
-                outcome.status = Status::Error(e.code());
-                outcome.reply = Some(e.reply());
-                counter = resume.refused.unwrap_or(counter);
             }
+            Some(AuthPlan::Recheck { name, cid }) => {
+                let subject = format!("{}.recheck.{name}.{cid}", plans.prefix);
+                let (status, reply) = super::recheck::relay(&client, subject).await;
+                if status != Status::Ok {
+                    outcome.status = status;
+                    if status == Status::Error(protocol::INVALID_TOKEN) {
+                        counter = plans.refused.unwrap_or(counter);
+                    }
+                }
+                outcome.reply = Some(reply);
+            }
+            None => {}
         }
         let error = match outcome.status {
             Status::Error(_) => outcome.reply.clone(),

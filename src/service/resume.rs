@@ -44,6 +44,7 @@ pub(super) async fn carry_out(
         tid: taken.tid,
         expires: taken.expires,
         resume: Some(plan.kept),
+        jwt: taken.jwt,
     };
     let (subject, payload) = protocol::token_event(&plan.to, &taken.token, &extras);
     request(client, subject, payload).await?;

@@ -29,6 +29,9 @@ pub(super) enum Route {
     /// `<prefix>.resume.<name>.<cid>`: an instance takes a connection's session for a
     /// resume.
     ApiResume,
+    /// `<prefix>.recheck.<name>.<cid>`: an instance asks a connection's owner to verify
+    /// its JWT again.
+    ApiRecheck,
     /// From the ordered channel (every request subject, in the order the connection
     /// received them: `ordered`): the subject decides the route.
     Ordered,
@@ -46,7 +49,7 @@ impl Route {
             Route::Access => Kind::Access,
             Route::Call => Kind::Call,
             Route::Token => Kind::Token,
-            Route::Auth | Route::ApiRevoke | Route::ApiResume => Kind::Auth,
+            Route::Auth | Route::ApiRevoke | Route::ApiResume | Route::ApiRecheck => Kind::Auth,
             // Never recorded as such: an ordered or forwarded message is counted under
             // the route of its subject.
             Route::ApiSet | Route::ApiReset | Route::Ordered | Route::Forwarded => Kind::Api,
@@ -78,6 +81,8 @@ impl Route {
             Route::ApiRevoke
         } else if api.is_some_and(|r| r.starts_with("resume.")) {
             Route::ApiResume
+        } else if api.is_some_and(|r| r.starts_with("recheck.")) {
+            Route::ApiRecheck
         } else {
             return None;
         })
@@ -168,6 +173,10 @@ pub(super) fn route_request<'a>(
                 from,
                 payload,
             }
+        }
+        Route::ApiRecheck => {
+            let (name, cid) = rest(prefix)?.strip_prefix(".recheck.")?.rsplit_once('.')?;
+            Request::Recheck { name, cid }
         }
         Route::Ordered | Route::Forwarded => return None,
     })

@@ -21,7 +21,7 @@ use super::outcome::Finished;
 use super::reload::Prepared;
 use super::route::{route_request, Received, Route};
 use super::{Service, ServiceError, BURST};
-use crate::engine::{ResetBatch, Status, RESET_BATCH};
+use crate::engine::{AuthPlan, ResetBatch, Status, RESET_BATCH};
 use crate::logs::Throttle;
 use crate::metrics::EventKind;
 use crate::protocol;
@@ -459,16 +459,19 @@ impl Service {
             }
             // Those done are reaped here, so the set holds only logins in flight.
             while self.auth_answers.try_join_next().is_some() {}
-            let refused = finished.outcome.resume.as_ref().map(|_| {
-                let status = Status::Error(protocol::INVALID_RESUME_KEY);
+            let refused = finished.outcome.plan.as_ref().map(|plan| {
+                let status = Status::Error(match **plan {
+                    AuthPlan::Resume(_) => protocol::INVALID_RESUME_KEY,
+                    AuthPlan::Recheck { .. } => protocol::INVALID_TOKEN,
+                });
                 self.requests.counter(route.kind(), None, status)
             });
-            let resume = super::outcome::Resume {
+            let plans = super::outcome::Plans {
                 prefix: self.config.api.prefix.clone(),
                 failures: self.resume_failures.clone(),
                 refused,
             };
-            let answer = finished.answer_auth(self.client.clone(), self.metrics.clone(), resume);
+            let answer = finished.answer_auth(self.client.clone(), self.metrics.clone(), plans);
             self.auth_answers.spawn(answer);
             return;
         }

@@ -60,6 +60,8 @@ pub struct Session {
     pub tid: Option<Box<str>>,
     /// The resume key, as kept: its secret's hash and when it stops being valid.
     pub resume: Option<ResumeKept>,
+    /// The JWT the connection logged in with (kept for a `recheck` method only).
+    pub jwt: Option<Box<str>>,
 }
 
 /// A resume key as a connection's record keeps it.
@@ -206,11 +208,18 @@ impl Connection {
         }
     }
 
-    /// Sets what the token event that set the token said of it: its ID and resume key.
-    pub fn set_session(&mut self, tid: Option<&str>, resume: Option<([u8; 32], u32)>) {
+    /// Sets what the token event that set the token said of it: its ID, resume key and
+    /// JWT.
+    pub fn set_session(
+        &mut self,
+        tid: Option<&str>,
+        resume: Option<([u8; 32], u32)>,
+        jwt: Option<&str>,
+    ) {
         let session = Session {
             tid: tid.map(Box::from),
             resume: resume.map(|(hash, until)| ResumeKept { hash, until }),
+            jwt: jwt.map(Box::from),
         };
         let session = (session != Session::default()).then(|| Box::new(session));
         if self.session != session {
@@ -227,6 +236,11 @@ impl Connection {
     /// The connection's resume key, as kept.
     pub fn resume(&self) -> Option<&ResumeKept> {
         self.session.as_ref()?.resume.as_ref()
+    }
+
+    /// The JWT the connection logged in with, when kept.
+    pub fn jwt(&self) -> Option<&str> {
+        self.session.as_ref()?.jwt.as_deref()
     }
 
     /// Sets when the token ends (0: never).

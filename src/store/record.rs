@@ -131,6 +131,9 @@ pub fn encode(unit: UnitRef) -> Vec<u8> {
                     "until": r.until,
                 });
             }
+            if let Some(jwt) = c.jwt() {
+                v["jwt"] = Value::String(jwt.to_string());
+            }
             v
         }
         UnitRef::Shared(w) => serde_json::json!({ "written": written_json(w) }),
@@ -231,7 +234,7 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
     })
 }
 
-/// What a stored connection says of its session (`tid`, `resume`), if anything.
+/// What a stored connection says of its session (`tid`, `resume`, `jwt`), if anything.
 fn session(value: &Value) -> Option<Box<super::Session>> {
     let session = super::Session {
         tid: value.get("tid").and_then(Value::as_str).map(Box::from),
@@ -240,6 +243,7 @@ fn session(value: &Value) -> Option<Box<super::Session>> {
             let until = u32::try_from(r.get("until")?.as_u64()?).ok()?;
             Some(super::ResumeKept { hash, until })
         }),
+        jwt: value.get("jwt").and_then(Value::as_str).map(Box::from),
     };
     (session != super::Session::default()).then(|| Box::new(session))
 }
@@ -283,6 +287,7 @@ mod tests {
                     hash: [3; 32],
                     until: 1_800_000_600,
                 }),
+                jwt: Some("a.b.c".into()),
             })),
             ..Connection::default()
         };

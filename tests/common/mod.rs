@@ -2,6 +2,7 @@
 //! connres running in-process against it, and a client that plays the gateway.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod logs;
 pub mod process;
 

@@ -112,7 +112,7 @@ impl Compiler {
         }
         let reads_jwt = methods
             .iter()
-            .any(|m| matches!(m.action, MethodAction::Jwt(_)));
+            .any(|m| matches!(m.action, MethodAction::Jwt(_) | MethodAction::Recheck));
         if reads_jwt && jwt.is_none() && !jwt_given {
             self.error(
                 methods_pos.unwrap_or(pos),
@@ -193,7 +193,10 @@ impl Compiler {
                         Some(true) if flag == "logout" => {
                             actions.push((key.pos, MethodAction::Logout))
                         }
-                        Some(true) => actions.push((key.pos, MethodAction::Resume)),
+                        Some(true) if flag == "resume" => {
+                            actions.push((key.pos, MethodAction::Resume))
+                        }
+                        Some(true) => actions.push((key.pos, MethodAction::Recheck)),
                         Some(false) => self.error(
                             v.pos,
                             format!("{mwhat}: `{flag}: false` does nothing; remove it"),
@@ -209,12 +212,12 @@ impl Compiler {
                 }),
                 0 if given == 0 => self.error(
                     value.pos,
-                    format!("{mwhat} says nothing to do: give `jwt: <where>`, `logout: true` or `resume: true`"),
+                    format!("{mwhat} says nothing to do: give `jwt: <where>`, `logout: true`, `resume: true` or `recheck: true`"),
                 ),
                 0 => {}
                 _ => self.error(
                     actions[1].0,
-                    format!("{mwhat} does one thing: one of `jwt`, `logout` and `resume`"),
+                    format!("{mwhat} does one thing: one of `jwt`, `logout`, `resume` and `recheck`"),
                 ),
             }
         }

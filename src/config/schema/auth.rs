@@ -70,7 +70,7 @@ pub(super) struct KeySource {
     url: Text,
 }
 
-/// What a method does: one of `jwt`, `logout` and `resume`.
+/// What a method does: one of `jwt`, `logout`, `resume` and `recheck`.
 #[derive(Default, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 #[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
@@ -84,6 +84,10 @@ pub(super) struct Method {
     /// `true`: move a session to this connection with the resume key a login (or an
     /// earlier resume) answered, given as `params.key`.
     resume: Flag,
+    /// `true`: verify the JWT the connection logged in with again (keys, time, issuer,
+    /// audience as they are now) and log the connection out when it is refused; name
+    /// it in a `system.tokenReset`. Logins then keep their JWT.
+    recheck: Flag,
 }
 
 /// Resume keys.

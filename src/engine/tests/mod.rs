@@ -162,6 +162,7 @@ fn ann_user() -> Value {
 
 mod bounded;
 mod cache;
+mod recheck;
 mod write_rules;
 
 /// How the log names a rule: its name in the resource, its place (the file first when

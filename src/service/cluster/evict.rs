@@ -86,8 +86,10 @@ fn units_of_message(config: &Config, route: Route, msg: &Message) -> Vec<UnitKey
     };
     let (rid, payload) = match request {
         Request::Token { cid, .. } => return vec![UnitKey::Connection(cid.into())],
-        // A take reads and changes the session it names.
-        Request::ResumeTake { from, .. } => return vec![UnitKey::Connection(from.into())],
+        // A take or a recheck reads and changes the session it names.
+        Request::ResumeTake { from: cid, .. } | Request::Recheck { cid, .. } => {
+            return vec![UnitKey::Connection(cid.into())]
+        }
         // Answered wherever received: no state read here.
         Request::Auth { .. } | Request::Revoke { .. } => return Vec::new(),
         Request::Get { rid } | Request::ApiSet { rid, .. } | Request::ApiReset { rid, .. } => {

@@ -323,7 +323,7 @@ fn kind_of(route: Route, msg: &Message) -> Kind {
             conn: stable_hash(token_cid(route, msg).unwrap_or_default()),
             digest: token_digest(&msg.payload),
         },
-        Route::Call | Route::ApiSet | Route::ApiReset | Route::ApiResume => {
+        Route::Call | Route::ApiSet | Route::ApiReset | Route::ApiResume | Route::ApiRecheck => {
             use std::hash::BuildHasher;
             let h = foldhash::fast::FixedState::with_seed(0x0077_7269_7465);
             let reply = msg.reply.as_ref().map(|r| r.as_str()).unwrap_or_default();
@@ -349,7 +349,9 @@ pub(in crate::service) fn partition_of_message(
         Request::Token { cid, .. } => return Some(partition_of_cid(cid, n)),
         // Changes nothing here: any instance answers (its token event is placed).
         Request::Auth { .. } | Request::Revoke { .. } => return None,
-        Request::ResumeTake { from, .. } => return Some(partition_of_cid(from, n)),
+        Request::ResumeTake { from: cid, .. } | Request::Recheck { cid, .. } => {
+            return Some(partition_of_cid(cid, n))
+        }
         Request::Get { rid }
         | Request::Access { rid, .. }
         | Request::Call { rid, .. }

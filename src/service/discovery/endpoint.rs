@@ -113,6 +113,7 @@ pub(super) fn endpoint_name(route: Route, pattern: Option<&str>) -> String {
         Route::Auth => "auth",
         Route::ApiRevoke => "api-revoke",
         Route::ApiResume => "api-resume",
+        Route::ApiRecheck => "api-recheck",
         Route::Forwarded => "forwarded",
         Route::Ordered => "ordered",
     };
