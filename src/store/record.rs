@@ -18,7 +18,8 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::{Connection, Model, TokenLog, Unit, UnitKey, Written};
 
@@ -90,55 +91,108 @@ fn decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// A unit's stored value.
+/// A unit's stored value, serialized from the store's own data (nothing cloned: a
+/// set's bucket write encodes the whole connection, on the owner's serving task).
 pub fn encode(unit: UnitRef) -> Vec<u8> {
-    let value = match unit {
-        UnitRef::Connection(c) => {
-            let models: Vec<Value> = c
-                .models
-                .iter()
-                .map(|m| {
-                    serde_json::json!({
-                        "rid": &*m.rid,
-                        "written": written_json(m.written()),
-                    })
-                })
-                .collect();
-            let granted: Vec<&str> = c.granted.iter().map(|g| &**g).collect();
-            let mut v = serde_json::json!({
-                "token": c.token.as_deref(),
-                "models": models,
-                "granted": granted,
-            });
-            if c.confirmed {
-                v["confirmed"] = Value::Bool(true);
-            }
-            if !c.tokens.digests().is_empty() {
-                v["tokens"] = c.tokens.digests().into();
-            }
-            if !c.token_values.digests().is_empty() {
-                v["token_values"] = c.token_values.digests().into();
-            }
-            if c.expires != 0 {
-                v["expires"] = c.expires.into();
-            }
-            if let Some(tid) = c.tid() {
-                v["tid"] = Value::String(tid.to_string());
-            }
-            if let Some(r) = c.resume() {
-                v["resume"] = serde_json::json!({
-                    "hash": crate::auth::resume::to_hex(&r.hash),
-                    "until": r.until,
-                });
-            }
-            if let Some(jwt) = c.jwt() {
-                v["jwt"] = Value::String(jwt.to_string());
-            }
-            v
-        }
-        UnitRef::Shared(w) => serde_json::json!({ "written": written_json(w) }),
+    let out = match unit {
+        UnitRef::Connection(c) => serde_json::to_vec(&StoredConnection {
+            token: c.token.as_deref(),
+            models: Models(&c.models),
+            granted: Granted(&c.granted),
+            confirmed: c.confirmed,
+            tokens: c.tokens.digests(),
+            token_values: c.token_values.digests(),
+            expires: c.expires,
+            tid: c.tid(),
+            resume: c.resume().map(|r| StoredResume {
+                hash: crate::auth::resume::to_hex(&r.hash),
+                until: r.until,
+            }),
+            jwt: c.jwt(),
+        }),
+        UnitRef::Shared(w) => serde_json::to_vec(&StoredShared {
+            written: WrittenMap(w),
+        }),
     };
-    serde_json::to_vec(&value).unwrap_or_default()
+    out.unwrap_or_default()
+}
+
+/// A connection as the bucket keeps it (see the module's head); [`decode_unit`] reads
+/// it back by key, so the order of keys does not matter.
+#[derive(Serialize)]
+struct StoredConnection<'a> {
+    token: Option<&'a Value>,
+    models: Models<'a>,
+    granted: Granted<'a>,
+    #[serde(skip_serializing_if = "is_false")]
+    confirmed: bool,
+    #[serde(skip_serializing_if = "<[u32]>::is_empty")]
+    tokens: &'a [u32],
+    #[serde(skip_serializing_if = "<[u32]>::is_empty")]
+    token_values: &'a [u32],
+    #[serde(skip_serializing_if = "is_zero")]
+    expires: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resume: Option<StoredResume>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct StoredResume {
+    hash: String,
+    until: u32,
+}
+
+#[derive(Serialize)]
+struct StoredShared<'a> {
+    written: WrittenMap<'a>,
+}
+
+#[derive(Serialize)]
+struct StoredModel<'a> {
+    rid: &'a str,
+    written: WrittenMap<'a>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A connection's models: `[{"rid": ..., "written": {...}}]`.
+struct Models<'a>(&'a [Model]);
+
+impl Serialize for Models<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|m| StoredModel {
+            rid: &m.rid,
+            written: WrittenMap(m.written()),
+        }))
+    }
+}
+
+/// The names a connection was granted: `["public.board", ...]`.
+struct Granted<'a>(&'a [Box<str>]);
+
+impl Serialize for Granted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|g| &**g))
+    }
+}
+
+/// Written values: `{"field": value, ...}`.
+struct WrittenMap<'a>(&'a Written);
+
+impl Serialize for WrittenMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(f, v)| (f, v)))
+    }
 }
 
 /// A unit to encode, borrowed from the store.
@@ -146,14 +200,6 @@ pub fn encode(unit: UnitRef) -> Vec<u8> {
 pub enum UnitRef<'a> {
     Connection(&'a Connection),
     Shared(&'a Written),
-}
-
-fn written_json(w: &Written) -> Value {
-    Value::Object(
-        w.iter()
-            .map(|(f, v)| (f.to_string(), v.clone()))
-            .collect::<Map<_, _>>(),
-    )
 }
 
 /// Reads a unit's stored value.
@@ -273,6 +319,39 @@ mod tests {
         assert_eq!(parse_key("lease.3"), None);
         assert_eq!(parse_key("p.x.c.a"), None);
         assert_eq!(parse_key("p.1.c.=Z1"), None);
+    }
+
+    #[test]
+    fn a_connection_is_stored_as_the_format_says() {
+        let mut c = Connection {
+            token: Some(Arc::new(json!({"userId": 7}))),
+            expires: 1_800_000_000,
+            ..Connection::default()
+        };
+        c.model_mut("session.prefs.c1")
+            .written_mut()
+            .insert("theme", json!("dark"));
+        c.grant("public.board");
+        c.log_token(5);
+        let stored: Value = serde_json::from_slice(&encode(UnitRef::Connection(&c))).unwrap();
+        assert_eq!(
+            stored,
+            json!({
+                "token": {"userId": 7},
+                "models": [{"rid": "session.prefs.c1", "written": {"theme": "dark"}}],
+                "granted": ["public.board"],
+                "tokens": [5],
+                "expires": 1_800_000_000u32,
+            })
+        );
+        let logged_out = Connection::default();
+        let stored: Value =
+            serde_json::from_slice(&encode(UnitRef::Connection(&logged_out))).unwrap();
+        assert_eq!(stored, json!({"token": null, "models": [], "granted": []}));
+        let mut w = Written::default();
+        w.insert("title", json!("hi"));
+        let stored: Value = serde_json::from_slice(&encode(UnitRef::Shared(&w))).unwrap();
+        assert_eq!(stored, json!({"written": {"title": "hi"}}));
     }
 
     #[test]
