@@ -191,7 +191,7 @@ struct WrittenMap<'a>(&'a Written);
 
 impl Serialize for WrittenMap<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(f, v)| (f, v)))
+        s.collect_map(self.0.iter())
     }
 }
 
