@@ -11,12 +11,17 @@ const SECRET: &[u8] = b"an engine test secret of thirty-two bytes or more";
 /// The test config with an auth entry `s` whose logins keep their JWT for `recheck`,
 /// and whose tokens stay past the JWT's `exp` (`expire: never`).
 fn with_auth(dir: &tempfile::TempDir) -> T {
+    T::with_state(&auth_state(dir, "{{claims.name}}"))
+}
+
+/// The auth block, its token's `name` rendered by `name`.
+fn auth_state(dir: &tempfile::TempDir, name: &str) -> String {
     let secret = dir.path().join("secret");
     std::fs::write(&secret, SECRET).unwrap();
-    T::with_state(&format!(
-        "auth:\n  s:\n    jwt: {{ algorithms: [HS256], secret: {{ file: {} }} }}\n    token: {{ userId: \"{{{{claims.sub}}}}\", name: \"{{{{claims.name}}}}\", role: \"{{{{claims.role}}}}\" }}\n    expire: never\n    methods:\n      login: {{ jwt: params.token }}\n      recheck: {{ recheck: true }}\n",
+    format!(
+        "auth:\n  s:\n    jwt: {{ algorithms: [HS256], secret: {{ file: {} }} }}\n    token: {{ userId: \"{{{{claims.sub}}}}\", name: \"{name}\", role: \"{{{{claims.role}}}}\" }}\n    expire: never\n    methods:\n      login: {{ jwt: params.token }}\n      recheck: {{ recheck: true }}\n",
         secret.display()
-    ))
+    )
 }
 
 fn ann_jwt(exp: u64) -> String {
@@ -100,4 +105,26 @@ fn a_recheck_leaves_a_connection_without_a_kept_jwt_alone() {
         cid: "c2",
     });
     assert!(out.reply.is_none());
+}
+
+#[test]
+fn an_accepted_recheck_publishes_the_token_again_only_when_it_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = with_auth(&dir);
+    let jwt = ann_jwt(MANUAL_EPOCH_SECS + 600);
+    let login = t.auth("login", json!({"cid": "c1", "params": {"token": jwt}}));
+    let (_, event) = events(&login).remove(0);
+    t.token("c1", &event.to_string());
+    // The token's template changed (a reload): the recheck publishes the new token,
+    // with the JWT still kept.
+    let yaml = format!("{}{YAML}", auth_state(&dir, "{{claims.name}} (rechecked)"));
+    t.config = Config::parse("t.yaml", &yaml).unwrap_or_else(|e| panic!("{e}"));
+    let out = t.recheck("c1");
+    assert_eq!(reply(&out), json!({"result": null}));
+    let [(subject, event)] = &events(&out)[..] else {
+        panic!("one token event: {:?}", events(&out));
+    };
+    assert_eq!(subject, "conn.c1.token");
+    assert_eq!(event["token"]["name"], json!("Ann (rechecked)"));
+    assert_eq!(event["jwt"], json!(jwt));
 }
