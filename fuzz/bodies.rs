@@ -310,7 +310,10 @@ pub fn run(engine: &mut Engine, config: &Config, request: Request) {
     let resolves = |rid: &str| config.resolve(rid).is_some();
     match request {
         Request::Token { .. } => assert!(reply.is_none(), "a token event got a reply"),
-        Request::ApiSet { .. } | Request::ApiReset { .. } => {
+        Request::ApiSet { .. }
+        | Request::ApiReset { .. }
+        | Request::ApiAdd { .. }
+        | Request::ApiRemove { .. } => {
             let reply = reply.expect("a backend write got no reply");
             check_reply(reply);
         }
@@ -343,6 +346,14 @@ pub fn run(engine: &mut Engine, config: &Config, request: Request) {
     match request {
         Request::Get { rid } => {
             let (res, _) = config.resolve(rid).expect("a get answered for no pattern");
+            if let Some(c) = &res.collection {
+                let items = result
+                    .get("collection")
+                    .and_then(Value::as_array)
+                    .unwrap_or_else(|| panic!("a collection's get without items: {result}"));
+                assert!(items.len() <= c.max_items, "{result}");
+                return;
+            }
             let model = result
                 .get("model")
                 .and_then(Value::as_object)
@@ -367,7 +378,10 @@ pub fn run(engine: &mut Engine, config: &Config, request: Request) {
             if let Some(call) = obj.get("call") {
                 let call = call.as_str().unwrap_or_else(|| panic!("{result}"));
                 assert!(
-                    call == "*" || call.split(',').all(|m| m == "set" || m == "reset"),
+                    call == "*"
+                        || call
+                            .split(',')
+                            .all(|m| ["set", "reset", "add", "remove"].contains(&m)),
                     "{result}"
                 );
             }
@@ -375,6 +389,8 @@ pub fn run(engine: &mut Engine, config: &Config, request: Request) {
         Request::Call { .. }
         | Request::ApiSet { .. }
         | Request::ApiReset { .. }
+        | Request::ApiAdd { .. }
+        | Request::ApiRemove { .. }
         | Request::Revoke { .. }
         | Request::Recheck { .. } => {
             assert!(result.is_null(), "a write result must be null: {result}")
@@ -455,6 +471,17 @@ pub fn check_event(config: &Config, subject: &str, payload: &[u8]) {
                 );
             }
         }
-        _ => panic!("an event that is neither change nor reaccess: {subject:?}"),
+        "add" | "remove" => {
+            assert!(
+                res.collection.is_some(),
+                "{subject}: an {kind} event of a model"
+            );
+            let value: Value = serde_json::from_slice(payload)
+                .unwrap_or_else(|e| panic!("{subject}: payload is not JSON ({e})"));
+            assert!(value.get("idx").is_some_and(Value::is_u64), "{value}");
+            let keys = if kind == "add" { 2 } else { 1 };
+            assert_eq!(value.as_object().map(|o| o.len()), Some(keys), "{value}");
+        }
+        _ => panic!("an event that is neither change, add, remove nor reaccess: {subject:?}"),
     }
 }

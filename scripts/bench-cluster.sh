@@ -13,6 +13,8 @@
 #   scripts/bench-cluster.sh
 #   N=50000 CONC=64 SETUPS="memory nats1 nats3 mapped3" KINDS="get access set" scripts/bench-cluster.sh
 #   KEEP=1 ...                        # keep the instances' logs (printed path)
+#   SETUPS="mapped1 mapped3 mapped1 mapped3 mapped1 mapped3" ...
+#                                     # a setup named again runs again, on a bucket of its own
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -95,14 +97,16 @@ kv_mean_us() {
 
 results="$work/results"
 printf "%-7s %-7s %9s %8s %8s %16s %10s %9s %6s\n" setup kind "req/s" "p50 us" "p99 us" "CPU us/req (sum)" "kv write us" forwarded errors >"$results"
+round=0
 for setup in $SETUPS; do
+  round=$((round + 1))
   case $setup in
     memory) n=1; config="$root/resources.yaml" ;;
     nats* | mapped*)
       n=${setup#nats}
       n=${n#mapped}
       config="$work/$setup.yaml"
-      python3 - "$root/resources.yaml" "$config" "$setup" "$LEASE" <<'EOF'
+      python3 - "$root/resources.yaml" "$config" "$setup-$round" "$LEASE" <<'EOF'
 import sys
 text = open(sys.argv[1]).read()
 state = f"state:\n  store: nats\n  bucket: bench-{sys.argv[3]}\n  partitions: 64\n  lease: {sys.argv[4]}\n"
@@ -182,3 +186,21 @@ EOF
 done
 echo
 cat "$results"
+# A setup run more than once: its CPU per request in each run, the median, and the
+# median against the first setup's (ratios within one script run only).
+python3 - "$results" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]).read().splitlines()[1:]]
+cpu = {}
+for r in rows:
+    cpu.setdefault((r[0], r[1]), []).append(float(r[5]))
+if all(len(v) == 1 for v in cpu.values()):
+    sys.exit(0)
+first = rows[0][0]
+print()
+for (setup, kind), v in cpu.items():
+    med = statistics.median(v)
+    base = statistics.median(cpu.get((first, kind), [med]))
+    runs = " ".join(f"{x:.2f}" for x in v)
+    print(f"{setup:7s} {kind:7s} CPU us/req {runs}  median {med:.2f}  {med / base:.2f}x {first}")
+EOF

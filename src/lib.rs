@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod clock;
+pub mod collection;
 pub mod config;
 pub mod engine;
 pub mod explain;
@@ -51,7 +52,21 @@ pub fn summary(config: &config::Config) -> String {
         if let Some(d) = &res.description {
             let _ = writeln!(out, "  {}", d.trim());
         }
-        let _ = writeln!(out, "  fields:   {}", fields.join(", "));
+        match &res.collection {
+            Some(c) => {
+                let _ = write!(out, "  items:    {} (max_items {})", c.item.ty, c.max_items);
+                let _ = match &c.writable {
+                    field::Writable::Never => writeln!(out),
+                    field::Writable::Always => writeln!(out, " (writable)"),
+                    field::Writable::When(rule) => {
+                        writeln!(out, " (writable if {})", rule.source())
+                    }
+                };
+            }
+            None => {
+                let _ = writeln!(out, "  fields:   {}", fields.join(", "));
+            }
+        }
         let _ = writeln!(out, "  subjects: get.{w} access.{w} call.{w}.*");
     }
     for entry in &config.auth.names {
@@ -61,7 +76,7 @@ pub fn summary(config: &config::Config) -> String {
     let p = &config.api.prefix;
     let _ = writeln!(
         out,
-        "{} resource(s); also conn.*.token, {p}.set.>, {p}.reset.> (queue group {})",
+        "{} resource(s); also conn.*.token, {p}.set.>, {p}.reset.>, {p}.add.>, {p}.remove.> (queue group {})",
         config.resources.len(),
         config.nats.queue_group
     );

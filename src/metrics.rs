@@ -784,6 +784,8 @@ mod tests {
                     (Kind::Access, Request::Access { rid, payload }),
                     (Kind::Api, Request::ApiSet { rid, payload }),
                     (Kind::Api, Request::ApiReset { rid, payload }),
+                    (Kind::Api, Request::ApiAdd { rid, payload }),
+                    (Kind::Api, Request::ApiRemove { rid, payload }),
                     (Kind::Token, Request::Token { cid: rid, payload }),
                 ];
                 for method in ["set", "reset", "delete"] {

@@ -413,6 +413,34 @@ pub fn change_event(rid: &str, changes: &Changes) -> (String, Bytes) {
     )
 }
 
+/// `{"result": {"collection": [...]}}`
+pub fn collection_reply(item: &FieldDef, items: &[Value]) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Result<'a> {
+        collection: crate::collection::ItemsView<'a>,
+    }
+    result_reply(&Result {
+        collection: crate::collection::ItemsView { item, items },
+    })
+}
+
+/// `event.<rid>.add` with `{"value": ..., "idx": n}`.
+pub fn add_event(rid: &str, item: &FieldDef, value: &Value, idx: usize) -> (String, Bytes) {
+    (
+        event_subject(rid, "add"),
+        to_bytes(&crate::collection::AddEvent { item, value, idx }),
+    )
+}
+
+/// `event.<rid>.remove` with `{"idx": n}`.
+pub fn remove_event(rid: &str, idx: usize) -> (String, Bytes) {
+    #[derive(serde::Serialize)]
+    struct Event {
+        idx: usize,
+    }
+    (event_subject(rid, "remove"), to_bytes(&Event { idx }))
+}
+
 /// `event.<rid>.reaccess`, no payload.
 pub fn reaccess_event(rid: &str) -> (String, Bytes) {
     (event_subject(rid, "reaccess"), Bytes::new())

@@ -55,7 +55,7 @@ async fn check_accepts_the_project_file_and_prints_a_summary() {
         "call.session.prefs.*.*",
         "theme:string (writable)",
         "id:integer (from)",
-        "resource(s); also conn.*.token, connres.set.>, connres.reset.>",
+        "resource(s); also conn.*.token, connres.set.>, connres.reset.>, connres.add.>, connres.remove.>",
         "state: idle_ttl 1day, max_entries 1000000, store memory",
         ": ok",
     ] {

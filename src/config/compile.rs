@@ -18,12 +18,15 @@ use crate::template::Template;
 
 mod access;
 mod auth;
+mod collection;
 mod field;
 mod jwt;
 
 pub(crate) const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "auth", "resources"];
 pub(crate) const API_KEYS: &[&str] = &["prefix"];
-pub(crate) const RESOURCE_KEYS: &[&str] = &["description", "fields", "reset", "access"];
+pub(crate) const RESOURCE_KEYS: &[&str] =
+    &["description", "fields", "collection", "reset", "access"];
+pub(crate) const COLLECTION_KEYS: &[&str] = &["item", "max_items", "writable"];
 pub(crate) const RESET_KEYS: &[&str] = &["on_logout"];
 pub(crate) const ACCESS_KEYS: &[&str] = &["get", "call"];
 pub(crate) const FIELD_KEYS: &[&str] = &[
@@ -40,7 +43,6 @@ pub(crate) const FIELD_KEYS: &[&str] = &[
 ];
 
 /// Walks the YAML tree, collecting every error instead of stopping at the first.
-#[derive(Default)]
 pub(crate) struct Compiler {
     pub(super) errors: Vec<ConfigError>,
     /// Compiled rules and templates by source: configs repeat the same few rules
@@ -53,6 +55,22 @@ pub(crate) struct Compiler {
     pub(super) file: Option<String>,
     /// The sites of the resource being compiled.
     sites: Vec<(String, Site)>,
+    /// The methods of the resource being compiled (a model's or a collection's).
+    methods: &'static [&'static str],
+}
+
+impl Default for Compiler {
+    fn default() -> Self {
+        Compiler {
+            errors: Vec::new(),
+            rules: HashMap::new(),
+            templates: HashMap::new(),
+            base: PathBuf::new(),
+            file: None,
+            sites: Vec::new(),
+            methods: super::METHODS,
+        }
+    }
 }
 
 /// A parsed config file: its name (when the config is a directory) and its tree.
@@ -335,6 +353,23 @@ impl Compiler {
         let (mut description, mut fields, mut reset_on_logout) = (None, Vec::new(), true);
         let mut declared = Vec::new();
         let mut access_node = None;
+        let mut collection = None;
+        let shape = |name: &str| {
+            entries
+                .iter()
+                .find(|(k, _)| k.name == name)
+                .map(|(k, _)| k.pos)
+        };
+        if let (Some(_), Some(at)) = (shape("fields"), shape("collection")) {
+            self.error(
+                at,
+                format!("{what} declares both `fields` and `collection`: a resource is a model (fields) or a collection (items), not both"),
+            );
+        }
+        self.methods = match shape("collection") {
+            Some(_) => crate::collection::METHODS,
+            None => super::METHODS,
+        };
         for (key, value) in entries {
             match key.name.as_str() {
                 "description" => {
@@ -343,6 +378,7 @@ impl Compiler {
                         .map(str::to_string)
                 }
                 "fields" => (fields, declared) = self.fields(&pattern, value),
+                "collection" => (collection, declared) = self.collection(&pattern, key.pos, value),
                 "reset" => {
                     for (_, v) in self
                         .mapping(value, "`reset`", RESET_KEYS)
@@ -364,7 +400,14 @@ impl Compiler {
             };
             self.access(&pattern, node, &schema)
         });
-        let mut resource = Resource::new(pattern, description, fields, reset_on_logout, access);
+        let mut resource = Resource::new(
+            pattern,
+            description,
+            fields,
+            collection,
+            reset_on_logout,
+            access,
+        );
         resource.sites = Sites(std::mem::take(&mut self.sites));
         Some(resource)
     }

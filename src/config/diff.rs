@@ -1,6 +1,7 @@
 //! What a reload changes: old and new configs compared pattern by pattern.
 
 use super::{Config, Resource};
+use crate::collection::CollectionDef;
 use crate::field::FieldDef;
 
 /// The difference between two configs, in the gateway's pattern syntax where it is
@@ -77,13 +78,19 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     d
 }
 
-/// Same field set and the same definition for every field, descriptions aside.
+/// Same field set and the same definition for every field (the same collection),
+/// descriptions aside.
 fn same_model(a: &Resource, b: &Resource) -> bool {
     let strip = |f: &FieldDef| FieldDef {
         description: None,
         ..f.clone()
     };
-    a.fields.len() == b.fields.len()
+    let strip_item = |c: &CollectionDef| CollectionDef {
+        item: strip(&c.item),
+        ..c.clone()
+    };
+    a.collection.as_ref().map(strip_item) == b.collection.as_ref().map(strip_item)
+        && a.fields.len() == b.fields.len()
         && a.fields
             .iter()
             .zip(&b.fields)

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::collection::CollectionDef;
 use crate::field::FieldDef;
 use crate::pattern::Pattern;
 use crate::rule::Rule;
@@ -16,6 +17,8 @@ pub struct Resource {
     pub pattern: Pattern,
     pub description: Option<String>,
     pub fields: Vec<FieldDef>,
+    /// A collection's declaration; its resource has no fields.
+    pub collection: Option<CollectionDef>,
     pub reset_on_logout: bool,
     pub access: Access,
     /// Where the pattern and each rule are written, for tools that point at them.
@@ -68,7 +71,7 @@ struct Reads {
     /// A rule evaluated with CEL reads the token (native rules only ask if there is one).
     access_token_value: bool,
     access_model: bool,
-    /// A field has a `writable` rule.
+    /// A field (or the collection) has a `writable` rule.
     writable_rules: bool,
     /// A `writable` rule reads the model.
     writable_model: bool,
@@ -126,9 +129,17 @@ impl Resource {
         pattern: Pattern,
         description: Option<String>,
         fields: Vec<FieldDef>,
+        collection: Option<CollectionDef>,
         reset_on_logout: bool,
         access: Access,
     ) -> Resource {
+        let writable = || {
+            fields
+                .iter()
+                .map(|f| &f.writable)
+                .chain(collection.as_ref().map(|c| &c.writable))
+                .filter_map(|w| w.rule())
+        };
         let reads = Reads {
             fields_token: fields
                 .iter()
@@ -136,20 +147,15 @@ impl Resource {
             access_token: access.rules().any(Rule::reads_token),
             access_token_value: access.rules().any(|r| r.reads_token() && !r.is_native()),
             access_model: access.rules().any(Rule::reads_model),
-            writable_rules: fields.iter().any(|f| f.writable.rule().is_some()),
-            writable_model: fields
-                .iter()
-                .filter_map(|f| f.writable.rule())
-                .any(Rule::reads_model),
-            call_values: access
-                .rules()
-                .chain(fields.iter().filter_map(|f| f.writable.rule()))
-                .any(Rule::reads_call),
+            writable_rules: writable().next().is_some(),
+            writable_model: writable().any(Rule::reads_model),
+            call_values: access.rules().chain(writable()).any(Rule::reads_call),
         };
         Resource {
             pattern,
             description,
             fields,
+            collection,
             reset_on_logout,
             access,
             sites: Sites::default(),
@@ -173,9 +179,27 @@ impl Resource {
     }
 
     /// True when a rule deciding a call of `method` reads `model`: an access rule, or
-    /// for a set, a field's `writable` rule.
+    /// for a set (or a collection's add and remove), a `writable` rule.
     pub fn call_reads_model(&self, method: &str) -> bool {
-        self.reads.access_model || (method == "set" && self.reads.writable_model)
+        self.reads.access_model || (self.writes(method) && self.reads.writable_model)
+    }
+
+    /// The methods clients call and the backend API serves: `set` and `reset` on a
+    /// model, `add` and `remove` on a collection.
+    pub fn methods(&self) -> &'static [&'static str] {
+        match self.collection {
+            Some(_) => crate::collection::METHODS,
+            None => super::METHODS,
+        }
+    }
+
+    /// True when a call of `method` writes values its `writable` rules decide: a set,
+    /// or a collection's add and remove.
+    pub fn writes(&self, method: &str) -> bool {
+        match self.collection {
+            Some(_) => crate::collection::METHODS.contains(&method),
+            None => method == "set",
+        }
     }
 
     /// True when a field has a `writable` rule (a set is then checked against it).
@@ -195,6 +219,9 @@ impl Resource {
     /// for a reset, every field it returns to its default (those without `from`), with
     /// that default.
     pub fn call_values(&self, method: &str, params: Option<&Value>) -> Map<String, Value> {
+        if let Some(c) = &self.collection {
+            return collection_call_values(c, params);
+        }
         if method == "reset" {
             return self
                 .fields
@@ -227,4 +254,22 @@ impl Resource {
     pub fn fields_read_token(&self) -> bool {
         self.reads.fields_token
     }
+}
+
+/// What an `add` or `remove` of a collection writes, as its rules read it in `values`:
+/// the params as sent, `value` as the collection would hold it (a value the item would
+/// refuse as sent).
+fn collection_call_values(c: &CollectionDef, params: Option<&Value>) -> Map<String, Value> {
+    let Some(Value::Object(sent)) = params else {
+        return Map::new();
+    };
+    sent.iter()
+        .map(|(name, wire)| {
+            let value = match name.as_str() {
+                "value" => c.item.from_wire(wire).unwrap_or_else(|_| wire.clone()),
+                _ => wire.clone(),
+            };
+            (name.clone(), value)
+        })
+        .collect()
 }

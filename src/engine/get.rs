@@ -34,10 +34,7 @@ impl<S: Store> Engine<S> {
             }
             let written = model.as_ref().map(|m| m.written());
             let values = model_values(res, rid, &params(), token, written, warnings);
-            let body = protocol::model_reply(&ModelView {
-                fields: &res.fields,
-                values: &values,
-            });
+            let body = reply_of(res, &values);
             match model {
                 Some(m) => {
                     // Kept for long: an allocation of its exact size, no shared header.
@@ -67,18 +64,27 @@ impl<S: Store> Engine<S> {
                 self.store.touch_shared(rid, now);
                 let written = self.store.shared(rid);
                 let values = model_values(res, rid, &params(), None, written, warnings);
-                protocol::model_reply(&ModelView {
-                    fields: &res.fields,
-                    values: &values,
-                })
+                reply_of(res, &values)
             }
         };
         Some(Ok(body))
     }
 }
 
+/// The get reply of a model's values (a collection's items).
+fn reply_of(res: &Resource, values: &[Value]) -> Bytes {
+    match &res.collection {
+        Some(c) => protocol::collection_reply(&c.item, values),
+        None => protocol::model_reply(&ModelView {
+            fields: &res.fields,
+            values,
+        }),
+    }
+}
+
 /// A model's values, field by field, as stored values: `from` fields rendered from the
-/// token and captures, the others written or their default.
+/// token and captures, the others written or their default. A collection's are its
+/// items.
 pub(super) fn model_values(
     res: &Resource,
     rid: &str,
@@ -87,6 +93,9 @@ pub(super) fn model_values(
     written: Option<&Written>,
     warnings: &Mutex<WarnLimiter>,
 ) -> Vec<Value> {
+    if res.collection.is_some() {
+        return written.map_or_else(Vec::new, |w| w.items().to_vec());
+    }
     let input = TemplateInput {
         cid: res.pattern.cid_of(rid),
         token,

@@ -68,6 +68,14 @@ fn drop_values<'a>(
     new: Option<&Resource>,
     written: &mut Written,
 ) {
+    if let Some(whys) = fit_shape(new, written) {
+        for why in whys {
+            *dropped
+                .entry((old.pattern.as_str(), "item", why))
+                .or_default() += 1;
+        }
+        return;
+    }
     written.retain(|name, value| {
         let keep = new.is_some_and(|n| {
             n.field(name)
@@ -93,6 +101,7 @@ fn why_dropped(old: &Resource, new: Option<&Resource>, field: &str) -> &'static 
         return "resource removed";
     };
     match (old.field(field), new.field(field)) {
+        _ if new.collection.is_some() => "now a collection",
         (_, None) => "field removed",
         (_, Some(g)) if g.source.is_some() => "field now derived",
         (Some(f), Some(g)) if f.ty != g.ty => "type changed",
@@ -190,14 +199,72 @@ const NOT_DECLARED: &str = "name not declared";
 
 /// Whether every written value fits `res`.
 fn fits(res: &Resource, written: &Written) -> bool {
-    written
-        .iter()
-        .all(|(name, value)| unfit(res, name, value).is_none())
+    if let Some(c) = &res.collection {
+        let items = written.items();
+        return matches!(written, Written::Items(_))
+            && items.len() <= c.max_items
+            && items.iter().all(|v| c.item.check(v).is_ok());
+    }
+    matches!(written, Written::Fields(_))
+        && written
+            .iter()
+            .all(|(name, value)| unfit(res, name, value).is_none())
+}
+
+/// A collection's items kept where they fit `res`, or field values written to what is
+/// now a collection: what goes, and why, one entry per value (`None`: `written` holds
+/// field values and `res` is a model, which the caller fits field by field). The items
+/// past a lowered `max_items` go from the end.
+fn fit_shape(res: Option<&Resource>, written: &mut Written) -> Option<Vec<&'static str>> {
+    let collection = res.and_then(|r| r.collection.as_ref());
+    match (&mut *written, collection) {
+        (Written::Fields(_), None) => None,
+        (Written::Fields(_), Some(_)) => {
+            let whys = vec!["now a collection"; written.len()];
+            written.clear();
+            Some(whys)
+        }
+        (Written::Items(items), None) => {
+            let why = if res.is_some() {
+                "now a model"
+            } else {
+                "resource removed"
+            };
+            let whys = vec![why; items.len()];
+            written.clear();
+            Some(whys)
+        }
+        (Written::Items(items), Some(c)) => {
+            let mut whys = Vec::new();
+            items.retain(|v| match c.item.check(v) {
+                Ok(()) => true,
+                Err(_) if !c.item.is_of_type(v) => {
+                    whys.push("type changed");
+                    false
+                }
+                Err(_) => {
+                    whys.push("fails the item's new constraints");
+                    false
+                }
+            });
+            if items.len() > c.max_items {
+                whys.extend(vec!["past the new max_items"; items.len() - c.max_items]);
+                items.truncate(c.max_items);
+            }
+            Some(whys)
+        }
+    }
 }
 
 /// Keeps the written values that fit `res`, counting the others in `dropped`.
 fn keep_fitting(res: &Resource, written: &mut Written, dropped: &mut DroppedValues) {
     let pattern = res.pattern.as_str();
+    if let Some(whys) = fit_shape(Some(res), written) {
+        for why in whys {
+            dropped.add(pattern, "item", why, 1);
+        }
+        return;
+    }
     written.retain(|name, value| match unfit(res, name, value) {
         None => true,
         Some(why) => {
@@ -209,6 +276,10 @@ fn keep_fitting(res: &Resource, written: &mut Written, dropped: &mut DroppedValu
 
 /// Counts every value of `written` as dropped because its name is not declared.
 fn not_declared(written: &Written, dropped: &mut DroppedValues) {
+    let items = written.items().len();
+    if items > 0 {
+        dropped.add(crate::metrics::NO_RESOURCE, "item", NOT_DECLARED, items);
+    }
     for (name, _) in written.iter() {
         dropped.add(crate::metrics::NO_RESOURCE, name, NOT_DECLARED, 1);
     }
@@ -281,11 +352,21 @@ fn invalidated<'a>(old: &'a Config, new: &Config) -> HashSet<&'a str> {
             let Some(n) = new.resource(o.pattern.as_str()) else {
                 return true;
             };
-            o.fields.iter().filter(|f| f.source.is_none()).any(|f| {
-                n.field(&f.name).is_none_or(|g| {
-                    g.source.is_some() || g.ty != f.ty || g.constraints != f.constraints
+            let items_break = match (&o.collection, &n.collection) {
+                (None, None) => false,
+                (Some(a), Some(b)) => {
+                    a.item.ty != b.item.ty
+                        || a.item.constraints != b.item.constraints
+                        || b.max_items < a.max_items
+                }
+                _ => true,
+            };
+            items_break
+                || o.fields.iter().filter(|f| f.source.is_none()).any(|f| {
+                    n.field(&f.name).is_none_or(|g| {
+                        g.source.is_some() || g.ty != f.ty || g.constraints != f.constraints
+                    })
                 })
-            })
         })
         .map(|o| o.pattern.as_str())
         .collect()

@@ -10,6 +10,7 @@
 
 mod access;
 mod auth;
+mod collection;
 mod expiry;
 mod get;
 mod migrate;
@@ -60,6 +61,10 @@ pub enum Request<'a> {
     ApiSet { rid: &'a str, payload: &'a [u8] },
     /// `<prefix>.reset.<rid>`
     ApiReset { rid: &'a str, payload: &'a [u8] },
+    /// `<prefix>.add.<rid>`: an item added to a collection.
+    ApiAdd { rid: &'a str, payload: &'a [u8] },
+    /// `<prefix>.remove.<rid>`: an item removed from a collection.
+    ApiRemove { rid: &'a str, payload: &'a [u8] },
     /// `auth.<name>.<method>`: a name of the `auth:` block.
     Auth {
         name: &'a str,
@@ -238,6 +243,12 @@ impl<S: Store> Engine<S> {
             Request::ApiReset { rid, payload } => {
                 Some(self.api_reset(config, rid, payload, &mut out.events))
             }
+            Request::ApiAdd { rid, payload } => {
+                Some(self.api_items(config, rid, "add", payload, &mut out.events))
+            }
+            Request::ApiRemove { rid, payload } => {
+                Some(self.api_items(config, rid, "remove", payload, &mut out.events))
+            }
             Request::Auth {
                 name,
                 method,
@@ -328,7 +339,8 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// The model's current values, field by field, as stored values.
+    /// The model's current values, field by field (a collection's items), as stored
+    /// values.
     fn values(
         &self,
         res: &Resource,
@@ -418,6 +430,8 @@ fn refused(
         Request::Call { rid, method, .. } => ("call", rid, method),
         Request::ApiSet { rid, .. } => ("api", rid, "set"),
         Request::ApiReset { rid, .. } => ("api", rid, "reset"),
+        Request::ApiAdd { rid, .. } => ("api", rid, "add"),
+        Request::ApiRemove { rid, .. } => ("api", rid, "remove"),
         Request::Auth { name, method, .. } => ("auth", name, method),
         Request::Revoke { name, .. } => ("auth", name, "revoke"),
         Request::ResumeTake { name, .. } => ("auth", name, "take"),
@@ -484,7 +498,8 @@ fn check_cid(cid: &str) -> Result<(), ResError> {
     }
 }
 
-/// Publishes the change event of a model, if anything changed, and says whether it did.
+/// Publishes the change event of a model (the `add` and `remove` events of a
+/// collection), if anything changed, and says whether it did.
 fn push_change(
     events: &mut Events,
     res: &Resource,
@@ -492,6 +507,9 @@ fn push_change(
     before: &[Value],
     after: &[Value],
 ) -> bool {
+    if let Some(c) = &res.collection {
+        return collection::push_edits(events, c, rid, before, after);
+    }
     let changed: Vec<usize> = (0..after.len())
         .filter(|&i| !json_eq(&before[i], &after[i]))
         .collect();

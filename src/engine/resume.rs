@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::{Engine, Events};
 use crate::auth::resume;
 use crate::config::Config;
+use crate::field::ResValue;
 use crate::protocol::{self, ResError, TokenExtras};
 use crate::store::Store;
 
@@ -83,12 +84,23 @@ impl<S: Store> Engine<S> {
             let Some(rid) = res.pattern.with_cid(&m.rid, &take.to) else {
                 continue;
             };
-            let values: Map<String, Value> = m
-                .written()
-                .iter()
-                .map(|(f, v)| (f.to_string(), v.clone()))
-                .collect();
-            models.insert(rid, Value::Object(values));
+            // A collection's items as the backend's adds take them (RES values), in order.
+            let values = match &res.collection {
+                Some(c) => Value::Array(
+                    m.written()
+                        .items()
+                        .iter()
+                        .map(|v| serde_json::to_value(ResValue(c.item.ty, v)).unwrap_or_default())
+                        .collect(),
+                ),
+                None => Value::Object(
+                    m.written()
+                        .iter()
+                        .map(|(f, v)| (f.to_string(), v.clone()))
+                        .collect(),
+                ),
+            };
+            models.insert(rid, values);
             moved.push(m.rid.to_string());
         }
         // The old connection keeps nothing: its models back to their defaults, then

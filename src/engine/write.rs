@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::{check_cid, push_change, rule_said, Engine, Events};
-use crate::config::{CallAccess, Config, Resource, METHODS};
+use crate::config::{CallAccess, Config, Resource};
 use crate::field::Writable;
 use crate::pattern::{self, Params};
 use crate::protocol::{self, ApiSetRequest, CallHead, ResError, TokenOf};
@@ -59,11 +59,11 @@ impl<S: Store> Engine<S> {
                 "call payload must be a JSON object".into(),
             ));
         }
-        if !METHODS.contains(&method) {
+        if !res.methods().contains(&method) {
             return Err(ResError::MethodNotFound(format!(
                 "method `{method}` not found: {} serves {}",
                 res.pattern,
-                METHODS.join(" and ")
+                res.methods().join(" and ")
             )));
         }
         let req = head?;
@@ -99,9 +99,17 @@ impl<S: Store> Engine<S> {
                 .call
                 .rule(method)
                 .is_some_and(|r| self.allows(r, res, method, &input));
-            // Each field the set writes whose `writable` rule denies it.
-            let checked = allowed && method == "set" && res.has_writable_rules();
+            // Each field the set writes whose `writable` rule denies it (`collection`
+            // when the collection's denies an add or remove).
+            let checked = allowed && res.writes(method) && res.has_writable_rules();
             let denied: Vec<String> = match (&req.params, checked) {
+                _ if !checked => Vec::new(),
+                (_, true) if res.collection.is_some() => {
+                    let rule = res.collection.as_ref().and_then(|c| c.writable.rule());
+                    rule.filter(|r| !self.writable_allows(r, res, "collection", &input))
+                        .map(|_| vec!["collection".to_string()])
+                        .unwrap_or_default()
+                }
                 (Some(Value::Object(sent)), true) => sent
                     .keys()
                     .filter(|name| {
@@ -117,9 +125,12 @@ impl<S: Store> Engine<S> {
         if !denied.is_empty() && tracing::enabled!(tracing::Level::DEBUG) {
             let rules: Vec<String> = denied
                 .iter()
-                .map(|name| {
-                    let rule = res.field(name).and_then(|f| f.writable.rule());
-                    rule_said(res, &format!("fields.{name}.writable"), rule)
+                .map(|name| match &res.collection {
+                    Some(c) => rule_said(res, "collection.writable", c.writable.rule()),
+                    None => {
+                        let rule = res.field(name).and_then(|f| f.writable.rule());
+                        rule_said(res, &format!("fields.{name}.writable"), rule)
+                    }
                 })
                 .collect();
             self.denied_by = Some(rules.join("; "));
@@ -137,6 +148,22 @@ impl<S: Store> Engine<S> {
             return Err(ResError::AccessDenied(format!(
                 "access denied: {method} on {rid}"
             )));
+        }
+        if let Some(c) = &res.collection {
+            let refused = match &c.writable {
+                Writable::Never => Some("is not writable by clients (no `collection.writable`)"),
+                Writable::When(_) if !denied.is_empty() => {
+                    Some("is not writable for this call: its `writable` rule denies")
+                }
+                _ => None,
+            };
+            if let Some(why) = refused {
+                return Err(ResError::AccessDenied(format!(
+                    "access denied: {method} on {rid}: the collection {why}"
+                )));
+            }
+            self.edit_items(res, c, rid, params, method, req.params.as_ref(), events)?;
+            return Ok(protocol::null_reply());
         }
         if method == "reset" {
             self.reset(res, rid, params, events);
@@ -164,6 +191,12 @@ impl<S: Store> Engine<S> {
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
         let (res, params) = self.api_resolve(config, rid)?;
+        if res.collection.is_some() {
+            return Err(ResError::InvalidParams(format!(
+                "{} is a collection: its items are added and removed (add, remove), not set",
+                res.pattern
+            )));
+        }
         let req: ApiSetRequest = protocol::parse(payload, "set request")?;
         self.write(res, rid, &params, &req.values, Writer::Service, events)?;
         Ok(protocol::null_reply())
@@ -260,7 +293,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Applies a change to a model's written values and publishes what it changed.
-    fn change(
+    pub(super) fn change(
         &mut self,
         res: &Resource,
         rid: &str,
@@ -282,7 +315,7 @@ impl<S: Store> Engine<S> {
 impl<S: Store> Engine<S> {
     /// A backend API name: a valid resource name (`system.invalidParams` otherwise) that
     /// a pattern matches (`system.notFound` otherwise).
-    fn api_resolve<'a>(
+    pub(super) fn api_resolve<'a>(
         &mut self,
         config: &'a Config,
         rid: &'a str,

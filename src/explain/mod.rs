@@ -115,12 +115,16 @@ pub fn explain(config: &Config, q: &Question) -> Result<String, ExplainError> {
         token,
         q.query.as_deref(),
     );
+    let noun = match config.resolve(&q.rid) {
+        Some((res, _)) if res.collection.is_some() => "collection",
+        _ => "model",
+    };
     match &q.action {
         Action::Access => {
             let _ = writeln!(out, "access     {}", access.reply);
         }
         Action::Get if access.get => {
-            let _ = writeln!(out, "get        granted; the model served:");
+            let _ = writeln!(out, "get        granted; the {noun} served:");
             let _ = writeln!(out, "           {}", model_of(&mut engine, config, &q.rid));
         }
         Action::Get => {
@@ -137,7 +141,7 @@ pub fn explain(config: &Config, q: &Question) -> Result<String, ExplainError> {
                     Err((code, message)) => format!("refused: {message} ({code})"),
                     Ok(()) => {
                         let after = model_of(&mut engine, config, &q.rid);
-                        format!("granted and valid; the model after it:\n           {after}")
+                        format!("granted and valid; the {noun} after it:\n           {after}")
                     }
                 }
             };

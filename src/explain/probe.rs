@@ -128,7 +128,6 @@ fn result(reply: &Value) -> Result<(), (String, String)> {
     }
 }
 
-/// The model a get of `rid` would serve, as JSON values.
 /// The model as rules read it: stored values, as the engine binds them (a `ref` is the
 /// name it points to, a `data` field its value), not the wire's `{"rid": ...}` and
 /// `{"data": ...}`.
@@ -153,9 +152,14 @@ pub(crate) fn rule_model(engine: &mut Engine, config: &Config, rid: &str) -> Val
     }
 }
 
+/// What a get serves: the model's values, or a collection's items.
 pub(crate) fn model_of(engine: &mut Engine, config: &Config, rid: &str) -> Value {
     let reply = run(engine, config, Request::Get { rid });
-    reply["result"]["model"].clone()
+    let result = &reply["result"];
+    match result.get("collection") {
+        Some(items) => items.clone(),
+        None => result["model"].clone(),
+    }
 }
 
 fn run(engine: &mut Engine, config: &Config, request: Request) -> Value {

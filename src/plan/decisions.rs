@@ -4,7 +4,7 @@
 //! resource only one of them serves belongs to a resource added or removed; only a case
 //! served by both can change a decision.
 
-use crate::config::{Config, METHODS};
+use crate::config::Config;
 use crate::ruletest::{Action, Case, Session, Suite};
 
 /// The rule tests' cases, by what the reload does to them; each a line of the plan.
@@ -88,7 +88,7 @@ fn decisions(config: &Config, case: &Case) -> Option<Served> {
             continue;
         };
         out.push((label("get"), word(reply.get).to_string()));
-        for m in METHODS {
+        for m in res.methods() {
             out.push((
                 label(&format!("call.{m}")),
                 word(reply.allows(m)).to_string(),

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::config::{diff, Config, ConfigDiff, Resource, METHODS};
+use crate::config::{diff, Config, ConfigDiff, Resource};
 use crate::field::FieldDef;
 use crate::ruletest::Suite;
 
@@ -244,7 +244,12 @@ fn what_changed(a: &FieldDef, b: &FieldDef) -> Vec<String> {
 /// Each rule whose text changed: `get`, `call`, `call.<method>`.
 fn rule_changes(o: &Resource, n: &Resource) -> Vec<String> {
     let mut names: Vec<String> = vec!["get".into()];
-    names.extend(METHODS.iter().map(|m| format!("call.{m}")));
+    for m in o.methods().iter().chain(n.methods()) {
+        let name = format!("call.{m}");
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
     let text = |r: &Resource, name: &str| {
         let rule = match name.strip_prefix("call.") {
             Some(m) => r.access.call.rule(m),

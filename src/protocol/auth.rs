@@ -64,7 +64,8 @@ pub fn resume_reply(key: &str) -> Bytes {
 }
 
 /// The answer to a take of a resume: `{"result": {"token": ..., "tid": ...,
-/// "expires": ..., "jwt": ..., "models": {rid: {field: value}}}}`.
+/// "expires": ..., "jwt": ..., "models": {rid: {field: value}}}}`, a collection's
+/// items as `rid: [item, ...]` (RES values, in order).
 pub fn taken_reply(
     token: &Value,
     extras: &TokenExtras,

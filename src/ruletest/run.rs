@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::session::{Outcome, Session};
 use super::{Action, CallExpect, Case, Step};
-use crate::config::{Config, Resource, METHODS};
+use crate::config::{Config, Resource};
 use crate::explain::name_hint;
 use crate::pattern::Params;
 use crate::rule::RuleInput;
@@ -230,7 +230,7 @@ impl StepRun<'_, '_, '_> {
         }
         let methods: Vec<(String, bool)> = match &expect.call {
             None => Vec::new(),
-            Some(CallExpect::All(b)) => METHODS.iter().map(|m| (m.to_string(), *b)).collect(),
+            Some(CallExpect::All(b)) => res.methods().iter().map(|m| (m.to_string(), *b)).collect(),
             Some(CallExpect::Methods(m)) => m.clone(),
         };
         for (method, expected) in methods {

@@ -124,10 +124,28 @@ impl Ordered {
             Route::ApiReset,
             None,
             format!("{prefix}.reset.>"),
+            group.clone(),
+        )
+        .await?;
+        let add = subscribe(
+            &self.client,
+            self.tx.as_ref(),
+            Route::ApiAdd,
+            None,
+            format!("{prefix}.add.>"),
+            group.clone(),
+        )
+        .await?;
+        let remove = subscribe(
+            &self.client,
+            self.tx.as_ref(),
+            Route::ApiRemove,
+            None,
+            format!("{prefix}.remove.>"),
             group,
         )
         .await?;
-        self.fixed = vec![token, set, reset];
+        self.fixed = vec![token, set, reset, add, remove];
         Ok(())
     }
 

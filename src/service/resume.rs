@@ -49,10 +49,23 @@ pub(super) async fn carry_out(
     let (subject, payload) = protocol::token_event(&plan.to, &taken.token, &extras);
     request(client, subject, payload).await?;
     for (rid, values) in taken.models {
-        let subject = format!("{prefix}.set.{rid}");
-        let body = json!({ "values": values }).to_string();
-        if let Err(e) = request(client, subject, body).await {
-            tracing::warn!(rid, error = %e, "a resumed model's values were not written");
+        // A collection's items are added one by one, in order; a model's values set.
+        let writes = match values {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|value| (format!("{prefix}.add.{rid}"), json!({ "value": value })))
+                .collect(),
+            values => vec![(format!("{prefix}.set.{rid}"), json!({ "values": values }))],
+        };
+        for (subject, body) in writes {
+            let reply = request(client, subject, body.to_string()).await;
+            let refused = reply.as_ref().ok().and_then(|r| {
+                let reply: Value = serde_json::from_slice(r).ok()?;
+                Some(reply.get("error")?.to_string())
+            });
+            if let Some(e) = reply.err().map(|e| e.to_string()).or(refused) {
+                tracing::warn!(rid, error = %e, "a resumed model's values were not written");
+            }
         }
     }
     Ok(())

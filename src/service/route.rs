@@ -22,6 +22,10 @@ pub(super) enum Route {
     Token,
     ApiSet,
     ApiReset,
+    /// `<prefix>.add.<rid>`: the backend adds an item to a collection.
+    ApiAdd,
+    /// `<prefix>.remove.<rid>`: the backend removes an item from a collection.
+    ApiRemove,
     /// `auth.<name>.<method>` of a name the `auth:` block declares.
     Auth,
     /// `<prefix>.revoke.<name>`: the backend revokes tokens of an auth name.
@@ -52,7 +56,12 @@ impl Route {
             Route::Auth | Route::ApiRevoke | Route::ApiResume | Route::ApiRecheck => Kind::Auth,
             // Never recorded as such: an ordered or forwarded message is counted under
             // the route of its subject.
-            Route::ApiSet | Route::ApiReset | Route::Ordered | Route::Forwarded => Kind::Api,
+            Route::ApiSet
+            | Route::ApiReset
+            | Route::ApiAdd
+            | Route::ApiRemove
+            | Route::Ordered
+            | Route::Forwarded => Kind::Api,
         }
     }
 
@@ -77,6 +86,10 @@ impl Route {
             Route::ApiSet
         } else if api.is_some_and(|r| r.starts_with("reset.")) {
             Route::ApiReset
+        } else if api.is_some_and(|r| r.starts_with("add.")) {
+            Route::ApiAdd
+        } else if api.is_some_and(|r| r.starts_with("remove.")) {
+            Route::ApiRemove
         } else if api.is_some_and(|r| r.starts_with("revoke.")) {
             Route::ApiRevoke
         } else if api.is_some_and(|r| r.starts_with("resume.")) {
@@ -154,6 +167,14 @@ pub(super) fn route_request<'a>(
             rid: rest(prefix)?.strip_prefix(".reset.")?,
             payload,
         },
+        Route::ApiAdd => Request::ApiAdd {
+            rid: rest(prefix)?.strip_prefix(".add.")?,
+            payload,
+        },
+        Route::ApiRemove => Request::ApiRemove {
+            rid: rest(prefix)?.strip_prefix(".remove.")?,
+            payload,
+        },
         Route::Auth => {
             let (name, method) = rest("auth.")?.rsplit_once('.')?;
             Request::Auth {
@@ -229,6 +250,8 @@ mod tests {
         assert_eq!(of("auth.session.login"), Some(Route::Auth));
         assert_eq!(of("my.api.set.a.c1"), Some(Route::ApiSet));
         assert_eq!(of("my.api.reset.a.c1"), Some(Route::ApiReset));
+        assert_eq!(of("my.api.add.a.c1"), Some(Route::ApiAdd));
+        assert_eq!(of("my.api.remove.a.c1"), Some(Route::ApiRemove));
         assert_eq!(of("my.api.revoke.session"), Some(Route::ApiRevoke));
         assert_eq!(of("my.apix.set.a"), None);
         assert_eq!(of("event.a.change"), None);

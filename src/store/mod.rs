@@ -336,47 +336,97 @@ impl Connection {
     }
 }
 
-/// The written values of one model, by field name; a field that is absent follows its
-/// default. A short vector, not a map: models have a handful of fields and a map's
-/// node costs hundreds of bytes per model.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Written(Vec<(Box<str>, Value)>);
+/// What was written to one model: its fields' values by name (a field that is absent
+/// follows its default), or, for a collection, its items in order. A short vector, not
+/// a map: models have a handful of fields and a map's node costs hundreds of bytes per
+/// model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    Fields(Vec<(Box<str>, Value)>),
+    Items(Vec<Value>),
+}
+
+impl Default for Written {
+    fn default() -> Self {
+        Written::Fields(Vec::new())
+    }
+}
 
 impl Written {
     pub fn get(&self, field: &str) -> Option<&Value> {
-        self.0.iter().find(|(f, _)| &**f == field).map(|(_, v)| v)
+        match self {
+            Written::Fields(v) => v.iter().find(|(f, _)| &**f == field).map(|(_, v)| v),
+            Written::Items(_) => None,
+        }
     }
 
+    /// Writes a field's value (items written before, under another config, go).
     pub fn insert(&mut self, field: &str, value: Value) {
-        match self.0.iter_mut().find(|(f, _)| &**f == field) {
+        if let Written::Items(_) = self {
+            *self = Written::default();
+        }
+        let Written::Fields(values) = self else {
+            return;
+        };
+        match values.iter_mut().find(|(f, _)| &**f == field) {
             Some((_, v)) => *v = value,
             None => {
-                self.0.reserve_exact(1);
-                self.0.push((field.into(), value));
+                values.reserve_exact(1);
+                values.push((field.into(), value));
             }
         }
     }
 
     pub fn clear(&mut self) {
-        self.0 = Vec::new();
+        *self = Written::default();
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
+    /// How many field values or items.
     pub fn len(&self) -> usize {
-        self.0.len()
+        match self {
+            Written::Fields(v) => v.len(),
+            Written::Items(v) => v.len(),
+        }
     }
 
-    /// Every value, by field name.
+    /// Every field value, by field name (none for a collection's items).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.0.iter().map(|(f, v)| (&**f, v))
+        let values: &[(Box<str>, Value)] = match self {
+            Written::Fields(v) => v,
+            Written::Items(_) => &[],
+        };
+        values.iter().map(|(f, v)| (&**f, v))
     }
 
-    /// Keeps the values `keep` says yes to.
+    /// Keeps the field values `keep` says yes to.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &Value) -> bool) {
-        self.0.retain(|(f, v)| keep(f, v));
+        if let Written::Fields(v) = self {
+            v.retain(|(f, v)| keep(f, v));
+        }
+    }
+
+    /// A collection's items (none for field values).
+    pub fn items(&self) -> &[Value] {
+        match self {
+            Written::Items(v) => v,
+            Written::Fields(_) => &[],
+        }
+    }
+
+    /// A collection's items, to change (field values written before, under another
+    /// config, go).
+    pub fn items_mut(&mut self) -> &mut Vec<Value> {
+        if let Written::Fields(_) = self {
+            *self = Written::Items(Vec::new());
+        }
+        match self {
+            Written::Items(v) => v,
+            Written::Fields(_) => unreachable!("just made items"),
+        }
     }
 }
 

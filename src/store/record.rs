@@ -13,7 +13,9 @@
 //! records without `token_values`, from an earlier version, read as an empty log;
 //! `"expires": <seconds since 1970>` when the token ends, `"tid"` its token ID,
 //! `"resume": {"hash": hex, "until": seconds}` its resume key) and
-//! `{"written": {…}}` for a model without a cid. The cached replies are not kept.
+//! `{"written": {…}}` for a model without a cid. A collection's items are kept as
+//! `"items": […]` in place of `"written"`, in a model of a connection and in a unit of
+//! its own alike. The cached replies are not kept.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -112,6 +114,7 @@ pub fn encode(unit: UnitRef) -> Vec<u8> {
         }),
         UnitRef::Shared(w) => serde_json::to_vec(&StoredShared {
             written: WrittenMap(w),
+            items: Items(w),
         }),
     };
     out.unwrap_or_default()
@@ -148,13 +151,19 @@ struct StoredResume {
 
 #[derive(Serialize)]
 struct StoredShared<'a> {
+    #[serde(skip_serializing_if = "WrittenMap::is_items")]
     written: WrittenMap<'a>,
+    #[serde(skip_serializing_if = "Items::is_fields")]
+    items: Items<'a>,
 }
 
 #[derive(Serialize)]
 struct StoredModel<'a> {
     rid: &'a str,
+    #[serde(skip_serializing_if = "WrittenMap::is_items")]
     written: WrittenMap<'a>,
+    #[serde(skip_serializing_if = "Items::is_fields")]
+    items: Items<'a>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -173,6 +182,7 @@ impl Serialize for Models<'_> {
         s.collect_seq(self.0.iter().map(|m| StoredModel {
             rid: &m.rid,
             written: WrittenMap(m.written()),
+            items: Items(m.written()),
         }))
     }
 }
@@ -195,6 +205,27 @@ impl Serialize for WrittenMap<'_> {
     }
 }
 
+impl WrittenMap<'_> {
+    fn is_items(&self) -> bool {
+        matches!(self.0, Written::Items(_))
+    }
+}
+
+/// A collection's items: `[value, ...]`.
+struct Items<'a>(&'a Written);
+
+impl Serialize for Items<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.items())
+    }
+}
+
+impl Items<'_> {
+    fn is_fields(&self) -> bool {
+        matches!(self.0, Written::Fields(_))
+    }
+}
+
 /// A unit to encode, borrowed from the store.
 #[derive(Debug, Clone, Copy)]
 pub enum UnitRef<'a> {
@@ -205,9 +236,14 @@ pub enum UnitRef<'a> {
 /// Reads a unit's stored value.
 pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
     let value: Value = serde_json::from_slice(value).map_err(|e| e.to_string())?;
-    let written = |v: Option<&Value>| -> Result<Written, String> {
+    // `items` (a collection's) or `written` (a model's) of a stored model.
+    let written = |m: &Value| -> Result<Written, String> {
+        if let Some(items) = m.get("items") {
+            let items = items.as_array().ok_or("`items` is not an array")?;
+            return Ok(Written::Items(items.clone()));
+        }
         let mut out = Written::default();
-        match v {
+        match m.get("written") {
             None | Some(Value::Null) => {}
             Some(Value::Object(map)) => {
                 for (f, v) in map {
@@ -219,7 +255,7 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
         Ok(out)
     };
     Ok(match key {
-        UnitKey::Shared(_) => Unit::Shared(written(value.get("written"))?),
+        UnitKey::Shared(_) => Unit::Shared(written(&value)?),
         UnitKey::Connection(_) => {
             let token = match value.get("token") {
                 None | Some(Value::Null) => None,
@@ -237,7 +273,7 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
                     .and_then(Value::as_str)
                     .ok_or("a model without `rid`")?;
                 let mut model = Model::new(rid);
-                *model.written_mut() = written(m.get("written"))?;
+                *model.written_mut() = written(m)?;
                 models.push(model);
             }
             let granted = value
@@ -331,6 +367,10 @@ mod tests {
         c.model_mut("session.prefs.c1")
             .written_mut()
             .insert("theme", json!("dark"));
+        c.model_mut("session.recent.c1")
+            .written_mut()
+            .items_mut()
+            .extend([json!("a"), json!("b")]);
         c.grant("public.board");
         c.log_token(5);
         let stored: Value = serde_json::from_slice(&encode(UnitRef::Connection(&c))).unwrap();
@@ -338,7 +378,10 @@ mod tests {
             stored,
             json!({
                 "token": {"userId": 7},
-                "models": [{"rid": "session.prefs.c1", "written": {"theme": "dark"}}],
+                "models": [
+                    {"rid": "session.prefs.c1", "written": {"theme": "dark"}},
+                    {"rid": "session.recent.c1", "items": ["a", "b"]},
+                ],
                 "granted": ["public.board"],
                 "tokens": [5],
                 "expires": 1_800_000_000u32,
@@ -352,6 +395,14 @@ mod tests {
         w.insert("title", json!("hi"));
         let stored: Value = serde_json::from_slice(&encode(UnitRef::Shared(&w))).unwrap();
         assert_eq!(stored, json!({"written": {"title": "hi"}}));
+        let items = Written::Items(vec![json!(1), json!(2)]);
+        let stored: Value = serde_json::from_slice(&encode(UnitRef::Shared(&items))).unwrap();
+        assert_eq!(stored, json!({"items": [1, 2]}));
+        let key = UnitKey::Shared("public.list".into());
+        assert_eq!(
+            decode_unit(&key, &encode(UnitRef::Shared(&items))),
+            Ok(Unit::Shared(items))
+        );
     }
 
     #[test]
@@ -376,6 +427,7 @@ mod tests {
         c.model_mut("session.user.c1")
             .reply
             .set(1, bytes::Bytes::from_static(b"x"));
+        *c.model_mut("session.recent.c1").written_mut() = Written::Items(vec![json!("a")]);
         c.grant("public.board");
         c.log_token(7);
         c.log_token(4_000_000_000);

@@ -4,7 +4,7 @@
 
 use super::{Compiler, ACCESS_KEYS};
 use crate::config::yaml::{Kind, Pos, Yaml};
-use crate::config::{Access, CallAccess, Site, METHODS};
+use crate::config::{Access, CallAccess, Site};
 use crate::pattern::Pattern;
 use crate::rule::{Rule, Schema};
 
@@ -56,7 +56,7 @@ impl Compiler {
             access.call = match &value.kind {
                 Kind::Map(_) => {
                     let methods = self
-                        .mapping(value, "`access.call`", METHODS)
+                        .mapping(value, "`access.call`", self.methods)
                         .unwrap_or_default();
                     let rules = methods
                         .into_iter()
@@ -106,8 +106,18 @@ impl Compiler {
                 format!("{what} reads {}, which only the rules of a call can read (`access.call`, a field's `writable`): a get writes nothing", read.join(" and ")),
             );
         }
+        let collection = self.methods == crate::collection::METHODS;
         for problem in rule.check(schema) {
+            if collection && problem.starts_with("`model.") {
+                continue; // Said once below.
+            }
             self.error(node.pos, format!("{what}: {problem}"));
+        }
+        if collection && rule.reads_model() {
+            self.error(
+                node.pos,
+                format!("{what} reads `model`, but a collection has no fields to read: its rules read `values.value` and `values.idx` of a call"),
+            );
         }
         self.sites.push((
             site.to_string(),

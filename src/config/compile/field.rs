@@ -47,7 +47,7 @@ impl Compiler {
         (fields, declared)
     }
 
-    fn field(
+    pub(super) fn field(
         &mut self,
         pattern: &Pattern,
         key: &Key,
@@ -252,8 +252,8 @@ impl Compiler {
 }
 
 impl Compiler {
-    /// `writable:`: true, false, or a rule over what a call's rules read (a rule with
-    /// an error leaves the field in error, so `Never` is never served for it).
+    /// `writable:` of a field: true, false, or a rule over what a call's rules read (a
+    /// rule with an error leaves the field in error, so `Never` is never served for it).
     fn writable(
         &mut self,
         pattern: &Pattern,
@@ -262,14 +262,25 @@ impl Compiler {
         schema: &Schema,
     ) -> Writable {
         let what = format!("field `{name}`: `writable`");
+        let site = format!("fields.{name}.writable");
+        self.writable_at(pattern, node, &what, &site, schema)
+    }
+
+    /// `writable:` named `what` in messages and `site` among the resource's sites.
+    pub(super) fn writable_at(
+        &mut self,
+        pattern: &Pattern,
+        node: &Yaml,
+        what: &str,
+        site: &str,
+        schema: &Schema,
+    ) -> Writable {
         match &node.kind {
             Kind::Bool(true) => Writable::Always,
             Kind::Bool(false) => Writable::Never,
-            Kind::Str(_) => {
-                let site = format!("fields.{name}.writable");
-                self.rule(pattern, node, &what, &site, schema, RuleOf::Call)
-                    .map_or(Writable::Never, Writable::When)
-            }
+            Kind::Str(_) => self
+                .rule(pattern, node, what, site, schema, RuleOf::Call)
+                .map_or(Writable::Never, Writable::When),
             _ => {
                 self.error(
                     node.pos,

@@ -204,6 +204,10 @@ leaf!(
     json_schema!({ "type": "string", "pattern": "^[A-Za-z0-9_-]+$" })
 );
 leaf!(
+    MaxItems,
+    json_schema!({ "type": "integer", "minimum": 1, "maximum": crate::collection::MAX_ITEMS_LIMIT, "default": crate::collection::DEFAULT_MAX_ITEMS })
+);
+leaf!(
     Replicas,
     json_schema!({ "type": "integer", "minimum": 1, "maximum": 5 })
 );

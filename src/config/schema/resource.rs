@@ -10,15 +10,20 @@ use serde_json::{json, Value};
 use super::*;
 
 /// A per-connection resource: a RES model whose fields are derived from the
-/// connection's token, written by the client or by backend services.
+/// connection's token, written by the client or by backend services; or a collection
+/// of items that clients and backend services add and remove.
 #[derive(Default, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schemars(extend("not" = { "required": ["fields", "collection"] }))]
 pub(super) struct Resource {
     /// What the resource is, for people reading the file and `connres check`.
     description: Text,
     /// The model's fields, by name.
     #[schemars(extend("propertyNames" = { "minLength": 1 }))]
     fields: BTreeMap<String, Field>,
+    /// Makes the resource a collection (in place of `fields`): an ordered list of items
+    /// of one type.
+    collection: Option<Collection>,
     /// When the resource's values are reset.
     reset: Reset,
     /// Who may get the resource and call its methods. A rule left out denies.
@@ -73,6 +78,61 @@ struct CallRules {
     set: Rule,
     /// Who may reset the resource's values to their defaults (`call.<resource>.reset`).
     reset: Rule,
+    /// Who may add an item to a collection (`call.<resource>.add`).
+    add: Rule,
+    /// Who may remove an item from a collection (`call.<resource>.remove`).
+    remove: Rule,
+}
+
+// ------------------------------------------------------------------- collections
+
+/// A collection: an ordered list of items of one type. Get answers
+/// `{"collection": [...]}`; `add` and `remove` calls (and the backend API's
+/// `<prefix>.add.<rid>` and `<prefix>.remove.<rid>`) change it, each with one `add`
+/// or `remove` event.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Collection {
+    /// The items' type and constraints, as a field declares them.
+    item: Item,
+    /// The most items the collection holds: an add past it is refused.
+    #[serde(default)]
+    max_items: MaxItems,
+    /// Whether clients may add and remove items (`call.<resource>.add` and `.remove`,
+    /// when the resource's `access.call` allows the call): true, false, or a rule over
+    /// the call's `values` (`value` and `idx`). Services add and remove through the
+    /// backend API whatever this says.
+    #[serde(default)]
+    #[schemars(extend("default" = false))]
+    writable: Writable,
+}
+
+/// The type and constraints of a collection's items.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(transform = constraints_by_type)]
+struct Item {
+    /// The items' type.
+    r#type: FieldType,
+    /// What the items are, for people reading the file.
+    #[serde(default)]
+    description: Text,
+    /// The only values an item takes (string, integer, number and boolean items).
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    r#enum: Vec<AnyValue>,
+    /// The smallest value (integer and number items).
+    #[serde(default)]
+    min: Number,
+    /// The largest value (integer and number items).
+    #[serde(default)]
+    max: Number,
+    /// The most characters (string items).
+    #[serde(default)]
+    max_length: Whole,
+    /// A regular expression an item must match (string items).
+    #[serde(default)]
+    pattern: Text,
 }
 
 // ------------------------------------------------------------------------ fields

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::*;
 use crate::config::auth::{AUTH_KEYS, JWT_KEYS, KEY_SOURCE_KEYS, METHOD_KEYS, RESUME_KEYS};
 use crate::config::compile::{
-    ACCESS_KEYS, API_KEYS, FIELD_KEYS, RESET_KEYS, RESOURCE_KEYS, TOP_KEYS,
+    ACCESS_KEYS, API_KEYS, COLLECTION_KEYS, FIELD_KEYS, RESET_KEYS, RESOURCE_KEYS, TOP_KEYS,
 };
 use crate::config::nats::{NATS_KEYS, RECONNECT_KEYS, TLS_KEYS};
 use crate::config::{yaml, Config, METHODS, STATE_KEYS};
@@ -78,6 +78,17 @@ fn keys(schema: &Value, definition: Option<&str>) -> BTreeSet<String> {
         .collect()
 }
 
+/// A collection's item takes a field's keys but those only a field has.
+const ITEM_KEYS: [&str; 7] = [
+    "type",
+    "description",
+    "enum",
+    "min",
+    "max",
+    "max_length",
+    "pattern",
+];
+
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -96,7 +107,12 @@ fn the_schema_has_the_keys_the_compiler_reads() {
         (Some("Reset"), RESET_KEYS),
         (Some("Access"), ACCESS_KEYS),
         (Some("Field"), FIELD_KEYS),
-        (Some("CallRules"), METHODS),
+        (
+            Some("CallRules"),
+            &[METHODS, crate::collection::METHODS].concat(),
+        ),
+        (Some("Collection"), COLLECTION_KEYS),
+        (Some("Item"), &ITEM_KEYS),
         (Some("AuthName"), AUTH_KEYS),
         (Some("Jwt"), JWT_KEYS),
         (Some("KeySource"), KEY_SOURCE_KEYS),

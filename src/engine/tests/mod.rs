@@ -162,6 +162,7 @@ fn ann_user() -> Value {
 
 mod bounded;
 mod cache;
+mod collections;
 mod recheck;
 mod write_rules;
 

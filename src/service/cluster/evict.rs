@@ -92,9 +92,11 @@ fn units_of_message(config: &Config, route: Route, msg: &Message) -> Vec<UnitKey
         }
         // Answered wherever received: no state read here.
         Request::Auth { .. } | Request::Revoke { .. } => return Vec::new(),
-        Request::Get { rid } | Request::ApiSet { rid, .. } | Request::ApiReset { rid, .. } => {
-            (rid, None)
-        }
+        Request::Get { rid }
+        | Request::ApiSet { rid, .. }
+        | Request::ApiReset { rid, .. }
+        | Request::ApiAdd { rid, .. }
+        | Request::ApiRemove { rid, .. } => (rid, None),
         Request::Access { rid, payload } | Request::Call { rid, payload, .. } => {
             (rid, Some(payload))
         }

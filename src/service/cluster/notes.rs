@@ -27,7 +27,10 @@ impl Service {
         partition: Option<u32>,
     ) -> Option<String> {
         let cluster = self.cluster.as_ref()?;
-        let write = matches!(route, Route::Call | Route::ApiSet | Route::ApiReset);
+        let write = matches!(
+            route,
+            Route::Call | Route::ApiSet | Route::ApiReset | Route::ApiAdd | Route::ApiRemove
+        );
         (write && msg.reply.is_some() && partition.is_some() && cluster.peers.mixed())
             .then(|| msg.subject.to_string())
     }

@@ -95,7 +95,12 @@ impl Service {
             return true;
         };
         let rid = match route_request(route, msg.subject.as_str(), &[], &self.config.api.prefix) {
-            Some(Request::ApiSet { rid, .. } | Request::ApiReset { rid, .. }) => rid,
+            Some(
+                Request::ApiSet { rid, .. }
+                | Request::ApiReset { rid, .. }
+                | Request::ApiAdd { rid, .. }
+                | Request::ApiRemove { rid, .. },
+            ) => rid,
             _ => return true,
         };
         if cluster.peers.mixed() {
@@ -323,7 +328,13 @@ fn kind_of(route: Route, msg: &Message) -> Kind {
             conn: stable_hash(token_cid(route, msg).unwrap_or_default()),
             digest: token_digest(&msg.payload),
         },
-        Route::Call | Route::ApiSet | Route::ApiReset | Route::ApiResume | Route::ApiRecheck => {
+        Route::Call
+        | Route::ApiSet
+        | Route::ApiReset
+        | Route::ApiAdd
+        | Route::ApiRemove
+        | Route::ApiResume
+        | Route::ApiRecheck => {
             use std::hash::BuildHasher;
             let h = foldhash::fast::FixedState::with_seed(0x0077_7269_7465);
             let reply = msg.reply.as_ref().map(|r| r.as_str()).unwrap_or_default();
@@ -356,7 +367,9 @@ pub(in crate::service) fn partition_of_message(
         | Request::Access { rid, .. }
         | Request::Call { rid, .. }
         | Request::ApiSet { rid, .. }
-        | Request::ApiReset { rid, .. } => rid,
+        | Request::ApiReset { rid, .. }
+        | Request::ApiAdd { rid, .. }
+        | Request::ApiRemove { rid, .. } => rid,
     };
     let res = config.resource_of(rid)?;
     Some(match res.pattern.cid_of(rid) {

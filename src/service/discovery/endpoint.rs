@@ -110,6 +110,8 @@ pub(super) fn endpoint_name(route: Route, pattern: Option<&str>) -> String {
         Route::Token => "token",
         Route::ApiSet => "api-set",
         Route::ApiReset => "api-reset",
+        Route::ApiAdd => "api-add",
+        Route::ApiRemove => "api-remove",
         Route::Auth => "auth",
         Route::ApiRevoke => "api-revoke",
         Route::ApiResume => "api-resume",
