@@ -14,6 +14,7 @@ pub mod metrics;
 pub use ownership;
 pub mod pattern;
 pub mod plan;
+pub mod presence;
 pub mod protocol;
 pub mod reload;
 pub mod rule;
@@ -52,8 +53,18 @@ pub fn summary(config: &config::Config) -> String {
         if let Some(d) = &res.description {
             let _ = writeln!(out, "  {}", d.trim());
         }
-        match &res.collection {
-            Some(c) => {
+        match (&res.presence, &res.collection) {
+            (Some(p), _) => {
+                let _ = writeln!(
+                    out,
+                    "  members:  {} from {} (max_members {}, ttl {})",
+                    if p.is_ref { "ref" } else { "string" },
+                    p.member.source(),
+                    p.max_members,
+                    humantime::format_duration(p.ttl)
+                );
+            }
+            (None, Some(c)) => {
                 let _ = write!(out, "  items:    {} (max_items {})", c.item.ty, c.max_items);
                 let _ = match &c.writable {
                     field::Writable::Never => writeln!(out),
@@ -63,7 +74,7 @@ pub fn summary(config: &config::Config) -> String {
                     }
                 };
             }
-            None => {
+            (None, None) => {
                 let _ = writeln!(out, "  fields:   {}", fields.join(", "));
             }
         }

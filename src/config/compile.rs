@@ -21,11 +21,19 @@ mod auth;
 mod collection;
 mod field;
 mod jwt;
+mod presence;
 
 pub(crate) const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "auth", "resources"];
 pub(crate) const API_KEYS: &[&str] = &["prefix"];
-pub(crate) const RESOURCE_KEYS: &[&str] =
-    &["description", "fields", "collection", "reset", "access"];
+pub(crate) const RESOURCE_KEYS: &[&str] = &[
+    "description",
+    "fields",
+    "collection",
+    "presence",
+    "reset",
+    "access",
+];
+pub(crate) const PRESENCE_KEYS: &[&str] = &["member", "join", "ttl", "max_members"];
 pub(crate) const COLLECTION_KEYS: &[&str] = &["item", "max_items", "writable"];
 pub(crate) const RESET_KEYS: &[&str] = &["on_logout"];
 pub(crate) const ACCESS_KEYS: &[&str] = &["get", "call"];
@@ -57,6 +65,8 @@ pub(crate) struct Compiler {
     sites: Vec<(String, Site)>,
     /// The methods of the resource being compiled (a model's or a collection's).
     methods: &'static [&'static str],
+    /// The config's state is shared (`state.store: nats`).
+    shared: bool,
 }
 
 impl Default for Compiler {
@@ -69,6 +79,7 @@ impl Default for Compiler {
             file: None,
             sites: Vec::new(),
             methods: super::METHODS,
+            shared: false,
         }
     }
 }
@@ -255,6 +266,7 @@ impl Compiler {
             .map(|s| self.state(s))
             .unwrap_or_default();
         let auth = get(self, "auth").map(|a| self.auth(a)).unwrap_or_default();
+        self.shared = state.store.shared().is_some();
         let blocks: Vec<(&Option<String>, &Yaml)> = found
             .iter()
             .filter(|(n, ..)| *n == "resources")
@@ -360,16 +372,22 @@ impl Compiler {
                 .find(|(k, _)| k.name == name)
                 .map(|(k, _)| k.pos)
         };
-        if let (Some(_), Some(at)) = (shape("fields"), shape("collection")) {
+        let shapes: Vec<&str> = ["fields", "collection", "presence"]
+            .into_iter()
+            .filter(|k| shape(k).is_some())
+            .collect();
+        if let [first, second, ..] = shapes.as_slice() {
             self.error(
-                at,
-                format!("{what} declares both `fields` and `collection`: a resource is a model (fields) or a collection (items), not both"),
+                shape(second).unwrap_or(key.pos),
+                format!("{what} declares both `{first}` and `{second}`: a resource is a model (fields), a collection (items) or a presence list (members), one of them"),
             );
         }
-        self.methods = match shape("collection") {
-            Some(_) => crate::collection::METHODS,
-            None => super::METHODS,
+        self.methods = match (shape("collection"), shape("presence")) {
+            (_, Some(_)) => crate::presence::METHODS,
+            (Some(_), _) => crate::collection::METHODS,
+            _ => super::METHODS,
         };
+        let mut presence = None;
         for (key, value) in entries {
             match key.name.as_str() {
                 "description" => {
@@ -379,6 +397,7 @@ impl Compiler {
                 }
                 "fields" => (fields, declared) = self.fields(&pattern, value),
                 "collection" => (collection, declared) = self.collection(&pattern, key.pos, value),
+                "presence" => presence = self.presence(&pattern, key.pos, value),
                 "reset" => {
                     for (_, v) in self
                         .mapping(value, "`reset`", RESET_KEYS)
@@ -400,6 +419,10 @@ impl Compiler {
             };
             self.access(&pattern, node, &schema)
         });
+        // A presence list is served as a collection of its members.
+        if let Some(p) = &presence {
+            collection = Some(crate::presence::as_collection(p));
+        }
         let mut resource = Resource::new(
             pattern,
             description,
@@ -408,6 +431,7 @@ impl Compiler {
             reset_on_logout,
             access,
         );
+        resource.presence = presence;
         resource.sites = Sites(std::mem::take(&mut self.sites));
         Some(resource)
     }

@@ -17,8 +17,11 @@ pub struct Resource {
     pub pattern: Pattern,
     pub description: Option<String>,
     pub fields: Vec<FieldDef>,
-    /// A collection's declaration; its resource has no fields.
+    /// A collection's declaration; its resource has no fields. A presence list has one
+    /// too: what it serves (its members).
     pub collection: Option<CollectionDef>,
+    /// A presence list's declaration.
+    pub presence: Option<crate::presence::PresenceDef>,
     pub reset_on_logout: bool,
     pub access: Access,
     /// Where the pattern and each rule are written, for tools that point at them.
@@ -156,6 +159,7 @@ impl Resource {
             description,
             fields,
             collection,
+            presence: None,
             reset_on_logout,
             access,
             sites: Sites::default(),
@@ -187,18 +191,20 @@ impl Resource {
     /// The methods clients call and the backend API serves: `set` and `reset` on a
     /// model, `add` and `remove` on a collection.
     pub fn methods(&self) -> &'static [&'static str] {
-        match self.collection {
-            Some(_) => crate::collection::METHODS,
-            None => super::METHODS,
+        match (&self.collection, &self.presence) {
+            (_, Some(_)) => crate::presence::METHODS,
+            (Some(_), None) => crate::collection::METHODS,
+            (None, None) => super::METHODS,
         }
     }
 
     /// True when a call of `method` writes values its `writable` rules decide: a set,
     /// or a collection's add and remove.
     pub fn writes(&self, method: &str) -> bool {
-        match self.collection {
-            Some(_) => crate::collection::METHODS.contains(&method),
-            None => method == "set",
+        match (&self.collection, &self.presence) {
+            (_, Some(_)) => false,
+            (Some(_), None) => crate::collection::METHODS.contains(&method),
+            (None, None) => method == "set",
         }
     }
 

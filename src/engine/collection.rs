@@ -25,6 +25,12 @@ impl<S: Store> Engine<S> {
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
         let (res, params) = self.api_resolve(config, rid)?;
+        if res.presence.is_some() {
+            return Err(ResError::InvalidParams(format!(
+                "{} is a presence list: its members join and leave themselves (join, leave); the backend may reset it",
+                res.pattern
+            )));
+        }
         let Some(c) = &res.collection else {
             return Err(ResError::InvalidParams(format!(
                 "{} is a model, not a collection: {method} applies to collections (a model takes set and reset)",

@@ -203,6 +203,8 @@ impl<S: Store> Engine<S> {
                 }
             }
             Dropped::Model { rid, written } => {
+                self.presence_gone(&rid, &written);
+                let q = &mut self.resets;
                 if let Some(res) = config.resource_of(&rid) {
                     if !written.is_empty() {
                         ResetQueue::push(&mut q.resources, res, &rid);

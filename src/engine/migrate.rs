@@ -168,6 +168,9 @@ impl<S: Store> Engine<S> {
                     n.is_some()
                 }
             });
+        if old.resources.iter().any(|r| r.presence.is_some()) {
+            self.rebuild_presence_index();
+        }
         let places = dropped
             .into_iter()
             .map(|((p, f, why), n)| ((p.to_string(), f.to_string(), why), n))
@@ -218,6 +221,12 @@ fn fits(res: &Resource, written: &Written) -> bool {
 fn fit_shape(res: Option<&Resource>, written: &mut Written) -> Option<Vec<&'static str>> {
     let collection = res.and_then(|r| r.collection.as_ref());
     match (&mut *written, collection) {
+        // Visited only when the list's declaration changed: its members join again.
+        (Written::Presence(p), _) => {
+            let whys = vec!["presence list changed"; p.values().len()];
+            written.clear();
+            Some(whys)
+        }
         (Written::Fields(_), None) => None,
         (Written::Fields(_), Some(_)) => {
             let whys = vec!["now a collection"; written.len()];
@@ -352,15 +361,21 @@ fn invalidated<'a>(old: &'a Config, new: &Config) -> HashSet<&'a str> {
             let Some(n) = new.resource(o.pattern.as_str()) else {
                 return true;
             };
-            let items_break = match (&o.collection, &n.collection) {
+            let members_break = match (&o.presence, &n.presence) {
+                (Some(a), Some(b)) => a.member != b.member || a.is_ref != b.is_ref,
                 (None, None) => false,
-                (Some(a), Some(b)) => {
-                    a.item.ty != b.item.ty
-                        || a.item.constraints != b.item.constraints
-                        || b.max_items < a.max_items
-                }
                 _ => true,
             };
+            let items_break = members_break
+                || match (&o.collection, &n.collection) {
+                    (None, None) => false,
+                    (Some(a), Some(b)) => {
+                        a.item.ty != b.item.ty
+                            || a.item.constraints != b.item.constraints
+                            || b.max_items < a.max_items
+                    }
+                    _ => true,
+                };
             items_break
                 || o.fields.iter().filter(|f| f.source.is_none()).any(|f| {
                     n.field(&f.name).is_none_or(|g| {

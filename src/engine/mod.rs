@@ -14,6 +14,7 @@ mod collection;
 mod expiry;
 mod get;
 mod migrate;
+mod presence;
 mod recheck;
 mod resume;
 mod token;
@@ -130,6 +131,8 @@ pub struct Engine<S: Store = MemoryStore> {
     resets: ResetQueue,
     /// When tokens end ([`token_end`]).
     ends: token_end::TokenEnds,
+    /// Which presence lists each connection joined ([`presence`]).
+    presence: presence::PresenceIndex,
     warnings: Mutex<WarnLimiter>,
     /// What cached get replies are stamped with; it changes when the config in force
     /// changes and after a reconnect, so no reply made before is served after.
@@ -166,6 +169,7 @@ impl<S: Store> Engine<S> {
             clock,
             resets: ResetQueue::default(),
             ends: token_end::TokenEnds::default(),
+            presence: presence::PresenceIndex::default(),
             warnings: Mutex::new(WarnLimiter::default()),
             stamp: 0,
             config_id: 0,

@@ -135,9 +135,10 @@ impl<S: Store> Engine<S> {
         let now = self.now;
         let Some(conn) = self.store.connection(cid) else {
             self.store.update_connection(cid, now, |c| {
-                c.replace_token(token);
+                c.replace_token(token.clone());
                 c.confirmed = true;
             });
+            self.presence_token(config, cid, token.as_deref(), events);
             return;
         };
         let old = conn.token.clone();
@@ -196,6 +197,7 @@ impl<S: Store> Engine<S> {
             }
         }
         events.extend(reaccess.into_iter().map(protocol::reaccess_event));
+        self.presence_token(config, cid, token.as_deref(), events);
     }
 }
 

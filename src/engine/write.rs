@@ -149,6 +149,21 @@ impl<S: Store> Engine<S> {
                 "access denied: {method} on {rid}"
             )));
         }
+        if let Some(p) = &res.presence {
+            let token = self.token_after_learning(&req.cid, sent).cloned();
+            let query = req.query.as_deref();
+            return self.presence_call(
+                res,
+                p,
+                rid,
+                params,
+                method,
+                &req.cid,
+                token.as_ref(),
+                query,
+                events,
+            );
+        }
         if let Some(c) = &res.collection {
             let refused = match &c.writable {
                 Writable::Never => Some("is not writable by clients (no `collection.writable`)"),
@@ -215,7 +230,11 @@ impl<S: Store> Engine<S> {
                 "reset request: the payload must be empty or a JSON object".into(),
             ));
         }
-        self.reset(res, rid, &params, events);
+        if res.presence.is_some() {
+            self.presence_reset(res, rid, events);
+        } else {
+            self.reset(res, rid, &params, events);
+        }
         Ok(protocol::null_reply())
     }
 

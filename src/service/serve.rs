@@ -92,6 +92,7 @@ impl Service {
                     tracing::debug!(dropped, "dropped idle or least recently used state");
                 }
                 self.end_tokens().await;
+                self.expire_presence().await;
             }
             Step::Reset => {
                 if let Some(ResetBatch { resources, access }) = self.engine.take_reset(RESET_BATCH)
@@ -126,6 +127,23 @@ impl Service {
             self.metrics.event(EventKind::Token);
             if let Err(e) = self.publish(subject, payload).await {
                 tracing::error!(error = %e, "the logout of an ended token was not published; it is tried again in 5s");
+            }
+        }
+    }
+
+    /// Publishes the `remove` events of presence list members whose connections were
+    /// not seen for the list's `ttl`.
+    async fn expire_presence(&mut self) {
+        for (subject, payload) in self.engine.presence_sweep(&self.config) {
+            self.metrics.event(EventKind::Change);
+            if let Err(e) = self.publish(subject.clone(), payload).await {
+                tracing::error!(error = %e, "a presence list's remove event was not published; its list is named in the next system.reset");
+                let rid = subject
+                    .strip_prefix("event.")
+                    .and_then(|r| r.rsplit_once('.'));
+                if let Some((rid, _)) = rid {
+                    self.engine.owe_reset(&self.config, rid);
+                }
             }
         }
     }

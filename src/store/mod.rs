@@ -344,6 +344,8 @@ impl Connection {
 pub enum Written {
     Fields(Vec<(Box<str>, Value)>),
     Items(Vec<Value>),
+    /// A presence list's members and their connections.
+    Presence(Box<crate::presence::Members>),
 }
 
 impl Default for Written {
@@ -356,13 +358,13 @@ impl Written {
     pub fn get(&self, field: &str) -> Option<&Value> {
         match self {
             Written::Fields(v) => v.iter().find(|(f, _)| &**f == field).map(|(_, v)| v),
-            Written::Items(_) => None,
+            Written::Items(_) | Written::Presence(_) => None,
         }
     }
 
     /// Writes a field's value (items written before, under another config, go).
     pub fn insert(&mut self, field: &str, value: Value) {
-        if let Written::Items(_) = self {
+        if !matches!(self, Written::Fields(_)) {
             *self = Written::default();
         }
         let Written::Fields(values) = self else {
@@ -390,6 +392,7 @@ impl Written {
         match self {
             Written::Fields(v) => v.len(),
             Written::Items(v) => v.len(),
+            Written::Presence(p) => p.values().len(),
         }
     }
 
@@ -397,7 +400,7 @@ impl Written {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         let values: &[(Box<str>, Value)] = match self {
             Written::Fields(v) => v,
-            Written::Items(_) => &[],
+            Written::Items(_) | Written::Presence(_) => &[],
         };
         values.iter().map(|(f, v)| (&**f, v))
     }
@@ -409,23 +412,36 @@ impl Written {
         }
     }
 
-    /// A collection's items (none for field values).
+    /// A collection's items, a presence list's members (none for field values).
     pub fn items(&self) -> &[Value] {
         match self {
             Written::Items(v) => v,
+            Written::Presence(p) => p.values(),
             Written::Fields(_) => &[],
         }
     }
 
-    /// A collection's items, to change (field values written before, under another
-    /// config, go).
+    /// A collection's items, to change (what was written before, under another config,
+    /// goes).
     pub fn items_mut(&mut self) -> &mut Vec<Value> {
-        if let Written::Fields(_) = self {
+        if !matches!(self, Written::Items(_)) {
             *self = Written::Items(Vec::new());
         }
         match self {
             Written::Items(v) => v,
-            Written::Fields(_) => unreachable!("just made items"),
+            _ => unreachable!("just made items"),
+        }
+    }
+
+    /// A presence list's members, to change (what was written before, under another
+    /// config, goes).
+    pub fn members_mut(&mut self) -> &mut crate::presence::Members {
+        if !matches!(self, Written::Presence(_)) {
+            *self = Written::Presence(Box::default());
+        }
+        match self {
+            Written::Presence(p) => p,
+            _ => unreachable!("just made a presence list"),
         }
     }
 }

@@ -226,6 +226,9 @@ impl Items<'_> {
     }
 }
 
+// A presence list is stored as its members only: the shared store does not serve
+// presence lists (`check` refuses them with `state.store: nats`).
+
 /// A unit to encode, borrowed from the store.
 #[derive(Debug, Clone, Copy)]
 pub enum UnitRef<'a> {

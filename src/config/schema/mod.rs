@@ -208,6 +208,10 @@ leaf!(
     json_schema!({ "type": "integer", "minimum": 1, "maximum": crate::collection::MAX_ITEMS_LIMIT, "default": crate::collection::DEFAULT_MAX_ITEMS })
 );
 leaf!(
+    MaxMembers,
+    json_schema!({ "type": "integer", "minimum": 1, "maximum": crate::presence::MAX_MEMBERS_LIMIT, "default": crate::presence::DEFAULT_MAX_MEMBERS })
+);
+leaf!(
     Replicas,
     json_schema!({ "type": "integer", "minimum": 1, "maximum": 5 })
 );

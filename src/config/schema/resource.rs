@@ -14,7 +14,11 @@ use super::*;
 /// of items that clients and backend services add and remove.
 #[derive(Default, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-#[schemars(extend("not" = { "required": ["fields", "collection"] }))]
+#[schemars(extend("not" = { "anyOf": [
+    { "required": ["fields", "collection"] },
+    { "required": ["fields", "presence"] },
+    { "required": ["collection", "presence"] }
+] }))]
 pub(super) struct Resource {
     /// What the resource is, for people reading the file and `connres check`.
     description: Text,
@@ -24,6 +28,9 @@ pub(super) struct Resource {
     /// Makes the resource a collection (in place of `fields`): an ordered list of items
     /// of one type.
     collection: Option<Collection>,
+    /// Makes the resource a presence list (in place of `fields`): who is here, one
+    /// entry per member, kept by connres from the connections that join it.
+    presence: Option<Presence>,
     /// When the resource's values are reset.
     reset: Reset,
     /// Who may get the resource and call its methods. A rule left out denies.
@@ -82,6 +89,57 @@ struct CallRules {
     add: Rule,
     /// Who may remove an item from a collection (`call.<resource>.remove`).
     remove: Rule,
+    /// Who may join a presence list (`call.<resource>.join`; its `presence.join` rule
+    /// must allow it too).
+    join: Rule,
+    /// Who may leave a presence list (`call.<resource>.leave`).
+    leave: Rule,
+    /// Who may say a joined connection is still here (`call.<resource>.ping`).
+    ping: Rule,
+}
+
+// ---------------------------------------------------------------------- presence
+
+/// A presence list: who is here. A connection joins with a `join` call and is listed
+/// as its member (one entry per member, however many connections it has, in the
+/// order members joined); it leaves with `leave`, by logging out, by a token that
+/// gives another member, or when it calls neither `join` nor `ping` for `ttl`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Presence {
+    /// What a connection is a member as: a template over `token`, `cid` and `params`
+    /// giving a string (e.g. `"{{token.name}}"`), or `{ ref: <template> }` giving a
+    /// resource name (e.g. `{ ref: "users.user.{{token.userId}}" }`).
+    member: Member,
+    /// Who may join, beside the resource's `access.call`: a rule over `cid`, `token`,
+    /// `params` and `query`.
+    #[serde(default)]
+    join: Rule,
+    /// How long a joined connection stays without a `join` or `ping` call, e.g. `60s`.
+    #[serde(default)]
+    #[schemars(extend("default" = "60s"))]
+    ttl: Text,
+    /// The most members: a join of a new member past it is refused.
+    #[serde(default)]
+    max_members: MaxMembers,
+}
+
+/// A member template: a string, or `{ ref: <template> }` for a reference.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum Member {
+    /// A string member.
+    Text(Text),
+    /// A reference to the member's resource.
+    Ref(MemberRef),
+}
+
+/// A reference member.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct MemberRef {
+    /// The template giving the resource name.
+    r#ref: Text,
 }
 
 // ------------------------------------------------------------------- collections

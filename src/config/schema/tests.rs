@@ -6,7 +6,8 @@ use serde_json::Value;
 use super::*;
 use crate::config::auth::{AUTH_KEYS, JWT_KEYS, KEY_SOURCE_KEYS, METHOD_KEYS, RESUME_KEYS};
 use crate::config::compile::{
-    ACCESS_KEYS, API_KEYS, COLLECTION_KEYS, FIELD_KEYS, RESET_KEYS, RESOURCE_KEYS, TOP_KEYS,
+    ACCESS_KEYS, API_KEYS, COLLECTION_KEYS, FIELD_KEYS, PRESENCE_KEYS, RESET_KEYS, RESOURCE_KEYS,
+    TOP_KEYS,
 };
 use crate::config::nats::{NATS_KEYS, RECONNECT_KEYS, TLS_KEYS};
 use crate::config::{yaml, Config, METHODS, STATE_KEYS};
@@ -109,9 +110,15 @@ fn the_schema_has_the_keys_the_compiler_reads() {
         (Some("Field"), FIELD_KEYS),
         (
             Some("CallRules"),
-            &[METHODS, crate::collection::METHODS].concat(),
+            &[
+                METHODS,
+                crate::collection::METHODS,
+                crate::presence::METHODS,
+            ]
+            .concat(),
         ),
         (Some("Collection"), COLLECTION_KEYS),
+        (Some("Presence"), PRESENCE_KEYS),
         (Some("Item"), &ITEM_KEYS),
         (Some("AuthName"), AUTH_KEYS),
         (Some("Jwt"), JWT_KEYS),

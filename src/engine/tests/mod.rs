@@ -163,6 +163,7 @@ fn ann_user() -> Value {
 mod bounded;
 mod cache;
 mod collections;
+mod presence;
 mod recheck;
 mod write_rules;
 

@@ -1,0 +1,270 @@
+//! Presence lists: `join`, `leave` and `ping` calls, leaving on logout or a token that
+//! gives another member, and the sweep of connections not seen for `ttl`. Each member
+//! added or removed is one `add` or `remove` event. The engine keeps which lists each
+//! connection joined (`PresenceIndex`), so a token event finds them at once.
+
+use std::collections::{BTreeSet, HashMap};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::{Engine, Events};
+use crate::clock::ticks;
+use crate::config::{Config, Resource};
+use crate::pattern::{self, Params};
+use crate::presence::{Change, PresenceDef, Refused};
+use crate::protocol::{self, ResError};
+use crate::rule::RuleInput;
+use crate::store::{Store, Written};
+use crate::template::TemplateInput;
+
+/// Which presence lists each connection joined, and the lists with members.
+#[derive(Debug, Default)]
+pub(super) struct PresenceIndex {
+    joined: HashMap<Box<str>, Vec<Box<str>>>,
+    lists: BTreeSet<Box<str>>,
+}
+
+impl PresenceIndex {
+    fn add(&mut self, cid: &str, rid: &str) {
+        let lists = self.joined.entry(cid.into()).or_default();
+        if !lists.iter().any(|r| &**r == rid) {
+            lists.push(rid.into());
+        }
+        self.lists.insert(rid.into());
+    }
+
+    fn remove(&mut self, cid: &str, rid: &str) {
+        if let Some(lists) = self.joined.get_mut(cid) {
+            lists.retain(|r| &**r != rid);
+            if lists.is_empty() {
+                self.joined.remove(cid);
+            }
+        }
+    }
+}
+
+impl<S: Store> Engine<S> {
+    /// A call on a presence list, once the resource's call rule allowed it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn presence_call(
+        &mut self,
+        res: &Resource,
+        p: &PresenceDef,
+        rid: &str,
+        params: &Params,
+        method: &str,
+        cid: &str,
+        token: Option<&Value>,
+        query: Option<&str>,
+        events: &mut Events,
+    ) -> Result<Bytes, ResError> {
+        let now = self.now;
+        match method {
+            "join" => {
+                let input = RuleInput {
+                    cid,
+                    token,
+                    params,
+                    query,
+                    model: None,
+                    values: None,
+                };
+                if let Some(rule) = &p.join {
+                    if !self.allows(rule, res, "presence.join", &input) {
+                        return Err(ResError::AccessDenied(format!(
+                            "access denied: join on {rid}: the `presence.join` rule denies"
+                        )));
+                    }
+                }
+                let member = member_of(p, res, params, cid, token)?;
+                let max = p.max_members;
+                let changes = self
+                    .store
+                    .update_shared(rid, now, |w| w.members_mut().join(cid, member, now, max))
+                    .map_err(|Refused::Full(n)| {
+                        ResError::InvalidParams(format!(
+                            "the presence list is full: it has max_members {n} members"
+                        ))
+                    })?;
+                self.presence.add(cid, rid);
+                self.push_members(res, rid, &changes, events);
+            }
+            "leave" => self.leave(res, rid, cid, events),
+            _ => {
+                let joined = self.store.shared(rid).is_some()
+                    && self
+                        .store
+                        .update_shared(rid, now, |w| w.members_mut().seen(cid, now));
+                if !joined {
+                    return Err(ResError::InvalidParams(format!(
+                        "connection {cid} has not joined {rid} (or was not seen for ttl {}): call join",
+                        humantime::format_duration(p.ttl)
+                    )));
+                }
+            }
+        }
+        Ok(protocol::null_reply())
+    }
+
+    /// Connection `cid` leaves list `rid`, if it joined it.
+    fn leave(&mut self, res: &Resource, rid: &str, cid: &str, events: &mut Events) {
+        self.presence.remove(cid, rid);
+        if self.store.shared(rid).is_none() {
+            return;
+        }
+        let changes = self
+            .store
+            .update_shared(rid, self.now, |w| w.members_mut().leave(cid));
+        self.push_members(res, rid, &changes, events);
+    }
+
+    /// After a token event: the connection leaves every list where its new token gives
+    /// another member, or none (a logout).
+    pub(super) fn presence_token(
+        &mut self,
+        config: &Config,
+        cid: &str,
+        token: Option<&Value>,
+        events: &mut Events,
+    ) {
+        let Some(lists) = self.presence.joined.get(cid).cloned() else {
+            return;
+        };
+        for rid in lists {
+            let Some((res, params)) = config.resolve(&rid) else {
+                self.presence.remove(cid, &rid);
+                continue;
+            };
+            let Some(p) = &res.presence else {
+                self.presence.remove(cid, &rid);
+                continue;
+            };
+            let now = member_of(p, res, &params, cid, token).ok();
+            let was = self.store.shared(&rid).and_then(|w| match w {
+                Written::Presence(m) => m.member_of(cid).map(str::to_string),
+                _ => None,
+            });
+            let same = match (&now, &was) {
+                (Some(Value::String(n)), Some(w)) => n == w,
+                _ => false,
+            };
+            if !same {
+                self.leave(res, &rid, cid, events);
+            }
+        }
+    }
+
+    /// Connections not seen for their list's `ttl` leave; returns the events.
+    pub fn presence_sweep(&mut self, config: &Config) -> Events {
+        let mut events = Events::new();
+        let now = self.clock.now();
+        let lists: Vec<Box<str>> = self.presence.lists.iter().cloned().collect();
+        for rid in lists {
+            let found = config
+                .resolve(&rid)
+                .and_then(|(res, _)| res.presence.as_ref().map(|p| (res, ticks(p.ttl))));
+            let oldest = match self.store.shared(&rid) {
+                Some(Written::Presence(m)) => m.oldest(),
+                _ => None,
+            };
+            let (Some((res, ttl)), Some(oldest)) = (found, oldest) else {
+                self.presence.lists.remove(&rid);
+                continue;
+            };
+            if now.saturating_sub(oldest) < ttl {
+                continue;
+            }
+            let (left, changes) = self
+                .store
+                .update_shared(&rid, now, |w| w.members_mut().expire(now, ttl));
+            for cid in &left {
+                self.presence.remove(cid, &rid);
+            }
+            self.push_members(res, &rid, &changes, &mut events);
+        }
+        events
+    }
+
+    /// The backend's reset of a presence list: every member goes, from the last.
+    pub(super) fn presence_reset(&mut self, res: &Resource, rid: &str, events: &mut Events) {
+        let Some(w) = self.store.shared(rid).cloned() else {
+            return;
+        };
+        self.presence_gone(rid, &w);
+        let changes = self
+            .store
+            .update_shared(rid, self.now, |w| w.members_mut().clear());
+        self.push_members(res, rid, &changes, events);
+    }
+
+    /// Forgets what the index says of a list that went (dropped, reset, reloaded).
+    pub(super) fn presence_gone(&mut self, rid: &str, written: &Written) {
+        if let Written::Presence(m) = written {
+            for (cid, ..) in m.each_connection() {
+                self.presence.remove(cid, rid);
+            }
+        }
+    }
+
+    /// Makes the index again from the lists in the store (after a reload).
+    pub(super) fn rebuild_presence_index(&mut self) {
+        let mut index = PresenceIndex::default();
+        self.store.retain_shared(|rid, w| {
+            if let Written::Presence(m) = w {
+                for (cid, ..) in m.each_connection() {
+                    index.add(cid, rid);
+                }
+            }
+            true
+        });
+        self.presence = index;
+    }
+
+    /// The `add` and `remove` events of a list's changes.
+    fn push_members(&self, res: &Resource, rid: &str, changes: &[Change], events: &mut Events) {
+        let Some(c) = &res.collection else {
+            return;
+        };
+        let members = self.store.shared(rid).map_or(&[][..], |w| w.items());
+        for change in changes {
+            events.push(match *change {
+                Change::Added(idx) => protocol::add_event(rid, &c.item, &members[idx], idx),
+                Change::Removed(idx) => protocol::remove_event(rid, idx),
+            });
+        }
+    }
+}
+
+/// What connection `cid` is a member as: the `member` template over its token, cid and
+/// the name's captures, as a string or a resource name.
+fn member_of(
+    p: &PresenceDef,
+    res: &Resource,
+    params: &Params,
+    cid: &str,
+    token: Option<&Value>,
+) -> Result<Value, ResError> {
+    let input = TemplateInput {
+        cid: Some(cid),
+        token,
+        params,
+        claims: None,
+    };
+    let rendered = p.member.render(&input);
+    let text = match rendered {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+        _ => return Err(ResError::InvalidParams(format!(
+            "join: `presence.member` ({}) gives nothing for connection {cid} (is it logged in?)",
+            p.member.source()
+        ))),
+    };
+    if p.is_ref && !pattern::is_resource_name(&text) {
+        return Err(ResError::InvalidParams(format!(
+            "join: `presence.member` of {} gives a value that is not a valid resource name",
+            res.pattern
+        )));
+    }
+    Ok(Value::String(text))
+}

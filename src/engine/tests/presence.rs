@@ -1,0 +1,253 @@
+//! Presence lists through the engine: joins and leaves by call, by logout, by a token
+//! for another member and by `ttl`, one entry per member, and the events' indices.
+
+use std::time::Duration;
+
+use super::*;
+use proptest::prelude::*;
+
+const PRESENCE: &str = include_str!("../../../tests/config/valid/presence.yaml");
+const ROOM: &str = "chat.room.r1.members";
+const LOBBY: &str = "lobby.members";
+
+fn t() -> T {
+    let clock = Clock::manual();
+    T {
+        config: Config::parse("p.yaml", PRESENCE).unwrap_or_else(|e| panic!("{e}")),
+        engine: Engine::new(MemoryStore::default(), clock.clone()),
+        clock,
+    }
+}
+
+fn user(name: &str) -> Value {
+    json!({"userId": name.len(), "name": name})
+}
+
+fn login(name: &str) -> String {
+    json!({ "token": user(name) }).to_string()
+}
+
+impl T {
+    fn members(&mut self, rid: &str) -> Value {
+        let out = self.handle(Request::Get { rid });
+        reply(&out)["result"]["collection"].clone()
+    }
+
+    /// `method` on `rid` by `cid`, whose token the record holds.
+    fn presence(&mut self, rid: &str, method: &str, cid: &str) -> Outcome {
+        self.call(rid, method, &json!({ "cid": cid }).to_string())
+    }
+
+    fn sweep(&mut self) -> Vec<(String, Value)> {
+        let events = self.engine.presence_sweep(&self.config);
+        events
+            .iter()
+            .map(|(s, p)| (s.clone(), serde_json::from_slice(p).unwrap()))
+            .collect()
+    }
+}
+
+fn add(rid: &str, value: Value, idx: usize) -> (String, Value) {
+    (
+        format!("event.{rid}.add"),
+        json!({"value": value, "idx": idx}),
+    )
+}
+
+fn remove(rid: &str, idx: usize) -> (String, Value) {
+    (format!("event.{rid}.remove"), json!({ "idx": idx }))
+}
+
+#[test]
+fn a_member_is_listed_once_in_join_order_however_many_connections_it_has() {
+    let mut t = t();
+    for (cid, name) in [("a1", "ann"), ("b1", "bob"), ("a2", "ann")] {
+        t.token(cid, &login(name));
+    }
+    let out = t.presence(ROOM, "join", "a1");
+    assert_eq!(reply(&out), json!({"result": null}));
+    assert_eq!(events(&out), vec![add(ROOM, json!("ann"), 0)]);
+    assert_eq!(
+        events(&t.presence(ROOM, "join", "b1")),
+        vec![add(ROOM, json!("bob"), 1)]
+    );
+    // A second tab adds nothing; closing one of two removes nothing.
+    assert!(t.presence(ROOM, "join", "a2").events.is_empty());
+    assert!(t.presence(ROOM, "leave", "a1").events.is_empty());
+    assert_eq!(t.members(ROOM), json!(["ann", "bob"]));
+    assert_eq!(
+        events(&t.presence(ROOM, "leave", "a2")),
+        vec![remove(ROOM, 0)]
+    );
+    assert_eq!(t.members(ROOM), json!(["bob"]));
+    // Leaving twice, or without joining: nothing.
+    let out = t.presence(ROOM, "leave", "a2");
+    assert_eq!(reply(&out), json!({"result": null}));
+    assert!(out.events.is_empty());
+}
+
+#[test]
+fn a_logout_or_a_token_for_another_member_leaves() {
+    let mut t = t();
+    for (cid, name) in [("a1", "ann"), ("b1", "bob"), ("c1", "cat")] {
+        t.token(cid, &login(name));
+        t.presence(ROOM, "join", cid);
+    }
+    let out = t.token("b1", LOGOUT);
+    assert!(out.contains(&remove(ROOM, 1)), "{out:?}");
+    assert_eq!(t.members(ROOM), json!(["ann", "cat"]));
+    // A token for the same member keeps the connection in.
+    let same = json!({"token": {"userId": 3, "name": "ann", "role": "x"}}).to_string();
+    assert!(!t.token("a1", &same).iter().any(|(s, _)| s.contains(ROOM)));
+    // Another member: out, and not in as the new one until it joins.
+    let out = t.token("a1", &login("dan"));
+    assert!(out.contains(&remove(ROOM, 0)), "{out:?}");
+    assert_eq!(t.members(ROOM), json!(["cat"]));
+}
+
+#[test]
+fn connections_that_neither_join_nor_ping_for_ttl_leave() {
+    let mut t = t();
+    for (cid, name) in [("a1", "ann"), ("b1", "bob")] {
+        t.token(cid, &login(name));
+        t.presence(ROOM, "join", cid);
+    }
+    t.clock.advance(Duration::from_secs(40));
+    assert_eq!(
+        reply(&t.presence(ROOM, "ping", "b1")),
+        json!({"result": null})
+    );
+    t.clock.advance(Duration::from_secs(20));
+    assert_eq!(t.sweep(), vec![remove(ROOM, 0)], "ann, not seen for 60s");
+    assert_eq!(t.members(ROOM), json!(["bob"]));
+    let out = t.presence(ROOM, "ping", "a1");
+    assert_eq!(error_code(&out), "system.invalidParams");
+    assert!(
+        error_message(&out).contains("call join"),
+        "{}",
+        error_message(&out)
+    );
+    t.clock.advance(Duration::from_secs(40));
+    assert_eq!(t.sweep(), vec![remove(ROOM, 0)]);
+    assert_eq!(t.members(ROOM), json!([]));
+    assert_eq!(t.sweep(), vec![]);
+}
+
+#[test]
+fn joins_are_refused_past_max_members_without_a_member_or_by_the_join_rule() {
+    let mut t = t();
+    for (i, name) in ["ann", "bob", "cat", "dan"].iter().enumerate() {
+        t.token(&format!("c{i}"), &login(name));
+    }
+    for i in 0..3 {
+        t.presence(ROOM, "join", &format!("c{i}"));
+    }
+    let out = t.presence(ROOM, "join", "c3");
+    assert_eq!(error_code(&out), "system.invalidParams");
+    assert!(error_message(&out).contains("max_members 3"));
+    // Logged out: the call rule denies; in the lobby, `presence.join` does.
+    let out = t.presence(ROOM, "join", "nobody");
+    assert_eq!(error_code(&out), "system.accessDenied");
+    let out = t.presence(LOBBY, "join", "nobody");
+    assert_eq!(error_code(&out), "system.accessDenied");
+    // A token without the member's claim: nothing to list.
+    t.token("x1", &json!({"token": {"role": "guest"}}).to_string());
+    let out = t.presence("chat.room.r2.members", "join", "x1");
+    assert_eq!(error_code(&out), "system.invalidParams");
+    assert!(error_message(&out).contains("gives nothing"));
+}
+
+#[test]
+fn reference_members_and_what_the_backend_may_do() {
+    let mut t = t();
+    t.token("a1", &login("ann"));
+    let out = t.presence(LOBBY, "join", "a1");
+    assert_eq!(
+        events(&out),
+        vec![add(LOBBY, json!({"rid": "users.user.3"}), 0)]
+    );
+    assert_eq!(t.members(LOBBY), json!([{"rid": "users.user.3"}]));
+    let out = t.handle(Request::ApiAdd {
+        rid: LOBBY,
+        payload: br#"{"value": {"rid": "users.user.9"}}"#,
+    });
+    assert!(error_message(&out).contains("presence list"));
+    let out = t.handle(Request::ApiReset {
+        rid: LOBBY,
+        payload: b"",
+    });
+    assert_eq!(events(&out), vec![remove(LOBBY, 0)]);
+    assert_eq!(
+        error_code(&t.presence(LOBBY, "ping", "a1")),
+        "system.invalidParams"
+    );
+    // Forgotten by the index too: a logout changes no list.
+    assert!(!t.token("a1", LOGOUT).iter().any(|(s, _)| s.contains(LOBBY)));
+}
+
+#[test]
+fn a_reload_that_changes_the_member_empties_the_list() {
+    let mut t = t();
+    t.token("a1", &login("ann"));
+    t.presence(ROOM, "join", "a1");
+    let new = PRESENCE.replace("member: \"{{token.name}}\"", "member: \"{{token.userId}}\"");
+    let new = Config::parse("p.yaml", &new).unwrap();
+    let dropped = t.engine.reloaded(&t.config, &new);
+    t.config = new;
+    assert_eq!(dropped.total(), 1);
+    assert_eq!(t.members(ROOM), json!([]));
+    assert!(!t.token("a1", LOGOUT).iter().any(|(s, _)| s.contains(ROOM)));
+    // Same member and ttl, another join rule: kept.
+    let mut t2 = self::t();
+    t2.token("a1", &login("ann"));
+    t2.presence(ROOM, "join", "a1");
+    let rule = Config::parse(
+        "p.yaml",
+        &PRESENCE.replace("join: token != null", "join: \"true\""),
+    )
+    .unwrap();
+    assert_eq!(t2.engine.reloaded(&t2.config, &rule).total(), 0);
+    t2.config = rule;
+    assert_eq!(t2.members(ROOM), json!(["ann"]));
+}
+
+proptest! {
+    /// A gateway's copy of the list, kept from the events alone, equals the get after
+    /// every join, leave, ping, login, logout and sweep, in any order.
+    #[test]
+    fn a_gateways_copy_from_the_events_equals_the_get(
+        steps in proptest::collection::vec((0u8..6, 0u8..4, 0u8..3), 1..50),
+    ) {
+        let mut t = t();
+        let names = ["ann", "bob", "cat"];
+        let mut shadow: Vec<Value> = Vec::new();
+        for (op, c, n) in steps {
+            let cid = format!("c{c}");
+            let events = match op {
+                0 | 1 => events(&t.presence(ROOM, "join", &cid)),
+                2 => events(&t.presence(ROOM, "leave", &cid)),
+                3 => t.token(&cid, &login(names[n as usize])),
+                4 => t.token(&cid, LOGOUT),
+                _ => {
+                    t.clock.advance(Duration::from_secs(25));
+                    t.presence(ROOM, "ping", &cid);
+                    t.sweep()
+                }
+            };
+            for (subject, payload) in events {
+                if !subject.starts_with(&format!("event.{ROOM}.")) {
+                    continue;
+                }
+                let idx = payload["idx"].as_u64().unwrap() as usize;
+                if subject.ends_with(".add") {
+                    prop_assert!(idx <= shadow.len());
+                    shadow.insert(idx, payload["value"].clone());
+                } else {
+                    prop_assert!(idx < shadow.len());
+                    shadow.remove(idx);
+                }
+            }
+            prop_assert_eq!(Value::Array(shadow.clone()), t.members(ROOM));
+        }
+    }
+}

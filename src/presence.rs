@@ -1,0 +1,368 @@
+//! Presence: a collection whose members connres keeps from what it knows of each
+//! connection. A connection joins with a `join` call and becomes a connection of its
+//! member (the value the `member` template gives for its token); a member is listed
+//! once, however many connections it has, in the order members first joined. A
+//! connection leaves with `leave`, by logging out, by a token that gives another
+//! member, when its state is dropped, or when it was last seen longer than `ttl` ago.
+//! Each member added or removed is one `add` or `remove` event. Pure: the engine
+//! calls it and publishes the edits.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::clock::Tick;
+use crate::rule::Rule;
+use crate::template::Template;
+
+/// A declared presence list (`presence:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceDef {
+    /// What a connection is a member as, rendered from its token, cid and the name's
+    /// captures.
+    pub member: Template,
+    /// Whether members are references (`member: { ref: ... }`) or strings.
+    pub is_ref: bool,
+    /// Who may join, beside the resource's `access.call` rule; none: the call rule
+    /// alone decides.
+    pub join: Option<Rule>,
+    /// How long a connection stays without a `join` or `ping`.
+    pub ttl: Duration,
+    /// The most members: a join of a new member past it is refused.
+    pub max_members: usize,
+}
+
+/// What a presence list serves: a collection of its members (strings or references),
+/// written by no client.
+pub fn as_collection(p: &PresenceDef) -> crate::collection::CollectionDef {
+    use crate::field::{Constraints, FieldDef, FieldType, Writable};
+    crate::collection::CollectionDef {
+        item: FieldDef {
+            name: "member".into(),
+            description: None,
+            ty: if p.is_ref {
+                FieldType::Ref
+            } else {
+                FieldType::String
+            },
+            default: Value::Null,
+            source: None,
+            constraints: Constraints::default(),
+            writable: Writable::Never,
+        },
+        max_items: p.max_members,
+        writable: Writable::Never,
+    }
+}
+
+/// `ttl` when the file does not say.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// `max_members` when the file does not say.
+pub const DEFAULT_MAX_MEMBERS: usize = 1_000;
+/// The most members `max_members` may allow.
+pub const MAX_MEMBERS_LIMIT: usize = 100_000;
+/// The methods of a presence list.
+pub const METHODS: &[&str] = &["join", "leave", "ping"];
+
+/// What a presence list holds: its members in join order (what gateways hold) and
+/// each connection's member and when it was last seen.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Members {
+    members: Vec<Value>,
+    /// By cid: the index key of its member ([`key`]) and when it was last seen.
+    conns: HashMap<Box<str>, (Box<str>, Tick)>,
+    /// By member key: how many connections it has.
+    counts: HashMap<Box<str>, u32>,
+}
+
+/// A change to the list, as RES announces it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A member added at the end (its index).
+    Added(usize),
+    /// The member at this index removed.
+    Removed(usize),
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    Full(usize),
+}
+
+/// A member's key: its JSON text (members are strings or names, so their text is
+/// canonical).
+fn key(member: &Value) -> Box<str> {
+    match member {
+        Value::String(s) => s.as_str().into(),
+        other => other.to_string().into(),
+    }
+}
+
+impl Members {
+    /// The members, in join order.
+    pub fn values(&self) -> &[Value] {
+        &self.members
+    }
+
+    /// How many connections are joined.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The connections joined, with their member and when each was last seen.
+    pub fn each_connection(&self) -> impl Iterator<Item = (&str, &str, Tick)> {
+        self.conns
+            .iter()
+            .map(|(cid, (member, seen))| (&**cid, &**member, *seen))
+    }
+
+    /// The member a connection is joined as, if it is.
+    pub fn member_of(&self, cid: &str) -> Option<&str> {
+        self.conns.get(cid).map(|(m, _)| &**m)
+    }
+
+    /// Connection `cid` joins as `member` at `now`: a new member is added at the end;
+    /// a member already listed only gains the connection. A connection joined as
+    /// another member leaves it first.
+    pub fn join(
+        &mut self,
+        cid: &str,
+        member: Value,
+        now: Tick,
+        max: usize,
+    ) -> Result<Vec<Change>, Refused> {
+        let k = key(&member);
+        if self.member_of(cid) == Some(&*k) {
+            self.seen(cid, now);
+            return Ok(Vec::new());
+        }
+        let new = !self.counts.contains_key(&k);
+        let leaving = self.member_of(cid).is_some();
+        if new && self.members.len() - usize::from(leaving && self.alone(cid)) >= max {
+            return Err(Refused::Full(max));
+        }
+        let mut changes = self.leave(cid);
+        *self.counts.entry(k.clone()).or_default() += 1;
+        self.conns.insert(cid.into(), (k, now));
+        if new {
+            self.members.push(member);
+            changes.push(Change::Added(self.members.len() - 1));
+        }
+        Ok(changes)
+    }
+
+    /// Whether `cid` is its member's only connection.
+    fn alone(&self, cid: &str) -> bool {
+        self.member_of(cid)
+            .and_then(|m| self.counts.get(m))
+            .is_some_and(|&n| n == 1)
+    }
+
+    /// Marks a joined connection as seen at `now`; says whether it is joined.
+    pub fn seen(&mut self, cid: &str, now: Tick) -> bool {
+        match self.conns.get_mut(cid) {
+            Some((_, seen)) => {
+                *seen = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Connection `cid` leaves: its member goes when it was the last connection.
+    pub fn leave(&mut self, cid: &str) -> Vec<Change> {
+        let Some((k, _)) = self.conns.remove(cid) else {
+            return Vec::new();
+        };
+        let Some(n) = self.counts.get_mut(&k) else {
+            return Vec::new();
+        };
+        *n -= 1;
+        if *n > 0 {
+            return Vec::new();
+        }
+        self.counts.remove(&k);
+        match self.members.iter().position(|m| key(m) == k) {
+            Some(idx) => {
+                self.members.remove(idx);
+                vec![Change::Removed(idx)]
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Every connection last seen `ttl` or longer before `now` leaves; returns the cids
+    /// that left and the changes.
+    pub fn expire(&mut self, now: Tick, ttl: Tick) -> (Vec<Box<str>>, Vec<Change>) {
+        let due: Vec<Box<str>> = self
+            .conns
+            .iter()
+            .filter(|(_, (_, seen))| now.saturating_sub(*seen) >= ttl)
+            .map(|(cid, _)| cid.clone())
+            .collect();
+        let changes = due.iter().flat_map(|cid| self.leave(cid)).collect();
+        (due, changes)
+    }
+
+    /// When the connection seen longest ago was seen.
+    pub fn oldest(&self) -> Option<Tick> {
+        self.conns.values().map(|(_, seen)| *seen).min()
+    }
+
+    /// Everything goes: one removal per member, from the last.
+    pub fn clear(&mut self) -> Vec<Change> {
+        let changes = (0..self.members.len()).rev().map(Change::Removed).collect();
+        *self = Members::default();
+        changes
+    }
+
+    /// A list from stored parts: the members and each connection's member (by its
+    /// key) and when it was seen. Connections naming no member are skipped.
+    pub fn from_parts(members: Vec<Value>, conns: Vec<(Box<str>, Box<str>, Tick)>) -> Members {
+        let mut out = Members {
+            members,
+            ..Members::default()
+        };
+        let keys: Vec<Box<str>> = out.members.iter().map(key).collect();
+        for (cid, member, seen) in conns {
+            if keys.contains(&member) {
+                *out.counts.entry(member.clone()).or_default() += 1;
+                out.conns.insert(cid, (member, seen));
+            }
+        }
+        // A member without connections would never leave.
+        let counts = &out.counts;
+        out.members.retain(|m| counts.contains_key(&key(m)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_member_is_listed_once_whatever_its_connections() {
+        let mut m = Members::default();
+        assert_eq!(
+            m.join("c1", json!("ann"), 0, 10),
+            Ok(vec![Change::Added(0)])
+        );
+        assert_eq!(
+            m.join("c2", json!("bob"), 0, 10),
+            Ok(vec![Change::Added(1)])
+        );
+        // A second tab adds nothing; closing one of two removes nothing.
+        assert_eq!(m.join("c3", json!("ann"), 0, 10), Ok(vec![]));
+        assert_eq!(m.leave("c1"), vec![]);
+        assert_eq!(m.values(), &[json!("ann"), json!("bob")]);
+        assert_eq!(m.leave("c3"), vec![Change::Removed(0)]);
+        assert_eq!(m.values(), &[json!("bob")]);
+        assert_eq!(m.leave("c3"), vec![], "a connection leaves once");
+    }
+
+    #[test]
+    fn a_token_for_another_member_moves_the_connection() {
+        let mut m = Members::default();
+        m.join("c1", json!("ann"), 0, 10).unwrap();
+        m.join("c2", json!("bob"), 0, 10).unwrap();
+        assert_eq!(
+            m.join("c1", json!("cat"), 0, 10),
+            Ok(vec![Change::Removed(0), Change::Added(1)])
+        );
+        assert_eq!(m.values(), &[json!("bob"), json!("cat")]);
+    }
+
+    #[test]
+    fn a_full_list_refuses_a_new_member_but_not_another_connection() {
+        let mut m = Members::default();
+        m.join("c1", json!("ann"), 0, 1).unwrap();
+        assert_eq!(m.join("c2", json!("bob"), 0, 1), Err(Refused::Full(1)));
+        assert_eq!(m.join("c2", json!("ann"), 0, 1), Ok(vec![]));
+        // The only connection of the only member may become another member.
+        let mut m = Members::default();
+        m.join("c1", json!("ann"), 0, 1).unwrap();
+        assert_eq!(
+            m.join("c1", json!("bob"), 0, 1),
+            Ok(vec![Change::Removed(0), Change::Added(0)])
+        );
+    }
+
+    #[test]
+    fn connections_not_seen_for_ttl_leave() {
+        let mut m = Members::default();
+        m.join("c1", json!("ann"), 0, 10).unwrap();
+        m.join("c2", json!("bob"), 5, 10).unwrap();
+        m.join("c3", json!("ann"), 8, 10).unwrap();
+        assert_eq!(m.oldest(), Some(0));
+        let (left, changes) = m.expire(10, 10);
+        assert_eq!(left, vec![Box::<str>::from("c1")]);
+        assert_eq!(changes, vec![], "ann keeps c3");
+        assert!(m.seen("c2", 12));
+        let (_, changes) = m.expire(18, 10);
+        assert_eq!(changes, vec![Change::Removed(0)], "c3 seen at 8");
+        assert_eq!(m.values(), &[json!("bob")]);
+    }
+
+    #[test]
+    fn stored_parts_rebuild_the_list_and_drop_members_without_connections() {
+        let m = Members::from_parts(
+            vec![json!("ann"), json!("bob")],
+            vec![
+                ("c1".into(), "bob".into(), 3),
+                ("c9".into(), "zed".into(), 3),
+            ],
+        );
+        assert_eq!(m.values(), &[json!("bob")]);
+        assert_eq!(m.member_of("c1"), Some("bob"));
+        assert_eq!(m.connections(), 1);
+    }
+
+    proptest! {
+        /// A shadow list kept from the changes alone equals the members after every
+        /// join, leave and expiry, in any order; members are unique, and every member
+        /// has a connection.
+        #[test]
+        fn a_copy_from_the_changes_equals_the_members(
+            steps in proptest::collection::vec((0u8..3, 0u8..6, 0u8..4, 0u32..4), 1..60),
+        ) {
+            let mut m = Members::default();
+            let mut shadow: Vec<Value> = Vec::new();
+            let mut now = 0;
+            for (op, cid, member, dt) in steps {
+                now += dt;
+                let cid = format!("c{cid}");
+                let changes = match op {
+                    0 => m.join(&cid, json!(format!("m{member}")), now, 3).unwrap_or_default(),
+                    1 => m.leave(&cid),
+                    _ => m.expire(now, 6).1,
+                };
+                for change in changes {
+                    match change {
+                        Change::Added(idx) => {
+                            prop_assert_eq!(idx, shadow.len());
+                            shadow.push(m.values()[idx].clone());
+                        }
+                        Change::Removed(idx) => {
+                            prop_assert!(idx < shadow.len());
+                            shadow.remove(idx);
+                        }
+                    }
+                }
+                prop_assert_eq!(&shadow[..], m.values());
+                prop_assert!(m.values().len() <= 3);
+                let mut keys: Vec<Box<str>> = m.values().iter().map(key).collect();
+                keys.sort();
+                keys.dedup();
+                prop_assert_eq!(keys.len(), m.values().len());
+                for k in &keys {
+                    prop_assert!(m.each_connection().any(|(_, member, _)| member == &**k));
+                }
+            }
+        }
+    }
+}
