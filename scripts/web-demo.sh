@@ -76,11 +76,12 @@ pids+=($!)
 wait_line "$work/nats.log" 'Listening for client connections' "${pids[-1]}"
 nats_url="nats://127.0.0.1:$(grep -oE 'client connections on [0-9.]+:[0-9]+' "$work/nats.log" | grep -oE '[0-9]+$')"
 
-# connres's config: the shipped resources.yaml and the example's sessions
-# (examples/web/auth.yaml), with a fresh development secret the issuer shares.
+# connres's config: the shipped resources.yaml, the example's sessions
+# (examples/web/auth.yaml) and who is here (examples/web/here.yaml), with a fresh
+# development secret the issuer shares.
 config="$work/config"
 mkdir -p "$config"
-cp "$root/resources.yaml" "$root/examples/web/auth.yaml" "$config/"
+cp "$root/resources.yaml" "$root/examples/web/auth.yaml" "$root/examples/web/here.yaml" "$config/"
 head -c 48 /dev/urandom | base64 | tr -d '\n' >"$config/jwt.secret"
 # Logins are logged (at debug) with their connection ID, for the backend write below.
 RUST_LOG=${RUST_LOG:-info,connres::engine::auth=debug} \

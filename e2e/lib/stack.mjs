@@ -265,7 +265,9 @@ export class Stack {
     // the config, a secret the page's issuer shares, and the directory as the config.
     let configArg = this.configPath;
     if (web) {
-      writeFileSync(path.join(this.dir, 'auth.yaml'), readFileSync(path.join(ROOT, 'examples/web/auth.yaml')));
+      for (const file of ['auth.yaml', 'here.yaml']) {
+        writeFileSync(path.join(this.dir, file), readFileSync(path.join(ROOT, 'examples/web', file)));
+      }
       writeFileSync(path.join(this.dir, 'jwt.secret'), randomBytes(48).toString('base64'));
       configArg = this.dir;
     }

@@ -4,7 +4,8 @@
 // backend write to session.status shows in the session card; the dark theme darkens the
 // whole page, form fields included, and the text size scales it; invalid values are
 // refused with a sentence saying why; logging out keeps the preferences; no model is
-// shown as raw values. Two pages (two connections) never see each other's models. A
+// shown as raw values. Two pages (two connections) never see each other's models, and
+// each sees the other log in and out in "who is here". A
 // failure reports the pages' console output and saves a screenshot of each page in
 // e2e/artifacts/.
 
@@ -185,6 +186,38 @@ describe('the web example in Chromium', () => {
     await assertText(first.locator('#user-name'), 'Not logged in');
     await assertText(second.locator('#user-name'), 'Cat');
     assert.equal(await second.getAttribute('body', 'data-theme'), 'light');
+  });
+
+  browserTest('who is here: two pages see each other log in and out, live', async (stack, t) => {
+    const first = await openPage(stack, t, 'here-first');
+    const second = await openPage(stack, t, 'here-second');
+    // Pages of earlier tests that closed without logging out stay listed until their
+    // ttl (20s): these names are checked among whatever else is listed.
+    const shows = async (page, present, absent = []) => {
+      await page.waitForFunction(
+        ([present, absent]) => {
+          const names = [...document.querySelectorAll('#here li')].map((li) => li.textContent);
+          const order = names.filter((n) => present.includes(n));
+          return JSON.stringify(order) === JSON.stringify(present) && absent.every((n) => !names.includes(n));
+        },
+        [present, absent],
+      );
+    };
+    await shows(first, [], ['Ann', 'Bob']);
+
+    await logIn(first, 'ann');
+    await shows(first, ['Ann']);
+    await shows(second, ['Ann']);
+    await logIn(second, 'bob');
+    // In the order they joined, on both pages.
+    await shows(second, ['Ann', 'Bob']);
+    await shows(first, ['Ann', 'Bob']);
+    assert.equal(await second.isVisible('#here-empty'), false);
+
+    // A logout takes Ann off for everyone, the page that logged out included.
+    await first.click('#logout');
+    await shows(second, ['Bob'], ['Ann']);
+    await shows(first, ['Bob'], ['Ann']);
   });
 
   browserTest('a reload (a new WebSocket, a new connection) keeps the session and the preferences', async (stack, t) => {

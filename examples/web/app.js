@@ -13,6 +13,9 @@
 //   are shown as sentences (the form does no validation of its own).
 // - `session.status.{cid}`: what the shop's services know about the session (items in
 //   the cart, a notice), written through connres's backend API.
+// - `shop.here.members` (examples/web/here.yaml): who is here, a presence list. The
+//   page joins once logged in and pings while it is open; connres takes a person off
+//   when their last page logs out or stops pinging, and every page sees it live.
 
 const ResClient = window.resclient.default;
 
@@ -182,6 +185,45 @@ function renderStatus(status) {
   $('notice').hidden = !status.notice;
 }
 
+function renderHere(members) {
+  const names = members.toArray();
+  $('here').replaceChildren(
+    ...names.map((name) => {
+      const li = document.createElement('li');
+      li.textContent = name;
+      return li;
+    }),
+  );
+  $('here-empty').hidden = names.length > 0;
+}
+
+/** The presence list of who is here, and how often the page says it is still open. */
+const HERE = 'shop.here.members';
+const HERE_PING_MS = 8_000;
+
+/**
+ * Keeps this connection in `shop.here.members` while logged in: joins on login, then
+ * pings; a ping refused (the connection left, or reconnected as a new one) joins again.
+ */
+function stayHere(client, user) {
+  const join = () => client.call(HERE, 'join').catch((err) => console.warn(`join: ${err.code}: ${err.message}`));
+  let loggedIn = false;
+  const update = () => {
+    const now = user.id !== null;
+    if (now && !loggedIn) {
+      join();
+    }
+    loggedIn = now;
+  };
+  update();
+  user.on('change', update);
+  setInterval(() => {
+    if (loggedIn) {
+      client.call(HERE, 'ping').catch(join);
+    }
+  }, HERE_PING_MS);
+}
+
 /** Gets a model, renders it and re-renders it on every change event. */
 async function follow(client, rid, render) {
   const model = await client.get(rid);
@@ -202,9 +244,14 @@ async function main() {
   client.on('error', (err) => console.warn(`resclient: ${err.code}: ${err.message}`));
 
   // `{cid}` is replaced by Resgate with this connection's ID.
-  await follow(client, 'session.user.{cid}', renderUser);
+  const user = await follow(client, 'session.user.{cid}', renderUser);
   const prefs = await follow(client, 'session.prefs.{cid}', renderPrefs);
   await follow(client, 'session.status.{cid}', renderStatus);
+  const here = await client.get(HERE);
+  renderHere(here);
+  here.on('add', () => renderHere(here));
+  here.on('remove', () => renderHere(here));
+  stayHere(client, user);
 
   $('login-form').addEventListener('submit', async (e) => {
     e.preventDefault();
