@@ -100,6 +100,14 @@ fn key(member: &Value) -> Box<str> {
     }
 }
 
+/// Whether `member` has key `k`, without making its key.
+fn is_key(member: &Value, k: &str) -> bool {
+    match member {
+        Value::String(s) => s == k,
+        other => *key(other) == *k,
+    }
+}
+
 impl Members {
     /// The members, in join order.
     pub fn values(&self) -> &[Value] {
@@ -184,7 +192,7 @@ impl Members {
             return Vec::new();
         }
         self.counts.remove(&k);
-        match self.members.iter().position(|m| key(m) == k) {
+        match self.members.iter().position(|m| is_key(m, &k)) {
             Some(idx) => {
                 self.members.remove(idx);
                 vec![Change::Removed(idx)]
@@ -225,7 +233,7 @@ impl Members {
             members,
             ..Members::default()
         };
-        let keys: Vec<Box<str>> = out.members.iter().map(key).collect();
+        let keys: std::collections::HashSet<Box<str>> = out.members.iter().map(key).collect();
         for (cid, member, seen) in conns {
             if keys.contains(&member) {
                 *out.counts.entry(member.clone()).or_default() += 1;
