@@ -177,6 +177,7 @@ fn the_shipped_rule_tests_pass_and_exercise_every_rule_and_field() {
         "resources.yaml",
         "tests/config/valid/chat.yaml",
         "tests/config/valid/shop.yaml",
+        "tests/config/valid/collections.yaml",
     ] {
         let out = test_cmd(&project_file(config), &[]);
         assert_eq!(
@@ -412,6 +413,35 @@ fn plan_compares_the_tests_beside_new_that_test_it() {
         dir.path().join("resources.test.yaml").display()
     );
     assert!(out.stdout.contains(&heading), "{heading}\n{}", out.stdout);
+}
+
+#[test]
+fn plan_of_a_collection_change_describes_it_and_the_tested_adds_it_refuses() {
+    let old = project_file("tests/config/valid/collections.yaml");
+    let text = std::fs::read_to_string(&old).unwrap();
+    let edited = text
+        .replace("max_items: 20", "max_items: 10")
+        .replace("      writable: true\n", "      writable: false\n");
+    assert_ne!(edited, text);
+    let dir = tempfile::tempdir().unwrap();
+    let new = dir.path().join("collections.yaml");
+    std::fs::write(&new, edited).unwrap();
+    let tests = project_file("tests/config/valid/collections.test.yaml");
+    let mut cmd = connres();
+    cmd.arg("plan")
+        .arg(&old)
+        .arg(&new)
+        .arg("--tests")
+        .arg(&tests);
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(3), "{}{}", out.stdout, out.stderr);
+    for needle in [
+        "collections changed:\n  session.recent.{cid}: max_items 20 -> 10 (items past it are dropped, from the end); writable true -> false\n".to_string(),
+        r#"system.reset:     {"resources":["session.recent.*"],"access":[]}"#.to_string(),
+        format!("{}:19:5: pages are added at the end or at an index, and removed by index or by value: step 1 add ok -> denied", tests.display()),
+    ] {
+        assert!(out.stdout.contains(&needle), "{needle}\n{}", out.stdout);
+    }
 }
 
 #[test]

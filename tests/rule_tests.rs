@@ -277,7 +277,8 @@ fn files_of_several_configs_run_each_against_its_own() {
 
 #[test]
 fn discovery_skips_test_files_of_other_configs() {
-    // Beside profile.yaml are only the test files of chat.yaml and shop.yaml.
+    // Beside profile.yaml are only the test files of chat.yaml, collections.yaml and
+    // shop.yaml.
     let out = connres_in(
         &project_file(""),
         &["test", "--config", "tests/config/valid/profile.yaml"],
@@ -286,7 +287,7 @@ fn discovery_skips_test_files_of_other_configs() {
     assert_eq!(out.code, Some(1), "{}", out.stdout);
     assert!(!out.stdout.contains("FAIL"), "{}", out.stdout);
     assert!(
-        out.stderr.contains("connres: no rule tests for tests/config/valid/profile.yaml: no *.test.yaml beside it tests it (tests/config/valid/chat.test.yaml tests tests/config/valid/chat.yaml; tests/config/valid/shop.test.yaml tests tests/config/valid/shop.yaml)"),
+        out.stderr.contains("connres: no rule tests for tests/config/valid/profile.yaml: no *.test.yaml beside it tests it (tests/config/valid/chat.test.yaml tests tests/config/valid/chat.yaml; tests/config/valid/collections.test.yaml tests tests/config/valid/collections.yaml; tests/config/valid/shop.test.yaml tests tests/config/valid/shop.yaml)"),
         "{}",
         out.stderr
     );
@@ -338,4 +339,39 @@ fn a_config_directory_is_the_config_of_the_test_files_of_its_files() {
     .unwrap();
     let out = connres_in(dir.path(), &["test", "conf.d/chat.test.yaml"], &[]);
     assert_passed(&out, 5);
+}
+
+#[test]
+fn the_collection_tests_pass_and_a_wrong_items_expectation_shows_both_lists() {
+    let out = connres_in(
+        &project_file(""),
+        &["test", "tests/config/valid/collections.test.yaml"],
+        &[],
+    );
+    assert_passed(&out, 7);
+    assert!(!out.stdout.contains("not exercised"), "{}", out.stdout);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        project_file("tests/config/valid/collections.yaml"),
+        dir.path().join("collections.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("collections.test.yaml"),
+        "tests:\n  - name: pins in order\n    resource: board.b1.pins\n    cid: c1\n    steps:\n      - backend_add: { value: { rid: users.user.1 } }\n      - backend_add: { value: { rid: users.user.2 }, idx: 0 }\n        items: [{ rid: users.user.1 }, { rid: users.user.2 }]\n      - model: { pinned: null }\n",
+    )
+    .unwrap();
+    let out = connres_in(dir.path(), &["test", "collections.test.yaml"], &[]);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    let expected = concat!(
+        "running collections.test.yaml against collections.yaml\n",
+        "FAIL collections.test.yaml:2:5: pins in order\n",
+        "  step 2 at collections.test.yaml:7:9: backend_add {\"idx\":0,\"value\":{\"rid\":\"users.user.2\"}}\n",
+        "    items: expected [{\"rid\":\"users.user.1\"},{\"rid\":\"users.user.2\"}], got [{\"rid\":\"users.user.2\"},{\"rid\":\"users.user.1\"}] (from idx 0: expected {\"rid\":\"users.user.1\"}, got {\"rid\":\"users.user.2\"})\n",
+        "  step 3 at collections.test.yaml:9:9: check\n",
+        "    model at collections.test.yaml:9:9: `board.b1.pins` is a collection (pattern `board.{id}.pins`), not a model: a get serves its items; expect them with `items:`\n",
+        "0 case(s) passed, 1 failed\n",
+    );
+    assert!(out.stdout.starts_with(expected), "{}", out.stdout);
 }

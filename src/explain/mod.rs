@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 pub(crate) use probe::{
-    access, backend, call, engine_with, model_of, rule_model, token_event, AccessReply,
+    access, backend, backend_edit, call, engine_with, model_of, rule_model, token_event,
+    AccessReply,
 };
 
 use crate::config::{CallAccess, Config, Resource};

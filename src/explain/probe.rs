@@ -1,6 +1,7 @@
 //! The engine probes that `explain`, `ruletest` and `plan` share: a fresh engine with a
-//! connection's token, a token event, an access request, a call, a backend write and
-//! the model served, each as the gateway, the auth service or a backend would send it.
+//! connection's token, a token event, an access request, a call, a backend write (a
+//! set, a reset, a collection's add or remove) and the model or items served, each as
+//! the gateway, the auth service or a backend would send it.
 
 use serde_json::{json, Value};
 
@@ -51,6 +52,24 @@ pub(crate) fn backend(
         ),
     };
     result(&reply)
+}
+
+/// A backend service's `add` or `remove` of a collection's item through the API, with
+/// the payload a client's call has as params (`{"value", "idx"}`).
+pub(crate) fn backend_edit(
+    engine: &mut Engine,
+    config: &Config,
+    rid: &str,
+    method: &str,
+    params: &Value,
+) -> Result<(), (String, String)> {
+    let payload = params.to_string();
+    let payload = payload.as_bytes();
+    let request = match method {
+        "add" => Request::ApiAdd { rid, payload },
+        _ => Request::ApiRemove { rid, payload },
+    };
+    result(&run(engine, config, request))
 }
 
 /// What an access request answers.

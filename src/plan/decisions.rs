@@ -37,19 +37,35 @@ pub(super) fn decision_changes(old: &Config, new: &Config, suites: &[Suite]) -> 
                 (None, Some(b)) => out.added.push(served(&b, "")),
                 (Some(a), None) => out.removed.push(served(&a, "was ")),
                 (Some((_, a)), Some((_, b))) if a != b => {
-                    let changes: Vec<String> = a
-                        .iter()
-                        .zip(&b)
-                        .filter(|(x, y)| x != y)
-                        .map(|((what, x), (_, y))| format!("{what} {x} -> {y}"))
-                        .collect();
-                    out.changed.push(format!("{at} {}", changes.join(", ")));
+                    out.changed
+                        .push(format!("{at} {}", compare(&a, &b).join(", ")));
                 }
                 (Some(_), Some(_)) => {}
             }
         }
     }
     out
+}
+
+/// `what A -> B` for each decision that differs, in order. A decision only one side
+/// has is a method only one of them serves (a resource that turns from a model into a
+/// collection, or back, has other methods): `(no such method)` stands for it.
+fn compare(a: &[(String, String)], b: &[(String, String)]) -> Vec<String> {
+    const NONE: &str = "(no such method)";
+    let find = |list: &[(String, String)], what: &str| {
+        list.iter()
+            .find(|(w, _)| w == what)
+            .map_or(NONE.to_string(), |(_, d)| d.clone())
+    };
+    let old = a.iter().map(|(what, x)| (what, x.clone(), find(b, what)));
+    let new = b
+        .iter()
+        .filter(|(what, _)| !a.iter().any(|(w, _)| w == what))
+        .map(|(what, y)| (what, NONE.to_string(), y.clone()));
+    old.chain(new)
+        .filter(|(_, x, y)| x != y)
+        .map(|(what, x, y)| format!("{what} {x} -> {y}"))
+        .collect()
 }
 
 /// The pattern serving a case's resource, and its decisions in order.
@@ -71,9 +87,8 @@ fn decisions(config: &Config, case: &Case) -> Option<Served> {
             false => what.to_string(),
         };
         let acted = session.act(step);
-        if let (Some(outcome), Some(Action::Set(_) | Action::Reset)) = (acted.outcome, &step.action)
-        {
-            let method = step.action.as_ref().map_or("", Action::key);
+        let method = step.action.as_ref().and_then(Action::method);
+        if let (Some(outcome), Some(method)) = (acted.outcome, method) {
             out.push((label(method), outcome.word().to_string()));
         }
         let asks = match case.sequence {

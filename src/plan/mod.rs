@@ -1,20 +1,20 @@
 //! `connres plan OLD NEW`: what a reload from one config to another would do, before
 //! anyone applies it, as Terraform's `plan` shows a change: patterns added and removed,
-//! fields and rules changed, settings that apply at once or only on restart, the exact
-//! `system.reset` it would publish, and the decisions that change for the cases of the
-//! rule tests: access answers and the outcomes of clients' calls (`decisions.rs`).
+//! fields and collections changed (`shape.rs`), rules changed, settings that apply at
+//! once or only on restart, the exact `system.reset` it would publish, and the
+//! decisions that change for the cases of the rule tests: access answers and the
+//! outcomes of clients' calls (`decisions.rs`).
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
 use crate::config::{diff, Config, ConfigDiff, Resource};
-use crate::field::FieldDef;
 use crate::ruletest::Suite;
 
 mod decisions;
+mod shape;
 
 use decisions::decision_changes;
+use shape::{collection_changes, field_changes};
 
 /// How a plan ends, for CI jobs to gate on (the process exit code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +46,22 @@ pub fn plan(old: &Config, new: &Config, suites: &[Suite]) -> Plan {
             v.join(", ")
         }
     };
-    let _ = writeln!(out, "patterns added:   {}", list(&d.added));
-    let _ = writeln!(out, "patterns removed: {}", list(&d.removed));
+    // A collection says so: what it holds comes and goes with it.
+    let shown = |c: &Config, patterns: &[String]| -> Vec<String> {
+        patterns
+            .iter()
+            .map(|p| match c.resource(p) {
+                Some(r) if r.collection.is_some() => format!("{p} (collection)"),
+                _ => p.clone(),
+            })
+            .collect()
+    };
+    let _ = writeln!(out, "patterns added:   {}", list(&shown(new, &d.added)));
+    let _ = writeln!(out, "patterns removed: {}", list(&shown(old, &d.removed)));
 
     let mut changed = !d.added.is_empty() || !d.removed.is_empty();
     let mut fields = Vec::new();
+    let mut collections = Vec::new();
     let mut rules = Vec::new();
     for o in &old.resources {
         let Some(n) = new.resource(o.pattern.as_str()) else {
@@ -60,14 +71,19 @@ pub fn plan(old: &Config, new: &Config, suites: &[Suite]) -> Plan {
         if !f.is_empty() {
             fields.push(format!("  {}: {}", o.pattern, f.join("; ")));
         }
+        let c = collection_changes(o, n);
+        if !c.is_empty() {
+            collections.push(format!("  {}: {}", o.pattern, c.join("; ")));
+        }
         rules.extend(
             rule_changes(o, n)
                 .into_iter()
                 .map(|r| format!("  {}: {r}", o.pattern)),
         );
     }
-    changed |= !fields.is_empty() || !rules.is_empty();
+    changed |= !fields.is_empty() || !collections.is_empty() || !rules.is_empty();
     section(&mut out, "fields changed:", &fields);
+    section(&mut out, "collections changed:", &collections);
     section(&mut out, "access rules changed:", &rules);
 
     let mut settings = Vec::new();
@@ -168,77 +184,6 @@ fn resets(out: &mut String, d: &ConfigDiff) {
         "system.reset:     {}",
         String::from_utf8_lossy(&payload)
     );
-}
-
-/// `+ name (type)`, `- name`, `~ name (what changed)`.
-fn field_changes(o: &Resource, n: &Resource) -> Vec<String> {
-    let mut out = Vec::new();
-    for f in &n.fields {
-        match o.field(&f.name) {
-            None => out.push(format!("+ {} ({})", f.name, f.ty)),
-            Some(old) => {
-                let what = what_changed(old, f);
-                if !what.is_empty() {
-                    out.push(format!("~ {} ({})", f.name, what.join(", ")));
-                }
-            }
-        }
-    }
-    for f in &o.fields {
-        if n.field(&f.name).is_none() {
-            let dropped = if f.writable.ever() {
-                ", written values dropped"
-            } else {
-                ""
-            };
-            out.push(format!("- {}{dropped}", f.name));
-        }
-    }
-    out
-}
-
-fn what_changed(a: &FieldDef, b: &FieldDef) -> Vec<String> {
-    let mut what = Vec::new();
-    if a.ty != b.ty {
-        what.push(format!("type {} -> {}", a.ty, b.ty));
-    }
-    if a.default != b.default {
-        what.push(format!("default {} -> {}", a.default, b.default));
-    }
-    let source = |f: &FieldDef| f.source.as_ref().map(|t| t.source().to_string());
-    if source(a) != source(b) {
-        what.push("from".to_string());
-    }
-    let (x, y) = (&a.constraints, &b.constraints);
-    let show = |v: Option<String>| v.unwrap_or_else(|| "none".into());
-    let mut constraint = |name: &str, old: Option<String>, new: Option<String>| {
-        if old != new {
-            what.push(format!("{name} {} -> {}", show(old), show(new)));
-        }
-    };
-    let json = |v: &Option<Vec<Value>>| v.as_ref().map(|v| Value::from(v.clone()).to_string());
-    constraint("enum", json(&x.one_of), json(&y.one_of));
-    constraint(
-        "min",
-        x.min.map(|n| n.to_string()),
-        y.min.map(|n| n.to_string()),
-    );
-    constraint(
-        "max",
-        x.max.map(|n| n.to_string()),
-        y.max.map(|n| n.to_string()),
-    );
-    let len = |c: &crate::field::Constraints| c.max_length.map(|n| n.to_string());
-    constraint("max_length", len(x), len(y));
-    let re = |c: &crate::field::Constraints| c.pattern.as_ref().map(|r| r.as_str().to_string());
-    constraint("pattern", re(x), re(y));
-    if x != y && b.writable.ever() {
-        what.push("stored values re-checked, invalid ones dropped".to_string());
-    }
-    if a.writable != b.writable {
-        what.push(format!("writable {} -> {}", a.writable, b.writable));
-    }
-    what
 }
 
 /// Each rule whose text changed: `get`, `call`, `call.<method>`.

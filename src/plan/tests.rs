@@ -189,3 +189,134 @@ fn a_writable_rule_that_refuses_a_tested_set_changes_a_decision() {
         p.text
     );
 }
+
+const COLLECTIONS: &str = include_str!("../../tests/config/valid/collections.yaml");
+
+fn collection_suites() -> Vec<Suite> {
+    vec![crate::ruletest::parse(
+        "collections.test.yaml",
+        include_str!("../../tests/config/valid/collections.test.yaml"),
+    )
+    .unwrap()]
+}
+
+/// `collections.yaml` with the pins of a board declared as a model.
+fn pins_as_a_model() -> String {
+    let pins = "    collection:\n      item: { type: ref }\n    access:\n      get: \"true\"\n";
+    assert!(COLLECTIONS.contains(pins));
+    COLLECTIONS.replace(
+        pins,
+        "    fields:\n      pinned: { type: ref }\n    access:\n      get: \"true\"\n",
+    )
+}
+
+#[test]
+fn a_collection_s_item_max_items_and_writable_changes_are_described() {
+    let recent =
+        "      item: { type: string, max_length: 40 }\n      max_items: 20\n      writable: true\n";
+    assert!(COLLECTIONS.contains(recent));
+    let new = COLLECTIONS.replace(
+        recent,
+        "      item: { type: string, max_length: 8 }\n      max_items: 10\n      writable: cid == 'c9'\n",
+    );
+    let p = plan(&config(COLLECTIONS), &config(&new), &collection_suites());
+    assert_eq!(p.verdict, Verdict::DecisionsChange, "{}", p.text);
+    assert!(
+        p.text.contains("collections changed:\n  session.recent.{cid}: item: max_length 40 -> 8 (stored items re-checked, those that no longer fit dropped); max_items 20 -> 10 (items past it are dropped, from the end); writable true -> `cid == 'c9'`\n"),
+        "{}",
+        p.text
+    );
+    assert!(!p.text.contains("fields changed:"), "{}", p.text);
+    assert!(
+        p.text
+            .contains(r#"system.reset:     {"resources":["session.recent.*"],"access":[]}"#),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text.contains("  collections.test.yaml:19:5: pages are added at the end or at an index, and removed by index or by value: step 1 add ok -> denied, step 2 add ok -> denied, "),
+        "{}",
+        p.text
+    );
+
+    // More room and only a description: no item is dropped, nothing else is said.
+    let new = COLLECTIONS
+        .replace("max_items: 20", "max_items: 30")
+        .replace(
+            "item: { type: string, max_length: 40 }",
+            "item: { type: string, max_length: 40, description: a path }",
+        );
+    let p = plan(&config(COLLECTIONS), &config(&new), &collection_suites());
+    assert_eq!(p.verdict, Verdict::Changes, "{}", p.text);
+    assert!(
+        p.text
+            .contains("collections changed:\n  session.recent.{cid}: max_items 20 -> 30\n"),
+        "{}",
+        p.text
+    );
+}
+
+#[test]
+fn a_resource_that_turns_into_a_model_or_a_collection_says_what_it_loses() {
+    let (collection, model) = (config(COLLECTIONS), config(&pins_as_a_model()));
+    let p = plan(&collection, &model, &collection_suites());
+    assert!(
+        p.text.contains(
+            "collections changed:\n  board.{id}.pins: now a model (fields pinned): its items are dropped\n"
+        ),
+        "{}",
+        p.text
+    );
+    // The model's fields are the switch's, not a field change.
+    assert!(!p.text.contains("fields changed:"), "{}", p.text);
+    assert!(
+        p.text.contains(r#""resources":["board.*.pins"]"#),
+        "{}",
+        p.text
+    );
+    // The tested access answers name methods the model does not have.
+    assert_eq!(p.verdict, Verdict::DecisionsChange, "{}", p.text);
+    assert!(
+        p.text.contains("step 2 call.add denied -> (no such method), step 2 call.remove denied -> (no such method), step 2 call.set (no such method) -> denied, step 2 call.reset (no such method) -> denied"),
+        "{}",
+        p.text
+    );
+
+    let p = plan(&model, &collection, &[]);
+    assert!(
+        p.text.contains(
+            "  board.{id}.pins: now a collection (item ref, max_items 100, writable false): the model's written values are dropped\n"
+        ),
+        "{}",
+        p.text
+    );
+    assert_eq!(p.verdict, Verdict::Changes, "{}", p.text);
+}
+
+#[test]
+fn a_collection_added_or_removed_is_named_as_one() {
+    let tags = &COLLECTIONS[COLLECTIONS.find("  session.tags.{cid}:").unwrap()..];
+    let without = COLLECTIONS.replace(tags, "");
+    let p = plan(&config(COLLECTIONS), &config(&without), &[]);
+    assert!(
+        p.text
+            .contains("patterns removed: session.tags.{cid} (collection)\n"),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text.contains(
+            r#"system.reset:     {"resources":["session.tags.*"],"access":["session.tags.*"]}"#
+        ),
+        "{}",
+        p.text
+    );
+    let p = plan(&config(&without), &config(COLLECTIONS), &[]);
+    assert!(
+        p.text
+            .contains("patterns added:   session.tags.{cid} (collection)\n"),
+        "{}",
+        p.text
+    );
+    assert_eq!(p.verdict, Verdict::Changes, "{}", p.text);
+}

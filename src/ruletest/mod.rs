@@ -1,9 +1,9 @@
 //! `connres test`: rule tests. A test file (`*.test.yaml`, beside the config by
 //! default; `select.rs` decides which config each file tests, `parse.rs` reads it)
 //! lists cases: a connection (cid and token) asks for a resource, and the case says
-//! what access it must get, what a `set` must do and what the model must hold; or
-//! `steps`, a sequence of such requests, token changes, backend writes and waits, each
-//! with its expectations. Each case runs through a real engine, without NATS
+//! what access it must get, what a `set` must do and what the model (or a collection's
+//! items) must hold; or `steps`, a sequence of such requests (a collection's `add` and
+//! `remove` too), token changes, backend writes and waits, each with its expectations. Each case runs through a real engine, without NATS
 //! (`session.rs`), step by step (`run.rs`). Failures name the rule that decided, with
 //! its text and place; the report ends with the rules and fields no case exercised.
 

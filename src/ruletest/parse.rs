@@ -1,5 +1,6 @@
 //! Reading a rule test file (`*.test.yaml`), every error with its position: the file
-//! here, a case and its steps in `parse/case.rs`.
+//! here, a case and its steps in `parse/case.rs`, the keys of a mapping by kind in
+//! `parse/entries.rs`.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use crate::config::yaml::{self, Kind, Yaml};
 use crate::config::{suggestion, ConfigError, ConfigErrors, Pos};
 
 mod case;
+mod entries;
 
 const TOP_KEYS: &[&str] = &["config", "tests"];
 
@@ -62,10 +64,21 @@ pub enum Action {
     Set(Value),
     /// The connection calls `reset`, likewise.
     Reset,
+    /// The connection calls a collection's `add` with these params (`value`, `idx`),
+    /// likewise.
+    Add(Map<String, Value>),
+    /// The connection calls a collection's `remove` with these params (`idx` or
+    /// `value`), likewise.
+    Remove(Map<String, Value>),
     /// A backend service sets these values through the write API.
     BackendSet(Map<String, Value>),
-    /// A backend service resets the model through the write API.
+    /// A backend service resets the model (or empties the collection) through the
+    /// write API.
     BackendReset,
+    /// A backend service adds an item to a collection through the write API.
+    BackendAdd(Map<String, Value>),
+    /// A backend service removes an item from a collection through the write API.
+    BackendRemove(Map<String, Value>),
     /// Time passes without a request; idle state expires as the sweep drops it.
     Wait(Duration),
 }
@@ -77,9 +90,35 @@ impl Action {
             Action::Token(_) => "token",
             Action::Set(_) => "set",
             Action::Reset => "reset",
+            Action::Add(_) => "add",
+            Action::Remove(_) => "remove",
             Action::BackendSet(_) => "backend_set",
             Action::BackendReset => "backend_reset",
+            Action::BackendAdd(_) => "backend_add",
+            Action::BackendRemove(_) => "backend_remove",
             Action::Wait(_) => "wait",
+        }
+    }
+
+    /// The method a client calls, for a call through the gateway: `set`, `reset`,
+    /// `add` or `remove`.
+    pub fn method(&self) -> Option<&'static str> {
+        match self {
+            Action::Set(_) | Action::Reset | Action::Add(_) | Action::Remove(_) => Some(self.key()),
+            _ => None,
+        }
+    }
+
+    /// The params the action sends (a call's or a backend write's), if any.
+    pub fn params(&self) -> Option<Value> {
+        match self {
+            Action::Set(v) => Some(v.clone()),
+            Action::Add(m)
+            | Action::Remove(m)
+            | Action::BackendSet(m)
+            | Action::BackendAdd(m)
+            | Action::BackendRemove(m) => Some(Value::Object(m.clone())),
+            _ => None,
         }
     }
 
@@ -87,10 +126,12 @@ impl Action {
     pub fn show(&self) -> String {
         match self {
             Action::Token(t) => format!("token {}", t.as_ref().unwrap_or(&Value::Null)),
-            Action::Set(v) => format!("set {v}"),
-            Action::BackendSet(v) => format!("backend_set {}", Value::Object(v.clone())),
             Action::Wait(d) => format!("wait {}", duration(*d)),
             Action::Reset | Action::BackendReset => self.key().to_string(),
+            other => match other.params() {
+                Some(params) => format!("{} {params}", other.key()),
+                None => other.key().to_string(),
+            },
         }
     }
 
@@ -125,19 +166,32 @@ pub struct Expect {
     pub error: Option<String>,
     /// Values the model must hold (other fields are not compared).
     pub model: Option<Map<String, Value>>,
+    /// The items a collection must hold, all of them, in order.
+    pub items: Option<Vec<Value>>,
+    /// Where each expectation is written, by its key.
+    pub written: Vec<(&'static str, Pos)>,
 }
 
 impl Expect {
     /// True when the step looks at what a client of its connection would see: an
-    /// access request, then the model.
+    /// access request, then the model (or the collection's items).
     pub fn looks(&self) -> bool {
-        self.get.is_some() || self.call.is_some() || self.model.is_some()
+        self.get.is_some() || self.call.is_some() || self.model.is_some() || self.items.is_some()
+    }
+
+    /// Where the expectation `key` is written.
+    pub fn at(&self, key: &str) -> Option<Pos> {
+        self.written
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, pos)| *pos)
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallExpect {
-    /// Every method (`set` and `reset`) granted, or none.
+    /// Every method (`set` and `reset`, or a collection's `add` and `remove`) granted,
+    /// or none.
     All(bool),
     Methods(Vec<(String, bool)>),
 }

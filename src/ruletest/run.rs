@@ -13,6 +13,11 @@ use crate::explain::name_hint;
 use crate::pattern::Params;
 use crate::rule::RuleInput;
 
+mod report;
+
+pub(super) use report::rule_key;
+use report::{items_problem, model_problem, not_a_method, rule_name, why, word, wrong_shape};
+
 /// What a run of cases exercised: (pattern, `rule NAME` or `field NAME`).
 pub(super) type Exercised = BTreeSet<(String, String)>;
 
@@ -139,7 +144,14 @@ impl StepRun<'_, '_, '_> {
                     }
                 }
             }
-            Some(Action::Reset) => self.mark(rule_key(&rule_name(res, "reset"))),
+            Some(action @ (Action::Reset | Action::Add(_) | Action::Remove(_))) => {
+                let method = action.key();
+                self.mark(rule_key(&rule_name(res, method)));
+                let collection = res.collection.as_ref();
+                if res.writes(method) && collection.is_some_and(|c| c.writable.rule().is_some()) {
+                    self.mark(rule_key("collection.writable"));
+                }
+            }
             Some(Action::BackendSet(values)) => {
                 for field in values.keys() {
                     self.mark(format!("field {field}"));
@@ -173,7 +185,8 @@ impl StepRun<'_, '_, '_> {
     }
 
     /// The rules behind an unexpected outcome of a call: its access rule when it was
-    /// denied or had to be, and for a set, the `writable` rules of the fields it writes.
+    /// denied or had to be, for a set the `writable` rules of the fields it writes, and
+    /// for a collection's add or remove the collection's `writable` rule.
     fn why_outcome(
         &self,
         action: &Action,
@@ -181,11 +194,11 @@ impl StepRun<'_, '_, '_> {
         expected: &str,
         model: Option<&Value>,
     ) -> Vec<String> {
-        let (method, sent) = match action {
-            Action::Set(values) => ("set", Some(values)),
-            Action::Reset => ("reset", None),
-            _ => return Vec::new(),
+        let Some(method) = action.method() else {
+            return Vec::new();
         };
+        let sent = action.params();
+        let sent = sent.as_ref();
         let values = self.res.call_values(method, sent);
         let mut input = self.input(model);
         // The gateway's access answer is for a call that writes nothing.
@@ -199,6 +212,10 @@ impl StepRun<'_, '_, '_> {
                 &input,
                 config_path,
             ));
+        }
+        let collection = self.res.collection.as_ref();
+        if self.res.writes(method) && collection.is_some_and(|c| c.writable.rule().is_some()) {
+            lines.push(why(self.res, "collection.writable", &input, config_path));
         }
         for field in sent
             .and_then(Value::as_object)
@@ -217,7 +234,8 @@ impl StepRun<'_, '_, '_> {
         lines
     }
 
-    /// What a client of the step's connection sees: the access answer, then the model.
+    /// What a client of the step's connection sees: the access answer, then the model
+    /// or the collection's items.
     fn look(&mut self) {
         let Some(granted) = self.session.ask(self.step) else {
             return;
@@ -233,7 +251,14 @@ impl StepRun<'_, '_, '_> {
             Some(CallExpect::All(b)) => res.methods().iter().map(|m| (m.to_string(), *b)).collect(),
             Some(CallExpect::Methods(m)) => m.clone(),
         };
+        let rid = self.step.resource.as_str();
+        let mut unknown = Vec::new();
         for (method, expected) in methods {
+            if !res.methods().contains(&method.as_str()) {
+                let at = expect.at("call");
+                unknown.push(not_a_method(res, rid, &method, self.names, at));
+                continue;
+            }
             let rule = rule_name(res, &method);
             checks.push((
                 format!("call.{method}"),
@@ -259,85 +284,28 @@ impl StepRun<'_, '_, '_> {
                 ));
             }
         }
-        if let Some(expected) = &expect.model {
-            let got = self.session.model(&self.step.resource);
-            for (field, want) in expected {
-                self.mark(format!("field {field}"));
-                problems.extend(model_problem(res, field, want, &got));
+        problems.extend(unknown);
+        let names = self.names;
+        let shape = |key: &str| wrong_shape(res, rid, key, names, expect.at(key));
+        match (&expect.model, &res.collection) {
+            (Some(_), Some(_)) => problems.push(shape("model")),
+            (Some(expected), None) => {
+                let got = self.session.model(rid);
+                for (field, want) in expected {
+                    self.mark(format!("field {field}"));
+                    problems.extend(model_problem(res, field, want, &got));
+                }
             }
+            (None, _) => {}
+        }
+        match (&expect.items, &res.collection) {
+            (Some(_), None) => problems.push(shape("items")),
+            (Some(expected), Some(_)) => {
+                let got = self.session.model(rid);
+                problems.extend(items_problem(expected, &got));
+            }
+            (None, _) => {}
         }
         self.problems.extend(problems);
-    }
-}
-
-/// What is wrong with `model.<field>`, if anything.
-fn model_problem(res: &Resource, field: &str, want: &Value, model: &Value) -> Option<String> {
-    if res.field(field).is_none() {
-        let names: Vec<&str> = res.fields.iter().map(|f| f.name.as_str()).collect();
-        let hint = crate::config::suggestion(field, &names)
-            .map(|s| format!("; did you mean `{s}`?"))
-            .unwrap_or_default();
-        return Some(format!(
-            "  model.{field}: not a field of `{}`{hint}",
-            res.pattern
-        ));
-    }
-    let got = model.get(field).unwrap_or(&Value::Null);
-    (got != want).then(|| format!("  model.{field}: expected {want}, got {got}"))
-}
-
-pub(super) fn rule_key(name: &str) -> String {
-    format!("rule {name}")
-}
-
-fn word(granted: bool) -> &'static str {
-    if granted {
-        "granted"
-    } else {
-        "denied"
-    }
-}
-
-/// The site name of the rule that decides `method`.
-fn rule_name(res: &Resource, method: &str) -> String {
-    let specific = format!("call.{method}");
-    if res.sites.get(&specific).is_some() {
-        specific
-    } else {
-        "call".to_string()
-    }
-}
-
-/// The rule behind a decision: its place, text and result.
-fn why(res: &Resource, name: &str, input: &RuleInput, config_path: &str) -> String {
-    let writable = |n: &str| {
-        let field = n.strip_prefix("fields.")?.strip_suffix(".writable")?;
-        res.field(field)?.writable.rule()
-    };
-    let rule = match name {
-        "get" => res.access.get.as_ref(),
-        "call" => res
-            .access
-            .call
-            .rule("*")
-            .or_else(|| res.access.call.rule("")),
-        n if n.starts_with("fields.") => writable(n),
-        n => n
-            .strip_prefix("call.")
-            .and_then(|m| res.access.call.rule(m)),
-    };
-    match (rule, res.sites.get(name)) {
-        (Some(rule), Some(site)) => {
-            let result = match rule.eval(input) {
-                Ok(b) => word(b).to_string(),
-                Err(e) => format!("error, so denied: {e}"),
-            };
-            format!(
-                "    rule {name} at {}: {} -> {result}",
-                site.show(config_path),
-                rule.source()
-            )
-        }
-        _ => format!("    no `{name}` rule in `{}`: denied", res.pattern),
     }
 }

@@ -12,7 +12,9 @@ use super::{Action, Case, Step};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::explain::{access, backend, call, model_of, rule_model, token_event, AccessReply};
+use crate::explain::{
+    access, backend, backend_edit, call, model_of, rule_model, token_event, AccessReply,
+};
 use crate::store::MemoryStore;
 
 /// How a step's action was answered.
@@ -177,11 +179,21 @@ impl<'c> Session<'c> {
                     model_before: None,
                 }
             }
-            Action::Set(_) | Action::Reset => {
-                let (method, params) = match action {
-                    Action::Set(values) => ("set", values.clone()),
-                    _ => ("reset", Value::Null),
+            Action::BackendAdd(params) | Action::BackendRemove(params) => {
+                let method = match action {
+                    Action::BackendAdd(_) => "add",
+                    _ => "remove",
                 };
+                let params = Value::Object(params.clone());
+                let r = backend_edit(&mut self.engine, self.config, rid, method, &params);
+                Acted {
+                    outcome: Some(outcome(r)),
+                    model_before: None,
+                }
+            }
+            Action::Set(_) | Action::Reset | Action::Add(_) | Action::Remove(_) => {
+                let method = action.method().expect("a client's call");
+                let params = action.params().unwrap_or(Value::Null);
                 // As the gateway: the call only if its access answer grants the method.
                 let granted = self.ask(step).is_some_and(|a| a.allows(method));
                 let model_before = self.rules_model(rid, method);
@@ -225,7 +237,7 @@ impl<'c> Session<'c> {
         ))
     }
 
-    /// The model a get serves, as on the wire.
+    /// The model a get serves, as on the wire (a collection's items).
     pub fn model(&mut self, rid: &str) -> Value {
         model_of(&mut self.engine, self.config, rid)
     }

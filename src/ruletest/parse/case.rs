@@ -1,14 +1,15 @@
 //! A case of a test file: one request with its expectations, or `steps`, a sequence of
 //! them.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{unknown, Action, CallExpect, Case, Errors, Expect, Step};
+use super::entries::{mapping, Entries};
+use super::{Action, Case, Errors, Expect, Step};
 use crate::config::yaml::{Key, Kind, Yaml};
 
 const CASE_KEYS: &[&str] = &[
     "name", "resource", "cid", "token", "query", "get", "call", "set", "outcome", "error", "model",
-    "steps",
+    "items", "steps",
 ];
 /// The keys of a case with `steps`: what its steps share.
 const SEQUENCE_KEYS: &[&str] = &["name", "resource", "cid", "token", "query", "steps"];
@@ -18,160 +19,36 @@ const STEP_KEYS: &[&str] = &[
     "token",
     "set",
     "reset",
+    "add",
+    "remove",
     "backend_set",
     "backend_reset",
+    "backend_add",
+    "backend_remove",
     "wait",
     "get",
     "call",
     "outcome",
     "error",
     "model",
+    "items",
 ];
 /// What a step may do, one at most.
 const ACTIONS: &[&str] = &[
     "token",
     "set",
     "reset",
+    "add",
+    "remove",
     "backend_set",
     "backend_reset",
+    "backend_add",
+    "backend_remove",
     "wait",
 ];
-
-/// A mapping's entries, read key by key; a value of the wrong kind is an error at it.
-struct Entries<'y> {
-    entries: &'y [(Key, Yaml)],
-}
-
-impl<'y> Entries<'y> {
-    fn get(&self, k: &str) -> Option<&'y Yaml> {
-        self.entries
-            .iter()
-            .find(|(key, _)| key.name == k)
-            .map(|(_, v)| v)
-    }
-
-    fn key(&self, k: &str) -> Option<&'y Key> {
-        self.entries
-            .iter()
-            .find(|(key, _)| key.name == k)
-            .map(|(key, _)| key)
-    }
-
-    /// Keys that are not among `allowed`, each an error.
-    fn unknown(&self, allowed: &[&str], what: &str, errors: &mut Errors) {
-        for (key, _) in self.entries {
-            if !allowed.contains(&key.name.as_str()) {
-                errors.at(key.pos, unknown(&key.name, what, allowed));
-            }
-        }
-    }
-
-    fn string(&self, k: &str, errors: &mut Errors) -> Option<String> {
-        match self.get(k)? {
-            Yaml {
-                kind: Kind::Str(s), ..
-            } => Some(s.clone()),
-            other => {
-                let message = format!("`{k}` must be a string, not {}", other.type_name());
-                errors.at(other.pos, message);
-                None
-            }
-        }
-    }
-
-    fn boolean(&self, k: &str, errors: &mut Errors) -> Option<bool> {
-        match self.get(k)? {
-            Yaml {
-                kind: Kind::Bool(b),
-                ..
-            } => Some(*b),
-            other => {
-                let message = format!("`{k}` must be true or false, not {}", other.type_name());
-                errors.at(other.pos, message);
-                None
-            }
-        }
-    }
-
-    fn object(&self, k: &str, errors: &mut Errors) -> Option<Map<String, Value>> {
-        match self.get(k)? {
-            v @ Yaml {
-                kind: Kind::Map(_), ..
-            } => match v.to_json() {
-                Value::Object(map) => Some(map),
-                _ => None,
-            },
-            other => {
-                let message = format!("`{k}` must be a mapping, not {}", other.type_name());
-                errors.at(other.pos, message);
-                None
-            }
-        }
-    }
-
-    /// `call`: true, false, or a mapping of methods to true or false.
-    fn call(&self, errors: &mut Errors) -> Option<CallExpect> {
-        match self.get("call")? {
-            Yaml {
-                kind: Kind::Bool(b),
-                ..
-            } => Some(CallExpect::All(*b)),
-            Yaml {
-                kind: Kind::Map(methods),
-                ..
-            } => {
-                let mut out = Vec::new();
-                for (m, v) in methods {
-                    match v.kind {
-                        Kind::Bool(b) => out.push((m.name.clone(), b)),
-                        _ => errors.at(
-                            v.pos,
-                            format!(
-                                "`call.{}` must be true or false, not {}",
-                                m.name,
-                                v.type_name()
-                            ),
-                        ),
-                    }
-                }
-                Some(CallExpect::Methods(out))
-            }
-            other => {
-                errors.at(
-                    other.pos,
-                    format!(
-                        "`call` must be true, false or a mapping of methods to true or false, not {}",
-                        other.type_name()
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    /// The expectations: `get`, `call`, `outcome`, `error`, `model`.
-    fn expect(&self, errors: &mut Errors) -> Expect {
-        Expect {
-            get: self.boolean("get", errors),
-            call: self.call(errors),
-            outcome: self.string("outcome", errors),
-            error: self.string("error", errors),
-            model: self.object("model", errors),
-        }
-    }
-}
-
-/// The entries of a mapping, or an error naming what it had to be.
-fn mapping<'y>(node: &'y Yaml, what: &str, errors: &mut Errors) -> Option<Entries<'y>> {
-    match &node.kind {
-        Kind::Map(entries) => Some(Entries { entries }),
-        _ => {
-            let message = format!("{what} must be a mapping, not {}", node.type_name());
-            errors.at(node.pos, message);
-            None
-        }
-    }
-}
+/// The actions that answer with an outcome, as a message lists them.
+const ANSWERING: &str =
+    "`set`, `reset`, `add`, `remove`, `backend_set`, `backend_reset`, `backend_add` or `backend_remove`";
 
 pub(super) fn case(node: &Yaml, errors: &mut Errors) -> Option<Case> {
     let entries = mapping(node, "a case", errors)?;
@@ -225,7 +102,8 @@ pub(super) fn case(node: &Yaml, errors: &mut Errors) -> Option<Case> {
     })
 }
 
-/// A case without `steps`: its access expectations, then its `set` and `model`.
+/// A case without `steps`: its access expectations, then its `set` and `model` (or a
+/// collection's `items`).
 fn single(
     at: crate::config::Pos,
     entries: &Entries,
@@ -239,6 +117,8 @@ fn single(
         outcome,
         error,
         model,
+        items,
+        written,
     } = entries.expect(errors);
     let set = entries.object("set", errors).map(Value::Object);
     for key in ["outcome", "error"] {
@@ -261,14 +141,17 @@ fn single(
         Expect {
             get,
             call,
+            written: written.clone(),
             ..Expect::default()
         },
     )];
-    if set.is_some() || model.is_some() {
+    if set.is_some() || model.is_some() || items.is_some() {
         let expect = Expect {
             outcome,
             error,
             model,
+            items,
+            written,
             ..Expect::default()
         };
         steps.push(step(set.map(Action::Set), expect));
@@ -328,7 +211,9 @@ fn step(node: &Yaml, resource: &str, cid: &str, errors: &mut Errors) -> Option<S
         if let (Some(k), false) = (entries.key(key), answers) {
             errors.at(
                 k.pos,
-                format!("`{key}` is the outcome of the step's call or backend write: give `set`, `reset`, `backend_set` or `backend_reset`"),
+                format!(
+                    "`{key}` is the outcome of the step's call or backend write: give {ANSWERING}"
+                ),
             );
         }
     }
@@ -338,7 +223,7 @@ fn step(node: &Yaml, resource: &str, cid: &str, errors: &mut Errors) -> Option<S
         errors.at(
             at,
             format!(
-                "a step needs something to do ({}) or to check (get, call, model)",
+                "a step needs something to do ({}) or to check (get, call, model, items)",
                 ACTIONS.join(", ")
             ),
         );
@@ -365,10 +250,14 @@ fn action(entries: &Entries, key: &str, errors: &mut Errors) -> Option<Action> {
     Some(match key {
         "token" => Action::Token(Some(node.to_json()).filter(|t| !t.is_null())),
         "set" => Action::Set(Value::Object(entries.object(key, errors)?)),
+        "add" => Action::Add(entries.object(key, errors)?),
+        "remove" => Action::Remove(entries.object(key, errors)?),
         "backend_set" => Action::BackendSet(entries.object(key, errors)?),
+        "backend_add" => Action::BackendAdd(entries.object(key, errors)?),
+        "backend_remove" => Action::BackendRemove(entries.object(key, errors)?),
         "reset" => must_be_true("the connection calls reset").then_some(Action::Reset)?,
         "backend_reset" => {
-            must_be_true("a backend service resets the model").then_some(Action::BackendReset)?
+            must_be_true("a backend service resets the resource").then_some(Action::BackendReset)?
         }
         _ => Action::Wait(wait(node, errors)?),
     })

@@ -1,0 +1,152 @@
+//! How a resource's declared shape changes, as the plan shows it: a model's fields
+//! added, removed and changed; a collection's item, `max_items` and `writable`; and a
+//! resource that turns from a model into a collection or back. What the reload does to
+//! stored values is said where it drops some (`engine/migrate.rs` drops them).
+
+use serde_json::Value;
+
+use crate::collection::CollectionDef;
+use crate::config::Resource;
+use crate::field::{Constraints, FieldDef};
+
+/// A model's fields: `+ name (type)`, `- name`, `~ name (what changed)`. Nothing when
+/// either is a collection ([`collection_changes`] says what happens then).
+pub(super) fn field_changes(o: &Resource, n: &Resource) -> Vec<String> {
+    let mut out = Vec::new();
+    if o.collection.is_some() || n.collection.is_some() {
+        return out;
+    }
+    for f in &n.fields {
+        match o.field(&f.name) {
+            None => out.push(format!("+ {} ({})", f.name, f.ty)),
+            Some(old) => {
+                let what = what_changed(old, f);
+                if !what.is_empty() {
+                    out.push(format!("~ {} ({})", f.name, what.join(", ")));
+                }
+            }
+        }
+    }
+    for f in &o.fields {
+        if n.field(&f.name).is_none() {
+            let dropped = if f.writable.ever() {
+                ", written values dropped"
+            } else {
+                ""
+            };
+            out.push(format!("- {}{dropped}", f.name));
+        }
+    }
+    out
+}
+
+fn what_changed(a: &FieldDef, b: &FieldDef) -> Vec<String> {
+    let mut what = Vec::new();
+    if a.ty != b.ty {
+        what.push(format!("type {} -> {}", a.ty, b.ty));
+    }
+    if a.default != b.default {
+        what.push(format!("default {} -> {}", a.default, b.default));
+    }
+    let source = |f: &FieldDef| f.source.as_ref().map(|t| t.source().to_string());
+    if source(a) != source(b) {
+        what.push("from".to_string());
+    }
+    let (x, y) = (&a.constraints, &b.constraints);
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+    for ((name, old), (_, new)) in constraints(x).into_iter().zip(constraints(y)) {
+        if old != new {
+            what.push(format!("{name} {} -> {}", show(&old), show(&new)));
+        }
+    }
+    if x != y && b.writable.ever() {
+        what.push("stored values re-checked, invalid ones dropped".to_string());
+    }
+    if a.writable != b.writable {
+        what.push(format!("writable {} -> {}", a.writable, b.writable));
+    }
+    what
+}
+
+/// Each constraint by name, as the file writes it (`None`: not given).
+fn constraints(c: &Constraints) -> [(&'static str, Option<String>); 5] {
+    let num = |n: Option<f64>| n.map(|n| n.to_string());
+    [
+        (
+            "enum",
+            c.one_of
+                .as_ref()
+                .map(|v| Value::from(v.clone()).to_string()),
+        ),
+        ("min", num(c.min)),
+        ("max", num(c.max)),
+        ("max_length", c.max_length.map(|n| n.to_string())),
+        (
+            "pattern",
+            c.pattern.as_ref().map(|r| r.as_str().to_string()),
+        ),
+    ]
+}
+
+/// A collection's changes: `item: <what changed> (...)`, `max_items A -> B`,
+/// `writable A -> B`; or `now a collection (...)`, `now a model (...)` for a resource
+/// that turns from one into the other (what it held goes). Nothing for two models.
+pub(super) fn collection_changes(o: &Resource, n: &Resource) -> Vec<String> {
+    match (&o.collection, &n.collection) {
+        (None, None) => Vec::new(),
+        (None, Some(c)) => {
+            let written = o.fields.iter().any(|f| f.source.is_none());
+            let dropped = match written {
+                true => ": the model's written values are dropped",
+                false => "",
+            };
+            vec![format!("now a collection ({}){dropped}", describe(c))]
+        }
+        (Some(_), None) => {
+            let fields: Vec<&str> = n.fields.iter().map(|f| f.name.as_str()).collect();
+            vec![format!(
+                "now a model (fields {}): its items are dropped",
+                fields.join(", ")
+            )]
+        }
+        (Some(a), Some(b)) => {
+            let mut out = Vec::new();
+            let item = what_changed(&a.item, &b.item);
+            if !item.is_empty() {
+                let rechecked =
+                    match a.item.ty != b.item.ty || a.item.constraints != b.item.constraints {
+                        true => " (stored items re-checked, those that no longer fit dropped)",
+                        false => "",
+                    };
+                out.push(format!("item: {}{rechecked}", item.join(", ")));
+            }
+            if a.max_items != b.max_items {
+                let past = match b.max_items < a.max_items {
+                    true => " (items past it are dropped, from the end)",
+                    false => "",
+                };
+                out.push(format!(
+                    "max_items {} -> {}{past}",
+                    a.max_items, b.max_items
+                ));
+            }
+            if a.writable != b.writable {
+                out.push(format!("writable {} -> {}", a.writable, b.writable));
+            }
+            out
+        }
+    }
+}
+
+/// `item string, max_length 40, max_items 20, writable true`.
+fn describe(c: &CollectionDef) -> String {
+    let mut parts = vec![format!("item {}", c.item.ty)];
+    parts.extend(
+        constraints(&c.item.constraints)
+            .into_iter()
+            .filter_map(|(name, v)| Some(format!("{name} {}", v?))),
+    );
+    parts.push(format!("max_items {}", c.max_items));
+    parts.push(format!("writable {}", c.writable));
+    parts.join(", ")
+}
