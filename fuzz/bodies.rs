@@ -369,7 +369,8 @@ pub fn run(engine: &mut Engine, config: &Config, request: Request) {
                 "a model must have exactly its declared fields"
             );
         }
-        Request::Access { .. } => {
+        Request::Access { rid, .. } => {
+            let (res, _) = config.resolve(rid).expect("an access answered for no pattern");
             let obj = result
                 .as_object()
                 .unwrap_or_else(|| panic!("an access result is not an object: {result}"));
@@ -378,10 +379,7 @@ pub fn run(engine: &mut Engine, config: &Config, request: Request) {
             if let Some(call) = obj.get("call") {
                 let call = call.as_str().unwrap_or_else(|| panic!("{result}"));
                 assert!(
-                    call == "*"
-                        || call
-                            .split(',')
-                            .all(|m| ["set", "reset", "add", "remove"].contains(&m)),
+                    call == "*" || call.split(',').all(|m| res.methods().contains(&m)),
                     "{result}"
                 );
             }

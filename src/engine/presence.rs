@@ -255,10 +255,12 @@ fn member_of(
     let text = match rendered {
         Some(Value::String(s)) if !s.is_empty() => s,
         Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-        _ => return Err(ResError::InvalidParams(format!(
+        _ => {
+            return Err(ResError::InvalidParams(format!(
             "join: `presence.member` ({}) gives nothing for connection {cid} (is it logged in?)",
             p.member.source()
-        ))),
+        )))
+        }
     };
     if p.is_ref && !pattern::is_resource_name(&text) {
         return Err(ResError::InvalidParams(format!(
