@@ -4,51 +4,19 @@
 //! against the same unit in memory. `cargo test --test cold_memory -- --nocapture`
 //! prints the figures (docs/scaling.md quotes them).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
 use connres::store::cold::ColdSet;
 use connres::store::{MemoryStore, Store, UnitKey};
 use serde_json::json;
 
-struct Counting;
-
-static BYTES: AtomicIsize = AtomicIsize::new(0);
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        ALLOCATIONS.fetch_sub(1, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting::Counting = counting::Counting;
 
-/// Bytes and allocations live now.
-fn live() -> (isize, usize) {
-    (
-        BYTES.load(Ordering::Relaxed),
-        ALLOCATIONS.load(Ordering::Relaxed),
-    )
-}
+use counting::live;
 
 const UNITS: usize = 100_000;
 

@@ -6,8 +6,6 @@
 //! `cargo test --release --test presence_memory -- --nocapture` prints the figures
 //! (docs/configuration.md quotes them).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
 use connres::clock::Clock;
@@ -16,32 +14,11 @@ use connres::engine::{Engine, Request};
 use connres::store::MemoryStore;
 use serde_json::json;
 
-struct Counting;
-
-static BYTES: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting::Counting = counting::Counting;
 
 const MEMBERS: usize = 100_000;
 const ROOM: &str = "chat.room.r1.members";
@@ -63,7 +40,7 @@ fn cid(i: usize) -> String {
 }
 
 fn live() -> isize {
-    BYTES.load(Ordering::Relaxed)
+    counting::live().0
 }
 
 #[test]

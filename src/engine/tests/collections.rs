@@ -267,16 +267,7 @@ proptest! {
             };
             let method = if op < 2 { "add" } else { "remove" };
             let out = t.api(method, rid, sent);
-            for (subject, payload) in events(&out) {
-                let idx = payload["idx"].as_u64().unwrap() as usize;
-                if subject.ends_with(".add") {
-                    prop_assert!(idx <= shadow.len());
-                    shadow.insert(idx, payload["value"].clone());
-                } else {
-                    prop_assert!(idx < shadow.len());
-                    shadow.remove(idx);
-                }
-            }
+            fold_list(&mut shadow, rid, &events(&out)).map_err(TestCaseError::fail)?;
             prop_assert_eq!(Value::Array(shadow.clone()), t.items(rid));
         }
     }

@@ -128,6 +128,25 @@ fn events(out: &Outcome) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Applies a list's `add` and `remove` events (those of `rid`) to a gateway's copy, as
+/// a gateway does; an index out of range is an error.
+fn fold_list(copy: &mut Vec<Value>, rid: &str, events: &[(String, Value)]) -> Result<(), String> {
+    for (subject, payload) in events {
+        let Some(kind) = subject.strip_prefix(&format!("event.{rid}.")) else {
+            continue;
+        };
+        let idx = payload["idx"].as_u64().ok_or("an event without idx")? as usize;
+        match kind {
+            "add" if idx <= copy.len() => copy.insert(idx, payload["value"].clone()),
+            "remove" if idx < copy.len() => {
+                copy.remove(idx);
+            }
+            _ => return Err(format!("{subject} {payload} does not apply to {copy:?}")),
+        }
+    }
+    Ok(())
+}
+
 fn change(rid: &str, values: Value) -> (String, Value) {
     (format!("event.{rid}.change"), json!({ "values": values }))
 }

@@ -234,19 +234,7 @@ proptest! {
                     t.sweep()
                 }
             };
-            for (subject, payload) in events {
-                if !subject.starts_with(&format!("event.{ROOM}.")) {
-                    continue;
-                }
-                let idx = payload["idx"].as_u64().unwrap() as usize;
-                if subject.ends_with(".add") {
-                    prop_assert!(idx <= shadow.len());
-                    shadow.insert(idx, payload["value"].clone());
-                } else {
-                    prop_assert!(idx < shadow.len());
-                    shadow.remove(idx);
-                }
-            }
+            fold_list(&mut shadow, ROOM, &events).map_err(TestCaseError::fail)?;
             prop_assert_eq!(Value::Array(shadow.clone()), t.members(ROOM));
         }
     }
