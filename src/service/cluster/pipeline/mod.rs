@@ -13,7 +13,7 @@
 //! since this instance holds the partition; a write of a partition no longer held is
 //! let go with the partition (`forget`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use super::bucket::{self, Write};
@@ -50,6 +50,10 @@ struct Queue {
 pub(super) struct Pipeline {
     queues: Vec<Queue>,
     units: HashMap<UnitKey, UnitWrites>,
+    /// The units that may need a write started: changed since their last write
+    /// started, or whose write failed. [`Pipeline::starts`] looks at these only, not at
+    /// every unit it knows.
+    startable: HashSet<UnitKey>,
     /// The revision and value fingerprint of each unit as last written or read.
     revisions: HashMap<UnitKey, (u64, u64)>,
     next_version: u64,
@@ -70,6 +74,7 @@ impl Pipeline {
         Pipeline {
             queues: (0..partitions).map(|_| Queue::default()).collect(),
             units: HashMap::new(),
+            startable: HashSet::new(),
             revisions: HashMap::new(),
             next_version: 0,
             partitions,
@@ -88,6 +93,7 @@ impl Pipeline {
             self.next_version += 1;
             let v = self.next_version;
             self.units.entry(key.clone()).or_default().wanted = v;
+            self.startable.insert(key.clone());
             needs.push((key, v));
         }
         self.queues[p as usize]
@@ -116,15 +122,19 @@ impl Pipeline {
     /// a write and has none in flight.
     pub(super) fn starts(&mut self, store: &MemoryStore, held: impl Fn(u32) -> bool) -> Vec<Start> {
         let mut out = Vec::new();
-        let keys: Vec<UnitKey> = self
-            .units
-            .iter()
-            .filter(|(_, u)| u.wanted > u.written && u.in_flight.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
+        let candidates: Vec<UnitKey> = self.startable.drain().collect();
+        for key in candidates {
+            let due = self
+                .units
+                .get(&key)
+                .is_some_and(|u| u.wanted > u.written && u.in_flight.is_none());
+            if !due {
+                // Written since, or in flight: its write's end lists it again if needed.
+                continue;
+            }
             let p = self.partition(&key);
             if !held(p) {
+                self.startable.insert(key);
                 continue;
             }
             let value = match &key {
@@ -197,6 +207,10 @@ impl Pipeline {
                 if let Some((version, _, _)) = unit.in_flight.take() {
                     unit.written = unit.written.max(version);
                 }
+                if unit.wanted > unit.written {
+                    // Changed while its write was in flight.
+                    self.startable.insert(key.clone());
+                }
                 match revision {
                     Some(r) => {
                         self.revisions.insert(key, (r, fingerprint));
@@ -233,6 +247,8 @@ impl Pipeline {
         let Some((version, fingerprint, _)) = unit.in_flight.take() else {
             return;
         };
+        // Whatever the bucket says, a write still owed starts again (at the next start).
+        self.startable.insert(key.clone());
         match result {
             Ok(Some((revision, found))) if found == fingerprint => {
                 unit.written = unit.written.max(version);
@@ -294,6 +310,7 @@ impl Pipeline {
         queue.generation += 1;
         let n = self.partitions;
         self.units.retain(|k, _| record::partition(k, n) != p);
+        self.startable.retain(|k| record::partition(k, n) != p);
         self.revisions.retain(|k, _| record::partition(k, n) != p);
         dropped
     }
@@ -327,3 +344,6 @@ pub(super) fn changed_units(
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
