@@ -34,9 +34,14 @@ fn fnv1a32(bytes: &[u8]) -> u32 {
 /// (FNV alone leaves names that differ in one character close together). Defined
 /// here, not taken from a crate, because it must never change.
 pub fn stable_hash(text: &str) -> u64 {
+    stable_hash_of(&[text.as_bytes()])
+}
+
+/// [`stable_hash`] of the parts written one after the other, without joining them.
+pub fn stable_hash_of(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h ^= h >> 33;

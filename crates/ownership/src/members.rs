@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::codec::NodeInfo;
 use super::{Instance, Now};
-use crate::hash::stable_hash;
+use crate::hash::stable_hash_of;
 
 /// Another instance's heartbeat as last seen.
 struct NodeView {
@@ -224,8 +224,25 @@ impl Members {
 /// The instance a partition belongs to: the highest hash of (instance, partition). An
 /// instance that joins takes about 1/N of the partitions; none move between the others.
 pub(super) fn rendezvous(live: &[Instance], p: u32) -> Option<&Instance> {
+    // The hash of "<id>/<p>", as ever, without making that text for every instance on
+    // every placement.
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = p;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let suffix = &digits[at..];
+    let score = |id: &Instance| stable_hash_of(&[id.as_bytes(), b"/", suffix]);
     live.iter()
-        .max_by_key(|id| (stable_hash(&format!("{id}/{p}")), id.to_string()))
+        .map(|id| (score(id), id))
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
+        .map(|(_, id)| id)
 }
 
 #[cfg(test)]
@@ -264,6 +281,23 @@ mod tests {
             lease_ms: 2000,
             config: "h".into(),
             ready: true,
+        }
+    }
+
+    #[test]
+    fn rendezvous_scores_instances_as_it_always_has() {
+        // The owner of a partition must not change between versions: instances of two
+        // versions run side by side during a rolling upgrade.
+        use crate::hash::stable_hash;
+        let ids: Vec<Instance> = ["a", "6OMO7yHAHCZF58vg6llghS", "x/y", ""]
+            .iter()
+            .map(|s| Instance::from(*s))
+            .collect();
+        for p in [0, 1, 9, 10, 63, 64, 999, 4_294_967_295] {
+            let old = ids
+                .iter()
+                .max_by_key(|id| (stable_hash(&format!("{id}/{p}")), id.to_string()));
+            assert_eq!(rendezvous(&ids, p), old, "partition {p}");
         }
     }
 
