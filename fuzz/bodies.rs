@@ -370,7 +370,9 @@ pub fn run(engine: &mut Engine, config: &Config, request: Request) {
             );
         }
         Request::Access { rid, .. } => {
-            let (res, _) = config.resolve(rid).expect("an access answered for no pattern");
+            let (res, _) = config
+                .resolve(rid)
+                .expect("an access answered for no pattern");
             let obj = result
                 .as_object()
                 .unwrap_or_else(|| panic!("an access result is not an object: {result}"));
