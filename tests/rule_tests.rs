@@ -277,8 +277,8 @@ fn files_of_several_configs_run_each_against_its_own() {
 
 #[test]
 fn discovery_skips_test_files_of_other_configs() {
-    // Beside profile.yaml are only the test files of chat.yaml, collections.yaml and
-    // shop.yaml.
+    // Beside profile.yaml are only the test files of chat.yaml, collections.yaml,
+    // presence.yaml and shop.yaml.
     let out = connres_in(
         &project_file(""),
         &["test", "--config", "tests/config/valid/profile.yaml"],
@@ -287,7 +287,7 @@ fn discovery_skips_test_files_of_other_configs() {
     assert_eq!(out.code, Some(1), "{}", out.stdout);
     assert!(!out.stdout.contains("FAIL"), "{}", out.stdout);
     assert!(
-        out.stderr.contains("connres: no rule tests for tests/config/valid/profile.yaml: no *.test.yaml beside it tests it (tests/config/valid/chat.test.yaml tests tests/config/valid/chat.yaml; tests/config/valid/collections.test.yaml tests tests/config/valid/collections.yaml; tests/config/valid/shop.test.yaml tests tests/config/valid/shop.yaml)"),
+        out.stderr.contains("connres: no rule tests for tests/config/valid/profile.yaml: no *.test.yaml beside it tests it (tests/config/valid/chat.test.yaml tests tests/config/valid/chat.yaml; tests/config/valid/collections.test.yaml tests tests/config/valid/collections.yaml; tests/config/valid/presence.test.yaml tests tests/config/valid/presence.yaml; tests/config/valid/shop.test.yaml tests tests/config/valid/shop.yaml)"),
         "{}",
         out.stderr
     );
@@ -371,6 +371,41 @@ fn the_collection_tests_pass_and_a_wrong_items_expectation_shows_both_lists() {
         "    items: expected [{\"rid\":\"users.user.1\"},{\"rid\":\"users.user.2\"}], got [{\"rid\":\"users.user.2\"},{\"rid\":\"users.user.1\"}] (from idx 0: expected {\"rid\":\"users.user.1\"}, got {\"rid\":\"users.user.2\"})\n",
         "  step 3 at collections.test.yaml:9:9: check\n",
         "    model at collections.test.yaml:9:9: `board.b1.pins` is a collection (pattern `board.{id}.pins`), not a model: a get serves its items; expect them with `items:`\n",
+        "0 case(s) passed, 1 failed\n",
+    );
+    assert!(out.stdout.starts_with(expected), "{}", out.stdout);
+}
+
+#[test]
+fn the_presence_tests_pass_and_a_member_kept_past_ttl_is_a_failure() {
+    let out = connres_in(
+        &project_file(""),
+        &["test", "tests/config/valid/presence.test.yaml"],
+        &[],
+    );
+    assert_passed(&out, 8);
+    assert!(!out.stdout.contains("not exercised"), "{}", out.stdout);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        project_file("tests/config/valid/presence.yaml"),
+        dir.path().join("presence.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("presence.test.yaml"),
+        "tests:\n  - name: still here\n    resource: chat.room.r1.members\n    cid: c1\n    token: { name: Ann }\n    steps:\n      - join: true\n      - wait: 60s\n        items: [Ann]\n      - ping: true\n",
+    )
+    .unwrap();
+    let out = connres_in(dir.path(), &["test", "presence.test.yaml"], &[]);
+    assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+    let expected = concat!(
+        "running presence.test.yaml against presence.yaml\n",
+        "FAIL presence.test.yaml:2:5: still here\n",
+        "  step 2 at presence.test.yaml:8:9: wait 1m\n",
+        "    items: expected [\"Ann\"], got [] (0 item(s), not 1)\n",
+        "  step 3 at presence.test.yaml:10:9: ping\n",
+        "    ping: expected ok, got system.invalidParams: connection c1 has not joined chat.room.r1.members (or was not seen for ttl 1m): call join\n",
         "0 case(s) passed, 1 failed\n",
     );
     assert!(out.stdout.starts_with(expected), "{}", out.stdout);

@@ -78,9 +78,11 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     d
 }
 
-/// Same field set and the same definition for every field (the same collection),
-/// descriptions aside.
+/// Same field set and the same definition for every field (the same collection, and
+/// a presence list with the same members), descriptions aside. A presence list's
+/// `join` and `ttl` change nothing it serves.
 fn same_model(a: &Resource, b: &Resource) -> bool {
+    let members = |r: &Resource| r.presence.as_ref().map(|p| (p.member.clone(), p.is_ref));
     let strip = |f: &FieldDef| FieldDef {
         description: None,
         ..f.clone()
@@ -90,6 +92,7 @@ fn same_model(a: &Resource, b: &Resource) -> bool {
         ..c.clone()
     };
     a.collection.as_ref().map(strip_item) == b.collection.as_ref().map(strip_item)
+        && members(a) == members(b)
         && a.fields.len() == b.fields.len()
         && a.fields
             .iter()
@@ -177,6 +180,28 @@ mod tests {
             "theme: { type: string, description: Colour scheme,",
         );
         assert!(diff(&config(PREFS), &config(&changed)).needs_no_reset());
+    }
+
+    const ROOM: &str = "  chat.room.{room}.members:\n    presence:\n      member: \"{{token.name}}\"\n      join: token != null\n      ttl: 60s\n      max_members: 1000\n    access:\n      get: \"true\"\n";
+
+    #[test]
+    fn a_presence_list_whose_members_change_is_a_model_change_join_and_ttl_are_not() {
+        let base = config(ROOM);
+        for changed in [
+            ROOM.replace("{{token.name}}", "{{token.userId}}"),
+            ROOM.replace("\"{{token.name}}\"", "{ ref: \"users.{{token.name}}\" }"),
+            ROOM.replace("max_members: 1000", "max_members: 10"),
+            // The same items, but a backend's collection, not members who joined.
+            "  chat.room.{room}.members:\n    collection:\n      item: { type: string }\n      max_items: 1000\n    access:\n      get: \"true\"\n".to_string(),
+        ] {
+            let d = diff(&base, &config(&changed));
+            assert_eq!(d.reset_resources, vec!["chat.room.*.members"], "{changed}");
+            assert!(d.reset_access.is_empty(), "{changed}");
+        }
+        let kept = ROOM
+            .replace("join: token != null", "join: \"true\"")
+            .replace("ttl: 60s", "ttl: 10s");
+        assert!(diff(&base, &config(&kept)).needs_no_reset());
     }
 
     #[test]

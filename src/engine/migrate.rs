@@ -227,6 +227,13 @@ fn fit_shape(res: Option<&Resource>, written: &mut Written) -> Option<Vec<&'stat
             written.clear();
             Some(whys)
         }
+        // A presence list lists connections that joined: what a collection or a model
+        // held before goes.
+        (_, Some(_)) if res.is_some_and(|r| r.presence.is_some()) => {
+            let whys = vec!["now a presence list"; written.len()];
+            written.clear();
+            Some(whys)
+        }
         (Written::Fields(_), None) => None,
         (Written::Fields(_), Some(_)) => {
             let whys = vec!["now a collection"; written.len()];

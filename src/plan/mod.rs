@@ -1,6 +1,6 @@
 //! `connres plan OLD NEW`: what a reload from one config to another would do, before
 //! anyone applies it, as Terraform's `plan` shows a change: patterns added and removed,
-//! fields and collections changed (`shape.rs`), rules changed, settings that apply at
+//! fields, collections and presence lists changed (`shape.rs`), rules changed, settings that apply at
 //! once or only on restart, the exact `system.reset` it would publish, and the
 //! decisions that change for the cases of the rule tests: access answers and the
 //! outcomes of clients' calls (`decisions.rs`).
@@ -14,7 +14,7 @@ mod decisions;
 mod shape;
 
 use decisions::decision_changes;
-use shape::{collection_changes, field_changes};
+use shape::{collection_changes, field_changes, presence_changes};
 
 /// How a plan ends, for CI jobs to gate on (the process exit code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +46,12 @@ pub fn plan(old: &Config, new: &Config, suites: &[Suite]) -> Plan {
             v.join(", ")
         }
     };
-    // A collection says so: what it holds comes and goes with it.
+    // A collection or a presence list says so: what it holds comes and goes with it.
     let shown = |c: &Config, patterns: &[String]| -> Vec<String> {
         patterns
             .iter()
             .map(|p| match c.resource(p) {
+                Some(r) if r.presence.is_some() => format!("{p} (presence list)"),
                 Some(r) if r.collection.is_some() => format!("{p} (collection)"),
                 _ => p.clone(),
             })
@@ -62,6 +63,7 @@ pub fn plan(old: &Config, new: &Config, suites: &[Suite]) -> Plan {
     let mut changed = !d.added.is_empty() || !d.removed.is_empty();
     let mut fields = Vec::new();
     let mut collections = Vec::new();
+    let mut presence = Vec::new();
     let mut rules = Vec::new();
     for o in &old.resources {
         let Some(n) = new.resource(o.pattern.as_str()) else {
@@ -75,15 +77,21 @@ pub fn plan(old: &Config, new: &Config, suites: &[Suite]) -> Plan {
         if !c.is_empty() {
             collections.push(format!("  {}: {}", o.pattern, c.join("; ")));
         }
+        let p = presence_changes(o, n);
+        if !p.is_empty() {
+            presence.push(format!("  {}: {}", o.pattern, p.join("; ")));
+        }
         rules.extend(
             rule_changes(o, n)
                 .into_iter()
                 .map(|r| format!("  {}: {r}", o.pattern)),
         );
     }
-    changed |= !fields.is_empty() || !collections.is_empty() || !rules.is_empty();
+    changed |=
+        !fields.is_empty() || !collections.is_empty() || !presence.is_empty() || !rules.is_empty();
     section(&mut out, "fields changed:", &fields);
     section(&mut out, "collections changed:", &collections);
+    section(&mut out, "presence lists changed:", &presence);
     section(&mut out, "access rules changed:", &rules);
 
     let mut settings = Vec::new();

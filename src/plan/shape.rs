@@ -1,6 +1,7 @@
 //! How a resource's declared shape changes, as the plan shows it: a model's fields
-//! added, removed and changed; a collection's item, `max_items` and `writable`; and a
-//! resource that turns from a model into a collection or back. What the reload does to
+//! added, removed and changed; a collection's item, `max_items` and `writable`; a
+//! presence list's `member`, `max_members`, `join` and `ttl`; and a resource that turns
+//! from a model into a collection or a presence list, or back. What the reload does to
 //! stored values is said where it drops some (`engine/migrate.rs` drops them).
 
 use serde_json::Value;
@@ -8,6 +9,7 @@ use serde_json::Value;
 use crate::collection::CollectionDef;
 use crate::config::Resource;
 use crate::field::{Constraints, FieldDef};
+use crate::presence::PresenceDef;
 
 /// A model's fields: `+ name (type)`, `- name`, `~ name (what changed)`. Nothing when
 /// either is a collection ([`collection_changes`] says what happens then).
@@ -90,8 +92,12 @@ fn constraints(c: &Constraints) -> [(&'static str, Option<String>); 5] {
 
 /// A collection's changes: `item: <what changed> (...)`, `max_items A -> B`,
 /// `writable A -> B`; or `now a collection (...)`, `now a model (...)` for a resource
-/// that turns from one into the other (what it held goes). Nothing for two models.
+/// that turns from one into the other (what it held goes). Nothing for two models, nor
+/// where either is a presence list ([`presence_changes`] says what happens then).
 pub(super) fn collection_changes(o: &Resource, n: &Resource) -> Vec<String> {
+    if o.presence.is_some() || n.presence.is_some() {
+        return Vec::new();
+    }
     match (&o.collection, &n.collection) {
         (None, None) => Vec::new(),
         (None, Some(c)) => {
@@ -149,4 +155,102 @@ fn describe(c: &CollectionDef) -> String {
     parts.push(format!("max_items {}", c.max_items));
     parts.push(format!("writable {}", c.writable));
     parts.join(", ")
+}
+
+/// A presence list's changes, in one line: `member A -> B`, `max_members A -> B`,
+/// `join A -> B`, `ttl A -> B`, then what the reload does to its members (a changed
+/// `member` or a lowered `max_members` empties the list, and its members join again;
+/// otherwise they are kept). Or `now a presence list (...)` for a model or a collection
+/// that becomes one (what it held goes), and `now a model (...)` or `now a collection
+/// (...)` for a list that stops being one (its members go). Nothing when neither is a
+/// presence list.
+pub(super) fn presence_changes(o: &Resource, n: &Resource) -> Vec<String> {
+    match (&o.presence, &n.presence) {
+        (None, None) => Vec::new(),
+        (None, Some(p)) => {
+            let lost = match &o.collection {
+                Some(_) => ": its items are dropped",
+                None if o.fields.iter().any(|f| f.source.is_none()) => {
+                    ": the model's written values are dropped"
+                }
+                None => "",
+            };
+            vec![format!(
+                "now a presence list ({}){lost}",
+                describe_presence(p)
+            )]
+        }
+        (Some(_), None) => {
+            let now = match &n.collection {
+                Some(c) => format!("now a collection ({})", describe(c)),
+                None => {
+                    let fields: Vec<&str> = n.fields.iter().map(|f| f.name.as_str()).collect();
+                    format!("now a model (fields {})", fields.join(", "))
+                }
+            };
+            vec![format!("{now}: its members are dropped")]
+        }
+        (Some(a), Some(b)) => {
+            let mut changes = Vec::new();
+            let mut empties = Vec::new();
+            if a.member != b.member || a.is_ref != b.is_ref {
+                changes.push(format!("member {} -> {}", member(a), member(b)));
+                empties.push("member changed");
+            }
+            if a.max_members != b.max_members {
+                changes.push(format!(
+                    "max_members {} -> {}",
+                    a.max_members, b.max_members
+                ));
+                if b.max_members < a.max_members {
+                    empties.push("max_members lowered");
+                }
+            }
+            if join(a) != join(b) {
+                changes.push(format!("join {} -> {}", join(a), join(b)));
+            }
+            if a.ttl != b.ttl {
+                changes.push(format!(
+                    "ttl {} -> {}",
+                    humantime::format_duration(a.ttl),
+                    humantime::format_duration(b.ttl)
+                ));
+            }
+            if changes.is_empty() {
+                return Vec::new();
+            }
+            let effect = match empties.is_empty() {
+                true => "its members are kept".to_string(),
+                false => format!(
+                    "the list is emptied and its members join again ({})",
+                    empties.join(", ")
+                ),
+            };
+            vec![format!("{}: {effect}", changes.join(", "))]
+        }
+    }
+}
+
+/// `` `{{token.name}}` ``, or `` ref `users.user.{{token.userId}}` `` for references.
+fn member(p: &PresenceDef) -> String {
+    let kind = if p.is_ref { "ref " } else { "" };
+    format!("{kind}`{}`", p.member.source())
+}
+
+/// The `join` rule's text, or `(none)`.
+fn join(p: &PresenceDef) -> String {
+    p.join
+        .as_ref()
+        .map_or("(none)".to_string(), |r| format!("`{}`", r.source()))
+}
+
+/// `member `{{token.name}}`, join `token != null`, ttl 1m, max_members 3`.
+fn describe_presence(p: &PresenceDef) -> String {
+    format!(
+        "member {}, join {}, ttl {}, max_members {}",
+        member(p),
+        join(p),
+        humantime::format_duration(p.ttl),
+        p.max_members
+    )
 }

@@ -320,3 +320,5 @@ fn a_collection_added_or_removed_is_named_as_one() {
     );
     assert_eq!(p.verdict, Verdict::Changes, "{}", p.text);
 }
+
+mod presence;

@@ -3,7 +3,8 @@
 //! lists cases: a connection (cid and token) asks for a resource, and the case says
 //! what access it must get, what a `set` must do and what the model (or a collection's
 //! items) must hold; or `steps`, a sequence of such requests (a collection's `add` and
-//! `remove` too), token changes, backend writes and waits, each with its expectations. Each case runs through a real engine, without NATS
+//! `remove` too, and a presence list's `join`, `leave` and `ping`), token changes,
+//! backend writes and waits, each with its expectations. Each case runs through a real engine, without NATS
 //! (`session.rs`), step by step (`run.rs`). Failures name the rule that decided, with
 //! its text and place; the report ends with the rules and fields no case exercised.
 

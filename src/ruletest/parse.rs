@@ -70,6 +70,13 @@ pub enum Action {
     /// The connection calls a collection's `remove` with these params (`idx` or
     /// `value`), likewise.
     Remove(Map<String, Value>),
+    /// The connection calls a presence list's `join`, as a client through the gateway:
+    /// an access request first.
+    Join,
+    /// The connection calls a presence list's `leave`, likewise.
+    Leave,
+    /// The connection calls a presence list's `ping`, likewise.
+    Ping,
     /// A backend service sets these values through the write API.
     BackendSet(Map<String, Value>),
     /// A backend service resets the model (or empties the collection) through the
@@ -92,6 +99,9 @@ impl Action {
             Action::Reset => "reset",
             Action::Add(_) => "add",
             Action::Remove(_) => "remove",
+            Action::Join => "join",
+            Action::Leave => "leave",
+            Action::Ping => "ping",
             Action::BackendSet(_) => "backend_set",
             Action::BackendReset => "backend_reset",
             Action::BackendAdd(_) => "backend_add",
@@ -101,10 +111,16 @@ impl Action {
     }
 
     /// The method a client calls, for a call through the gateway: `set`, `reset`,
-    /// `add` or `remove`.
+    /// `add`, `remove`, `join`, `leave` or `ping`.
     pub fn method(&self) -> Option<&'static str> {
         match self {
-            Action::Set(_) | Action::Reset | Action::Add(_) | Action::Remove(_) => Some(self.key()),
+            Action::Set(_)
+            | Action::Reset
+            | Action::Add(_)
+            | Action::Remove(_)
+            | Action::Join
+            | Action::Leave
+            | Action::Ping => Some(self.key()),
             _ => None,
         }
     }
@@ -190,8 +206,8 @@ impl Expect {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallExpect {
-    /// Every method (`set` and `reset`, or a collection's `add` and `remove`) granted,
-    /// or none.
+    /// Every method (`set` and `reset`, a collection's `add` and `remove`, or a presence
+    /// list's `join`, `leave` and `ping`) granted, or none.
     All(bool),
     Methods(Vec<(String, bool)>),
 }

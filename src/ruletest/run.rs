@@ -16,7 +16,10 @@ use crate::rule::RuleInput;
 mod report;
 
 pub(super) use report::rule_key;
-use report::{items_problem, model_problem, not_a_method, rule_name, why, word, wrong_shape};
+use report::{
+    items_problem, join_rule, model_problem, not_a_method, rule_name, why, word, wrong_shape,
+    PRESENCE_JOIN,
+};
 
 /// What a run of cases exercised: (pattern, `rule NAME` or `field NAME`).
 pub(super) type Exercised = BTreeSet<(String, String)>;
@@ -144,12 +147,22 @@ impl StepRun<'_, '_, '_> {
                     }
                 }
             }
-            Some(action @ (Action::Reset | Action::Add(_) | Action::Remove(_))) => {
+            Some(
+                action @ (Action::Reset
+                | Action::Add(_)
+                | Action::Remove(_)
+                | Action::Join
+                | Action::Leave
+                | Action::Ping),
+            ) => {
                 let method = action.key();
                 self.mark(rule_key(&rule_name(res, method)));
                 let collection = res.collection.as_ref();
                 if res.writes(method) && collection.is_some_and(|c| c.writable.rule().is_some()) {
                     self.mark(rule_key("collection.writable"));
+                }
+                if method == "join" && join_rule(res).is_some() {
+                    self.mark(rule_key(PRESENCE_JOIN));
                 }
             }
             Some(Action::BackendSet(values)) => {
@@ -185,8 +198,9 @@ impl StepRun<'_, '_, '_> {
     }
 
     /// The rules behind an unexpected outcome of a call: its access rule when it was
-    /// denied or had to be, for a set the `writable` rules of the fields it writes, and
-    /// for a collection's add or remove the collection's `writable` rule.
+    /// denied or had to be, for a set the `writable` rules of the fields it writes, for
+    /// a collection's add or remove the collection's `writable` rule, and for a
+    /// presence list's join its `presence.join` rule.
     fn why_outcome(
         &self,
         action: &Action,
@@ -216,6 +230,14 @@ impl StepRun<'_, '_, '_> {
         let collection = self.res.collection.as_ref();
         if self.res.writes(method) && collection.is_some_and(|c| c.writable.rule().is_some()) {
             lines.push(why(self.res, "collection.writable", &input, config_path));
+        }
+        // A presence list's `join` rule decides once the call rule granted, over no
+        // values.
+        let join_decides =
+            *outcome != Outcome::Denied && (outcome.denied() || expected == "denied");
+        if method == "join" && join_decides && join_rule(self.res).is_some() {
+            input.values = None;
+            lines.push(why(self.res, PRESENCE_JOIN, &input, config_path));
         }
         for field in sent
             .and_then(Value::as_object)

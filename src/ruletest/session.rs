@@ -1,7 +1,8 @@
 //! A case run on a real engine, without NATS: its connections' tokens delivered as the
 //! auth service would, their requests sent as the gateway would (with the token the
 //! gateway knows), backend writes through the API, and time on a manual clock, so that
-//! waiting runs the expiry sweep without waiting. `plan` runs cases this way too.
+//! waiting runs the expiry sweep (and the presence lists' `ttl` sweep) without waiting.
+//! `plan` runs cases this way too.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -157,7 +158,10 @@ impl<'c> Session<'c> {
             }
             Action::Wait(d) => {
                 self.clock.advance(*d);
+                // As the service's sweep: idle state first, then presence lists'
+                // connections not seen for their `ttl`.
                 while self.engine.sweep(self.config) > 0 {}
+                self.engine.presence_sweep(self.config);
                 Acted::default()
             }
             _ if !served => Acted {
@@ -191,7 +195,13 @@ impl<'c> Session<'c> {
                     model_before: None,
                 }
             }
-            Action::Set(_) | Action::Reset | Action::Add(_) | Action::Remove(_) => {
+            Action::Set(_)
+            | Action::Reset
+            | Action::Add(_)
+            | Action::Remove(_)
+            | Action::Join
+            | Action::Leave
+            | Action::Ping => {
                 let method = action.method().expect("a client's call");
                 let params = action.params().unwrap_or(Value::Null);
                 // As the gateway: the call only if its access answer grants the method.

@@ -98,9 +98,9 @@ fn a_broken_step_is_an_error_where_it_is_written() {
             "8:9: a step does one thing: `token` and `set` are two; give each a step of its own",
             "9:16: `reset` must be true (the connection calls reset)",
             "10:15: `wait` must be a duration with its unit, such as 90s, 30m or 25h, not 90",
-            "12:9: `outcome` is the outcome of the step's call or backend write: give `set`, `reset`, `add`, `remove`, `backend_set`, `backend_reset`, `backend_add` or `backend_remove`",
+            "12:9: `outcome` is the outcome of the step's call or backend write: give `set`, `reset`, `add`, `remove`, `join`, `leave`, `ping`, `backend_set`, `backend_reset`, `backend_add` or `backend_remove`",
             "13:9: unknown key `backend_sett` in a step; did you mean `backend_set`?",
-            "14:9: a step needs something to do (token, set, reset, add, remove, backend_set, backend_reset, backend_add, backend_remove, wait) or to check (get, call, model, items)",
+            "14:9: a step needs something to do (token, set, reset, add, remove, join, leave, ping, backend_set, backend_reset, backend_add, backend_remove, wait) or to check (get, call, model, items)",
             "15:16: `model` must be a mapping, not an integer",
         ]
     );
@@ -233,9 +233,9 @@ fn broken_collection_steps_are_errors_where_they_are_written() {
         [
             "6:14: `add` must be a mapping, not a string",
             "7:16: `items` must be a list of the collection's items, not a mapping",
-            "9:9: `error` is the outcome of the step's call or backend write: give `set`, `reset`, `add`, `remove`, `backend_set`, `backend_reset`, `backend_add` or `backend_remove`",
+            "9:9: `error` is the outcome of the step's call or backend write: give `set`, `reset`, `add`, `remove`, `join`, `leave`, `ping`, `backend_set`, `backend_reset`, `backend_add` or `backend_remove`",
             "11:9: a step does one thing: `remove` and `backend_remove` are two; give each a step of its own",
-            "12:9: a step needs something to do (token, set, reset, add, remove, backend_set, backend_reset, backend_add, backend_remove, wait) or to check (get, call, model, items)",
+            "12:9: a step needs something to do (token, set, reset, add, remove, join, leave, ping, backend_set, backend_reset, backend_add, backend_remove, wait) or to check (get, call, model, items)",
         ]
     );
 }
@@ -349,3 +349,5 @@ fn collection_coverage_counts_calls_and_the_writable_rule_never_fields() {
     );
     assert!(!r.text().contains("field(s)"), "{}", r.text());
 }
+
+mod presence;

@@ -239,3 +239,67 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_collection_or_a_model_that_turns_into_a_presence_list_or_back_keeps_nothing() {
+    // A backend's collection of names, then the same name as a presence list.
+    let list = "version: 1\nresources:\n  chat.room.{room}.members:\n    collection:\n      item: { type: string }\n    access:\n      get: \"true\"\n";
+    let old = Config::parse("p.yaml", list).unwrap();
+    let clock = Clock::manual();
+    let mut t = T {
+        config: old,
+        engine: Engine::new(MemoryStore::default(), clock.clone()),
+        clock,
+    };
+    let out = t.handle(Request::ApiAdd {
+        rid: ROOM,
+        payload: br#"{"value": "zed"}"#,
+    });
+    assert_eq!(events(&out), vec![add(ROOM, json!("zed"), 0)]);
+    let new = Config::parse("p.yaml", PRESENCE).unwrap();
+    let dropped = t.engine.reloaded(&t.config, &new);
+    t.config = new;
+    assert_eq!(dropped.total(), 1);
+    assert_eq!(t.members(ROOM), json!([]));
+    // Nobody listed who never joined: a join adds at 0.
+    t.token("a1", &login("ann"));
+    assert_eq!(
+        events(&t.presence(ROOM, "join", "a1")),
+        vec![add(ROOM, json!("ann"), 0)]
+    );
+    // And back: the members go, and a logout changes nothing.
+    let back = Config::parse("p.yaml", list).unwrap();
+    assert_eq!(t.engine.reloaded(&t.config, &back).total(), 1);
+    t.config = back;
+    assert_eq!(t.members(ROOM), json!([]));
+    assert!(!t.token("a1", LOGOUT).iter().any(|(s, _)| s.contains(ROOM)));
+    // A model's written values go too.
+    let model = list.replace(
+        "    collection:\n      item: { type: string }\n",
+        "    fields:\n      topic: { type: string }\n",
+    );
+    let mut t = self::t();
+    t.config = Config::parse("p.yaml", &model).unwrap();
+    let out = t.handle(Request::ApiSet {
+        rid: ROOM,
+        payload: br#"{"values": {"topic": "hi"}}"#,
+    });
+    assert_eq!(reply(&out), json!({"result": null}));
+    let new = Config::parse("p.yaml", PRESENCE).unwrap();
+    let dropped = t.engine.reloaded(&t.config, &new);
+    t.config = new;
+    assert_eq!(dropped.total(), 1);
+    assert!(
+        dropped.describe().contains("now a presence list"),
+        "{}",
+        dropped.describe()
+    );
+    assert_eq!(t.members(ROOM), json!([]));
+    t.token("a1", &login("ann"));
+    t.presence(ROOM, "join", "a1");
+    let back = Config::parse("p.yaml", &model).unwrap();
+    assert_eq!(t.engine.reloaded(&t.config, &back).total(), 1);
+    t.config = back;
+    let out = t.handle(Request::Get { rid: ROOM });
+    assert_eq!(reply(&out)["result"]["model"], json!({"topic": null}));
+}

@@ -21,6 +21,9 @@ const STEP_KEYS: &[&str] = &[
     "reset",
     "add",
     "remove",
+    "join",
+    "leave",
+    "ping",
     "backend_set",
     "backend_reset",
     "backend_add",
@@ -40,6 +43,9 @@ const ACTIONS: &[&str] = &[
     "reset",
     "add",
     "remove",
+    "join",
+    "leave",
+    "ping",
     "backend_set",
     "backend_reset",
     "backend_add",
@@ -48,7 +54,7 @@ const ACTIONS: &[&str] = &[
 ];
 /// The actions that answer with an outcome, as a message lists them.
 const ANSWERING: &str =
-    "`set`, `reset`, `add`, `remove`, `backend_set`, `backend_reset`, `backend_add` or `backend_remove`";
+    "`set`, `reset`, `add`, `remove`, `join`, `leave`, `ping`, `backend_set`, `backend_reset`, `backend_add` or `backend_remove`";
 
 pub(super) fn case(node: &Yaml, errors: &mut Errors) -> Option<Case> {
     let entries = mapping(node, "a case", errors)?;
@@ -256,6 +262,11 @@ fn action(entries: &Entries, key: &str, errors: &mut Errors) -> Option<Action> {
         "backend_add" => Action::BackendAdd(entries.object(key, errors)?),
         "backend_remove" => Action::BackendRemove(entries.object(key, errors)?),
         "reset" => must_be_true("the connection calls reset").then_some(Action::Reset)?,
+        "join" => must_be_true("the connection joins the presence list").then_some(Action::Join)?,
+        "leave" => {
+            must_be_true("the connection leaves the presence list").then_some(Action::Leave)?
+        }
+        "ping" => must_be_true("the connection pings the presence list").then_some(Action::Ping)?,
         "backend_reset" => {
             must_be_true("a backend service resets the resource").then_some(Action::BackendReset)?
         }

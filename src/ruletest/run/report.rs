@@ -7,10 +7,18 @@ use serde_json::Value;
 use super::Names;
 use crate::config::{Pos, Resource};
 use crate::field::json_eq;
-use crate::rule::RuleInput;
+use crate::rule::{Rule, RuleInput};
 
 pub(in crate::ruletest) fn rule_key(name: &str) -> String {
     format!("rule {name}")
+}
+
+/// The site name of a presence list's `join` rule.
+pub(super) const PRESENCE_JOIN: &str = "presence.join";
+
+/// A presence list's `join` rule, if it has one.
+pub(super) fn join_rule(res: &Resource) -> Option<&Rule> {
+    res.presence.as_ref()?.join.as_ref()
 }
 
 pub(super) fn word(granted: bool) -> &'static str {
@@ -45,6 +53,7 @@ pub(super) fn why(res: &Resource, name: &str, input: &RuleInput, config_path: &s
             .rule("*")
             .or_else(|| res.access.call.rule("")),
         "collection.writable" => res.collection.as_ref().and_then(|c| c.writable.rule()),
+        PRESENCE_JOIN => join_rule(res),
         n if n.starts_with("fields.") => writable(n),
         n => n
             .strip_prefix("call.")
@@ -80,16 +89,31 @@ pub(super) fn not_a_method(
     names: &Names,
     at: Option<Pos>,
 ) -> String {
-    let what = match res.collection {
-        Some(_) => "a collection",
-        None => "a model",
-    };
     format!(
-        "  call.{method}{}: `{rid}` is {what} (pattern `{}`): its methods are {}",
+        "  call.{method}{}: `{rid}` is {} (pattern `{}`): its methods are {}",
         written(names, at),
+        kind(res),
         res.pattern,
-        res.methods().join(" and ")
+        and_list(res.methods())
     )
+}
+
+/// What a resource is: a model, a collection or a presence list.
+fn kind(res: &Resource) -> &'static str {
+    match (&res.presence, &res.collection) {
+        (Some(_), _) => "a presence list",
+        (None, Some(_)) => "a collection",
+        (None, None) => "a model",
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
 }
 
 /// A `model` expectation of a collection, or an `items` one of a model.
@@ -103,8 +127,10 @@ pub(super) fn wrong_shape(
     let at = written(names, at);
     match res.collection {
         Some(_) => format!(
-            "  {key}{at}: `{rid}` is a collection (pattern `{}`), not a model: a get serves its items; expect them with `items:`",
-            res.pattern
+            "  {key}{at}: `{rid}` is {} (pattern `{}`), not a model: a get serves its {}; expect them with `items:`",
+            kind(res),
+            res.pattern,
+            if res.presence.is_some() { "members" } else { "items" }
         ),
         None => format!(
             "  {key}{at}: `{rid}` is a model (pattern `{}`), not a collection: expect its values with `model:`",
