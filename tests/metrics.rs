@@ -220,3 +220,22 @@ async fn readiness_follows_the_nats_connection() {
     has(&text, "connres_nats_reconnects_total 1");
     connres.stop().await;
 }
+
+/// State dropped by the size bound while a message is handled (not only by the sweep)
+/// counts in `connres_expired_total`, as docs/behaviour.md says.
+#[tokio::test]
+async fn evictions_by_the_bound_while_handling_are_counted() {
+    let server = NatsServer::start();
+    let yaml = format!(
+        "version: 1\nstate:\n  max_entries: 10\n{}",
+        SEED.split_once("version: 1\n").unwrap().1
+    );
+    let (connres, mut gw, metrics) = start_clocked(&server, &yaml, Clock::manual()).await;
+    for i in 0..50 {
+        gw.token(&format!("e{i}"), json!({"userId": i})).await;
+    }
+    // The barrier's own connection is one more record.
+    gw.token_barrier().await;
+    assert_eq!(metrics.expired_total(), 41, "51 records, 10 kept");
+    connres.stop().await;
+}

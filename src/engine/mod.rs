@@ -101,6 +101,9 @@ pub struct Outcome {
     /// What the service carries out before it sends an auth request's reply: a resume,
     /// or a recheck by the connection's owner.
     pub plan: Option<Box<AuthPlan>>,
+    /// Units the size bound dropped after the message (`state.max_entries`), for
+    /// `connres_expired_total`.
+    pub evicted: usize,
 }
 
 /// How handling a message went.
@@ -289,7 +292,7 @@ impl<S: Store> Engine<S> {
                 None
             }
         };
-        self.enforce_bound(config, expiry::BOUND_BUDGET_PER_MESSAGE);
+        out.evicted = self.enforce_bound(config, expiry::BOUND_BUDGET_PER_MESSAGE);
         out
     }
 

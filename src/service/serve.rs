@@ -443,6 +443,9 @@ impl Service {
         } else {
             self.engine.handle(&self.config, request)
         };
+        if outcome.evicted > 0 {
+            self.metrics.expired(outcome.evicted);
+        }
         if let (Some(cid), Status::Error(protocol::INVALID_TOKEN)) = (&requester, outcome.status) {
             self.login_failures.failed(cid, Instant::now());
         }
