@@ -10,7 +10,7 @@ use regex::Regex;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
-use crate::pattern::is_resource_name;
+use crate::pattern::is_valid_ref;
 use crate::rule::Rule;
 use crate::template::Template;
 
@@ -143,7 +143,7 @@ impl FieldDef {
             FieldType::Integer => value.is_i64() || value.is_u64(),
             FieldType::Number => value.is_number(),
             FieldType::Boolean => value.is_boolean(),
-            FieldType::Ref => value.as_str().is_some_and(is_resource_name),
+            FieldType::Ref => value.as_str().is_some_and(is_valid_ref),
             FieldType::Data => true,
         }
     }
@@ -270,19 +270,33 @@ impl FieldDef {
                 .trim()
                 .parse::<i64>()
                 .map(Value::from)
-                .map_err(|_| format!("\"{s}\" is not an integer"))?,
+                .map_err(|_| format!("{} is not an integer", short_str(&s)))?,
             (FieldType::Number, Value::String(s)) => s
                 .trim()
                 .parse::<f64>()
                 .ok()
                 .and_then(serde_json::Number::from_f64)
                 .map(Value::Number)
-                .ok_or_else(|| format!("\"{s}\" is not a number"))?,
+                .ok_or_else(|| format!("{} is not a number", short_str(&s)))?,
             (FieldType::Boolean, Value::String(s)) => match s.trim() {
                 "true" => Value::Bool(true),
                 "false" => Value::Bool(false),
-                _ => return Err(format!("\"{s}\" is not a boolean")),
+                _ => return Err(format!("{} is not a boolean", short_str(&s))),
             },
+            // Each expression of `users.user.{{token.userId}}` fills one part of the
+            // name: a value with a dot in it would point somewhere else.
+            (FieldType::Ref, Value::String(s))
+                if self
+                    .source
+                    .as_ref()
+                    .and_then(Template::name_parts)
+                    .is_some_and(|n| s.split('.').count() != n) =>
+            {
+                return Err(format!(
+                    "{} does not fill the template's name parts one each (a value with a `.`)",
+                    short_str(&s)
+                ))
+            }
             (FieldType::String, v @ (Value::Number(_) | Value::Bool(_))) => {
                 Value::String(v.to_string())
             }
@@ -350,6 +364,11 @@ fn fmt_num(n: f64) -> String {
         .to_string()
         .trim_end_matches(".0")
         .to_string()
+}
+
+/// A string for an error message, quoted and cut short.
+fn short_str(s: &str) -> String {
+    short(&Value::String(s.to_string()))
 }
 
 /// A value for an error message, cut short so a large payload stays a short message.

@@ -228,6 +228,21 @@ pub fn is_resource_name(name: &str) -> bool {
     !name.is_empty() && name.split('.').all(is_name_part)
 }
 
+/// The longest reference connres stores or serves, in bytes.
+pub const MAX_REF_LEN: usize = 1024;
+
+/// True when `name` is a reference the gateway accepts: dot-separated non-empty parts of
+/// printable ASCII (`!` to `~`) without `*`, `>` or `?` (Resgate refuses a model that
+/// refers to anything else, for every client of it), at most [`MAX_REF_LEN`] bytes.
+pub fn is_valid_ref(name: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| (33..=126).contains(&b) && !matches!(b, b'*' | b'>' | b'?'))
+    };
+    name.len() <= MAX_REF_LEN && name.split('.').all(part)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,5 +347,21 @@ mod tests {
         assert!(!is_resource_name("users.*"));
         assert!(!is_resource_name(""));
         assert!(!is_resource_name("a.b?q=1"));
+        assert!(is_valid_ref("users.user.42"));
+        assert!(is_valid_ref("a-b_c.~!"));
+        for bad in [
+            "users.user.\u{0}",
+            "users.user.é",
+            "users..42",
+            "users.*",
+            "a.b?q=1",
+            "",
+            "a.b c",
+            "a.\u{7f}",
+        ] {
+            assert!(!is_valid_ref(bad), "{bad:?}");
+        }
+        assert!(is_valid_ref(&format!("a.{}", "x".repeat(MAX_REF_LEN - 2))));
+        assert!(!is_valid_ref(&format!("a.{}", "x".repeat(MAX_REF_LEN - 1))));
     }
 }

@@ -159,6 +159,24 @@ impl Template {
         self.reads_cid
     }
 
+    /// How many dot-separated parts the template's text gives a name, when each of its
+    /// expressions fills one part (`users.user.{{token.userId}}`: 3); `None` when it is
+    /// one expression (the value is the whole name) or not plain text and paths.
+    pub fn name_parts(&self) -> Option<usize> {
+        match &self.kind {
+            Kind::Plain(pieces, _) => Some(
+                1 + pieces
+                    .iter()
+                    .map(|p| match p {
+                        Piece::Text(t) => t.matches('.').count(),
+                        Piece::Path(_) => 0,
+                    })
+                    .sum::<usize>(),
+            ),
+            _ => None,
+        }
+    }
+
     /// Renders the template. `None` means a path it reads is missing or null (the caller
     /// uses the field's default).
     pub fn render(&self, input: &TemplateInput) -> Option<Value> {
@@ -199,9 +217,15 @@ fn join(pieces: &[Piece], input: &TemplateInput) -> Joined {
             Piece::Path(segs) => match lookup(input, segs) {
                 None | Some(Value::Null) => return Joined::Missing,
                 Some(Value::String(v)) => out.push_str(&v),
-                Some(Value::Number(n)) => {
-                    let _ = write!(out, "{n}");
-                }
+                // A whole number as the integer it is (42.0 as 42), whatever its JSON.
+                Some(Value::Number(n)) => match n.as_f64() {
+                    Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                        let _ = write!(out, "{}", f as i64);
+                    }
+                    _ => {
+                        let _ = write!(out, "{n}");
+                    }
+                },
                 Some(Value::Bool(b)) => {
                     let _ = write!(out, "{b}");
                 }

@@ -262,7 +262,7 @@ fn member_of(
         )))
         }
     };
-    if p.is_ref && !pattern::is_resource_name(&text) {
+    if p.is_ref && !pattern::is_valid_ref(&text) {
         return Err(ResError::InvalidParams(format!(
             "join: `presence.member` of {} gives a value that is not a valid resource name",
             res.pattern

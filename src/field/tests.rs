@@ -189,3 +189,59 @@ fn res_value_encoding() {
     assert_eq!(enc(FieldType::Ref, json!(null)), json!(null));
     assert_eq!(enc(FieldType::String, json!("x")), json!("x"));
 }
+
+#[test]
+fn references_the_gateway_would_refuse_are_refused() {
+    let f = field(FieldType::Ref);
+    for bad in [
+        "users.user.\u{0}",
+        "users.user.é",
+        "users.user.a b",
+        "users.*",
+        "users.user.1?x=2",
+    ] {
+        let e = f.from_wire(&json!({ "rid": bad })).unwrap_err();
+        assert!(e.contains("not a valid resource name"), "{bad:?}: {e}");
+    }
+    let long = format!("users.{}", "x".repeat(2_000));
+    assert!(f.from_wire(&json!({ "rid": long })).is_err());
+    assert_eq!(
+        f.from_wire(&json!({"rid": "users.user.42"})).unwrap(),
+        json!("users.user.42")
+    );
+}
+
+#[test]
+fn a_template_value_fills_one_part_of_a_reference() {
+    let f = FieldDef {
+        source: Some(Template::compile("users.user.{{token.userId}}").unwrap()),
+        writable: Writable::Never,
+        ..field(FieldType::Ref)
+    };
+    let render = |token: Value| {
+        let input = crate::template::TemplateInput {
+            cid: None,
+            token: Some(&token),
+            params: &[],
+            claims: None,
+        };
+        f.from_rendered(f.source.as_ref().unwrap().render(&input).unwrap())
+    };
+    assert_eq!(render(json!({"userId": 42})), Ok(json!("users.user.42")));
+    // A whole number written as a float is the integer it is.
+    assert_eq!(render(json!({"userId": 42.0})), Ok(json!("users.user.42")));
+    // A claim with dots would point at another resource.
+    let e = render(json!({"userId": "a.b.c"})).unwrap_err();
+    assert!(e.contains("name parts"), "{e}");
+    assert!(render(json!({"userId": "\u{1}"})).is_err());
+}
+
+#[test]
+fn errors_quote_a_long_template_value_only_in_part() {
+    let f = field(FieldType::Integer);
+    let e = f
+        .from_rendered(json!(format!("SECRET-{}", "y".repeat(900_000))))
+        .unwrap_err();
+    assert!(e.len() < 80, "{} bytes", e.len());
+    assert!(e.contains("SECRET-"), "{e}");
+}

@@ -306,3 +306,28 @@ fn a_logged_out_model_that_follows_the_token_is_named_so_a_later_login_reaches_i
         vec![change("session.user.c1", ann_user())]
     );
 }
+
+/// A token whose claim would make the `user` reference point somewhere else (a dot),
+/// or at something the gateway refuses, gives a null reference instead.
+#[test]
+fn a_token_that_renders_an_invalid_reference_gives_a_null_one() {
+    let mut t = T::new();
+    for (cid, user_id) in [
+        ("d1", json!("a.b.c")),
+        ("d2", json!("x\u{0}")),
+        ("d3", json!("é")),
+    ] {
+        t.token(
+            cid,
+            &json!({"token": {"userId": user_id, "name": "n"}}).to_string(),
+        );
+        let model = t.get(&format!("session.user.{cid}"));
+        assert_eq!(model["user"], Value::Null, "{cid}: {model}");
+        assert_eq!(model["name"], json!("n"));
+    }
+    t.token("d4", &json!({"token": {"userId": 7.0}}).to_string());
+    assert_eq!(
+        t.get("session.user.d4")["user"],
+        json!({"rid": "users.user.7"})
+    );
+}
