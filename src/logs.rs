@@ -70,6 +70,23 @@ impl Throttle {
 
 /// An error and its causes, each said once: a cause whose text the message already
 /// holds (libraries often repeat their source in their own message) is left out.
+/// The most characters of text from a client or token that a log line quotes.
+pub const EXCERPT_CHARS: usize = 120;
+
+/// `text` for a log line: as it is when short, else its first [`EXCERPT_CHARS`]
+/// characters and how long it was, so a client's megabyte never becomes a log line.
+pub fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => text.into(),
+        Some((cut, _)) => format!(
+            "{}... ({} characters in all)",
+            &text[..cut],
+            text.chars().count()
+        )
+        .into(),
+    }
+}
+
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut message = error.to_string();
     let mut cause = error.source();

@@ -476,3 +476,40 @@ async fn instances_running_different_configs_say_so_and_what_goes_unanswered() {
     drop(narrow_instance);
     drop(wide_instance);
 }
+
+/// A flood of malformed token events makes one warning line (with how many were left
+/// out to come), and a huge claim that breaks a template is quoted only in part.
+#[tokio::test]
+async fn client_values_stay_short_in_logs_and_floods_are_rate_limited() {
+    let logs = Logs::capture("info");
+    let server = NatsServer::start();
+    let yaml = format!(
+        "{SEED}  session.age.{{cid}}:\n    fields:\n      age: {{ type: integer, from: \"{{{{token.age}}}}\" }}\n    access:\n      get: 'true'\n"
+    );
+    let (connres, mut gw) = start(&server, &yaml).await;
+    let secret = format!("SECRET-{}", "y".repeat(200_000));
+    for i in 0..500 {
+        let body = bytes::Bytes::from(format!("{{\"token\": {secret}{i}}}"));
+        gw.client
+            .publish(format!("conn.m{i}.token"), body)
+            .await
+            .unwrap();
+    }
+    gw.token("a1", json!({"age": secret})).await;
+    gw.token_barrier().await;
+    let model = gw.get("session.age.a1").await;
+    assert_eq!(model["age"], Value::Null);
+    let malformed = logs.matching(&["ignored a malformed"]);
+    assert_eq!(malformed.len(), 1, "{} lines", malformed.len());
+    let template = logs.matching(&["from template value"]);
+    assert_eq!(template.len(), 1);
+    for line in logs.lines() {
+        assert!(
+            line.len() < 1_000,
+            "a {}-byte line: {}",
+            line.len(),
+            &line[..200]
+        );
+    }
+    connres.stop().await;
+}

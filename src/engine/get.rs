@@ -109,8 +109,9 @@ pub(super) fn model_values(
                 None => f.default.clone(),
                 Some(Ok(v)) => v,
                 Some(Err(e)) => {
-                    warn(warnings, &format!("{}/{}", res.pattern, f.name), || {
-                        tracing::warn!(resource = %res.pattern, field = %f.name, rid, "from template value {e}; the field takes its default")
+                    warn(warnings, &format!("{}/{}", res.pattern, f.name), |skipped| {
+                        let e = crate::logs::excerpt(&e).into_owned();
+                        tracing::warn!(resource = %res.pattern, field = %f.name, rid, skipped, "from template value {e}; the field takes its default (reported at most every 10s, `skipped` since the last line)")
                     });
                     f.default.clone()
                 }

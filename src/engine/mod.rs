@@ -364,8 +364,9 @@ impl<S: Store> Engine<S> {
         match rule.eval(input) {
             Ok(b) => b,
             Err(e) => {
-                self.warn(&format!("{}/{what}", res.pattern), || {
-                    tracing::warn!(resource = %res.pattern, rule = rule.source(), error = %e, "access rule `{what}` failed; denied")
+                self.warn(&format!("{}/{what}", res.pattern), |skipped| {
+                    let error = crate::logs::excerpt(&e.to_string()).into_owned();
+                    tracing::warn!(resource = %res.pattern, rule = rule.source(), error, skipped, "access rule `{what}` failed; denied (reported at most every 10s, `skipped` since the last line)")
                 });
                 false
             }
@@ -378,20 +379,21 @@ impl<S: Store> Engine<S> {
         match rule.eval(input) {
             Ok(b) => b,
             Err(e) => {
-                self.warn(&format!("{}/fields.{field}.writable", res.pattern), || {
-                    tracing::warn!(resource = %res.pattern, field, rule = rule.source(), error = %e, "`writable` rule of field `{field}` failed; denied")
+                self.warn(&format!("{}/fields.{field}.writable", res.pattern), |skipped| {
+                    let error = crate::logs::excerpt(&e.to_string()).into_owned();
+                    tracing::warn!(resource = %res.pattern, field, rule = rule.source(), error, skipped, "`writable` rule of field `{field}` failed; denied (reported at most every 10s, `skipped` since the last line)")
                 });
                 false
             }
         }
     }
 
-    fn warn(&self, key: &str, log: impl FnOnce()) {
+    fn warn(&self, key: &str, log: impl FnOnce(u64)) {
         warn(&self.warnings, key, log);
     }
 }
 
-fn warn(warnings: &Mutex<WarnLimiter>, key: &str, log: impl FnOnce()) {
+fn warn(warnings: &Mutex<WarnLimiter>, key: &str, log: impl FnOnce(u64)) {
     warnings
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -23,10 +23,10 @@ impl<S: Store> Engine<S> {
         events: &mut Events,
     ) -> bool {
         if check_cid(cid).is_err() {
-            tracing::warn!(
-                cid,
-                "ignored a token event for `{cid}`, which is not a connection ID"
-            );
+            self.warn("token-event/cid", |skipped| {
+                let cid = crate::logs::excerpt(cid);
+                tracing::warn!(%cid, skipped, "ignored a token event for `{cid}`, which is not a connection ID (reported at most every 10s, `skipped` since the last line)")
+            });
             return false;
         }
         match protocol::parse::<TokenEvent>(payload, "token event") {
@@ -60,14 +60,16 @@ impl<S: Store> Engine<S> {
                 true
             }
             Ok(TokenEvent { token: None, .. }) => {
-                tracing::warn!(
-                    cid,
-                    "ignored a conn.{cid}.token event without a `token` key (a logout sends \"token\": null)"
-                );
+                self.warn("token-event/no-token", |skipped| {
+                    tracing::warn!(cid, skipped, "ignored a conn.{cid}.token event without a `token` key (a logout sends \"token\": null; reported at most every 10s, `skipped` since the last line)")
+                });
                 false
             }
             Err(e) => {
-                tracing::warn!(cid, error = %e, "ignored a malformed conn.{cid}.token event");
+                self.warn("token-event/malformed", |skipped| {
+                    let error = crate::logs::excerpt(&e.to_string()).into_owned();
+                    tracing::warn!(cid, error, skipped, "ignored a malformed conn.{cid}.token event (reported at most every 10s, `skipped` since the last line)")
+                });
                 false
             }
         }
