@@ -143,11 +143,11 @@ pub(super) fn describe_error(reply: &[u8]) -> String {
     #[derive(Deserialize)]
     struct Body {
         code: String,
-        #[serde(default)]
-        message: String,
     }
+    // The code only: a message may quote what a client sent (a name, a field), and
+    // whoever may ask `$SRV.STATS` need not see it.
     match serde_json::from_slice::<Reply>(reply) {
-        Ok(Reply { error }) => format!("{}:{}", error.code, error.message),
-        Err(_) => String::from_utf8_lossy(reply).into_owned(),
+        Ok(Reply { error }) => crate::logs::excerpt(&error.code).into_owned(),
+        Err(_) => "an error reply that is not RES JSON".into(),
     }
 }
