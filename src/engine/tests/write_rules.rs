@@ -171,3 +171,17 @@ fn a_reset_is_decided_by_its_call_rule_alone() {
     assert_eq!(reply(&out), json!({"result": null}));
     assert_eq!(t.get(rid)["items"], json!(0));
 }
+
+/// A key named twice in a payload's object is read with its last value (as serde_json
+/// and Resgate's Go decoder read it), and what is applied is exactly that.
+#[test]
+fn a_key_named_twice_in_a_set_is_read_with_its_last_value() {
+    let mut t = T::new();
+    let payload = r#"{"cid":"c1","token":{"userId":1},"params":{"theme":"dark","theme":"light","fontSize":20}}"#;
+    let out = t.call("session.prefs.c1", "set", payload);
+    assert_eq!(reply(&out), json!({"result": null}));
+    assert_eq!(
+        t.get("session.prefs.c1"),
+        json!({"theme": "light", "fontSize": 20})
+    );
+}
