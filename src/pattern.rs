@@ -1,7 +1,10 @@
 //! Resource name patterns: `session.user.{cid}` parsed once, matched against resource
 //! names, turned into NATS subscription subjects and gateway reset patterns.
 
+use std::collections::HashMap;
 use std::fmt;
+
+use crate::config::excerpt;
 
 /// The capture the gateway fills with the connection ID.
 pub const CID: &str = "cid";
@@ -22,18 +25,19 @@ pub struct Pattern {
     cid_index: Option<usize>,
 }
 
-/// Why a pattern string is not a pattern.
+/// Why a pattern string is not a pattern. Messages quote the pattern and the part
+/// as short excerpts ([`excerpt`]): a key of a file that is not a config can be long.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatternError {
     #[error("resource pattern is empty")]
     Empty,
-    #[error("resource pattern `{0}` has an empty part (two dots in a row, or a leading or trailing dot)")]
+    #[error("resource pattern `{}` has an empty part (two dots in a row, or a leading or trailing dot)", excerpt(.0))]
     EmptyPart(String),
-    #[error("resource pattern `{pattern}`: part `{part}` must be a literal name or a whole `{{capture}}`")]
+    #[error("resource pattern `{}`: part `{}` must be a literal name or a whole `{{capture}}`", excerpt(.pattern), excerpt(.part))]
     BadPart { pattern: String, part: String },
-    #[error("resource pattern `{pattern}`: capture `{{{name}}}` must be a name of letters, digits and `_`")]
+    #[error("resource pattern `{}`: capture `{{{}}}` must be a name of letters, digits and `_`", excerpt(.pattern), excerpt(.name))]
     BadCapture { pattern: String, name: String },
-    #[error("resource pattern `{pattern}`: capture `{{{name}}}` appears twice")]
+    #[error("resource pattern `{}`: capture `{{{}}}` appears twice", excerpt(.pattern), excerpt(.name))]
     DuplicateCapture { pattern: String, name: String },
 }
 
@@ -204,6 +208,150 @@ impl Pattern {
     }
 }
 
+/// Patterns that do not overlap each other, numbered in the order they were added, to
+/// find the first that a new pattern overlaps without comparing it with every one.
+///
+/// A tree over the parts, one per part count, where every capture is one child (any
+/// capture matches what any other does): a literal part follows its own child and the
+/// capture child, a capture part every child, and a branch is left out once it holds no
+/// pattern added before the best found. Before the walk, a pattern is let go at once
+/// when one of its literal parts meets neither that literal nor a capture at its place
+/// in any pattern added (so `{tenant}.orders.{id}` costs nothing beside thousands of
+/// `app1.model.{cid}`). Finding costs the branches that can match, not the number of
+/// patterns. The nodes are in one list (children by index), so that neither finding
+/// nor dropping recurses, however many parts a pattern has.
+#[derive(Debug, Default)]
+pub struct OverlapIndex {
+    nodes: Vec<Node>,
+    /// The root of each part count's tree.
+    roots: FastMap<usize, usize>,
+    /// What each place (part count, index) holds in some pattern: a literal or a
+    /// capture, by hash ([`OverlapIndex::place`]). A collision only spares a pattern
+    /// the quick refusal.
+    held: std::collections::HashSet<u64, foldhash::fast::RandomState>,
+    hasher: foldhash::fast::RandomState,
+}
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+#[derive(Debug)]
+struct Node {
+    /// The first pattern (by number) through this node: patterns are numbered in
+    /// the order they are added, so it is the one that made the node.
+    first: usize,
+    literals: FastMap<String, usize>,
+    capture: Option<usize>,
+    /// The pattern that ends here.
+    end: Option<usize>,
+}
+
+impl Node {
+    fn new(first: usize) -> Node {
+        Node {
+            first,
+            literals: FastMap::default(),
+            capture: None,
+            end: None,
+        }
+    }
+}
+
+impl OverlapIndex {
+    /// The lowest-numbered pattern added that overlaps `pattern` (see
+    /// [`Pattern::overlaps`]).
+    pub fn first_overlap(&self, pattern: &Pattern) -> Option<usize> {
+        let parts = pattern.parts();
+        let len = parts.len();
+        let root = *self.roots.get(&len)?;
+        let unmatched = parts.iter().enumerate().any(|(i, part)| match part {
+            Part::Literal(l) => {
+                !self.held.contains(&self.place(len, i, None))
+                    && !self.held.contains(&self.place(len, i, Some(l)))
+            }
+            Part::Capture(_) => false,
+        });
+        if unmatched {
+            return None;
+        }
+        let mut best: Option<usize> = None;
+        let mut stack = vec![(root, 0)];
+        while let Some((at, depth)) = stack.pop() {
+            let node = &self.nodes[at];
+            if best.is_some_and(|b| node.first >= b) {
+                continue;
+            }
+            let Some(part) = parts.get(depth) else {
+                if let Some(end) = node.end {
+                    best = Some(best.map_or(end, |b| b.min(end)));
+                }
+                continue;
+            };
+            if let Some(capture) = node.capture {
+                stack.push((capture, depth + 1));
+            }
+            match part {
+                Part::Literal(l) => {
+                    if let Some(&child) = node.literals.get(l) {
+                        stack.push((child, depth + 1));
+                    }
+                }
+                Part::Capture(_) => {
+                    stack.extend(node.literals.values().map(|&child| (child, depth + 1)))
+                }
+            }
+        }
+        best
+    }
+
+    /// A place of a pattern of `len` parts, index `i`, holding a literal (or `None`, a
+    /// capture), as a hash.
+    fn place(&self, len: usize, i: usize, literal: Option<&str>) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one((len, i, literal))
+    }
+
+    /// Adds a pattern that overlaps none added before, numbered `n` (greater than every
+    /// number before).
+    pub fn insert(&mut self, pattern: &Pattern, n: usize) {
+        let len = pattern.parts().len();
+        let mut at = match self.roots.get(&len) {
+            Some(&root) => root,
+            None => {
+                self.nodes.push(Node::new(n));
+                self.roots.insert(len, self.nodes.len() - 1);
+                self.nodes.len() - 1
+            }
+        };
+        for (i, part) in pattern.parts().iter().enumerate() {
+            let next = match part {
+                Part::Literal(l) => {
+                    self.held.insert(self.place(len, i, Some(l)));
+                    self.nodes[at].literals.get(l).copied()
+                }
+                Part::Capture(_) => {
+                    self.held.insert(self.place(len, i, None));
+                    self.nodes[at].capture
+                }
+            };
+            at = match next {
+                Some(child) => child,
+                None => {
+                    let child = self.nodes.len();
+                    self.nodes.push(Node::new(n));
+                    match part {
+                        Part::Literal(l) => {
+                            self.nodes[at].literals.insert(l.clone(), child);
+                        }
+                        Part::Capture(_) => self.nodes[at].capture = Some(child),
+                    }
+                    child
+                }
+            };
+        }
+        self.nodes[at].end.get_or_insert(n);
+    }
+}
+
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.source)
@@ -337,6 +485,66 @@ mod tests {
         assert!(!a.overlaps(&c));
         assert!(!a.overlaps(&d));
         assert!(b.overlaps(&c));
+    }
+
+    /// The index finds what comparing with every pattern added finds: the first that
+    /// overlaps.
+    #[test]
+    fn the_overlap_index_finds_the_first_overlapping_pattern() {
+        use proptest::prelude::*;
+        let part = prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("c".to_string()),
+            Just("{x}".to_string()),
+        ];
+        let pattern = prop::collection::vec(part, 1..4).prop_map(|parts| {
+            // Captures renamed apart, as a pattern needs them.
+            let parts: Vec<String> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    if p == "{x}" {
+                        format!("{{x{i}}}")
+                    } else {
+                        p.clone()
+                    }
+                })
+                .collect();
+            Pattern::parse(&parts.join(".")).unwrap()
+        });
+        proptest!(|(patterns in prop::collection::vec(pattern, 1..40))| {
+            let mut index = OverlapIndex::default();
+            let mut added: Vec<&Pattern> = Vec::new();
+            for p in &patterns {
+                let expected = added.iter().position(|a| a.overlaps(p));
+                prop_assert_eq!(index.first_overlap(p), expected, "{}", p);
+                if expected.is_none() {
+                    index.insert(p, added.len());
+                    added.push(p);
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn a_pattern_of_very_many_parts_is_indexed_without_recursion() {
+        let long = Pattern::parse(&vec!["a"; 200_000].join(".")).unwrap();
+        let mut index = OverlapIndex::default();
+        assert_eq!(index.first_overlap(&long), None);
+        index.insert(&long, 0);
+        let other = Pattern::parse(&format!("{}.{{x}}", vec!["a"; 199_999].join("."))).unwrap();
+        assert_eq!(index.first_overlap(&other), Some(0));
+    }
+
+    #[test]
+    fn errors_quote_long_patterns_short() {
+        let long = format!("{}.x{{cid}}", "a".repeat(1000));
+        let message = Pattern::parse(&long).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!("resource pattern `{}...`: part `x{{cid}}` must be a literal name or a whole `{{capture}}`", "a".repeat(60))
+        );
     }
 
     #[test]

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use super::yaml::{Key, Kind, Pos, Yaml};
 use super::{
-    suggestion, Access, ApiSettings, Config, ConfigError, Resource, Site, Sites,
+    excerpt, suggestion, Access, ApiSettings, Config, ConfigError, Resource, Site, Sites,
     DEFAULT_API_PREFIX, RESERVED_SUBJECT_ROOTS, VERSION,
 };
-use crate::pattern::{Part, Pattern};
+use crate::pattern::{OverlapIndex, Part, Pattern};
 use crate::rule::{Rule, Schema};
 use crate::template::Template;
 
@@ -123,7 +123,7 @@ impl Compiler {
                 };
                 self.error(
                     key.pos,
-                    format!("unknown key `{}` in {what}{hint}", key.name),
+                    format!("unknown key `{}` in {what}{hint}", excerpt(&key.name)),
                 );
             }
         }
@@ -252,7 +252,7 @@ impl Compiler {
                 v.pos,
                 format!(
                     "unsupported version {}: this build reads version {VERSION}",
-                    v.to_json()
+                    excerpt(&v.to_json().to_string())
                 ),
             ),
         }
@@ -307,9 +307,13 @@ impl Compiler {
     }
 
     /// The `resources:` blocks of every file, as one list; a pattern that overlaps one
-    /// declared before (in this file or an earlier one) is an error naming both.
+    /// declared before (in this file or an earlier one) is an error naming both (the
+    /// first declared, when it overlaps several).
     fn resources(&mut self, blocks: &[(&Option<String>, &Yaml)]) -> Vec<Arc<Resource>> {
         let mut out: Vec<(Option<String>, Pos, Arc<Resource>)> = Vec::new();
+        // The patterns of `out`, by their place in it: finding an overlap costs what
+        // can match, not a comparison with every pattern declared before.
+        let mut declared = OverlapIndex::default();
         for (file, node) in blocks {
             self.file = (*file).clone();
             let Kind::Map(entries) = &node.kind else {
@@ -330,7 +334,7 @@ impl Compiler {
                         continue;
                     }
                 };
-                let overlap = out.iter().find(|(.., r)| r.pattern.overlaps(&pattern));
+                let overlap = declared.first_overlap(&pattern).map(|i| &out[i]);
                 if let Some((other_file, pos, other)) = overlap {
                     let at = match other_file {
                         Some(f) if f != self.file.as_deref().unwrap_or_default() => {
@@ -347,6 +351,7 @@ impl Compiler {
                     continue;
                 }
                 if let Some(resource) = self.resource(key, pattern, value) {
+                    declared.insert(&resource.pattern, out.len());
                     out.push((self.file.clone(), key.pos, Arc::new(resource)));
                 }
             }

@@ -1,6 +1,7 @@
 //! Config errors: every problem found in a file, each with its place, printed as
 //! `file:line:col: message`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::yaml::Pos;
@@ -55,8 +56,29 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// The most characters of a file's own text (a key, a value, a pattern) that an error
+/// message quotes: a file that is not a config (a password file, say, whose lines read
+/// as keys) is never echoed at length.
+pub const EXCERPT_CHARS: usize = 60;
+
+/// Text from a config file as error messages quote it: whole when short, else its
+/// first [`EXCERPT_CHARS`] characters and `...`.
+pub fn excerpt(text: &str) -> Cow<'_, str> {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => Cow::Borrowed(text),
+        Some((end, _)) => Cow::Owned(format!("{}...", &text[..end])),
+    }
+}
+
+/// Names longer than this are no misspelling of an allowed one, and are not compared
+/// (the comparison's cost grows with the product of the lengths).
+const MAX_SUGGESTED: usize = 256;
+
 /// A "did you mean" hint for a misspelt name, from the names allowed at that place.
 pub fn suggestion(name: &str, allowed: &[&str]) -> Option<String> {
+    if name.len() > MAX_SUGGESTED {
+        return None;
+    }
     let near = allowed
         .iter()
         .map(|a| (strsim::damerau_levenshtein(name, a), *a))
@@ -87,5 +109,14 @@ mod tests {
         let types = ["string", "integer", "number", "boolean", "ref", "data"];
         assert_eq!(suggestion("int", &types), Some("integer".into()));
         assert_eq!(suggestion("bool", &types), Some("boolean".into()));
+        assert_eq!(suggestion(&"type".repeat(1000), &keys), None);
+    }
+
+    #[test]
+    fn excerpts_are_short() {
+        assert_eq!(excerpt("resources"), "resources");
+        let long = "é".repeat(61);
+        assert_eq!(excerpt(&long), format!("{}...", "é".repeat(60)));
+        assert_eq!(excerpt(&"é".repeat(60)), "é".repeat(60));
     }
 }

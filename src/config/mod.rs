@@ -19,13 +19,13 @@ use std::time::Duration;
 
 pub use auth::{AuthName, AuthSettings, JwtPlace, Method, MethodAction, TokenShape};
 pub use diff::{diff, ConfigDiff};
-pub use error::{suggestion, ConfigError, ConfigErrors};
+pub use error::{excerpt, suggestion, ConfigError, ConfigErrors};
 pub use nats::{
     split_urls, NatsAuth, NatsOverrides, NatsSettings, ReconnectSettings, Secret, TlsSettings,
     DEFAULT_NATS_URL, DEFAULT_QUEUE_GROUP,
 };
 pub use resource::{Access, CallAccess, Resource, Site, Sites};
-pub use source::{is_config_file, SourceFile, Sources};
+pub use source::{is_config_file, SourceFile, Sources, MAX_DIR_BYTES, MAX_FILE_BYTES};
 #[cfg(test)]
 pub(crate) use state::STATE_KEYS;
 pub(crate) use state::STORES;
@@ -147,13 +147,16 @@ impl Config {
         if c.errors.is_empty() {
             config.ok_or_else(|| fail(Vec::new()))
         } else {
+            // By file (a map: a directory may hold many), then place.
+            let index: HashMap<&str, usize> = sources
+                .files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name.as_str(), i))
+                .collect();
             let order = |e: &ConfigError| {
-                let file = e.file.as_deref();
-                let index = sources
-                    .files
-                    .iter()
-                    .position(|f| Some(f.name.as_str()) == file);
-                (index, e.pos)
+                let file = e.file.as_deref().and_then(|f| index.get(f).copied());
+                (file, e.pos)
             };
             c.errors.sort_by_key(order);
             Err(fail(c.errors))

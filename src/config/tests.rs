@@ -222,3 +222,73 @@ fn what_a_call_writes_is_read_as_the_model_would_hold_it() {
         .call_values("set", Some(&serde_json::json!(5)))
         .is_empty());
 }
+
+/// What a config file quotes of itself in errors is a short excerpt: a file that is not
+/// YAML (a password file, say, whose lines read as keys) is never echoed at length.
+#[test]
+fn errors_quote_keys_and_values_only_in_short_excerpts() {
+    // A YAML key is at most 1,024 characters, unless written as an explicit `? key`.
+    let long = "x".repeat(1000);
+    let shadow =
+        format!("postgres:{long}:20593:\nroot:{long}:1:\nroot:{long}:1:\n? {long}{long}\n: 1\n");
+    let bad_pattern = format!(
+        "version: 1\nresources:\n  {long}.{{c-d}}:\n    fields: {{}}\n  a.{{cid}}:\n    fields: {{}}\n    {long}: 1\n"
+    );
+    let bad_version = format!("version: {long}\nresources:\n  a.{{cid}}:\n    fields: {{}}\n");
+    for text in [shadow, bad_pattern, bad_version] {
+        let e = Config::parse("f.yaml", &text).unwrap_err();
+        assert!(!e.errors.is_empty());
+        for line in e.lines() {
+            assert!(line.len() < 250, "{} chars: {line}", line.len());
+            assert!(!line.contains(&"x".repeat(61)), "{line}");
+        }
+        assert!(e.lines().iter().any(|l| l.contains("x...")), "{e}");
+    }
+    // A short key is quoted whole, as before.
+    let e = Config::parse("f.yaml", "version: 1\nresourses: {}\n").unwrap_err();
+    assert!(
+        e.lines()
+            .iter()
+            .any(|l| l
+                .contains("unknown key `resourses` in the top level; did you mean `resources`?")),
+        "{e}"
+    );
+}
+
+/// Many resources that do not overlap, and one pair that does: exactly that pair is
+/// reported, as it always was.
+#[test]
+fn among_many_resources_the_one_overlapping_pair_is_reported() {
+    let mut yaml = String::from("version: 1\nresources:\n");
+    for i in 0..3000 {
+        yaml.push_str(&format!(
+            "  app{i}.model.{{cid}}:\n    fields: {{}}\n  \"{{kind}}.list{i}.{{cid}}\":\n    fields: {{}}\n  app{i}:\n    fields: {{}}\n"
+        ));
+    }
+    let line = yaml.lines().count() + 1;
+    yaml.push_str("  app1234.model.{id}:\n    fields: {}\n");
+    let first = yaml
+        .lines()
+        .position(|l| l == "  app1234.model.{cid}:")
+        .unwrap()
+        + 1;
+    let e = Config::parse("r.yaml", &yaml).unwrap_err();
+    assert_eq!(
+        e.lines(),
+        [format!("r.yaml:{line}:3: resource pattern `app1234.model.{{id}}` overlaps `app1234.model.{{cid}}` (line {first}): both match names like `app1234.model.<id>`")]
+    );
+    // A pattern that overlaps several is reported against the first declared.
+    let mut yaml = String::from("version: 1\nresources:\n");
+    for i in 0..100 {
+        yaml.push_str(&format!("  app{i}.model.{{cid}}:\n    fields: {{}}\n"));
+    }
+    yaml.push_str("  \"{a}.{b}.c1\":\n    fields: {}\n  app7.{b}.{c}:\n    fields: {}\n");
+    let e = Config::parse("r.yaml", &yaml).unwrap_err();
+    assert_eq!(
+        e.lines(),
+        [
+            "r.yaml:203:3: resource pattern `{a}.{b}.c1` overlaps `app0.model.{cid}` (line 3): both match names like `app0.model.c1`",
+            "r.yaml:205:3: resource pattern `app7.{b}.{c}` overlaps `app7.model.{cid}` (line 17): both match names like `app7.model.<c>`",
+        ]
+    );
+}

@@ -110,12 +110,17 @@ pub fn parse(source: &str) -> Result<(Yaml, Vec<SyntaxError>), SyntaxError> {
     };
     // The loader stops at the first duplicate: each one found is renamed in a copy of
     // the text (same length, so later positions hold) and the copy loaded again.
+    // Without duplicates (the usual case) the first load is the tree itself.
     let mut duplicates = Vec::new();
-    let mut probe: Vec<char> = source.chars().collect();
+    let strict = || options().error_on_duplicate_keys(true);
+    let mut probe: Vec<char> = match marked_yaml::parse_yaml_with_options(0, source, strict()) {
+        Ok(node) => return Ok((convert(&node), duplicates)),
+        Err(LoadError::DuplicateKey(_)) => source.chars().collect(),
+        Err(e) => return Err(at_tag(source, load_error(e))),
+    };
     for round in 0..MAX_DUPLICATES {
         let text: String = probe.iter().collect();
-        let strict = options().error_on_duplicate_keys(true);
-        match marked_yaml::parse_yaml_with_options(0, &text, strict) {
+        match marked_yaml::parse_yaml_with_options(0, &text, strict()) {
             Ok(_) => break,
             Err(LoadError::DuplicateKey(inner)) => {
                 let start = inner.key.span().start().copied();
@@ -200,7 +205,7 @@ fn load_error(e: LoadError) -> SyntaxError {
             inner.key.span().start().copied(),
             format!(
                 "duplicate key `{}` (first defined at {})",
-                inner.key.as_str(),
+                super::excerpt(inner.key.as_str()),
                 inner
                     .prev_key
                     .span()

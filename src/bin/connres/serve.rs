@@ -40,7 +40,7 @@ pub fn serve(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         // Handlers go in before the service announces itself, so no signal is missed.
         let shutdown = shutdown_signal()?;
         // Bound first: a taken port is an error at start, not a silent gap in metrics.
@@ -59,8 +59,17 @@ pub fn serve(
         }
         service.run(shutdown).await?;
         Ok(())
-    })
+    });
+    // Dropping the runtime would wait for whatever runs on its blocking threads, such as
+    // a reload reading the config (bounded by the size limits, but on a hung file
+    // system not even that): once the service has stopped, nothing there is owed.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    served
 }
+
+/// How long, once the service has stopped, work on the runtime's blocking threads may
+/// go on before the process exits without it.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A future that resolves on SIGTERM or SIGINT; the handlers are installed at once.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
