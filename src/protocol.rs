@@ -469,6 +469,30 @@ pub fn system_reset(resources: &[String], access: &[String]) -> (String, Bytes) 
     )
 }
 
+/// How many bytes `value` takes as compact JSON, counted without making the text.
+pub fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// The error of a request whose token is over `state.max_token_bytes`.
+pub fn token_too_big(len: usize, max: usize) -> ResError {
+    ResError::InvalidParams(format!(
+        "the token is {len} bytes of JSON, over state.max_token_bytes ({max})"
+    ))
+}
+
 pub(crate) fn to_bytes<T: Serialize>(value: &T) -> Bytes {
     // Serializing these types into a Vec cannot fail: all keys are strings.
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())

@@ -10,6 +10,7 @@ use super::{DEFAULT_IDLE_TTL, DEFAULT_MAX_ENTRIES};
 pub(crate) const STATE_KEYS: &[&str] = &[
     "idle_ttl",
     "max_entries",
+    "max_token_bytes",
     "store",
     "bucket",
     "replicas",
@@ -20,6 +21,11 @@ pub(crate) const STATE_KEYS: &[&str] = &[
 pub(crate) const STORES: &[&str] = &["memory", "nats"];
 /// Keys that only mean something with `store: nats`.
 const SHARED_KEYS: &[&str] = &["bucket", "replicas", "partitions", "lease"];
+
+/// Default `state.max_token_bytes`: a token of a few dozen claims, not a document.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// The largest `state.max_token_bytes`.
+pub const MAX_TOKEN_BYTES_LIMIT: usize = 1024 * 1024;
 
 /// Default `state.bucket`.
 pub const DEFAULT_BUCKET: &str = "connres";
@@ -43,6 +49,9 @@ pub struct StateSettings {
     /// The most models kept; past it the least recently touched connection goes first.
     /// With `store: nats`, per instance (over the partitions it owns).
     pub max_entries: usize,
+    /// The largest token (as JSON) a connection may have: a token event with a larger
+    /// one is ignored, a request carrying one is refused.
+    pub max_token_bytes: usize,
     pub store: StoreSettings,
 }
 
@@ -51,6 +60,7 @@ impl Default for StateSettings {
         StateSettings {
             idle_ttl: DEFAULT_IDLE_TTL,
             max_entries: DEFAULT_MAX_ENTRIES,
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             store: StoreSettings::Memory,
         }
     }
@@ -138,6 +148,13 @@ impl Compiler {
                 "max_entries" => {
                     if let Some(n) = self.count(value, "`state.max_entries`", usize::MAX) {
                         out.max_entries = n;
+                    }
+                }
+                "max_token_bytes" => {
+                    if let Some(n) =
+                        self.count(value, "`state.max_token_bytes`", MAX_TOKEN_BYTES_LIMIT)
+                    {
+                        out.max_token_bytes = n;
                     }
                 }
                 "store" => match self.string(value, "`state.store`") {

@@ -40,6 +40,7 @@ fn state_settings_have_production_defaults_and_can_be_set() {
         StateSettings {
             idle_ttl: std::time::Duration::from_secs(30 * 60),
             max_entries: 50_000,
+            max_token_bytes: crate::config::state::DEFAULT_MAX_TOKEN_BYTES,
             store: StoreSettings::Memory,
         }
     );

@@ -54,6 +54,7 @@ impl<S: Store> Engine<S> {
             true => protocol::parse::<TokenOf>(payload, "access request")?.token,
             false => None,
         };
+        check_token_size(config, sent.as_ref())?;
         let token = match (needed, &req.token) {
             (true, _) => sent.as_ref().filter(|t| !t.is_null()),
             (false, Some(_)) => Some(&SOME_TOKEN),
@@ -212,4 +213,14 @@ fn denials(res: &Resource, rid: &str, cid: &str, get: bool, call: Option<&str>) 
             "access denied"
         }
     );
+}
+
+/// A token from a request over `state.max_token_bytes` is refused before anything reads
+/// or keeps it.
+pub(super) fn check_token_size(config: &Config, token: Option<&Value>) -> Result<(), ResError> {
+    let max = config.state.max_token_bytes;
+    match token.map(protocol::json_len) {
+        Some(len) if len > max => Err(protocol::token_too_big(len, max)),
+        _ => Ok(()),
+    }
 }

@@ -30,6 +30,15 @@ impl<S: Store> Engine<S> {
             return false;
         }
         match protocol::parse::<TokenEvent>(payload, "token event") {
+            Ok(TokenEvent {
+                token: Some(token), ..
+            }) if protocol::json_len(&token) > config.state.max_token_bytes => {
+                let (len, max) = (protocol::json_len(&token), config.state.max_token_bytes);
+                self.warn("token-event/too-big", |skipped| {
+                    tracing::warn!(cid, len, max, skipped, "ignored a conn.{cid}.token event whose token is over state.max_token_bytes (reported at most every 10s, `skipped` since the last line)")
+                });
+                false
+            }
             Ok(event @ TokenEvent { token: Some(_), .. }) => {
                 // What the event says beside the token (a logout says nothing of it).
                 let logged_in = !matches!(event.token, Some(Value::Null));

@@ -75,6 +75,7 @@ impl<S: Store> Engine<S> {
             true => protocol::parse::<TokenOf>(payload, "call request")?.token,
             false => None,
         };
+        super::access::check_token_size(config, sent.as_ref())?;
         let sent = sent.as_ref().filter(|t| !t.is_null());
         // A call changes state, so its rules hold against the token the service knows
         // now: the confirmed record's, not a stale one the request may carry.

@@ -145,6 +145,10 @@ struct State {
     /// The most models kept; past it, the least recently touched connection goes first.
     #[schemars(extend("default" = DEFAULT_MAX_ENTRIES))]
     max_entries: Count,
+    /// The largest token a connection may have, in bytes of JSON (1 to 1048576): a
+    /// token event with a larger one is ignored, and a request carrying one is refused.
+    #[schemars(extend("default" = crate::config::state::DEFAULT_MAX_TOKEN_BYTES, "maximum" = crate::config::state::MAX_TOKEN_BYTES_LIMIT))]
+    max_token_bytes: Count,
     /// Where state lives: `memory` (this process; one instance per NATS cluster) or
     /// `nats` (a JetStream key-value bucket shared by every instance using it, one
     /// owner per partition). Takes effect on restart.

@@ -331,3 +331,32 @@ fn a_token_that_renders_an_invalid_reference_gives_a_null_one() {
         json!({"rid": "users.user.7"})
     );
 }
+
+/// A token over `state.max_token_bytes` is never kept: its token event is ignored, and
+/// a request carrying it is refused, so no connection's record grows with it.
+#[test]
+fn a_token_over_max_token_bytes_is_ignored_or_refused_and_never_kept() {
+    let mut t = T::with_state("state: { max_token_bytes: 1000 }\n");
+    let big = json!({"userId": 1, "blob": "x".repeat(2_000)});
+    let out = t.handle(Request::Token {
+        cid: "b1",
+        payload: json!({ "token": big }).to_string().as_bytes(),
+    });
+    assert_eq!(out.status, Status::Ignored);
+    assert!(t.engine.store().connection("b1").is_none());
+    // Through an access request for an unknown connection, and a call.
+    let access = json!({"cid": "b2", "token": big}).to_string();
+    let out = t.access("session.user.b2", &access);
+    assert_eq!(error_code(&out), "system.invalidParams");
+    assert!(error_message(&out).contains("over state.max_token_bytes (1000)"));
+    let call = json!({"cid": "b2", "token": big, "params": {"theme": "dark"}}).to_string();
+    let out = t.call("session.prefs.b2", "set", &call);
+    assert!(error_message(&out).contains("max_token_bytes"));
+    assert!(t.engine.store().connection("b2").is_none());
+    // Under the limit: as ever.
+    t.token(
+        "b3",
+        &json!({"token": {"userId": 3, "name": "n"}}).to_string(),
+    );
+    assert_eq!(t.get("session.user.b3")["id"], json!(3));
+}
