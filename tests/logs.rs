@@ -495,7 +495,9 @@ async fn client_values_stay_short_in_logs_and_floods_are_rate_limited() {
             .await
             .unwrap();
     }
-    gw.token("a1", json!({"age": secret})).await;
+    // Under state.max_token_bytes (16 KiB), far over what a line may quote.
+    let claim = format!("SECRET-{}", "z".repeat(10_000));
+    gw.token("a1", json!({ "age": claim })).await;
     gw.token_barrier().await;
     let model = gw.get("session.age.a1").await;
     assert_eq!(model["age"], Value::Null);
