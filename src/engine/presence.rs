@@ -188,10 +188,10 @@ impl<S: Store> Engine<S> {
 
     /// The backend's reset of a presence list: every member goes, from the last.
     pub(super) fn presence_reset(&mut self, res: &Resource, rid: &str, events: &mut Events) {
-        let Some(w) = self.store.shared(rid).cloned() else {
+        let Some(w) = self.store.shared(rid) else {
             return;
         };
-        self.presence_gone(rid, &w);
+        forget_list(&mut self.presence, rid, w);
         let changes = self
             .store
             .update_shared(rid, self.now, |w| w.members_mut().clear());
@@ -200,11 +200,7 @@ impl<S: Store> Engine<S> {
 
     /// Forgets what the index says of a list that went (dropped, reset, reloaded).
     pub(super) fn presence_gone(&mut self, rid: &str, written: &Written) {
-        if let Written::Presence(m) = written {
-            for (cid, ..) in m.each_connection() {
-                self.presence.remove(cid, rid);
-            }
-        }
+        forget_list(&mut self.presence, rid, written);
     }
 
     /// Makes the index again from the lists in the store (after a reload).
@@ -232,6 +228,15 @@ impl<S: Store> Engine<S> {
                 Change::Added(idx) => protocol::add_event(rid, &c.item, &members[idx], idx),
                 Change::Removed(idx) => protocol::remove_event(rid, idx),
             });
+        }
+    }
+}
+
+/// Takes a list's connections out of the index (the list went).
+fn forget_list(index: &mut PresenceIndex, rid: &str, written: &Written) {
+    if let Written::Presence(m) = written {
+        for (cid, ..) in m.each_connection() {
+            index.remove(cid, rid);
         }
     }
 }

@@ -29,11 +29,11 @@ impl<S: Store> Engine<S> {
             });
             return false;
         }
+        let max = config.state.max_token_bytes;
+        let size = |event: &TokenEvent| event.token.as_ref().map_or(0, protocol::json_len);
         match protocol::parse::<TokenEvent>(payload, "token event") {
-            Ok(TokenEvent {
-                token: Some(token), ..
-            }) if protocol::json_len(&token) > config.state.max_token_bytes => {
-                let (len, max) = (protocol::json_len(&token), config.state.max_token_bytes);
+            Ok(event) if size(&event) > max => {
+                let len = size(&event);
                 self.warn("token-event/too-big", |skipped| {
                     tracing::warn!(cid, len, max, skipped, "ignored a conn.{cid}.token event whose token is over state.max_token_bytes (reported at most every 10s, `skipped` since the last line)")
                 });
