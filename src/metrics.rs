@@ -440,6 +440,11 @@ impl Metrics {
             expired.clone(),
         );
         registry.register(
+            "connres_rule_budget_exceeded",
+            "Rule evaluations that ran out of steps (each denied)",
+            crate::rule::OVER_BUDGET.clone(),
+        );
+        registry.register(
             "connres_config_generation",
             "Configs put in force since start (1 for the first)",
             generation.clone(),

@@ -67,6 +67,9 @@ pub(crate) struct Compiler {
     methods: &'static [&'static str],
     /// The config's state is shared (`state.store: nats`).
     shared: bool,
+    /// The most items a list a rule reads may hold, for its cost estimate (from
+    /// `state.max_token_bytes`).
+    pub(super) input_items: u64,
 }
 
 impl Default for Compiler {
@@ -80,6 +83,7 @@ impl Default for Compiler {
             sites: Vec::new(),
             methods: super::METHODS,
             shared: false,
+            input_items: crate::rule::input_items(super::state::DEFAULT_MAX_TOKEN_BYTES),
         }
     }
 }
@@ -265,6 +269,7 @@ impl Compiler {
         let state = get(self, "state")
             .map(|s| self.state(s))
             .unwrap_or_default();
+        self.input_items = crate::rule::input_items(state.max_token_bytes);
         let auth = get(self, "auth").map(|a| self.auth(a)).unwrap_or_default();
         self.shared = state.store.shared().is_some();
         let blocks: Vec<(&Option<String>, &Yaml)> = found

@@ -30,8 +30,8 @@ pub use source::{is_config_file, SourceFile, Sources, MAX_DIR_BYTES, MAX_FILE_BY
 pub(crate) use state::STATE_KEYS;
 pub(crate) use state::STORES;
 pub use state::{
-    SharedStore, StateSettings, StoreSettings, DEFAULT_BUCKET, DEFAULT_LEASE, DEFAULT_PARTITIONS,
-    MAX_PARTITIONS,
+    SharedStore, StateSettings, StoreSettings, DEFAULT_BUCKET, DEFAULT_LEASE,
+    DEFAULT_MAX_TOKEN_BYTES, DEFAULT_PARTITIONS, MAX_PARTITIONS,
 };
 pub use yaml::Pos;
 

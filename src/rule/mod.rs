@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 
 use cel::{Context, Env, Program};
+use prometheus_client::metrics::counter::Counter;
 use serde_json::{Map, Value};
 
 /// The variables a rule may read. `values` and `fields` describe a call: only the
@@ -23,6 +24,7 @@ const VALUES: usize = 5;
 const FIELDS: usize = 6;
 
 mod check;
+mod cost;
 mod native;
 mod reads;
 
@@ -66,7 +68,15 @@ pub struct RuleInput<'a> {
 }
 
 impl Rule {
+    /// Compiles a rule for input of the default sizes (see [`Rule::compile_for`]).
     pub fn compile(source: &str) -> Result<Rule, RuleError> {
+        Rule::compile_for(source, input_items(crate::config::DEFAULT_MAX_TOKEN_BYTES))
+    }
+
+    /// Compiles a rule whose input lists (from the token, the model, a call) hold at most
+    /// `input_items` items: a rule whose estimated cost (see [`cost`]) passes
+    /// [`MAX_STEPS`] is refused.
+    pub fn compile_for(source: &str, input_items: u64) -> Result<Rule, RuleError> {
         if source.len() > MAX_LENGTH {
             return Err(RuleError {
                 message: format!(
@@ -121,6 +131,24 @@ impl Rule {
                 message: format!(
                     "rule reads unknown variable `{var}` (rules can read {}){hint}",
                     VARIABLES.join(", ")
+                ),
+                pos: None,
+            });
+        }
+        let steps = cost::estimate(program.expression(), input_items);
+        if steps > MAX_STEPS {
+            return Err(RuleError {
+                message: format!(
+                    "rule may take {} steps in one evaluation, over the budget of {MAX_STEPS}: \
+                     comprehensions (all, exists, exists_one, map, filter) multiply, and a list \
+                     read from the token, the model or a call may hold {input_items} items; \
+                     iterate smaller lists, test membership with `x in list`, lower \
+                     state.max_token_bytes, or split the rule",
+                    if steps == u64::MAX {
+                        "more than 10^19".to_string()
+                    } else {
+                        steps.to_string()
+                    }
                 ),
                 pos: None,
             });
@@ -228,7 +256,14 @@ impl Rule {
                 .collect();
             ctx.add_variable_from_value(VARIABLES[FIELDS], cel::Value::List(Arc::new(names)));
         }
-        match self.program.execute(&ctx) {
+        let (result, spent) = cel::budget::run(MAX_STEPS, || self.program.execute(&ctx));
+        if spent.exhausted {
+            OVER_BUDGET.inc();
+            return Err(format!(
+                "rule ran out of steps: its evaluation passed the budget of {MAX_STEPS} steps"
+            ));
+        }
+        match result {
             Ok(cel::Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!("rule gave {other:?}, not a boolean")),
             Err(e) => Err(e.to_string()),
@@ -260,6 +295,20 @@ fn to_cel_map(map: &Map<String, Value>) -> cel::Value {
         .collect();
     cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
 }
+
+/// The steps one evaluation may take (see `cel::budget`): each expression evaluated
+/// costs one, plus the length of the list or map it gives (a string's, in 64-byte
+/// units). Past it the rule errors, which denies. A budget's worth takes a few
+/// milliseconds of one core (docs/rules.md gives the measured figure).
+pub const MAX_STEPS: u64 = 100_000;
+
+/// The most items a list in `bytes` of JSON can hold (`[0,0,...]`: two bytes an item).
+pub fn input_items(bytes: usize) -> u64 {
+    (bytes / 2) as u64
+}
+
+/// Evaluations that ran out of steps, since start (`connres_rule_budget_exceeded_total`).
+pub static OVER_BUDGET: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 /// How deeply brackets may nest in a rule. The CEL parser recurses per level and would
 /// exhaust a thread's stack long before its own limit in unoptimised builds.

@@ -170,3 +170,85 @@ fn a_yaml_1_1_boolean_gets_a_hint() {
     let e = Rule::compile("on && cid == 'a'").unwrap_err();
     assert!(!e.message.contains("YAML"), "{}", e.message);
 }
+
+/// A token with a list of `n` numbers under `l`.
+fn long_list_token(n: usize) -> Value {
+    json!({ "l": (0..n).collect::<Vec<_>>() })
+}
+
+#[test]
+fn a_rule_that_runs_out_of_steps_denies() {
+    // Accepted by the estimate for small tokens, quadratic in the token's list: with
+    // 3,000 items, once 3.85 s an evaluation.
+    let rule = Rule::compile_for("token.l.all(a, token.l.all(b, a == b || true))", 50).unwrap();
+    let token = long_list_token(3000);
+    let before = OVER_BUDGET.get();
+    let e = rule.eval(&input("c1", Some(&token), &[])).unwrap_err();
+    assert!(e.contains("ran out of steps"), "{e}");
+    assert_eq!(OVER_BUDGET.get(), before + 1);
+    // The same rule over a small list is fine.
+    assert_eq!(
+        rule.eval(&input("c1", Some(&long_list_token(40)), &[])),
+        Ok(true)
+    );
+}
+
+#[test]
+fn running_out_of_steps_cannot_be_absorbed() {
+    // `error || true` is true in CEL, and `exists` skips an erroring item: once out of
+    // steps, everything after fails too, so neither can turn the cut-off into a grant.
+    let token = long_list_token(3000);
+    for source in [
+        "token.l.all(a, token.l.all(b, a == b || true)) || true",
+        "true && (token.l.exists(a, token.l.all(b, b >= 0) && a < 0) || true)",
+        "token.l.exists(a, token.l.exists(b, a == b + 1 && false) || a == 2999)",
+    ] {
+        let rule = Rule::compile_for(source, 50).unwrap();
+        let got = rule.eval(&input("c1", Some(&token), &[]));
+        assert!(
+            got.as_ref().is_err_and(|e| e.contains("ran out of steps")),
+            "{source}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn steps_count_the_work_of_scans_and_large_values() {
+    // `in` over a 5,000-item list inside a loop over it: few expressions, but each
+    // scan weighs the list it scans.
+    let rule = Rule::compile_for("token.l.exists(a, a in token.l && a < 0)", 10).unwrap();
+    let got = rule.eval(&input("c1", Some(&long_list_token(5000)), &[]));
+    assert!(got.is_err_and(|e| e.contains("ran out of steps")));
+    // Over 300 items the same rule takes about 300 * 300 steps: within the budget.
+    assert_eq!(
+        rule.eval(&input("c1", Some(&long_list_token(300)), &[])),
+        Ok(false)
+    );
+}
+
+#[test]
+fn rules_past_the_budget_are_refused_at_load() {
+    // Three nested `.all` over a 300-item literal: once 26.7 s an evaluation.
+    let list = format!("[{}]", vec!["1"; 300].join(","));
+    let source = format!("{list}.all(a, {list}.all(b, {list}.all(c, a + b + c > 0)))");
+    let e = Rule::compile(&source).unwrap_err();
+    assert!(
+        e.message.contains("over the budget of 100000"),
+        "{}",
+        e.message
+    );
+    // Nested loops over a token list, at the default 16 KiB token.
+    let e = Rule::compile("token.l.all(a, token.l.all(b, a == b || true))").unwrap_err();
+    assert!(e.message.contains("may hold 8192 items"), "{}", e.message);
+    // One loop with a short body over a token list is fine; a longer body passes the
+    // budget at 8,192 items (and runs out of steps on such a token: see
+    // examples/rule_cost.rs), not at a smaller state.max_token_bytes.
+    Rule::compile("token.groups.exists(g, g == 'admin')").unwrap();
+    Rule::compile("'admin' in token.groups || 'ops' in token.groups").unwrap();
+    let longer = "token.groups.exists(g, g in ['admin', 'ops', 'dev'])";
+    assert!(Rule::compile(longer).is_err());
+    Rule::compile_for(longer, input_items(4096)).unwrap();
+    // The estimate follows the token size a config allows.
+    Rule::compile_for("token.l.all(a, token.l.all(b, a == b || true))", 50).unwrap();
+    assert!(Rule::compile_for("token.groups.exists(g, g == 'admin')", 512 * 1024).is_err());
+}

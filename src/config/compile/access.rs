@@ -147,7 +147,7 @@ impl Compiler {
         if let Some(rule) = self.rules.get(&source) {
             return Some(rule.clone());
         }
-        Rule::compile(&source)
+        Rule::compile_for(&source, self.input_items)
             .inspect(|rule| {
                 self.rules.insert(source.clone(), rule.clone());
             })
