@@ -25,7 +25,7 @@ pub use nats::{
     DEFAULT_NATS_URL, DEFAULT_QUEUE_GROUP,
 };
 pub use resource::{Access, CallAccess, Resource, Site, Sites};
-pub use source::{is_config_file, SourceFile, Sources, MAX_DIR_BYTES, MAX_FILE_BYTES};
+pub use source::{is_config_file, read_named, SourceFile, Sources, MAX_DIR_BYTES, MAX_FILE_BYTES};
 #[cfg(test)]
 pub(crate) use state::STATE_KEYS;
 pub(crate) use state::STORES;

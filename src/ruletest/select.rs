@@ -78,15 +78,13 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Suite>, Vec<ConfigErrors>> {
         };
         for file in files {
             let name = file.display().to_string();
-            match std::fs::read_to_string(&file) {
+            // Read as config files are: a regular file, at most as large as one.
+            match crate::config::read_named(&file, crate::config::MAX_FILE_BYTES, "a test file") {
                 Ok(text) => match parse(&name, &text) {
                     Ok(s) => suites.push(s),
                     Err(e) => errors.push(e),
                 },
-                Err(e) => errors.push(ConfigErrors::one(
-                    name,
-                    format!("cannot read the file: {e}"),
-                )),
+                Err(e) => errors.push(ConfigErrors::one(name, e)),
             }
         }
     }

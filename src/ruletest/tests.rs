@@ -351,3 +351,23 @@ fn collection_coverage_counts_calls_and_the_writable_rule_never_fields() {
 }
 
 mod presence;
+
+#[test]
+fn test_files_are_read_as_config_files_are() {
+    // A device named as a test file is refused, not read without end; a missing file
+    // is named.
+    let errors = load(&[std::path::PathBuf::from("/dev/zero")]).unwrap_err();
+    let text = errors[0].to_string();
+    assert!(
+        text.contains("a character device, and a test file must be a regular file"),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.test.yaml");
+    std::fs::write(&big, vec![b'#'; crate::config::MAX_FILE_BYTES as usize + 1]).unwrap();
+    let text = load(&[big]).unwrap_err()[0].to_string();
+    assert!(
+        text.contains("larger than 16 MiB, the most a test file may hold"),
+        "{text}"
+    );
+}

@@ -69,10 +69,20 @@ fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
     Duration::from_millis(2u64.saturating_pow(exp)).min(max)
 }
 
+/// The most a credentials, seed, certificate or key file may hold: a certificate chain
+/// of a few dozen certificates fits many times over.
+const MAX_CREDENTIAL_BYTES: u64 = 1 << 20;
+
+/// Reads a file the NATS settings name, as config files are read: a regular file (a
+/// FIFO is not waited on, a device not read without end) of at most
+/// [`MAX_CREDENTIAL_BYTES`].
 fn read(what: &str, path: &Path) -> Result<String, ServiceError> {
-    std::fs::read_to_string(path).map_err(|e| {
-        ServiceError::Settings(format!("cannot read NATS {what} {}: {e}", path.display()))
-    })
+    crate::config::read_named(
+        path,
+        MAX_CREDENTIAL_BYTES,
+        &format!("{} {what}", if what.starts_with('N') { "an" } else { "a" }),
+    )
+    .map_err(|e| ServiceError::Settings(format!("cannot read NATS {what} {}: {e}", path.display())))
 }
 
 /// The user seed in an NKey seed file (what `nk -gen user` writes: the seed alone).
@@ -190,5 +200,30 @@ mod tests {
         let seed = nkeys::KeyPair::new_user().seed().unwrap();
         std::fs::write(&good, format!("{seed}\n")).unwrap();
         assert_eq!(read_seed(&good).unwrap(), seed);
+    }
+
+    #[test]
+    fn credential_files_are_read_as_config_files_are() {
+        // A FIFO is refused without waiting for a writer, a device without reading it.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.creds");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; mkfifo only creates the node.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read("credentials file", &fifo).unwrap_err().to_string();
+        assert!(
+            e.contains("a FIFO (named pipe), and a credentials file must be a regular file"),
+            "{e}"
+        );
+        let e = read_seed(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("a character device"), "{e}");
+        // A file past the limit is not read.
+        let big = dir.path().join("big.nk");
+        std::fs::write(&big, vec![b'S'; MAX_CREDENTIAL_BYTES as usize + 1]).unwrap();
+        let e = read_seed(&big).unwrap_err().to_string();
+        assert!(
+            e.contains("larger than 1 MiB, the most an NKey seed file"),
+            "{e}"
+        );
     }
 }

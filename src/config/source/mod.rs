@@ -37,6 +37,21 @@ pub struct SourceFile {
     pub text: String,
 }
 
+/// What a config file is called in messages.
+const CONFIG_FILE: &str = "a config file";
+
+/// Reads a file the operator named that is not config (`what`: "a test file", "a NATS
+/// credentials file"), as config files are read: a regular file (a FIFO or a device is
+/// refused, never waited on or read without end) of at most `limit` bytes, UTF-8.
+/// The error says why without quoting the file.
+pub fn read_named(path: &Path, limit: u64, what: &str) -> Result<String, String> {
+    let file = read::check(path, None, limit, what).map_err(|r| r.message)?;
+    file.read(None, limit).map_err(|e| match e {
+        NotRead::Refused(r) => r.message,
+        NotRead::PastLimit => Refused::too_big(limit, what).message,
+    })
+}
+
 /// True for the files of a directory that are config: `*.yaml`, not `*.test.yaml`, not
 /// hidden (editors' swap files, Kubernetes' `..data`).
 pub fn is_config_file(name: &str) -> bool {
@@ -56,11 +71,11 @@ impl Sources {
             errors,
         };
         if !path.is_dir() {
-            let text = read::check(path, None, MAX_FILE_BYTES)
+            let text = read::check(path, None, MAX_FILE_BYTES, CONFIG_FILE)
                 .and_then(|file| match file.read(None, MAX_FILE_BYTES) {
                     Ok(text) => Ok(text),
                     Err(NotRead::Refused(r)) => Err(r),
-                    Err(NotRead::PastLimit) => Err(Refused::too_big(MAX_FILE_BYTES)),
+                    Err(NotRead::PastLimit) => Err(Refused::too_big(MAX_FILE_BYTES, CONFIG_FILE)),
                 })
                 .map_err(|r| fail(vec![r.error(None)]))?;
             return Ok(Sources::single(&shown, text, path));
@@ -149,7 +164,7 @@ fn read_dir(path: &Path) -> Result<Vec<SourceFile>, Vec<ConfigError>> {
     for n in &names {
         let file = path.join(n);
         let name = file.display().to_string();
-        match read::check(&file, Some(&inside), MAX_FILE_BYTES) {
+        match read::check(&file, Some(&inside), MAX_FILE_BYTES, CONFIG_FILE) {
             Ok(file) => {
                 total = total.saturating_add(file.len);
                 checked.push((name, file));
@@ -175,7 +190,7 @@ fn read_dir(path: &Path) -> Result<Vec<SourceFile>, Vec<ConfigError>> {
             }
             Err(NotRead::Refused(r)) => errors.push(r.error(Some(name))),
             Err(NotRead::PastLimit) if limit == MAX_FILE_BYTES => {
-                errors.push(Refused::too_big(MAX_FILE_BYTES).error(Some(name)))
+                errors.push(Refused::too_big(MAX_FILE_BYTES, CONFIG_FILE).error(Some(name)))
             }
             Err(NotRead::PastLimit) => {
                 errors.extend(whole(Refused::dir_too_big(MAX_DIR_BYTES)));

@@ -36,10 +36,10 @@ impl Refused {
         }
     }
 
-    /// A file larger than the most a config file may hold.
-    pub fn too_big(limit: u64) -> Refused {
+    /// A file larger than the most `what` (`a config file`) may hold.
+    pub fn too_big(limit: u64, what: &str) -> Refused {
         Refused::new(format!(
-            "not read: larger than {}, the most a config file may hold",
+            "not read: larger than {}, the most {what} may hold",
             size(limit)
         ))
     }
@@ -56,9 +56,9 @@ impl Refused {
         Refused::new(format!("cannot read the file: {e}"))
     }
 
-    fn not_regular(t: FileType) -> Refused {
+    fn not_regular(t: FileType, what: &str) -> Refused {
         Refused::new(format!(
-            "not read: it is {}, and a config file must be a regular file",
+            "not read: it is {}, and {what} must be a regular file",
             kind(t)
         ))
     }
@@ -70,7 +70,7 @@ impl Refused {
     }
 
     /// Text that is not UTF-8: the place of the first byte that is not, quoting nothing.
-    fn not_utf8(bytes: &[u8], valid_up_to: usize) -> Refused {
+    fn not_utf8(bytes: &[u8], valid_up_to: usize, what: &str) -> Refused {
         let valid = &bytes[..valid_up_to];
         let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let col = std::str::from_utf8(&valid[line_start..]).map_or(1, |s| s.chars().count() + 1);
@@ -79,7 +79,7 @@ impl Refused {
                 line: valid.iter().filter(|&&b| b == b'\n').count() + 1,
                 col,
             },
-            message: "not UTF-8 text; a config file must be UTF-8".into(),
+            message: format!("not UTF-8 text; {what} must be UTF-8"),
         }
     }
 }
@@ -125,12 +125,19 @@ pub(super) struct Checked {
     path: PathBuf,
     /// Its size when checked (it may change before it is read).
     pub len: u64,
+    /// What it is, for messages (`a config file`).
+    what: String,
 }
 
 /// Checks a file before it is opened: a regular file of at most `limit` bytes. `inside`:
 /// the config directory (canonical) that a symlink must lead into; `None` for a file the
 /// operator named, which may be a symlink to anywhere.
-pub(super) fn check(path: &Path, inside: Option<&Path>, limit: u64) -> Result<Checked, Refused> {
+pub(super) fn check(
+    path: &Path,
+    inside: Option<&Path>,
+    limit: u64,
+    what: &str,
+) -> Result<Checked, Refused> {
     let mut meta = std::fs::symlink_metadata(path).map_err(Refused::cannot_read)?;
     if meta.file_type().is_symlink() {
         if let Some(dir) = inside {
@@ -142,14 +149,15 @@ pub(super) fn check(path: &Path, inside: Option<&Path>, limit: u64) -> Result<Ch
         meta = std::fs::metadata(path).map_err(Refused::cannot_read)?;
     }
     if !meta.file_type().is_file() {
-        return Err(Refused::not_regular(meta.file_type()));
+        return Err(Refused::not_regular(meta.file_type(), what));
     }
     if meta.len() > limit {
-        return Err(Refused::too_big(limit));
+        return Err(Refused::too_big(limit, what));
     }
     Ok(Checked {
         path: path.to_path_buf(),
         len: meta.len(),
+        what: what.to_string(),
     })
 }
 
@@ -168,7 +176,10 @@ impl Checked {
             .map_err(refused)?;
         let meta = file.metadata().map_err(refused)?;
         if !meta.file_type().is_file() {
-            return Err(NotRead::Refused(Refused::not_regular(meta.file_type())));
+            return Err(NotRead::Refused(Refused::not_regular(
+                meta.file_type(),
+                &self.what,
+            )));
         }
         if let (Some(dir), Some(opened)) = (inside, opened_path(&file)) {
             if !opened.starts_with(dir) {
@@ -184,7 +195,7 @@ impl Checked {
         }
         String::from_utf8(bytes).map_err(|e| {
             let valid_up_to = e.utf8_error().valid_up_to();
-            NotRead::Refused(Refused::not_utf8(e.as_bytes(), valid_up_to))
+            NotRead::Refused(Refused::not_utf8(e.as_bytes(), valid_up_to, &self.what))
         })
     }
 }

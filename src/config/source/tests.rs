@@ -143,7 +143,7 @@ fn a_file_that_grew_since_its_check_is_read_no_further_than_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("growing.yaml");
     std::fs::write(&file, "a: 1\n").unwrap();
-    let checked = read::check(&file, None, 100).unwrap();
+    let checked = read::check(&file, None, 100, "a config file").unwrap();
     std::fs::write(&file, "a: 1\n".repeat(1000)).unwrap();
     assert!(matches!(
         checked.read(None, 100),
