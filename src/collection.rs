@@ -6,6 +6,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
 use crate::field::{json_eq, FieldDef, ResValue, Writable};
+use crate::template::TemplateInput;
 
 /// A declared collection (`collection:`).
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +23,44 @@ pub struct CollectionDef {
 
 /// `max_items` when the file does not say.
 pub const DEFAULT_MAX_ITEMS: usize = 100;
+
+impl CollectionDef {
+    /// An item as a call or the backend API sends it, as the collection holds it. A
+    /// `ref` item with a template (`from: "shop.product.{{value}}"`) takes the value
+    /// that fills it (a string or a number) and holds the name it renders, which must
+    /// be a valid resource name with each expression filling one part; any other item
+    /// takes its RES form (`{"rid": ...}`, `{"data": ...}`, a primitive).
+    pub fn item_from_wire(&self, wire: &Value) -> Result<Value, String> {
+        let Some(template) = &self.item.source else {
+            return self.item.from_wire(wire);
+        };
+        match wire {
+            Value::Null => Ok(Value::Null),
+            Value::String(_) | Value::Number(_) => {
+                let input = TemplateInput {
+                    cid: None,
+                    token: None,
+                    params: &[],
+                    claims: None,
+                    value: Some(wire),
+                };
+                match template.render(&input) {
+                    Some(rendered) => self.item.from_rendered(rendered),
+                    None => Err(format!(
+                        "{} gives no resource name through `{}`",
+                        crate::logs::excerpt(&wire.to_string()),
+                        template.source()
+                    )),
+                }
+            }
+            _ => Err(format!(
+                "the item's name is made by `{}` from a string or a number, not {}",
+                template.source(),
+                crate::logs::excerpt(&wire.to_string())
+            )),
+        }
+    }
+}
 
 /// The most items `max_items` may allow: every change of a collection compares its
 /// whole list, so a list stays short enough for that to cost microseconds.

@@ -18,8 +18,11 @@ pub const ROOTS: &[&str] = &["cid", "token", "params"];
 /// The variables an auth block's token and `tid` templates may read: the verified
 /// JWT's claims.
 pub const CLAIMS_ROOTS: &[&str] = &["claims"];
+/// The variable a collection item's template reads: the value a call sends
+/// (`shop.product.{{value}}`).
+pub const ITEM_ROOTS: &[&str] = &["value"];
 /// Every variable any template reads (what makes an expression a plain path).
-const ALL_ROOTS: &[&str] = &["cid", "token", "params", "claims"];
+const ALL_ROOTS: &[&str] = &["cid", "token", "params", "claims", "value"];
 
 static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
     let mut hb = Handlebars::new();
@@ -74,6 +77,9 @@ pub struct TemplateInput<'a> {
     /// A verified JWT's claims (auth templates only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claims: Option<&'a Value>,
+    /// The value a call sends (collection item templates only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<&'a Value>,
 }
 
 fn serialize_params<S: serde::Serializer>(
@@ -279,6 +285,7 @@ fn lookup(input: &TemplateInput, segs: &[String]) -> Option<Value> {
     match segs {
         [root, rest @ ..] if root == "token" => walk(input.token, rest),
         [root, rest @ ..] if root == "claims" => walk(input.claims, rest),
+        [root, rest @ ..] if root == "value" => walk(input.value, rest),
         [root] if root == "cid" => input.cid.map(|c| Value::String(c.to_string())),
         [root, name] if root == "params" => input
             .params
@@ -411,6 +418,7 @@ mod tests {
             token,
             params,
             claims: None,
+            value: None,
         }
     }
 

@@ -421,7 +421,8 @@ fn plan_of_a_collection_change_describes_it_and_the_tested_adds_it_refuses() {
     let text = std::fs::read_to_string(&old).unwrap();
     let edited = text
         .replace("max_items: 20", "max_items: 10")
-        .replace("      writable: true\n", "      writable: false\n");
+        // The first collection's (session.recent.{cid}) only.
+        .replacen("      writable: true\n", "      writable: false\n", 1);
     assert_ne!(edited, text);
     let dir = tempfile::tempdir().unwrap();
     let new = dir.path().join("collections.yaml");

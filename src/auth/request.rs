@@ -217,6 +217,7 @@ fn claims_input(claims: &Value) -> TemplateInput<'_> {
         token: None,
         params: &[],
         claims: Some(claims),
+        value: None,
     }
 }
 

@@ -272,7 +272,7 @@ fn collection_call_values(c: &CollectionDef, params: Option<&Value>) -> Map<Stri
     sent.iter()
         .map(|(name, wire)| {
             let value = match name.as_str() {
-                "value" => c.item.from_wire(wire).unwrap_or_else(|_| wire.clone()),
+                "value" => c.item_from_wire(wire).unwrap_or_else(|_| wire.clone()),
                 _ => wire.clone(),
             };
             (name.clone(), value)

@@ -74,7 +74,7 @@ impl<S: Store> Engine<S> {
             let Some(wire) = sent.get("value") else {
                 return Ok(None);
             };
-            match c.item.from_wire(wire) {
+            match c.item_from_wire(wire) {
                 Ok(Value::Null) => Err(ResError::InvalidParams(
                     "value: null is not an item; remove an item to take it out".into(),
                 )),

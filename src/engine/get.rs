@@ -101,6 +101,7 @@ pub(super) fn model_values(
         token,
         params,
         claims: None,
+        value: None,
     };
     res.fields
         .iter()

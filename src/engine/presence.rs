@@ -255,6 +255,7 @@ fn member_of(
         token,
         params,
         claims: None,
+        value: None,
     };
     let rendered = p.member.render(&input);
     let text = match rendered {

@@ -224,6 +224,7 @@ fn a_template_value_fills_one_part_of_a_reference() {
             token: Some(&token),
             params: &[],
             claims: None,
+            value: None,
         };
         f.from_rendered(f.source.as_ref().unwrap().render(&input).unwrap())
     };

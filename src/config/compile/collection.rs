@@ -8,6 +8,7 @@ use crate::config::yaml::{Key, Kind, Pos, Yaml};
 use crate::field::{FieldType, Writable};
 use crate::pattern::Pattern;
 use crate::rule::Schema;
+use crate::template::{Template, ITEM_ROOTS};
 
 /// What the rules of a collection's calls read in `values`: the item sent (of the
 /// item's type, when known) and the index.
@@ -96,11 +97,20 @@ impl Compiler {
     ) -> Option<crate::field::FieldDef> {
         let mut refused = false;
         let mut node = node.clone();
+        let mut template = None;
         if let Kind::Map(entries) = &mut node.kind {
-            for (k, _) in entries.iter() {
+            let is_ref = entries
+                .iter()
+                .any(|(k, v)| k.name == "type" && matches!(&v.kind, Kind::Str(s) if s == "ref"));
+            for (k, v) in entries.iter() {
                 let why = match k.name.as_str() {
                     "default" => "an item has no default: a collection starts empty",
-                    "from" => "items are added by calls and the backend API, not derived",
+                    "from" if is_ref => {
+                        template = self.item_template(v);
+                        refused |= template.is_none();
+                        continue;
+                    }
+                    "from" => "only a `ref` item takes `from` (the template that makes its name from the value sent: `from: \"shop.product.{{value}}\"`); other items are added as they are",
                     "writable" => {
                         "whether clients may add and remove is the collection's `writable`"
                     }
@@ -116,7 +126,30 @@ impl Compiler {
             entries.retain(|(k, _)| !["default", "from", "writable"].contains(&k.name.as_str()));
         }
         let schema = Schema { fields: Vec::new() };
-        let item = self.field(pattern, key, &node, &schema)?;
+        let mut item = self.field(pattern, key, &node, &schema)?;
+        item.source = template;
         (!refused).then_some(item)
+    }
+
+    /// A `ref` item's `from`: a template over `value`, the value an add or remove sends.
+    fn item_template(&mut self, node: &Yaml) -> Option<Template> {
+        let Kind::Str(source) = &node.kind else {
+            self.error(
+                node.pos,
+                "`collection.item.from` must be a template string (`shop.product.{{value}}`)",
+            );
+            return None;
+        };
+        Template::compile_reading(source, ITEM_ROOTS)
+            .map_err(|e| {
+                self.error(
+                    node.pos,
+                    format!(
+                        "`collection.item.from`: {} (an item's template reads `value`, the value sent)",
+                        e.message
+                    ),
+                )
+            })
+            .ok()
     }
 }

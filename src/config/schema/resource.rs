@@ -175,6 +175,10 @@ struct Item {
     /// What the items are, for people reading the file.
     #[serde(default)]
     description: Text,
+    /// `ref` items only: the template that makes each item's name from the value an
+    /// add or remove sends (a string or a number), e.g. `"shop.product.{{value}}"`.
+    #[serde(default)]
+    from: Text,
     /// The only values an item takes (string, integer, number and boolean items).
     #[serde(default)]
     #[schemars(length(min = 1))]

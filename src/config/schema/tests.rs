@@ -80,9 +80,10 @@ fn keys(schema: &Value, definition: Option<&str>) -> BTreeSet<String> {
 }
 
 /// A collection's item takes a field's keys but those only a field has.
-const ITEM_KEYS: [&str; 7] = [
+const ITEM_KEYS: [&str; 8] = [
     "type",
     "description",
+    "from",
     "enum",
     "min",
     "max",

@@ -272,3 +272,54 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_ref_item_with_a_template_takes_the_value_that_fills_it() {
+    let mut t = t();
+    let rid = "session.favorites.c1";
+    // The client sends an ID; the collection holds the name it makes.
+    let out = t.call(rid, "add", &params("c1", json!({"value": "p42"})));
+    assert_eq!(reply(&out), json!({"result": null}));
+    assert_eq!(
+        events(&out),
+        vec![add(rid, json!({"rid": "shop.product.p42"}), 0)]
+    );
+    let out = t.call(rid, "add", &params("c1", json!({"value": 7})));
+    assert_eq!(
+        events(&out),
+        vec![add(rid, json!({"rid": "shop.product.7"}), 1)]
+    );
+    assert_eq!(
+        t.items(rid),
+        json!([{"rid": "shop.product.p42"}, {"rid": "shop.product.7"}])
+    );
+    // A value that would add a part, a name Resgate refuses, or anything but a string
+    // or a number is refused, and nothing changes.
+    for (value, why) in [
+        (
+            json!("a.b"),
+            "value: \"shop.product.a.b\" does not fill the template's name parts one each (a value with a `.`)",
+        ),
+        (json!("p 1"), "valid resource name"),
+        (json!({"rid": "users.user.1"}), "from a string or a number"),
+        (json!(["p1"]), "from a string or a number"),
+    ] {
+        let out = t.call(rid, "add", &params("c1", json!({ "value": value })));
+        let e = reply(&out);
+        assert_eq!(e["error"]["code"], json!("system.invalidParams"), "{value}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(why), "{value}: {e}");
+        assert!(out.events.is_empty());
+    }
+    // Removing by the value sent finds the name it makes; the backend sends the same.
+    let out = t.call(rid, "remove", &params("c1", json!({"value": "p42"})));
+    assert_eq!(events(&out), vec![remove(rid, 0)]);
+    let out = t.api("add", rid, json!({"value": "p9", "idx": 0}));
+    assert_eq!(
+        events(&out),
+        vec![add(rid, json!({"rid": "shop.product.p9"}), 0)]
+    );
+    assert_eq!(
+        t.items(rid),
+        json!([{"rid": "shop.product.p9"}, {"rid": "shop.product.7"}])
+    );
+}
