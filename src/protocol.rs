@@ -493,6 +493,13 @@ pub fn token_too_big(len: usize, max: usize) -> ResError {
     ))
 }
 
+/// The error of a request over the most connres reads, refused unread.
+pub fn payload_too_big(len: usize, max: usize) -> ResError {
+    ResError::InvalidParams(format!(
+        "the request is {len} bytes, over the most connres reads ({max}: twice state.max_token_bytes plus 256 KiB); nothing of it was read"
+    ))
+}
+
 pub(crate) fn to_bytes<T: Serialize>(value: &T) -> Bytes {
     // Serializing these types into a Vec cannot fail: all keys are strings.
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())

@@ -55,6 +55,21 @@ pub struct StateSettings {
     pub store: StoreSettings,
 }
 
+/// What a request may carry beside its token (a call's values, a backend write).
+/// Parsing JSON into values costs 10 to 15 ns a byte at worst (a list of small numbers,
+/// measured with `examples/parse_cost.rs`): 256 KiB is about 4 ms.
+pub const MAX_PARAMS_BYTES: usize = 256 * 1024;
+
+impl StateSettings {
+    /// The largest message payload connres reads: twice `max_token_bytes` (a token
+    /// written with room to spare, or a resume's two) plus [`MAX_PARAMS_BYTES`].
+    /// Anything larger is refused unread, so parsing a message costs a few milliseconds
+    /// at most whatever the NATS payload limit allows.
+    pub fn max_payload_bytes(&self) -> usize {
+        2 * self.max_token_bytes + MAX_PARAMS_BYTES
+    }
+}
+
 impl Default for StateSettings {
     fn default() -> Self {
         StateSettings {

@@ -86,6 +86,25 @@ pub enum Request<'a> {
     Recheck { name: &'a str, cid: &'a str },
 }
 
+impl Request<'_> {
+    /// The payload the message carries, for those that carry one.
+    pub fn payload(&self) -> Option<&[u8]> {
+        match *self {
+            Request::Get { .. } | Request::Recheck { .. } => None,
+            Request::Access { payload, .. }
+            | Request::Call { payload, .. }
+            | Request::Token { payload, .. }
+            | Request::ApiSet { payload, .. }
+            | Request::ApiReset { payload, .. }
+            | Request::ApiAdd { payload, .. }
+            | Request::ApiRemove { payload, .. }
+            | Request::Auth { payload, .. }
+            | Request::Revoke { payload, .. }
+            | Request::ResumeTake { payload, .. } => Some(payload),
+        }
+    }
+}
+
 /// What handling a message produced: events to publish first, then the reply (none for
 /// events, and none for a name no pattern matches: another service may own it).
 #[derive(Debug, Default)]
@@ -230,7 +249,9 @@ impl<S: Store> Engine<S> {
         let mut out = Outcome::default();
         self.resolved = None;
         self.denied_by = None;
+        let oversized = self.oversized(config, &request, &mut out);
         let reply = match request {
+            _ if oversized.is_some() => oversized.flatten().map(Err),
             Request::Get { rid } => self.get(config, rid),
             Request::Access { rid, payload } => self.access(config, rid, payload, &mut out.events),
             Request::Call {
@@ -294,6 +315,47 @@ impl<S: Store> Engine<S> {
         };
         out.evicted = self.enforce_bound(config, expiry::BOUND_BUDGET_PER_MESSAGE);
         out
+    }
+
+    /// A message whose payload is over the most connres reads
+    /// ([`crate::config::StateSettings::max_payload_bytes`]), refused before it is
+    /// parsed: `Some(Some(error))` for a request connres answers, `Some(None)` for one
+    /// it does not (a token event, which is ignored and counted, or a name no pattern
+    /// matches); `None` for a message that is not too big.
+    fn oversized(
+        &mut self,
+        config: &Config,
+        request: &Request,
+        out: &mut Outcome,
+    ) -> Option<Option<ResError>> {
+        let len = request.payload().map_or(0, <[u8]>::len);
+        let max = config.state.max_payload_bytes();
+        if len <= max {
+            return None;
+        }
+        let ours = match *request {
+            Request::Token { .. } => {
+                out.status = Status::Ignored;
+                self.warn("token/oversized", |skipped| {
+                    tracing::warn!(len, max, skipped, "ignored a conn.{{cid}}.token event over the most connres reads (twice state.max_token_bytes plus 256 KiB), unread (reported at most every 10s, `skipped` since the last line)")
+                });
+                return Some(None);
+            }
+            Request::Access { rid, .. }
+            | Request::Call { rid, .. }
+            | Request::ApiSet { rid, .. }
+            | Request::ApiReset { rid, .. }
+            | Request::ApiAdd { rid, .. }
+            | Request::ApiRemove { rid, .. } => {
+                self.resolved = config.position_of(rid);
+                self.resolved.is_some()
+            }
+            Request::Auth { name, .. }
+            | Request::Revoke { name, .. }
+            | Request::ResumeTake { name, .. } => config.auth.get(name).is_some(),
+            Request::Get { .. } | Request::Recheck { .. } => true,
+        };
+        Some(ours.then(|| protocol::payload_too_big(len, max)))
     }
 
     /// After a (re)connect to NATS: token events may have been missed, so every record

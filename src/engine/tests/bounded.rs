@@ -360,3 +360,66 @@ fn a_token_over_max_token_bytes_is_ignored_or_refused_and_never_kept() {
     );
     assert_eq!(t.get("session.user.b3")["id"], json!(3));
 }
+
+/// A message over the most connres reads (twice `max_token_bytes` plus 256 KiB) is
+/// refused unread: a request for one of its names with `system.invalidParams`, a token
+/// event ignored; a request for a name it does not serve still gets no reply.
+#[test]
+fn a_payload_over_the_most_connres_reads_is_refused_unread() {
+    let mut t = T::with_state("state: { max_token_bytes: 1000 }\n");
+    let max = 2 * 1000 + 256 * 1024;
+    // Not even JSON: it is never parsed.
+    let big = vec![b'['; max + 1];
+    for (out, what) in [
+        (
+            t.access("session.user.c1", std::str::from_utf8(&big).unwrap()),
+            "access",
+        ),
+        (
+            t.call(
+                "session.prefs.c1",
+                "set",
+                std::str::from_utf8(&big).unwrap(),
+            ),
+            "call",
+        ),
+        (
+            t.handle(Request::ApiSet {
+                rid: "session.prefs.c1",
+                payload: &big,
+            }),
+            "backend set",
+        ),
+    ] {
+        assert_eq!(error_code(&out), "system.invalidParams", "{what}");
+        assert!(
+            error_message(&out).contains(&format!("over the most connres reads ({max}")),
+            "{what}: {}",
+            error_message(&out)
+        );
+        assert!(out.events.is_empty(), "{what}");
+        assert!(
+            out.resource.is_some(),
+            "{what}: counted against its resource"
+        );
+    }
+    let out = t.handle(Request::Token {
+        cid: "c1",
+        payload: &big,
+    });
+    assert_eq!(out.status, Status::Ignored);
+    let out = t.access("elsewhere.thing", std::str::from_utf8(&big).unwrap());
+    assert_eq!(out.status, Status::Unanswered);
+    assert!(out.reply.is_none());
+    // At the limit, read as ever (and refused here for what it says).
+    let at = vec![b' '; max];
+    let out = t.handle(Request::ApiSet {
+        rid: "session.prefs.c1",
+        payload: &at,
+    });
+    assert!(
+        !error_message(&out).contains("most connres reads"),
+        "{}",
+        error_message(&out)
+    );
+}
