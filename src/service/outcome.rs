@@ -57,14 +57,28 @@ impl Finished {
             } else {
                 EventKind::Change
             });
+            let len = payload.len();
             if let Err(e) = client.publish(event.clone(), payload).await {
-                tracing::error!(subject = event, error = %e, "could not publish an event");
+                tracing::error!(subject = event, error = %e, len, "could not publish an event");
+                if too_big(&e) {
+                    reset_for(client, &event).await;
+                }
             }
         }
         match (outcome.reply, reply_to) {
             (Some(body), Some(reply)) => {
-                if let Err(e) = client.publish(reply, body).await {
-                    tracing::error!(subject, error = %e, "could not publish a reply");
+                let len = body.len();
+                if let Err(e) = client.publish(reply.clone(), body).await {
+                    tracing::error!(subject, error = %e, len, "could not publish a reply");
+                    if too_big(&e) {
+                        let max = client.server_info().max_payload;
+                        let answer = ResError::Internal(format!(
+                            "the reply is {len} bytes, over the NATS server's max_payload ({max}): raise max_payload, or keep this resource smaller"
+                        ));
+                        if let Err(e) = client.publish(reply, answer.reply()).await {
+                            tracing::error!(subject, error = %e, "could not publish the error of a reply over max_payload");
+                        }
+                    }
                 }
             }
             (Some(_), None) => tracing::debug!(subject, "request without a reply subject"),
@@ -91,6 +105,28 @@ impl Finished {
         let took = started.elapsed();
         metrics.request(route.kind(), &counter, took);
         endpoint.record(took, error);
+    }
+}
+
+/// A publish refused because the message is over the server's max_payload.
+fn too_big(e: &async_nats::PublishError) -> bool {
+    e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded
+}
+
+/// An event over max_payload left gateways' copies of its resource behind: a
+/// `system.reset` naming it makes them fetch it again (and that get says what is
+/// wrong, if the resource is too big to send).
+async fn reset_for(client: &Client, event: &str) {
+    let Some(rid) = event
+        .strip_prefix("event.")
+        .and_then(|rest| rest.rsplit_once('.'))
+        .map(|(rid, _)| rid.to_string())
+    else {
+        return;
+    };
+    let (subject, payload) = protocol::system_reset(std::slice::from_ref(&rid), &[]);
+    if let Err(e) = client.publish(subject, payload).await {
+        tracing::error!(rid, error = %e, "could not publish the system.reset of a resource whose event was over max_payload");
     }
 }
 
