@@ -323,7 +323,7 @@ impl Service {
             _ = &mut shutdown => return Ok(()),
             announced = self.announce() => announced?,
         }
-        self.config_in_force(false, Vec::new());
+        self.config_in_force(false, Vec::new(), &[]);
         match &mut self.cluster {
             Some(cluster) => {
                 cluster.start().await?;

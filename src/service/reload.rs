@@ -318,7 +318,7 @@ impl Service {
         // milliseconds: not on the serving task.
         tokio::task::spawn_blocking(move || drop(old));
         self.update_stats();
-        self.config_in_force(true, endpoints);
+        self.config_in_force(true, endpoints, &diff.removed);
         self.unsubscribe_patterns(&diff.removed).await;
         self.ordered.unsubscribe_auth(&diff.auth_removed).await;
         if !diff.needs_no_reset() {

@@ -77,6 +77,9 @@ pub(super) struct View {
     pub(super) queue_group: String,
     pub(super) api_prefix: String,
     pub(super) endpoints: Vec<Arc<Endpoint>>,
+    /// The config whose order the endpoints are answered in (put in that order at each
+    /// answer, off the serving task); `None`: in the order they are.
+    pub(super) order: Option<Arc<crate::config::Config>>,
     /// With the shared store: its live figures, read at each answer.
     pub(super) shared: Option<Arc<ClusterMetrics>>,
 }
@@ -97,6 +100,7 @@ impl View {
             queue_group: config.nats.queue_group.clone(),
             api_prefix: config.api.prefix.clone(),
             endpoints,
+            order: None,
             shared: None,
         }
     }
@@ -121,6 +125,14 @@ impl View {
 
     /// The reply to `verb`, JSON as the micro protocol v1 defines it.
     pub(super) fn answer(&self, verb: Verb) -> Vec<u8> {
+        let ordered;
+        let endpoints = match &self.order {
+            Some(config) => {
+                ordered = super::in_config_order(config, self.endpoints.iter().cloned());
+                &ordered
+            }
+            None => &self.endpoints,
+        };
         let metadata = self.metadata();
         let identity = Identity {
             name: NAME,
@@ -137,13 +149,13 @@ impl View {
                 kind: "io.nats.micro.v1.info_response",
                 identity,
                 description: DESCRIPTION,
-                endpoints: self.endpoints.iter().map(|e| e.info()).collect(),
+                endpoints: endpoints.iter().map(|e| e.info()).collect(),
             }),
             Verb::Stats => serde_json::to_vec(&Stats {
                 kind: "io.nats.micro.v1.stats_response",
                 identity,
                 started: &self.started,
-                endpoints: self.endpoints.iter().map(|e| e.stats()).collect(),
+                endpoints: endpoints.iter().map(|e| e.stats()).collect(),
             }),
         };
         // Maps of strings, strings and numbers always encode.

@@ -88,11 +88,24 @@ impl Discovery {
     }
 
     /// `config`, the `generation`th, is in force, with the endpoints of its added
-    /// patterns live: discovery answers with it from now on. Endpoints of patterns it
-    /// no longer declares leave.
-    pub(super) fn in_force(&mut self, config: &Config, generation: u64, added: Vec<Arc<Endpoint>>) {
-        let all = std::mem::take(&mut self.endpoints).into_iter().chain(added);
-        self.endpoints = in_config_order(config, all);
+    /// patterns live and those of its `removed` patterns gone: discovery answers with
+    /// it from now on. Cheap on the serving task whatever the config's size: the
+    /// endpoints are put in config order when a discovery request is answered, off it.
+    pub(super) fn in_force(
+        &mut self,
+        config: &Arc<Config>,
+        generation: u64,
+        added: Vec<Arc<Endpoint>>,
+        removed: &[String],
+    ) {
+        if !removed.is_empty() {
+            self.endpoints.retain(|e| {
+                e.pattern
+                    .as_ref()
+                    .is_none_or(|p| !removed.iter().any(|r| r == p))
+            });
+        }
+        self.endpoints.extend(added);
         let mut view = View::new(
             &self.id,
             &self.started,
@@ -100,8 +113,12 @@ impl Discovery {
             generation,
             self.endpoints.clone(),
         );
+        view.order = Some(config.clone());
         view.shared = self.shared.clone();
-        self.view.send_replace(Arc::new(view));
+        let old = self.view.send_replace(Arc::new(view));
+        // The old view may hold the last reference to the old config, whose freeing
+        // takes milliseconds: not on the serving task.
+        tokio::task::spawn_blocking(move || drop(old));
     }
 
     /// Starts answering discovery requests, until the returned guard is dropped.
@@ -114,7 +131,7 @@ impl Discovery {
 /// The fixed endpoints first, then each pattern's in the order `config` declares them,
 /// each by kind (token, API; get, access, call); endpoints of patterns `config` does not
 /// declare are left out.
-fn in_config_order(
+pub(super) fn in_config_order(
     config: &Config,
     endpoints: impl IntoIterator<Item = Arc<Endpoint>>,
 ) -> Vec<Arc<Endpoint>> {
@@ -174,9 +191,14 @@ async fn respond(
 impl Service {
     /// A config is in force, the first or a reload (with the endpoints of the patterns
     /// it added): the metrics and discovery say so.
-    pub(super) fn config_in_force(&mut self, reloaded: bool, added: Vec<Arc<Endpoint>>) {
+    pub(super) fn config_in_force(
+        &mut self,
+        reloaded: bool,
+        added: Vec<Arc<Endpoint>>,
+        removed: &[String],
+    ) {
         self.metrics.config(self.config.content_hash(), reloaded);
         self.discovery
-            .in_force(&self.config, self.metrics.generation(), added);
+            .in_force(&self.config, self.metrics.generation(), added, removed);
     }
 }

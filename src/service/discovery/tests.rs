@@ -89,6 +89,7 @@ fn view() -> View {
             Arc::new(Endpoint::new(Route::Token, None, "conn.*.token", None)),
             Arc::new(get),
         ],
+        order: None,
         shared: None,
     }
 }
@@ -226,4 +227,34 @@ fn endpoints_follow_the_config() {
         names(&ordered),
         ["token", "api-set", "get-a-cid", "call-a-cid"]
     );
+}
+
+#[test]
+fn a_view_answers_its_endpoints_in_the_order_of_its_config() {
+    // The serving task hands the endpoints over as they come (cheap whatever the
+    // config's size); the answer, off it, puts them in config order and leaves out
+    // those of patterns the config no longer declares.
+    let config = Config::parse(
+        "t.yaml",
+        "version: 1\nresources:\n  b.{cid}:\n    fields:\n      x: { type: string }\n  a.{cid}:\n    fields:\n      x: { type: string }\n",
+    )
+    .unwrap();
+    let endpoint =
+        |route, pattern: Option<&str>| Arc::new(Endpoint::new(route, pattern, "s", None));
+    let mut view = view();
+    view.endpoints = vec![
+        endpoint(Route::Get, Some("a.{cid}")),
+        endpoint(Route::Get, Some("gone.{cid}")),
+        endpoint(Route::Get, Some("b.{cid}")),
+        endpoint(Route::Token, None),
+    ];
+    view.order = Some(Arc::new(config));
+    let info: Value = serde_json::from_slice(&view.answer(Verb::Info)).unwrap();
+    let names: Vec<&str> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["token", "get-b-cid", "get-a-cid"]);
 }
