@@ -124,13 +124,34 @@ impl<S: Store> Engine<S> {
     /// (see [`invalidated`]); a reload that changes rules, defaults or descriptions, or
     /// adds resources or fields, visits nothing, however much state there is.
     pub fn reloaded(&mut self, old: &Config, new: &Config) -> DroppedValues {
+        let invalidated = invalidated(old, new);
+        self.carry_over(old, new, &invalidated)
+    }
+
+    /// [`Engine::reloaded`], told which patterns' state the new config can invalidate
+    /// ([`invalidated_patterns`], worked out beside the serving task).
+    pub fn reloaded_knowing(
+        &mut self,
+        old: &Config,
+        new: &Config,
+        invalidated: &[String],
+    ) -> DroppedValues {
+        let invalidated = invalidated.iter().map(String::as_str).collect();
+        self.carry_over(old, new, &invalidated)
+    }
+
+    fn carry_over(
+        &mut self,
+        old: &Config,
+        new: &Config,
+        invalidated: &HashSet<&str>,
+    ) -> DroppedValues {
         self.warnings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         // No reply cached under the old config is served under the new one.
         self.stamp += 1;
-        let invalidated = invalidated(old, new);
         if invalidated.is_empty() {
             return DroppedValues::default();
         }
@@ -361,6 +382,15 @@ pub fn fit_unit(
 /// The patterns whose stored state a new config can invalidate: removed ones, and ones
 /// where a field without `from` (one that may hold written values) was removed, became
 /// derived, or changed its type or constraints.
+/// The patterns of `old` whose stored state `new` can invalidate, as
+/// [`Engine::reloaded`] finds them: for the reloader to work out beside the serving task.
+pub fn invalidated_patterns(old: &Config, new: &Config) -> Vec<String> {
+    invalidated(old, new)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
 fn invalidated<'a>(old: &'a Config, new: &Config) -> HashSet<&'a str> {
     old.resources
         .iter()
@@ -502,6 +532,35 @@ mod tests {
         assert_eq!(
             get(&mut engine, &again, "session.prefs.c1")["gone"],
             json!(null)
+        );
+    }
+
+    #[test]
+    fn the_reloader_s_precomputed_patterns_carry_state_over_the_same_way() {
+        // What the reloader works out beside the serving task gives what the engine
+        // works out itself.
+        let old = config("      theme: { type: string }\n      size: { type: integer }\n");
+        let new = config("      theme: { type: string }\n      size: { type: integer, max: 20 }\n");
+        assert_eq!(
+            super::invalidated_patterns(&old, &new),
+            vec!["session.prefs.{cid}".to_string()]
+        );
+        let (mut a, mut b) = (Engine::default(), Engine::default());
+        for engine in [&mut a, &mut b] {
+            api_set(
+                engine,
+                &old,
+                "session.prefs.c1",
+                json!({"theme": "x", "size": 30}),
+            );
+        }
+        let by_itself = a.reloaded(&old, &new);
+        let told = b.reloaded_knowing(&old, &new, &super::invalidated_patterns(&old, &new));
+        assert_eq!(by_itself, told);
+        assert_eq!(told.total(), 1);
+        assert_eq!(
+            get(&mut a, &new, "session.prefs.c1"),
+            get(&mut b, &new, "session.prefs.c1")
         );
     }
 

@@ -39,7 +39,7 @@ pub use auth::{AuthPlan, ResumePlan};
 use expiry::ResetQueue;
 pub use expiry::{ResetBatch, RESET_BATCH};
 use get::model_values;
-pub use migrate::{fit_unit, DroppedValues};
+pub use migrate::{fit_unit, invalidated_patterns, DroppedValues};
 pub use token_end::ENDS_PER_SWEEP;
 use warn::WarnLimiter;
 

@@ -26,6 +26,9 @@ use crate::reload::{ReloadReport, Trigger, Triggers};
 pub(super) struct Prepared {
     config: Arc<Config>,
     diff: ConfigDiff,
+    /// The patterns whose stored state it can invalidate
+    /// ([`crate::engine::invalidated_patterns`]).
+    invalidated: Vec<String>,
     /// Subscriptions of the added patterns (into the ordered channel), live on the
     /// server already.
     added: Vec<OrderedSub>,
@@ -132,7 +135,13 @@ impl Reloader {
         let started = Instant::now();
         let _ = self.reports.send(ReloadReport::Compiling);
         let compiled = compile(sources, self.metrics.clone(), self.current.clone()).await;
-        let (mut new, requests, gone) = match compiled {
+        let Compiled {
+            config: new,
+            diff,
+            invalidated,
+            requests,
+            gone,
+        } = match compiled {
             Ok(Ok(c)) => c,
             Ok(Err(errors)) => {
                 self.reject(hash, forced, errors.lines());
@@ -144,8 +153,6 @@ impl Reloader {
                 return Ok(());
             }
         };
-        self.keep_restart_settings(&mut new);
-        let diff = config::diff(&self.current, &new);
         let new = Arc::new(new);
         let added = match self.subscribe_added(&new, &diff).await {
             Ok(added) => added,
@@ -169,6 +176,7 @@ impl Reloader {
         let prepared = Prepared {
             config: new,
             diff,
+            invalidated,
             added,
             requests,
             gone,
@@ -196,24 +204,6 @@ impl Reloader {
             "config reload rejected; the previous config keeps serving"
         );
         let _ = self.reports.send(ReloadReport::Rejected { errors });
-    }
-
-    /// The NATS connection, queue group, API prefix and store are fixed for the
-    /// process's life.
-    fn keep_restart_settings(&self, new: &mut Config) {
-        if new.nats != self.current.nats || new.api != self.current.api {
-            tracing::warn!(
-                "`nats` and `api` settings take effect on restart; keeping the running ones"
-            );
-            new.nats = self.current.nats.clone();
-            new.api = self.current.api.clone();
-        }
-        if new.state.store != self.current.state.store {
-            tracing::warn!(
-                "`state.store` and its settings take effect on restart; keeping the running ones"
-            );
-            new.state.store = self.current.state.store.clone();
-        }
     }
 
     /// Subscribes the added patterns and waits until the server has them: they must be
@@ -255,6 +245,33 @@ impl Reloader {
 
 /// The stack of the thread a reload compiles on: the YAML reader and the rule parser
 /// recurse, and the main thread, which compiles the first config, has 8 MiB.
+/// A compiled config and what the swap needs of it beside the config in force.
+struct Compiled {
+    config: Config,
+    diff: ConfigDiff,
+    invalidated: Vec<String>,
+    requests: Requests,
+    gone: Gone,
+}
+
+/// The NATS connection, queue group, API prefix and store are fixed for the process's
+/// life: a new config keeps those of `current`.
+fn keep_restart_settings(current: &Config, new: &mut Config) {
+    if new.nats != current.nats || new.api != current.api {
+        tracing::warn!(
+            "`nats` and `api` settings take effect on restart; keeping the running ones"
+        );
+        new.nats = current.nats.clone();
+        new.api = current.api.clone();
+    }
+    if new.state.store != current.state.store {
+        tracing::warn!(
+            "`state.store` and its settings take effect on restart; keeping the running ones"
+        );
+        new.state.store = current.state.store.clone();
+    }
+}
+
 const COMPILE_STACK: usize = 8 << 20;
 
 /// Compiles config text on a thread of its own, beside the serving task, and makes its
@@ -264,7 +281,7 @@ async fn compile(
     sources: Sources,
     metrics: Arc<Metrics>,
     current: Arc<Config>,
-) -> Result<Result<(Config, Requests, Gone), config::ConfigErrors>, String> {
+) -> Result<Result<Compiled, config::ConfigErrors>, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("connres-compile".into())
@@ -276,12 +293,23 @@ async fn compile(
             unsafe {
                 libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
             }
-            let compiled = Config::compile(&sources).map(|config| {
+            let compiled = Config::compile(&sources).map(|mut config| {
+                keep_restart_settings(&current, &mut config);
                 // Fixed for the process's life, whatever the new file says.
                 let shared = current.state.store.shared().is_some();
                 let requests = metrics.requests(&config, shared);
                 let gone = metrics::gone(&current, &config, shared);
-                (config, requests, gone)
+                // What the swap needs of the two configs, worked out here rather than
+                // on the serving thread: milliseconds for a large config.
+                let diff = config::diff(&current, &config);
+                let invalidated = crate::engine::invalidated_patterns(&current, &config);
+                Compiled {
+                    config,
+                    diff,
+                    invalidated,
+                    requests,
+                    gone,
+                }
             });
             let _ = tx.send(compiled);
         })
@@ -296,6 +324,7 @@ impl Service {
         let Prepared {
             config,
             diff,
+            invalidated,
             added,
             requests,
             gone,
@@ -305,9 +334,11 @@ impl Service {
         let endpoints: Vec<_> = added.iter().map(|s| s.endpoint.clone()).collect();
         self.ordered.add(added);
         let old = std::mem::replace(&mut self.config, config);
-        self.requests = requests;
+        let old_requests = std::mem::replace(&mut self.requests, requests);
         self.metrics.remove(&gone);
-        let dropped = self.engine.reloaded(&old, &self.config);
+        let dropped = self
+            .engine
+            .reloaded_knowing(&old, &self.config, &invalidated);
         if let Some(cluster) = &mut self.cluster {
             cluster.reloaded(old.content_hash(), self.config.content_hash());
         }
@@ -316,7 +347,7 @@ impl Service {
         let parse_to_swap_us = started.elapsed().as_micros() as u64;
         // Freeing a large config (compiled rules, templates, regexes) takes
         // milliseconds: not on the serving task.
-        tokio::task::spawn_blocking(move || drop(old));
+        tokio::task::spawn_blocking(move || drop((old, old_requests)));
         self.update_stats();
         self.config_in_force(true, endpoints, &diff.removed);
         self.unsubscribe_patterns(&diff.removed).await;
