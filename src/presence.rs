@@ -305,6 +305,16 @@ impl Members {
     }
 }
 
+/// Whether a connection listed as `listed` (none: not listed) stays listed when its
+/// token renders `rendered` (none: it renders nothing, as when logged out): only as the
+/// same member. Decides a token event's leaves and a ping's.
+pub fn same_member(listed: Option<&str>, rendered: Option<&Value>) -> bool {
+    match (listed, rendered) {
+        (Some(l), Some(Value::String(r))) => l == r,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +339,18 @@ mod tests {
         assert_eq!(m.leave("c3"), vec![Change::Removed(0)]);
         assert_eq!(m.values(), &[json!("bob")]);
         assert_eq!(m.leave("c3"), vec![], "a connection leaves once");
+    }
+
+    #[test]
+    fn only_the_same_member_stays() {
+        assert!(same_member(Some("ann"), Some(&json!("ann"))));
+        assert!(!same_member(Some("ann"), Some(&json!("bob"))));
+        assert!(!same_member(Some("ann"), None), "logged out");
+        assert!(!same_member(None, Some(&json!("ann"))), "not listed");
+        assert!(
+            !same_member(Some("5"), Some(&json!(5))),
+            "members are strings"
+        );
     }
 
     #[test]
