@@ -311,9 +311,18 @@ impl<S: Store> Engine<S> {
         forget_list(&mut self.presence, rid, written);
     }
 
-    /// A presence list put in the store from elsewhere (the shared store's bucket):
-    /// its connections go into the index.
+    /// A presence list put in the store from elsewhere (the shared store's bucket,
+    /// which keeps no times): every connection of it counts as seen now, so one that
+    /// went while nobody served the list leaves within a `ttl` unless it pings, and
+    /// its connections go into the index (a token event finds them).
     pub fn presence_loaded(&mut self, rid: &str) {
+        if !matches!(self.store.shared(rid), Some(Written::Presence(_))) {
+            return;
+        }
+        let now = self.clock.now();
+        // The list as loaded: its write compares equal, and none starts.
+        self.store
+            .update_shared(rid, now, |w| w.members_mut().seen_all(now));
         if let Some(Written::Presence(m)) = self.store.shared(rid) {
             for (cid, ..) in m.each_connection() {
                 self.presence.add(cid, rid);
