@@ -744,3 +744,57 @@ async fn the_lists_owner_killed_a_new_owner_keeps_who_pings_and_lets_ghosts_go_w
         i.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_graceful_stop_hands_the_list_over_whole_and_its_new_owner_applies_logouts() {
+    let server = NatsServer::start_jetstream();
+    let (mut instances, _kv, owners) = three(&server, &yaml("presence4", "60s"), "presence4").await;
+    let list_owner = owners[partition_of_name(ROOM, PARTITIONS) as usize].clone();
+    let mut cids = Vec::new();
+    for i in &instances {
+        cids.extend(cids_of(&owners, &i.id, "h", 2));
+    }
+    let who = ["ann", "ann", "bob", "cat", "dan", "eve"];
+    let gw = Gateway::connect(&server).await;
+    for (cid, name) in cids.iter().zip(who) {
+        let reply = gw
+            .request(&format!("conn.{cid}.token"), json!({"token": token(name)}))
+            .await;
+        assert_eq!(reply, json!({"result": null}));
+        let reply = gw.call(ROOM, "join", cid, token(name), Value::Null).await;
+        assert_eq!(reply, json!({"result": null}));
+    }
+    let mut follower = Follower::new(&server).await;
+    let n = follower.ask().await;
+    let (_, before) = follower.until(n).await;
+    assert_eq!(names(&before), ["ann", "bob", "cat", "dan", "eve"]);
+    // Stopped: it hands its partitions over, the room's among them.
+    let at = instances.iter().position(|i| i.id == list_owner).unwrap();
+    instances.remove(at).stop().await;
+    let n = follower.ask().await;
+    let (copy, after) = follower.until(n).await;
+    assert_eq!(after, before, "the list as it was, each member once");
+    assert_eq!(copy, Some(after));
+    // The new owner knows who joined: one of ann's tabs logs out (ann stays), bob's
+    // token changes to another member, dan leaves, all back to back; a ping of eve's
+    // is answered after them.
+    gw.token(&cids[0], Value::Null).await;
+    gw.token(&cids[2], token("zed")).await;
+    let dan = json!({ "cid": cids[4], "token": token("dan") }).to_string();
+    gw.client
+        .publish(format!("call.{ROOM}.leave"), Bytes::from(dan))
+        .await
+        .unwrap();
+    let reply = gw
+        .call(ROOM, "ping", &cids[5], token("eve"), Value::Null)
+        .await;
+    assert_eq!(reply, json!({"result": null}));
+    let n = follower.ask().await;
+    let (copy, get) = follower.until(n).await;
+    assert_eq!(names(&get), ["ann", "cat", "eve"]);
+    assert_eq!(copy, Some(get));
+    assert_eq!(follower.seen.get("remove"), Some(&2));
+    for i in instances {
+        i.stop().await;
+    }
+}
