@@ -101,6 +101,12 @@ impl Service {
             .presence_token_event(&self.config, cid, payload, |rid| {
                 partition_of_name(rid, n) == p
             });
+        tracing::trace!(
+            partition = p,
+            cid,
+            events = events.len(),
+            "a token event's step on the presence lists of a partition served here"
+        );
         self.submit_step(p, Route::Token, format!("conn.{cid}.token"), events)
             .await;
     }
