@@ -2,7 +2,8 @@
 //! nats-server with JetStream), one list whose members' connections belong to
 //! partitions that other instances own. Logouts, token changes, joins and leaves back
 //! to back; what a join, a second tab, a ping and a leave cost in writes and events;
-//! the list's owner killed while members come and go.
+//! the list's owner killed while members come and go, or stopped (a handover); a list
+//! kept in memory past `max_entries`.
 //!
 //! A gateway's copy is followed on one subscription that receives the list's events
 //! and the replies to its gets (their reply subjects are under `event.<list>.`), so it
@@ -70,6 +71,31 @@ impl Instance {
         let service = Service::start(config, &server.url)
             .await
             .expect("connres starts");
+        Instance::run(service)
+    }
+
+    /// One instance alone, on `clock`; returns once it serves, with its figures.
+    async fn alone(
+        server: &NatsServer,
+        yaml: &str,
+        clock: connres::clock::Clock,
+    ) -> (Instance, Arc<connres::service::ClusterMetrics>) {
+        let config = Config::parse("test.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+        let service = Service::start(config, &server.url)
+            .await
+            .expect("connres starts")
+            .with_clock(clock);
+        let cluster = service.cluster_metrics().expect("a shared store");
+        let mut serving = service.serving();
+        let instance = Instance::run(service);
+        tokio::time::timeout(WAIT, serving.wait_for(|s| *s))
+            .await
+            .expect("the instance serves in time")
+            .expect("the instance runs");
+        (instance, cluster)
+    }
+
+    fn run(service: Service) -> Instance {
         let id = service.instance_id().expect("a shared store").to_string();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(service.run(async {
@@ -785,4 +811,46 @@ async fn a_graceful_stop_hands_the_list_over_whole_and_its_new_owner_applies_log
     for i in instances {
         i.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_list_stays_in_memory_past_max_entries_and_a_logout_still_finds_it() {
+    let server = NatsServer::start_jetstream();
+    let yaml = yaml("presence5", "60s").replace("  lease: 2s\n", "  lease: 2s\n  max_entries: 2\n");
+    let clock = connres::clock::Clock::manual();
+    let (connres, cluster) = Instance::alone(&server, &yaml, clock.clone()).await;
+    let gw = Gateway::connect(&server).await;
+    let mut follower = Follower::new(&server).await;
+    let reply = gw
+        .request("conn.a1.token", json!({"token": token("ann")}))
+        .await;
+    assert_eq!(reply, json!({"result": null}));
+    let reply = gw.call(ROOM, "join", "a1", token("ann"), Value::Null).await;
+    assert_eq!(reply, json!({"result": null}));
+    let n = follower.ask().await;
+    let (_, first) = follower.until(n).await;
+    assert_eq!(first, vec![json!("ann")]);
+    // Six more connections log in, each a unit touched after the list (seconds later
+    // on the instance's clock): past `max_entries`, the least recently touched
+    // units leave memory, the list not.
+    clock.advance(Duration::from_secs(5));
+    for i in 0..6 {
+        let reply = gw
+            .request(&format!("conn.o{i}.token"), json!({"token": token("olly")}))
+            .await;
+        assert_eq!(reply, json!({"result": null}));
+    }
+    assert!(cluster.evicted() > 0, "units went past max_entries");
+    // Ann's logout finds her in the list.
+    let reply = gw.request("conn.a1.token", json!({"token": null})).await;
+    assert_eq!(reply, json!({"result": null}));
+    let reply = gw
+        .call(ROOM, "leave", "o0", token("olly"), Value::Null)
+        .await;
+    assert_eq!(reply, json!({"result": null}));
+    let n = follower.ask().await;
+    let (copy, get) = follower.until(n).await;
+    assert_eq!(get, Vec::<Value>::new());
+    assert_eq!(copy, Some(get));
+    connres.stop().await;
 }

@@ -134,6 +134,34 @@ fn connections_that_neither_join_nor_ping_for_ttl_leave() {
 }
 
 #[test]
+fn only_a_join_or_a_ping_keeps_a_connection_listed() {
+    let mut t = t();
+    for (cid, name) in [("a1", "ann"), ("b1", "bob")] {
+        t.token(cid, &login(name));
+        t.presence(ROOM, "join", cid);
+    }
+    t.clock.advance(Duration::from_secs(40));
+    // Ann's connection gets the list and asks access to it; bob's pings.
+    t.members(ROOM);
+    let access = json!({"cid": "a1", "token": user("ann")}).to_string();
+    assert_eq!(
+        reply(&t.access(ROOM, &access))["result"]["get"],
+        json!(true)
+    );
+    assert_eq!(
+        reply(&t.presence(ROOM, "ping", "b1")),
+        json!({"result": null})
+    );
+    t.clock.advance(Duration::from_secs(20));
+    assert_eq!(
+        t.sweep(),
+        vec![remove(ROOM, 0)],
+        "ann's get and access do not count"
+    );
+    assert_eq!(t.members(ROOM), json!(["bob"]));
+}
+
+#[test]
 fn joins_are_refused_past_max_members_without_a_member_or_by_the_join_rule() {
     let mut t = t();
     for (i, name) in ["ann", "bob", "cat", "dan"].iter().enumerate() {
