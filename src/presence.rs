@@ -245,25 +245,73 @@ impl Members {
         changes
     }
 
-    /// A list from stored parts: the members and each connection's member (by its
-    /// key) and when it was seen. Connections naming no member are skipped.
-    pub fn from_parts(members: Vec<Value>, conns: Vec<(Box<str>, Box<str>, Tick)>) -> Members {
-        let mut out = Members {
-            members,
-            ..Members::default()
-        };
-        let keys: std::collections::HashSet<Box<str>> = out.members.iter().map(key).collect();
-        for (cid, member, seen) in conns {
-            if keys.contains(&member) {
-                *out.counts.entry(member.clone()).or_default() += 1;
-                out.conns.insert(cid, (member, seen));
+    /// Every joined connection counts as seen at `now`: a list loaded from the shared
+    /// store (which keeps no times) gives each connection a whole `ttl` from its load,
+    /// to ping or join again.
+    pub fn seen_all(&mut self, now: Tick) {
+        for (_, seen) in self.conns.values_mut() {
+            *seen = now;
+        }
+    }
+
+    /// The members in join order, each with its connections (sorted, so that equal
+    /// lists give equal groups): what the shared store keeps of a list
+    /// (`store::record`).
+    pub fn groups(&self) -> Vec<(&Value, Vec<&str>)> {
+        let mut by_key: HashMap<&str, Vec<&str>> = HashMap::with_capacity(self.counts.len());
+        for (cid, (k, _)) in &self.conns {
+            by_key.entry(&**k).or_default().push(&**cid);
+        }
+        self.members
+            .iter()
+            .map(|m| {
+                let mut cids = by_key.remove(&*key(m)).unwrap_or_default();
+                cids.sort_unstable();
+                (m, cids)
+            })
+            .collect()
+    }
+
+    /// A list from stored groups ([`Members::groups`]): members in join order, each
+    /// with its connections, every connection seen at `seen`. A member listed again
+    /// keeps its first place (its connections count for it); a connection listed again,
+    /// under the same member or another, counts once, where it is first listed; a
+    /// member left without connections is dropped (it would never leave). So a list
+    /// read back never lists a member twice, nor counts a connection twice.
+    pub fn from_groups(groups: Vec<(Value, Vec<Box<str>>)>, seen: Tick) -> Members {
+        let mut out = Members::default();
+        let mut order: Vec<(Box<str>, Value)> = Vec::with_capacity(groups.len());
+        let mut listed: std::collections::HashSet<Box<str>> = std::collections::HashSet::new();
+        for (member, cids) in groups {
+            let k = key(&member);
+            for cid in cids {
+                if out.conns.contains_key(&cid) {
+                    continue;
+                }
+                *out.counts.entry(k.clone()).or_default() += 1;
+                out.conns.insert(cid, (k.clone(), seen));
+            }
+            if listed.insert(k.clone()) {
+                order.push((k, member));
             }
         }
-        // A member without connections would never leave.
-        let counts = &out.counts;
-        out.members.retain(|m| counts.contains_key(&key(m)));
-        out.hashes = out.members.iter().map(|m| hash_of(&key(m))).collect();
+        for (k, member) in order {
+            if out.counts.contains_key(&k) {
+                out.hashes.push(hash_of(&k));
+                out.members.push(member);
+            }
+        }
         out
+    }
+}
+
+/// Whether a connection listed as `listed` (none: not listed) stays listed when its
+/// token renders `rendered` (none: it renders nothing, as when logged out): only as the
+/// same member. Decides a token event's leaves and a ping's.
+pub fn same_member(listed: Option<&str>, rendered: Option<&Value>) -> bool {
+    match (listed, rendered) {
+        (Some(l), Some(Value::String(r))) => l == r,
+        _ => false,
     }
 }
 
@@ -291,6 +339,18 @@ mod tests {
         assert_eq!(m.leave("c3"), vec![Change::Removed(0)]);
         assert_eq!(m.values(), &[json!("bob")]);
         assert_eq!(m.leave("c3"), vec![], "a connection leaves once");
+    }
+
+    #[test]
+    fn only_the_same_member_stays() {
+        assert!(same_member(Some("ann"), Some(&json!("ann"))));
+        assert!(!same_member(Some("ann"), Some(&json!("bob"))));
+        assert!(!same_member(Some("ann"), None), "logged out");
+        assert!(!same_member(None, Some(&json!("ann"))), "not listed");
+        assert!(
+            !same_member(Some("5"), Some(&json!(5))),
+            "members are strings"
+        );
     }
 
     #[test]
@@ -337,17 +397,58 @@ mod tests {
     }
 
     #[test]
-    fn stored_parts_rebuild_the_list_and_drop_members_without_connections() {
-        let m = Members::from_parts(
-            vec![json!("ann"), json!("bob")],
-            vec![
-                ("c1".into(), "bob".into(), 3),
-                ("c9".into(), "zed".into(), 3),
-            ],
+    fn stored_groups_rebuild_the_list_once_per_member_and_connection() {
+        let groups = |v: Vec<(Value, Vec<&str>)>| -> Vec<(Value, Vec<Box<str>>)> {
+            v.into_iter()
+                .map(|(m, cids)| (m, cids.into_iter().map(Box::from).collect()))
+                .collect()
+        };
+        let m = Members::from_groups(
+            groups(vec![
+                (json!("ann"), vec!["c1", "c2"]),
+                (json!("bob"), vec![]),
+                (json!("cat"), vec!["c3", "c1"]),
+                (json!("ann"), vec!["c4"]),
+            ]),
+            7,
         );
-        assert_eq!(m.values(), &[json!("bob")]);
-        assert_eq!(m.member_of("c1"), Some("bob"));
-        assert_eq!(m.connections(), 1);
+        // bob has no connection; c1 counts for ann only; ann's repeat adds c4 to her.
+        assert_eq!(m.values(), &[json!("ann"), json!("cat")]);
+        assert_eq!(m.connections(), 4);
+        assert_eq!(m.member_of("c1"), Some("ann"));
+        assert_eq!(m.member_of("c4"), Some("ann"));
+        assert_eq!(m.oldest(), Some(7));
+        assert_eq!(
+            m.groups(),
+            vec![
+                (&json!("ann"), vec!["c1", "c2", "c4"]),
+                (&json!("cat"), vec!["c3"]),
+            ]
+        );
+        // Each connection leaves once: ann goes with her last one.
+        let mut m = m;
+        assert_eq!(m.leave("c1"), vec![]);
+        assert_eq!(m.leave("c2"), vec![]);
+        assert_eq!(m.leave("c4"), vec![Change::Removed(0)]);
+        assert_eq!(m.values(), &[json!("cat")]);
+    }
+
+    #[test]
+    fn a_list_rebuilt_from_its_groups_is_the_list() {
+        let mut m = Members::default();
+        m.join("c1", json!("ann"), 1, 10).unwrap();
+        m.join("c2", json!("bob"), 2, 10).unwrap();
+        m.join("c3", json!("ann"), 3, 10).unwrap();
+        m.leave("c1");
+        let groups = m
+            .groups()
+            .into_iter()
+            .map(|(v, cids)| (v.clone(), cids.into_iter().map(Box::from).collect()))
+            .collect();
+        let mut back = Members::from_groups(groups, 0);
+        back.seen_all(3);
+        m.seen_all(3);
+        assert_eq!(back, m);
     }
 
     proptest! {
@@ -390,6 +491,17 @@ mod tests {
                 for k in &keys {
                     prop_assert!(m.each_connection().any(|(_, member, _)| member == &**k));
                 }
+                // What the shared store keeps of it reads back as the same list.
+                let groups = m
+                    .groups()
+                    .into_iter()
+                    .map(|(v, cids)| (v.clone(), cids.into_iter().map(Box::from).collect()))
+                    .collect();
+                let mut back = Members::from_groups(groups, 0);
+                let mut seen = m.clone();
+                back.seen_all(now);
+                seen.seen_all(now);
+                prop_assert_eq!(back, seen);
             }
         }
     }

@@ -65,8 +65,6 @@ pub(crate) struct Compiler {
     sites: Vec<(String, Site)>,
     /// The methods of the resource being compiled (a model's or a collection's).
     methods: &'static [&'static str],
-    /// The config's state is shared (`state.store: nats`).
-    shared: bool,
     /// The most items a list a rule reads may hold, for its cost estimate (from
     /// `state.max_token_bytes`).
     pub(super) input_items: u64,
@@ -82,7 +80,6 @@ impl Default for Compiler {
             file: None,
             sites: Vec::new(),
             methods: super::METHODS,
-            shared: false,
             input_items: crate::rule::input_items(super::state::DEFAULT_MAX_TOKEN_BYTES),
         }
     }
@@ -271,7 +268,6 @@ impl Compiler {
             .unwrap_or_default();
         self.input_items = crate::rule::input_items(state.max_token_bytes);
         let auth = get(self, "auth").map(|a| self.auth(a)).unwrap_or_default();
-        self.shared = state.store.shared().is_some();
         let blocks: Vec<(&Option<String>, &Yaml)> = found
             .iter()
             .filter(|(n, ..)| *n == "resources")

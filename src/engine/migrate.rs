@@ -223,6 +223,13 @@ const NOT_DECLARED: &str = "name not declared";
 
 /// Whether every written value fits `res`.
 fn fits(res: &Resource, written: &Written) -> bool {
+    // A presence list read back: its members as the list serves them (one past a
+    // lowered `max_members` stays: only new members are refused). What decides who is
+    // a member (`member`) is not kept with it: see docs/scaling.md.
+    if let (Some(_), Some(c)) = (&res.presence, &res.collection) {
+        return matches!(written, Written::Presence(_))
+            && written.items().iter().all(|v| c.item.check(v).is_ok());
+    }
     if let Some(c) = &res.collection {
         let items = written.items();
         return matches!(written, Written::Items(_))
@@ -709,5 +716,56 @@ mod tests {
         let mut none = super::DroppedValues::default();
         assert!(!super::fit_unit(&new, &mut unit, &key, &mut none));
         assert!(none.is_empty());
+    }
+
+    /// A presence list read back stays as it was when it is still a presence list
+    /// whose members fit; a list whose name is now a model, or members that are not
+    /// valid references, go (counted as a reload counts them).
+    #[test]
+    fn a_loaded_presence_list_stays_when_its_members_fit() {
+        use crate::store::record::decode_unit;
+        use crate::store::{Unit, UnitKey, Written};
+        let config = Config::parse(
+            "t.yaml",
+            "version: 1
+resources:
+  room.{r}:
+    presence:
+      member: \"{{token.name}}\"
+      max_members: 1
+  lobby:
+    presence:
+      member: { ref: \"users.user.{{token.id}}\" }
+  board.{id}:
+    fields:
+      title: { type: string }
+",
+        )
+        .unwrap();
+        let stored = br#"{"members": [{"member": "ann lee", "conns": ["c1"]}, {"member": "bob", "conns": ["c2", "c3"]}]}"#;
+        // Kept past a lowered `max_members`: only new members are refused.
+        let key = UnitKey::Shared("room.r1".into());
+        let mut unit = decode_unit(&key, stored).unwrap();
+        let mut dropped = super::DroppedValues::default();
+        assert!(!super::fit_unit(&config, &mut unit, &key, &mut dropped));
+        assert!(dropped.is_empty());
+        let Unit::Shared(Written::Presence(m)) = &unit else {
+            panic!("a presence list")
+        };
+        assert_eq!(m.values(), &[json!("ann lee"), json!("bob")]);
+        assert_eq!(m.connections(), 3);
+        // "ann lee" is not a reference: the list goes.
+        let key = UnitKey::Shared("lobby".into());
+        let mut unit = decode_unit(&key, stored).unwrap();
+        assert!(super::fit_unit(&config, &mut unit, &key, &mut dropped));
+        assert_eq!(dropped.describe(), "lobby item: 2 (presence list changed)");
+        assert!(matches!(&unit, Unit::Shared(w) if w.is_empty()));
+        // Now a model: the list goes.
+        let key = UnitKey::Shared("board.b1".into());
+        let mut unit = decode_unit(&key, stored).unwrap();
+        let mut dropped = super::DroppedValues::default();
+        assert!(super::fit_unit(&config, &mut unit, &key, &mut dropped));
+        assert_eq!(dropped.total(), 2);
+        assert!(matches!(&unit, Unit::Shared(w) if w.is_empty()));
     }
 }

@@ -167,6 +167,9 @@ pub struct Engine<S: Store = MemoryStore> {
     /// The shared store: `state.max_entries` is kept by the service, which moves units
     /// past it out of memory without dropping them ([`Engine::bound_elsewhere`]).
     bound_elsewhere: bool,
+    /// The shared store: a token event changes no presence list as it is applied; the
+    /// service applies it to each list's partition ([`Engine::presence_apart`]).
+    presence_apart: bool,
     /// Cleared while a request that waited is handled ([`Engine::handle_waited`]):
     /// its token fills in no record.
     learning: bool,
@@ -197,6 +200,7 @@ impl<S: Store> Engine<S> {
             config_id: 0,
             log_tokens: false,
             bound_elsewhere: false,
+            presence_apart: false,
             learning: true,
             resolved: None,
             denied_by: None,
@@ -212,6 +216,14 @@ impl<S: Store> Engine<S> {
     /// leaves memory and stays in the bucket): handling and sweeps drop nothing for it.
     pub fn bound_elsewhere(&mut self) {
         self.bound_elsewhere = true;
+    }
+
+    /// With the shared store: a token event changes no presence list as it is
+    /// applied (the list may be in another partition, whose owner publishes its events
+    /// in that partition's order); the service applies it to the lists of each
+    /// partition it serves ([`Engine::presence_token_event`]).
+    pub fn presence_apart(&mut self) {
+        self.presence_apart = true;
     }
 
     pub fn store(&self) -> &S {

@@ -2,18 +2,25 @@
 //! gives another member, and the sweep of connections not seen for `ttl`. Each member
 //! added or removed is one `add` or `remove` event. The engine keeps which lists each
 //! connection joined (`PresenceIndex`), so a token event finds them at once.
+//!
+//! With the shared store a list and its members' connections live in different
+//! partitions, often on different instances: a token event then changes no list as it
+//! is applied ([`Engine::presence_apart`]); the owner of each list applies it to the
+//! lists it serves as a step of the list's partition
+//! ([`Engine::presence_token_event`]), and sweeps them list by list
+//! ([`Engine::presence_due`], [`Engine::presence_expire`]).
 
 use std::collections::{BTreeSet, HashMap};
 
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{Engine, Events};
+use super::{check_cid, Engine, Events};
 use crate::clock::ticks;
 use crate::config::{Config, Resource};
 use crate::pattern::{self, Params};
 use crate::presence::{Change, PresenceDef, Refused};
-use crate::protocol::{self, ResError};
+use crate::protocol::{self, ResError, TokenEvent};
 use crate::rule::RuleInput;
 use crate::store::{Store, Written};
 use crate::template::TemplateInput;
@@ -41,6 +48,15 @@ impl PresenceIndex {
                 self.joined.remove(cid);
             }
         }
+    }
+
+    /// Keeps the lists `keep` says yes to, forgetting the others.
+    fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.lists.retain(|rid| keep(rid));
+        self.joined.retain(|_, lists| {
+            lists.retain(|rid| keep(rid));
+            !lists.is_empty()
+        });
     }
 }
 
@@ -92,7 +108,24 @@ impl<S: Store> Engine<S> {
             }
             "leave" => self.leave(res, rid, cid, events),
             _ => {
-                let joined = self.store.shared(rid).is_some()
+                // A ping whose token gives another member than the one listed (or
+                // none) leaves: a token event the list's owner missed (with the shared
+                // store, one that arrived while nobody served the list) is caught up
+                // with here.
+                let listed = match self.store.shared(rid) {
+                    Some(Written::Presence(m)) => m.member_of(cid).map(str::to_string),
+                    _ => None,
+                };
+                let rendered = member_of(p, res, params, cid, token).ok();
+                if listed.is_some()
+                    && !crate::presence::same_member(listed.as_deref(), rendered.as_ref())
+                {
+                    self.leave(res, rid, cid, events);
+                    return Err(ResError::InvalidParams(format!(
+                        "connection {cid} was listed in {rid} as another member than its token gives now: it left; call join"
+                    )));
+                }
+                let joined = listed.is_some()
                     && self
                         .store
                         .update_shared(rid, now, |w| w.members_mut().seen(cid, now));
@@ -120,7 +153,8 @@ impl<S: Store> Engine<S> {
     }
 
     /// After a token event: the connection leaves every list where its new token gives
-    /// another member, or none (a logout).
+    /// another member, or none (a logout). With the shared store the service does this
+    /// per list partition instead ([`Engine::presence_token_event`]).
     pub(super) fn presence_token(
         &mut self,
         config: &Config,
@@ -128,9 +162,24 @@ impl<S: Store> Engine<S> {
         token: Option<&Value>,
         events: &mut Events,
     ) {
-        let Some(lists) = self.presence.joined.get(cid).cloned() else {
+        if !self.presence_apart {
+            self.presence_token_in(config, cid, token, |_| true, events);
+        }
+    }
+
+    /// [`Engine::presence_token`] on the lists `which` says yes to.
+    fn presence_token_in(
+        &mut self,
+        config: &Config,
+        cid: &str,
+        token: Option<&Value>,
+        which: impl Fn(&str) -> bool,
+        events: &mut Events,
+    ) {
+        let Some(lists) = self.presence.joined.get(cid) else {
             return;
         };
+        let lists: Vec<Box<str>> = lists.iter().filter(|r| which(r)).cloned().collect();
         for rid in lists {
             let Some((res, params)) = config.resolve(&rid) else {
                 self.presence.remove(cid, &rid);
@@ -145,44 +194,103 @@ impl<S: Store> Engine<S> {
                 Written::Presence(m) => m.member_of(cid).map(str::to_string),
                 _ => None,
             });
-            let same = match (&now, &was) {
-                (Some(Value::String(n)), Some(w)) => n == w,
-                _ => false,
-            };
-            if !same {
+            if !crate::presence::same_member(was.as_deref(), now.as_ref()) {
                 self.leave(res, &rid, cid, events);
             }
         }
     }
 
+    /// With the shared store ([`Engine::presence_apart`]): a token event for `cid`
+    /// (its payload, as `conn.<cid>.token` carries it) applied to the presence lists
+    /// `which` says yes to (those of one partition served here), as a step of their
+    /// own: the connection leaves those where its new token gives another member, or
+    /// none. A malformed event (or one the token event itself would ignore) changes
+    /// nothing. Returns the events.
+    pub fn presence_token_event(
+        &mut self,
+        config: &Config,
+        cid: &str,
+        payload: &[u8],
+        which: impl Fn(&str) -> bool,
+    ) -> Events {
+        let mut events = Events::new();
+        if check_cid(cid).is_err() || !self.presence.joined.contains_key(cid) {
+            return events;
+        }
+        let token = match protocol::parse::<TokenEvent>(payload, "token event") {
+            Ok(TokenEvent { token: Some(t), .. }) => t,
+            _ => return events,
+        };
+        if protocol::json_len(&token) > config.state.max_token_bytes {
+            return events;
+        }
+        self.now = self.clock.now();
+        let token = Some(token).filter(|t| !t.is_null());
+        self.presence_token_in(config, cid, token.as_ref(), which, &mut events);
+        events
+    }
+
+    /// The lists served where a token event for `cid` may change something: those
+    /// it joined.
+    pub fn presence_joined(&self, cid: &str) -> &[Box<str>] {
+        self.presence.joined.get(cid).map_or(&[], Vec::as_slice)
+    }
+
     /// Connections not seen for their list's `ttl` leave; returns the events.
     pub fn presence_sweep(&mut self, config: &Config) -> Events {
         let mut events = Events::new();
+        for rid in self.presence_due(config) {
+            events.extend(self.presence_expire(config, &rid));
+        }
+        events
+    }
+
+    /// The lists with a connection not seen for the list's `ttl` (forgetting those
+    /// that went).
+    pub fn presence_due(&mut self, config: &Config) -> Vec<Box<str>> {
         let now = self.clock.now();
+        let mut due = Vec::new();
         let lists: Vec<Box<str>> = self.presence.lists.iter().cloned().collect();
         for rid in lists {
-            let found = config
+            let ttl = config
                 .resolve(&rid)
-                .and_then(|(res, _)| res.presence.as_ref().map(|p| (res, ticks(p.ttl))));
+                .and_then(|(res, _)| res.presence.as_ref().map(|p| ticks(p.ttl)));
             let oldest = match self.store.shared(&rid) {
                 Some(Written::Presence(m)) => m.oldest(),
                 _ => None,
             };
-            let (Some((res, ttl)), Some(oldest)) = (found, oldest) else {
+            let (Some(ttl), Some(oldest)) = (ttl, oldest) else {
                 self.presence.lists.remove(&rid);
                 continue;
             };
-            if now.saturating_sub(oldest) < ttl {
-                continue;
+            if now.saturating_sub(oldest) >= ttl {
+                due.push(rid);
             }
-            let (left, changes) = self
-                .store
-                .update_shared(&rid, now, |w| w.members_mut().expire(now, ttl));
-            for cid in &left {
-                self.presence.remove(cid, &rid);
-            }
-            self.push_members(res, &rid, &changes, &mut events);
         }
+        due
+    }
+
+    /// The connections of list `rid` not seen for its `ttl` leave; returns the events.
+    pub fn presence_expire(&mut self, config: &Config, rid: &str) -> Events {
+        let mut events = Events::new();
+        let now = self.clock.now();
+        self.now = now;
+        let Some((res, ttl)) = config
+            .resolve(rid)
+            .and_then(|(res, _)| res.presence.as_ref().map(|p| (res, ticks(p.ttl))))
+        else {
+            return events;
+        };
+        if !matches!(self.store.shared(rid), Some(Written::Presence(_))) {
+            return events;
+        }
+        let (left, changes) = self
+            .store
+            .update_shared(rid, now, |w| w.members_mut().expire(now, ttl));
+        for cid in &left {
+            self.presence.remove(cid, rid);
+        }
+        self.push_members(res, rid, &changes, &mut events);
         events
     }
 
@@ -201,6 +309,31 @@ impl<S: Store> Engine<S> {
     /// Forgets what the index says of a list that went (dropped, reset, reloaded).
     pub(super) fn presence_gone(&mut self, rid: &str, written: &Written) {
         forget_list(&mut self.presence, rid, written);
+    }
+
+    /// A presence list put in the store from elsewhere (the shared store's bucket,
+    /// which keeps no times): every connection of it counts as seen now, so one that
+    /// went while nobody served the list leaves within a `ttl` unless it pings, and
+    /// its connections go into the index (a token event finds them).
+    pub fn presence_loaded(&mut self, rid: &str) {
+        if !matches!(self.store.shared(rid), Some(Written::Presence(_))) {
+            return;
+        }
+        let now = self.clock.now();
+        // The list as loaded: its write compares equal, and none starts.
+        self.store
+            .update_shared(rid, now, |w| w.members_mut().seen_all(now));
+        if let Some(Written::Presence(m)) = self.store.shared(rid) {
+            for (cid, ..) in m.each_connection() {
+                self.presence.add(cid, rid);
+            }
+        }
+    }
+
+    /// Forgets what the index says of the lists `keep` says no to (their partition
+    /// went to another instance of the shared store).
+    pub fn presence_forget(&mut self, keep: impl Fn(&str) -> bool) {
+        self.presence.retain(keep);
     }
 
     /// Makes the index again from the lists in the store (after a reload).

@@ -234,6 +234,7 @@ impl Service {
                 engine.store_mut().track_changes();
                 engine.log_tokens();
                 engine.bound_elsewhere();
+                engine.presence_apart();
                 Some(cluster)
             }
             None => None,
@@ -290,8 +291,15 @@ impl Service {
         if self.cluster.is_some() {
             self.engine.log_tokens();
             self.engine.bound_elsewhere();
+            self.engine.presence_apart();
         }
         self
+    }
+
+    /// With `state.store: nats`: this instance's ID, as the bucket's leases name their
+    /// owners (`lease.<p>`: `{"owner": "<instance>"}`).
+    pub fn instance_id(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|c| c.id())
     }
 
     /// With `state.store: nats`: the shared store's figures.

@@ -17,12 +17,15 @@ use crate::protocol::{self, ResError};
 /// What is left to do for a handled message.
 pub(super) struct Finished {
     pub(super) route: Route,
-    pub(super) endpoint: Arc<Endpoint>,
+    /// The endpoint it counts in; none for a step that is no message (with the shared
+    /// store: a token event's step on presence lists, the ttl sweep of a list).
+    pub(super) endpoint: Option<Arc<Endpoint>>,
     pub(super) subject: Subject,
     pub(super) reply_to: Option<Subject>,
     pub(super) outcome: engine::Outcome,
-    /// The request series it counts in (of the config it was handled under).
-    pub(super) counter: Counter,
+    /// The request series it counts in (of the config it was handled under); none for
+    /// a step that is no message.
+    pub(super) counter: Option<Counter>,
     pub(super) started: Instant,
     /// The shared store's partition of the message, if any.
     pub(super) partition: Option<u32>,
@@ -103,8 +106,10 @@ impl Finished {
             (None, _) => {}
         }
         let took = started.elapsed();
-        metrics.request(route.kind(), &counter, took);
-        endpoint.record(took, error);
+        if let (Some(counter), Some(endpoint)) = (counter, endpoint) {
+            metrics.request(route.kind(), &counter, took);
+            endpoint.record(took, error);
+        }
     }
 }
 
@@ -179,7 +184,7 @@ impl Finished {
                     tracing::debug!(cid = plan.to, error = %e, "a resume was refused");
                     outcome.status = Status::Error(e.code());
                     outcome.reply = Some(e.reply());
-                    counter = plans.refused.unwrap_or(counter);
+                    counter = plans.refused.or(counter);
                 }
             }
             Some(AuthPlan::Recheck { name, cid }) => {
@@ -188,7 +193,7 @@ impl Finished {
                 if status != Status::Ok {
                     outcome.status = status;
                     if status == Status::Error(protocol::INVALID_TOKEN) {
-                        counter = plans.refused.unwrap_or(counter);
+                        counter = plans.refused.or(counter);
                     }
                 }
                 outcome.reply = Some(reply);
@@ -219,7 +224,9 @@ impl Finished {
             }
         }
         let took = started.elapsed();
-        metrics.request(route.kind(), &counter, took);
-        endpoint.record(took, error);
+        if let (Some(counter), Some(endpoint)) = (counter, endpoint) {
+            metrics.request(route.kind(), &counter, took);
+            endpoint.record(took, error);
+        }
     }
 }

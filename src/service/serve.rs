@@ -132,8 +132,13 @@ impl Service {
     }
 
     /// Publishes the `remove` events of presence list members whose connections were
-    /// not seen for the list's `ttl`.
+    /// not seen for the list's `ttl` (with the shared store, of the lists served here,
+    /// once written).
     async fn expire_presence(&mut self) {
+        if self.cluster.is_some() {
+            self.presence_sweep_shared().await;
+            return;
+        }
         for (subject, payload) in self.engine.presence_sweep(&self.config) {
             self.metrics.event(EventKind::Change);
             if let Err(e) = self.publish(subject.clone(), payload).await {
@@ -359,6 +364,12 @@ impl Service {
         // An auth request changes nothing here (its token event does): whoever
         // receives it answers.
         if self.cluster.is_some() && !matches!(route, Route::Auth | Route::ApiRevoke) {
+            if route == Route::Token {
+                if let Some(cid) = super::cluster::token_cid(route, &msg) {
+                    let (cid, payload) = (cid.to_string(), msg.payload.clone());
+                    self.presence_token(&cid, &payload).await;
+                }
+            }
             self.place(route, endpoint, msg, hops).await;
         } else {
             self.serve(Admitted {
@@ -460,11 +471,11 @@ impl Service {
             .counter(route.kind(), outcome.resource, outcome.status);
         let finished = Finished {
             route,
-            endpoint,
+            endpoint: Some(endpoint),
             subject: msg.subject,
             reply_to: msg.reply,
             outcome,
-            counter,
+            counter: Some(counter),
             started,
             partition,
         };

@@ -15,7 +15,11 @@
 //! `"resume": {"hash": hex, "until": seconds}` its resume key) and
 //! `{"written": {…}}` for a model without a cid. A collection's items are kept as
 //! `"items": […]` in place of `"written"`, in a model of a connection and in a unit of
-//! its own alike. The cached replies are not kept.
+//! its own alike. A presence list (a unit of its own: its name has no cid) is kept as
+//! `{"members": [{"member": <value>, "conns": ["<cid>", …]}, …]}`, its members in join
+//! order, each with the connections joined as it (sorted); when each connection was
+//! last seen is not kept (a new owner counts every connection as seen when it loads the
+//! list). The cached replies are not kept.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -115,6 +119,7 @@ pub fn encode(unit: UnitRef) -> Vec<u8> {
         UnitRef::Shared(w) => serde_json::to_vec(&StoredShared {
             written: WrittenMap(w),
             items: Items(w),
+            members: Groups(w),
         }),
     };
     out.unwrap_or_default()
@@ -151,18 +156,20 @@ struct StoredResume {
 
 #[derive(Serialize)]
 struct StoredShared<'a> {
-    #[serde(skip_serializing_if = "WrittenMap::is_items")]
+    #[serde(skip_serializing_if = "WrittenMap::is_other")]
     written: WrittenMap<'a>,
-    #[serde(skip_serializing_if = "Items::is_fields")]
+    #[serde(skip_serializing_if = "Items::is_other")]
     items: Items<'a>,
+    #[serde(skip_serializing_if = "Groups::is_other")]
+    members: Groups<'a>,
 }
 
 #[derive(Serialize)]
 struct StoredModel<'a> {
     rid: &'a str,
-    #[serde(skip_serializing_if = "WrittenMap::is_items")]
+    #[serde(skip_serializing_if = "WrittenMap::is_other")]
     written: WrittenMap<'a>,
-    #[serde(skip_serializing_if = "Items::is_fields")]
+    #[serde(skip_serializing_if = "Items::is_other")]
     items: Items<'a>,
 }
 
@@ -206,8 +213,9 @@ impl Serialize for WrittenMap<'_> {
 }
 
 impl WrittenMap<'_> {
-    fn is_items(&self) -> bool {
-        matches!(self.0, Written::Items(_))
+    /// Items or members: not field values.
+    fn is_other(&self) -> bool {
+        !matches!(self.0, Written::Fields(_))
     }
 }
 
@@ -221,13 +229,70 @@ impl Serialize for Items<'_> {
 }
 
 impl Items<'_> {
-    fn is_fields(&self) -> bool {
-        matches!(self.0, Written::Fields(_))
+    /// Field values or members: not a collection's items.
+    fn is_other(&self) -> bool {
+        !matches!(self.0, Written::Items(_))
     }
 }
 
-// A presence list is stored as its members only: the shared store does not serve
-// presence lists (`check` refuses them with `state.store: nats`).
+/// A presence list's members, each with its connections:
+/// `[{"member": value, "conns": ["<cid>", ...]}, ...]`.
+struct Groups<'a>(&'a Written);
+
+#[derive(Serialize)]
+struct StoredGroup<'a> {
+    member: &'a Value,
+    conns: Vec<&'a str>,
+}
+
+impl Serialize for Groups<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Written::Presence(m) = self.0 else {
+            return s.collect_seq(std::iter::empty::<StoredGroup>());
+        };
+        s.collect_seq(
+            m.groups()
+                .into_iter()
+                .map(|(member, conns)| StoredGroup { member, conns }),
+        )
+    }
+}
+
+impl Groups<'_> {
+    /// Field values or items: not a presence list.
+    fn is_other(&self) -> bool {
+        !matches!(self.0, Written::Presence(_))
+    }
+}
+
+/// A stored presence list's members (`"members"`): every connection counts as seen at
+/// tick 0 until its new owner says when it loaded it
+/// ([`crate::presence::Members::seen_all`]).
+fn decode_members(members: &Value) -> Result<Written, String> {
+    let members = members.as_array().ok_or("`members` is not an array")?;
+    let mut groups = Vec::with_capacity(members.len());
+    for g in members {
+        let member = g.get("member").ok_or("a member without `member`")?;
+        if !member.is_string() {
+            return Err("a `member` that is not a string".into());
+        }
+        let conns = g
+            .get("conns")
+            .and_then(Value::as_array)
+            .ok_or("a member without `conns`")?
+            .iter()
+            .map(|c| {
+                c.as_str()
+                    .map(Box::from)
+                    .ok_or("a cid that is not a string")
+            })
+            .collect::<Result<Vec<Box<str>>, _>>()?;
+        groups.push((member.clone(), conns));
+    }
+    Ok(Written::Presence(Box::new(
+        crate::presence::Members::from_groups(groups, 0),
+    )))
+}
 
 /// A unit to encode, borrowed from the store.
 #[derive(Debug, Clone, Copy)]
@@ -241,6 +306,9 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
     let value: Value = serde_json::from_slice(value).map_err(|e| e.to_string())?;
     // `items` (a collection's) or `written` (a model's) of a stored model.
     let written = |m: &Value| -> Result<Written, String> {
+        if let Some(members) = m.get("members") {
+            return decode_members(members);
+        }
         if let Some(items) = m.get("items") {
             let items = items.as_array().ok_or("`items` is not an array")?;
             return Ok(Written::Items(items.clone()));
@@ -466,6 +534,47 @@ mod tests {
         }
         assert_eq!(log.digests().len(), crate::store::TOKEN_LOG);
         assert_eq!(*log.digests().last().unwrap(), 39);
+    }
+
+    #[test]
+    fn a_presence_list_is_stored_as_its_members_with_their_connections() {
+        let mut w = Written::default();
+        let m = w.members_mut();
+        m.join("c2", json!("ann"), 5, 10).unwrap();
+        m.join("c9", json!("bob"), 6, 10).unwrap();
+        m.join("c1", json!("ann"), 7, 10).unwrap();
+        let stored: Value = serde_json::from_slice(&encode(UnitRef::Shared(&w))).unwrap();
+        assert_eq!(
+            stored,
+            json!({"members": [
+                {"member": "ann", "conns": ["c1", "c2"]},
+                {"member": "bob", "conns": ["c9"]},
+            ]})
+        );
+        // Read back, every connection is seen at 0 until its loader says when it
+        // loaded it; otherwise the same list.
+        let key = UnitKey::Shared("chat.room.r1.members".into());
+        let Unit::Shared(Written::Presence(mut back)) =
+            decode_unit(&key, &encode(UnitRef::Shared(&w))).unwrap()
+        else {
+            panic!("not a presence list")
+        };
+        assert_eq!(back.oldest(), Some(0));
+        back.seen_all(7);
+        let Written::Presence(m) = &mut w else {
+            unreachable!()
+        };
+        m.seen_all(7);
+        assert_eq!(*back, **m);
+        for bad in [
+            r#"{"members": 3}"#,
+            r#"{"members": [{"conns": ["c1"]}]}"#,
+            r#"{"members": [{"member": "ann"}]}"#,
+            r#"{"members": [{"member": 5, "conns": ["c1"]}]}"#,
+            r#"{"members": [{"member": "ann", "conns": [1]}]}"#,
+        ] {
+            assert!(decode_unit(&key, bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

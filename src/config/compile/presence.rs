@@ -27,12 +27,6 @@ impl Compiler {
                 .map(|(_, v)| *v)
         };
         let before = self.errors.len();
-        if self.shared {
-            self.error(
-                at,
-                "presence lists are served by the memory store only: with `state.store: nats` a list's members would be spread over instances, which this version does not join up",
-            );
-        }
         if pattern.has_cid() {
             self.error(
                 at,

@@ -134,6 +134,34 @@ fn connections_that_neither_join_nor_ping_for_ttl_leave() {
 }
 
 #[test]
+fn only_a_join_or_a_ping_keeps_a_connection_listed() {
+    let mut t = t();
+    for (cid, name) in [("a1", "ann"), ("b1", "bob")] {
+        t.token(cid, &login(name));
+        t.presence(ROOM, "join", cid);
+    }
+    t.clock.advance(Duration::from_secs(40));
+    // Ann's connection gets the list and asks access to it; bob's pings.
+    t.members(ROOM);
+    let access = json!({"cid": "a1", "token": user("ann")}).to_string();
+    assert_eq!(
+        reply(&t.access(ROOM, &access))["result"]["get"],
+        json!(true)
+    );
+    assert_eq!(
+        reply(&t.presence(ROOM, "ping", "b1")),
+        json!({"result": null})
+    );
+    t.clock.advance(Duration::from_secs(20));
+    assert_eq!(
+        t.sweep(),
+        vec![remove(ROOM, 0)],
+        "ann's get and access do not count"
+    );
+    assert_eq!(t.members(ROOM), json!(["bob"]));
+}
+
+#[test]
 fn joins_are_refused_past_max_members_without_a_member_or_by_the_join_rule() {
     let mut t = t();
     for (i, name) in ["ann", "bob", "cat", "dan"].iter().enumerate() {
@@ -209,6 +237,172 @@ fn a_reload_that_changes_the_member_empties_the_list() {
     assert_eq!(t2.engine.reloaded(&t2.config, &rule).total(), 0);
     t2.config = rule;
     assert_eq!(t2.members(ROOM), json!(["ann"]));
+}
+
+impl T {
+    /// `method` on `rid` by `cid`, with the token the call carries (as Resgate sends
+    /// it): with the shared store, the list's owner may hold no record of the caller.
+    fn presence_as(&mut self, rid: &str, method: &str, cid: &str, name: &str) -> Outcome {
+        let payload = json!({ "cid": cid, "token": user(name) }).to_string();
+        self.call(rid, method, &payload)
+    }
+
+    /// The step of a token event on the lists `which` says yes to.
+    fn token_step(
+        &mut self,
+        cid: &str,
+        payload: &str,
+        which: impl Fn(&str) -> bool,
+    ) -> Vec<(String, Value)> {
+        self.engine
+            .presence_token_event(&self.config, cid, payload.as_bytes(), which)
+            .iter()
+            .map(|(s, p)| (s.clone(), serde_json::from_slice(p).unwrap()))
+            .collect()
+    }
+}
+
+#[test]
+fn apart_a_token_event_leaves_only_through_its_step_on_the_lists_partition() {
+    let mut t = t();
+    t.engine.presence_apart();
+    for (cid, name) in [("a1", "ann"), ("b1", "bob")] {
+        let out = t.presence_as(ROOM, "join", cid, name);
+        assert_eq!(reply(&out), json!({"result": null}));
+    }
+    t.presence_as(LOBBY, "join", "a1", "ann");
+    // Applied as a token event, a logout changes no list.
+    assert!(!t.token("a1", LOGOUT).iter().any(|(s, _)| s.contains(ROOM)));
+    assert_eq!(t.members(ROOM), json!(["ann", "bob"]));
+    // Its step on the lists of another partition changes nothing; on the room's, ann
+    // leaves the room (and only the room).
+    assert_eq!(t.token_step("a1", LOGOUT, |_| false), vec![]);
+    assert_eq!(
+        t.token_step("a1", LOGOUT, |rid| rid == ROOM),
+        vec![remove(ROOM, 0)]
+    );
+    assert_eq!(t.members(ROOM), json!(["bob"]));
+    assert_eq!(t.members(LOBBY), json!([{"rid": "users.user.3"}]));
+    // A token for the same member keeps it; one for another member does not; a
+    // malformed event, or one without a token, changes nothing.
+    let same = json!({"token": {"userId": 3, "name": "bob", "role": "x"}}).to_string();
+    assert_eq!(t.token_step("b1", &same, |_| true), vec![]);
+    for bad in ["nope", "{}", r#"{"token": "#] {
+        assert_eq!(t.token_step("b1", bad, |_| true), vec![], "{bad}");
+    }
+    assert_eq!(t.token_step("b1 x", LOGOUT, |_| true), vec![], "not a cid");
+    assert_eq!(
+        t.token_step("b1", &login("dan"), |_| true),
+        vec![remove(ROOM, 0)]
+    );
+    assert_eq!(t.members(ROOM), json!([]));
+    // Left: a second step finds nothing.
+    assert_eq!(t.token_step("b1", LOGOUT, |_| true), vec![]);
+}
+
+#[test]
+fn a_ping_whose_token_gives_another_member_leaves_and_asks_for_a_join() {
+    let mut t = t();
+    t.engine.presence_apart();
+    for (cid, name) in [("a1", "ann"), ("b1", "bob"), ("c1", "cat")] {
+        t.presence_as(ROOM, "join", cid, name);
+    }
+    // A token event whose step this list's owner never applied (it arrived while
+    // nobody served the list): ann's next ping, with the token her record has now,
+    // says who she is.
+    assert!(!t
+        .token("a1", &login("dan"))
+        .iter()
+        .any(|(s, _)| s.contains(ROOM)));
+    let out = t.presence(ROOM, "ping", "a1");
+    assert_eq!(error_code(&out), "system.invalidParams");
+    assert!(
+        error_message(&out).contains("call join"),
+        "{}",
+        error_message(&out)
+    );
+    assert_eq!(events(&out), vec![remove(ROOM, 0)]);
+    assert_eq!(t.members(ROOM), json!(["bob", "cat"]));
+    // A connection of another partition (no record here, as the service forgets it
+    // after each message): the token its ping carries decides.
+    use crate::store::UnitKey;
+    t.engine
+        .store_mut()
+        .forget(&UnitKey::Connection("b1".into()));
+    let out = t.presence_as(ROOM, "ping", "b1", "eve");
+    assert_eq!(events(&out), vec![remove(ROOM, 0)]);
+    assert_eq!(t.members(ROOM), json!(["cat"]));
+    // The same member pings as before.
+    t.engine
+        .store_mut()
+        .forget(&UnitKey::Connection("c1".into()));
+    assert_eq!(
+        reply(&t.presence_as(ROOM, "ping", "c1", "cat")),
+        json!({"result": null})
+    );
+    // On one instance the token event moved it already: its ping is refused alone.
+    let mut t = self::t();
+    t.token("a1", &login("ann"));
+    t.presence(ROOM, "join", "a1");
+    assert!(t.token("a1", &login("dan")).contains(&remove(ROOM, 0)));
+    let out = t.presence(ROOM, "ping", "a1");
+    assert_eq!(error_code(&out), "system.invalidParams");
+    assert!(out.events.is_empty());
+}
+
+#[test]
+fn a_list_loaded_from_elsewhere_is_indexed_and_each_connection_gets_a_ttl_from_its_load() {
+    use crate::presence::Members;
+    use crate::store::{Unit, UnitKey, Written};
+    let mut t = t();
+    t.engine.presence_apart();
+    t.clock.advance(Duration::from_secs(100));
+    // As the bucket's record reads back: no times kept.
+    let members = Members::from_groups(
+        vec![
+            (json!("ann"), vec!["a1".into(), "a2".into()]),
+            (json!("bob"), vec!["b1".into()]),
+            (json!("cat"), vec!["c1".into()]),
+        ],
+        0,
+    );
+    t.engine.store_mut().insert(
+        UnitKey::Shared(ROOM.into()),
+        Unit::Shared(Written::Presence(Box::new(members))),
+        100,
+    );
+    t.engine.presence_loaded(ROOM);
+    assert_eq!(t.members(ROOM), json!(["ann", "bob", "cat"]));
+    // A token event finds its connection through the index.
+    assert_eq!(
+        t.token_step("b1", LOGOUT, |rid| rid == ROOM),
+        vec![remove(ROOM, 1)]
+    );
+    // Nobody is due before a whole ttl from the load; then those that did not ping go.
+    t.clock.advance(Duration::from_secs(59));
+    assert_eq!(t.engine.presence_due(&t.config), Vec::<Box<str>>::new());
+    assert_eq!(
+        reply(&t.presence_as(ROOM, "ping", "a2", "ann")),
+        json!({"result": null})
+    );
+    t.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        t.engine.presence_due(&t.config),
+        vec![Box::<str>::from(ROOM)]
+    );
+    let out: Vec<(String, Value)> = t
+        .engine
+        .presence_expire(&t.config, ROOM)
+        .iter()
+        .map(|(s, p)| (s.clone(), serde_json::from_slice(p).unwrap()))
+        .collect();
+    assert_eq!(out, vec![remove(ROOM, 1)], "cat; ann keeps a2");
+    assert_eq!(t.members(ROOM), json!(["ann"]));
+    // Its partition went elsewhere: the index forgets it, and a token event's step
+    // finds nothing here.
+    t.engine.presence_forget(|rid| rid != ROOM);
+    assert!(t.engine.presence_joined("a2").is_empty());
+    assert_eq!(t.token_step("a2", LOGOUT, |_| true), vec![]);
 }
 
 proptest! {

@@ -45,6 +45,12 @@ pub(in crate::service) enum Held {
         conns: Option<Vec<u64>>,
         confirmed: bool,
     },
+    /// A token event's step on the presence lists of partition `p` (`presence`).
+    Presence {
+        p: u32,
+        cid: Box<str>,
+        payload: bytes::Bytes,
+    },
 }
 
 impl Held {
@@ -54,7 +60,7 @@ impl Held {
             Held::Supersede(route, msg) => {
                 super::steps::token_cid(*route, msg).map(|cid| partition_of_cid(cid, n))
             }
-            Held::Confirm { p, .. } => Some(*p),
+            Held::Confirm { p, .. } | Held::Presence { p, .. } => Some(*p),
         }
     }
 
@@ -65,14 +71,16 @@ impl Held {
             Held::Supersede(route, msg) => super::steps::token_cid(*route, msg)
                 .map(|cid| vec![UnitKey::Connection(cid.into())])
                 .unwrap_or_default(),
-            Held::Confirm { .. } => Vec::new(),
+            // Presence lists are never out of memory (`Service::evict`).
+            Held::Confirm { .. } | Held::Presence { .. } => Vec::new(),
         }
     }
 
     /// Whether it is a message (one dropped is a change the next owner must not count
-    /// on).
+    /// on). A presence step is in no window: the next owner counts the list's
+    /// connections as seen when it loads it.
     pub(super) fn is_message(&self) -> bool {
-        !matches!(self, Held::Confirm { .. })
+        !matches!(self, Held::Confirm { .. } | Held::Presence { .. })
     }
 }
 
@@ -186,6 +194,7 @@ impl Service {
                 conns,
                 confirmed,
             } => self.apply_confirmed(p, conns.as_deref(), confirmed),
+            Held::Presence { p, cid, payload } => self.presence_step(p, &cid, &payload).await,
         }
     }
 
@@ -233,6 +242,7 @@ impl Service {
             return;
         };
         let max = self.config.state.max_entries;
+        let config = &self.config;
         let store = self.engine.store_mut();
         if store.entries() <= max {
             return;
@@ -244,7 +254,18 @@ impl Service {
             settings,
             ..
         } = cluster;
-        let gone = store.evict_oldest(max, budget, |k| pipeline.unwritten(k) || cold.pinned(k));
+        // A presence list stays in memory: the engine's index of who joined it, its
+        // ttl sweep and token events' steps need it (it empties within its ttl
+        // without joins or pings, and goes).
+        let list = |k: &UnitKey| match k {
+            UnitKey::Shared(rid) => config
+                .resource_of(rid)
+                .is_some_and(|r| r.presence.is_some()),
+            UnitKey::Connection(_) => false,
+        };
+        let gone = store.evict_oldest(max, budget, |k| {
+            pipeline.unwritten(k) || cold.pinned(k) || list(k)
+        });
         metrics.evicted.inc_by(gone.len() as u64);
         for (key, touched) in gone {
             // The set remembers as many units as `max_entries`.

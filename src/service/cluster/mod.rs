@@ -17,7 +17,9 @@
 //! engine and store), `feed` what the connection, bucket and clock tell the machine,
 //! `partition` actions on a whole partition's state, `publish` writes and outcomes
 //! once written, `evict` the size bound (units past it stay in the bucket) and
-//! `readback` reading them back; `trace` what the machine decided, in the log; `notes`
+//! `readback` reading them back; `presence` presence lists (a token event's step on
+//! the lists of each partition served here, the ttl sweep of the lists served here);
+//! `trace` what the machine decided, in the log; `notes`
 //! what the operator is told (partition changes in one line per batch, instances
 //! running another config, requests that cannot be answered).
 
@@ -30,6 +32,7 @@ mod metrics;
 mod notes;
 mod partition;
 mod pipeline;
+mod presence;
 mod publish;
 mod readback;
 mod steps;
@@ -52,6 +55,7 @@ pub(super) use bucket::Loaded;
 pub(super) use io::Io;
 pub use metrics::ClusterMetrics;
 use pipeline::Pipeline;
+pub(super) use steps::token_cid;
 
 /// The most reads held while their partitions have no owner.
 const MAX_HELD: usize = 10_000;
@@ -156,6 +160,11 @@ impl Cluster {
             cold_failed: crate::logs::Throttle::default(),
             metrics: Arc::new(ClusterMetrics::new()),
         })
+    }
+
+    /// This instance's ID.
+    pub(super) fn id(&self) -> &str {
+        &self.id
     }
 
     /// The machine's clock now.

@@ -10,7 +10,7 @@ use crate::engine::Engine;
 use crate::service::cluster::Loaded;
 use crate::service::Service;
 use crate::store::record::{partition_of_cid, stable_hash};
-use crate::store::{Store, Unit, UnitKey};
+use crate::store::{Store, Unit, UnitKey, Written};
 
 impl Service {
     /// Puts a partition's loaded units in the store, each checked against the config in
@@ -176,6 +176,11 @@ pub(super) fn put_loaded(engine: &mut Engine, key: UnitKey, unit: Unit, changed:
         }
         _ => None,
     };
+    // A presence list: its connections count as seen now, and go into the index.
+    let list = match (&key, &unit) {
+        (UnitKey::Shared(rid), Unit::Shared(Written::Presence(_))) => Some(rid.clone()),
+        _ => None,
+    };
     let store = engine.store_mut();
     store.insert(key.clone(), unit, now);
     if changed {
@@ -183,5 +188,8 @@ pub(super) fn put_loaded(engine: &mut Engine, key: UnitKey, unit: Unit, changed:
     }
     if let Some((cid, at)) = ends {
         engine.track_token_end(&cid, at);
+    }
+    if let Some(rid) = list {
+        engine.presence_loaded(&rid);
     }
 }

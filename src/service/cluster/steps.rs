@@ -295,6 +295,8 @@ impl Service {
                 self.engine
                     .store_mut()
                     .forget_where(|k| partition_of_unit(k, n) != p);
+                self.engine
+                    .presence_forget(|rid| partition_of_name(rid, n) != p);
                 if dropped > 0 {
                     tracing::warn!(partition = p, outcomes = dropped, "no longer holds the partition: outcomes waiting for their writes (or messages for units being read back) were not published (the gateway times those requests out)");
                     let more = cluster.machine.handle(Input::Unwritten { p }, now);
@@ -311,7 +313,7 @@ impl Service {
 }
 
 /// The connection ID of a token event.
-pub(super) fn token_cid(route: Route, msg: &Message) -> Option<&str> {
+pub(in crate::service) fn token_cid(route: Route, msg: &Message) -> Option<&str> {
     match route {
         Route::Token => msg
             .subject
