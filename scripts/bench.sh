@@ -49,15 +49,8 @@ cleanup() {
   rm -rf "$work"
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port=$(free_port)
-url="nats://127.0.0.1:$port"
-"$nats_bin" -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
-nats_pid=$!
-wait_port "$port" nats-server
+on_exit cleanup
+start_throwaway_nats "$work"
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); nats-server $("$nats_bin" --version | grep -oE '[0-9]+\.[0-9.]+') on $url" >&2
 echo "load: N=$N requests, $CONC in flight, sequential SEQ_N=$SEQ_N, $CIDS connections, warm-up $WARMUP, $ROUNDS rounds" >&2

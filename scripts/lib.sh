@@ -20,6 +20,24 @@ wait_port() {
   return 1
 }
 
+# Starts a throwaway nats-server ($nats_bin) on a free loopback port, its log in
+# DIR/nats.log, and waits for it; sets port, url and nats_pid.
+start_throwaway_nats() {
+  port=$(free_port)
+  url="nats://127.0.0.1:$port"
+  "$nats_bin" -a 127.0.0.1 -p "$port" >"$1/nats.log" 2>&1 &
+  nats_pid=$!
+  wait_port "$port" nats-server
+}
+
+# Runs the function CLEANUP when the script exits, and exits on INT and TERM with the
+# usual codes (so CLEANUP runs then too).
+on_exit() {
+  trap "$1" EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
 # Stops a process this script started, by pid, and reaps it.
 stop_pid() {
   local pid=$1

@@ -33,15 +33,8 @@ cleanup() {
   rm -rf "$work"
   exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-port=$(free_port)
-url="nats://127.0.0.1:$port"
-"$nats_bin" -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
-nats_pid=$!
-wait_port "$port" nats-server
+on_exit cleanup
+start_throwaway_nats "$work"
 
 # The shipped file with room for every connection (two entries each).
 entries=$((2 * N + 1000))

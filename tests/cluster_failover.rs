@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
+use common::leases::*;
 use common::process::*;
 use common::*;
 use connres::store::record::partition_of_cid;
@@ -27,54 +28,6 @@ fn instances(server: &NatsServer, yaml: &str, n: usize) -> Vec<(tempfile::TempDi
             (dir, proc, id)
         })
         .collect()
-}
-
-async fn bucket(server: &NatsServer, name: &str) -> kv::Store {
-    let client = async_nats::connect(&server.url).await.unwrap();
-    async_nats::jetstream::new(client)
-        .get_key_value(name)
-        .await
-        .unwrap()
-}
-
-/// Each partition's lease owner, as the bucket holds it.
-async fn owners(kv: &kv::Store) -> Vec<Option<String>> {
-    let mut out = Vec::new();
-    for p in 0..PARTITIONS {
-        let lease = kv.get(format!("lease.{p}")).await.unwrap();
-        // `{"owner": "<instance>", ...}`; a released lease names no owner.
-        let owner = lease.and_then(|v| {
-            serde_json::from_slice::<Value>(&v).ok()?["owner"]
-                .as_str()
-                .map(str::to_string)
-        });
-        out.push(owner);
-    }
-    out
-}
-
-/// Waits until every partition is held, every instance in `ids` holds some, and no
-/// partition has moved for a second (handovers come one after another, within
-/// milliseconds). Nothing announces that, so it reads the leases every 100 ms (up to
-/// `WAIT`).
-async fn settled(kv: &kv::Store, ids: &[&str]) -> Vec<String> {
-    let deadline = Instant::now() + WAIT;
-    let mut last = Vec::new();
-    let mut same = 0;
-    loop {
-        let owners = owners(kv).await;
-        let all_held = owners.iter().all(Option::is_some);
-        let spread = ids
-            .iter()
-            .all(|id| owners.iter().any(|o| o.as_deref() == Some(*id)));
-        same = if owners == last { same + 1 } else { 0 };
-        if all_held && spread && same >= 10 {
-            return owners.into_iter().map(Option::unwrap).collect();
-        }
-        last = owners;
-        assert!(Instant::now() < deadline, "never settled: {last:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Connections whose partition `owner` holds.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod leases;
 pub mod logs;
 pub mod process;
 
