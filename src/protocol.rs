@@ -493,6 +493,12 @@ pub fn token_too_big(len: usize, max: usize) -> ResError {
     ))
 }
 
+/// Why a write of a value over `state.max_value_bytes` is refused; `what` names the
+/// value (``the value of `bio` ``, `the item`).
+pub fn value_too_big(what: &str, len: usize, max: usize) -> String {
+    format!("{what} is {len} bytes of JSON, over state.max_value_bytes ({max})")
+}
+
 pub(crate) fn to_bytes<T: Serialize>(value: &T) -> Bytes {
     // Serializing these types into a Vec cannot fail: all keys are strings.
     Bytes::from(serde_json::to_vec(value).unwrap_or_default())
