@@ -47,7 +47,13 @@ async fn a_value_over_max_value_bytes_is_refused_from_clients_and_the_backend_an
 
     // The client's set and the backend's set of a field.
     let r = gw
-        .call(profile, "set", "c1", Value::Null, json!({"bio": text(1001)}))
+        .call(
+            profile,
+            "set",
+            "c1",
+            Value::Null,
+            json!({"bio": text(1001)}),
+        )
         .await;
     assert_eq!(
         Gateway::expect_error(&r, "system.invalidParams"),
@@ -65,7 +71,13 @@ async fn a_value_over_max_value_bytes_is_refused_from_clients_and_the_backend_an
     );
     // The client's add and the backend's add of an item.
     let r = gw
-        .call(recent, "add", "c1", Value::Null, json!({"value": text(1001)}))
+        .call(
+            recent,
+            "add",
+            "c1",
+            Value::Null,
+            json!({"value": text(1001)}),
+        )
         .await;
     assert_eq!(
         Gateway::expect_error(&r, "system.invalidParams"),
@@ -90,7 +102,13 @@ async fn a_value_over_max_value_bytes_is_refused_from_clients_and_the_backend_an
 
     // At the limit, both are kept and announced.
     let r = gw
-        .call(profile, "set", "c1", Value::Null, json!({"bio": text(1000)}))
+        .call(
+            profile,
+            "set",
+            "c1",
+            Value::Null,
+            json!({"bio": text(1000)}),
+        )
         .await;
     assert_eq!(r, json!({"result": null}));
     let r = gw

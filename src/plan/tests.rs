@@ -343,7 +343,8 @@ fn byte_limits_that_change_are_shown_with_the_other_state_bounds() {
     );
     let p = plan(&config(SHIPPED), &config(&only_bytes), &[]);
     assert!(
-        p.text.contains("max_bytes 1073741824 -> 2048 (applies at once)\n"),
+        p.text
+            .contains("max_bytes 1073741824 -> 2048 (applies at once)\n"),
         "{}",
         p.text
     );

@@ -145,3 +145,63 @@ fn an_item_over_max_value_bytes_is_refused_by_add_from_a_client_or_the_backend()
     );
     assert_eq!(reply(&out), json!({"result": null}));
 }
+
+mod accounting {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Through the engine (logins with tokens of any size, logouts that reset, sets
+        /// that overwrite, a collection's adds and removes, the backend's writes and
+        /// resets, gets that cache replies, idle expiry), the bytes the store keeps
+        /// equal those counted afresh after every step.
+        #[test]
+        fn the_store_s_bytes_stay_exact_through_any_requests(
+            steps in proptest::collection::vec((0u8..10, 0u8..3, 1usize..3000), 1..60),
+        ) {
+            let mut t = t("state: { idle_ttl: 1h }\n");
+            for (op, c, size) in steps {
+                let cid = format!("c{c}");
+                let profile = format!("session.profile.{cid}");
+                let list = format!("session.list.{cid}");
+                let call = |params: Value| json!({"cid": cid, "params": params}).to_string();
+                match op {
+                    0 => {
+                        let token = json!({"token": {"name": cid, "blob": text(size + 2)}});
+                        t.token(&cid, &token.to_string());
+                    }
+                    1 => {
+                        t.token(&cid, LOGOUT);
+                    }
+                    2 => {
+                        t.call(&profile, "set", &call(json!({"bio": text(size + 2)})));
+                    }
+                    3 => {
+                        t.call(&list, "add", &call(json!({"value": text(size % 200 + 2), "idx": 0})));
+                    }
+                    4 => {
+                        t.call(&list, "remove", &call(json!({"idx": 0})));
+                    }
+                    5 => {
+                        api(&mut t, "set", &format!("board.{c}"), json!({"values": {"title": text(size + 2)}}));
+                    }
+                    6 => {
+                        api(&mut t, "reset", &profile, json!({}));
+                    }
+                    7 => {
+                        t.handle(Request::Get { rid: &profile });
+                    }
+                    8 => {
+                        t.clock.advance(std::time::Duration::from_secs(size as u64 * 3));
+                        t.engine.sweep(&t.config);
+                    }
+                    _ => {
+                        api(&mut t, "add", &format!("board.{c}.pins"), json!({"value": text(size % 100 + 2)}));
+                    }
+                }
+                prop_assert_eq!(t.engine.store().bytes(), t.engine.store().recount_bytes());
+            }
+        }
+    }
+}

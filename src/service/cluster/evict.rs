@@ -244,7 +244,8 @@ impl Service {
             settings,
             ..
         } = cluster;
-        let gone = store.evict_oldest(max, budget, |k| pipeline.unwritten(k) || cold.pinned(k));
+        let keep = |k: &UnitKey| pipeline.unwritten(k) || cold.pinned(k);
+        let gone = store.evict_oldest(max, usize::MAX, budget, keep);
         metrics.evicted.inc_by(gone.len() as u64);
         for (key, touched) in gone {
             // The set remembers as many units as `max_entries`.
