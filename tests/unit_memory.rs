@@ -93,6 +93,13 @@ fn measure(units: usize, fill: impl Fn(&mut Engine, usize)) -> (Engine, f64, f64
 
 #[test]
 fn a_unit_s_rss_is_what_max_bytes_accounts_it() {
+    // As `connres serve` sets glibc's allocator: blocks of 128 KiB or more are pages of
+    // their own.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` sets a parameter of glibc's allocator; any value is valid.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
     const UNITS: usize = 100_000;
     let seed = Config::parse("seed.yaml", SEED).unwrap();
     let overhead = UNIT_OVERHEAD as f64;
@@ -152,16 +159,11 @@ fn a_unit_s_rss_is_what_max_bytes_accounts_it() {
         json!({"userId": 1, "list": objects}).to_string().len()
     );
 
-    // What max_bytes counts covers what the usual units and tokens of many objects
-    // take, and a megabyte token within 2% (its allocation's pages and the heap's
-    // fragments around it).
+    // What max_bytes counts covers what each shape takes.
     assert!(seed_accounted >= seed_rss, "{seed_accounted} < {seed_rss}");
     assert!(anon_accounted >= anon_rss, "{anon_accounted} < {anon_rss}");
     assert!(many_accounted >= many_rss, "{many_accounted} < {many_rss}");
-    assert!(
-        big_accounted >= 0.98 * big_rss,
-        "{big_accounted} < {big_rss}"
-    );
+    assert!(big_accounted >= big_rss, "{big_accounted} < {big_rss}");
     // And not far over: no more than twice what the usual unit takes.
     assert!(
         seed_accounted < 2.0 * seed_rss,

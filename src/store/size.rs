@@ -1,8 +1,8 @@
 //! What state holds in memory, as `state.max_bytes` counts it. A parsed JSON value (a
 //! token, a written value, an item) counts its compact JSON text and what its parsed
-//! form takes beyond the text: a slot per element, an allocation per string or key, a
-//! vector of at least four slots per array, a B-tree node per object (and per six
-//! entries past eleven). Each unit adds [`UNIT_OVERHEAD`]. The constants are measured
+//! form takes beyond the text: a slot per element, an allocation per string or key
+//! (whole pages for one of 128 KiB or more), a vector of at least four slots per array,
+//! a B-tree node per object (and per six entries past eleven). Each unit adds [`UNIT_OVERHEAD`]. The constants are measured
 //! (`tests/unit_memory.rs`, docs/performance.md): JSON text alone would count a value
 //! of many small objects at a fraction of what it takes.
 
@@ -22,6 +22,11 @@ pub const SLOT: usize = 32;
 /// A block of its own (a string's text, a key, a name): the allocator's header and
 /// rounding, at least.
 pub const ALLOCATION: usize = 32;
+/// From this size on a block has pages of its own (`connres serve` sets glibc's
+/// threshold there), so it takes whole pages.
+const LARGE_BLOCK: usize = 128 * 1024;
+/// A page.
+const PAGE: usize = 4096;
 /// A node of the B-tree a JSON object is kept in (eleven keys and values).
 const MAP_NODE: usize = 640;
 /// Entries per node in a map of more than eleven, built from JSON (nodes split in two
@@ -34,10 +39,19 @@ pub fn value_bytes(value: &Value) -> usize {
     json_len(value) + structure(value)
 }
 
+/// What a block of `len` bytes takes beyond them.
+fn block(len: usize) -> usize {
+    match len {
+        0 => 0,
+        n if n >= LARGE_BLOCK => (n + 16).next_multiple_of(PAGE) - n,
+        _ => ALLOCATION,
+    }
+}
+
 /// What a parsed value takes beyond its JSON text.
 fn structure(value: &Value) -> usize {
     match value {
-        Value::String(s) if !s.is_empty() => ALLOCATION,
+        Value::String(s) => block(s.len()),
         Value::Array(a) if !a.is_empty() => {
             SLOT * a.len().max(4) + a.iter().map(structure).sum::<usize>()
         }
@@ -67,9 +81,9 @@ mod tests {
         assert_eq!(value_bytes(&json!(12345)), 5);
         assert_eq!(value_bytes(&json!("")), 2);
         assert_eq!(value_bytes(&json!("abc")), 5 + ALLOCATION);
-        // A megabyte of text is about a megabyte.
+        // A megabyte of text takes whole pages: 245 of them.
         let big = json!("x".repeat(1_000_000));
-        assert_eq!(value_bytes(&big), 1_000_002 + ALLOCATION);
+        assert_eq!(value_bytes(&big), 2 + 245 * PAGE);
     }
 
     #[test]
