@@ -1,9 +1,13 @@
 //! Bytes of state through NATS: `state.max_value_bytes` refuses a value too large to
-//! keep, from clients and the backend alike.
+//! keep, from clients and the backend alike; `state.max_bytes` bounds the memory of the
+//! `connres` binary when tokens of a megabyte arrive back to back.
 
 mod common;
 
+use bytes::Bytes;
+use common::process::*;
 use common::*;
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 /// Profiles (a free-text field clients write), a per-connection list, and the seed's
@@ -12,8 +16,7 @@ const PROFILES: &str = r#"version: 1
 resources:
   session.user.{cid}:
     fields:
-      id:   { type: integer, from: "{{token.userId}}" }
-      blob: { type: string,  from: "{{token.blob}}" }
+      id: { type: integer, from: "{{token.userId}}" }
     access:
       get: cid == params.cid
   session.profile.{cid}:
@@ -127,4 +130,135 @@ async fn a_value_over_max_value_bytes_is_refused_from_clients_and_the_backend_an
         ]
     );
     assert_eq!(gw.get(profile).await, json!({"bio": text(1000)}));
+}
+
+/// A process's resident and peak resident bytes (`/proc/<pid>/status`).
+fn rss_of(pid: u32) -> (usize, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("Linux /proc");
+    let kb = |key: &str| -> usize {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
+    };
+    (kb("VmRSS") * 1024, kb("VmHWM") * 1024)
+}
+
+/// The text `/metrics` serves at `addr`.
+async fn metrics(addr: std::net::SocketAddr) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// A gauge's or counter's value in the metrics text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in\n{text}"))
+}
+
+/// How far the binary's RSS may grow past `max_bytes` once the burst is handled: the
+/// heap's small blocks and the NATS client's buffers (measured: about 1 MB;
+/// docs/performance.md).
+const SLACK: usize = 8 << 20;
+
+#[tokio::test]
+async fn tokens_of_a_megabyte_back_to_back_stay_within_max_bytes() {
+    const MAX_BYTES: usize = 32 << 20;
+    const TOKENS: usize = 200;
+    // The burst waits in the server while connres works through it (a debug build
+    // takes tens of milliseconds per megabyte token event): under the server's default
+    // `max_pending` (64 MB for a connection) connres lost its connection mid-burst.
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(conf.path(), "max_pending: 536870912\n").unwrap();
+    let server = NatsServer::start_with_config(conf.path());
+    let mut gw = Gateway::connect(&server).await;
+    let yaml = format!(
+        "state:\n  max_token_bytes: 1048576\n  max_bytes: {MAX_BYTES}\n{}",
+        PROFILES.trim_start_matches("version: 1\n")
+    );
+    let yaml = format!("version: 1\n{yaml}");
+    let (_dir, mut proc) = serve_with(&server.url, &yaml, &["--metrics-addr", "127.0.0.1:0"]);
+    assert_eq!(gw.next_system().await.0, "system.reset");
+    let line = proc.wait_for_log("serving /metrics, /healthz and /readyz");
+    let addr: std::net::SocketAddr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("an address in {line:?}"));
+    let pid = proc.pid();
+    let (before, _) = rss_of(pid);
+
+    // 200 token events of a megabyte each (one claim), for distinct connections, sent
+    // back to back as requests: connres answers each once it is applied.
+    let claim = "x".repeat(1_000_000);
+    let inbox = gw.client.new_inbox();
+    let mut replies = gw.client.subscribe(format!("{inbox}.>")).await.unwrap();
+    for i in 0..TOKENS {
+        let body = json!({"token": {"userId": i, "blob": claim}}).to_string();
+        gw.client
+            .publish_with_reply(
+                format!("conn.big{i}.token"),
+                format!("{inbox}.{i}"),
+                Bytes::from(body),
+            )
+            .await
+            .unwrap();
+    }
+    gw.client.flush().await.unwrap();
+    for _ in 0..TOKENS {
+        let reply = tokio::time::timeout(WAIT * 6, replies.next())
+            .await
+            .expect("every token event is answered")
+            .unwrap();
+        assert_eq!(
+            parse_or_null(&reply.payload),
+            json!({"result": null}),
+            "{} {:?}",
+            reply.subject,
+            reply.status
+        );
+    }
+    let (after, peak) = rss_of(pid);
+    let text = metrics(addr).await;
+    let held = metric(&text, "connres_state_bytes") as usize;
+    let expired = metric(&text, "connres_expired_total") as usize;
+    println!(
+        "{TOKENS} tokens of 1 MB, max_bytes {MAX_BYTES}: RSS {before} -> {after} bytes \
+         (growth {}, peak {peak}); state {held} bytes; {expired} connections dropped",
+        after - before
+    );
+    assert!(held <= MAX_BYTES, "{held} bytes held");
+    assert!(
+        expired >= TOKENS - MAX_BYTES / 1_000_000,
+        "{expired} dropped"
+    );
+    assert!(
+        after - before <= MAX_BYTES + SLACK,
+        "RSS grew by {} bytes, over max_bytes {MAX_BYTES} and {SLACK} of slack",
+        after - before
+    );
+
+    // The first connections were dropped: logged out as far as connres knows; the
+    // last ones are kept.
+    assert_eq!(gw.get("session.user.big0").await, json!({"id": null}));
+    assert_eq!(gw.get("session.user.big1").await, json!({"id": null}));
+    for i in TOKENS - 5..TOKENS {
+        assert_eq!(
+            gw.get(&format!("session.user.big{i}")).await,
+            json!({ "id": i })
+        );
+    }
+    proc.terminate();
+    assert_eq!(proc.output().await.status.code(), Some(0));
 }

@@ -32,7 +32,10 @@ pub const MAX_TOKEN_BYTES_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024;
 /// The largest `state.max_value_bytes`.
 pub const MAX_VALUE_BYTES_LIMIT: usize = 1024 * 1024;
-/// Default `state.max_bytes`: 1 GiB (why: docs/behaviour.md, "Bounded state").
+/// Default `state.max_bytes`: 1 GiB, above what `max_entries` lets seed-like state take
+/// (500,000 connections of two entries, counted about 1,700 bytes each), so that small
+/// units reach `max_entries` first and units of kilobytes this (docs/behaviour.md,
+/// "Bounded state").
 pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024 * 1024;
 
 /// Default `state.bucket`.

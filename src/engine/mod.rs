@@ -101,8 +101,8 @@ pub struct Outcome {
     /// What the service carries out before it sends an auth request's reply: a resume,
     /// or a recheck by the connection's owner.
     pub plan: Option<Box<AuthPlan>>,
-    /// Units the size bound dropped after the message (`state.max_entries`), for
-    /// `connres_expired_total`.
+    /// Units the size bounds dropped after the message (`state.max_entries`,
+    /// `state.max_bytes`), for `connres_expired_total`.
     pub evicted: usize,
 }
 
@@ -145,8 +145,9 @@ pub struct Engine<S: Store = MemoryStore> {
     /// Whether each connection keeps the digests of its last token events (the shared
     /// store: see [`crate::store::TokenLog`]).
     log_tokens: bool,
-    /// The shared store: `state.max_entries` is kept by the service, which moves units
-    /// past it out of memory without dropping them ([`Engine::bound_elsewhere`]).
+    /// The shared store: `state.max_entries` and `state.max_bytes` are kept by the
+    /// service, which moves units past them out of memory without dropping them
+    /// ([`Engine::bound_elsewhere`]).
     bound_elsewhere: bool,
     /// Cleared while a request that waited is handled ([`Engine::handle_waited`]):
     /// its token fills in no record.
@@ -189,8 +190,9 @@ impl<S: Store> Engine<S> {
         self.log_tokens = true;
     }
 
-    /// Leaves `state.max_entries` to the caller (the shared store, where a unit past it
-    /// leaves memory and stays in the bucket): handling and sweeps drop nothing for it.
+    /// Leaves `state.max_entries` and `state.max_bytes` to the caller (the shared
+    /// store, where a unit past them leaves memory and stays in the bucket): handling
+    /// and sweeps drop nothing for them.
     pub fn bound_elsewhere(&mut self) {
         self.bound_elsewhere = true;
     }

@@ -491,7 +491,7 @@ impl MemoryStore {
             let models: usize = c
                 .models
                 .iter()
-                .map(|m| m.written().bytes() + m.reply.len())
+                .map(|m| m.written().bytes() + m.reply.bytes())
                 .sum();
             UNIT_OVERHEAD + c.token.as_deref().map_or(0, value_bytes) + session + models
         });

@@ -193,7 +193,7 @@ impl Model {
         if self.len.0 == 0 {
             self.len = Len::of(self.written.bytes());
         }
-        self.len.get() + self.reply.len()
+        self.len.get() + self.reply.bytes()
     }
 
     pub fn written(&self) -> &Written {
@@ -237,7 +237,7 @@ impl ReplyCache {
     }
 
     /// The bytes of the reply it keeps.
-    pub fn len(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         self.0.as_ref().map_or(0, |(_, b)| b.len())
     }
 }
