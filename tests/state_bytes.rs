@@ -262,3 +262,45 @@ async fn tokens_of_a_megabyte_back_to_back_stay_within_max_bytes() {
     proc.terminate();
     assert_eq!(proc.output().await.status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_lower_max_bytes_after_a_reload_drops_the_coldest_at_the_next_message() {
+    let server = NatsServer::start();
+    let dir = ConfigDir::new(PROFILES);
+    let (connres, gw, mut reports) = start_watched(&server, &dir.path()).await;
+    let stats = last_shared_metrics();
+    // Six connections with a 10 KB claim each; the get after them is handled after
+    // them (one publisher's order).
+    for i in 0..6 {
+        let token = json!({"userId": i, "blob": "x".repeat(10_000)});
+        gw.token(&format!("r{i}"), token).await;
+    }
+    assert_eq!(gw.get("session.user.r5").await, json!({"id": 5}));
+    let unit = stats.state_bytes() / 6;
+    assert!(unit > 10_000, "{unit} bytes a connection");
+    assert_eq!(stats.expired_total(), 0);
+
+    // Room for two and a half.
+    let max = 2 * unit + unit / 2;
+    let lower = PROFILES.replacen(
+        "version: 1\n",
+        &format!("version: 1\nstate:\n  max_bytes: {max}\n"),
+        1,
+    );
+    write_in_place(&dir.path(), &lower);
+    match next_reload(&mut reports).await {
+        connres::reload::ReloadReport::Applied { .. } => {}
+        other => panic!("expected an applied reload, got {other:?}"),
+    }
+    // The next message (or the sweep before it) leaves the two most recently touched.
+    assert_eq!(gw.get("session.user.r5").await, json!({"id": 5}));
+    assert!(
+        stats.state_bytes() <= max,
+        "{} > {max}",
+        stats.state_bytes()
+    );
+    assert_eq!(stats.expired_total(), 4);
+    assert_eq!(gw.get("session.user.r4").await, json!({"id": 4}));
+    assert_eq!(gw.get("session.user.r0").await, json!({"id": null}));
+    connres.stop().await;
+}
