@@ -130,9 +130,9 @@ impl MemoryStore {
         match (key, unit) {
             (UnitKey::Connection(cid), Unit::Connection(mut conn)) => {
                 self.entries += conn.entries();
-                let mut slot = Slot::new(now, Connection::default());
-                slot.account(&mut self.bytes, conn.bytes());
-                slot.unit = conn;
+                let bytes = conn.bytes();
+                let mut slot = Slot::new(now, conn);
+                slot.account(&mut self.bytes, bytes);
                 self.connections.insert(cid, slot);
             }
             (UnitKey::Shared(rid), Unit::Shared(written)) if !written.is_empty() => {

@@ -31,19 +31,30 @@ pub use size::UNIT_OVERHEAD;
 
 use crate::clock::Tick;
 
-/// A length kept beside what it measures; 0 while unknown (after a change): only
-/// what is empty measures 0, and that is measured again at no cost. Not state: never
-/// compared.
-#[derive(Debug, Clone, Copy, Default)]
+/// A size kept beside what it measures, unknown until measured and again after a
+/// change (saturating: 4 GiB at most). Not state: never compared.
+#[derive(Debug, Clone, Copy)]
 struct Len(u32);
 
 impl Len {
+    const UNKNOWN: Len = Len(u32::MAX);
+
     fn of(len: usize) -> Len {
-        Len(u32::try_from(len).unwrap_or(u32::MAX))
+        Len(u32::try_from(len).unwrap_or(u32::MAX - 1).min(u32::MAX - 1))
     }
 
-    fn get(self) -> usize {
+    /// The size, measured by `measure` when unknown.
+    fn get_or(&mut self, measure: impl FnOnce() -> usize) -> usize {
+        if self.0 == Len::UNKNOWN.0 {
+            *self = Len::of(measure());
+        }
         self.0 as usize
+    }
+}
+
+impl Default for Len {
+    fn default() -> Len {
+        Len::UNKNOWN
     }
 }
 
@@ -183,17 +194,15 @@ impl Model {
             written: Written::default(),
             reply: ReplyCache::default(),
             changes: Changes::default(),
-            len: Len::default(),
+            len: Len::UNKNOWN,
         }
     }
 
     /// The bytes of its written values ([`Written::bytes`]) and of its cached reply
     /// (the values are measured again only after they changed).
     pub fn bytes(&mut self) -> usize {
-        if self.len.0 == 0 {
-            self.len = Len::of(self.written.bytes());
-        }
-        self.len.get() + self.reply.bytes()
+        let written = &self.written;
+        self.len.get_or(|| written.bytes()) + self.reply.bytes()
     }
 
     pub fn written(&self) -> &Written {
@@ -205,7 +214,7 @@ impl Model {
     pub fn written_mut(&mut self) -> &mut Written {
         self.reply.clear();
         self.changes.bump();
-        self.len = Len::default();
+        self.len = Len::UNKNOWN;
         &mut self.written
     }
 }
@@ -253,7 +262,7 @@ impl Connection {
     /// may show in any of its models.
     pub fn replace_token(&mut self, token: Option<Arc<Value>>) {
         self.token = token;
-        self.token_len = Len::default();
+        self.token_len = Len::UNKNOWN;
         self.expires = 0;
         self.session = None;
         self.changes.bump();
@@ -395,16 +404,15 @@ impl Connection {
     /// and each model's size are kept and measured again only after a change, so this
     /// is a pass over the models.
     pub fn bytes(&mut self) -> usize {
-        if self.token_len.0 == 0 {
-            if let Some(token) = &self.token {
-                self.token_len = Len::of(size::value_bytes(token));
-            }
-        }
+        let token = &self.token;
+        let token = self
+            .token_len
+            .get_or(|| token.as_deref().map_or(0, size::value_bytes));
         let session = self.session.as_ref().map_or(0, |s| {
             s.tid.as_ref().map_or(0, |t| t.len()) + s.jwt.as_ref().map_or(0, |j| j.len())
         });
         let models: usize = self.models.iter_mut().map(Model::bytes).sum();
-        UNIT_OVERHEAD + self.token_len.get() + session + models
+        UNIT_OVERHEAD + token + session + models
     }
 }
 
