@@ -94,9 +94,10 @@ pub fn summary(config: &config::Config) -> String {
     let _ = writeln!(out, "nats: {}", config.nats.describe());
     let _ = writeln!(
         out,
-        "state: idle_ttl {}, max_entries {}, store {}",
+        "state: idle_ttl {}, max_entries {}, max_bytes {}, store {}",
         humantime::format_duration(config.state.idle_ttl),
         config.state.max_entries,
+        config.state.max_bytes,
         config.state.store.describe()
     );
     out

@@ -360,6 +360,7 @@ pub struct Metrics {
     events: Vec<Counter>,
     connections: Gauge,
     entries: Gauge,
+    bytes: Gauge,
     expired: Counter,
     reloads: [Counter; 2],
     generation: Gauge,
@@ -419,6 +420,7 @@ impl Metrics {
         });
         let connections = Gauge::default();
         let entries = Gauge::default();
+        let bytes = Gauge::default();
         let expired = Counter::default();
         let generation = Gauge::default();
         let config = Family::<ConfigLabel, Gauge>::default();
@@ -433,6 +435,11 @@ impl Metrics {
             "connres_entries",
             "Entries held, counted against state.max_entries",
             entries.clone(),
+        );
+        registry.register(
+            "connres_state_bytes",
+            "Bytes of state held, as counted against state.max_bytes",
+            bytes.clone(),
         );
         registry.register(
             "connres_expired",
@@ -471,6 +478,7 @@ impl Metrics {
             events,
             connections,
             entries,
+            bytes,
             expired,
             reloads,
             generation,
@@ -522,10 +530,11 @@ impl Metrics {
         self.events[kind as usize].inc();
     }
 
-    /// The state held, after a change.
-    pub fn state(&self, connections: usize, entries: usize) {
+    /// The state held, after a change: connection records, entries and bytes.
+    pub fn state(&self, connections: usize, entries: usize, bytes: usize) {
         self.connections.set(connections as i64);
         self.entries.set(entries as i64);
+        self.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     pub fn expired(&self, units: usize) {
@@ -576,6 +585,11 @@ impl Metrics {
     /// Entries counted against `state.max_entries`.
     pub fn entries(&self) -> usize {
         self.entries.get().max(0) as usize
+    }
+
+    /// Bytes counted against `state.max_bytes`.
+    pub fn state_bytes(&self) -> usize {
+        self.bytes.get().max(0) as usize
     }
 
     /// Connection records held.
@@ -642,7 +656,7 @@ mod tests {
         m.event(EventKind::Change);
         m.config("abc123", false);
         m.config("def456", true);
-        m.state(3, 5);
+        m.state(3, 5, 4096);
         let text = m.encode();
         for line in [
             r#"connres_requests_total{kind="get",outcome="ok",resource="session.user.{cid}"} 2"#,
@@ -654,6 +668,7 @@ mod tests {
             r#"connres_config_info{hash="def456"} 1"#,
             "connres_connections 3",
             "connres_entries 5",
+            "connres_state_bytes 4096",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::clock::Tick;
 use crate::rule::Rule;
+use crate::store::size::{value_bytes, ALLOCATION, SLOT};
 use crate::template::Template;
 
 /// A declared presence list (`presence:`).
@@ -77,6 +78,8 @@ pub struct Members {
     conns: HashMap<Box<str>, (Box<str>, Tick)>,
     /// By member key: how many connections it has.
     counts: HashMap<Box<str>, u32>,
+    /// The bytes it holds, kept as it changes ([`Members::bytes`]).
+    bytes: usize,
 }
 
 /// A change to the list, as RES announces it.
@@ -92,6 +95,18 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
     Full(usize),
+}
+
+/// What a member takes beside its value and key: its slot and hash in the list, and
+/// its count by key (a map entry and a copy of the key).
+const MEMBER: usize = SLOT + 8 + ALLOCATION + 32;
+/// What a joined connection takes beside its ID and its member's key: their two
+/// allocations and its map entry.
+const CONNECTION: usize = 2 * ALLOCATION + 48;
+
+/// The bytes a member counts ([`Members::bytes`]).
+fn member_bytes(member: &Value, key: &str) -> usize {
+    value_bytes(member) + key.len() + MEMBER
 }
 
 /// A member's key: its JSON text (members are strings or names, so their text is
@@ -122,6 +137,14 @@ impl Members {
     /// The members, in join order.
     pub fn values(&self) -> &[Value] {
         &self.members
+    }
+
+    /// What the list holds in memory: each member (its value, key and bookkeeping)
+    /// and each joined connection (its ID and its member's key), estimated as
+    /// [`crate::store::size`] does. Kept as the list changes, so reading it costs
+    /// nothing (`state.max_bytes` counts it after every join, ping and leave).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// How many connections are joined.
@@ -164,6 +187,10 @@ impl Members {
         }
         let mut changes = self.leave(cid);
         *self.counts.entry(k.clone()).or_default() += 1;
+        self.bytes += cid.len() + k.len() + CONNECTION;
+        if new {
+            self.bytes += member_bytes(&member, &k);
+        }
         self.conns.insert(cid.into(), (k, now));
         if new {
             self.hashes.push(h);
@@ -196,6 +223,7 @@ impl Members {
         let Some((k, _)) = self.conns.remove(cid) else {
             return Vec::new();
         };
+        self.bytes -= cid.len() + k.len() + CONNECTION;
         let Some(n) = self.counts.get_mut(&k) else {
             return Vec::new();
         };
@@ -212,7 +240,8 @@ impl Members {
             .position(|(i, &mh)| mh == h && is_key(&self.members[i], &k));
         match found {
             Some(idx) => {
-                self.members.remove(idx);
+                let gone = self.members.remove(idx);
+                self.bytes -= member_bytes(&gone, &k);
                 self.hashes.remove(idx);
                 vec![Change::Removed(idx)]
             }
@@ -301,6 +330,13 @@ impl Members {
                 out.members.push(member);
             }
         }
+        let members: usize = out.members.iter().map(|m| member_bytes(m, &key(m))).sum();
+        let conns: usize = out
+            .conns
+            .iter()
+            .map(|(c, (k, _))| c.len() + k.len() + CONNECTION)
+            .sum();
+        out.bytes = members + conns;
         out
     }
 }
@@ -502,7 +538,16 @@ mod tests {
                 back.seen_all(now);
                 seen.seen_all(now);
                 prop_assert_eq!(back, seen);
+                // The bytes kept as it changed are those counted afresh.
+                let members: usize = m.values().iter().map(|v| member_bytes(v, &key(v))).sum();
+                let conns: usize = m
+                    .each_connection()
+                    .map(|(c, k, _)| c.len() + k.len() + CONNECTION)
+                    .sum();
+                prop_assert_eq!(m.bytes(), members + conns);
             }
+            m.clear();
+            prop_assert_eq!(m.bytes(), 0);
         }
     }
 }

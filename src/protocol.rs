@@ -496,8 +496,14 @@ pub fn token_too_big(len: usize, max: usize) -> ResError {
 /// The error of a request over the most connres reads, refused unread.
 pub fn payload_too_big(len: usize, max: usize) -> ResError {
     ResError::InvalidParams(format!(
-        "the request is {len} bytes, over the most connres reads ({max}: twice state.max_token_bytes plus 256 KiB); nothing of it was read"
+        "the request is {len} bytes, over the most connres reads ({max}: twice state.max_token_bytes plus 256 KiB, or twice state.max_value_bytes when more); nothing of it was read"
     ))
+}
+
+/// Why a write of a value over `state.max_value_bytes` is refused; `what` names the
+/// value (``the value of `bio` ``, `the item`).
+pub fn value_too_big(what: &str, len: usize, max: usize) -> String {
+    format!("{what} is {len} bytes of JSON, over state.max_value_bytes ({max})")
 }
 
 pub(crate) fn to_bytes<T: Serialize>(value: &T) -> Bytes {

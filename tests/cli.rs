@@ -56,7 +56,7 @@ async fn check_accepts_the_project_file_and_prints_a_summary() {
         "theme:string (writable)",
         "id:integer (from)",
         "resource(s); also conn.*.token, connres.set.>, connres.reset.>, connres.add.>, connres.remove.>",
-        "state: idle_ttl 1day, max_entries 1000000, store memory",
+        "state: idle_ttl 1day, max_entries 1000000, max_bytes 1073741824, store memory",
         ": ok",
     ] {
         assert!(

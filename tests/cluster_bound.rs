@@ -1,5 +1,6 @@
-//! `state.max_entries` with the shared store (`state.store: nats`): a memory bound, not
-//! a retention policy. A unit evicted past it leaves memory and stays in the bucket;
+//! `state.max_entries` and `state.max_bytes` with the shared store (`state.store:
+//! nats`): memory bounds, not a retention policy. A unit evicted past them leaves
+//! memory and stays in the bucket;
 //! the next message that needs it waits (with every later message of its partition)
 //! until it is read back. Idle expiry (`state.idle_ttl`) is what deletes. In-process
 //! instances against a real nats-server with JetStream; messages published back to
@@ -166,6 +167,52 @@ async fn a_unit_evicted_past_max_entries_stays_in_the_bucket_and_is_read_back() 
             "{cid}"
         );
     }
+    connres.stop().await;
+}
+
+#[tokio::test]
+async fn a_unit_evicted_past_max_bytes_stays_in_the_bucket_and_is_read_back() {
+    let server = NatsServer::start_jetstream();
+    let bucket = "bound-bytes";
+    // Each connection holds its written prefs: the record and two values, under 840
+    // bytes as counted, over 800; four fit, five do not.
+    let unit = connres::store::UNIT_OVERHEAD + 200;
+    let yaml = bounded(bucket, &format!("  max_bytes: {}\n", 4 * unit));
+    let (connres, gw, cluster) = start_shared(&server, &yaml).await;
+    let cids: Vec<String> = (0..8).map(|i| format!("b{i}")).collect();
+    set_all(&gw, &cids).await;
+    // As past max_entries: the four least recently touched left memory, remembered.
+    assert_eq!((cluster.evicted(), cluster.cold()), (4, 4));
+    // Read back from the bucket, in order, however the bound moves units out meanwhile.
+    let mut burst = Burst::new(&gw).await;
+    for cid in &cids {
+        burst.get(&gw, cid).await;
+        burst.set(&gw, cid, json!({"theme": "light"})).await;
+        burst.get(&gw, cid).await;
+    }
+    let replies = burst.replies(&gw).await;
+    for (i, (cid, r)) in cids.iter().zip(replies.chunks(3)).enumerate() {
+        let font = 10 + i as i64;
+        assert_eq!(model(&r[0]), prefs("dark", font), "{cid} before");
+        assert_eq!(r[1], json!({"result": null}), "{cid} set");
+        assert_eq!(model(&r[2]), prefs("light", font), "{cid} after");
+    }
+    for (i, cid) in cids.iter().enumerate() {
+        let unit = stored(&server, bucket, cid)
+            .await
+            .unwrap_or_else(|| panic!("the bucket lost {cid}"));
+        assert_eq!(
+            stored_prefs(&unit, cid),
+            prefs("light", 10 + i as i64),
+            "{cid}"
+        );
+    }
+    let state = last_shared_metrics();
+    assert!(
+        state.state_bytes() <= 4 * unit,
+        "{} bytes held",
+        state.state_bytes()
+    );
     connres.stop().await;
 }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 use connres::clock::Clock;
 use connres::config::Config;
 use connres::engine::{Engine, Request};
-use connres::store::MemoryStore;
+use connres::store::{MemoryStore, Store};
 use serde_json::json;
 
 #[path = "common/counting.rs"]
@@ -63,6 +63,7 @@ fn a_member_costs_a_few_hundred_bytes_at_100000_members() {
     }
     let records = live() - before_records;
     let before = live();
+    let accounted_before = engine.store().bytes();
     let started = Instant::now();
     for c in &cids {
         let payload = json!({ "cid": c }).to_string();
@@ -78,6 +79,7 @@ fn a_member_costs_a_few_hundred_bytes_at_100000_members() {
     }
     let joins = started.elapsed();
     let list = live() - before;
+    let accounted = (engine.store().bytes() - accounted_before) as f64 / MEMBERS as f64;
     // A join and a leave at the end of a full list, and at its head (the leave that
     // moves every index after it).
     let time = |engine: &mut Engine, c: &str, method: &str| {
@@ -102,6 +104,7 @@ fn a_member_costs_a_few_hundred_bytes_at_100000_members() {
     let per_record = records as f64 / MEMBERS as f64;
     println!(
         "presence at {MEMBERS} members: the list and the index {per_member:.0} bytes per member \
+         (state.max_bytes counts {accounted:.0} for the list) \
          (each connection's record, logged in with two claims, {per_record:.0} more); \
          {MEMBERS} joins in {:.2?} ({:.2?} each on average); at the end: a leave of the \
          last member {leave_last:.2?}, its join {join_last:.2?}; a leave of the first {leave_first:.2?} \

@@ -11,6 +11,8 @@ pub(crate) const STATE_KEYS: &[&str] = &[
     "idle_ttl",
     "max_entries",
     "max_token_bytes",
+    "max_value_bytes",
+    "max_bytes",
     "store",
     "bucket",
     "replicas",
@@ -26,6 +28,15 @@ const SHARED_KEYS: &[&str] = &["bucket", "replicas", "partitions", "lease"];
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// The largest `state.max_token_bytes`.
 pub const MAX_TOKEN_BYTES_LIMIT: usize = 1024 * 1024;
+/// Default `state.max_value_bytes`: a paragraph of text or a small document, not a file.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024;
+/// The largest `state.max_value_bytes`.
+pub const MAX_VALUE_BYTES_LIMIT: usize = 1024 * 1024;
+/// Default `state.max_bytes`: 1 GiB, above what `max_entries` lets seed-like state take
+/// (500,000 connections of two entries, counted about 1,700 bytes each), so that small
+/// units reach `max_entries` first and units of kilobytes this (docs/behaviour.md,
+/// "Bounded state").
+pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024 * 1024;
 
 /// Default `state.bucket`.
 pub const DEFAULT_BUCKET: &str = "connres";
@@ -40,8 +51,8 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
 /// The shortest lease: renewals go out four times a lease.
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
 
-/// How much state the engine keeps (`state:`). `idle_ttl` and `max_entries` take effect
-/// on reload; the store, only on restart.
+/// How much state the engine keeps (`state:`). `idle_ttl`, `max_entries` and the byte
+/// limits take effect on reload; the store, only on restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateSettings {
     /// A connection (or a model without `{cid}`) untouched this long is dropped.
@@ -52,6 +63,13 @@ pub struct StateSettings {
     /// The largest token (as JSON) a connection may have: a token event with a larger
     /// one is ignored, a request carrying one is refused.
     pub max_token_bytes: usize,
+    /// The largest value (as JSON) a write may store: a field's value, a collection's
+    /// item. A write carrying a larger one is refused.
+    pub max_value_bytes: usize,
+    /// The most bytes of state kept in memory (accounted as [`crate::store`] says);
+    /// past it the least recently touched connection goes first, as past
+    /// `max_entries`. With `store: nats`, per instance, of memory only.
+    pub max_bytes: usize,
     pub store: StoreSettings,
 }
 
@@ -62,11 +80,13 @@ pub const MAX_PARAMS_BYTES: usize = 256 * 1024;
 
 impl StateSettings {
     /// The largest message payload connres reads: twice `max_token_bytes` (a token
-    /// written with room to spare, or a resume's two) plus [`MAX_PARAMS_BYTES`].
+    /// written with room to spare, or a resume's two) plus [`MAX_PARAMS_BYTES`], or
+    /// plus twice `max_value_bytes` when that is more (a value written with room to
+    /// spare).
     /// Anything larger is refused unread, so parsing a message costs a few milliseconds
     /// at most whatever the NATS payload limit allows.
     pub fn max_payload_bytes(&self) -> usize {
-        2 * self.max_token_bytes + MAX_PARAMS_BYTES
+        2 * self.max_token_bytes + MAX_PARAMS_BYTES.max(2 * self.max_value_bytes)
     }
 }
 
@@ -76,6 +96,8 @@ impl Default for StateSettings {
             idle_ttl: DEFAULT_IDLE_TTL,
             max_entries: DEFAULT_MAX_ENTRIES,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            max_bytes: DEFAULT_MAX_BYTES,
             store: StoreSettings::Memory,
         }
     }
@@ -170,6 +192,18 @@ impl Compiler {
                         self.count(value, "`state.max_token_bytes`", MAX_TOKEN_BYTES_LIMIT)
                     {
                         out.max_token_bytes = n;
+                    }
+                }
+                "max_value_bytes" => {
+                    if let Some(n) =
+                        self.count(value, "`state.max_value_bytes`", MAX_VALUE_BYTES_LIMIT)
+                    {
+                        out.max_value_bytes = n;
+                    }
+                }
+                "max_bytes" => {
+                    if let Some(n) = self.count(value, "`state.max_bytes`", usize::MAX) {
+                        out.max_bytes = n;
                     }
                 }
                 "store" => match self.string(value, "`state.store`") {

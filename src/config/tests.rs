@@ -41,9 +41,38 @@ fn state_settings_have_production_defaults_and_can_be_set() {
             idle_ttl: std::time::Duration::from_secs(30 * 60),
             max_entries: 50_000,
             max_token_bytes: crate::config::state::DEFAULT_MAX_TOKEN_BYTES,
+            max_value_bytes: crate::config::state::DEFAULT_MAX_VALUE_BYTES,
+            max_bytes: crate::config::state::DEFAULT_MAX_BYTES,
             store: StoreSettings::Memory,
         }
     );
+}
+
+#[test]
+fn byte_limits_default_to_64_kib_per_value_and_1_gib_in_all_and_can_be_set() {
+    let seed = Config::parse("r.yaml", SEED).unwrap();
+    assert_eq!(seed.state.max_value_bytes, 64 * 1024);
+    assert_eq!(seed.state.max_bytes, 1024 * 1024 * 1024);
+    let set = Config::parse(
+        "r.yaml",
+        &format!("state:\n  max_value_bytes: 1048576\n  max_bytes: 33554432\n{SEED}"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.state.max_value_bytes, 1024 * 1024);
+    assert_eq!(set.state.max_bytes, 32 * 1024 * 1024);
+    // The smallest of each, and a budget far over any machine's memory.
+    let edge = Config::parse(
+        "r.yaml",
+        &format!("state: {{ max_value_bytes: 1, max_bytes: 1 }}\n{SEED}"),
+    )
+    .unwrap();
+    assert_eq!((edge.state.max_value_bytes, edge.state.max_bytes), (1, 1));
+    let huge = Config::parse(
+        "r.yaml",
+        &format!("state: {{ max_bytes: 1099511627776 }}\n{SEED}"),
+    )
+    .unwrap();
+    assert_eq!(huge.state.max_bytes, 1 << 40);
 }
 
 #[test]

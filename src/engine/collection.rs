@@ -38,12 +38,14 @@ impl<S: Store> Engine<S> {
             )));
         };
         let sent: Value = protocol::parse(payload, &format!("{method} request"))?;
-        self.edit_items(res, c, rid, &params, method, Some(&sent), events)?;
+        let max = config.state.max_value_bytes;
+        self.edit_items(res, c, rid, &params, method, Some(&sent), max, events)?;
         Ok(protocol::null_reply())
     }
 
-    /// Adds or removes an item as `sent` says (`{"value", "idx"}`), all checked first;
-    /// the change goes out as one `add` or `remove` event.
+    /// Adds or removes an item as `sent` says (`{"value", "idx"}`), all checked first
+    /// (an added item no larger than `max_value`, `state.max_value_bytes`); the change
+    /// goes out as one `add` or `remove` event.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn edit_items(
         &mut self,
@@ -53,6 +55,7 @@ impl<S: Store> Engine<S> {
         params: &Params,
         method: &str,
         sent: Option<&Value>,
+        max_value: usize,
         events: &mut Events,
     ) -> Result<(), ResError> {
         let Some(Value::Object(sent)) = sent else {
@@ -90,6 +93,12 @@ impl<S: Store> Engine<S> {
                         usage(method)
                     )));
                 };
+                let size = protocol::json_len(&value);
+                if size > max_value {
+                    return Err(ResError::InvalidParams(protocol::value_too_big(
+                        "the item", size, max_value,
+                    )));
+                }
                 let idx = idx.unwrap_or(len);
                 if idx > len {
                     return Err(ResError::InvalidParams(format!(

@@ -1,7 +1,8 @@
-//! Bounded state: idle connections expire, and past `state.max_entries` the least
-//! recently touched connection goes first. Dropped state that a gateway may still cache
+//! Bounded state: idle connections expire, and past `state.max_entries` or
+//! `state.max_bytes` (as the store counts them) the least recently touched connection
+//! goes first. Dropped state that a gateway may still cache
 //! is named in a `system.reset`, queued here and taken in batches by the service, which
-//! paces them. With the shared store the service keeps `max_entries` itself
+//! paces them. With the shared store the service keeps both bounds itself
 //! ([`Engine::bound_elsewhere`]): a unit past it leaves memory and stays in the bucket,
 //! so nothing is dropped and no reset is owed (`service/cluster/evict.rs`).
 //!
@@ -94,8 +95,8 @@ impl ResetQueue {
 }
 
 impl<S: Store> Engine<S> {
-    /// Drops what idled past `state.idle_ttl` and what exceeds `state.max_entries`, at
-    /// most [`SWEEP_BUDGET`] units; returns how many went.
+    /// Drops what idled past `state.idle_ttl` and what exceeds `state.max_entries` or
+    /// `state.max_bytes`, at most [`SWEEP_BUDGET`] units; returns how many went.
     pub fn sweep(&mut self, config: &Config) -> usize {
         let now = self.clock.now();
         let ttl = ticks(config.state.idle_ttl);
@@ -116,14 +117,16 @@ impl<S: Store> Engine<S> {
     }
 
     /// Takes least recently touched units out until the store is within
-    /// `state.max_entries`, at most `budget`; returns how many went. Nothing when the
-    /// caller keeps the bound ([`Engine::bound_elsewhere`]).
+    /// `state.max_entries` and `state.max_bytes`, at most `budget`; returns how many
+    /// went. Nothing when the caller keeps the bounds ([`Engine::bound_elsewhere`]).
     pub(super) fn enforce_bound(&mut self, config: &Config, budget: usize) -> usize {
         if self.bound_elsewhere {
             return 0;
         }
+        let over =
+            |s: &S| s.entries() > config.state.max_entries || s.bytes() > config.state.max_bytes;
         let mut dropped = 0;
-        while dropped < budget && self.store.entries() > config.state.max_entries {
+        while dropped < budget && over(&self.store) {
             let Some(unit) = self.store.pop_oldest() else {
                 break;
             };

@@ -120,8 +120,8 @@ pub struct Outcome {
     /// What the service carries out before it sends an auth request's reply: a resume,
     /// or a recheck by the connection's owner.
     pub plan: Option<Box<AuthPlan>>,
-    /// Units the size bound dropped after the message (`state.max_entries`), for
-    /// `connres_expired_total`.
+    /// Units the size bounds dropped after the message (`state.max_entries`,
+    /// `state.max_bytes`), for `connres_expired_total`.
     pub evicted: usize,
 }
 
@@ -164,8 +164,9 @@ pub struct Engine<S: Store = MemoryStore> {
     /// Whether each connection keeps the digests of its last token events (the shared
     /// store: see [`crate::store::TokenLog`]).
     log_tokens: bool,
-    /// The shared store: `state.max_entries` is kept by the service, which moves units
-    /// past it out of memory without dropping them ([`Engine::bound_elsewhere`]).
+    /// The shared store: `state.max_entries` and `state.max_bytes` are kept by the
+    /// service, which moves units past them out of memory without dropping them
+    /// ([`Engine::bound_elsewhere`]).
     bound_elsewhere: bool,
     /// The shared store: a token event changes no presence list as it is applied; the
     /// service applies it to each list's partition ([`Engine::presence_apart`]).
@@ -212,8 +213,9 @@ impl<S: Store> Engine<S> {
         self.log_tokens = true;
     }
 
-    /// Leaves `state.max_entries` to the caller (the shared store, where a unit past it
-    /// leaves memory and stays in the bucket): handling and sweeps drop nothing for it.
+    /// Leaves `state.max_entries` and `state.max_bytes` to the caller (the shared
+    /// store, where a unit past them leaves memory and stays in the bucket): handling
+    /// and sweeps drop nothing for them.
     pub fn bound_elsewhere(&mut self) {
         self.bound_elsewhere = true;
     }
@@ -349,7 +351,7 @@ impl<S: Store> Engine<S> {
             Request::Token { .. } => {
                 out.status = Status::Ignored;
                 self.warn("token/oversized", |skipped| {
-                    tracing::warn!(len, max, skipped, "ignored a conn.{{cid}}.token event over the most connres reads (twice state.max_token_bytes plus 256 KiB), unread (reported at most every 10s, `skipped` since the last line)")
+                    tracing::warn!(len, max, skipped, "ignored a conn.{{cid}}.token event over the most connres reads (twice state.max_token_bytes plus 256 KiB, or twice state.max_value_bytes when more), unread (reported at most every 10s, `skipped` since the last line)")
                 });
                 return Some(None);
             }

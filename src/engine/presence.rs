@@ -339,13 +339,12 @@ impl<S: Store> Engine<S> {
     /// Makes the index again from the lists in the store (after a reload).
     pub(super) fn rebuild_presence_index(&mut self) {
         let mut index = PresenceIndex::default();
-        self.store.retain_shared(|rid, w| {
+        self.store.for_each_shared(|rid, w| {
             if let Written::Presence(m) = w {
                 for (cid, ..) in m.each_connection() {
                     index.add(cid, rid);
                 }
             }
-            true
         });
         self.presence = index;
     }

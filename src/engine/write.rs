@@ -178,7 +178,8 @@ impl<S: Store> Engine<S> {
                     "access denied: {method} on {rid}: the collection {why}"
                 )));
             }
-            self.edit_items(res, c, rid, params, method, req.params.as_ref(), events)?;
+            let (sent, max) = (req.params.as_ref(), config.state.max_value_bytes);
+            self.edit_items(res, c, rid, params, method, sent, max, events)?;
             return Ok(protocol::null_reply());
         }
         if method == "reset" {
@@ -188,7 +189,8 @@ impl<S: Store> Engine<S> {
         match &req.params {
             Some(Value::Object(values)) => {
                 let writer = Writer::Client { denied: &denied };
-                self.write(res, rid, params, values, writer, events)?
+                let max = config.state.max_value_bytes;
+                self.write(res, rid, params, values, writer, max, events)?
             }
             _ => {
                 return Err(ResError::InvalidParams(
@@ -214,7 +216,8 @@ impl<S: Store> Engine<S> {
             )));
         }
         let req: ApiSetRequest = protocol::parse(payload, "set request")?;
-        self.write(res, rid, &params, &req.values, Writer::Service, events)?;
+        let max = config.state.max_value_bytes;
+        self.write(res, rid, &params, &req.values, Writer::Service, max, events)?;
         Ok(protocol::null_reply())
     }
 
@@ -239,8 +242,10 @@ impl<S: Store> Engine<S> {
         Ok(protocol::null_reply())
     }
 
-    /// Validates every value, then applies them all or none, and announces the change.
-    /// Writing nothing creates nothing.
+    /// Validates every value (none over `max_value`, `state.max_value_bytes`), then
+    /// applies them all or none, and announces the change. Writing nothing creates
+    /// nothing.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
         res: &Resource,
@@ -248,6 +253,7 @@ impl<S: Store> Engine<S> {
         params: &Params,
         values: &Map<String, Value>,
         writer: Writer,
+        max_value: usize,
         events: &mut Events,
     ) -> Result<(), ResError> {
         let mut accepted = Vec::with_capacity(values.len());
@@ -280,7 +286,14 @@ impl<S: Store> Engine<S> {
                 }
             }
             match field.from_wire(wire) {
-                Ok(v) => accepted.push((name.as_str(), v)),
+                Ok(v) => match protocol::json_len(&v) {
+                    len if len > max_value => problems.push(protocol::value_too_big(
+                        &format!("the value of `{name}`"),
+                        len,
+                        max_value,
+                    )),
+                    _ => accepted.push((name.as_str(), v)),
+                },
                 Err(e) => problems.push(format!("field `{name}`: {e}")),
             }
         }

@@ -95,14 +95,44 @@ pub fn plan(old: &Config, new: &Config, suites: &[Suite]) -> Plan {
     section(&mut out, "access rules changed:", &rules);
 
     let mut settings = Vec::new();
-    if (old.state.idle_ttl, old.state.max_entries) != (new.state.idle_ttl, new.state.max_entries) {
-        settings.push(format!(
-            "  state: idle_ttl {} -> {}, max_entries {} -> {} (applies at once)",
+    let bounds = |c: &Config| {
+        let s = &c.state;
+        (
+            s.idle_ttl,
+            s.max_entries,
+            s.max_bytes,
+            s.max_value_bytes,
+            s.max_token_bytes,
+        )
+    };
+    if bounds(old) != bounds(new) {
+        let mut line = format!(
+            "  state: idle_ttl {} -> {}, max_entries {} -> {}, max_bytes {} -> {}",
             humantime::format_duration(old.state.idle_ttl),
             humantime::format_duration(new.state.idle_ttl),
             old.state.max_entries,
-            new.state.max_entries
-        ));
+            new.state.max_entries,
+            old.state.max_bytes,
+            new.state.max_bytes
+        );
+        // The per-value and per-token limits only when they change.
+        for (name, o, n) in [
+            (
+                "max_value_bytes",
+                old.state.max_value_bytes,
+                new.state.max_value_bytes,
+            ),
+            (
+                "max_token_bytes",
+                old.state.max_token_bytes,
+                new.state.max_token_bytes,
+            ),
+        ] {
+            if o != n {
+                let _ = write!(line, ", {name} {o} -> {n}");
+            }
+        }
+        settings.push(format!("{line} (applies at once)"));
     }
     if old.state.store != new.state.store {
         settings.push(format!(

@@ -323,4 +323,33 @@ fn a_collection_added_or_removed_is_named_as_one() {
     assert_eq!(p.verdict, Verdict::Changes, "{}", p.text);
 }
 
+#[test]
+fn byte_limits_that_change_are_shown_with_the_other_state_bounds() {
+    let new = SHIPPED.replace(
+        "  max_entries: 1000000\n",
+        "  max_entries: 1000000\n  max_bytes: 33554432\n  max_value_bytes: 4096\n",
+    );
+    let p = plan(&config(SHIPPED), &config(&new), &suites());
+    assert!(
+        p.text.contains(
+            "  state: idle_ttl 1day -> 1day, max_entries 1000000 -> 1000000, max_bytes 1073741824 -> 33554432, max_value_bytes 65536 -> 4096 (applies at once)\n"
+        ),
+        "{}",
+        p.text
+    );
+    assert_eq!(p.verdict, Verdict::Changes, "{}", p.text);
+    // max_value_bytes only when it changes.
+    let only_bytes = SHIPPED.replace(
+        "  max_entries: 1000000\n",
+        "  max_entries: 1000000\n  max_bytes: 2048\n",
+    );
+    let p = plan(&config(SHIPPED), &config(&only_bytes), &[]);
+    assert!(
+        p.text
+            .contains("max_bytes 1073741824 -> 2048 (applies at once)\n"),
+        "{}",
+        p.text
+    );
+}
+
 mod presence;

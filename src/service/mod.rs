@@ -139,8 +139,8 @@ pub struct Service {
     requests: Requests,
     /// Reports of messages that get no answer.
     unanswered: serve::Unanswered,
-    /// The connections and entries last set on the state gauges.
-    held: (usize, usize),
+    /// The connections, entries and bytes last set on the state gauges.
+    held: (usize, usize, usize),
     discovery: Discovery,
     /// The state-changing subscriptions, into one channel (in `subs`).
     ordered: Ordered,
@@ -261,7 +261,7 @@ impl Service {
             watched: None,
             reports: broadcast::channel(16).0,
             metrics,
-            held: (0, 0),
+            held: (0, 0, 0),
             discovery,
             ordered,
             cluster,

@@ -513,10 +513,10 @@ impl Service {
     /// Sets the state gauges, when the counts changed since they were last set.
     pub(super) fn update_stats(&mut self) {
         let store = self.engine.store();
-        let held = (store.connections(), store.entries());
+        let held = (store.connections(), store.entries(), store.bytes());
         if held != self.held {
             self.held = held;
-            self.metrics.state(held.0, held.1);
+            self.metrics.state(held.0, held.1, held.2);
         }
     }
 }

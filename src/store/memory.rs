@@ -1,18 +1,53 @@
 //! The embedded in-memory store, for one engine instance per NATS cluster: two maps kept
 //! in the order their units were last touched (`hashlink`'s linked hash map: a lookup
-//! and a move to the back are O(1), so is taking the coldest unit).
+//! and a move to the back are O(1), so is taking the coldest unit). Each unit's slot
+//! keeps the bytes it was last accounted, so the total changes by the difference after
+//! each change, and a unit taken out takes exactly what it added.
 
 use hashlink::LinkedHashMap;
 
-use super::{Connection, Dropped, Store, Unit, UnitKey, Written};
+use super::{Connection, Dropped, Store, Unit, UnitKey, Written, UNIT_OVERHEAD};
 use crate::clock::Tick;
+
+/// A unit in its map: when it was last touched, and the bytes it was last accounted
+/// (saturating: a unit past 4 GiB counts 4 GiB).
+#[derive(Debug)]
+struct Slot<T> {
+    touched: Tick,
+    bytes: u32,
+    unit: T,
+}
+
+impl<T> Slot<T> {
+    fn new(touched: Tick, unit: T) -> Slot<T> {
+        Slot {
+            touched,
+            bytes: 0,
+            unit,
+        }
+    }
+
+    /// Accounts the unit `bytes` now: the store's `total` moves by the difference.
+    fn account(&mut self, total: &mut usize, bytes: usize) {
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        *total = *total - self.bytes as usize + bytes as usize;
+        self.bytes = bytes;
+    }
+}
+
+/// The bytes a model without a cid counts (see [`Store::bytes`]).
+fn shared_bytes(written: &Written) -> usize {
+    UNIT_OVERHEAD + written.bytes()
+}
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    connections: LinkedHashMap<Box<str>, (Tick, Connection)>,
-    shared: LinkedHashMap<Box<str>, (Tick, Written)>,
+    connections: LinkedHashMap<Box<str>, Slot<Connection>>,
+    shared: LinkedHashMap<Box<str>, Slot<Written>>,
     /// The sum of the units' entries, kept current by every change.
     entries: usize,
+    /// The sum of the bytes the units were accounted, kept current by every change.
+    bytes: usize,
     /// With [`MemoryStore::track_changes`]: the units changed or removed since the last
     /// [`MemoryStore::take_changed`] (a unit may be listed more than once).
     changed: Option<Vec<UnitKey>>,
@@ -73,12 +108,16 @@ impl MemoryStore {
             .cloned()
             .collect();
         for cid in cids {
-            let Some((_, conn)) = self.connections.get_mut(&cid) else {
+            let Some(slot) = self.connections.get_mut(&cid) else {
                 continue;
             };
-            let before = conn.fingerprint();
-            change(conn);
-            if conn.fingerprint() != before {
+            let before = slot.unit.fingerprint();
+            let entries = slot.unit.entries();
+            change(&mut slot.unit);
+            self.entries = self.entries + slot.unit.entries() - entries;
+            let bytes = slot.unit.bytes();
+            slot.account(&mut self.bytes, bytes);
+            if slot.unit.fingerprint() != before {
                 self.mark(|| UnitKey::Connection(cid));
             }
         }
@@ -89,13 +128,18 @@ impl MemoryStore {
     pub fn insert(&mut self, key: UnitKey, unit: Unit, now: Tick) {
         self.forget(&key);
         match (key, unit) {
-            (UnitKey::Connection(cid), Unit::Connection(conn)) => {
+            (UnitKey::Connection(cid), Unit::Connection(mut conn)) => {
                 self.entries += conn.entries();
-                self.connections.insert(cid, (now, conn));
+                let bytes = conn.bytes();
+                let mut slot = Slot::new(now, conn);
+                slot.account(&mut self.bytes, bytes);
+                self.connections.insert(cid, slot);
             }
             (UnitKey::Shared(rid), Unit::Shared(written)) if !written.is_empty() => {
                 self.entries += 1;
-                self.shared.insert(rid, (now, written));
+                let mut slot = Slot::new(now, written);
+                slot.account(&mut self.bytes, shared_bytes(&slot.unit));
+                self.shared.insert(rid, slot);
             }
             _ => {}
         }
@@ -105,13 +149,15 @@ impl MemoryStore {
     pub fn forget(&mut self, key: &UnitKey) {
         match key {
             UnitKey::Connection(cid) => {
-                if let Some((_, conn)) = self.connections.remove(cid) {
-                    self.entries -= conn.entries();
+                if let Some(slot) = self.connections.remove(cid) {
+                    self.entries -= slot.unit.entries();
+                    self.bytes -= slot.bytes as usize;
                 }
             }
             UnitKey::Shared(rid) => {
-                if self.shared.remove(rid).is_some() {
+                if let Some(slot) = self.shared.remove(rid) {
                     self.entries -= 1;
+                    self.bytes -= slot.bytes as usize;
                 }
             }
         }
@@ -145,13 +191,13 @@ impl MemoryStore {
             .connections
             .iter()
             .rev()
-            .take_while(|(_, (t, _))| *t >= since)
+            .take_while(|(_, slot)| slot.touched >= since)
             .map(|(cid, _)| UnitKey::Connection(cid.clone()));
         let shared = self
             .shared
             .iter()
             .rev()
-            .take_while(|(_, (t, _))| *t >= since)
+            .take_while(|(_, slot)| slot.touched >= since)
             .map(|(rid, _)| UnitKey::Shared(rid.clone()));
         conns.chain(shared).collect()
     }
@@ -181,35 +227,39 @@ impl MemoryStore {
     }
 
     /// Takes out, without listing them as changed (they live on elsewhere), the least
-    /// recently touched units until at most `max` entries are left, passing over those
-    /// `keep` says yes to: at most `budget` units, after looking at no more than
-    /// `budget` units kept. Returns each with when it was last touched.
+    /// recently touched units until at most `max_entries` entries and `max_bytes` bytes
+    /// are left, passing over those `keep` says yes to: at most `budget` units, after
+    /// looking at no more than `budget` units kept. Returns each with when it was last
+    /// touched.
     pub fn evict_oldest(
         &mut self,
-        max: usize,
+        max_entries: usize,
+        max_bytes: usize,
         budget: usize,
         mut keep: impl FnMut(&UnitKey) -> bool,
     ) -> Vec<(UnitKey, Tick)> {
-        let mut over = self.entries.saturating_sub(max);
+        let mut over = self.entries.saturating_sub(max_entries);
+        let mut over_bytes = self.bytes.saturating_sub(max_bytes);
         let mut out = Vec::new();
         let mut kept = 0;
         let mut conns = self.connections.iter().peekable();
         let mut shared = self.shared.iter().peekable();
-        while over > 0 && out.len() < budget && kept < budget {
+        while (over > 0 || over_bytes > 0) && out.len() < budget && kept < budget {
             let conn = match (conns.peek(), shared.peek()) {
-                (Some((_, (c, _))), Some((_, (s, _)))) => c <= s,
+                (Some((_, c)), Some((_, s))) => c.touched <= s.touched,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (None, None) => break,
             };
-            let (key, touched, entries) = match conn {
+            let (key, touched, entries, bytes) = match conn {
                 true => {
-                    let (cid, (t, c)) = conns.next().expect("peeked");
-                    (UnitKey::Connection(cid.clone()), *t, c.entries())
+                    let (cid, slot) = conns.next().expect("peeked");
+                    let key = UnitKey::Connection(cid.clone());
+                    (key, slot.touched, slot.unit.entries(), slot.bytes)
                 }
                 false => {
-                    let (rid, (t, _)) = shared.next().expect("peeked");
-                    (UnitKey::Shared(rid.clone()), *t, 1)
+                    let (rid, slot) = shared.next().expect("peeked");
+                    (UnitKey::Shared(rid.clone()), slot.touched, 1, slot.bytes)
                 }
             };
             if keep(&key) {
@@ -217,6 +267,7 @@ impl MemoryStore {
                 continue;
             }
             over = over.saturating_sub(entries);
+            over_bytes = over_bytes.saturating_sub(bytes as usize);
             out.push((key, touched));
         }
         for (key, _) in &out {
@@ -228,7 +279,7 @@ impl MemoryStore {
     /// Which unit is older: a connection (`true`) or a shared model (`false`).
     fn oldest_is_connection(&self) -> Option<bool> {
         match (self.connections.front(), self.shared.front()) {
-            (Some((_, (c, _))), Some((_, (s, _)))) => Some(c <= s),
+            (Some((_, c)), Some((_, s))) => Some(c.touched <= s.touched),
             (Some(_), None) => Some(true),
             (None, Some(_)) => Some(false),
             (None, None) => None,
@@ -238,7 +289,7 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     fn connection(&self, cid: &str) -> Option<&Connection> {
-        self.connections.get(cid).map(|(_, c)| c)
+        self.connections.get(cid).map(|slot| &slot.unit)
     }
 
     fn update_connection<R>(
@@ -247,23 +298,26 @@ impl Store for MemoryStore {
         now: Tick,
         change: impl FnOnce(&mut Connection) -> R,
     ) -> R {
-        let (touched, conn, created) = match self.connections.to_back(cid) {
-            Some((touched, conn)) => (touched, conn, false),
+        let (slot, created) = match self.connections.to_back(cid) {
+            Some(slot) => (slot, false),
             None => {
                 self.entries += 1;
-                let (touched, conn) = self
+                let slot = self
                     .connections
                     .entry(cid.into())
-                    .or_insert((now, Connection::default()));
-                (touched, conn, true)
+                    .or_insert(Slot::new(now, Connection::default()));
+                (slot, true)
             }
         };
-        *touched = now;
+        slot.touched = now;
+        let conn = &mut slot.unit;
         let before = conn.entries();
         let fingerprint = conn.fingerprint();
         let result = change(conn);
         let changed = created || conn.fingerprint() != fingerprint;
         self.entries = self.entries + conn.entries() - before;
+        let bytes = conn.bytes();
+        slot.account(&mut self.bytes, bytes);
         if changed {
             self.mark(|| UnitKey::Connection(cid.into()));
         }
@@ -280,13 +334,16 @@ impl Store for MemoryStore {
         now: Tick,
         change: impl FnOnce(&mut Connection) -> R,
     ) -> Option<R> {
-        let (touched, conn) = self.connections.to_back(cid)?;
-        *touched = now;
+        let slot = self.connections.to_back(cid)?;
+        slot.touched = now;
+        let conn = &mut slot.unit;
         let before = conn.entries();
         let fingerprint = conn.fingerprint();
         let result = change(conn);
         let changed = conn.fingerprint() != fingerprint;
         self.entries = self.entries + conn.entries() - before;
+        let bytes = conn.bytes();
+        slot.account(&mut self.bytes, bytes);
         if changed {
             self.mark(|| UnitKey::Connection(cid.into()));
         }
@@ -294,14 +351,15 @@ impl Store for MemoryStore {
     }
 
     fn remove_connection(&mut self, cid: &str) -> Option<Connection> {
-        let (_, conn) = self.connections.remove(cid)?;
+        let slot = self.connections.remove(cid)?;
         self.mark(|| UnitKey::Connection(cid.into()));
-        self.entries -= conn.entries();
-        Some(conn)
+        self.entries -= slot.unit.entries();
+        self.bytes -= slot.bytes as usize;
+        Some(slot.unit)
     }
 
     fn shared(&self, rid: &str) -> Option<&Written> {
-        self.shared.get(rid).map(|(_, w)| w)
+        self.shared.get(rid).map(|slot| &slot.unit)
     }
 
     fn touch_shared(&mut self, rid: &str, now: Tick) -> bool {
@@ -315,20 +373,24 @@ impl Store for MemoryStore {
         change: impl FnOnce(&mut Written) -> R,
     ) -> R {
         self.mark(|| UnitKey::Shared(rid.into()));
-        let (touched, written) = match self.shared.to_back(rid) {
-            Some(unit) => unit,
+        let slot = match self.shared.to_back(rid) {
+            Some(slot) => slot,
             None => {
                 self.entries += 1;
                 self.shared
                     .entry(rid.into())
-                    .or_insert((now, Written::default()))
+                    .or_insert(Slot::new(now, Written::default()))
             }
         };
-        *touched = now;
-        let result = change(written);
-        if written.is_empty() {
+        slot.touched = now;
+        let result = change(&mut slot.unit);
+        if slot.unit.is_empty() {
+            self.bytes -= slot.bytes as usize;
             self.shared.remove(rid);
             self.entries -= 1;
+        } else {
+            let bytes = shared_bytes(&slot.unit);
+            slot.account(&mut self.bytes, bytes);
         }
         result
     }
@@ -337,37 +399,51 @@ impl Store for MemoryStore {
         self.entries
     }
 
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     fn oldest(&self) -> Option<Tick> {
-        let c = self.connections.front().map(|(_, (t, _))| *t);
-        let s = self.shared.front().map(|(_, (t, _))| *t);
+        let c = self.connections.front().map(|(_, slot)| slot.touched);
+        let s = self.shared.front().map(|(_, slot)| slot.touched);
         c.into_iter().chain(s).min()
     }
 
     fn pop_oldest(&mut self) -> Option<Dropped> {
         if self.oldest_is_connection()? {
-            let (cid, (_, conn)) = self.connections.pop_front()?;
-            self.entries -= conn.entries();
+            let (cid, slot) = self.connections.pop_front()?;
+            self.entries -= slot.unit.entries();
+            self.bytes -= slot.bytes as usize;
             self.mark(|| UnitKey::Connection(cid.clone()));
-            Some(Dropped::Connection { cid, conn })
+            Some(Dropped::Connection {
+                cid,
+                conn: slot.unit,
+            })
         } else {
-            let (rid, (_, written)) = self.shared.pop_front()?;
+            let (rid, slot) = self.shared.pop_front()?;
             self.entries -= 1;
+            self.bytes -= slot.bytes as usize;
             self.mark(|| UnitKey::Shared(rid.clone()));
-            Some(Dropped::Model { rid, written })
+            Some(Dropped::Model {
+                rid,
+                written: slot.unit,
+            })
         }
     }
 
     fn unconfirm_all(&mut self) {
-        for (_, c) in self.connections.values_mut() {
-            c.confirmed = false;
+        for slot in self.connections.values_mut() {
+            slot.unit.confirmed = false;
         }
     }
 
     fn for_each_connection(&mut self, mut visit: impl FnMut(&str, &mut Connection)) {
         let mut entries = self.shared.len();
-        for (cid, (_, conn)) in self.connections.iter_mut() {
-            visit(cid, conn);
-            entries += conn.entries();
+        for (cid, slot) in self.connections.iter_mut() {
+            visit(cid, &mut slot.unit);
+            entries += slot.unit.entries();
+            let bytes = slot.unit.bytes();
+            slot.account(&mut self.bytes, bytes);
             if let Some(changed) = &mut self.changed {
                 changed.push(UnitKey::Connection(cid.clone()));
             }
@@ -380,17 +456,55 @@ impl Store for MemoryStore {
         if let Some(changed) = &mut self.changed {
             changed.extend(self.shared.keys().map(|r| UnitKey::Shared(r.clone())));
         }
-        self.shared
-            .retain(|rid, (_, written)| keep(rid, written) && !written.is_empty());
+        let total = &mut self.bytes;
+        self.shared.retain(|rid, slot| {
+            if keep(rid, &mut slot.unit) && !slot.unit.is_empty() {
+                let bytes = shared_bytes(&slot.unit);
+                slot.account(total, bytes);
+                true
+            } else {
+                *total -= slot.bytes as usize;
+                false
+            }
+        });
         self.entries -= before - self.shared.len();
+    }
+
+    fn for_each_shared(&self, mut visit: impl FnMut(&str, &Written)) {
+        for (rid, slot) in self.shared.iter() {
+            visit(rid, &slot.unit);
+        }
+    }
+}
+
+#[cfg(test)]
+impl MemoryStore {
+    /// What it holds in bytes, counted afresh from every unit, no length kept read:
+    /// what the running total must equal.
+    pub(crate) fn recount_bytes(&self) -> usize {
+        use super::size::value_bytes;
+        let conns = self.connections.values().map(|slot| {
+            let c = &slot.unit;
+            let session = c.session.as_ref().map_or(0, |s| {
+                s.tid.as_ref().map_or(0, |t| t.len()) + s.jwt.as_ref().map_or(0, |j| j.len())
+            });
+            let models: usize = c
+                .models
+                .iter()
+                .map(|m| m.written().bytes() + m.reply.bytes())
+                .sum();
+            UNIT_OVERHEAD + c.token.as_deref().map_or(0, value_bytes) + session + models
+        });
+        let shared = self.shared.values().map(|slot| shared_bytes(&slot.unit));
+        conns.chain(shared).sum()
     }
 }
 
 /// Moves a unit to the most recently touched end; says whether it exists.
-fn touch<V>(units: &mut LinkedHashMap<Box<str>, (Tick, V)>, key: &str, now: Tick) -> bool {
+fn touch<V>(units: &mut LinkedHashMap<Box<str>, Slot<V>>, key: &str, now: Tick) -> bool {
     match units.to_back(key) {
-        Some((touched, _)) => {
-            *touched = now;
+        Some(slot) => {
+            slot.touched = now;
             true
         }
         None => false,

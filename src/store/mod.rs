@@ -8,10 +8,18 @@
 //!
 //! The engine applies every change to one connection in order and needs to read its own
 //! writes at once, so the trait is synchronous and hands out references.
+//!
+//! Besides counting entries (`state.max_entries`), the store accounts the bytes each
+//! unit holds (`state.max_bytes`): [`UNIT_OVERHEAD`], its token and written values as
+//! [`size`] measures parsed JSON, and its cached get replies ([`Connection::bytes`],
+//! [`Written::bytes`]). The sizes of a token and of a model's values are kept beside
+//! them and measured again only after they change, so a step costs a pass over the
+//! models of the unit it changed, never over the store.
 
 pub mod cold;
 mod memory;
 pub mod record;
+pub mod size;
 
 use std::sync::Arc;
 
@@ -19,13 +27,48 @@ use bytes::Bytes;
 use serde_json::Value;
 
 pub use memory::MemoryStore;
+pub use size::UNIT_OVERHEAD;
 
 use crate::clock::Tick;
+
+/// A size kept beside what it measures, unknown until measured and again after a
+/// change (saturating: 4 GiB at most). Not state: never compared.
+#[derive(Debug, Clone, Copy)]
+struct Len(u32);
+
+impl Len {
+    const UNKNOWN: Len = Len(u32::MAX);
+
+    fn of(len: usize) -> Len {
+        Len(u32::try_from(len).unwrap_or(u32::MAX - 1).min(u32::MAX - 1))
+    }
+
+    /// The size, measured by `measure` when unknown.
+    fn get_or(&mut self, measure: impl FnOnce() -> usize) -> usize {
+        if self.0 == Len::UNKNOWN.0 {
+            *self = Len::of(measure());
+        }
+        self.0 as usize
+    }
+}
+
+impl Default for Len {
+    fn default() -> Len {
+        Len::UNKNOWN
+    }
+}
+
+impl PartialEq for Len {
+    fn eq(&self, _: &Len) -> bool {
+        true
+    }
+}
 
 /// What the engine knows of one connection.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Connection {
-    /// The connection's token; `None` when logged out or unknown.
+    /// The connection's token; `None` when logged out or unknown. Changed only through
+    /// [`Connection::replace_token`] (its length is kept beside it).
     pub token: Option<Arc<Value>>,
     /// True once the token came from a token event or filled in from a request. A
     /// confirmed record changes only by token events.
@@ -51,6 +94,8 @@ pub struct Connection {
     /// What the token event that set the token said of its session (its `tid`, the
     /// resume key). Boxed, one pointer: most connections have none.
     pub session: Option<Box<Session>>,
+    /// The token's size ([`size::value_bytes`]).
+    token_len: Len,
 }
 
 /// What a token event said of its session, beside the token.
@@ -138,6 +183,8 @@ pub struct Model {
     pub reply: ReplyCache,
     /// Counts the changes to the written values.
     changes: Changes,
+    /// The written values' size ([`Written::bytes`]).
+    len: Len,
 }
 
 impl Model {
@@ -147,17 +194,27 @@ impl Model {
             written: Written::default(),
             reply: ReplyCache::default(),
             changes: Changes::default(),
+            len: Len::UNKNOWN,
         }
+    }
+
+    /// The bytes of its written values ([`Written::bytes`]) and of its cached reply
+    /// (the values are measured again only after they changed).
+    pub fn bytes(&mut self) -> usize {
+        let written = &self.written;
+        self.len.get_or(|| written.bytes()) + self.reply.bytes()
     }
 
     pub fn written(&self) -> &Written {
         &self.written
     }
 
-    /// The written values, to change: the cached reply goes, since it showed them.
+    /// The written values, to change: the cached reply goes, since it showed them, and
+    /// their length is measured again.
     pub fn written_mut(&mut self) -> &mut Written {
         self.reply.clear();
         self.changes.bump();
+        self.len = Len::UNKNOWN;
         &mut self.written
     }
 }
@@ -187,6 +244,11 @@ impl ReplyCache {
     pub fn is_some(&self) -> bool {
         self.0.is_some()
     }
+
+    /// The bytes of the reply it keeps.
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |(_, b)| b.len())
+    }
 }
 
 impl PartialEq for ReplyCache {
@@ -200,6 +262,7 @@ impl Connection {
     /// may show in any of its models.
     pub fn replace_token(&mut self, token: Option<Arc<Value>>) {
         self.token = token;
+        self.token_len = Len::UNKNOWN;
         self.expires = 0;
         self.session = None;
         self.changes.bump();
@@ -334,6 +397,23 @@ impl Connection {
     pub fn entries(&self) -> usize {
         (self.models.len() + self.granted.len()).max(1)
     }
+
+    /// The bytes this connection counts towards `state.max_bytes`: [`UNIT_OVERHEAD`],
+    /// its token ([`size::value_bytes`]; and the token ID and JWT kept with it), and
+    /// each model's written values ([`Written::bytes`]) and cached reply. The token's
+    /// and each model's size are kept and measured again only after a change, so this
+    /// is a pass over the models.
+    pub fn bytes(&mut self) -> usize {
+        let token = &self.token;
+        let token = self
+            .token_len
+            .get_or(|| token.as_deref().map_or(0, size::value_bytes));
+        let session = self.session.as_ref().map_or(0, |s| {
+            s.tid.as_ref().map_or(0, |t| t.len()) + s.jwt.as_ref().map_or(0, |j| j.len())
+        });
+        let models: usize = self.models.iter_mut().map(Model::bytes).sum();
+        UNIT_OVERHEAD + token + session + models
+    }
 }
 
 /// What was written to one model: its fields' values by name (a field that is absent
@@ -385,6 +465,24 @@ impl Written {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// What it holds in memory: each field's name and value, each item, in its slot
+    /// ([`size::value_bytes`]); for a presence list, its members and connections
+    /// ([`Members::bytes`], kept as it changes). A pass over the values, so the store
+    /// keeps it beside them.
+    ///
+    /// [`Members::bytes`]: crate::presence::Members::bytes
+    pub fn bytes(&self) -> usize {
+        use size::{value_bytes, ALLOCATION, SLOT};
+        match self {
+            Written::Fields(v) => v
+                .iter()
+                .map(|(f, v)| SLOT + ALLOCATION + f.len() + value_bytes(v))
+                .sum(),
+            Written::Items(v) => v.iter().map(|v| SLOT + value_bytes(v)).sum(),
+            Written::Presence(p) => p.bytes(),
+        }
     }
 
     /// How many field values or items.
@@ -504,6 +602,9 @@ pub trait Store: Send {
     /// Entries counted against `state.max_entries` (see [`Connection::entries`]; a model
     /// without a cid counts one).
     fn entries(&self) -> usize;
+    /// Bytes counted against `state.max_bytes` (see [`Connection::bytes`]; a model
+    /// without a cid counts [`UNIT_OVERHEAD`] and [`Written::bytes`]).
+    fn bytes(&self) -> usize;
     /// When the least recently touched unit was touched.
     fn oldest(&self) -> Option<Tick>;
     /// Takes out the least recently touched unit.
@@ -516,4 +617,6 @@ pub trait Store: Send {
     fn for_each_connection(&mut self, visit: impl FnMut(&str, &mut Connection));
     /// Keeps the models without a cid that `keep` says yes to (reload).
     fn retain_shared(&mut self, keep: impl FnMut(&str, &mut Written) -> bool);
+    /// Visits every model without a cid, to read it.
+    fn for_each_shared(&self, visit: impl FnMut(&str, &Written));
 }

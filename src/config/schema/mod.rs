@@ -149,6 +149,16 @@ struct State {
     /// token event with a larger one is ignored, and a request carrying one is refused.
     #[schemars(extend("default" = crate::config::state::DEFAULT_MAX_TOKEN_BYTES, "maximum" = crate::config::state::MAX_TOKEN_BYTES_LIMIT))]
     max_token_bytes: Count,
+    /// The largest value a write may store, in bytes of JSON (1 to 1048576): a
+    /// field's value or a collection's item set or added by a client or the backend
+    /// over it is refused with system.invalidParams.
+    #[schemars(extend("default" = crate::config::state::DEFAULT_MAX_VALUE_BYTES, "maximum" = crate::config::state::MAX_VALUE_BYTES_LIMIT))]
+    max_value_bytes: Count,
+    /// The most bytes of state kept in memory (tokens and written values as JSON,
+    /// cached replies, and a fixed cost per connection); past it, the least recently
+    /// touched connection goes first, as past `max_entries`. A whole number of bytes.
+    #[schemars(extend("default" = crate::config::state::DEFAULT_MAX_BYTES))]
+    max_bytes: Count,
     /// Where state lives: `memory` (this process; one instance per NATS cluster) or
     /// `nats` (a JetStream key-value bucket shared by every instance using it, one
     /// owner per partition). Takes effect on restart.

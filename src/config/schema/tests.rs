@@ -307,6 +307,17 @@ fn invalid_fixtures_that_a_schema_can_tell_are_refused() {
             ],
         ),
         (
+            "state-bytes",
+            &[
+                ("/state/max_value_bytes", "1048577"),
+                ("/state/max_bytes", "1GiB"),
+            ],
+        ),
+        (
+            "state-bytes-zero",
+            &[("/state/max_value_bytes", "0"), ("/state/max_bytes", "-1")],
+        ),
+        (
             "nats-errors",
             &[
                 ("/nats/tls", "frist"),

@@ -361,7 +361,8 @@ fn a_token_over_max_token_bytes_is_ignored_or_refused_and_never_kept() {
     assert_eq!(t.get("session.user.b3")["id"], json!(3));
 }
 
-/// A message over the most connres reads (twice `max_token_bytes` plus 256 KiB) is
+/// A message over the most connres reads (twice `max_token_bytes` plus 256 KiB at the
+/// default `max_value_bytes`) is
 /// refused unread: a request for one of its names with `system.invalidParams`, a token
 /// event ignored; a request for a name it does not serve still gets no reply.
 #[test]
@@ -422,4 +423,7 @@ fn a_payload_over_the_most_connres_reads_is_refused_unread() {
         "{}",
         error_message(&out)
     );
+    // Values allowed to be larger make room for themselves, twice over.
+    let t = T::with_state("state: { max_token_bytes: 1000, max_value_bytes: 524288 }\n");
+    assert_eq!(t.config.state.max_payload_bytes(), 2 * 1000 + 2 * 524288);
 }

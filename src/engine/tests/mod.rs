@@ -180,6 +180,7 @@ fn ann_user() -> Value {
 }
 
 mod bounded;
+mod bytes;
 mod cache;
 mod collections;
 mod presence;

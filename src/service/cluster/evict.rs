@@ -1,5 +1,6 @@
-//! `state.max_entries` with the shared store: a memory bound, not a retention policy.
-//! Past it, the least recently touched units leave memory and stay in the bucket
+//! `state.max_entries` and `state.max_bytes` with the shared store: memory bounds, not
+//! a retention policy. Past either, the least recently touched units leave memory and
+//! stay in the bucket
 //! ("cold", remembered by `crate::store::cold`, their revisions by the pipeline); no
 //! `system.reset` is owed, since their state is still served.
 //!
@@ -235,16 +236,18 @@ impl Service {
         }
     }
 
-    /// Moves units past `state.max_entries` out of memory (at most `budget`): those
-    /// with a change not yet written, or that a waiting message needs, stay for now.
+    /// Moves units past `state.max_entries` or `state.max_bytes` out of memory (at most
+    /// `budget`): those with a change not yet written, or that a waiting message
+    /// needs, stay for now.
     pub(super) fn evict(&mut self, budget: usize) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
         let max = self.config.state.max_entries;
+        let max_bytes = self.config.state.max_bytes;
         let config = &self.config;
         let store = self.engine.store_mut();
-        if store.entries() <= max {
+        if store.entries() <= max && store.bytes() <= max_bytes {
             return;
         }
         let Cluster {
@@ -263,9 +266,9 @@ impl Service {
                 .is_some_and(|r| r.presence.is_some()),
             UnitKey::Connection(_) => false,
         };
-        let gone = store.evict_oldest(max, budget, |k| {
-            pipeline.unwritten(k) || cold.pinned(k) || list(k)
-        });
+        let keep = |k: &UnitKey| pipeline.unwritten(k) || cold.pinned(k) || list(k);
+        let gone = store.evict_oldest(max, max_bytes, budget, keep);
+        let evicted = !gone.is_empty();
         metrics.evicted.inc_by(gone.len() as u64);
         for (key, touched) in gone {
             // The set remembers as many units as `max_entries`.
@@ -278,6 +281,10 @@ impl Service {
             }
         }
         metrics.cold.set(cold.len() as i64);
+        // The state gauges show what is left in memory.
+        if evicted {
+            self.update_stats();
+        }
     }
 
     /// Starts reading the cold units idle past `state.idle_ttl`, to expire them.

@@ -108,10 +108,10 @@ fn eviction_takes_the_least_recently_touched_units_it_may_and_lists_no_change() 
     s.update_connection("c3", 4, |_| {});
     s.take_changed();
     assert_eq!(s.entries(), 5);
-    assert_eq!(s.evict_oldest(5, 64, |_| false), Vec::new());
+    assert_eq!(s.evict_oldest(5, usize::MAX, 64, |_| false), Vec::new());
     // c1 (two entries) must stay: public.a and c2 go.
     let c1 = UnitKey::Connection("c1".into());
-    let gone = s.evict_oldest(3, 64, |k| *k == c1);
+    let gone = s.evict_oldest(3, usize::MAX, 64, |k| *k == c1);
     assert_eq!(
         gone,
         vec![
@@ -123,6 +123,243 @@ fn eviction_takes_the_least_recently_touched_units_it_may_and_lists_no_change() 
     assert!(s.contains(&c1) && !s.contains(&UnitKey::Connection("c2".into())));
     assert_eq!(s.take_changed(), Vec::<UnitKey>::new(), "nothing to write");
     // At most `budget` units.
-    assert_eq!(s.evict_oldest(0, 1, |_| false).len(), 1);
+    assert_eq!(s.evict_oldest(0, usize::MAX, 1, |_| false).len(), 1);
     assert_eq!(s.entries(), 1);
+}
+
+fn recount(s: &MemoryStore) -> usize {
+    s.recount_bytes()
+}
+
+#[test]
+fn bytes_count_the_token_values_and_replies_of_each_unit_through_every_change() {
+    use super::super::size::{value_bytes, ALLOCATION, SLOT};
+    use serde_json::json;
+    use std::sync::Arc;
+    let mut s = MemoryStore::default();
+    assert_eq!(s.bytes(), 0);
+    s.update_connection("c1", 0, |_| {});
+    assert_eq!(s.bytes(), UNIT_OVERHEAD);
+    // A token: as parsed JSON.
+    let token = json!({"userId": 7, "name": "Ann"});
+    let token_bytes = value_bytes(&token);
+    assert!(token_bytes > r#"{"name":"Ann","userId":7}"#.len());
+    s.update_connection("c1", 0, |c| c.replace_token(Some(Arc::new(token))));
+    assert_eq!(s.bytes(), UNIT_OVERHEAD + token_bytes);
+    // A written value: its slot, its field's name and the value; overwritten, the new
+    // one.
+    let field = |v: &Value| SLOT + ALLOCATION + 3 + value_bytes(v);
+    s.update_existing("c1", 1, |c| {
+        c.model_mut("p.c1")
+            .written_mut()
+            .insert("bio", "hello".into())
+    });
+    assert_eq!(
+        s.bytes(),
+        UNIT_OVERHEAD + token_bytes + field(&json!("hello"))
+    );
+    s.update_existing("c1", 1, |c| {
+        c.model_mut("p.c1")
+            .written_mut()
+            .insert("bio", "hello, world".into())
+    });
+    let written = field(&json!("hello, world"));
+    assert_eq!(s.bytes(), UNIT_OVERHEAD + token_bytes + written);
+    // A cached reply: its bytes, until the next write clears it.
+    s.update_existing("c1", 2, |c| {
+        c.model_mut("p.c1")
+            .reply
+            .set(1, bytes::Bytes::from_static(b"0123456789"));
+    });
+    assert_eq!(s.bytes(), UNIT_OVERHEAD + token_bytes + written + 10);
+    // Logged out, its values reset: the record alone.
+    s.update_existing("c1", 3, |c| {
+        c.replace_token(None);
+        c.model_mut("p.c1").written_mut().clear();
+    });
+    assert_eq!(s.bytes(), UNIT_OVERHEAD);
+    // A collection's items, added and removed: each in its slot.
+    s.update_existing("c1", 4, |c| {
+        let items = c.model_mut("l.c1").written_mut().items_mut();
+        items.push("a".into());
+        items.push(json!([1, 2]));
+    });
+    let (a, list) = (
+        SLOT + value_bytes(&json!("a")),
+        SLOT + value_bytes(&json!([1, 2])),
+    );
+    assert_eq!(s.bytes(), UNIT_OVERHEAD + a + list);
+    s.update_existing("c1", 4, |c| {
+        c.model_mut("l.c1").written_mut().items_mut().remove(0);
+    });
+    assert_eq!(s.bytes(), UNIT_OVERHEAD + list);
+    // A model without a cid counts a unit of its own; emptied, it goes.
+    s.update_shared("board.b", 5, |w| w.insert("title", "hi".into()));
+    let board = UNIT_OVERHEAD + SLOT + ALLOCATION + 5 + value_bytes(&json!("hi"));
+    assert_eq!(s.bytes(), UNIT_OVERHEAD + list + board);
+    // A presence list: what its members say.
+    let mut members = crate::presence::Members::default();
+    members.join("c1", "ann".into(), 5, 10).unwrap();
+    s.update_shared("room.r", 5, |w| {
+        w.members_mut().join("c1", "ann".into(), 5, 10).unwrap();
+    });
+    assert_eq!(
+        s.bytes(),
+        UNIT_OVERHEAD + list + board + UNIT_OVERHEAD + members.bytes()
+    );
+    s.update_shared("room.r", 5, |w| {
+        w.members_mut().leave("c1");
+    });
+    s.update_shared("board.b", 5, |w| w.clear());
+    assert_eq!(s.bytes(), UNIT_OVERHEAD + list);
+    assert_eq!(s.bytes(), recount(&s));
+    // Taken out (dropped, expired), a unit takes exactly what it added.
+    let long = json!("x".repeat(100));
+    s.update_connection("c2", 6, |c| c.replace_token(Some(Arc::new(long.clone()))));
+    assert_eq!(s.bytes(), 2 * UNIT_OVERHEAD + list + value_bytes(&long));
+    assert!(matches!(s.pop_oldest(), Some(Dropped::Connection { cid, .. }) if &*cid == "c1"));
+    assert_eq!(s.bytes(), UNIT_OVERHEAD + value_bytes(&long));
+    s.remove_connection("c2");
+    assert_eq!(s.bytes(), 0);
+}
+
+#[test]
+fn eviction_by_bytes_takes_the_least_recently_touched_units_until_the_bytes_fit() {
+    use std::sync::Arc;
+    let mut s = MemoryStore::default();
+    let big = Value::String("x".repeat(998));
+    for (i, cid) in ["c1", "c2", "c3"].into_iter().enumerate() {
+        s.update_connection(cid, i as u32 + 1, |c| {
+            c.replace_token(Some(Arc::new(big.clone())))
+        });
+    }
+    let unit = UNIT_OVERHEAD + super::super::size::value_bytes(&big);
+    assert_eq!(s.bytes(), 3 * unit);
+    // Within both bounds: nothing goes.
+    assert_eq!(s.evict_oldest(usize::MAX, 3 * unit, 64, |_| false), vec![]);
+    // One byte over: the coldest goes, whatever the entries say.
+    let gone = s.evict_oldest(usize::MAX, 3 * unit - 1, 64, |_| false);
+    assert_eq!(gone, vec![(UnitKey::Connection("c1".into()), 1)]);
+    assert_eq!((s.bytes(), s.entries()), (2 * unit, 2));
+    // A unit that must stay is passed over.
+    let c2 = UnitKey::Connection("c2".into());
+    let gone = s.evict_oldest(usize::MAX, unit, 64, |k| *k == c2);
+    assert_eq!(gone, vec![(UnitKey::Connection("c3".into()), 3)]);
+    assert_eq!(s.bytes(), unit);
+}
+
+mod accounting {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    proptest! {
+        /// Whatever the changes, the bytes kept as they happen equal those counted
+        /// afresh from every unit, and entries stay exact too.
+        #[test]
+        fn the_running_total_equals_a_recount_after_any_changes(
+            steps in proptest::collection::vec((0u8..15, 0u8..4, 0usize..300), 1..80),
+        ) {
+            let mut s = MemoryStore::default();
+            let mut now = 0;
+            for (op, unit, size) in steps {
+                now += 1;
+                let cid = format!("c{unit}");
+                let rid = format!("m.{cid}");
+                let board = format!("board.{unit}");
+                let text = Value::String("y".repeat(size));
+                match op {
+                    0 => s.update_connection(&cid, now, |c| {
+                        c.replace_token(Some(Arc::new(json!({"userId": unit, "blob": text}))))
+                    }),
+                    1 => s.update_connection(&cid, now, |c| {
+                        c.replace_token(None);
+                        for m in &mut c.models {
+                            m.written_mut().clear();
+                        }
+                    }),
+                    2 => {
+                        s.update_existing(&cid, now, |c| {
+                            c.model_mut(&rid).written_mut().insert("f", text)
+                        });
+                    }
+                    3 => {
+                        s.update_existing(&cid, now, |c| {
+                            let reply = bytes::Bytes::from(vec![b'r'; size]);
+                            c.model_mut(&rid).reply.set(1, reply);
+                        });
+                    }
+                    4 => {
+                        s.update_existing(&cid, now, |c| {
+                            let items = c.model_mut(&format!("l.{cid}")).written_mut().items_mut();
+                            items.insert(0, text);
+                        });
+                    }
+                    5 => {
+                        s.update_existing(&cid, now, |c| {
+                            let items = c.model_mut(&format!("l.{cid}")).written_mut().items_mut();
+                            if !items.is_empty() {
+                                items.remove(size % items.len());
+                            }
+                        });
+                    }
+                    6 => {
+                        s.remove_connection(&cid);
+                    }
+                    7 => {
+                        s.pop_oldest();
+                    }
+                    8 => s.update_shared(&board, now, |w| match size % 3 {
+                        0 => w.clear(),
+                        _ => w.insert("title", text),
+                    }),
+                    9 => s.update_shared(&board, now, |w| {
+                        let m = w.members_mut();
+                        match size % 2 {
+                            0 => drop(m.join(&cid, json!(format!("member{size}")), now, 100)),
+                            _ => drop(m.leave(&cid)),
+                        }
+                    }),
+                    10 => {
+                        s.evict_oldest(usize::MAX, size * 20, 2, |_| false);
+                    }
+                    11 => s.for_each_connection(|_, c| {
+                        if size % 2 == 0 {
+                            c.models.clear();
+                        }
+                    }),
+                    12 => s.retain_shared(|_, w| {
+                        if size % 3 == 0 {
+                            w.insert("extra", json!(size));
+                        }
+                        size % 2 == 0
+                    }),
+                    13 => {
+                        let key = UnitKey::Connection(cid.clone().into());
+                        let conn = Connection {
+                            token: Some(Arc::new(text)),
+                            ..Connection::default()
+                        };
+                        s.insert(key.clone(), Unit::Connection(conn), now);
+                        if size % 2 == 0 {
+                            s.forget(&key);
+                        }
+                    }
+                    _ => s.update_where(|c| c == cid, |c| {
+                        c.model_mut(&rid).written_mut().insert("g", json!(size));
+                    }),
+                }
+                prop_assert_eq!(s.bytes(), recount(&s));
+                let entries: usize = s
+                    .keys()
+                    .map(|k| match &k {
+                        UnitKey::Connection(cid) => s.connection(cid).unwrap().entries(),
+                        UnitKey::Shared(_) => 1,
+                    })
+                    .sum();
+                prop_assert_eq!(s.entries(), entries);
+            }
+        }
+    }
 }
