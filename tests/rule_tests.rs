@@ -348,7 +348,7 @@ fn the_collection_tests_pass_and_a_wrong_items_expectation_shows_both_lists() {
         &["test", "tests/config/valid/collections.test.yaml"],
         &[],
     );
-    assert_passed(&out, 7);
+    assert_passed(&out, 8);
     assert!(!out.stdout.contains("not exercised"), "{}", out.stdout);
 
     let dir = tempfile::tempdir().unwrap();
