@@ -34,6 +34,16 @@ pub struct PresenceDef {
     pub max_members: usize,
 }
 
+impl PresenceDef {
+    /// What makes its members: the `member` template, after `ref:` for references.
+    /// Kept with a stored list, so that a list read back under another `member` (a
+    /// restart with an edited file) is not served as if this one had made it.
+    pub fn made_by(&self) -> String {
+        let kind = if self.is_ref { "ref:" } else { "" };
+        format!("{kind}{}", self.member.source())
+    }
+}
+
 /// What a presence list serves: a collection of its members (strings or references),
 /// written by no client.
 pub fn as_collection(p: &PresenceDef) -> crate::collection::CollectionDef {
@@ -80,6 +90,9 @@ pub struct Members {
     counts: HashMap<Box<str>, u32>,
     /// The bytes it holds, kept as it changes ([`Members::bytes`]).
     bytes: usize,
+    /// What made its members ([`PresenceDef::made_by`]), when known: a list read back
+    /// under a config whose `member` says otherwise is not kept.
+    made_by: Option<Box<str>>,
 }
 
 /// A change to the list, as RES announces it.
@@ -280,6 +293,18 @@ impl Members {
     pub fn seen_all(&mut self, now: Tick) {
         for (_, seen) in self.conns.values_mut() {
             *seen = now;
+        }
+    }
+
+    /// What made its members ([`PresenceDef::made_by`]), when known.
+    pub fn made_by(&self) -> Option<&str> {
+        self.made_by.as_deref()
+    }
+
+    /// Says what made its members (kept with it in the shared store).
+    pub fn set_made_by(&mut self, by: &str) {
+        if self.made_by.as_deref() != Some(by) {
+            self.made_by = Some(by.into());
         }
     }
 

@@ -533,7 +533,10 @@ async fn a_join_a_second_tab_a_ping_a_leave_and_a_logout_cost_these_writes_and_e
     let first = write(tokio::time::timeout(WAIT, watch.next()).await.unwrap());
     assert_eq!(
         first,
-        json!({"members": [{"member": "ann", "conns": [cids[0]]}]})
+        json!({
+            "members": [{"member": "ann", "conns": [cids[0]]}],
+            "made_by": "{{token.name}}",
+        })
     );
     // A second tab: one write, no event. A ping: neither (the next write is the
     // leave's, which differs from the second tab's).

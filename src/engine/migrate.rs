@@ -224,10 +224,13 @@ const NOT_DECLARED: &str = "name not declared";
 /// Whether every written value fits `res`.
 fn fits(res: &Resource, written: &Written) -> bool {
     // A presence list read back: its members as the list serves them (one past a
-    // lowered `max_members` stays: only new members are refused). What decides who is
-    // a member (`member`) is not kept with it: see docs/scaling.md.
-    if let (Some(_), Some(c)) = (&res.presence, &res.collection) {
-        return matches!(written, Written::Presence(_))
+    // lowered `max_members` stays: only new members are refused), made by this
+    // `member` (docs/scaling.md).
+    if let (Some(p), Some(c)) = (&res.presence, &res.collection) {
+        // One made by another `member` (a restart with an edited file) goes: its
+        // connections join again. One stored before this was kept says nothing.
+        return matches!(written, Written::Presence(m)
+                if m.made_by().is_none_or(|by| by == p.made_by()))
             && written.items().iter().all(|v| c.item.check(v).is_ok());
     }
     if let Some(c) = &res.collection {
@@ -760,6 +763,25 @@ resources:
         assert!(super::fit_unit(&config, &mut unit, &key, &mut dropped));
         assert_eq!(dropped.describe(), "lobby item: 2 (presence list changed)");
         assert!(matches!(&unit, Unit::Shared(w) if w.is_empty()));
+        // Made by another `member` template: the list goes; by this one, it stays.
+        let key = UnitKey::Shared("room.r1".into());
+        for (made_by, kept) in [("{{token.email}}", false), ("{{token.name}}", true)] {
+            let stored = format!(
+                r#"{{"members": [{{"member": "bob", "conns": ["c2"]}}], "made_by": "{made_by}"}}"#
+            );
+            let mut unit = decode_unit(&key, stored.as_bytes()).unwrap();
+            let mut dropped = super::DroppedValues::default();
+            assert_eq!(
+                super::fit_unit(&config, &mut unit, &key, &mut dropped),
+                !kept,
+                "{made_by}"
+            );
+            assert_eq!(
+                matches!(&unit, Unit::Shared(w) if w.is_empty()),
+                !kept,
+                "{made_by}"
+            );
+        }
         // Now a model: the list goes.
         let key = UnitKey::Shared("board.b1".into());
         let mut unit = decode_unit(&key, stored).unwrap();

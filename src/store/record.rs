@@ -16,10 +16,11 @@
 //! `{"written": {…}}` for a model without a cid. A collection's items are kept as
 //! `"items": […]` in place of `"written"`, in a model of a connection and in a unit of
 //! its own alike. A presence list (a unit of its own: its name has no cid) is kept as
-//! `{"members": [{"member": <value>, "conns": ["<cid>", …]}, …]}`, its members in join
-//! order, each with the connections joined as it (sorted); when each connection was
-//! last seen is not kept (a new owner counts every connection as seen when it loads the
-//! list). The cached replies are not kept.
+//! `{"members": [{"member": <value>, "conns": ["<cid>", …]}, …], "made_by": <template>}`,
+//! its members in join order, each with the connections joined as it (sorted), and the
+//! `member` template that made them; when each connection was last seen is not kept (a
+//! new owner counts every connection as seen when it loads the list). The cached
+//! replies are not kept.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -120,6 +121,10 @@ pub fn encode(unit: UnitRef) -> Vec<u8> {
             written: WrittenMap(w),
             items: Items(w),
             members: Groups(w),
+            made_by: match w {
+                Written::Presence(m) => m.made_by(),
+                _ => None,
+            },
         }),
     };
     out.unwrap_or_default()
@@ -162,6 +167,9 @@ struct StoredShared<'a> {
     items: Items<'a>,
     #[serde(skip_serializing_if = "Groups::is_other")]
     members: Groups<'a>,
+    /// A presence list's `member` template ([`crate::presence::PresenceDef::made_by`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    made_by: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -307,7 +315,11 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
     // `items` (a collection's) or `written` (a model's) of a stored model.
     let written = |m: &Value| -> Result<Written, String> {
         if let Some(members) = m.get("members") {
-            return decode_members(members);
+            let mut list = decode_members(members)?;
+            if let Some(by) = m.get("made_by").and_then(Value::as_str) {
+                list.members_mut().set_made_by(by);
+            }
+            return Ok(list);
         }
         if let Some(items) = m.get("items") {
             let items = items.as_array().ok_or("`items` is not an array")?;
@@ -552,6 +564,10 @@ mod tests {
                 {"member": "bob", "conns": ["c9"]},
             ]})
         );
+        // With the template that made its members, kept beside them.
+        w.members_mut().set_made_by("{{token.name}}");
+        let stored: Value = serde_json::from_slice(&encode(UnitRef::Shared(&w))).unwrap();
+        assert_eq!(stored["made_by"], json!("{{token.name}}"));
         // Read back, every connection is seen at 0 until its loader says when it
         // loaded it; otherwise the same list.
         let key = UnitKey::Shared("chat.room.r1.members".into());
