@@ -32,16 +32,16 @@ pub struct PresenceDef {
     pub ttl: Duration,
     /// The most members: a join of a new member past it is refused.
     pub max_members: usize,
+    /// What makes its members ([`made_by`]), worked out at load.
+    pub made_by: Box<str>,
 }
 
-impl PresenceDef {
-    /// What makes its members: the `member` template, after `ref:` for references.
-    /// Kept with a stored list, so that a list read back under another `member` (a
-    /// restart with an edited file) is not served as if this one had made it.
-    pub fn made_by(&self) -> String {
-        let kind = if self.is_ref { "ref:" } else { "" };
-        format!("{kind}{}", self.member.source())
-    }
+/// What makes a list's members: the `member` template, after `ref:` for references.
+/// Kept with a stored list, so that a list read back under another `member` (a restart
+/// with an edited file) is not served as if this one had made it.
+pub fn made_by(member: &Template, is_ref: bool) -> Box<str> {
+    let kind = if is_ref { "ref:" } else { "" };
+    format!("{kind}{}", member.source()).into()
 }
 
 /// What a presence list serves: a collection of its members (strings or references),
@@ -90,7 +90,7 @@ pub struct Members {
     counts: HashMap<Box<str>, u32>,
     /// The bytes it holds, kept as it changes ([`Members::bytes`]).
     bytes: usize,
-    /// What made its members ([`PresenceDef::made_by`]), when known: a list read back
+    /// What made its members ([`made_by`]), when known: a list read back
     /// under a config whose `member` says otherwise is not kept.
     made_by: Option<Box<str>>,
 }
@@ -296,7 +296,7 @@ impl Members {
         }
     }
 
-    /// What made its members ([`PresenceDef::made_by`]), when known.
+    /// What made its members ([`made_by`]), when known.
     pub fn made_by(&self) -> Option<&str> {
         self.made_by.as_deref()
     }

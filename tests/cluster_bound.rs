@@ -143,19 +143,7 @@ async fn a_unit_evicted_past_max_entries_stays_in_the_bucket_and_is_read_back() 
     assert_eq!(gw.get("session.prefs.c0").await, prefs("dark", 10));
     // Back to back, round robin: each get reads its unit back and evicts others, and
     // each publisher's order holds (a get after a set sees it).
-    let mut burst = Burst::new(&gw).await;
-    for cid in &cids {
-        burst.get(&gw, cid).await;
-        burst.set(&gw, cid, json!({"theme": "light"})).await;
-        burst.get(&gw, cid).await;
-    }
-    let replies = burst.replies(&gw).await;
-    for (i, (cid, r)) in cids.iter().zip(replies.chunks(3)).enumerate() {
-        let font = 10 + i as i64;
-        assert_eq!(model(&r[0]), prefs("dark", font), "{cid} before");
-        assert_eq!(r[1], json!({"result": null}), "{cid} set");
-        assert_eq!(model(&r[2]), prefs("light", font), "{cid} after");
-    }
+    get_set_get_back_to_back(&gw, &cids).await;
     print_read_latency();
     for (i, cid) in cids.iter().enumerate() {
         let unit = stored(&server, bucket, cid)
@@ -184,19 +172,7 @@ async fn a_unit_evicted_past_max_bytes_stays_in_the_bucket_and_is_read_back() {
     // As past max_entries: the four least recently touched left memory, remembered.
     assert_eq!((cluster.evicted(), cluster.cold()), (4, 4));
     // Read back from the bucket, in order, however the bound moves units out meanwhile.
-    let mut burst = Burst::new(&gw).await;
-    for cid in &cids {
-        burst.get(&gw, cid).await;
-        burst.set(&gw, cid, json!({"theme": "light"})).await;
-        burst.get(&gw, cid).await;
-    }
-    let replies = burst.replies(&gw).await;
-    for (i, (cid, r)) in cids.iter().zip(replies.chunks(3)).enumerate() {
-        let font = 10 + i as i64;
-        assert_eq!(model(&r[0]), prefs("dark", font), "{cid} before");
-        assert_eq!(r[1], json!({"result": null}), "{cid} set");
-        assert_eq!(model(&r[2]), prefs("light", font), "{cid} after");
-    }
+    get_set_get_back_to_back(&gw, &cids).await;
     for (i, cid) in cids.iter().enumerate() {
         let unit = stored(&server, bucket, cid)
             .await
@@ -386,4 +362,23 @@ fn print_read_latency() {
         "cold reads: {count} reads, mean {:.2} ms",
         sum / count * 1000.0
     );
+}
+
+/// For each of `cids` (whose prefs `set_all` wrote), back to back without waiting: a
+/// get, a set of the theme, a get. Each get sees what was written before it, whether
+/// its unit was in memory or read back from the bucket.
+async fn get_set_get_back_to_back(gw: &Gateway, cids: &[String]) {
+    let mut burst = Burst::new(gw).await;
+    for cid in cids {
+        burst.get(gw, cid).await;
+        burst.set(gw, cid, json!({"theme": "light"})).await;
+        burst.get(gw, cid).await;
+    }
+    let replies = burst.replies(gw).await;
+    for (i, (cid, r)) in cids.iter().zip(replies.chunks(3)).enumerate() {
+        let font = 10 + i as i64;
+        assert_eq!(model(&r[0]), prefs("dark", font), "{cid} before");
+        assert_eq!(r[1], json!({"result": null}), "{cid} set");
+        assert_eq!(model(&r[2]), prefs("light", font), "{cid} after");
+    }
 }

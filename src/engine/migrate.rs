@@ -230,7 +230,7 @@ fn fits(res: &Resource, written: &Written) -> bool {
         // One made by another `member` (a restart with an edited file) goes: its
         // connections join again. One stored before this was kept says nothing.
         return matches!(written, Written::Presence(m)
-                if m.made_by().is_none_or(|by| by == p.made_by()))
+                if m.made_by().is_none_or(|by| by == &*p.made_by))
             && written.items().iter().all(|v| c.item.check(v).is_ok());
     }
     if let Some(c) = &res.collection {

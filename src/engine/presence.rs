@@ -95,12 +95,11 @@ impl<S: Store> Engine<S> {
                 }
                 let member = member_of(p, res, params, cid, token)?;
                 let max = p.max_members;
-                let made_by = p.made_by();
                 let changes = self
                     .store
                     .update_shared(rid, now, |w| {
                         let m = w.members_mut();
-                        m.set_made_by(&made_by);
+                        m.set_made_by(&p.made_by);
                         m.join(cid, member, now, max)
                     })
                     .map_err(|Refused::Full(n)| {

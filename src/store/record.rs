@@ -167,7 +167,7 @@ struct StoredShared<'a> {
     items: Items<'a>,
     #[serde(skip_serializing_if = "Groups::is_other")]
     members: Groups<'a>,
-    /// A presence list's `member` template ([`crate::presence::PresenceDef::made_by`]).
+    /// A presence list's `member` template ([`crate::presence::made_by`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     made_by: Option<&'a str>,
 }

@@ -76,6 +76,7 @@ impl Compiler {
         }
         let (member, is_ref) = member?;
         Some(PresenceDef {
+            made_by: crate::presence::made_by(&member, is_ref),
             member,
             is_ref,
             join,
