@@ -161,7 +161,7 @@ impl Pattern {
         let i = self.cid_index?;
         if i + 1 == self.parts.len() {
             // The usual place: the last part, one search from the end.
-            name.rsplit('.').next()
+            Some(split_last(name).map_or(name, |(_, last)| last))
         } else {
             name.split('.').nth(i)
         }
@@ -370,6 +370,36 @@ pub fn is_name_part(part: &str) -> bool {
                 .any(|c| c.is_whitespace() || c == '.' || c == '*' || c == '>' || c == '?'))
 }
 
+/// `name` split at its last dot, as `str::rsplit_once('.')` does, found with a SIMD
+/// search (memchr): resource names are split so on every request, and the standard
+/// library's search for a char costs several times as much on names this short.
+pub fn split_last(name: &str) -> Option<(&str, &str)> {
+    let at = memchr::memrchr(b'.', name.as_bytes())?;
+    // A dot is one byte and never inside a UTF-8 sequence: both sides are `str`s.
+    Some((&name[..at], &name[at + 1..]))
+}
+
+/// True when every part of `name` is non-empty and plain ASCII (letters, digits, `_`,
+/// `-`): one pass over the bytes, no splitting. Such a name is a valid resource name,
+/// and so is every part of it; a name it refuses may still be one
+/// ([`is_resource_name`] decides).
+pub fn is_plain_name(name: &str) -> bool {
+    let mut after_dot = true;
+    for b in name.bytes() {
+        if b == b'.' {
+            if after_dot {
+                return false;
+            }
+            after_dot = true;
+        } else if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            after_dot = false;
+        } else {
+            return false;
+        }
+    }
+    !after_dot
+}
+
 /// True when `name` is a valid RES resource name (dot-separated non-empty parts, no
 /// whitespace, no wildcards, no query).
 pub fn is_resource_name(name: &str) -> bool {
@@ -394,6 +424,26 @@ pub fn is_valid_ref(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_last_is_rsplit_once() {
+        for name in ["", "a", "a.b", "a.b.c", ".", "a.", ".b", "é.ü.x", "a..b"] {
+            assert_eq!(split_last(name), name.rsplit_once('.'), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn a_plain_name_is_a_resource_name() {
+        for name in ["a", "session.user.c1", "a-b.c_d.9"] {
+            assert!(is_plain_name(name), "{name}");
+            assert!(is_resource_name(name), "{name}");
+        }
+        // Refused: empty parts, and anything not plain (some of which are valid names).
+        for name in ["", ".", "a.", ".a", "a..b", "a.b*", "a b", "a.é", "a.b>"] {
+            assert!(!is_plain_name(name), "{name:?}");
+        }
+        assert!(is_resource_name("a.é"), "valid, though not plain");
+    }
 
     #[test]
     fn parses_literals_and_captures() {

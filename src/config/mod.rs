@@ -247,7 +247,7 @@ impl Config {
 
     /// The resource of a `literal.….{capture}` pattern matching a name, by one lookup.
     fn by_prefix(&self, name: &str) -> Option<usize> {
-        let (prefix, last) = name.rsplit_once('.')?;
+        let (prefix, last) = crate::pattern::split_last(name)?;
         if last.is_empty() {
             return None;
         }

@@ -561,13 +561,16 @@ impl<S: Store> Engine<S> {
         let at = config.position_of(rid)?;
         self.resolved = Some(at);
         let res = &config.resources[at];
-        Some(if res.pattern.captured(rid).all(pattern::is_name_part) {
-            Ok(res)
-        } else {
-            Err(ResError::InvalidParams(format!(
+        // A plain name (the usual case) is settled by one pass over its bytes.
+        Some(
+            if pattern::is_plain_name(rid) || res.pattern.captured(rid).all(pattern::is_name_part) {
+                Ok(res)
+            } else {
+                Err(ResError::InvalidParams(format!(
                 "`{rid}` is not a valid resource name (dot-separated parts without wildcards or whitespace)"
             )))
-        })
+            },
+        )
     }
 }
 

@@ -38,12 +38,13 @@ const LOGIN_FAILURES: u32 = 10;
 
 use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::{Client, Event};
-use futures::stream::{SelectAll, StreamExt};
+use futures::stream::StreamExt;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{interval, MissedTickBehavior};
 
@@ -58,7 +59,7 @@ pub use cluster::ClusterMetrics;
 use connect::ReconnectLog;
 use discovery::Discovery;
 use ordered::{subscribe_auth, subscribe_pattern, Ordered};
-use route::Tagged;
+use route::Merged;
 use serve::Step;
 use subscribe::subscribe_forwarded;
 
@@ -118,7 +119,7 @@ pub struct Service {
     client: Client,
     config: Arc<Config>,
     engine: Engine,
-    subs: SelectAll<Tagged>,
+    subs: Merged,
     events: mpsc::UnboundedReceiver<Event>,
     /// Set while the connection is down, so the next `Connected` is a reconnect.
     disconnected: bool,
@@ -197,7 +198,7 @@ impl Service {
                 source,
             })?;
         let config = Arc::new(config);
-        let mut subs = SelectAll::new();
+        let mut subs = Merged::default();
         let shared = config.state.store.shared();
         let (mut ordered, channel) = Ordered::new(&client);
         subs.push(channel);
@@ -382,7 +383,13 @@ impl Service {
                         let mut next = Some(received);
                         let mut handled = 0;
                         while let Some(received) = next.take() {
-                            let stop = finish_on_shutdown(&mut shutdown, self.handle(received)).await;
+                            // Pinned where it is made: a handling future is kilobytes,
+                            // and moving it into `finish_on_shutdown` copied it (about
+                            // 600 instructions a message).
+                            let stop = {
+                                let handling = std::pin::pin!(self.handle(received));
+                                finish_on_shutdown(&mut shutdown, handling).await
+                            };
                             if stop {
                                 break 'serving;
                             }
@@ -395,8 +402,11 @@ impl Service {
                 },
             };
             let mut result = Ok(());
-            let stop =
-                finish_on_shutdown(&mut shutdown, async { result = self.step(step).await }).await;
+            let stop = finish_on_shutdown(
+                &mut shutdown,
+                std::pin::pin!(async { result = self.step(step).await }),
+            )
+            .await;
             result?;
             if stop {
                 break;
@@ -431,16 +441,15 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Runs a step to its end; says whether shutdown was asked for meanwhile. A step is
 /// not cancelled half done (its changes are taken, and its events and reply must
 /// follow), unless it cannot finish in [`FINISH_TIMEOUT`].
-async fn finish_on_shutdown(
+async fn finish_on_shutdown<F: Future<Output = ()>>(
     shutdown: &mut (impl Future<Output = ()> + Unpin),
-    step: impl Future<Output = ()>,
+    mut step: Pin<&mut F>,
 ) -> bool {
-    tokio::pin!(step);
     tokio::select! {
         biased;
-        () = &mut step => false,
+        () = step.as_mut() => false,
         () = shutdown => {
-            if tokio::time::timeout(FINISH_TIMEOUT, step).await.is_err() {
+            if tokio::time::timeout(FINISH_TIMEOUT, step.as_mut()).await.is_err() {
                 tracing::warn!("shutting down in the middle of a step that could not finish (NATS unreachable?)");
             }
             true

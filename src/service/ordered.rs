@@ -14,10 +14,12 @@
 //! (the reloader makes them beside the serving task): a request that arrives in between
 //! is answered by the config in force, as one that arrived just before.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_nats::{Client, Message};
+
+/// Looked up for every message (its pattern's endpoint): foldhash, not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use tokio::sync::mpsc;
 
 use super::discovery::Endpoint;
@@ -72,10 +74,10 @@ impl Ordered {
             client: client.clone(),
             tx: Some(tx),
             fixed: Vec::new(),
-            patterns: HashMap::new(),
-            auth: HashMap::new(),
+            patterns: HashMap::default(),
+            auth: HashMap::default(),
             extra: Vec::new(),
-            partitions: HashMap::new(),
+            partitions: HashMap::default(),
         };
         let stream = Tagged {
             route: Route::Ordered,

@@ -133,6 +133,62 @@ impl Stream for Tagged {
     }
 }
 
+/// The serving task's tagged streams, polled in turns (the one after the last to give
+/// a message first), ended ones let go; ends when every stream has. What
+/// `futures::stream::SelectAll` does, without its per-message allocation and
+/// re-queueing: with one or two streams (the ordered channel, and the forwarded
+/// messages of the shared store) that cost about 750 instructions a message.
+#[derive(Default)]
+pub(super) struct Merged {
+    streams: Vec<Tagged>,
+    next: usize,
+}
+
+impl Merged {
+    pub(super) fn push(&mut self, stream: Tagged) {
+        self.streams.push(stream);
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Tagged> {
+        self.streams.iter()
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Tagged> {
+        self.streams.iter_mut()
+    }
+}
+
+impl Stream for Merged {
+    type Item = Received;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let mut tried = 0;
+        while tried < this.streams.len() {
+            let i = (this.next + tried) % this.streams.len();
+            match this.streams[i].poll_next_unpin(cx) {
+                Poll::Ready(Some(received)) => {
+                    this.next = i + 1;
+                    return Poll::Ready(Some(received));
+                }
+                // Ended: let go; the stream now at `i` has not been tried.
+                Poll::Ready(None) => {
+                    this.streams.remove(i);
+                    if i < this.next {
+                        this.next -= 1;
+                    }
+                }
+                Poll::Pending => tried += 1,
+            }
+        }
+        if this.streams.is_empty() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 /// Turns a subject into an engine request.
 pub(super) fn route_request<'a>(
     route: Route,
@@ -148,7 +204,7 @@ pub(super) fn route_request<'a>(
             payload,
         },
         Route::Call => {
-            let (rid, method) = rest("call.")?.rsplit_once('.')?;
+            let (rid, method) = crate::pattern::split_last(rest("call.")?)?;
             Request::Call {
                 rid,
                 method,
@@ -206,6 +262,55 @@ pub(super) fn route_request<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn message(subject: &str) -> Message {
+        Message {
+            subject: subject.into(),
+            reply: None,
+            payload: bytes::Bytes::new(),
+            headers: None,
+            status: None,
+            description: None,
+            length: 0,
+        }
+    }
+
+    #[test]
+    fn merged_streams_take_turns_and_end_when_all_have() {
+        use futures::FutureExt;
+        let endpoint = Arc::new(Endpoint::new(Route::Get, None, "s", None));
+        let (a_tx, a_rx) = mpsc::channel(8);
+        let (b_tx, b_rx) = mpsc::channel(8);
+        let mut merged = Merged::default();
+        for (route, rx) in [(Route::Get, a_rx), (Route::Token, b_rx)] {
+            merged.push(Tagged {
+                route,
+                endpoint: endpoint.clone(),
+                source: Source::Channel(rx),
+            });
+        }
+        for s in ["a1", "a2", "a3"] {
+            a_tx.try_send(message(s)).unwrap();
+        }
+        b_tx.try_send(message("b1")).unwrap();
+        let mut next = || {
+            merged
+                .next()
+                .now_or_never()
+                .map(|m| m.map(|(route, _, msg)| (route, msg.subject.to_string())))
+        };
+        let got = |route, s: &str| Some(Some((route, s.to_string())));
+        assert_eq!(next(), got(Route::Get, "a1"));
+        assert_eq!(next(), got(Route::Token, "b1"), "the other stream's turn");
+        assert_eq!(next(), got(Route::Get, "a2"));
+        assert_eq!(next(), got(Route::Get, "a3"), "the only one with a message");
+        assert_eq!(next(), None, "nothing waiting: pending");
+        drop(a_tx);
+        b_tx.try_send(message("b2")).unwrap();
+        assert_eq!(next(), got(Route::Token, "b2"), "an ended stream is let go");
+        drop(b_tx);
+        assert_eq!(next(), Some(None), "every stream ended");
+    }
 
     #[test]
     fn routes_subjects() {

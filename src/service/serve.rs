@@ -145,7 +145,7 @@ impl Service {
                 tracing::error!(error = %e, "a presence list's remove event was not published; its list is named in the next system.reset");
                 let rid = subject
                     .strip_prefix("event.")
-                    .and_then(|r| r.rsplit_once('.'));
+                    .and_then(crate::pattern::split_last);
                 if let Some((rid, _)) = rid {
                     self.engine.owe_reset(&self.config, rid);
                 }
@@ -392,7 +392,7 @@ impl Service {
             Route::Access => subject.strip_prefix("access."),
             Route::Call => subject
                 .strip_prefix("call.")
-                .and_then(|r| r.rsplit_once('.'))
+                .and_then(crate::pattern::split_last)
                 .map(|(rid, _)| rid),
             Route::Auth => {
                 let (name, _) = subject.strip_prefix("auth.")?.rsplit_once('.')?;
@@ -484,7 +484,7 @@ impl Service {
                 let subject = finished.subject.as_str();
                 if let Some((name, _)) = subject
                     .strip_prefix("auth.")
-                    .and_then(|r| r.rsplit_once('.'))
+                    .and_then(crate::pattern::split_last)
                 {
                     self.jwks.unknown_kid(&self.config, name);
                 }
