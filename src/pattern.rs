@@ -42,7 +42,7 @@ pub enum PatternError {
 }
 
 /// The captures of a resource name matched by a pattern, in pattern order.
-pub type Params<'a> = Vec<(&'a str, &'a str)>;
+pub type Params<'a> = smallvec::SmallVec<[(&'a str, &'a str); 4]>;
 
 impl Pattern {
     pub fn parse(source: &str) -> Result<Pattern, PatternError> {
@@ -115,7 +115,7 @@ impl Pattern {
 
     /// Matches a resource name (no query), returning the captures.
     pub fn matches<'a>(&'a self, name: &'a str) -> Option<Params<'a>> {
-        let mut params = Vec::new();
+        let mut params = Params::new();
         let mut split = name.split('.');
         for part in &self.parts {
             let seg = split.next()?;
@@ -498,8 +498,8 @@ mod tests {
     fn matches_names_and_extracts_params() {
         let p = Pattern::parse("chat.{room}.typing.{cid}").unwrap();
         assert_eq!(
-            p.matches("chat.lobby.typing.c1"),
-            Some(vec![("room", "lobby"), ("cid", "c1")])
+            p.matches("chat.lobby.typing.c1").as_deref(),
+            Some(&[("room", "lobby"), ("cid", "c1")][..])
         );
         assert_eq!(p.cid_of("chat.lobby.typing.c1"), Some("c1"));
         let inner = Pattern::parse("a.{cid}.b").unwrap();

@@ -80,7 +80,7 @@ fn resolve_finds_the_one_matching_pattern() {
     let c = Config::parse("r.yaml", SEED).unwrap();
     let (r, params) = c.resolve("session.prefs.c1").unwrap();
     assert_eq!(r.pattern.as_str(), "session.prefs.{cid}");
-    assert_eq!(params, vec![("cid", "c1")]);
+    assert_eq!(params.as_slice(), [("cid", "c1")]);
     assert!(c.resolve("session.other.c1").is_none());
     assert!(c.resolve("session.prefs").is_none());
     assert!(Arc::ptr_eq(c.resource_of("session.prefs.c1").unwrap(), r));
