@@ -14,6 +14,10 @@ use crate::pattern::is_valid_ref;
 use crate::rule::Rule;
 use crate::template::Template;
 
+mod shape;
+
+pub use shape::{Shape, ShapeKey, MAX_SHAPE_DEPTH};
+
 /// A field's declared type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FieldType {
@@ -67,6 +71,8 @@ pub struct Constraints {
     pub max: Option<f64>,
     pub max_length: Option<usize>,
     pub pattern: Option<Regex>,
+    /// A `data` value's declared shape (`fields:`): an object of these keys only.
+    pub shape: Option<Shape>,
 }
 
 impl PartialEq for Constraints {
@@ -76,6 +82,31 @@ impl PartialEq for Constraints {
             && self.max == other.max
             && self.max_length == other.max_length
             && self.pattern.as_ref().map(Regex::as_str) == other.pattern.as_ref().map(Regex::as_str)
+            && self.shape == other.shape
+    }
+}
+
+impl Constraints {
+    /// Each constraint by its key in the file, as the file writes it (`None`: not
+    /// given), for `connres check` and `plan`.
+    pub fn as_written(&self) -> [(&'static str, Option<String>); 6] {
+        let num = |n: Option<f64>| n.map(|n| n.to_string());
+        [
+            (
+                "enum",
+                self.one_of
+                    .as_ref()
+                    .map(|v| Value::from(v.clone()).to_string()),
+            ),
+            ("min", num(self.min)),
+            ("max", num(self.max)),
+            ("max_length", self.max_length.map(|n| n.to_string())),
+            (
+                "pattern",
+                self.pattern.as_ref().map(|r| r.as_str().to_string()),
+            ),
+            ("fields", self.shape.as_ref().map(Shape::to_string)),
+        ]
     }
 }
 
@@ -198,6 +229,9 @@ impl FieldDef {
                 }
             }
         }
+        if let Some(shape) = &c.shape {
+            shape.check(value)?;
+        }
         Ok(())
     }
 
@@ -217,8 +251,8 @@ impl FieldDef {
                 )
             }
             (FieldType::Data, Value::Object(obj)) => match obj.get("data") {
-                Some(inner) if obj.len() == 1 => inner.clone(),
-                _ => wire.clone(),
+                Some(inner) if obj.len() == 1 => self.shaped(inner.clone()),
+                _ => self.shaped(wire.clone()),
             },
             (FieldType::Data, Value::Array(_)) => wire.clone(),
             (FieldType::Data, _) => {
@@ -250,9 +284,9 @@ impl FieldDef {
             (FieldType::Integer, Value::Number(n))
                 if n.as_i64().is_none() && n.as_u64().is_none() =>
             {
-                match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
-                    _ => return Err(format!("{} is not an integer", short(wire))),
+                match Self::whole(n) {
+                    Some(v) => v,
+                    None => return Err(format!("{} is not an integer", short(wire))),
                 }
             }
             _ => wire.clone(),
@@ -301,19 +335,39 @@ impl FieldDef {
                 Value::String(v.to_string())
             }
             (FieldType::Ref, Value::Number(n)) => Value::String(n.to_string()),
-            (FieldType::Data, v) => v,
+            (FieldType::Data, v) => self.shaped(v),
             (FieldType::Integer, Value::Number(n))
                 if n.as_i64().is_none() && n.as_u64().is_none() =>
             {
-                match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
-                    _ => return Err(format!("{n} is not an integer")),
+                match Self::whole(&n) {
+                    Some(v) => v,
+                    None => return Err(format!("{n} is not an integer")),
                 }
             }
             (_, v) => v,
         };
         self.check(&value)?;
         Ok(value)
+    }
+}
+
+impl FieldDef {
+    /// A data value with whole numbers written as floats (`7.0`) under the integer
+    /// keys of its shape made the integers they are, as a `set` of an integer field
+    /// does; anything else is left for [`FieldDef::check`].
+    fn shaped(&self, value: Value) -> Value {
+        match &self.constraints.shape {
+            Some(shape) => shape.whole_numbers(value),
+            None => value,
+        }
+    }
+
+    /// A whole number written as a float, as the integer it is (`None`: not one).
+    pub(crate) fn whole(n: &serde_json::Number) -> Option<Value> {
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(Value::from(f as i64)),
+            _ => None,
+        }
     }
 }
 

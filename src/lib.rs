@@ -36,6 +36,9 @@ pub fn summary(config: &config::Config) -> String {
             .iter()
             .map(|f| {
                 let mut s = format!("{}:{}", f.name, f.ty);
+                if let Some(shape) = &f.constraints.shape {
+                    let _ = write!(s, " {shape}");
+                }
                 if f.source.is_some() {
                     s.push_str(" (from)");
                 }
@@ -65,7 +68,11 @@ pub fn summary(config: &config::Config) -> String {
                 );
             }
             (None, Some(c)) => {
-                let _ = write!(out, "  items:    {} (max_items {})", c.item.ty, c.max_items);
+                let _ = write!(out, "  items:    {}", c.item.ty);
+                if let Some(shape) = &c.item.constraints.shape {
+                    let _ = write!(out, " {shape}");
+                }
+                let _ = write!(out, " (max_items {})", c.max_items);
                 let _ = match &c.writable {
                     field::Writable::Never => writeln!(out),
                     field::Writable::Always => writeln!(out, " (writable)"),

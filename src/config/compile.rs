@@ -22,6 +22,7 @@ mod collection;
 mod field;
 mod jwt;
 mod presence;
+mod shape;
 
 pub(crate) const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "auth", "resources"];
 pub(crate) const API_KEYS: &[&str] = &["prefix"];
@@ -48,6 +49,21 @@ pub(crate) const FIELD_KEYS: &[&str] = &[
     "max_length",
     "pattern",
     "writable",
+    "fields",
+];
+/// A key of a data shape (`fields:` of a data field or item) takes a field's type and
+/// constraints, and `optional`; not what only a field has (`default`, `from`,
+/// `writable`).
+pub(crate) const SHAPE_KEYS: &[&str] = &[
+    "type",
+    "description",
+    "enum",
+    "min",
+    "max",
+    "max_length",
+    "pattern",
+    "fields",
+    "optional",
 ];
 
 /// Walks the YAML tree, collecting every error instead of stopping at the first.
@@ -68,6 +84,8 @@ pub(crate) struct Compiler {
     /// The most items a list a rule reads may hold, for its cost estimate (from
     /// `state.max_token_bytes`).
     pub(super) input_items: u64,
+    /// How many data shapes enclose the field being compiled.
+    shape_depth: usize,
 }
 
 impl Default for Compiler {
@@ -81,6 +99,7 @@ impl Default for Compiler {
             sites: Vec::new(),
             methods: super::METHODS,
             input_items: crate::rule::input_items(super::state::DEFAULT_MAX_TOKEN_BYTES),
+            shape_depth: 0,
         }
     }
 }

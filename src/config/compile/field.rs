@@ -193,6 +193,9 @@ impl Compiler {
                 }
             }
         }
+        if let Some(n) = only_for(self, "fields", ty == Some(FieldType::Data), "data") {
+            constraints.shape = self.shape(pattern, name, n);
+        }
         let enumerable = !matches!(ty, Some(FieldType::Ref | FieldType::Data));
         if let Some(n) = only_for(
             self,
