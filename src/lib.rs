@@ -125,4 +125,22 @@ mod tests {
         );
         assert!(summary.contains(", locked:boolean\n"), "{summary}");
     }
+
+    #[test]
+    fn the_summary_shows_the_shape_of_data() {
+        let shapes = include_str!("../tests/config/valid/data-shapes.yaml");
+        let config = crate::config::Config::parse("data-shapes.yaml", shapes).unwrap();
+        let summary = super::summary(&config);
+        assert!(
+            summary.contains(
+                "  items:    data {sku: string (max_length 20), qty: integer (min 1, max 99), note: string (optional)} (max_items 50) (writable)\n"
+            ),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("fields:   window:data {width: integer (min 100, max 10000), "),
+            "{summary}"
+        );
+        assert!(summary.contains(", extra:data (writable)\n"), "{summary}");
+    }
 }
