@@ -309,7 +309,7 @@ impl FieldDef {
     /// A data value with whole numbers written as floats (`7.0`) under the integer
     /// keys of its shape made the integers they are, as a `set` of an integer field
     /// does; anything else is left for [`FieldDef::check`].
-    fn shaped(&self, value: Value) -> Value {
+    pub(crate) fn shaped(&self, value: Value) -> Value {
         match &self.constraints.shape {
             Some(shape) => shape.whole_numbers(value),
             None => value,

@@ -1,6 +1,7 @@
 //! Data of a declared shape through NATS (`tests/config/valid/data-shapes.yaml`): adds
 //! and sets of clients and the backend, good and bad, published back to back without
-//! waiting, each answered, only the good ones stored; a reload that tightens a shape
+//! waiting, each answered, only the good ones stored (on one instance, and on three
+//! sharing the store); a reload that tightens a shape
 //! drops what no longer fits and names the resources in its `system.reset`; units read
 //! back from the shared store under a tightened shape lose what it refuses.
 
@@ -129,14 +130,11 @@ fn fold(copies: &mut BTreeMap<String, Value>, subject: &str, payload: &Value) {
     }
 }
 
-#[tokio::test]
-async fn a_burst_of_good_and_bad_data_stores_only_what_fits() {
-    let server = NatsServer::start();
-    let (connres, mut gw) = start(&server, SHAPES).await;
-    let cids: Vec<String> = (0..3).map(|i| format!("k{i}")).collect();
-    let rounds = 20;
+/// Sends the burst, checks every reply, folds the events into a gateway's copies and
+/// compares each with the final get, and checks that only what fits was stored.
+async fn burst_then_compare(gw: &mut Gateway, cids: &[String], rounds: usize) {
     let mut copies = BTreeMap::new();
-    for cid in &cids {
+    for cid in cids {
         let cart = format!("session.cart.{cid}");
         let reply = gw.request(&format!("get.{cart}"), Value::Null).await;
         copies.insert(cart, Value::from(items(&reply)));
@@ -146,7 +144,7 @@ async fn a_burst_of_good_and_bad_data_stores_only_what_fits() {
     let inbox = gw.client.new_inbox();
     let mut replies = gw.client.subscribe(format!("{inbox}.>")).await.unwrap();
     gw.client.flush().await.unwrap();
-    let expected = burst(&gw, &inbox, &cids, rounds).await;
+    let expected = burst(gw, &inbox, cids, rounds).await;
     let mut answered = vec![false; expected.len()];
     for _ in 0..expected.len() {
         let msg = tokio::time::timeout(WAIT, replies.next())
@@ -169,7 +167,7 @@ async fn a_burst_of_good_and_bad_data_stores_only_what_fits() {
     for (subject, payload) in gw.pending_events() {
         fold(&mut copies, &subject, &payload);
     }
-    for cid in &cids {
+    for cid in cids {
         let cart = format!("session.cart.{cid}");
         let got = items(&gw.request(&format!("get.{cart}"), Value::Null).await);
         assert_eq!(Value::from(got.clone()), copies[&cart], "{cart}");
@@ -192,7 +190,30 @@ async fn a_burst_of_good_and_bad_data_stores_only_what_fits() {
             json!({"window": {"data": {"width": 100 + rounds - 1, "height": 600}}, "extra": null})
         );
     }
+}
+
+#[tokio::test]
+async fn a_burst_of_good_and_bad_data_stores_only_what_fits() {
+    let server = NatsServer::start();
+    let (connres, mut gw) = start(&server, SHAPES).await;
+    let cids: Vec<String> = (0..3).map(|i| format!("k{i}")).collect();
+    burst_then_compare(&mut gw, &cids, 20).await;
     connres.stop().await;
+}
+
+#[tokio::test]
+async fn three_instances_sharing_the_store_store_only_what_fits() {
+    let server = NatsServer::start_jetstream();
+    let yaml = shared(SHAPES, "shapes3");
+    let (a, mut gw, ma) = start_shared(&server, &yaml).await;
+    let (b, mb) = start_member(&server, &yaml).await;
+    let (c, mc) = start_member(&server, &yaml).await;
+    common::auth::settle(&[&ma, &mb, &mc]).await;
+    let cids: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
+    burst_then_compare(&mut gw, &cids, 8).await;
+    for instance in [a, b, c] {
+        instance.stop().await;
+    }
 }
 
 #[tokio::test]

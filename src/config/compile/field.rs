@@ -241,7 +241,7 @@ impl Compiler {
         if let Some(d) = get("default") {
             let value = d.to_json();
             let value = if field.ty == FieldType::Data {
-                value
+                field.shaped(value)
             } else {
                 field.from_wire(&value).unwrap_or(value)
             };

@@ -153,6 +153,14 @@ fn a_default_must_fit_the_shape() {
 }
 
 #[test]
+fn a_default_s_whole_numbers_are_integers_as_a_field_s_are() {
+    let text = "version: 1\nresources:\n  session.c.{cid}:\n    fields:\n      cart:\n        type: data\n        default: { qty: 2.0 }\n        fields:\n          qty: { type: integer }\n";
+    let config = Config::parse("t.yaml", text).unwrap_or_else(|e| panic!("{e}"));
+    let cart = config.resources[0].field("cart").unwrap();
+    assert_eq!(cart.default, json!({"qty": 2}));
+}
+
+#[test]
 fn a_shape_describes_itself_as_the_file_declares_it() {
     let f = field(
         "          sku: { type: string, max_length: 20 }
