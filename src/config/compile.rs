@@ -13,7 +13,7 @@ use super::{
     DEFAULT_API_PREFIX, RESERVED_SUBJECT_ROOTS, VERSION,
 };
 use crate::pattern::{OverlapIndex, Part, Pattern};
-use crate::rule::{Rule, Schema};
+use crate::rule::Rule;
 use crate::template::Template;
 
 mod access;
@@ -439,9 +439,7 @@ impl Compiler {
         // Rules are checked against the fields, wherever the file puts them, and
         // against every field declared, those with errors included.
         let access = access_node.map_or_else(Access::default, |node| {
-            let schema = Schema {
-                fields: declared.iter().map(|(n, ty)| (n.as_str(), *ty)).collect(),
-            };
+            let schema = field::schema_of(&declared);
             self.access(&pattern, node, &schema)
         });
         // A presence list is served as a collection of its members.

@@ -102,7 +102,7 @@ impl Compiler {
             name: path,
             pos: key.pos,
         };
-        let schema = Schema { fields: Vec::new() };
+        let schema = Schema::default();
         let mut field = self.field(pattern, &named, &node, &schema)?;
         field.name = key.name.clone();
         let fine = self.errors.len() == before && field.ty != FieldType::Ref;
