@@ -6,13 +6,18 @@
 
 use std::fmt;
 
-use regex::Regex;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
 use crate::pattern::is_valid_ref;
 use crate::rule::Rule;
 use crate::template::Template;
+
+mod constraints;
+mod shape;
+
+pub use constraints::Constraints;
+pub use shape::{Shape, ShapeKey, MAX_SHAPE_DEPTH};
 
 /// A field's declared type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,26 +61,6 @@ impl FieldType {
 impl fmt::Display for FieldType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// Constraints beyond the type. Which ones a type allows is checked at load.
-#[derive(Debug, Clone, Default)]
-pub struct Constraints {
-    pub one_of: Option<Vec<Value>>,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-    pub max_length: Option<usize>,
-    pub pattern: Option<Regex>,
-}
-
-impl PartialEq for Constraints {
-    fn eq(&self, other: &Self) -> bool {
-        self.one_of == other.one_of
-            && self.min == other.min
-            && self.max == other.max
-            && self.max_length == other.max_length
-            && self.pattern.as_ref().map(Regex::as_str) == other.pattern.as_ref().map(Regex::as_str)
     }
 }
 
@@ -198,6 +183,9 @@ impl FieldDef {
                 }
             }
         }
+        if let Some(shape) = &c.shape {
+            shape.check(value)?;
+        }
         Ok(())
     }
 
@@ -217,8 +205,8 @@ impl FieldDef {
                 )
             }
             (FieldType::Data, Value::Object(obj)) => match obj.get("data") {
-                Some(inner) if obj.len() == 1 => inner.clone(),
-                _ => wire.clone(),
+                Some(inner) if obj.len() == 1 => self.shaped(inner.clone()),
+                _ => self.shaped(wire.clone()),
             },
             (FieldType::Data, Value::Array(_)) => wire.clone(),
             (FieldType::Data, _) => {
@@ -250,9 +238,9 @@ impl FieldDef {
             (FieldType::Integer, Value::Number(n))
                 if n.as_i64().is_none() && n.as_u64().is_none() =>
             {
-                match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
-                    _ => return Err(format!("{} is not an integer", short(wire))),
+                match Self::whole(n) {
+                    Some(v) => v,
+                    None => return Err(format!("{} is not an integer", short(wire))),
                 }
             }
             _ => wire.clone(),
@@ -301,19 +289,39 @@ impl FieldDef {
                 Value::String(v.to_string())
             }
             (FieldType::Ref, Value::Number(n)) => Value::String(n.to_string()),
-            (FieldType::Data, v) => v,
+            (FieldType::Data, v) => self.shaped(v),
             (FieldType::Integer, Value::Number(n))
                 if n.as_i64().is_none() && n.as_u64().is_none() =>
             {
-                match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
-                    _ => return Err(format!("{n} is not an integer")),
+                match Self::whole(&n) {
+                    Some(v) => v,
+                    None => return Err(format!("{n} is not an integer")),
                 }
             }
             (_, v) => v,
         };
         self.check(&value)?;
         Ok(value)
+    }
+}
+
+impl FieldDef {
+    /// A data value with whole numbers written as floats (`7.0`) under the integer
+    /// keys of its shape made the integers they are, as a `set` of an integer field
+    /// does; anything else is left for [`FieldDef::check`].
+    pub(crate) fn shaped(&self, value: Value) -> Value {
+        match &self.constraints.shape {
+            Some(shape) => shape.whole_numbers(value),
+            None => value,
+        }
+    }
+
+    /// A whole number written as a float, as the integer it is (`None`: not one).
+    pub(crate) fn whole(n: &serde_json::Number) -> Option<Value> {
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(Value::from(f as i64)),
+            _ => None,
+        }
     }
 }
 

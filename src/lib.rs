@@ -36,6 +36,9 @@ pub fn summary(config: &config::Config) -> String {
             .iter()
             .map(|f| {
                 let mut s = format!("{}:{}", f.name, f.ty);
+                if let Some(shape) = &f.constraints.shape {
+                    let _ = write!(s, " {shape}");
+                }
                 if f.source.is_some() {
                     s.push_str(" (from)");
                 }
@@ -65,7 +68,11 @@ pub fn summary(config: &config::Config) -> String {
                 );
             }
             (None, Some(c)) => {
-                let _ = write!(out, "  items:    {} (max_items {})", c.item.ty, c.max_items);
+                let _ = write!(out, "  items:    {}", c.item.ty);
+                if let Some(shape) = &c.item.constraints.shape {
+                    let _ = write!(out, " {shape}");
+                }
+                let _ = write!(out, " (max_items {})", c.max_items);
                 let _ = match &c.writable {
                     field::Writable::Never => writeln!(out),
                     field::Writable::Always => writeln!(out, " (writable)"),
@@ -117,5 +124,23 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains(", locked:boolean\n"), "{summary}");
+    }
+
+    #[test]
+    fn the_summary_shows_the_shape_of_data() {
+        let shapes = include_str!("../tests/config/valid/data-shapes.yaml");
+        let config = crate::config::Config::parse("data-shapes.yaml", shapes).unwrap();
+        let summary = super::summary(&config);
+        assert!(
+            summary.contains(
+                "  items:    data {sku: string (max_length 20), qty: integer (min 1, max 99), note: string (optional)} (max_items 50) (writable)\n"
+            ),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("fields:   window:data {width: integer (min 100, max 10000), "),
+            "{summary}"
+        );
+        assert!(summary.contains(", extra:data (writable)\n"), "{summary}");
     }
 }

@@ -13,7 +13,7 @@ use super::{
     DEFAULT_API_PREFIX, RESERVED_SUBJECT_ROOTS, VERSION,
 };
 use crate::pattern::{OverlapIndex, Part, Pattern};
-use crate::rule::{Rule, Schema};
+use crate::rule::Rule;
 use crate::template::Template;
 
 mod access;
@@ -22,6 +22,7 @@ mod collection;
 mod field;
 mod jwt;
 mod presence;
+mod shape;
 
 pub(crate) const TOP_KEYS: &[&str] = &["version", "nats", "api", "state", "auth", "resources"];
 pub(crate) const API_KEYS: &[&str] = &["prefix"];
@@ -48,6 +49,21 @@ pub(crate) const FIELD_KEYS: &[&str] = &[
     "max_length",
     "pattern",
     "writable",
+    "fields",
+];
+/// A key of a data shape (`fields:` of a data field or item) takes a field's type and
+/// constraints, and `optional`; not what only a field has (`default`, `from`,
+/// `writable`).
+pub(crate) const SHAPE_KEYS: &[&str] = &[
+    "type",
+    "description",
+    "enum",
+    "min",
+    "max",
+    "max_length",
+    "pattern",
+    "fields",
+    "optional",
 ];
 
 /// Walks the YAML tree, collecting every error instead of stopping at the first.
@@ -68,6 +84,8 @@ pub(crate) struct Compiler {
     /// The most items a list a rule reads may hold, for its cost estimate (from
     /// `state.max_token_bytes`).
     pub(super) input_items: u64,
+    /// How many data shapes enclose the field being compiled.
+    shape_depth: usize,
 }
 
 impl Default for Compiler {
@@ -81,6 +99,7 @@ impl Default for Compiler {
             sites: Vec::new(),
             methods: super::METHODS,
             input_items: crate::rule::input_items(super::state::DEFAULT_MAX_TOKEN_BYTES),
+            shape_depth: 0,
         }
     }
 }
@@ -420,9 +439,7 @@ impl Compiler {
         // Rules are checked against the fields, wherever the file puts them, and
         // against every field declared, those with errors included.
         let access = access_node.map_or_else(Access::default, |node| {
-            let schema = Schema {
-                fields: declared.iter().map(|(n, ty)| (n.as_str(), *ty)).collect(),
-            };
+            let schema = field::schema_of(&declared);
             self.access(&pattern, node, &schema)
         });
         // A presence list is served as a collection of its members.

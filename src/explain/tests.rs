@@ -231,3 +231,32 @@ fn a_call_s_rules_are_shown_for_what_it_writes() {
         "{out}"
     );
 }
+
+#[test]
+fn an_add_of_data_that_breaks_its_shape_is_refused_naming_the_key() {
+    let shapes = Config::parse(
+        "data-shapes.yaml",
+        include_str!("../../tests/config/valid/data-shapes.yaml"),
+    )
+    .unwrap();
+    let add = |value: Value| Question {
+        action: Action::Call {
+            method: "add".into(),
+            params: json!({ "value": value }),
+        },
+        rid: "session.cart.c1".into(),
+        cid: "c1".into(),
+        token: None,
+        query: None,
+    };
+    let ok = explain(&shapes, &add(json!({"sku": "A1", "qty": 2}))).unwrap();
+    assert!(
+        ok.contains("granted and valid") && ok.contains(r#"[{"data":{"qty":2,"sku":"A1"}}]"#),
+        "{ok}"
+    );
+    let bad = explain(&shapes, &add(json!({"sku": "A1", "qty": 2, "size": "L"}))).unwrap();
+    assert!(
+        bad.contains("refused: value: key `size`: is not declared (the keys are sku, qty, note) (system.invalidParams)"),
+        "{bad}"
+    );
+}

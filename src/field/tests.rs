@@ -1,6 +1,7 @@
 //! Field types and constraints: wire values in, stored values checked, RES values out.
 
 use super::*;
+use regex::Regex;
 use serde_json::json;
 
 fn field(ty: FieldType) -> FieldDef {

@@ -4,11 +4,9 @@
 //! from a model into a collection or a presence list, or back. What the reload does to
 //! stored values is said where it drops some (`engine/migrate.rs` drops them).
 
-use serde_json::Value;
-
 use crate::collection::CollectionDef;
 use crate::config::Resource;
-use crate::field::{Constraints, FieldDef};
+use crate::field::FieldDef;
 use crate::presence::PresenceDef;
 
 /// A model's fields: `+ name (type)`, `- name`, `~ name (what changed)`. Nothing when
@@ -56,7 +54,7 @@ fn what_changed(a: &FieldDef, b: &FieldDef) -> Vec<String> {
     }
     let (x, y) = (&a.constraints, &b.constraints);
     let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
-    for ((name, old), (_, new)) in constraints(x).into_iter().zip(constraints(y)) {
+    for ((name, old), (_, new)) in x.as_written().into_iter().zip(y.as_written()) {
         if old != new {
             what.push(format!("{name} {} -> {}", show(&old), show(&new)));
         }
@@ -68,26 +66,6 @@ fn what_changed(a: &FieldDef, b: &FieldDef) -> Vec<String> {
         what.push(format!("writable {} -> {}", a.writable, b.writable));
     }
     what
-}
-
-/// Each constraint by name, as the file writes it (`None`: not given).
-fn constraints(c: &Constraints) -> [(&'static str, Option<String>); 5] {
-    let num = |n: Option<f64>| n.map(|n| n.to_string());
-    [
-        (
-            "enum",
-            c.one_of
-                .as_ref()
-                .map(|v| Value::from(v.clone()).to_string()),
-        ),
-        ("min", num(c.min)),
-        ("max", num(c.max)),
-        ("max_length", c.max_length.map(|n| n.to_string())),
-        (
-            "pattern",
-            c.pattern.as_ref().map(|r| r.as_str().to_string()),
-        ),
-    ]
 }
 
 /// A collection's changes: `item: <what changed> (...)`, `max_items A -> B`,
@@ -148,7 +126,9 @@ pub(super) fn collection_changes(o: &Resource, n: &Resource) -> Vec<String> {
 fn describe(c: &CollectionDef) -> String {
     let mut parts = vec![format!("item {}", c.item.ty)];
     parts.extend(
-        constraints(&c.item.constraints)
+        c.item
+            .constraints
+            .as_written()
             .into_iter()
             .filter_map(|(name, v)| Some(format!("{name} {}", v?))),
     );

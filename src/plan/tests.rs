@@ -353,3 +353,36 @@ fn byte_limits_that_change_are_shown_with_the_other_state_bounds() {
 }
 
 mod presence;
+
+#[test]
+fn a_changed_data_shape_is_described_and_its_stored_values_re_checked() {
+    let shapes = include_str!("../../tests/config/valid/data-shapes.yaml");
+    let new = shapes
+        .replace("max: 99", "max: 10")
+        .replace("          note: { type: string, optional: true }\n", "")
+        .replace(
+            "open: { type: boolean }",
+            "open: { type: boolean, optional: true }",
+        );
+    let p = plan(&config(shapes), &config(&new), &[]);
+    assert_eq!(p.verdict, Verdict::Changes, "{}", p.text);
+    assert!(
+        p.text.contains(
+            "  session.cart.{cid}: item: fields {sku: string (max_length 20), qty: integer (min 1, max 99), note: string (optional)} -> {sku: string (max_length 20), qty: integer (min 1, max 10)} (stored items re-checked, those that no longer fit dropped)\n"
+        ),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text.contains("session.layout.{cid}: ~ window (fields {width: integer (min 100, max 10000), height: integer (min 100, max 10000), panel: data {side: string (enum [\"left\",\"right\"]), open: boolean} (optional)} -> {width: integer (min 100, max 10000), height: integer (min 100, max 10000), panel: data {side: string (enum [\"left\",\"right\"]), open: boolean (optional)} (optional)}, stored values re-checked, invalid ones dropped)"),
+        "{}",
+        p.text
+    );
+    assert!(
+        p.text.contains(
+            r#"system.reset:     {"resources":["session.cart.*","session.layout.*"],"access":[]}"#
+        ),
+        "{}",
+        p.text
+    );
+}

@@ -4,7 +4,7 @@
 //! coarse type for each expression (unknown where the value comes from a token or a
 //! comprehension) and reports what can only fail:
 //! - `model.<field>` or `values.<field>` naming no field of the resource (with "did you
-//!   mean");
+//!   mean"), and `model.<field>.<key>` naming no key of the data's declared shape;
 //! - `==`, `!=`, `<`, ... between values of known, different kinds (a string and a
 //!   number, say): always false or an error, never what was meant;
 //! - a rule whose value is known not to be a boolean.
@@ -16,10 +16,18 @@ use super::{Rule, MAX_DEPTH};
 use crate::field::FieldType;
 
 /// What a rule's resource declares: its fields and their types (`None`: a field whose
-/// type is in error, which may hold anything).
+/// type is in error, which may hold anything), and the keys of its data fields that
+/// declare a shape.
+#[derive(Default)]
 pub struct Schema<'a> {
     pub fields: Vec<(&'a str, Option<FieldType>)>,
+    pub keys: Vec<(&'a str, &'a Keys)>,
 }
+
+/// The keys a data value declares (`fields:`): each with its type (`None`: in error),
+/// and a data key's own keys when it declares them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Keys(pub Vec<(String, Option<FieldType>, Option<Keys>)>);
 
 /// A coarse CEL type. `Dyn` is anything (a token claim, a comprehension variable): it
 /// never makes an error.
@@ -132,7 +140,7 @@ impl<'e> Check<'_, '_, 'e> {
                     Some(var @ ("model" | "values")) => self.field(var, &sel.field),
                     _ => {
                         self.ty(&sel.operand, next);
-                        Ty::Dyn
+                        self.key(&sel.operand, &sel.field)
                     }
                 }
             }
@@ -191,6 +199,57 @@ impl<'e> Check<'_, '_, 'e> {
         };
         self.problems.push(format!(
             "`{var}.{name}` is not a field of this resource{hint}"
+        ));
+        Ty::Dyn
+    }
+
+    /// `model.<field>.<key>...` or `values.<field>.<key>...`: the path of field and
+    /// keys `parent` reads (`None`: it reads something else).
+    fn data_path(&self, parent: &'e IdedExpr) -> Option<(&'e str, Vec<&'e str>)> {
+        let Expr::Select(sel) = &parent.expr else {
+            return None;
+        };
+        if sel.test {
+            return None;
+        }
+        match self.unbound_ident(&sel.operand) {
+            Some(var @ ("model" | "values")) => Some((var, vec![sel.field.as_str()])),
+            Some(_) => None,
+            None => {
+                let (var, mut path) = self.data_path(&sel.operand)?;
+                path.push(&sel.field);
+                Some((var, path))
+            }
+        }
+    }
+
+    /// `<parent>.<name>` where `parent` is a data value of a declared shape: the key's
+    /// type, or a problem when the shape declares no such key. Anything else is of any
+    /// type (a parent that is not a declared key was said where it is read).
+    fn key(&mut self, parent: &'e IdedExpr, name: &str) -> Ty {
+        let Some((var, path)) = self.data_path(parent) else {
+            return Ty::Dyn;
+        };
+        let Some((_, mut keys)) = self.schema.keys.iter().find(|(f, _)| *f == path[0]) else {
+            return Ty::Dyn;
+        };
+        for k in &path[1..] {
+            match keys.0.iter().find(|(n, _, _)| n.as_str() == *k) {
+                Some((_, _, Some(inner))) => keys = inner,
+                _ => return Ty::Dyn,
+            }
+        }
+        if let Some((_, ty, _)) = keys.0.iter().find(|(n, _, _)| n == name) {
+            return ty.map_or(Ty::Dyn, Ty::of_field);
+        }
+        let parent = format!("{var}.{}", path.join("."));
+        let names: Vec<&str> = keys.0.iter().map(|(n, _, _)| n.as_str()).collect();
+        let hint = match crate::config::suggestion(name, &names) {
+            Some(s) => format!("; did you mean `{parent}.{s}`?"),
+            None => format!(" (its keys: {})", names.join(", ")),
+        };
+        self.problems.push(format!(
+            "`{parent}.{name}` is not a key the data of `{parent}` declares{hint}"
         ));
         Ty::Dyn
     }

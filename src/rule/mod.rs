@@ -28,7 +28,7 @@ mod cost;
 mod native;
 mod reads;
 
-pub use check::Schema;
+pub use check::{Keys, Schema};
 use native::Native;
 use reads::Reads;
 

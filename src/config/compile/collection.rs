@@ -1,21 +1,21 @@
 //! Compiling a collection (`collection:`): the type and constraints of its items,
 //! `max_items` and `writable`.
 
-use super::field::Declared;
+use super::field::{declared_keys, schema_of, Declared};
 use super::{Compiler, COLLECTION_KEYS};
 use crate::collection::{CollectionDef, DEFAULT_MAX_ITEMS, MAX_ITEMS_LIMIT};
 use crate::config::yaml::{Key, Kind, Pos, Yaml};
 use crate::field::{FieldType, Writable};
 use crate::pattern::Pattern;
-use crate::rule::Schema;
+use crate::rule::{Keys, Schema};
 use crate::template::{Template, ITEM_ROOTS};
 
 /// What the rules of a collection's calls read in `values`: the item sent (of the
 /// item's type, when known) and the index.
-pub(super) fn declared_values(item: Option<FieldType>) -> Declared {
+pub(super) fn declared_values(item: Option<FieldType>, keys: Option<Keys>) -> Declared {
     vec![
-        ("value".to_string(), item),
-        ("idx".to_string(), Some(FieldType::Integer)),
+        ("value".to_string(), item, keys),
+        ("idx".to_string(), Some(FieldType::Integer), None),
     ]
 }
 
@@ -28,7 +28,7 @@ impl Compiler {
         node: &Yaml,
     ) -> (Option<CollectionDef>, Declared) {
         let Some(entries) = self.mapping(node, "`collection`", COLLECTION_KEYS) else {
-            return (None, declared_values(None));
+            return (None, declared_values(None, None));
         };
         let get = |k: &str| {
             entries
@@ -47,7 +47,8 @@ impl Compiler {
             }
             Some((key, n)) => self.item(pattern, key, n),
         };
-        let declared = declared_values(item.as_ref().map(|i| i.ty));
+        let keys = get("item").and_then(|(_, n)| declared_keys(n, 1));
+        let declared = declared_values(item.as_ref().map(|i| i.ty), keys);
         let max_items = match get("max_items") {
             None => DEFAULT_MAX_ITEMS,
             Some((_, n)) => match n.kind {
@@ -64,9 +65,7 @@ impl Compiler {
         let writable = match get("writable") {
             None => Writable::Never,
             Some((_, w)) => {
-                let schema = Schema {
-                    fields: declared.iter().map(|(n, ty)| (n.as_str(), *ty)).collect(),
-                };
+                let schema = schema_of(&declared);
                 self.writable_at(
                     pattern,
                     w,
@@ -125,7 +124,7 @@ impl Compiler {
             // Compiled without them: what they would say of the item is said above.
             entries.retain(|(k, _)| !["default", "from", "writable"].contains(&k.name.as_str()));
         }
-        let schema = Schema { fields: Vec::new() };
+        let schema = Schema::default();
         let mut item = self.field(pattern, key, &node, &schema)?;
         item.source = template;
         (!refused).then_some(item)

@@ -8,13 +8,28 @@ use super::access::RuleOf;
 use super::{Compiler, FIELD_KEYS};
 use crate::config::suggestion;
 use crate::config::yaml::{Key, Kind, Yaml};
-use crate::field::{Constraints, FieldDef, FieldType, Writable};
+use crate::field::{Constraints, FieldDef, FieldType, Writable, MAX_SHAPE_DEPTH};
 use crate::pattern::Pattern;
-use crate::rule::Schema;
+use crate::rule::{Keys, Schema};
 use crate::template::Template;
 
-/// Every field a resource declares, with its type when the type is known.
-pub(super) type Declared = Vec<(String, Option<FieldType>)>;
+/// Every field a resource declares, with its type when the type is known, and the
+/// keys of a data field that declares them.
+pub(super) type Declared = Vec<(String, Option<FieldType>, Option<Keys>)>;
+
+/// What the rules of a resource are checked against: the fields `declared`.
+pub(super) fn schema_of(declared: &Declared) -> Schema<'_> {
+    Schema {
+        fields: declared
+            .iter()
+            .map(|(n, ty, _)| (n.as_str(), *ty))
+            .collect(),
+        keys: declared
+            .iter()
+            .filter_map(|(n, _, keys)| Some((n.as_str(), keys.as_ref()?)))
+            .collect(),
+    }
+}
 
 impl Compiler {
     /// The fields without errors, and every field declared with its type when that is
@@ -35,11 +50,12 @@ impl Compiler {
         let declared: Declared = entries
             .iter()
             .filter(|(key, _)| !key.name.is_empty())
-            .map(|(key, value)| (key.name.clone(), declared_type(value)))
+            .map(|(key, value)| {
+                let keys = declared_keys(value, 1);
+                (key.name.clone(), declared_type(value), keys)
+            })
             .collect();
-        let schema = Schema {
-            fields: declared.iter().map(|(n, ty)| (n.as_str(), *ty)).collect(),
-        };
+        let schema = schema_of(&declared);
         let fields = entries
             .iter()
             .filter_map(|(key, value)| self.field(pattern, key, value, &schema))
@@ -193,6 +209,9 @@ impl Compiler {
                 }
             }
         }
+        if let Some(n) = only_for(self, "fields", ty == Some(FieldType::Data), "data") {
+            constraints.shape = self.shape(pattern, name, n);
+        }
         let enumerable = !matches!(ty, Some(FieldType::Ref | FieldType::Data));
         if let Some(n) = only_for(
             self,
@@ -238,7 +257,7 @@ impl Compiler {
         if let Some(d) = get("default") {
             let value = d.to_json();
             let value = if field.ty == FieldType::Data {
-                value
+                field.shaped(value)
             } else {
                 field.from_wire(&value).unwrap_or(value)
             };
@@ -319,4 +338,27 @@ fn declared_type(node: &Yaml) -> Option<FieldType> {
         Kind::Str(t) if key.name == "type" => FieldType::parse(t),
         _ => None,
     })
+}
+
+/// The keys a data field or key declares (`fields:`), for the rules' checks, down to
+/// the deepest shape allowed (errors are the field compiler's).
+pub(super) fn declared_keys(node: &Yaml, depth: usize) -> Option<Keys> {
+    let Kind::Map(entries) = &node.kind else {
+        return None;
+    };
+    let (_, fields) = entries.iter().find(|(key, _)| key.name == "fields")?;
+    let Kind::Map(keys) = &fields.kind else {
+        return None;
+    };
+    let keys = keys
+        .iter()
+        .filter(|(key, _)| !key.name.is_empty())
+        .map(|(key, value)| {
+            let inner = (depth < MAX_SHAPE_DEPTH)
+                .then(|| declared_keys(value, depth + 1))
+                .flatten();
+            (key.name.clone(), declared_type(value), inner)
+        })
+        .collect();
+    Some(Keys(keys))
 }

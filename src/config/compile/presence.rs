@@ -44,7 +44,7 @@ impl Compiler {
             Some(m) => self.member(pattern, m),
         };
         let join = get("join").and_then(|j| {
-            let schema = Schema { fields: Vec::new() };
+            let schema = Schema::default();
             self.rule(
                 pattern,
                 j,

@@ -195,6 +195,11 @@ struct Item {
     /// A regular expression an item must match (string items).
     #[serde(default)]
     pattern: Text,
+    /// The keys a data item must have, by name (data items only): an item is then an
+    /// object of these keys only. Left out, a data item takes any JSON.
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = { "minLength": 1 }))]
+    fields: BTreeMap<String, ShapeKey>,
 }
 
 // ------------------------------------------------------------------------ fields
@@ -241,6 +246,64 @@ struct Field {
     #[serde(default)]
     #[schemars(extend("default" = false))]
     writable: Writable,
+    /// The keys a data value must have, by name (data fields only): the value is then
+    /// an object of these keys only. Left out, a data field takes any JSON.
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = { "minLength": 1 }))]
+    fields: BTreeMap<String, ShapeKey>,
+}
+
+/// A key of a data value's shape: its type and constraints, as a field declares
+/// them, checked whenever the value is written.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(transform = constraints_by_type)]
+struct ShapeKey {
+    /// The key's type.
+    r#type: KeyType,
+    /// What the key holds, for people reading the file.
+    #[serde(default)]
+    description: Text,
+    /// The only values the key takes (string, integer, number and boolean keys).
+    #[serde(default)]
+    #[schemars(length(min = 1))]
+    r#enum: Vec<AnyValue>,
+    /// The smallest value (integer and number keys).
+    #[serde(default)]
+    min: Number,
+    /// The largest value (integer and number keys).
+    #[serde(default)]
+    max: Number,
+    /// The most characters (string keys).
+    #[serde(default)]
+    max_length: Whole,
+    /// A regular expression the value must match (string keys).
+    #[serde(default)]
+    pattern: Text,
+    /// The keys of a data key's own object value, by name (data keys only).
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = { "minLength": 1 }))]
+    fields: BTreeMap<String, ShapeKey>,
+    /// Whether the key may be left out (or null); false: every value has it.
+    #[serde(default)]
+    #[schemars(extend("default" = false))]
+    optional: Flag,
+}
+
+/// A data key's type: a field's, but `ref` (Resgate follows no reference inside data).
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum KeyType {
+    /// Text.
+    String,
+    /// A whole number.
+    Integer,
+    /// Any number.
+    Number,
+    /// true or false.
+    Boolean,
+    /// Any JSON value, or an object of the keys `fields` declares.
+    Data,
 }
 
 /// A field's type.
@@ -278,6 +341,7 @@ fn constraints_by_type(schema: &mut Schema) {
             { "if": type_is(&["integer", "number"]), "else": forbid(&["min", "max"]) },
             { "if": type_is(&["string"]), "else": forbid(&["max_length", "pattern"]) },
             { "if": type_is(&["ref", "data"]), "then": forbid(&["enum"]) },
+            { "if": type_is(&["data"]), "else": forbid(&["fields"]) },
             {
                 "if": {
                     "properties": { "writable": { "anyOf": [{ "const": true }, { "type": "string" }] } },

@@ -7,7 +7,7 @@ use super::*;
 use crate::config::auth::{AUTH_KEYS, JWT_KEYS, KEY_SOURCE_KEYS, METHOD_KEYS, RESUME_KEYS};
 use crate::config::compile::{
     ACCESS_KEYS, API_KEYS, COLLECTION_KEYS, FIELD_KEYS, PRESENCE_KEYS, RESET_KEYS, RESOURCE_KEYS,
-    TOP_KEYS,
+    SHAPE_KEYS, TOP_KEYS,
 };
 use crate::config::nats::{NATS_KEYS, RECONNECT_KEYS, TLS_KEYS};
 use crate::config::{yaml, Config, METHODS, STATE_KEYS};
@@ -80,7 +80,7 @@ fn keys(schema: &Value, definition: Option<&str>) -> BTreeSet<String> {
 }
 
 /// A collection's item takes a field's keys but those only a field has.
-const ITEM_KEYS: [&str; 8] = [
+const ITEM_KEYS: [&str; 9] = [
     "type",
     "description",
     "from",
@@ -89,6 +89,7 @@ const ITEM_KEYS: [&str; 8] = [
     "max",
     "max_length",
     "pattern",
+    "fields",
 ];
 
 fn set(names: &[&str]) -> BTreeSet<String> {
@@ -121,6 +122,7 @@ fn the_schema_has_the_keys_the_compiler_reads() {
         (Some("Collection"), COLLECTION_KEYS),
         (Some("Presence"), PRESENCE_KEYS),
         (Some("Item"), &ITEM_KEYS),
+        (Some("ShapeKey"), SHAPE_KEYS),
         (Some("AuthName"), AUTH_KEYS),
         (Some("Jwt"), JWT_KEYS),
         (Some("KeySource"), KEY_SOURCE_KEYS),
@@ -347,6 +349,38 @@ fn invalid_fixtures_that_a_schema_can_tell_are_refused() {
         (
             "writable-rules",
             &[("/resources/shop.cart.{cid}/fields/owner/from", "")],
+        ),
+        (
+            "data-shape-errors",
+            &[
+                (
+                    "/resources/session.cart.{cid}/fields/cart/fields/sku/type",
+                    "strng",
+                ),
+                (
+                    "/resources/session.cart.{cid}/fields/cart/fields/qty/max_length",
+                    "",
+                ),
+                (
+                    "/resources/session.cart.{cid}/fields/cart/fields/qty",
+                    "optinal",
+                ),
+                (
+                    "/resources/session.cart.{cid}/fields/cart/fields/note/optional",
+                    "yes",
+                ),
+                (
+                    "/resources/session.cart.{cid}/fields/cart/fields/price",
+                    "default",
+                ),
+                (
+                    "/resources/session.cart.{cid}/fields/cart/fields/link/type",
+                    "ref",
+                ),
+                ("/resources/session.cart.{cid}/fields/title/fields", ""),
+                ("/resources/session.cart.{cid}/fields/loose/fields", "sku"),
+                ("/resources/session.lines.{cid}/collection", "sku"),
+            ],
         ),
     ];
     for (name, expected) in cases {

@@ -185,6 +185,7 @@ mod cache;
 mod collections;
 mod presence;
 mod recheck;
+mod shapes;
 mod write_rules;
 
 /// How the log names a rule: its name in the resource, its place (the file first when

@@ -3,6 +3,14 @@
 use super::*;
 
 fn problems(rule: &str) -> Vec<String> {
+    // `window: { type: data, fields: { width: integer, panel: { type: data, fields:
+    // { side: string } }, any: data } }`
+    let panel = Keys(vec![("side".into(), Some(FieldType::String), None)]);
+    let window = Keys(vec![
+        ("width".into(), Some(FieldType::Integer), None),
+        ("panel".into(), Some(FieldType::Data), Some(panel)),
+        ("any".into(), Some(FieldType::Data), None),
+    ]);
     let schema = Schema {
         fields: vec![
             ("items", Some(FieldType::Integer)),
@@ -10,7 +18,9 @@ fn problems(rule: &str) -> Vec<String> {
             ("open", Some(FieldType::Boolean)),
             ("extra", Some(FieldType::Data)),
             ("broken", None),
+            ("window", Some(FieldType::Data)),
         ],
+        keys: vec![("window", &window)],
     };
     Rule::compile(rule).unwrap().check(&schema)
 }
@@ -33,6 +43,8 @@ fn sound_rules_pass() {
         "fields.all(f, f == 'items') && (!has(values.items) || values.items < 3)",
         "'owner' in fields || values.owner == cid || size(fields) == 0",
         "values.extra.x == 1 && values.open",
+        "model.window.width > 100 && model.window.panel.side == 'left'",
+        "values.window.any.whatever == 1 && has(model.window.panel)",
     ] {
         assert_eq!(problems(rule), Vec::<String>::new(), "{rule}");
     }
@@ -46,10 +58,26 @@ fn misspelt_model_fields_are_named_with_a_suggestion() {
     );
     assert_eq!(
         problems("model.colour == 'red'"),
-        ["`model.colour` is not a field of this resource (its fields: items, owner, open, extra, broken)"]
+        ["`model.colour` is not a field of this resource (its fields: items, owner, open, extra, broken, window)"]
     );
     // A comprehension variable named `model` is not the model.
     assert!(problems("[{'x': 1}].exists(model, model.x == 1)").is_empty());
+}
+
+#[test]
+fn misspelt_keys_of_a_declared_data_shape_are_named_with_a_suggestion() {
+    assert_eq!(
+        problems("model.window.widht > 100"),
+        ["`model.window.widht` is not a key the data of `model.window` declares; did you mean `model.window.width`?"]
+    );
+    assert_eq!(
+        problems("values.window.panel.colour == 'red'"),
+        ["`values.window.panel.colour` is not a key the data of `values.window.panel` declares (its keys: side)"]
+    );
+    // Said once, where the path first leaves the shape.
+    assert_eq!(problems("model.window.pannel.side == 'left'").len(), 1);
+    // A declared key has its type.
+    assert_eq!(problems("model.window.width == 'wide'").len(), 1);
 }
 
 #[test]
