@@ -132,6 +132,16 @@ pub fn access_head(payload: &[u8]) -> Result<AccessHead<'_>, ResError> {
     }
 }
 
+/// Reads a call request's head as [`access_head`] reads an access request's: the usual
+/// payload by the scan (its `params` by serde, from their own bytes), anything else by
+/// serde, so results and error messages are exactly [`parse`]'s.
+pub fn call_head(payload: &[u8]) -> Result<CallHead<'_>, ResError> {
+    match scan::call_head(payload) {
+        Some(head) => Ok(head),
+        None => parse(payload, "call request"),
+    }
+}
+
 /// The requester's cid in an access or call payload, if it names one (which units a
 /// request reads, known before it is handled).
 pub fn requester(payload: &[u8]) -> Option<Cow<'_, str>> {

@@ -10,7 +10,7 @@ use super::{check_cid, push_change, rule_said, Engine, Events};
 use crate::config::{CallAccess, Config, Resource};
 use crate::field::Writable;
 use crate::pattern::{self, Params};
-use crate::protocol::{self, ApiSetRequest, CallHead, ResError, TokenOf};
+use crate::protocol::{self, ApiSetRequest, ResError, TokenOf};
 use crate::rule::RuleInput;
 use crate::store::{Store, Written};
 
@@ -53,7 +53,7 @@ impl<S: Store> Engine<S> {
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
         // One parse; only a failed one asks what was wrong first.
-        let head = protocol::parse::<CallHead>(payload, "call request");
+        let head = protocol::call_head(payload);
         if head.is_err() && !protocol::is_json_object(payload) {
             return Err(ResError::InvalidParams(
                 "call payload must be a JSON object".into(),

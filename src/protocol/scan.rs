@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use super::{AccessHead, Skip};
+use super::{AccessHead, CallHead, Skip};
 
 /// Arrays and objects nested this deep in a value are left to serde (whose own limit,
 /// 128, is an error). At most 64: each open one is a bit of a `u64`.
@@ -18,6 +18,42 @@ const MAX_NUMBER: usize = 18;
 /// The head of an access payload, or `None` when the payload is not of the subset read
 /// here (which includes every malformed one).
 pub(super) fn access_head(payload: &[u8]) -> Option<AccessHead<'_>> {
+    let head = head(payload, false)?;
+    Some(AccessHead {
+        cid: head.cid,
+        token: head.token,
+        query: head.query,
+    })
+}
+
+/// The head of a call payload, as [`access_head`] reads an access payload's, and its
+/// `params`: found by the scan, built by serde from their own bytes (so the same value
+/// the whole payload's serde read would give).
+pub(super) fn call_head(payload: &[u8]) -> Option<CallHead<'_>> {
+    let head = head(payload, true)?;
+    let params = match head.params {
+        Some(range) => Some(serde_json::from_slice(&payload[range]).ok()?),
+        None => None,
+    };
+    Some(CallHead {
+        cid: head.cid,
+        token: head.token,
+        params,
+        query: head.query,
+    })
+}
+
+/// What [`head`] reads: `params` as where its value is (not null).
+struct Head<'a> {
+    cid: Cow<'a, str>,
+    token: Option<Skip>,
+    query: Option<Cow<'a, str>>,
+    params: Option<std::ops::Range<usize>>,
+}
+
+/// The keys of an access or call payload (`params` only `with_params`; otherwise it
+/// is skipped as any other key).
+fn head(payload: &[u8], with_params: bool) -> Option<Head<'_>> {
     // Valid UTF-8 as a whole (serde reads some payloads that are not: those go to it).
     let text = std::str::from_utf8(payload).ok()?;
     let b = text.as_bytes();
@@ -28,6 +64,7 @@ pub(super) fn access_head(payload: &[u8]) -> Option<AccessHead<'_>> {
     let mut cid = None;
     let mut token: Option<Option<Skip>> = None;
     let mut query: Option<Option<&str>> = None;
+    let mut params: Option<Option<std::ops::Range<usize>>> = None;
     i += 1;
     loop {
         let key = string(b, ws(b, i))?;
@@ -63,8 +100,22 @@ pub(super) fn access_head(payload: &[u8]) -> Option<AccessHead<'_>> {
                     }
                 })
             }
+            b"params" if with_params && params.is_none() => {
+                params = Some(match literal(b, i, b"null") {
+                    Some(end) => {
+                        i = end;
+                        None
+                    }
+                    None => {
+                        let start = i;
+                        i = skip_value(b, i)?;
+                        Some(start..i)
+                    }
+                })
+            }
             // A known key twice is serde's error to report.
             b"cid" | b"token" | b"query" => return None,
+            b"params" if with_params => return None,
             _ => i = skip_value(b, i)?,
         }
         i = ws(b, i);
@@ -77,10 +128,11 @@ pub(super) fn access_head(payload: &[u8]) -> Option<AccessHead<'_>> {
     if ws(b, i + 1) != b.len() {
         return None;
     }
-    Some(AccessHead {
+    Some(Head {
         cid: Cow::Borrowed(cid?),
         token: token.flatten(),
         query: query.flatten().map(Cow::Borrowed),
+        params: params.flatten(),
     })
 }
 
@@ -268,6 +320,61 @@ mod tests {
         assert_eq!(with_fallback, want, "{}", String::from_utf8_lossy(p));
     }
 
+    /// A call head, comparable.
+    type Call = (String, bool, Option<String>, Option<serde_json::Value>);
+
+    fn call_of(h: CallHead) -> Call {
+        (
+            h.cid.into_owned(),
+            h.token.is_some(),
+            h.query.map(Cow::into_owned),
+            h.params,
+        )
+    }
+
+    /// The call scan reads what serde reads, params included, or gives up; with the
+    /// fallback, the result and every error are serde's.
+    fn call_agrees(p: &[u8]) {
+        let want = parse::<CallHead>(p, "call request")
+            .map(call_of)
+            .map_err(|e| e.to_string());
+        if let Some(got) = call_head(p).map(call_of) {
+            assert_eq!(Ok(got), want, "{}", String::from_utf8_lossy(p));
+        }
+        let with_fallback = crate::protocol::call_head(p)
+            .map(call_of)
+            .map_err(|e| e.to_string());
+        assert_eq!(with_fallback, want, "{}", String::from_utf8_lossy(p));
+    }
+
+    #[test]
+    fn reads_the_usual_call_payloads() {
+        for p in [
+            r#"{"cid":"c1","token":{"userId":42},"params":{"theme":"dark","size":12}}"#,
+            r#"{"params":[1,"a",{"b":null}],"cid":"c1"}"#,
+            r#"{"cid":"c1","params":null}"#,
+            r#"{"cid":"c1"}"#,
+            r#"{"cid":"c1","params":"x","query":"a=1"}"#,
+            r#"{"cid":"c1","params":{"n":-1.5,"big":1700000000,"t":true}}"#,
+        ] {
+            assert!(call_head(p.as_bytes()).is_some(), "scanned: {p}");
+            call_agrees(p.as_bytes());
+        }
+        let head = call_head(br#"{"cid":"c1","params":{"theme":"dark"}}"#).unwrap();
+        assert_eq!(head.params, Some(serde_json::json!({"theme": "dark"})));
+        // Left to serde: a second params, escapes inside, malformed ones.
+        for p in [
+            r#"{"cid":"c1","params":{},"params":{}}"#,
+            r#"{"cid":"c1","params":{"a":"\u00e9"}}"#,
+            r#"{"cid":"c1","params":{"a":1e3}}"#,
+            r#"{"cid":"c1","params":{"a":}}"#,
+            r#"{"cid":"c1","params":{"a":1,}}"#,
+        ] {
+            assert!(call_head(p.as_bytes()).is_none(), "left to serde: {p}");
+            call_agrees(p.as_bytes());
+        }
+    }
+
     #[test]
     fn reads_the_usual_payloads() {
         for (p, cid, token, query) in [
@@ -436,7 +543,7 @@ mod tests {
 
     fn key() -> impl Strategy<Value = &'static str> {
         prop_oneof![
-            6 => proptest::sample::select(vec![r#""token""#, r#""query""#, r#""isHttp""#, r#""é""#]),
+            6 => proptest::sample::select(vec![r#""token""#, r#""query""#, r#""isHttp""#, r#""é""#, r#""params""#]),
             1 => proptest::sample::select(vec![r#""cid""#, r#""c\u0069d""#, r#""""#]),
         ]
     }
@@ -476,15 +583,16 @@ mod tests {
         #[test]
         fn agrees_with_serde_on_generated_payloads(p in payload()) {
             agrees(&p);
+            call_agrees(&p);
         }
 
         #[test]
         fn agrees_with_serde_on_usual_payloads_cut_or_changed(
-            at in 0usize..120,
+            at in 0usize..160,
             byte in any::<u8>(),
             cut in any::<bool>(),
         ) {
-            let p = br#"{"cid":"c1","token":{"userId":42,"name":"Ann","role":["admin"]},"query":"a=1","isHttp":false}"#;
+            let p = br#"{"cid":"c1","token":{"userId":42,"name":"Ann","role":["admin"]},"query":"a=1","isHttp":false,"params":{"theme":"dark","n":[1,2]}}"#;
             let mut p = p.to_vec();
             let at = at % p.len();
             if cut {
@@ -493,6 +601,7 @@ mod tests {
                 p[at] = byte;
             }
             agrees(&p);
+            call_agrees(&p);
         }
     }
 }
