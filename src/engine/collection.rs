@@ -9,7 +9,6 @@ use super::{Engine, Events};
 use crate::collection::{self, CollectionDef, Edit};
 use crate::config::{Config, Resource};
 use crate::field::json_eq;
-use crate::pattern::Params;
 use crate::protocol::{self, ResError};
 use crate::store::Store;
 
@@ -24,7 +23,7 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
-        let (res, params) = self.api_resolve(config, rid)?;
+        let (res, _) = self.api_resolve(config, rid)?;
         if res.presence.is_some() {
             return Err(ResError::InvalidParams(format!(
                 "{} is a presence list: its members join and leave themselves (join, leave); the backend may reset it",
@@ -39,7 +38,7 @@ impl<S: Store> Engine<S> {
         };
         let sent: Value = protocol::parse(payload, &format!("{method} request"))?;
         let max = config.state.max_value_bytes;
-        self.edit_items(res, c, rid, &params, method, Some(&sent), max, events)?;
+        self.edit_items(res, c, rid, method, Some(&sent), max, events)?;
         Ok(protocol::null_reply())
     }
 
@@ -52,7 +51,6 @@ impl<S: Store> Engine<S> {
         res: &Resource,
         c: &CollectionDef,
         rid: &str,
-        params: &Params,
         method: &str,
         sent: Option<&Value>,
         max_value: usize,
@@ -133,7 +131,7 @@ impl<S: Store> Engine<S> {
                 }
             },
         };
-        self.change(res, rid, params, events, |written| {
+        self.change(res, rid, events, |written| {
             let items = written.items_mut();
             match edit {
                 Change::Add(idx, value) => items.insert(idx, value),

@@ -385,12 +385,6 @@ impl<S: Store> Engine<S> {
         self.stamp += 1;
     }
 
-    /// The owner's stored token of a model with a `{cid}`.
-    fn token_of(&self, res: &Resource, rid: &str) -> Option<Arc<Value>> {
-        let cid = res.pattern.cid_of(rid)?;
-        self.store.connection(cid)?.token.clone()
-    }
-
     /// Touches the unit a model's state lives in, if it has one.
     fn touch_model(&mut self, res: &Resource, rid: &str) {
         match res.pattern.cid_of(rid) {
@@ -433,6 +427,27 @@ impl<S: Store> Engine<S> {
     ) -> Vec<Value> {
         let written = self.written(res, rid);
         model_values(res, rid, params, token, written, &self.warnings)
+    }
+
+    /// What a write can change of a model's values, field by field: the written ones,
+    /// or their defaults (a collection's items). A field made by a template (`from`)
+    /// follows the token and the name, which no write changes: null here, before and
+    /// after alike, so a change never names it and its template is not rendered.
+    fn written_values(&self, res: &Resource, rid: &str) -> Vec<Value> {
+        let written = self.written(res, rid);
+        if res.collection.is_some() {
+            return written.map_or_else(Vec::new, |w| w.items().to_vec());
+        }
+        res.fields
+            .iter()
+            .map(|f| match &f.source {
+                Some(_) => Value::Null,
+                None => written
+                    .and_then(|w| w.get(&f.name))
+                    .cloned()
+                    .unwrap_or_else(|| f.default.clone()),
+            })
+            .collect()
     }
 
     /// Evaluates an access rule; an error denies and is logged (rate-limited per rule).

@@ -106,8 +106,8 @@ impl<S: Store> Engine<S> {
         // The old connection keeps nothing: its models back to their defaults, then
         // logged out, in the gateways too.
         for rid in &moved {
-            if let Some((res, params)) = config.resolve(rid) {
-                self.reset(res, rid, &params, events);
+            if let Some((res, _)) = config.resolve(rid) {
+                self.reset(res, rid, events);
             }
         }
         self.set_token(config, from, None, events);

@@ -179,18 +179,18 @@ impl<S: Store> Engine<S> {
                 )));
             }
             let (sent, max) = (req.params.as_ref(), config.state.max_value_bytes);
-            self.edit_items(res, c, rid, params, method, sent, max, events)?;
+            self.edit_items(res, c, rid, method, sent, max, events)?;
             return Ok(protocol::null_reply());
         }
         if method == "reset" {
-            self.reset(res, rid, params, events);
+            self.reset(res, rid, events);
             return Ok(protocol::null_reply());
         }
         match &req.params {
             Some(Value::Object(values)) => {
                 let writer = Writer::Client { denied: &denied };
                 let max = config.state.max_value_bytes;
-                self.write(res, rid, params, values, writer, max, events)?
+                self.write(res, rid, values, writer, max, events)?
             }
             _ => {
                 return Err(ResError::InvalidParams(
@@ -208,7 +208,7 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
-        let (res, params) = self.api_resolve(config, rid)?;
+        let (res, _) = self.api_resolve(config, rid)?;
         if res.collection.is_some() {
             return Err(ResError::InvalidParams(format!(
                 "{} is a collection: its items are added and removed (add, remove), not set",
@@ -217,7 +217,7 @@ impl<S: Store> Engine<S> {
         }
         let req: ApiSetRequest = protocol::parse(payload, "set request")?;
         let max = config.state.max_value_bytes;
-        self.write(res, rid, &params, &req.values, Writer::Service, max, events)?;
+        self.write(res, rid, &req.values, Writer::Service, max, events)?;
         Ok(protocol::null_reply())
     }
 
@@ -228,7 +228,7 @@ impl<S: Store> Engine<S> {
         payload: &[u8],
         events: &mut Events,
     ) -> Result<Bytes, ResError> {
-        let (res, params) = self.api_resolve(config, rid)?;
+        let (res, _) = self.api_resolve(config, rid)?;
         if !payload.iter().all(u8::is_ascii_whitespace) && !protocol::is_json_object(payload) {
             return Err(ResError::InvalidParams(
                 "reset request: the payload must be empty or a JSON object".into(),
@@ -237,7 +237,7 @@ impl<S: Store> Engine<S> {
         if res.presence.is_some() {
             self.presence_reset(res, rid, events);
         } else {
-            self.reset(res, rid, &params, events);
+            self.reset(res, rid, events);
         }
         Ok(protocol::null_reply())
     }
@@ -250,7 +250,6 @@ impl<S: Store> Engine<S> {
         &mut self,
         res: &Resource,
         rid: &str,
-        params: &Params,
         values: &Map<String, Value>,
         writer: Writer,
         max_value: usize,
@@ -303,7 +302,7 @@ impl<S: Store> Engine<S> {
         if accepted.is_empty() {
             return Ok(());
         }
-        self.change(res, rid, params, events, |written| {
+        self.change(res, rid, events, |written| {
             for (name, v) in accepted {
                 written.insert(name, v);
             }
@@ -311,15 +310,9 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    pub(super) fn reset(
-        &mut self,
-        res: &Resource,
-        rid: &str,
-        params: &Params,
-        events: &mut Events,
-    ) {
+    pub(super) fn reset(&mut self, res: &Resource, rid: &str, events: &mut Events) {
         if self.written(res, rid).is_some_and(|w| !w.is_empty()) {
-            self.change(res, rid, params, events, Written::clear);
+            self.change(res, rid, events, Written::clear);
         } else {
             self.touch_model(res, rid);
         }
@@ -330,14 +323,12 @@ impl<S: Store> Engine<S> {
         &mut self,
         res: &Resource,
         rid: &str,
-        params: &Params,
         events: &mut Events,
         apply: impl FnOnce(&mut Written),
     ) {
-        let token = self.token_of(res, rid);
-        let before = self.values(res, rid, params, token.as_deref());
+        let before = self.written_values(res, rid);
         self.update_written(res, rid, apply);
-        let after = self.values(res, rid, params, token.as_deref());
+        let after = self.written_values(res, rid);
         // Access the gateway cached was computed from the old model.
         if push_change(events, res, rid, &before, &after) && res.access_reads_model() {
             events.push(protocol::reaccess_event(rid));
