@@ -72,21 +72,6 @@ pub fn ticks(d: Duration) -> Tick {
     d.as_secs().try_into().unwrap_or(Tick::MAX)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_manual_clock_moves_only_when_advanced_and_clones_share_it() {
-        let clock = Clock::manual();
-        let other = clock.clone();
-        assert_eq!(clock.now(), 0);
-        other.advance(Duration::from_secs(90));
-        assert_eq!(clock.now(), 90);
-        assert_eq!(ticks(Duration::from_secs(u64::MAX)), Tick::MAX);
-    }
-}
-
 /// The CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`): what a step of
 /// the serving task cost, apart from the time the machine gave to other threads while
 /// it ran (which wall time includes).
@@ -102,4 +87,29 @@ pub fn thread_cpu() -> Duration {
         return Duration::ZERO;
     }
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manual_clock_moves_only_when_advanced_and_clones_share_it() {
+        let clock = Clock::manual();
+        let other = clock.clone();
+        assert_eq!(clock.now(), 0);
+        other.advance(Duration::from_secs(90));
+        assert_eq!(clock.now(), 90);
+        assert_eq!(ticks(Duration::from_secs(u64::MAX)), Tick::MAX);
+    }
+
+    #[test]
+    fn a_thread_s_cpu_time_grows_with_its_work() {
+        let before = thread_cpu();
+        let mut x = 0u64;
+        while thread_cpu() == before {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(thread_cpu() > before);
+    }
 }
