@@ -184,6 +184,9 @@
 //!   `system.reset` naming the list followed; `unavailable`: no final get.
 //! - `list-twice` (invariant 5): no get reply of the list (traffic, caches, final)
 //!   lists a member twice.
+//! - `list-missing` (invariant 5): a cid held joined whose last ping, sent after the
+//!   traffic, was acknowledged before the final get was sent is listed (as a member it
+//!   may be listed as): nothing removes a connection that pings while nothing fails.
 //! - `list-ghost` (invariant 5): every member of the final get is one that a cid held
 //!   joined when that get was sent may be listed as. A connection that left or logged
 //!   out, or whose leave, logout or token event was lost, is not pinged any more, so
@@ -887,6 +890,11 @@ struct Run {
     /// Pings of held-joined connections go on until the check.
     next_end_ping: Option<Instant>,
     checking: bool,
+    /// Per cid: the last ping sent after the traffic.
+    end_ping: Vec<Option<usize>>,
+    /// Cids held joined whose last ping after the traffic was acknowledged when the
+    /// final get was sent, with the members each may be listed as.
+    pinged: Vec<(usize, std::collections::BTreeSet<String>)>,
     /// `remove` events of the list `gw` received after the traffic (a connection not
     /// pinged past its `ttl`, or a ping refused).
     end_removes: u64,
@@ -1038,6 +1046,8 @@ async fn run(args: RunArgs) -> anyhow::Result<usize> {
         next_end_ping: None,
         checking: false,
         end_removes: 0,
+        end_ping: vec![None; args.cids],
+        pinged: Vec::new(),
         args,
     };
     run.main().await
@@ -1212,6 +1222,14 @@ impl Run {
         for attempt in 0..4 {
             if self.final_list.is_none() {
                 self.allowed = self.joined.iter().flatten().flatten().cloned().collect();
+                self.pinged = (0..self.args.cids)
+                    .filter_map(|cid| {
+                        let may = self.joined[cid].clone()?;
+                        let id = self.end_ping[cid]?;
+                        matches!(self.reqs[id].replies.first(), Some((_, Ok(_))))
+                            .then_some((cid, may))
+                    })
+                    .collect();
                 let id = self
                     .send(
                         Role::Gw,
@@ -2032,7 +2050,8 @@ impl Run {
                 if self.joined[cid].is_some() {
                     let role = if is_mixed(cid) { Role::Mixed } else { Role::Gw };
                     let token = self.gateway_token(cid);
-                    self.presence_call(role, cid, "ping", token).await;
+                    let id = self.presence_call(role, cid, "ping", token).await;
+                    self.end_ping[cid] = Some(id);
                 }
             }
         }
@@ -2251,6 +2270,23 @@ impl Run {
                 ),
                 seen: format!("{member} listed in the final get{last}"),
             });
+        }
+        for (cid, may) in &self.pinged {
+            if !fin
+                .iter()
+                .any(|m| m.as_str().is_some_and(|m| may.contains(m)))
+            {
+                out.push(Violation {
+                    kind: "list-missing",
+                    invariant: 5,
+                    rid: ROOM.into(),
+                    field: format!("c{cid}"),
+                    expected: format!(
+                        "listed as one of {may:?}: its last ping before the final get was acknowledged"
+                    ),
+                    seen: show(fin),
+                });
+            }
         }
         for (c, l) in self.lists.iter().enumerate() {
             let recalled = |at: &Instant| l.resets.iter().any(|r| r >= at);
@@ -2824,7 +2860,7 @@ impl Run {
         let misfits: usize = self.lists.iter().map(|l| l.misfits.len()).sum();
         let _ = writeln!(
             o,
-            "presence: {}; {} list resets on gw; {} events that did not fit a copy (each followed by a reset, else a violation); {} removes after the traffic; final list {} ({} members may be listed: {} connections held joined)",
+            "presence: {}; {} list resets on gw; {} events that did not fit a copy (each followed by a reset, else a violation); {} removes after the traffic; final list {} ({} members may be listed: {} connections held joined, {} of them with their last ping acknowledged)",
             calls.join(", "),
             self.lists[0].resets.len(),
             misfits,
@@ -2833,7 +2869,8 @@ impl Run {
                 .as_ref()
                 .map_or("-".into(), |l| Value::Array(l.clone()).to_string()),
             self.allowed.len(),
-            self.joined.iter().flatten().count()
+            self.joined.iter().flatten().count(),
+            self.pinged.len()
         );
         let _ = writeln!(
             o,
