@@ -20,7 +20,10 @@
 //! field `from` the token) and `session.prefs.{cid}` (`theme`, `fontSize` with defaults,
 //! never written; `text` and `shared`, writable strings of at most 64 characters; `note`,
 //! a string only the backend may write; `reset: {on_logout: false}`, so logouts leave
-//! them), with the seed's access rules (`set` needs `token != null`).
+//! them), with the seed's access rules (`set` needs `token != null`), and the presence
+//! list `chaos.room.{room}.members` (`member: "{{token.member}}"`, `join: token !=
+//! null`, `ttl: 3s`; `get: "true"`, `call: token != null`), whose name belongs to one
+//! partition while its members' connections belong to theirs.
 //!
 //! # Traffic
 //!
@@ -47,7 +50,18 @@
 //! normal cids, `text` has one publisher (`gw`), `note` one (`backend`) and `shared` two
 //! (`gw` and `backend`); for mixed cids every field has one (`mixed`). Token events
 //! (70% logins with a fresh token, 30% logouts) of a cid have one publisher, `auth` or
-//! `mixed`.
+//! `mixed`. A login's token has a `member` claim, `p<userId mod 8>`, so members come and
+//! go and often have several connections.
+//!
+//! Presence: 15% of the messages are about the list `chaos.room.r1.members`, sent by
+//! the gateway the cid's client is on (`mixed` for mixed cids, `gw` otherwise) with the
+//! token it puts in calls: `join` (7 in 15), `leave` (2), `ping` (5) and a get (1), back
+//! to back with the token events of the same connections. The driver holds a cid
+//! *joined* from a `join` it sent with a token giving a member (as the member of the
+//! cid's last token sent or of the token the call carries: either may render it) until
+//! it sends a `leave`, a token event giving another member or none, or a `join` or
+//! `ping` of it is refused with nothing sent for the cid since (a refused `ping` takes
+//! the connection off, or finds it off). A `join` without a reply keeps it held.
 //!
 //! # Gateway caches
 //!
@@ -64,14 +78,26 @@
 //! in wire order (async-nats gives each subscription its own queue, so the order
 //! between a reply inbox and the events subscription would be lost).
 //!
+//! Each also keeps a copy of the presence list the same way: a get, then every `add`
+//! inserted and `remove` taken out at its index; events while its get is pending are
+//! dropped; a `system.reset` naming the list, or a reconnect, gets it again. An event
+//! that does not fit the copy (an index past its end, an `add` of a member already in
+//! it) leaves no copy until the next get.
+//!
 //! # The end of a run
 //!
 //! After `--duration` the traffic stops. The driver waits for the fault script to close
 //! the `--faults` pipe (every process is back up), then until every model answers a get,
 //! twice, a lease apart; then until every request has a reply or is older than 8 s;
-//! then until both caches are idle (no get in flight, nothing received for 1 s). It then
-//! gets every model once more (the final state; models that fail are asked again, up to
-//! four times a lease apart), waits for the caches to be idle again, and checks.
+//! then, for the presence list, until a `ttl` and 1.5 s (the sweep runs once a second)
+//! have passed since the latest of: the end of the traffic, three leases after the
+//! faults ended (a handover to a restarted instance loads the list again), and the
+//! last `system.reset` naming the list on `gw`; then until both caches are idle (no get
+//! in flight, nothing received for 1 s). It then
+//! gets every model and the list once more (the final state; those that fail are asked
+//! again, up to four times a lease apart), waits for the caches to be idle again, and
+//! checks. From the end of the traffic until the check, every cid held joined pings the
+//! list every 500 ms, as an open page does.
 //!
 //! # What is checked
 //!
@@ -150,6 +176,23 @@
 //!   names a request that was never sent. Requests without a reply are counted as timed
 //!   out (`no reply`), as are replies after 8 s (`late`).
 //!
+//! The presence list:
+//!
+//! - `list-cache` (invariant 3): each cache's copy of the list (the get, its events,
+//!   the re-fetch after each reset) equals the final get, members and order;
+//!   `list-event`: an `add` or `remove` that did not fit the copy and that no
+//!   `system.reset` naming the list followed; `unavailable`: no final get.
+//! - `list-twice` (invariant 5): no get reply of the list (traffic, caches, final)
+//!   lists a member twice.
+//! - `list-missing` (invariant 5): a cid held joined whose last ping, sent after the
+//!   traffic, was acknowledged before the final get was sent is listed (as a member it
+//!   may be listed as): nothing removes a connection that pings while nothing fails.
+//! - `list-ghost` (invariant 5): every member of the final get is one that a cid held
+//!   joined when that get was sent may be listed as. A connection that left or logged
+//!   out, or whose leave, logout or token event was lost, is not pinged any more, so
+//!   docs/scaling.md has it gone within a `ttl` of its last ping or of the list's load
+//!   by a new owner: before the final get the driver waits for that (above).
+//!
 //! Counted, not violations: cids whose last token event, an unacknowledged logout, did
 //! not take effect (it may have been lost with an instance, which docs/scaling.md
 //! allows), and writes answered with an error whose value was seen in an event.
@@ -193,6 +236,14 @@ const REFUSING: [&str; 4] = [
 /// may be about the forward, and the message may still take effect.
 const NO_RESPONDERS: &str = "no responders";
 const ROLES: [&str; 3] = ["admin", "user", "guest"];
+/// The presence list every connection may join (`chaos.room.{room}.members`).
+const ROOM: &str = "chaos.room.r1.members";
+/// Its `ttl`.
+const PRESENCE_TTL: Duration = Duration::from_secs(3);
+/// A login's `member` claim is `p<userId mod MEMBERS>`: members share connections.
+const MEMBERS: u64 = 8;
+/// How often the end of a run pings the connections it holds joined.
+const END_PING_EVERY: Duration = Duration::from_millis(500);
 
 // ---------------------------------------------------------------------------------------
 // Command line
@@ -344,7 +395,16 @@ resources:
       call:
         set: cid == params.cid && token != null
         reset: cid == params.cid
-"#
+  chaos.room.{{room}}.members:
+    presence:
+      member: "{{{{token.member}}}}"
+      join: token != null
+      ttl: {ttl}s
+    access:
+      get: "true"
+      call: token != null
+"#,
+        ttl = PRESENCE_TTL.as_secs()
     )
 }
 
@@ -496,19 +556,25 @@ enum Kind {
     Call,
     Api,
     Token,
+    /// `join`, `leave` or `ping` on the presence list.
+    Presence,
     CacheGet,
+    /// A cache's get of the presence list.
+    ListGet,
     CacheAccess,
     Probe,
     Final,
 }
 
-const ALL_KINDS: [Kind; 9] = [
+const ALL_KINDS: [Kind; 11] = [
     Kind::Get,
     Kind::Access,
     Kind::Call,
     Kind::Api,
     Kind::Token,
+    Kind::Presence,
     Kind::CacheGet,
+    Kind::ListGet,
     Kind::CacheAccess,
     Kind::Probe,
     Kind::Final,
@@ -522,7 +588,9 @@ impl Kind {
             Kind::Call => "call",
             Kind::Api => "api",
             Kind::Token => "token",
+            Kind::Presence => "presence call",
             Kind::CacheGet => "cache get",
+            Kind::ListGet => "list get",
             Kind::CacheAccess => "cache access",
             Kind::Probe => "probe get",
             Kind::Final => "final get",
@@ -533,7 +601,7 @@ impl Kind {
     fn is_traffic(self) -> bool {
         matches!(
             self,
-            Kind::Get | Kind::Access | Kind::Call | Kind::Api | Kind::Token
+            Kind::Get | Kind::Access | Kind::Call | Kind::Api | Kind::Token | Kind::Presence
         )
     }
 }
@@ -617,6 +685,24 @@ fn user_model(token: &Value) -> Value {
     })
 }
 
+/// The presence member a token gives (its `member` claim).
+fn member_of(token: &Value) -> Option<String> {
+    token["member"].as_str().map(str::to_string)
+}
+
+/// The members of a get reply of the presence list, when it is one.
+fn collection(result: &Value) -> Option<Vec<Value>> {
+    result["collection"].as_array().cloned()
+}
+
+/// A member listed more than once in `list`, if any.
+fn listed_twice(list: &[Value]) -> Option<&Value> {
+    list.iter()
+        .enumerate()
+        .find(|(i, v)| list[..*i].contains(v))
+        .map(|(_, v)| v)
+}
+
 fn prefs_default(field: &str) -> Value {
     match field {
         "theme" => json!("light"),
@@ -658,6 +744,8 @@ struct Req {
     sent: Instant,
     replies: Vec<(Instant, Result<Value, String>)>,
     writes: Vec<usize>,
+    /// For a presence call: its cid's presence epoch when it was sent.
+    epoch: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -695,6 +783,22 @@ struct Entry {
     pending: Option<usize>,
     stale: bool,
     retry_at: Option<Instant>,
+}
+
+/// A gateway's copy of the presence list: a get, then every `add` and `remove` event
+/// folded in at its index.
+#[derive(Default)]
+struct ListCache {
+    /// None before the first get, after a failed get, or once an event did not fit.
+    copy: Option<Vec<Value>>,
+    pending: Option<usize>,
+    stale: bool,
+    retry_at: Option<Instant>,
+    /// Events that did not fit the copy (an index out of range, an `add` of a member
+    /// already listed), when received.
+    misfits: Vec<Instant>,
+    /// `system.reset`s naming the list, when received.
+    resets: Vec<Instant>,
 }
 
 struct Cache {
@@ -765,6 +869,35 @@ struct Run {
     finals: Vec<Option<Map<String, Value>>>,
     final_reqs: Vec<Option<usize>>,
     probe_reqs: Vec<usize>,
+    /// Per cid: whether the driver holds it joined to the presence list (the members it
+    /// may be listed as), from the calls and token events sent and the calls refused.
+    joined: Vec<Option<std::collections::BTreeSet<String>>>,
+    /// Per cid: bumped by every join, leave and token event sent for it (a refusal
+    /// clears `joined` only when nothing was sent since the refused call).
+    epoch: Vec<u64>,
+    /// Member -> the last cid that sent a join as it, and when.
+    last_join_as: HashMap<String, (usize, Instant)>,
+    /// Per caching connection, its copy of the presence list.
+    lists: Vec<ListCache>,
+    /// Get replies of the list that listed a member twice: (request, member).
+    list_twice: Vec<(usize, Value)>,
+    final_list: Option<Vec<Value>>,
+    final_list_req: Option<usize>,
+    /// The members a connection held joined may be listed as, when the final get of
+    /// the list was sent.
+    allowed: std::collections::BTreeSet<String>,
+    faults_done_at: Option<Instant>,
+    /// Pings of held-joined connections go on until the check.
+    next_end_ping: Option<Instant>,
+    checking: bool,
+    /// Per cid: the last ping sent after the traffic.
+    end_ping: Vec<Option<usize>>,
+    /// Cids held joined whose last ping after the traffic was acknowledged when the
+    /// final get was sent, with the members each may be listed as.
+    pinged: Vec<(usize, std::collections::BTreeSet<String>)>,
+    /// `remove` events of the list `gw` received after the traffic (a connection not
+    /// pinged past its `ttl`, or a ping refused).
+    end_removes: u64,
 }
 
 async fn connect(url: &str, role: Role, tx: &UnboundedSender<Inbound>) -> anyhow::Result<Client> {
@@ -901,6 +1034,20 @@ async fn run(args: RunArgs) -> anyhow::Result<usize> {
         finals: vec![None; models],
         final_reqs: vec![None; models],
         probe_reqs: Vec::new(),
+        joined: vec![None; args.cids],
+        epoch: vec![0; args.cids],
+        last_join_as: HashMap::new(),
+        lists: CACHES.iter().map(|_| ListCache::default()).collect(),
+        list_twice: Vec::new(),
+        final_list: None,
+        final_list_req: None,
+        allowed: Default::default(),
+        faults_done_at: None,
+        next_end_ping: None,
+        checking: false,
+        end_removes: 0,
+        end_ping: vec![None; args.cids],
+        pinged: Vec::new(),
         args,
     };
     run.main().await
@@ -952,6 +1099,7 @@ impl Run {
             sent: Instant::now(),
             replies: Vec::new(),
             writes: Vec::new(),
+            epoch: 0,
         });
         if let Err(e) = self.clients[role as usize]
             .publish_with_reply(subject, reply, body.into())
@@ -992,12 +1140,14 @@ impl Run {
             for m in 0..self.models() {
                 self.cache_get(c, m).await;
             }
+            self.list_get(c).await;
         }
         let loaded = self
             .pump(Duration::from_secs(60), false, |r| {
                 r.caches
                     .iter()
                     .all(|c| c.entries.iter().all(|e| e.model.is_some()))
+                    && r.lists.iter().all(|l| l.copy.is_some())
             })
             .await;
         if !loaded {
@@ -1047,9 +1197,51 @@ impl Run {
             })
         })
         .await;
+        // No ghost before the final get: a connection that stopped pinging (it left or
+        // logged out, or its leave or logout was lost) is gone within a ttl of its last
+        // ping, or of the load of the list by a new owner (a takeover's reset, or a
+        // handover, which follows an instance's start within a few leases).
+        let mut since = self.traffic_end.unwrap_or_else(Instant::now);
+        if let Some(done) = self.faults_done_at {
+            since = since.max(done + 3 * self.args.lease);
+        }
+        if let Some(&r) = self.lists[0].resets.last() {
+            since = since.max(r);
+        }
+        let ghosts_gone = since + PRESENCE_TTL + Duration::from_millis(1500);
+        let wait = ghosts_gone.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            eprintln!(
+                "chaos: waiting {:.1} s more for the presence list's ttl",
+                wait.as_secs_f64()
+            );
+            self.pump(wait, false, |_| false).await;
+        }
         self.settle().await;
         // The final state.
         for attempt in 0..4 {
+            if self.final_list.is_none() {
+                self.allowed = self.joined.iter().flatten().flatten().cloned().collect();
+                self.pinged = (0..self.args.cids)
+                    .filter_map(|cid| {
+                        let may = self.joined[cid].clone()?;
+                        let id = self.end_ping[cid]?;
+                        matches!(self.reqs[id].replies.first(), Some((_, Ok(_))))
+                            .then_some((cid, may))
+                    })
+                    .collect();
+                let id = self
+                    .send(
+                        Role::Gw,
+                        Kind::Final,
+                        format!("get.{ROOM}"),
+                        json!({}),
+                        None,
+                        0,
+                    )
+                    .await;
+                self.final_list_req = Some(id);
+            }
             for m in 0..self.models() {
                 if self.finals[m].is_none() {
                     let id = self
@@ -1068,10 +1260,16 @@ impl Run {
             self.pump(Duration::from_secs(5), false, |r| {
                 r.final_reqs
                     .iter()
+                    .chain(std::iter::once(&r.final_list_req))
                     .flatten()
                     .all(|&id| !r.reqs[id].replies.is_empty())
             })
             .await;
+            if let Some(id) = self.final_list_req {
+                if let Some((_, Ok(v))) = self.reqs[id].replies.first() {
+                    self.final_list = collection(v);
+                }
+            }
             for m in 0..self.models() {
                 if let Some(id) = self.final_reqs[m] {
                     if let Some((_, Ok(v))) = self.reqs[id].replies.first() {
@@ -1081,13 +1279,16 @@ impl Run {
                     }
                 }
             }
-            if self.finals.iter().all(Option::is_some) || attempt == 3 {
+            if (self.finals.iter().all(Option::is_some) && self.final_list.is_some())
+                || attempt == 3
+            {
                 break;
             }
             let lease = self.args.lease;
             self.pump(lease, false, |_| false).await;
         }
         self.settle().await;
+        self.checking = true;
         let violations = self.check();
         self.report(&violations);
         if let Some(h) = &mut self.history {
@@ -1133,7 +1334,10 @@ impl Run {
                     && c.entries
                         .iter()
                         .all(|e| e.pending.is_none() && e.retry_at.is_none())
-            })
+            }) && r
+                .lists
+                .iter()
+                .all(|l| l.pending.is_none() && l.retry_at.is_none())
         })
         .await;
     }
@@ -1200,6 +1404,10 @@ impl Run {
 
     async fn one_op(&mut self) {
         let cid = self.rng.below(self.args.cids as u64) as usize;
+        if self.rng.percent(15) {
+            self.presence_op(cid).await;
+            return;
+        }
         let mixed = is_mixed(cid);
         let roll = self.rng.below(100);
         let pick = |own: Role| if mixed { Role::Mixed } else { own };
@@ -1301,11 +1509,19 @@ impl Run {
                 let new = if self.rng.percent(70) {
                     let n = self.next_user;
                     self.next_user += 1;
-                    json!({"userId": n, "name": format!("n{n}"), "role": ROLES[n as usize % 3]})
+                    json!({"userId": n, "name": format!("n{n}"), "role": ROLES[n as usize % 3],
+                        "member": format!("p{}", n % MEMBERS)})
                 } else {
                     Value::Null
                 };
                 self.token[cid] = new.clone();
+                // A logout, or a token for another member, takes the connection off the
+                // presence list; one for the same member keeps it.
+                self.epoch[cid] += 1;
+                if let Some(was) = self.joined[cid].take() {
+                    let now = member_of(&new).filter(|m| was.contains(m));
+                    self.joined[cid] = now.map(|m| [m].into());
+                }
                 let id = self
                     .send(
                         pick(Role::Auth),
@@ -1319,6 +1535,64 @@ impl Run {
                 self.add_write(id, m, Field::Token, new);
             }
         }
+    }
+
+    /// A `join` (7 in 15), `leave` (2), `ping` (5) or get (1) of the presence list, by
+    /// the gateway the cid's client is on, with the token it puts in calls.
+    async fn presence_op(&mut self, cid: usize) {
+        let role = if is_mixed(cid) { Role::Mixed } else { Role::Gw };
+        let method = match self.rng.below(15) {
+            0..=6 => "join",
+            7..=8 => "leave",
+            9..=13 => "ping",
+            _ => {
+                self.send(role, Kind::Get, format!("get.{ROOM}"), json!({}), None, cid)
+                    .await;
+                return;
+            }
+        };
+        let token = self.gateway_token(cid);
+        let id = self.presence_call(role, cid, method, token.clone()).await;
+        match method {
+            "join" => {
+                // Rendered from the connection's token record at the list's owner, or
+                // from the token the call carries while that owner has none.
+                let mut may: std::collections::BTreeSet<String> =
+                    [member_of(&self.token[cid]), member_of(&token)]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                for m in &may {
+                    self.last_join_as
+                        .insert(m.clone(), (cid, self.reqs[id].sent));
+                }
+                if let Some(was) = self.joined[cid].take() {
+                    may.extend(was);
+                }
+                self.joined[cid] = (!may.is_empty()).then_some(may);
+            }
+            "leave" => self.joined[cid] = None,
+            _ => {}
+        }
+    }
+
+    /// Sends a presence call; a join or leave bumps the cid's epoch first.
+    async fn presence_call(&mut self, role: Role, cid: usize, method: &str, token: Value) -> usize {
+        if method != "ping" {
+            self.epoch[cid] += 1;
+        }
+        let id = self
+            .send(
+                role,
+                Kind::Presence,
+                format!("call.{ROOM}.{method}"),
+                json!({"cid": format!("c{cid}"), "token": token}),
+                None,
+                cid,
+            )
+            .await;
+        self.reqs[id].epoch = self.epoch[cid];
+        id
     }
 
     /// Unique values for a write request `id` (the next request's number).
@@ -1372,6 +1646,7 @@ impl Run {
                         for m in 0..self.models() {
                             self.cache_reset(c, m).await;
                         }
+                        self.list_reset(c).await;
                     } else if what == "disconnected" {
                         self.caches[c].disconnected = true;
                     }
@@ -1382,7 +1657,10 @@ impl Run {
                 eprintln!("chaos: {:7.3} s fault: {line}", self.secs(at));
                 self.faults.push((at, line));
             }
-            Inbound::FaultsDone => self.faults_done = true,
+            Inbound::FaultsDone => {
+                self.faults_done = true;
+                self.faults_done_at = Some(Instant::now());
+            }
         }
     }
 
@@ -1452,7 +1730,24 @@ impl Run {
                 return;
             };
             if role == Role::Gw {
-                *self.events.entry(name.to_string()).or_default() += 1;
+                let kind = if rid == ROOM {
+                    format!("list {name}")
+                } else {
+                    name.to_string()
+                };
+                *self.events.entry(kind).or_default() += 1;
+            }
+            if rid == ROOM {
+                if role == Role::Gw
+                    && name == "remove"
+                    && self.traffic_end.is_some_and(|end| at > end)
+                {
+                    self.end_removes += 1;
+                }
+                if let Some(c) = c {
+                    self.list_event(c, at, name, &parsed);
+                }
+                return;
             }
             if name != "change" {
                 return;
@@ -1538,6 +1833,27 @@ impl Run {
             _ => Err("malformed".to_string()),
         };
         self.reqs[id].replies.push((at, result.clone()));
+        if self.reqs[id].subject == format!("get.{ROOM}") {
+            let listed = result.as_ref().ok().and_then(collection);
+            if let Some(twice) = listed.as_deref().and_then(listed_twice) {
+                self.list_twice.push((id, twice.clone()));
+            }
+            if self.reqs[id].kind == Kind::ListGet {
+                self.list_reply(id, at, listed).await;
+            }
+            return;
+        }
+        if self.reqs[id].kind == Kind::Presence {
+            // A refused join or ping: the connection is not listed (a ping whose token
+            // gives another member took it off), unless a call or token event was sent
+            // for it since.
+            let r = &self.reqs[id];
+            let refused = matches!(&result, Err(code) if REFUSING.contains(&code.as_str()));
+            if refused && !r.subject.ends_with(".leave") && r.epoch == self.epoch[r.cid] {
+                self.joined[r.cid] = None;
+            }
+            return;
+        }
         if self.reqs[id].kind == Kind::CacheGet {
             let c = self.reqs[id]
                 .role
@@ -1607,6 +1923,10 @@ impl Run {
         let resources = names("resources");
         let access = names("access");
         let at = Instant::now();
+        if resources.iter().any(|p| pattern_matches(p, ROOM)) {
+            self.lists[c].resets.push(at);
+            self.list_reset(c).await;
+        }
         for m in 0..self.models() {
             let rid = rid_of(m);
             if resources.iter().any(|p| pattern_matches(p, &rid)) {
@@ -1637,9 +1957,104 @@ impl Run {
         }
     }
 
-    /// Cache gets that timed out or are due for a retry.
+    async fn list_get(&mut self, c: usize) {
+        let id = self
+            .send(
+                CACHES[c],
+                Kind::ListGet,
+                format!("get.{ROOM}"),
+                json!({}),
+                None,
+                0,
+            )
+            .await;
+        let l = &mut self.lists[c];
+        l.pending = Some(id);
+        l.stale = false;
+        l.retry_at = None;
+    }
+
+    async fn list_reset(&mut self, c: usize) {
+        if self.lists[c].pending.is_some() {
+            self.lists[c].stale = true;
+        } else {
+            self.list_get(c).await;
+        }
+    }
+
+    async fn list_reply(&mut self, id: usize, at: Instant, listed: Option<Vec<Value>>) {
+        let c = self.reqs[id].role.cache().expect("a list get is a cache's");
+        let l = &mut self.lists[c];
+        if l.pending != Some(id) {
+            return; // a late reply to a get given up on
+        }
+        l.pending = None;
+        match listed {
+            Some(list) => {
+                l.copy = Some(list);
+                if l.stale {
+                    self.list_get(c).await;
+                }
+            }
+            None => {
+                l.copy = None;
+                l.retry_at = Some(at + CACHE_RETRY);
+            }
+        }
+    }
+
+    /// An `add` or `remove` of the presence list, folded into the copy at its index
+    /// (dropped while a get is pending, as Resgate does).
+    fn list_event(&mut self, c: usize, at: Instant, name: &str, event: &Value) {
+        let l = &mut self.lists[c];
+        if l.pending.is_some() {
+            return;
+        }
+        let Some(copy) = &mut l.copy else { return };
+        let idx = event["idx"].as_u64().map(|i| i as usize);
+        let fits = match (name, idx) {
+            ("add", Some(i)) if i <= copy.len() && !copy.contains(&event["value"]) => {
+                copy.insert(i, event["value"].clone());
+                true
+            }
+            ("remove", Some(i)) if i < copy.len() => {
+                copy.remove(i);
+                true
+            }
+            _ => false,
+        };
+        if !fits {
+            l.copy = None;
+            l.misfits.push(at);
+        }
+    }
+
+    /// Cache gets that timed out or are due for a retry; after the traffic, pings of
+    /// the connections held joined, as open pages send them.
     async fn maintain(&mut self) {
         let now = Instant::now();
+        for c in 0..CACHES.len() {
+            let l = &self.lists[c];
+            let timed_out = l
+                .pending
+                .is_some_and(|id| now.duration_since(self.reqs[id].sent) > CACHE_GET_TIMEOUT);
+            if timed_out || l.retry_at.is_some_and(|t| t <= now) {
+                self.lists[c].copy = None;
+                self.list_get(c).await;
+            }
+        }
+        let after_traffic = self.traffic_end.is_some_and(|end| now >= end);
+        if after_traffic && !self.checking && self.next_end_ping.is_none_or(|t| t <= now) {
+            self.next_end_ping = Some(now + END_PING_EVERY);
+            for cid in 0..self.args.cids {
+                if self.joined[cid].is_some() {
+                    let role = if is_mixed(cid) { Role::Mixed } else { Role::Gw };
+                    let token = self.gateway_token(cid);
+                    let id = self.presence_call(role, cid, "ping", token).await;
+                    self.end_ping[cid] = Some(id);
+                }
+            }
+        }
         for c in 0..CACHES.len() {
             for m in 0..self.models() {
                 let e = &self.caches[c].entries[m];
@@ -1789,8 +2204,117 @@ impl Run {
         self.check_finals(&mut out);
         self.check_calls(&mut out);
         self.check_caches(&mut out);
+        self.check_list(&mut out);
         self.check_replies(&mut out);
         out
+    }
+
+    /// Invariants 3 and 5 on the presence list.
+    fn check_list(&self, out: &mut Vec<Violation>) {
+        let show = |list: &[Value]| Value::Array(list.to_vec()).to_string();
+        for (id, member) in &self.list_twice {
+            let r = &self.reqs[*id];
+            out.push(Violation {
+                kind: "list-twice",
+                invariant: 5,
+                rid: ROOM.into(),
+                field: format!("{} {} #{}", r.role.name(), r.kind.name(), r.seq),
+                expected: "each member listed once".into(),
+                seen: format!(
+                    "{member} twice in the reply at {:.3} s",
+                    r.replies.first().map_or(0.0, |(at, _)| self.secs(*at))
+                ),
+            });
+        }
+        let Some(fin) = &self.final_list else {
+            out.push(Violation {
+                kind: "unavailable",
+                invariant: 3,
+                rid: ROOM.into(),
+                field: "-".into(),
+                expected: "a collection".into(),
+                seen: match self
+                    .final_list_req
+                    .and_then(|id| self.reqs[id].replies.first())
+                {
+                    Some((_, Err(code))) => code.clone(),
+                    _ => "no reply to the final get".into(),
+                },
+            });
+            return;
+        };
+        for member in fin {
+            let name = member.as_str().unwrap_or_default();
+            if self.allowed.contains(name) {
+                continue;
+            }
+            let last = match self.last_join_as.get(name) {
+                Some((cid, at)) => format!(
+                    "; its last join was c{cid}'s at {:.3} s, which the driver then held {}",
+                    self.secs(*at),
+                    match &self.joined[*cid] {
+                        Some(may) => format!("joined as {may:?}"),
+                        None => "not joined".into(),
+                    }
+                ),
+                None => "; nobody joined as it".into(),
+            };
+            out.push(Violation {
+                kind: "list-ghost",
+                invariant: 5,
+                rid: ROOM.into(),
+                field: name.into(),
+                expected: format!(
+                    "only members of connections held joined (pinging): {:?}",
+                    self.allowed
+                ),
+                seen: format!("{member} listed in the final get{last}"),
+            });
+        }
+        for (cid, may) in &self.pinged {
+            if !fin
+                .iter()
+                .any(|m| m.as_str().is_some_and(|m| may.contains(m)))
+            {
+                out.push(Violation {
+                    kind: "list-missing",
+                    invariant: 5,
+                    rid: ROOM.into(),
+                    field: format!("c{cid}"),
+                    expected: format!(
+                        "listed as one of {may:?}: its last ping before the final get was acknowledged"
+                    ),
+                    seen: show(fin),
+                });
+            }
+        }
+        for (c, l) in self.lists.iter().enumerate() {
+            let recalled = |at: &Instant| l.resets.iter().any(|r| r >= at);
+            if let Some(at) = l.misfits.iter().find(|at| !recalled(at)) {
+                out.push(Violation {
+                    kind: "list-event",
+                    invariant: 3,
+                    rid: ROOM.into(),
+                    field: format!("{} cache", CACHES[c].name()),
+                    expected: "every add and remove fits the copy (or a system.reset follows)"
+                        .into(),
+                    seen: format!("one that did not at {:.3} s", self.secs(*at)),
+                });
+            }
+            if l.copy.as_ref() != Some(fin) {
+                out.push(Violation {
+                    kind: "list-cache",
+                    invariant: 3,
+                    rid: ROOM.into(),
+                    field: format!("{} cache", CACHES[c].name()),
+                    expected: show(fin),
+                    seen: l.copy.as_ref().map_or(
+                        "no copy (an event did not fit, or its get failed)".into(),
+                        |c| show(c),
+                    ),
+                });
+            }
+        }
     }
 
     /// Invariant 1 along `gw`'s change events; credits logouts seen in events.
@@ -2311,6 +2835,43 @@ impl Run {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         let _ = writeln!(o, "received on gw: {}", evs.join(", "));
+        let mut calls: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
+        for (id, r) in self.reqs.iter().enumerate() {
+            if r.kind != Kind::Presence {
+                continue;
+            }
+            let method = r.subject.rsplit('.').next().unwrap_or("");
+            let n = calls.entry(method).or_default();
+            match self.outcome(id) {
+                Outcome::Acked(_) => n[0] += 1,
+                Outcome::Refused(_) => n[1] += 1,
+                Outcome::Unknown => n[2] += 1,
+            }
+        }
+        let calls: Vec<String> = calls
+            .iter()
+            .map(|(m, [ok, no, unknown])| {
+                format!(
+                    "{m} {} ({ok} ok, {no} refused, {unknown} unknown)",
+                    ok + no + unknown
+                )
+            })
+            .collect();
+        let misfits: usize = self.lists.iter().map(|l| l.misfits.len()).sum();
+        let _ = writeln!(
+            o,
+            "presence: {}; {} list resets on gw; {} events that did not fit a copy (each followed by a reset, else a violation); {} removes after the traffic; final list {} ({} members may be listed: {} connections held joined, {} of them with their last ping acknowledged)",
+            calls.join(", "),
+            self.lists[0].resets.len(),
+            misfits,
+            self.end_removes,
+            self.final_list
+                .as_ref()
+                .map_or("-".into(), |l| Value::Array(l.clone()).to_string()),
+            self.allowed.len(),
+            self.joined.iter().flatten().count(),
+            self.pinged.len()
+        );
         let _ = writeln!(
             o,
             "not violations: {} cids whose last token event, an unacknowledged logout, did not take effect",

@@ -228,7 +228,8 @@ export function replaceOnce(text, from, to) {
  * copy the test may edit through `stack.writeConfig`); `web: true` also starts the
  * web example's static server; `trace: true` has Resgate log every NATS message;
  * `files` are written beside the config first (name to text); `resgateArgs` are added
- * to Resgate's command line.
+ * to Resgate's command line. `instances` connres processes run on the one config (more
+ * than one needs `state.store: nats` in it; nats-server then runs with JetStream).
  */
 export async function startStack({
   config = shippedConfig((t) => t + WHOAMI),
@@ -236,6 +237,7 @@ export async function startStack({
   trace = false,
   files = {},
   resgateArgs = [],
+  instances = 1,
 } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'connres-e2e-'));
   const stack = new Stack(dir);
@@ -244,7 +246,7 @@ export async function startStack({
     for (const [name, text] of Object.entries(files)) {
       writeFileSync(path.join(dir, name), text);
     }
-    await stack.start(config, web, trace, resgateArgs);
+    await stack.start(config, web, trace, resgateArgs, instances);
   } catch (e) {
     await stack.stop();
     throw stack.annotate(e);
@@ -259,7 +261,7 @@ export class Stack {
     this.procs = [];
   }
 
-  async start(config, web, trace, resgateArgs = []) {
+  async start(config, web, trace, resgateArgs = [], instances = 1) {
     writeFileSync(this.configPath, config);
     // The web example's sessions (connres as the auth service): its auth.yaml beside
     // the config, a secret the page's issuer shares, and the directory as the config.
@@ -272,17 +274,29 @@ export class Stack {
       configArg = this.dir;
     }
 
-    // nats-server picks its own port and says which.
-    this.nats = this.#spawn('nats', bin('NATS_SERVER'), ['-a', '127.0.0.1', '-p', '-1']);
+    // nats-server picks its own port and says which. With JetStream (the shared store),
+    // its storage is in the stack's directory.
+    const js = /^\s+store:\s*nats\b/m.test(config) ? ['-js', '-sd', path.join(this.dir, 'js')] : [];
+    this.nats = this.#spawn('nats', bin('NATS_SERVER'), ['-a', '127.0.0.1', '-p', '-1', ...js]);
     const [, natsPort] = await this.nats.waitFor(/Listening for client connections on [^:]+:(\d+)/, 0);
     this.natsUrl = `nats://127.0.0.1:${natsPort}`;
 
-    // connres: ready once it has subscribed and announced itself with system.reset.
-    this.connres = this.#spawn('connres', bin('CONNRES_BIN'), ['serve', '--config', configArg, '--nats', this.natsUrl], {
-      env: { RUST_LOG: 'info,async_nats=warn', CONNRES_LOG_FORMAT: 'text', NO_COLOR: '1' },
-    });
+    // connres: ready once it has subscribed and announced itself with system.reset. Each
+    // instance of the shared store says its ID on that line.
+    this.instances = [];
+    for (let i = 0; i < instances; i++) {
+      const name = instances === 1 ? 'connres' : `connres${i + 1}`;
+      this.instances.push(
+        this.#spawn(name, bin('CONNRES_BIN'), ['serve', '--config', configArg, '--nats', this.natsUrl], {
+          env: { RUST_LOG: 'info,async_nats=warn', CONNRES_LOG_FORMAT: 'text', NO_COLOR: '1' },
+        }),
+      );
+    }
+    this.connres = this.instances[0];
     this.auth = this.#spawn('auth', bin('AUTH_BIN'), ['--nats', this.natsUrl]);
-    await Promise.all([this.connres.waitFor(/connres is serving/, 0), this.auth.waitFor(/auth service ready/, 0)]);
+    const serving = await Promise.all(this.instances.map((p) => p.waitFor(/connres is serving.*/, 0)));
+    this.instanceIds = serving.map(([line]) => line.match(/instance="?([^\s"]+)/)?.[1]);
+    await this.auth.waitFor(/auth service ready/, 0);
 
     const resgatePort = await freePort();
     this.resgate = this.#spawn('resgate', bin('RESGATE_BIN'), [
@@ -324,12 +338,12 @@ export class Stack {
   }
 
   /**
-   * Publishes `payload` (JSON) on `subject` as a backend service would, over the NATS
-   * protocol on a connection of its own (the lane has no NATS client for Node). Resolves
-   * once the server has answered a PING sent after it, so the message has been
-   * processed by the server.
+   * Publishes `payload` (JSON) on `subject` as a backend service would (with `reply` as
+   * its reply subject, when given), over the NATS protocol on a connection of its own
+   * (the lane has no NATS client for Node). Resolves once the server has answered a
+   * PING sent after it, so the message has been processed by the server.
    */
-  publish(subject, payload) {
+  publish(subject, payload, reply = '') {
     const body = Buffer.from(JSON.stringify(payload));
     const port = Number(new URL(this.natsUrl).port);
     return new Promise((resolve, reject) => {
@@ -338,7 +352,7 @@ export class Stack {
       socket.setEncoding('utf8');
       socket.once('error', reject);
       socket.once('connect', () => {
-        socket.write(`CONNECT {"verbose":false,"pedantic":false}\r\nPUB ${subject} ${body.length}\r\n`);
+        socket.write(`CONNECT {"verbose":false,"pedantic":false}\r\nPUB ${subject} ${reply ? `${reply} ` : ''}${body.length}\r\n`);
         socket.write(body);
         socket.write('\r\nPING\r\n');
       });
@@ -356,11 +370,12 @@ export class Stack {
   }
 
   /**
-   * Follows the token events on NATS (as an auth service's observer would): returns
-   * `{ next(predicate), close() }`, where `next` resolves with the first `{cid, body}`
-   * from then on for which `predicate(body)` holds.
+   * Subscribes to `subject` over the NATS protocol on a connection of its own: returns
+   * `{ next(predicate), close() }`, where `next` resolves with the first `{subject, body}`
+   * (the payload as JSON) from then on for which `predicate` holds; `onMessage`, when
+   * given, sees every message as it comes.
    */
-  async tokenEvents() {
+  async subscribe(subject, onMessage = () => {}) {
     const port = Number(new URL(this.natsUrl).port);
     const socket = net.connect(port, '127.0.0.1');
     let buffer = Buffer.alloc(0);
@@ -368,10 +383,10 @@ export class Stack {
     let waiting = [];
     const deliver = () => {
       waiting = waiting.filter((w) => {
-        const hit = seen.find((e) => !e.taken && w.predicate(e.body));
+        const hit = seen.find((e) => !e.taken && w.predicate(e));
         if (hit) {
           hit.taken = true;
-          w.resolve({ cid: hit.cid, body: hit.body });
+          w.resolve({ subject: hit.subject, body: hit.body });
           return false;
         }
         return true;
@@ -395,15 +410,16 @@ export class Stack {
         if (buffer.length < eol + 2 + size + 2) return;
         const payload = buffer.subarray(eol + 2, eol + 2 + size).toString();
         buffer = buffer.subarray(eol + 2 + size + 2);
-        const cid = parts[1].slice('conn.'.length, -'.token'.length);
-        seen.push({ cid, body: JSON.parse(payload) });
+        const message = { subject: parts[1], body: payload ? JSON.parse(payload) : null };
+        onMessage(message);
+        seen.push(message);
         deliver();
       }
     });
     await new Promise((resolve, reject) => {
       socket.once('error', reject);
       socket.once('connect', () => {
-        socket.write('CONNECT {"verbose":false,"pedantic":false}\r\nSUB conn.*.token 1\r\nPING\r\n');
+        socket.write(`CONNECT {"verbose":false,"pedantic":false}\r\nSUB ${subject} 1\r\nPING\r\n`);
         const ready = (chunk) => {
           if (chunk.toString().includes('PONG')) {
             socket.off('data', ready);
@@ -421,6 +437,35 @@ export class Stack {
         }),
       close: () => socket.destroy(),
     };
+  }
+
+  /**
+   * Follows the token events on NATS (as an auth service's observer would): returns
+   * `{ next(predicate), close() }`, where `next` resolves with the first `{cid, body}`
+   * from then on for which `predicate(body)` holds.
+   */
+  async tokenEvents() {
+    const sub = await this.subscribe('conn.*.token');
+    return {
+      next: async (predicate) => {
+        const { subject, body } = await sub.next((m) => predicate(m.body));
+        return { cid: subject.slice('conn.'.length, -'.token'.length), body };
+      },
+      close: sub.close,
+    };
+  }
+
+  /** A NATS request to connres as a backend would send it (`payload` as JSON): its reply. */
+  async request(subject, payload = {}) {
+    const inbox = `_INBOX.e2e.${randomBytes(8).toString('hex')}`;
+    const sub = await this.subscribe(inbox);
+    try {
+      await this.publish(subject, payload, inbox);
+      const { body } = await sub.next(() => true);
+      return body;
+    } finally {
+      sub.close();
+    }
   }
 
   /** Every process's last log lines, for a failure message. */
