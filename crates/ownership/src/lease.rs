@@ -846,11 +846,17 @@ impl<M: Clone> Ownership<M> {
     /// Serves a suspended partition again: everything kept since is applied.
     fn resume(&mut self, p: u32, since: Now, now: Now, out: &mut Vec<Action<M>>) {
         let complete = self.window.complete_since(p, since);
-        if !complete && !self.leaving {
+        let lease = self.lease();
+        // A handover from `since` must be done within half a lease of it (what the
+        // next owner keeps meanwhile; see the draining check): after a longer
+        // suspension it would be too late as soon as it began, served again, handed
+        // over again, round and round (chaos seed 15). Then this one serves it again,
+        // with a reset.
+        let in_time = now.saturating_sub(since) <= lease / 2;
+        if !complete && !self.leaving && in_time {
             // Messages were missed meanwhile. Another instance that got them all takes
             // the partition (a handover from when this one stopped), rather than this
             // one guessing at tokens.
-            let lease = self.lease();
             let others: Vec<Instance> = self
                 .members
                 .peers(now, lease)
