@@ -12,7 +12,7 @@ use super::{warn, Engine};
 use crate::config::{Config, Resource};
 use crate::pattern::Params;
 use crate::protocol::{self, ModelView, ResError};
-use crate::store::{Connection, Model, Store, Written};
+use crate::store::{Connection, Model, Store, Token, Written};
 use crate::template::TemplateInput;
 
 impl<S: Store> Engine<S> {
@@ -28,12 +28,15 @@ impl<S: Store> Engine<S> {
         // The captures, only for a reply that is not cached.
         let params = || res.pattern.matches(rid).unwrap_or_default();
         let (now, stamp, warnings) = (self.now, self.stamp, &self.warnings);
-        let reply = |model: Option<&mut Model>, token: Option<&Value>| {
+        let reply = |model: Option<&mut Model>, token: Option<&Token>| {
             if let Some(cached) = model.as_ref().and_then(|m| m.reply.get(stamp)) {
                 return cached.clone();
             }
             let written = model.as_ref().map(|m| m.written());
-            let values = model_values(res, rid, &params(), token, written, warnings);
+            // The token is parsed only for fields that read it, and only here: a cached
+            // reply never parses it.
+            let token = token.filter(|_| res.fields_read_token()).map(Token::value);
+            let values = model_values(res, rid, &params(), token.as_ref(), written, warnings);
             let body = reply_of(res, &values);
             match model {
                 Some(m) => {
@@ -57,7 +60,7 @@ impl<S: Store> Engine<S> {
                 .update_existing(cid, now, |c| {
                     let Connection { token, models, .. } = c;
                     let model = models.iter_mut().find(|m| &*m.rid == rid);
-                    reply(model, token.as_deref())
+                    reply(model, token.as_ref())
                 })
                 .unwrap_or_else(|| reply(None, None)),
             None => {

@@ -22,7 +22,7 @@ use crate::pattern::{self, Params};
 use crate::presence::{Change, PresenceDef, Refused};
 use crate::protocol::{self, ResError, TokenEvent};
 use crate::rule::RuleInput;
-use crate::store::{Store, Written};
+use crate::store::{Store, Token, Written};
 use crate::template::TemplateInput;
 
 /// Which presence lists each connection joined, and the lists with members.
@@ -163,11 +163,13 @@ impl<S: Store> Engine<S> {
         &mut self,
         config: &Config,
         cid: &str,
-        token: Option<&Value>,
+        token: Option<&Token>,
         events: &mut Events,
     ) {
-        if !self.presence_apart {
-            self.presence_token_in(config, cid, token, |_| true, events);
+        // Parsed only for a connection that joined a list.
+        if !self.presence_apart && self.presence.joined.contains_key(cid) {
+            let token = token.map(Token::value);
+            self.presence_token_in(config, cid, token.as_ref(), |_| true, events);
         }
     }
 

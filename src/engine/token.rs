@@ -3,14 +3,12 @@
 //! of the connection's models, resets written fields on logout and, on login, asks the
 //! gateway to re-check access it computed without a token.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
 use super::{check_cid, push_change, Engine, Events};
 use crate::config::Config;
 use crate::protocol::{self, TokenEvent};
-use crate::store::{token_digest, Store};
+use crate::store::{token_digest, Store, Token};
 
 impl<S: Store> Engine<S> {
     /// Applies a token event; says whether it was one (a malformed event is logged and
@@ -52,10 +50,10 @@ impl<S: Store> Engine<S> {
                 } else {
                     (0, None, None, None)
                 };
-                let token = event.token.filter(|t| !t.is_null()).map(Arc::new);
+                let token = event.token.filter(|t| !t.is_null()).map(|t| Token::new(&t));
                 let logged = self
                     .log_tokens
-                    .then(|| (token_digest(payload), token_value_digest(token.as_deref())));
+                    .then(|| (token_digest(payload), token_value_digest(token.as_ref())));
                 self.set_token(config, cid, token, events);
                 self.store.update_existing(cid, self.now, |c| {
                     c.set_expires(ends);
@@ -125,12 +123,20 @@ impl<S: Store> Engine<S> {
                 self.store.touch_connection(cid, self.now);
                 return;
             }
-            // A token a later token event replaced (a gateway that missed events).
-            Some(c) if c.replaced(token_value_digest(sent)) => return,
             None if !create => return,
             _ => {}
         }
-        self.set_token(config, cid, sent.cloned().map(Arc::new), events);
+        let sent = sent.map(Token::new);
+        // A token a later token event replaced (a gateway that missed events).
+        let digest = || token_value_digest(sent.as_ref());
+        if self
+            .store
+            .connection(cid)
+            .is_some_and(|c| c.replaced(digest()))
+        {
+            return;
+        }
+        self.set_token(config, cid, sent, events);
     }
 
     /// Replaces a connection's token and confirms its record: recomputes the `from`
@@ -140,7 +146,7 @@ impl<S: Store> Engine<S> {
         &mut self,
         config: &Config,
         cid: &str,
-        token: Option<Arc<Value>>,
+        token: Option<Token>,
         events: &mut Events,
     ) {
         let now = self.now;
@@ -149,7 +155,7 @@ impl<S: Store> Engine<S> {
                 c.replace_token(token.clone());
                 c.confirmed = true;
             });
-            self.presence_token(config, cid, token.as_deref(), events);
+            self.presence_token(config, cid, token.as_ref(), events);
             return;
         };
         let old = conn.token.clone();
@@ -160,10 +166,19 @@ impl<S: Store> Engine<S> {
         }
         let models: Vec<String> = conn.models.iter().map(|m| m.rid.to_string()).collect();
         let granted: Vec<String> = conn.granted.iter().map(|g| g.to_string()).collect();
+        // Parsed once, and only when a model's fields read them.
+        let mut parsed: Option<(Option<Value>, Option<Value>)> = None;
         let mut owned = Vec::with_capacity(models.len());
         for rid in &models {
             if let Some((res, params)) = config.resolve(rid) {
-                let before = self.values(res, rid, &params, old.as_deref());
+                let value = match res.fields_read_token() {
+                    true => parsed
+                        .get_or_insert_with(|| parse_both(&old, &token))
+                        .0
+                        .as_ref(),
+                    false => None,
+                };
+                let before = self.values(res, rid, &params, value);
                 owned.push((res, rid.as_str(), params, before));
             }
         }
@@ -192,7 +207,14 @@ impl<S: Store> Engine<S> {
         // without a token).
         let mut reaccess: Vec<&str> = Vec::new();
         for (res, rid, params, before) in &owned {
-            let after = self.values(res, rid, params, token.as_deref());
+            let value = match res.fields_read_token() {
+                true => parsed
+                    .get_or_insert_with(|| parse_both(&old, &token))
+                    .1
+                    .as_ref(),
+                false => None,
+            };
+            let after = self.values(res, rid, params, value);
             if push_change(events, res, rid, before, &after) && res.access_reads_model() {
                 reaccess.push(rid);
             }
@@ -208,13 +230,21 @@ impl<S: Store> Engine<S> {
             }
         }
         events.extend(reaccess.into_iter().map(protocol::reaccess_event));
-        self.presence_token(config, cid, token.as_deref(), events);
+        self.presence_token(config, cid, token.as_ref(), events);
     }
+}
+
+/// The parsed values of the old and the new token.
+fn parse_both(old: &Option<Token>, new: &Option<Token>) -> (Option<Value>, Option<Value>) {
+    (
+        old.as_ref().map(Token::value),
+        new.as_ref().map(Token::value),
+    )
 }
 
 /// The digest of a token as canonical JSON (`null` for none): what the shared store's
 /// records log of each token event they apply, to compare with a request's token
 /// whatever the spacing, key order or `tid` of the event that carried it.
-fn token_value_digest(token: Option<&Value>) -> u32 {
-    token_digest(&serde_json::to_vec(token.unwrap_or(&Value::Null)).unwrap_or_default())
+fn token_value_digest(token: Option<&Token>) -> u32 {
+    token_digest(token.map_or("null", Token::as_str).as_bytes())
 }

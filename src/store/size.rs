@@ -1,5 +1,5 @@
 //! What state holds in memory, as `state.max_bytes` counts it. A parsed JSON value (a
-//! token, a written value, an item) counts its compact JSON text and what its parsed
+//! written value, an item; a token is text, [`super::Token::bytes`]) counts its compact JSON text and what its parsed
 //! form takes beyond the text: a slot per element, an allocation per string or key
 //! (whole pages for one of 128 KiB or more), a vector of at least four slots per array,
 //! a B-tree node per object (and per six entries past eleven). Each unit adds [`UNIT_OVERHEAD`]. The constants are measured
