@@ -14,6 +14,7 @@ use crate::pattern::Params;
 use crate::protocol::{self, ResError, TokenOf};
 use crate::rule::RuleInput;
 use crate::store::Store;
+use crate::template::TokenIn;
 
 /// Stands for a token that nothing reads but for whether there is one: the rules that
 /// read it are native, the requester's record is confirmed (it is not learned) and no
@@ -171,17 +172,18 @@ impl<S: Store> Engine<S> {
         sent: Option<&Value>,
     ) -> Value {
         let token = match res.pattern.cid_of(rid) {
-            // Only fields read it.
-            _ if !res.fields_read_token() => None,
-            Some(owner) if owner == requester => self.token_after_learning(requester, sent),
+            Some(owner) if owner == requester => match self.store.connection(requester) {
+                Some(c) if c.confirmed => c.token.as_ref().into(),
+                _ => sent.into(),
+            },
             Some(owner) => self
                 .store
                 .connection(owner)
                 .and_then(|c| c.token.as_ref())
-                .map(|t| Cow::Owned(t.value())),
-            None => None,
+                .into(),
+            None => TokenIn::None,
         };
-        let values = self.values(res, rid, params, token.as_deref());
+        let values = self.values(res, rid, params, token);
         Value::Object(
             res.fields
                 .iter()

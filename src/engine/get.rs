@@ -13,7 +13,7 @@ use crate::config::{Config, Resource};
 use crate::pattern::Params;
 use crate::protocol::{self, ModelView, ResError};
 use crate::store::{Connection, Model, Store, Token, Written};
-use crate::template::TemplateInput;
+use crate::template::{TemplateInput, TokenIn};
 
 impl<S: Store> Engine<S> {
     /// A get. A remembered model of a connection keeps its encoded reply until its
@@ -33,10 +33,9 @@ impl<S: Store> Engine<S> {
                 return cached.clone();
             }
             let written = model.as_ref().map(|m| m.written());
-            // The token is parsed only for fields that read it, and only here: a cached
-            // reply never parses it.
-            let token = token.filter(|_| res.fields_read_token()).map(Token::value);
-            let values = model_values(res, rid, &params(), token.as_ref(), written, warnings);
+            // A cached reply never reads the token; a template reads a claim from its
+            // text.
+            let values = model_values(res, rid, &params(), token.into(), written, warnings);
             let body = reply_of(res, &values);
             match model {
                 Some(m) => {
@@ -66,7 +65,7 @@ impl<S: Store> Engine<S> {
             None => {
                 self.store.touch_shared(rid, now);
                 let written = self.store.shared(rid);
-                let values = model_values(res, rid, &params(), None, written, warnings);
+                let values = model_values(res, rid, &params(), TokenIn::None, written, warnings);
                 reply_of(res, &values)
             }
         };
@@ -92,7 +91,7 @@ pub(super) fn model_values(
     res: &Resource,
     rid: &str,
     params: &Params,
-    token: Option<&Value>,
+    token: TokenIn,
     written: Option<&Written>,
     warnings: &Mutex<WarnLimiter>,
 ) -> Vec<Value> {

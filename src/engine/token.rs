@@ -166,19 +166,11 @@ impl<S: Store> Engine<S> {
         }
         let models: Vec<String> = conn.models.iter().map(|m| m.rid.to_string()).collect();
         let granted: Vec<String> = conn.granted.iter().map(|g| g.to_string()).collect();
-        // Parsed once, and only when a model's fields read them.
-        let mut parsed: Option<(Option<Value>, Option<Value>)> = None;
         let mut owned = Vec::with_capacity(models.len());
         for rid in &models {
             if let Some((res, params)) = config.resolve(rid) {
-                let value = match res.fields_read_token() {
-                    true => parsed
-                        .get_or_insert_with(|| parse_both(&old, &token))
-                        .0
-                        .as_ref(),
-                    false => None,
-                };
-                let before = self.values(res, rid, &params, value);
+                // A template reads a claim from the token's text.
+                let before = self.values(res, rid, &params, old.as_ref().into());
                 owned.push((res, rid.as_str(), params, before));
             }
         }
@@ -207,14 +199,7 @@ impl<S: Store> Engine<S> {
         // without a token).
         let mut reaccess: Vec<&str> = Vec::new();
         for (res, rid, params, before) in &owned {
-            let value = match res.fields_read_token() {
-                true => parsed
-                    .get_or_insert_with(|| parse_both(&old, &token))
-                    .1
-                    .as_ref(),
-                false => None,
-            };
-            let after = self.values(res, rid, params, value);
+            let after = self.values(res, rid, params, token.as_ref().into());
             if push_change(events, res, rid, before, &after) && res.access_reads_model() {
                 reaccess.push(rid);
             }
@@ -232,14 +217,6 @@ impl<S: Store> Engine<S> {
         events.extend(reaccess.into_iter().map(protocol::reaccess_event));
         self.presence_token(config, cid, token.as_ref(), events);
     }
-}
-
-/// The parsed values of the old and the new token.
-fn parse_both(old: &Option<Token>, new: &Option<Token>) -> (Option<Value>, Option<Value>) {
-    (
-        old.as_ref().map(Token::value),
-        new.as_ref().map(Token::value),
-    )
 }
 
 /// The digest of a token as canonical JSON (`null` for none): what the shared store's
