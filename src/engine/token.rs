@@ -29,15 +29,16 @@ impl<S: Store> Engine<S> {
         }
         let max = config.state.max_token_bytes;
         let size = |event: &TokenEvent| event.token.as_ref().map_or(0, protocol::json_len);
-        match protocol::parse::<TokenEvent>(payload, "token event") {
-            Ok(event) if size(&event) > max => {
-                let len = size(&event);
+        let parsed = protocol::parse::<TokenEvent>(payload, "token event");
+        // The token's length: checked against the limit, and the size of its text.
+        match parsed.map(|event| (size(&event), event)) {
+            Ok((len, _)) if len > max => {
                 self.warn("token-event/too-big", |skipped| {
                     tracing::warn!(cid, len, max, skipped, "ignored a conn.{cid}.token event whose token is over state.max_token_bytes (reported at most every 10s, `skipped` since the last line)")
                 });
                 false
             }
-            Ok(event @ TokenEvent { token: Some(_), .. }) => {
+            Ok((len, event @ TokenEvent { token: Some(_), .. })) => {
                 // What the event says beside the token (a logout says nothing of it).
                 let logged_in = !matches!(event.token, Some(Value::Null));
                 let (ends, tid, resume, jwt) = if logged_in {
@@ -50,7 +51,8 @@ impl<S: Store> Engine<S> {
                 } else {
                     (0, None, None, None)
                 };
-                let token = event.token.filter(|t| !t.is_null()).map(|t| Token::new(&t));
+                let token = event.token.filter(|t| !t.is_null());
+                let token = token.map(|t| Token::sized(&t, len));
                 let logged = self
                     .log_tokens
                     .then(|| (token_digest(payload), token_value_digest(token.as_ref())));
@@ -66,7 +68,7 @@ impl<S: Store> Engine<S> {
                 self.track_token_end(cid, ends);
                 true
             }
-            Ok(TokenEvent { token: None, .. }) => {
+            Ok((_, TokenEvent { token: None, .. })) => {
                 self.warn("token-event/no-token", |skipped| {
                     tracing::warn!(cid, skipped, "ignored a conn.{cid}.token event without a `token` key (a logout sends \"token\": null; reported at most every 10s, `skipped` since the last line)")
                 });

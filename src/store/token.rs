@@ -12,6 +12,7 @@ use std::fmt;
 use serde_json::Value;
 
 use super::size;
+use crate::protocol::json_len;
 
 /// A token: the canonical JSON text of a value that is not `null` (a connection without
 /// a token holds none). Two tokens are equal when their values are (up to `-0.0` and
@@ -47,7 +48,18 @@ impl std::error::Error for TokenError {}
 impl Token {
     /// The token of a parsed value (the caller leaves `null` out: no token).
     pub fn new(value: &Value) -> Token {
-        Token(value.to_string().into_boxed_str())
+        Token::sized(value, json_len(value))
+    }
+
+    /// The token of a parsed value whose compact JSON is `len` bytes: the text is
+    /// written into a block of exactly that size (a grown and shrunk one would leave
+    /// its tail free between kept blocks, resident).
+    pub fn sized(value: &Value, len: usize) -> Token {
+        let mut text = Vec::with_capacity(len);
+        // Writing into a vector fails only for want of memory.
+        let _ = serde_json::to_writer(&mut text, value);
+        // serde_json writes UTF-8.
+        Token(String::from_utf8(text).unwrap_or_default().into_boxed_str())
     }
 
     /// The token of JSON text of at most `max` bytes, in canonical form.
@@ -104,9 +116,10 @@ impl Token {
         None
     }
 
-    /// What the token takes in memory: its text and the block that holds it.
+    /// What the token takes in memory: its text and the block that holds it (whole
+    /// pages for a large one).
     pub fn bytes(&self) -> usize {
-        self.0.len() + size::ALLOCATION
+        self.0.len() + size::block(self.0.len())
     }
 }
 
@@ -186,6 +199,14 @@ mod tests {
         assert_eq!(t.value(), v);
         assert_eq!(Token::new(&t.value()), t);
         assert_eq!(t.bytes(), t.as_str().len() + size::ALLOCATION);
+        assert_eq!(
+            Token::sized(&v, 3),
+            t,
+            "a wrong size only costs a reallocation"
+        );
+        // A megabyte takes whole pages.
+        let big = Token::new(&json!({"blob": "x".repeat(1_000_000)}));
+        assert_eq!(big.bytes(), 1_003_520);
         assert_eq!(Token::new(&json!("s")).value(), json!("s"));
     }
 
