@@ -411,7 +411,6 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
                     .and_then(|e| u32::try_from(e).ok())
                     .unwrap_or(0),
                 session: session(&value),
-                ..Connection::default()
             })
         }
     })
