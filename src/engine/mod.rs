@@ -33,7 +33,7 @@ use crate::field::json_eq;
 use crate::pattern::{self, Params};
 use crate::protocol::{self, Changes, ResError};
 use crate::rule::{Rule, RuleInput};
-use crate::store::{MemoryStore, Store, Token, Written};
+use crate::store::{MemoryStore, Store, Written};
 use crate::template::TokenIn;
 
 pub use auth::{AuthPlan, ResumePlan};
