@@ -39,7 +39,7 @@ impl CollectionDef {
             Value::String(_) | Value::Number(_) => {
                 let input = TemplateInput {
                     cid: None,
-                    token: None,
+                    token: crate::template::TokenIn::None,
                     params: &[],
                     claims: None,
                     value: Some(wire),

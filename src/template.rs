@@ -13,6 +13,8 @@ use handlebars::{Handlebars, Path, PathSeg, RenderContext, Renderable};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::store::Token;
+
 /// The variables a field's `from` template may read.
 pub const ROOTS: &[&str] = &["cid", "token", "params"];
 /// The variables an auth block's token and `tid` templates may read: the verified
@@ -71,7 +73,7 @@ pub struct TemplateError {
 #[derive(Serialize)]
 pub struct TemplateInput<'a> {
     pub cid: Option<&'a str>,
-    pub token: Option<&'a Value>,
+    pub token: TokenIn<'a>,
     #[serde(serialize_with = "serialize_params")]
     pub params: &'a [(&'a str, &'a str)],
     /// A verified JWT's claims (auth templates only).
@@ -80,6 +82,39 @@ pub struct TemplateInput<'a> {
     /// The value a call sends (collection item templates only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<&'a Value>,
+}
+
+/// The token a template reads: none, a parsed value, or a connection's kept text, from
+/// which `{{token.<claim>...}}` reads the claim without parsing the rest (handlebars,
+/// which takes the whole input, parses all of it).
+#[derive(Debug, Clone, Copy, Default)]
+pub enum TokenIn<'a> {
+    #[default]
+    None,
+    Value(&'a Value),
+    Text(&'a Token),
+}
+
+impl<'a> From<Option<&'a Value>> for TokenIn<'a> {
+    fn from(token: Option<&'a Value>) -> TokenIn<'a> {
+        token.map_or(TokenIn::None, TokenIn::Value)
+    }
+}
+
+impl<'a> From<Option<&'a Token>> for TokenIn<'a> {
+    fn from(token: Option<&'a Token>) -> TokenIn<'a> {
+        token.map_or(TokenIn::None, TokenIn::Text)
+    }
+}
+
+impl Serialize for TokenIn<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TokenIn::None => s.serialize_none(),
+            TokenIn::Value(v) => v.serialize(s),
+            TokenIn::Text(t) => t.value().serialize(s),
+        }
+    }
 }
 
 fn serialize_params<S: serde::Serializer>(
@@ -283,7 +318,15 @@ fn lookup(input: &TemplateInput, segs: &[String]) -> Option<Value> {
             .cloned()
     };
     match segs {
-        [root, rest @ ..] if root == "token" => walk(input.token, rest),
+        [root, rest @ ..] if root == "token" => match (input.token, rest) {
+            (TokenIn::None, _) => None,
+            (TokenIn::Value(v), _) => walk(Some(v), rest),
+            // An object's claim, read from the text.
+            (TokenIn::Text(t), [claim, rest @ ..]) if t.as_str().starts_with('{') => {
+                walk(Some(&t.claim(claim)?), rest)
+            }
+            (TokenIn::Text(t), _) => walk(Some(&t.value()), rest),
+        },
         [root, rest @ ..] if root == "claims" => walk(input.claims, rest),
         [root, rest @ ..] if root == "value" => walk(input.value, rest),
         [root] if root == "cid" => input.cid.map(|c| Value::String(c.to_string())),
@@ -415,10 +458,42 @@ mod tests {
     fn input<'a>(token: Option<&'a Value>, params: &'a [(&'a str, &'a str)]) -> TemplateInput<'a> {
         TemplateInput {
             cid: Some("c1"),
-            token,
+            token: token.into(),
             params,
             claims: None,
             value: None,
+        }
+    }
+
+    #[test]
+    fn a_kept_token_renders_as_the_parsed_one() {
+        let tokens = [
+            json!({"userId": 42, "name": "Ann", "o": {"a": [1, {"b": "x"}]}, "n": null, "f": 2.0}),
+            json!([7, {"userId": 1}]),
+            json!("text"),
+        ];
+        let sources = [
+            "{{token.userId}}",
+            "{{token.o.a.1.b}}",
+            "{{token.o}}",
+            "{{token}}",
+            "{{token.0}}",
+            "{{token.1.userId}}",
+            "{{token.n}}",
+            "{{token.missing}}",
+            "users.user.{{token.userId}}.{{token.f}}",
+            "u.{{token.o.a.0}}",
+            "{{#if token.name}}{{token.name}}!{{/if}}",
+        ];
+        for token in &tokens {
+            let kept = Token::new(token);
+            for source in sources {
+                let t = Template::compile(source).unwrap();
+                let parsed = t.render(&input(Some(token), &[]));
+                let mut text = input(None, &[]);
+                text.token = TokenIn::Text(&kept);
+                assert_eq!(t.render(&text), parsed, "{source} over {token}");
+            }
         }
     }
 

@@ -214,7 +214,7 @@ fn valid_cid(cid: &str) -> bool {
 fn claims_input(claims: &Value) -> TemplateInput<'_> {
     TemplateInput {
         cid: None,
-        token: None,
+        token: crate::template::TokenIn::None,
         params: &[],
         claims: Some(claims),
         value: None,

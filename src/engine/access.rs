@@ -3,6 +3,8 @@
 //! remembers what a later login must ask the gateway to re-check; a denied one leaves
 //! nothing behind.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -12,11 +14,12 @@ use crate::pattern::Params;
 use crate::protocol::{self, ResError, TokenOf};
 use crate::rule::RuleInput;
 use crate::store::Store;
+use crate::template::TokenIn;
 
 /// Stands for a token that nothing reads but for whether there is one: the rules that
 /// read it are native, the requester's record is confirmed (it is not learned) and no
 /// rule reads the model.
-static SOME_TOKEN: Value = Value::Bool(true);
+pub(super) static SOME_TOKEN: Value = Value::Bool(true);
 
 impl<S: Store> Engine<S> {
     pub(super) fn access(
@@ -121,15 +124,24 @@ impl<S: Store> Engine<S> {
     }
 
     /// The token a requester's record holds once this request's token is learned: the
-    /// confirmed one if there is one, else the one the request carries.
+    /// confirmed one if there is one (parsed), else the one the request carries.
     pub(super) fn token_after_learning<'a>(
-        &'a self,
+        &self,
         cid: &str,
         sent: Option<&'a Value>,
-    ) -> Option<&'a Value> {
+    ) -> Option<Cow<'a, Value>> {
         match self.store.connection(cid) {
-            Some(c) if c.confirmed => c.token.as_deref(),
-            _ => sent,
+            Some(c) if c.confirmed => c.token.as_ref().map(|t| Cow::Owned(t.value())),
+            _ => sent.map(Cow::Borrowed),
+        }
+    }
+
+    /// Whether the requester's record holds a token once this request's token is
+    /// learned (nothing parsed: what a native rule reads).
+    pub(super) fn has_token_after_learning(&self, cid: &str, sent: Option<&Value>) -> bool {
+        match self.store.connection(cid) {
+            Some(c) if c.confirmed => c.token.is_some(),
+            _ => sent.is_some(),
         }
     }
 
@@ -160,12 +172,16 @@ impl<S: Store> Engine<S> {
         sent: Option<&Value>,
     ) -> Value {
         let token = match res.pattern.cid_of(rid) {
-            Some(owner) if owner == requester => self.token_after_learning(requester, sent),
+            Some(owner) if owner == requester => match self.store.connection(requester) {
+                Some(c) if c.confirmed => c.token.as_ref().into(),
+                _ => sent.into(),
+            },
             Some(owner) => self
                 .store
                 .connection(owner)
-                .and_then(|c| c.token.as_deref()),
-            None => None,
+                .and_then(|c| c.token.as_ref())
+                .into(),
+            None => TokenIn::None,
         };
         let values = self.values(res, rid, params, token);
         Value::Object(

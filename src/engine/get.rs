@@ -12,8 +12,8 @@ use super::{warn, Engine};
 use crate::config::{Config, Resource};
 use crate::pattern::Params;
 use crate::protocol::{self, ModelView, ResError};
-use crate::store::{Connection, Model, Store, Written};
-use crate::template::TemplateInput;
+use crate::store::{Connection, Model, Store, Token, Written};
+use crate::template::{TemplateInput, TokenIn};
 
 impl<S: Store> Engine<S> {
     /// A get. A remembered model of a connection keeps its encoded reply until its
@@ -28,12 +28,14 @@ impl<S: Store> Engine<S> {
         // The captures, only for a reply that is not cached.
         let params = || res.pattern.matches(rid).unwrap_or_default();
         let (now, stamp, warnings) = (self.now, self.stamp, &self.warnings);
-        let reply = |model: Option<&mut Model>, token: Option<&Value>| {
+        let reply = |model: Option<&mut Model>, token: Option<&Token>| {
             if let Some(cached) = model.as_ref().and_then(|m| m.reply.get(stamp)) {
                 return cached.clone();
             }
             let written = model.as_ref().map(|m| m.written());
-            let values = model_values(res, rid, &params(), token, written, warnings);
+            // A cached reply never reads the token; a template reads a claim from its
+            // text.
+            let values = model_values(res, rid, &params(), token.into(), written, warnings);
             let body = reply_of(res, &values);
             match model {
                 Some(m) => {
@@ -57,13 +59,13 @@ impl<S: Store> Engine<S> {
                 .update_existing(cid, now, |c| {
                     let Connection { token, models, .. } = c;
                     let model = models.iter_mut().find(|m| &*m.rid == rid);
-                    reply(model, token.as_deref())
+                    reply(model, token.as_ref())
                 })
                 .unwrap_or_else(|| reply(None, None)),
             None => {
                 self.store.touch_shared(rid, now);
                 let written = self.store.shared(rid);
-                let values = model_values(res, rid, &params(), None, written, warnings);
+                let values = model_values(res, rid, &params(), TokenIn::None, written, warnings);
                 reply_of(res, &values)
             }
         };
@@ -89,7 +91,7 @@ pub(super) fn model_values(
     res: &Resource,
     rid: &str,
     params: &Params,
-    token: Option<&Value>,
+    token: TokenIn,
     written: Option<&Written>,
     warnings: &Mutex<WarnLimiter>,
 ) -> Vec<Value> {

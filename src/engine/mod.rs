@@ -34,6 +34,7 @@ use crate::pattern::{self, Params};
 use crate::protocol::{self, Changes, ResError};
 use crate::rule::{Rule, RuleInput};
 use crate::store::{MemoryStore, Store, Written};
+use crate::template::TokenIn;
 
 pub use auth::{AuthPlan, ResumePlan};
 use expiry::ResetQueue;
@@ -418,13 +419,7 @@ impl<S: Store> Engine<S> {
 
     /// The model's current values, field by field (a collection's items), as stored
     /// values.
-    fn values(
-        &self,
-        res: &Resource,
-        rid: &str,
-        params: &Params,
-        token: Option<&Value>,
-    ) -> Vec<Value> {
+    fn values(&self, res: &Resource, rid: &str, params: &Params, token: TokenIn) -> Vec<Value> {
         let written = self.written(res, rid);
         model_values(res, rid, params, token, written, &self.warnings)
     }

@@ -22,8 +22,8 @@ use crate::pattern::{self, Params};
 use crate::presence::{Change, PresenceDef, Refused};
 use crate::protocol::{self, ResError, TokenEvent};
 use crate::rule::RuleInput;
-use crate::store::{Store, Written};
-use crate::template::TemplateInput;
+use crate::store::{Store, Token, Written};
+use crate::template::{TemplateInput, TokenIn};
 
 /// Which presence lists each connection joined, and the lists with members.
 #[derive(Debug, Default)]
@@ -93,7 +93,7 @@ impl<S: Store> Engine<S> {
                         )));
                     }
                 }
-                let member = member_of(p, res, params, cid, token)?;
+                let member = member_of(p, res, params, cid, token.into())?;
                 let max = p.max_members;
                 let changes = self
                     .store
@@ -120,7 +120,7 @@ impl<S: Store> Engine<S> {
                     Some(Written::Presence(m)) => m.member_of(cid).map(str::to_string),
                     _ => None,
                 };
-                let rendered = member_of(p, res, params, cid, token).ok();
+                let rendered = member_of(p, res, params, cid, token.into()).ok();
                 if listed.is_some()
                     && !crate::presence::same_member(listed.as_deref(), rendered.as_ref())
                 {
@@ -163,11 +163,11 @@ impl<S: Store> Engine<S> {
         &mut self,
         config: &Config,
         cid: &str,
-        token: Option<&Value>,
+        token: Option<&Token>,
         events: &mut Events,
     ) {
         if !self.presence_apart {
-            self.presence_token_in(config, cid, token, |_| true, events);
+            self.presence_token_in(config, cid, token.into(), |_| true, events);
         }
     }
 
@@ -176,7 +176,7 @@ impl<S: Store> Engine<S> {
         &mut self,
         config: &Config,
         cid: &str,
-        token: Option<&Value>,
+        token: TokenIn,
         which: impl Fn(&str) -> bool,
         events: &mut Events,
     ) {
@@ -230,7 +230,7 @@ impl<S: Store> Engine<S> {
         }
         self.now = self.clock.now();
         let token = Some(token).filter(|t| !t.is_null());
-        self.presence_token_in(config, cid, token.as_ref(), which, &mut events);
+        self.presence_token_in(config, cid, token.as_ref().into(), which, &mut events);
         events
     }
 
@@ -384,7 +384,7 @@ fn member_of(
     res: &Resource,
     params: &Params,
     cid: &str,
-    token: Option<&Value>,
+    token: TokenIn,
 ) -> Result<Value, ResError> {
     let input = TemplateInput {
         cid: Some(cid),

@@ -14,7 +14,7 @@ use super::{check_cid, Engine, Events};
 use crate::auth::request;
 use crate::config::Config;
 use crate::protocol::{self, ResError, TokenExtras};
-use crate::store::Store;
+use crate::store::{Store, Token};
 
 impl<S: Store> Engine<S> {
     /// `None`: no auth entry has this name.
@@ -37,7 +37,7 @@ impl<S: Store> Engine<S> {
             match request::verify(entry, jwt, self.clock.wall()) {
                 Ok(login) => {
                     let expires = u32::try_from(login.expires.unwrap_or(0)).unwrap_or(0);
-                    let unchanged = *token == login.token
+                    let unchanged = token == Token::new(&login.token)
                         && conn.tid() == login.tid.as_deref()
                         && conn.expires == expires;
                     if !unchanged {

@@ -116,6 +116,6 @@ impl<S: Store> Engine<S> {
             &Value::Null,
             &TokenExtras::default(),
         ));
-        Ok(protocol::taken_reply(&token, &extras, &models))
+        Ok(protocol::taken_reply(&token.value(), &extras, &models))
     }
 }

@@ -3,14 +3,12 @@
 //! of the connection's models, resets written fields on logout and, on login, asks the
 //! gateway to re-check access it computed without a token.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
 use super::{check_cid, push_change, Engine, Events};
 use crate::config::Config;
 use crate::protocol::{self, TokenEvent};
-use crate::store::{token_digest, Store};
+use crate::store::{token_digest, Store, Token};
 
 impl<S: Store> Engine<S> {
     /// Applies a token event; says whether it was one (a malformed event is logged and
@@ -31,15 +29,16 @@ impl<S: Store> Engine<S> {
         }
         let max = config.state.max_token_bytes;
         let size = |event: &TokenEvent| event.token.as_ref().map_or(0, protocol::json_len);
-        match protocol::parse::<TokenEvent>(payload, "token event") {
-            Ok(event) if size(&event) > max => {
-                let len = size(&event);
+        let parsed = protocol::parse::<TokenEvent>(payload, "token event");
+        // The token's length: checked against the limit, and the size of its text.
+        match parsed.map(|event| (size(&event), event)) {
+            Ok((len, _)) if len > max => {
                 self.warn("token-event/too-big", |skipped| {
                     tracing::warn!(cid, len, max, skipped, "ignored a conn.{cid}.token event whose token is over state.max_token_bytes (reported at most every 10s, `skipped` since the last line)")
                 });
                 false
             }
-            Ok(event @ TokenEvent { token: Some(_), .. }) => {
+            Ok((len, event @ TokenEvent { token: Some(_), .. })) => {
                 // What the event says beside the token (a logout says nothing of it).
                 let logged_in = !matches!(event.token, Some(Value::Null));
                 let (ends, tid, resume, jwt) = if logged_in {
@@ -52,10 +51,11 @@ impl<S: Store> Engine<S> {
                 } else {
                     (0, None, None, None)
                 };
-                let token = event.token.filter(|t| !t.is_null()).map(Arc::new);
+                let token = event.token.filter(|t| !t.is_null());
+                let token = token.map(|t| Token::sized(&t, len));
                 let logged = self
                     .log_tokens
-                    .then(|| (token_digest(payload), token_value_digest(token.as_deref())));
+                    .then(|| (token_digest(payload), token_value_digest(token.as_ref())));
                 self.set_token(config, cid, token, events);
                 self.store.update_existing(cid, self.now, |c| {
                     c.set_expires(ends);
@@ -68,7 +68,7 @@ impl<S: Store> Engine<S> {
                 self.track_token_end(cid, ends);
                 true
             }
-            Ok(TokenEvent { token: None, .. }) => {
+            Ok((_, TokenEvent { token: None, .. })) => {
                 self.warn("token-event/no-token", |skipped| {
                     tracing::warn!(cid, skipped, "ignored a conn.{cid}.token event without a `token` key (a logout sends \"token\": null; reported at most every 10s, `skipped` since the last line)")
                 });
@@ -125,12 +125,20 @@ impl<S: Store> Engine<S> {
                 self.store.touch_connection(cid, self.now);
                 return;
             }
-            // A token a later token event replaced (a gateway that missed events).
-            Some(c) if c.replaced(token_value_digest(sent)) => return,
             None if !create => return,
             _ => {}
         }
-        self.set_token(config, cid, sent.cloned().map(Arc::new), events);
+        let sent = sent.map(Token::new);
+        // A token a later token event replaced (a gateway that missed events).
+        let digest = || token_value_digest(sent.as_ref());
+        if self
+            .store
+            .connection(cid)
+            .is_some_and(|c| c.replaced(digest()))
+        {
+            return;
+        }
+        self.set_token(config, cid, sent, events);
     }
 
     /// Replaces a connection's token and confirms its record: recomputes the `from`
@@ -140,7 +148,7 @@ impl<S: Store> Engine<S> {
         &mut self,
         config: &Config,
         cid: &str,
-        token: Option<Arc<Value>>,
+        token: Option<Token>,
         events: &mut Events,
     ) {
         let now = self.now;
@@ -149,7 +157,7 @@ impl<S: Store> Engine<S> {
                 c.replace_token(token.clone());
                 c.confirmed = true;
             });
-            self.presence_token(config, cid, token.as_deref(), events);
+            self.presence_token(config, cid, token.as_ref(), events);
             return;
         };
         let old = conn.token.clone();
@@ -163,7 +171,8 @@ impl<S: Store> Engine<S> {
         let mut owned = Vec::with_capacity(models.len());
         for rid in &models {
             if let Some((res, params)) = config.resolve(rid) {
-                let before = self.values(res, rid, &params, old.as_deref());
+                // A template reads a claim from the token's text.
+                let before = self.values(res, rid, &params, old.as_ref().into());
                 owned.push((res, rid.as_str(), params, before));
             }
         }
@@ -192,7 +201,7 @@ impl<S: Store> Engine<S> {
         // without a token).
         let mut reaccess: Vec<&str> = Vec::new();
         for (res, rid, params, before) in &owned {
-            let after = self.values(res, rid, params, token.as_deref());
+            let after = self.values(res, rid, params, token.as_ref().into());
             if push_change(events, res, rid, before, &after) && res.access_reads_model() {
                 reaccess.push(rid);
             }
@@ -208,13 +217,13 @@ impl<S: Store> Engine<S> {
             }
         }
         events.extend(reaccess.into_iter().map(protocol::reaccess_event));
-        self.presence_token(config, cid, token.as_deref(), events);
+        self.presence_token(config, cid, token.as_ref(), events);
     }
 }
 
 /// The digest of a token as canonical JSON (`null` for none): what the shared store's
 /// records log of each token event they apply, to compare with a request's token
 /// whatever the spacing, key order or `tid` of the event that carried it.
-fn token_value_digest(token: Option<&Value>) -> u32 {
-    token_digest(&serde_json::to_vec(token.unwrap_or(&Value::Null)).unwrap_or_default())
+fn token_value_digest(token: Option<&Token>) -> u32 {
+    token_digest(token.map_or("null", Token::as_str).as_bytes())
 }

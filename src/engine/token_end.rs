@@ -87,7 +87,6 @@ impl<S: Store> Engine<S> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use serde_json::json;
 
@@ -98,7 +97,7 @@ mod tests {
         let mut e = Engine::default();
         for (cid, at) in cids {
             e.store.update_connection(cid, 0, |c| {
-                c.replace_token(Some(Arc::new(json!({"a": 1}))));
+                c.replace_token(Some(crate::store::Token::new(&json!({"a": 1}))));
                 c.set_expires(*at);
             });
             e.track_token_end(cid, *at);
@@ -117,7 +116,7 @@ mod tests {
         e.store
             .update_existing("early", 0, |c| c.replace_token(None));
         e.store.update_existing("mid", 0, |c| {
-            c.replace_token(Some(Arc::new(json!({"a": 2}))));
+            c.replace_token(Some(crate::store::Token::new(&json!({"a": 2}))));
             c.set_expires(900);
         });
         e.track_token_end("mid", 900);

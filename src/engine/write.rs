@@ -3,6 +3,8 @@
 //! validated before any is applied; a change publishes one change event with only what
 //! changed.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
@@ -80,7 +82,13 @@ impl<S: Store> Engine<S> {
         // A call changes state, so its rules hold against the token the service knows
         // now: the confirmed record's, not a stale one the request may carry.
         let (allowed, denied) = {
-            let token = self.token_after_learning(&req.cid, sent);
+            // Parsed only for a rule that reads more than whether there is one.
+            let token = match res.access_reads_token_value() || res.has_writable_rules() {
+                true => self.token_after_learning(&req.cid, sent),
+                false => self
+                    .has_token_after_learning(&req.cid, sent)
+                    .then_some(Cow::Borrowed(&super::access::SOME_TOKEN)),
+            };
             let model = res
                 .call_reads_model(method)
                 .then(|| self.model_for_rules(res, rid, params, &req.cid, sent));
@@ -89,7 +97,7 @@ impl<S: Store> Engine<S> {
                 .then(|| res.call_values(method, req.params.as_ref()));
             let input = RuleInput {
                 cid: &req.cid,
-                token,
+                token: token.as_deref(),
                 params,
                 query: req.query.as_deref(),
                 model: model.as_ref(),
@@ -151,7 +159,9 @@ impl<S: Store> Engine<S> {
             )));
         }
         if let Some(p) = &res.presence {
-            let token = self.token_after_learning(&req.cid, sent).cloned();
+            let token = self
+                .token_after_learning(&req.cid, sent)
+                .map(Cow::into_owned);
             let query = req.query.as_deref();
             return self.presence_call(
                 res,

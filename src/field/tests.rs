@@ -222,7 +222,7 @@ fn a_template_value_fills_one_part_of_a_reference() {
     let render = |token: Value| {
         let input = crate::template::TemplateInput {
             cid: None,
-            token: Some(&token),
+            token: crate::template::TokenIn::Value(&token),
             params: &[],
             claims: None,
             value: None,

@@ -482,7 +482,6 @@ impl MemoryStore {
     /// What it holds in bytes, counted afresh from every unit, no length kept read:
     /// what the running total must equal.
     pub(crate) fn recount_bytes(&self) -> usize {
-        use super::size::value_bytes;
         let conns = self.connections.values().map(|slot| {
             let c = &slot.unit;
             let session = c.session.as_ref().map_or(0, |s| {
@@ -493,7 +492,7 @@ impl MemoryStore {
                 .iter()
                 .map(|m| m.written().bytes() + m.reply.bytes())
                 .sum();
-            UNIT_OVERHEAD + c.token.as_deref().map_or(0, value_bytes) + session + models
+            UNIT_OVERHEAD + c.token.as_ref().map_or(0, super::Token::bytes) + session + models
         });
         let shared = self.shared.values().map(|slot| shared_bytes(&slot.unit));
         conns.chain(shared).sum()

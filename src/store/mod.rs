@@ -10,24 +10,25 @@
 //! writes at once, so the trait is synchronous and hands out references.
 //!
 //! Besides counting entries (`state.max_entries`), the store accounts the bytes each
-//! unit holds (`state.max_bytes`): [`UNIT_OVERHEAD`], its token and written values as
+//! unit holds (`state.max_bytes`): [`UNIT_OVERHEAD`], its token's text ([`Token`]: a
+//! token is kept as canonical JSON text, parsed where it is read), its written values as
 //! [`size`] measures parsed JSON, and its cached get replies ([`Connection::bytes`],
-//! [`Written::bytes`]). The sizes of a token and of a model's values are kept beside
-//! them and measured again only after they change, so a step costs a pass over the
-//! models of the unit it changed, never over the store.
+//! [`Written::bytes`]). The size of a model's values is kept beside them and measured
+//! again only after they change, so a step costs a pass over the models of the unit it
+//! changed, never over the store.
 
 pub mod cold;
 mod memory;
 pub mod record;
 pub mod size;
-
-use std::sync::Arc;
+mod token;
 
 use bytes::Bytes;
 use serde_json::Value;
 
 pub use memory::MemoryStore;
 pub use size::UNIT_OVERHEAD;
+pub use token::{Token, TokenError};
 
 use crate::clock::Tick;
 
@@ -67,9 +68,10 @@ impl PartialEq for Len {
 /// What the engine knows of one connection.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Connection {
-    /// The connection's token; `None` when logged out or unknown. Changed only through
-    /// [`Connection::replace_token`] (its length is kept beside it).
-    pub token: Option<Arc<Value>>,
+    /// The connection's token, as canonical JSON text ([`Token`]: parsed only where
+    /// something reads it); `None` when logged out or unknown. Changed only through
+    /// [`Connection::replace_token`].
+    pub token: Option<Token>,
     /// True once the token came from a token event or filled in from a request. A
     /// confirmed record changes only by token events.
     pub confirmed: bool,
@@ -94,8 +96,6 @@ pub struct Connection {
     /// What the token event that set the token said of its session (its `tid`, the
     /// resume key). Boxed, one pointer: most connections have none.
     pub session: Option<Box<Session>>,
-    /// The token's size ([`size::value_bytes`]).
-    token_len: Len,
 }
 
 /// What a token event said of its session, beside the token.
@@ -260,9 +260,8 @@ impl PartialEq for ReplyCache {
 impl Connection {
     /// Replaces the token; every cached reply of the connection goes, since the token
     /// may show in any of its models.
-    pub fn replace_token(&mut self, token: Option<Arc<Value>>) {
+    pub fn replace_token(&mut self, token: Option<Token>) {
         self.token = token;
-        self.token_len = Len::UNKNOWN;
         self.expires = 0;
         self.session = None;
         self.changes.bump();
@@ -315,14 +314,14 @@ impl Connection {
     }
 
     /// The model (added, nothing written, when missing) with the connection's token.
-    pub fn model_with_token(&mut self, rid: &str) -> (&mut Model, Option<&Value>) {
+    pub fn model_with_token(&mut self, rid: &str) -> (&mut Model, Option<&Token>) {
         self.model_mut(rid);
         let Connection { token, models, .. } = self;
         let model = models
             .iter_mut()
             .find(|m| &*m.rid == rid)
             .expect("just added");
-        (model, token.as_deref())
+        (model, token.as_ref())
     }
 
     pub fn model(&self, rid: &str) -> Option<&Model> {
@@ -399,15 +398,12 @@ impl Connection {
     }
 
     /// The bytes this connection counts towards `state.max_bytes`: [`UNIT_OVERHEAD`],
-    /// its token ([`size::value_bytes`]; and the token ID and JWT kept with it), and
-    /// each model's written values ([`Written::bytes`]) and cached reply. The token's
-    /// and each model's size are kept and measured again only after a change, so this
-    /// is a pass over the models.
+    /// its token's text ([`Token::bytes`]; and the token ID and JWT kept with it), and
+    /// each model's written values ([`Written::bytes`]) and cached reply. Each model's
+    /// size is kept and measured again only after a change, so this is a pass over the
+    /// models.
     pub fn bytes(&mut self) -> usize {
-        let token = &self.token;
-        let token = self
-            .token_len
-            .get_or(|| token.as_deref().map_or(0, size::value_bytes));
+        let token = self.token.as_ref().map_or(0, Token::bytes);
         let session = self.session.as_ref().map_or(0, |s| {
             s.tid.as_ref().map_or(0, |t| t.len()) + s.jwt.as_ref().map_or(0, |j| j.len())
         });

@@ -20,15 +20,15 @@
 //! its members in join order, each with the connections joined as it (sorted), and the
 //! `member` template that made them; when each connection was last seen is not kept (a
 //! new owner counts every connection as seen when it loads the list). The cached
-//! replies are not kept.
+//! replies are not kept. A connection's token is written as the canonical text it is
+//! kept as ([`Token`]), never parsed for it.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Connection, Model, TokenLog, Unit, UnitKey, Written};
+use super::{Connection, Model, Token, TokenLog, Unit, UnitKey, Written};
 
 /// The partition of a unit: of its cid ([`partition_of_cid`]) or of its name
 /// ([`partition_of_name`]). The same on every instance and every version: it decides
@@ -103,7 +103,6 @@ fn decode(text: &str) -> Option<String> {
 pub fn encode(unit: UnitRef) -> Vec<u8> {
     let out = match unit {
         UnitRef::Connection(c) => serde_json::to_vec(&StoredConnection {
-            token: c.token.as_deref(),
             models: Models(&c.models),
             granted: Granted(&c.granted),
             confirmed: c.confirmed,
@@ -116,7 +115,8 @@ pub fn encode(unit: UnitRef) -> Vec<u8> {
                 until: r.until,
             }),
             jwt: c.jwt(),
-        }),
+        })
+        .map(|rest| with_token(c.token.as_ref(), &rest)),
         UnitRef::Shared(w) => serde_json::to_vec(&StoredShared {
             written: WrittenMap(w),
             items: Items(w),
@@ -130,11 +130,28 @@ pub fn encode(unit: UnitRef) -> Vec<u8> {
     out.unwrap_or_default()
 }
 
-/// A connection as the bucket keeps it (see the module's head); [`decode_unit`] reads
-/// it back by key, so the order of keys does not matter.
+/// A connection's record: `"token"` (its text, or `null`) first, then the rest.
+fn with_token(token: Option<&Token>, rest: &[u8]) -> Vec<u8> {
+    let token = token.map_or("null", Token::as_str);
+    let mut out = Vec::with_capacity(rest.len() + token.len() + 10);
+    out.extend_from_slice(br#"{"token":"#);
+    out.extend_from_slice(token.as_bytes());
+    match rest.get(1..) {
+        // `rest` is an object: `{"models":…}`.
+        Some(fields) if fields != b"}" => {
+            out.push(b',');
+            out.extend_from_slice(fields);
+        }
+        _ => out.push(b'}'),
+    }
+    out
+}
+
+/// A connection as the bucket keeps it (see the module's head), but for its token,
+/// which [`with_token`] puts first; [`decode_unit`] reads it back by key, so the order
+/// of keys does not matter.
 #[derive(Serialize)]
 struct StoredConnection<'a> {
-    token: Option<&'a Value>,
     models: Models<'a>,
     granted: Granted<'a>,
     #[serde(skip_serializing_if = "is_false")]
@@ -342,7 +359,7 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
         UnitKey::Connection(_) => {
             let token = match value.get("token") {
                 None | Some(Value::Null) => None,
-                Some(t) => Some(Arc::new(t.clone())),
+                Some(t) => Some(Token::new(t)),
             };
             let mut models = Vec::new();
             for m in value
@@ -394,7 +411,6 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
                     .and_then(|e| u32::try_from(e).ok())
                     .unwrap_or(0),
                 session: session(&value),
-                ..Connection::default()
             })
         }
     })
@@ -444,7 +460,7 @@ mod tests {
     #[test]
     fn a_connection_is_stored_as_the_format_says() {
         let mut c = Connection {
-            token: Some(Arc::new(json!({"userId": 7}))),
+            token: Some(Token::new(&json!({"userId": 7}))),
             expires: 1_800_000_000,
             ..Connection::default()
         };
@@ -492,7 +508,7 @@ mod tests {
     #[test]
     fn connections_round_trip_with_their_token_log_and_without_cached_replies() {
         let mut c = Connection {
-            token: Some(Arc::new(json!({"userId": 7}))),
+            token: Some(Token::new(&json!({"userId": 7}))),
             confirmed: true,
             expires: 1_800_000_000,
             session: Some(Box::new(crate::store::Session {
@@ -532,6 +548,26 @@ mod tests {
             panic!("not a connection")
         };
         assert!(!back.confirmed, "a record loaded as it was");
+    }
+
+    #[test]
+    fn a_record_the_parsed_token_version_wrote_loads() {
+        // Written by 513a2c2 (the token kept parsed), keys as its map ordered them.
+        let old = br#"{"token":{"name":"Ann","role":"admin","userId":7},"models":[{"rid":"session.prefs.c1","written":{"theme":"dark"}}],"granted":[],"confirmed":true,"tokens":[5]}"#;
+        let key = UnitKey::Connection("c1".into());
+        let Unit::Connection(back) = decode_unit(&key, old).unwrap() else {
+            panic!("not a connection")
+        };
+        let token = back.token.as_ref().unwrap();
+        assert_eq!(
+            token.as_str(),
+            r#"{"name":"Ann","role":"admin","userId":7}"#
+        );
+        assert_eq!(token.claim("userId"), Some(json!(7)));
+        assert!(back.confirmed);
+        // Written again, it is the same record.
+        let again: Value = serde_json::from_slice(&encode(UnitRef::Connection(&back))).unwrap();
+        assert_eq!(again, serde_json::from_slice::<Value>(old).unwrap());
     }
 
     #[test]

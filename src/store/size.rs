@@ -1,5 +1,5 @@
 //! What state holds in memory, as `state.max_bytes` counts it. A parsed JSON value (a
-//! token, a written value, an item) counts its compact JSON text and what its parsed
+//! written value, an item; a token is text, [`super::Token::bytes`]) counts its compact JSON text and what its parsed
 //! form takes beyond the text: a slot per element, an allocation per string or key
 //! (whole pages for one of 128 KiB or more), a vector of at least four slots per array,
 //! a B-tree node per object (and per six entries past eleven). Each unit adds [`UNIT_OVERHEAD`]. The constants are measured
@@ -15,7 +15,7 @@ use crate::protocol::json_len;
 /// the maps' slots and the models' names. Measured: RSS growth per unit at 100,000
 /// units of the seed's shape (a logged-in connection with its user model's reply
 /// cached and a preference written), less what its values are counted, rounded up.
-pub const UNIT_OVERHEAD: usize = 640;
+pub const UNIT_OVERHEAD: usize = 600;
 
 /// A `Value` where a vector or a record holds it (`size_of::<Value>()`).
 pub const SLOT: usize = 32;
@@ -40,7 +40,7 @@ pub fn value_bytes(value: &Value) -> usize {
 }
 
 /// What a block of `len` bytes takes beyond them.
-fn block(len: usize) -> usize {
+pub(super) fn block(len: usize) -> usize {
     match len {
         0 => 0,
         n if n >= LARGE_BLOCK => (n + 16).next_multiple_of(PAGE) - n,

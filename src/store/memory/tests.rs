@@ -135,16 +135,16 @@ fn recount(s: &MemoryStore) -> usize {
 fn bytes_count_the_token_values_and_replies_of_each_unit_through_every_change() {
     use super::super::size::{value_bytes, ALLOCATION, SLOT};
     use serde_json::json;
-    use std::sync::Arc;
     let mut s = MemoryStore::default();
     assert_eq!(s.bytes(), 0);
     s.update_connection("c1", 0, |_| {});
     assert_eq!(s.bytes(), UNIT_OVERHEAD);
-    // A token: as parsed JSON.
+    // A token: its canonical text and the block that holds it.
     let token = json!({"userId": 7, "name": "Ann"});
-    let token_bytes = value_bytes(&token);
-    assert!(token_bytes > r#"{"name":"Ann","userId":7}"#.len());
-    s.update_connection("c1", 0, |c| c.replace_token(Some(Arc::new(token))));
+    let token_bytes = r#"{"name":"Ann","userId":7}"#.len() + ALLOCATION;
+    s.update_connection("c1", 0, |c| {
+        c.replace_token(Some(crate::store::Token::new(&token)))
+    });
     assert_eq!(s.bytes(), UNIT_OVERHEAD + token_bytes);
     // A written value: its slot, its field's name and the value; overwritten, the new
     // one.
@@ -213,27 +213,29 @@ fn bytes_count_the_token_values_and_replies_of_each_unit_through_every_change() 
     s.update_shared("board.b", 5, |w| w.clear());
     assert_eq!(s.bytes(), UNIT_OVERHEAD + list);
     assert_eq!(s.bytes(), recount(&s));
-    // Taken out (dropped, expired), a unit takes exactly what it added.
+    // Taken out (dropped, expired), a unit takes exactly what it added (a token of
+    // 102 bytes of text).
     let long = json!("x".repeat(100));
-    s.update_connection("c2", 6, |c| c.replace_token(Some(Arc::new(long.clone()))));
-    assert_eq!(s.bytes(), 2 * UNIT_OVERHEAD + list + value_bytes(&long));
+    s.update_connection("c2", 6, |c| {
+        c.replace_token(Some(crate::store::Token::new(&long)))
+    });
+    assert_eq!(s.bytes(), 2 * UNIT_OVERHEAD + list + 102 + ALLOCATION);
     assert!(matches!(s.pop_oldest(), Some(Dropped::Connection { cid, .. }) if &*cid == "c1"));
-    assert_eq!(s.bytes(), UNIT_OVERHEAD + value_bytes(&long));
+    assert_eq!(s.bytes(), UNIT_OVERHEAD + 102 + ALLOCATION);
     s.remove_connection("c2");
     assert_eq!(s.bytes(), 0);
 }
 
 #[test]
 fn eviction_by_bytes_takes_the_least_recently_touched_units_until_the_bytes_fit() {
-    use std::sync::Arc;
     let mut s = MemoryStore::default();
     let big = Value::String("x".repeat(998));
     for (i, cid) in ["c1", "c2", "c3"].into_iter().enumerate() {
         s.update_connection(cid, i as u32 + 1, |c| {
-            c.replace_token(Some(Arc::new(big.clone())))
+            c.replace_token(Some(crate::store::Token::new(&big.clone())))
         });
     }
-    let unit = UNIT_OVERHEAD + super::super::size::value_bytes(&big);
+    let unit = UNIT_OVERHEAD + 1000 + super::super::size::ALLOCATION;
     assert_eq!(s.bytes(), 3 * unit);
     // Within both bounds: nothing goes.
     assert_eq!(s.evict_oldest(usize::MAX, 3 * unit, 64, |_| false), vec![]);
@@ -252,7 +254,6 @@ mod accounting {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
-    use std::sync::Arc;
 
     proptest! {
         /// Whatever the changes, the bytes kept as they happen equal those counted
@@ -271,7 +272,7 @@ mod accounting {
                 let text = Value::String("y".repeat(size));
                 match op {
                     0 => s.update_connection(&cid, now, |c| {
-                        c.replace_token(Some(Arc::new(json!({"userId": unit, "blob": text}))))
+                        c.replace_token(Some(crate::store::Token::new(&json!({"userId": unit, "blob": text}))))
                     }),
                     1 => s.update_connection(&cid, now, |c| {
                         c.replace_token(None);
@@ -338,7 +339,7 @@ mod accounting {
                     13 => {
                         let key = UnitKey::Connection(cid.clone().into());
                         let conn = Connection {
-                            token: Some(Arc::new(text)),
+                            token: Some(crate::store::Token::new(&text)),
                             ..Connection::default()
                         };
                         s.insert(key.clone(), Unit::Connection(conn), now);
