@@ -322,7 +322,15 @@ impl<M: Clone> Ownership<M> {
         if !self.joined || self.leaving || self.refusing.is_some() || self.catching_up.is_some() {
             return;
         }
-        if rendezvous(peers, p) != Some(self.me()) {
+        // A lease still naming this instance, which lost track of it, is taken back
+        // here wherever the partition belongs: no other instance takes a lease from a
+        // live one (below), so no one would serve it. Served, it moves on to its
+        // owner by the usual handover.
+        let names_me = self.parts[p as usize]
+            .view
+            .as_ref()
+            .is_some_and(|v| v.value.owner.as_ref() == Some(self.me()) && !v.value.handed_over());
+        if rendezvous(peers, p) != Some(self.me()) && !names_me {
             return;
         }
         let lease = self.lease();
