@@ -812,3 +812,58 @@ async fn a_list_stays_in_memory_past_max_entries_and_a_logout_still_finds_it() {
     assert_eq!(copy, Some(get));
     connres.stop().await;
 }
+
+/// A connection that asked for the list before logging in, owned by another instance
+/// than the list's: the list's owner answered that access without a token. The login's
+/// token event (which every instance receives) makes the list's owner ask the gateway
+/// to check that access again (`reaccess`), as one instance with the memory store does.
+/// Before, no instance did: through Resgate the client's join after its login was
+/// refused by Resgate itself, from the access it had cached.
+#[tokio::test]
+async fn a_login_asks_again_for_access_to_a_list_granted_before_it_on_another_instance() {
+    let server = NatsServer::start_jetstream();
+    let (instances, _kv, owners) = three(&server, &yaml("presence6", "60s"), "presence6").await;
+    let list_owner = owners[partition_of_name(ROOM, PARTITIONS) as usize].clone();
+    let other = instances
+        .iter()
+        .find(|i| i.id != list_owner)
+        .expect("three instances");
+    let cid = cids_of(&owners, &other.id, "g", 1).remove(0);
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let mut reaccess = client
+        .subscribe(format!("event.{ROOM}.reaccess"))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let access = |token: Value| {
+        let client = client.clone();
+        let payload = json!({ "cid": cid, "token": token }).to_string();
+        async move {
+            let reply = client
+                .request(format!("access.{ROOM}"), payload.into())
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+    let before = access(Value::Null).await;
+    assert_eq!(before["result"]["get"], json!(true), "{before}");
+    assert!(before["result"].get("call").is_none(), "{before}");
+    client
+        .publish(
+            format!("conn.{cid}.token"),
+            json!({ "token": token("ann") }).to_string().into(),
+        )
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(WAIT, reaccess.next())
+        .await
+        .expect("the list's access asked again after the login")
+        .expect("subscribed");
+    assert_eq!(event.subject.as_str(), format!("event.{ROOM}.reaccess"));
+    let after = access(token("ann")).await;
+    assert_eq!(after["result"]["call"], json!("*"), "{after}");
+    for i in instances {
+        i.stop().await;
+    }
+}

@@ -7,12 +7,12 @@
 // list connres serves to a get over NATS, so a logout takes its member off for everyone,
 // whichever instance owns the connection that logged out.
 //
-// Each client logs in before it subscribes to the list: on the shared store an access
-// request for a name without a cid, from a connection of another partition, is decided
-// with the request's token and not recorded, so no `reaccess` follows that connection's
-// login (docs/scaling.md, Limits), and Resgate 1.8.0 keeps the `call` it was refused
-// before the login (a `join` right after it is answered `system.accessDenied` by
-// Resgate itself, as this lane first showed).
+// A second test subscribes clients before they log in: the list's access was answered
+// without a token, and Resgate 1.8.0 keeps the `call` it was refused until connres asks
+// it to check again (`reaccess`). The list's owner does so at each such connection's
+// login, whichever instance keeps the connection's record (docs/scaling.md, Limits);
+// before it did, a `join` right after the login was answered `system.accessDenied` by
+// Resgate itself, as this lane first showed.
 
 import assert from 'node:assert/strict';
 import { isDeepStrictEqual } from 'node:util';
@@ -210,5 +210,44 @@ describe('presence lists on the shared store through Resgate', () => {
     for (const [i, list] of lists.entries()) {
       assert.deepEqual(list.toArray(), final, `client ${'abcd'[i]}'s copy at the end`);
     }
+  });
+
+  test('clients that subscribed before logging in join after their logins, whichever instance owns them', async (stack, t) => {
+    const owners = await settledOwners(stack);
+    const byInstance = new Map();
+    for (let i = 0; i < 40 && byInstance.size < 3; i++) {
+      const client = connect(stack.wsUrl);
+      const owner = owners.get(partitionOf(await cidOf(client)));
+      if (!byInstance.has(owner)) {
+        byInstance.set(owner, client);
+        t.after(() => client.disconnect());
+      } else {
+        client.disconnect();
+      }
+    }
+    assert.equal(byInstance.size, 3, `connections owned by ${[...byInstance.keys()]}`);
+    const clients = [...byInstance.values()];
+    // Subscribed while logged out: the list's access is answered without a token.
+    const lists = [];
+    for (const client of clients) {
+      lists.push(await follow(client));
+    }
+    // The stack is the suite's: members an earlier test left stay listed (no ttl has
+    // passed), and a member joins once however many connections it has.
+    const names = ['Ann', 'Bob', 'Cat'];
+    const want = await served(stack);
+    for (const name of names) {
+      if (!want.includes(name)) {
+        want.push(name);
+      }
+    }
+    for (const [i, client] of clients.entries()) {
+      await login(client, names[i].toLowerCase());
+      await within(client.call(RID, 'join'), `${names[i]} joins right after logging in`);
+    }
+    for (const [i, list] of lists.entries()) {
+      await until(list, want, `client ${'abc'[i]}'s copy`);
+    }
+    assert.deepEqual(await served(stack), want, 'the get over NATS');
   });
 });

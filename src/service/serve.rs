@@ -372,6 +372,7 @@ impl Service {
                 if let Some(cid) = super::cluster::token_cid(route, &msg) {
                     let (cid, payload) = (cid.to_string(), msg.payload.clone());
                     self.presence_token(&cid, &payload).await;
+                    self.reaccess_granted_here(&cid, &payload).await;
                 }
             }
             self.place(route, endpoint, msg, hops).await;

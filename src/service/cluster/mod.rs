@@ -26,6 +26,7 @@
 mod bucket;
 mod evict;
 mod feed;
+mod grants;
 mod io;
 mod mapped;
 mod metrics;
@@ -99,6 +100,8 @@ pub(super) struct Cluster {
     cold: crate::store::cold::ColdSet<evict::Held>,
     /// When a failed read of a cold unit was last logged.
     cold_failed: crate::logs::Throttle,
+    /// Access granted here to connections whose records other instances keep.
+    foreign_grants: grants::ForeignGrants,
     pub(super) metrics: Arc<ClusterMetrics>,
 }
 
@@ -158,6 +161,7 @@ impl Cluster {
             peers: notes::Peers::default(),
             cold: crate::store::cold::ColdSet::new(settings.partitions),
             cold_failed: crate::logs::Throttle::default(),
+            foreign_grants: grants::ForeignGrants::default(),
             metrics: Arc::new(ClusterMetrics::new()),
         })
     }

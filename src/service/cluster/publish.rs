@@ -59,8 +59,7 @@ impl Service {
         };
         let now = cluster.now();
         let n = cluster.settings.partitions;
-        let machine = &cluster.machine;
-        for (p, key) in changed_units(self.engine.store_mut(), n, |p| machine.holds(p, now)) {
+        for (p, key) in changed_here(self.engine.store_mut(), cluster, now, n) {
             cluster.pipeline.submit(p, None, vec![key]);
         }
         self.evict(super::evict::EVICT_PER_STEP);
@@ -142,12 +141,10 @@ impl Service {
         };
         let now = cluster.now();
         let n = cluster.settings.partitions;
-        let machine = &cluster.machine;
-        let changed: Vec<UnitKey> =
-            changed_units(self.engine.store_mut(), n, |p| machine.holds(p, now))
-                .into_iter()
-                .map(|(_, k)| k)
-                .collect();
+        let changed: Vec<UnitKey> = changed_here(self.engine.store_mut(), cluster, now, n)
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect();
         match finished.partition {
             Some(p) => cluster.pipeline.submit(p, Some(finished), changed),
             None => {
@@ -223,4 +220,22 @@ impl Service {
             cluster.log_partitions(true);
         }
     }
+}
+
+/// The units changed since last asked in the partitions held here, with their
+/// partitions; the others are let go, what was granted to them here noted first.
+fn changed_here(
+    store: &mut crate::store::MemoryStore,
+    cluster: &mut super::Cluster,
+    now: std::time::Duration,
+    n: u32,
+) -> Vec<(u32, UnitKey)> {
+    let machine = &cluster.machine;
+    let grants = &mut cluster.foreign_grants;
+    changed_units(
+        store,
+        n,
+        |p| machine.holds(p, now),
+        |cid, rids| grants.note(cid, rids.iter().map(|r| &**r)),
+    )
 }

@@ -332,6 +332,7 @@ pub(super) fn changed_units(
     store: &mut MemoryStore,
     partitions: u32,
     held: impl Fn(u32) -> bool,
+    mut granted_elsewhere: impl FnMut(&str, &[Box<str>]),
 ) -> Vec<(u32, UnitKey)> {
     let mut out = Vec::new();
     for key in store.take_changed() {
@@ -339,6 +340,12 @@ pub(super) fn changed_units(
         if held(p) {
             out.push((p, key));
         } else {
+            // Another instance's to keep; what was granted to it here is noted first.
+            if let UnitKey::Connection(cid) = &key {
+                if let Some(c) = store.connection(cid).filter(|c| !c.granted.is_empty()) {
+                    granted_elsewhere(cid, &c.granted);
+                }
+            }
             store.forget(&key);
         }
     }
