@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::warn::WarnLimiter;
 use super::{warn, Engine};
 use crate::config::{Config, Resource};
+use crate::field::FieldDef;
 use crate::pattern::Params;
 use crate::protocol::{self, ModelView, ResError};
 use crate::store::{Connection, Model, Store, Token, Written};
@@ -96,7 +97,7 @@ pub(super) fn model_values(
     warnings: &Mutex<WarnLimiter>,
 ) -> Vec<Value> {
     if res.collection.is_some() {
-        return written.map_or_else(Vec::new, |w| w.items().to_vec());
+        return items(written);
     }
     let input = TemplateInput {
         cid: res.pattern.cid_of(rid),
@@ -119,10 +120,20 @@ pub(super) fn model_values(
                     f.default.clone()
                 }
             },
-            None => written
-                .and_then(|w| w.get(&f.name))
-                .cloned()
-                .unwrap_or_else(|| f.default.clone()),
+            None => written_or_default(f, written),
         })
         .collect()
+}
+
+/// A collection's items, as stored.
+pub(super) fn items(written: Option<&Written>) -> Vec<Value> {
+    written.map_or_else(Vec::new, |w| w.items().to_vec())
+}
+
+/// A field that is not made by a template: its written value, or its default.
+pub(super) fn written_or_default(f: &FieldDef, written: Option<&Written>) -> Value {
+    written
+        .and_then(|w| w.get(&f.name))
+        .cloned()
+        .unwrap_or_else(|| f.default.clone())
 }

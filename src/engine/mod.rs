@@ -431,16 +431,13 @@ impl<S: Store> Engine<S> {
     fn written_values(&self, res: &Resource, rid: &str) -> Vec<Value> {
         let written = self.written(res, rid);
         if res.collection.is_some() {
-            return written.map_or_else(Vec::new, |w| w.items().to_vec());
+            return get::items(written);
         }
         res.fields
             .iter()
             .map(|f| match &f.source {
                 Some(_) => Value::Null,
-                None => written
-                    .and_then(|w| w.get(&f.name))
-                    .cloned()
-                    .unwrap_or_else(|| f.default.clone()),
+                None => get::written_or_default(f, written),
             })
             .collect()
     }
