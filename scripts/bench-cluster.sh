@@ -8,7 +8,8 @@
 # since start). On one machine nats-server bounds throughput; summed CPU per
 # request is the figure that shows whether capacity grows with instances. Setups
 # `mappedN` are N instances with the block `connres mapping` prints loaded into
-# nats-server (reads routed to their owners); `natsN` without it (reads forwarded).
+# nats-server (reads routed to their owners, calls to their owner and the instance
+# ranked next); `natsN` without it (reads forwarded, calls to every instance).
 #
 #   scripts/bench-cluster.sh
 #   N=50000 CONC=64 SETUPS="memory nats1 nats3 mapped3" KINDS="get access set" scripts/bench-cluster.sh

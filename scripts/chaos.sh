@@ -168,7 +168,7 @@ if [ "${FAULTS:-1}" = 0 ]; then # a baseline without faults
   schedule=$(echo "$schedule" | head -1)
 fi
 echo "$schedule" >"$work/schedule.txt"
-echo "chaos: $mode run, seed $SEED, $N instances, traffic $duration, mapped reads ${MAPPED:-1}; work dir $work" >&2
+echo "chaos: $mode run, seed $SEED, $N instances, traffic $duration, mapped requests ${MAPPED:-1}; work dir $work" >&2
 
 start_nats
 for s in $(seq 1 "$N"); do start_instance "$s"; done

@@ -1,17 +1,21 @@
-//! Routing reads to their owner in nats-server. With `state.store: nats`, a get or access
-//! request reaches one instance of the queue group, which forwards it to the owner of
-//! its partition unless it is the owner: with N instances, N-1 of N reads pay one more
-//! receive, publish and receive. nats-server can instead rewrite each read's subject to
-//! carry its partition (`mappings` with `{{partition(n, i)}}`, which hashes the token
-//! holding the cid as [`partition_of_cid`] does), and the owner of partition `p`
-//! subscribes to `_CONNRES.<bucket>.p.<p>.>`: the read reaches the owner directly.
+//! Routing requests to their partitions in nats-server. With `state.store: nats`, a get
+//! or access request reaches one instance of the queue group, which forwards it to the
+//! owner of its partition unless it is the owner: with N instances, N-1 of N reads pay
+//! one more receive, publish and receive. And a call reaches every instance, since the
+//! instance that takes its partition next must have it. nats-server can instead
+//! rewrite each request's subject to carry its partition (`mappings` with
+//! `{{partition(n, i)}}`, which hashes the token holding the cid as
+//! [`partition_of_cid`] does): the owner of partition `p` subscribes to its reads,
+//! `_CONNRES.<bucket>.p.<p>.>`, in the queue group, and the owner and the instance
+//! ranked next for `p` to its calls, `_CONNRES.<bucket>.w.<p>.>`, each receiving all.
 //!
 //! This module is the pure part: the mapping block for a config (`connres mapping`
 //! prints it), the subjects, and what a check's answer means. Nothing depends on the
 //! block being installed: an instance that receives a mapped read it does not own
-//! forwards it as any other, and without the block reads arrive on their own subjects
-//! as before. State-changing messages are never mapped (every instance must receive
-//! them), nor token events (`conn.<cid>.token`: the gateway subscribes to them).
+//! forwards it as any other, a mapped call it does not own is kept as any other, and
+//! without the block requests arrive on their own subjects as before. Token events
+//! (`conn.<cid>.token`: the gateway subscribes to them) and the backend API (no cid in
+//! its subjects) are never mapped: every instance receives them.
 
 use std::fmt::Write as _;
 
@@ -19,8 +23,8 @@ use crate::config::{Config, SharedStore};
 use crate::pattern::Part;
 use crate::store::record::{partition_of_cid, partition_of_name, stable_hash};
 
-/// The request kinds whose subjects are mapped: the reads.
-const KINDS: [&str; 2] = ["get", "access"];
+/// The request kinds whose subjects are mapped to the partition's owner: the reads.
+const READS: [&str; 2] = ["get", "access"];
 
 /// The mappings a config needs: source subject and destination, in config order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +44,7 @@ impl Mapping {
         let bucket = store.bucket.clone();
         let n = store.partitions;
         let prefix = partition_prefix(&bucket);
+        let writes = write_prefix(&bucket);
         let mut lines = Vec::new();
         let mut unmapped = Vec::new();
         for res in &config.resources {
@@ -72,12 +77,21 @@ impl Mapping {
                     continue;
                 }
             };
-            for kind in KINDS {
+            for kind in READS {
                 lines.push((
                     format!("{kind}.{}", source.join(".")),
                     format!("{prefix}{partition}.{kind}.{}", dest.join(".")),
                 ));
             }
+            // Calls: the resource's name, then the method.
+            lines.push((
+                format!("call.{}.*", source.join(".")),
+                format!(
+                    "{writes}{partition}.call.{}.{{{{wildcard({})}}}}",
+                    dest.join("."),
+                    wildcards + 1
+                ),
+            ));
         }
         let mut text = format!("{bucket} {n}");
         for (from, to) in &lines {
@@ -119,7 +133,7 @@ impl Mapping {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "# connres: route each get and access to the owner of its partition (bucket `{}`, \
+            "# connres: route each get, access and call to its partition (bucket `{}`, \
              {} partitions).\n# Put this block in nats-server's config (in the account's block \
              when the server has accounts)\n# and reload the server (`nats-server --signal \
              reload`). Print it again after a change of\n# resources or of `state`: connres \
@@ -131,7 +145,7 @@ impl Mapping {
         for pattern in &self.unmapped {
             let _ = writeln!(
                 out,
-                "# not mapped: `{pattern}` (no {{cid}}: placed by a hash of the whole name); its reads are forwarded"
+                "# not mapped: `{pattern}` (no {{cid}}: placed by a hash of the whole name); its reads are forwarded and its calls reach every instance"
             );
         }
         out.push_str("mappings = {\n");
@@ -198,7 +212,18 @@ pub fn partition_subject(bucket: &str, p: u32) -> String {
     format!("{}{p}.>", partition_prefix(bucket))
 }
 
-/// The read's own subject, from its mapped subject (`prefix` from [`partition_prefix`]).
+/// What every mapped call's subject starts with: `_CONNRES.<bucket>.w.`.
+pub fn write_prefix(bucket: &str) -> String {
+    format!("_CONNRES.{bucket}.w.")
+}
+
+/// The subscription of partition `p`'s mapped calls.
+pub fn write_subject(bucket: &str, p: u32) -> String {
+    format!("{}{p}.>", write_prefix(bucket))
+}
+
+/// The request's own subject, from its mapped subject (`prefix` from
+/// [`partition_prefix`] or [`write_prefix`]).
 pub fn unmap<'a>(prefix: &str, subject: &'a str) -> Option<&'a str> {
     let rest = subject.strip_prefix(prefix)?;
     let (p, original) = rest.split_once('.')?;
@@ -246,6 +271,8 @@ resources:
             r#""get.session.user.*": "_CONNRES.b.p.{{partition(64,1)}}.get.session.user.{{wildcard(1)}}""#,
             r#""access.session.user.*": "_CONNRES.b.p.{{partition(64,1)}}.access.session.user.{{wildcard(1)}}""#,
             r#""get.chat.*.typing.*": "_CONNRES.b.p.{{partition(64,2)}}.get.chat.{{wildcard(1)}}.typing.{{wildcard(2)}}""#,
+            r#""call.session.user.*.*": "_CONNRES.b.w.{{partition(64,1)}}.call.session.user.{{wildcard(1)}}.{{wildcard(2)}}""#,
+            r#""call.chat.*.typing.*.*": "_CONNRES.b.w.{{partition(64,2)}}.call.chat.{{wildcard(1)}}.typing.{{wildcard(2)}}.{{wildcard(3)}}""#,
         ] {
             assert!(block.contains(line), "{line} not in\n{block}");
         }
@@ -257,8 +284,15 @@ resources:
             )),
             "{block}"
         );
+        assert!(
+            block.contains(&format!(
+                r#""call.site.banner.*": "_CONNRES.b.w.{p}.call.site.banner.{{{{wildcard(1)}}}}""#
+            )),
+            "{block}"
+        );
         // Captures without a cid: not mapped, and said so.
         assert!(!block.contains("\"get.room.*.topic\""), "{block}");
+        assert!(!block.contains("\"call.room.*.topic.*\""), "{block}");
         assert!(
             block.contains("# not mapped: `room.{room}.topic`"),
             "{block}"
@@ -313,7 +347,7 @@ resources:
     }
 
     #[test]
-    fn a_mapped_subject_unmaps_to_the_read() {
+    fn a_mapped_subject_unmaps_to_the_request() {
         let prefix = partition_prefix("b");
         assert_eq!(
             unmap(&prefix, "_CONNRES.b.p.17.get.session.user.c1"),
@@ -322,5 +356,12 @@ resources:
         assert_eq!(unmap(&prefix, "_CONNRES.b.p.x.get.a"), None);
         assert_eq!(unmap(&prefix, "_CONNRES.b.probe.i1.t.5"), None);
         assert_eq!(partition_subject("b", 3), "_CONNRES.b.p.3.>");
+        let writes = write_prefix("b");
+        assert_eq!(
+            unmap(&writes, "_CONNRES.b.w.17.call.session.prefs.c1.set"),
+            Some("call.session.prefs.c1.set")
+        );
+        assert_eq!(unmap(&writes, "_CONNRES.b.p.17.get.a"), None);
+        assert_eq!(write_subject("b", 3), "_CONNRES.b.w.3.>");
     }
 }

@@ -1,19 +1,22 @@
-//! Reads routed to their owner by nats-server (`connres mapping`): the server's
-//! `{{partition}}` agrees with where connres places connections, and with the block in
-//! force each read reaches its partition's owner without being forwarded. In-process
-//! instances against a real nats-server with JetStream and the printed block.
+//! Requests routed to their partitions by nats-server (`connres mapping`): the server's
+//! `{{partition}}` agrees with where connres places connections; with the block in
+//! force each read reaches its partition's owner without being forwarded, and each
+//! call reaches its owner and the instance ranked next, in the order sent, through
+//! handovers. In-process instances against a real nats-server with JetStream and the
+//! printed block.
 
 mod common;
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use common::{start_shared, NatsServer};
+use common::{start_member, start_shared, Gateway, NatsServer};
 use connres::config::Config;
 use connres::mapping::Mapping;
 use connres::service::ClusterMetrics;
 use connres::store::record::partition_of_cid;
 use futures::StreamExt;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// A server running the block `connres mapping` prints for `yaml`, and the block.
 fn server_with_mapping(yaml: &str) -> (NatsServer, tempfile::TempDir) {
@@ -72,8 +75,17 @@ async fn until(what: &str, mut ready: impl FnMut() -> bool) {
 
 /// The subscriptions to mapped reads the server holds, across its connections.
 fn mapped_subscriptions(server: &NatsServer, bucket: &str) -> Vec<String> {
+    subscriptions(server, &format!("_CONNRES.{bucket}.p."))
+}
+
+/// The subscriptions to mapped calls the server holds, across its connections.
+fn write_subscriptions(server: &NatsServer, bucket: &str) -> Vec<String> {
+    subscriptions(server, &format!("_CONNRES.{bucket}.w."))
+}
+
+/// The subscriptions the server holds whose subjects start with `prefix`.
+fn subscriptions(server: &NatsServer, prefix: &str) -> Vec<String> {
     let connz = server.monitor_get("/connz?subs=1");
-    let prefix = format!("_CONNRES.{bucket}.p.");
     connz["connections"]
         .as_array()
         .into_iter()
@@ -85,8 +97,238 @@ fn mapped_subscriptions(server: &NatsServer, bucket: &str) -> Vec<String> {
                 .unwrap_or_default()
         })
         .filter_map(|s| s.as_str().map(str::to_string))
-        .filter(|s| s.starts_with(&prefix))
+        .filter(|s| s.starts_with(prefix))
         .collect()
+}
+
+/// How many subscriptions each partition's mapped calls have.
+fn write_subscribers(server: &NatsServer, bucket: &str) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for s in write_subscriptions(server, bucket) {
+        *counts.entry(s).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A resource with a writable field that calls and backend writes set.
+const NOTE: &str = "
+  session.note.{cid}:
+    fields:
+      text: { type: string, default: none, writable: true }
+      n: { type: integer, default: 0, writable: true }
+    access:
+      get: 'true'
+      call: 'true'
+";
+
+/// Publishes `body` on `subject` with a reply subject; no waiting.
+async fn send(gw: &Gateway, subject: String, reply: String, body: Value) {
+    gw.client
+        .publish_with_reply(subject, reply, body.to_string().into())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn with_the_mapping_each_call_reaches_its_owner_and_the_instance_ranked_next() {
+    let yaml = format!("{}{NOTE}", common::shared_seed("wmapped"));
+    let (server, _dir) = server_with_mapping(&yaml);
+    let (a, mut gw, ma) = start_shared(&server, &yaml).await;
+    let (b, _, mb) = start_shared(&server, &yaml).await;
+    let (c, _, mc) = start_shared(&server, &yaml).await;
+    let all: [&Arc<ClusterMetrics>; 3] = [&ma, &mb, &mc];
+    let n = common::PARTITIONS as usize;
+    // Two subscribers per partition (not three): the owner and the next in line, once
+    // the handovers are done and the instances that let partitions go ended theirs.
+    until("each partition's mapped calls subscribed twice", || {
+        let counts = write_subscribers(&server, "wmapped");
+        all.iter().all(|m| m.served() > 0) && counts.len() == n && counts.values().all(|&k| k == 2)
+    })
+    .await;
+    until("every instance found the mapping in force", || {
+        all.iter().all(|m| m.reads_mapped() == 1)
+    })
+    .await;
+
+    // Per connection and round: a client's set (mapped) and a backend's set (not),
+    // all back to back: the owner applies them in the order sent.
+    const ROUNDS: usize = 20;
+    let cids: Vec<String> = (0..8).map(|i| format!("n{i}")).collect();
+    for cid in &cids {
+        assert_eq!(
+            gw.get(&format!("session.note.{cid}")).await["text"],
+            json!("none")
+        );
+    }
+    let inbox = gw.client.new_inbox();
+    let mut replies = gw.client.subscribe(format!("{inbox}.>")).await.unwrap();
+    gw.client.flush().await.unwrap();
+    for i in 0..ROUNDS {
+        for cid in &cids {
+            let rid = format!("session.note.{cid}");
+            let call = json!({"cid": cid, "params": {"text": format!("c{i}")}});
+            send(
+                &gw,
+                format!("call.{rid}.set"),
+                format!("{inbox}.c.{cid}.{i}"),
+                call,
+            )
+            .await;
+            let api = json!({"values": {"text": format!("b{i}")}});
+            send(
+                &gw,
+                format!("connres.set.{rid}"),
+                format!("{inbox}.b.{cid}.{i}"),
+                api,
+            )
+            .await;
+        }
+    }
+    gw.client.flush().await.unwrap();
+    let mut answered = 0;
+    while answered < 2 * ROUNDS * cids.len() {
+        let m = tokio::time::timeout(common::WAIT, replies.next())
+            .await
+            .unwrap_or_else(|_| panic!("{answered} of {} answered", 2 * ROUNDS * cids.len()))
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&m.payload).unwrap(),
+            json!({"result": null}),
+            "{}",
+            m.subject
+        );
+        answered += 1;
+    }
+    for instance in [a, b, c] {
+        instance.stop().await;
+    }
+    gw.client.flush().await.unwrap();
+    let events = gw.pending_events();
+    let sent: Vec<String> = (0..ROUNDS)
+        .flat_map(|i| [format!("c{i}"), format!("b{i}")])
+        .collect();
+    for cid in &cids {
+        let subject = format!("event.session.note.{cid}.change");
+        let texts: Vec<&str> = events
+            .iter()
+            .filter(|(s, _)| *s == subject)
+            .filter_map(|(_, e)| e["values"]["text"].as_str())
+            .collect();
+        assert_eq!(texts, sent, "{cid}: change events in the order applied");
+    }
+}
+
+#[tokio::test]
+async fn with_the_mapping_calls_keep_their_order_while_partitions_move() {
+    let yaml = format!("{}{NOTE}", common::shared_seed("wmoving"));
+    let (server, _dir) = server_with_mapping(&yaml);
+    let (a, mut gw, ma) = start_shared(&server, &yaml).await;
+    let (b, _, mb) = start_shared(&server, &yaml).await;
+    const CIDS: usize = 24;
+    let cids: Vec<String> = (0..CIDS).map(|i| format!("m{i}")).collect();
+    for cid in &cids {
+        assert_eq!(gw.get(&format!("session.note.{cid}")).await["n"], json!(0));
+    }
+    let client = gw.client.clone();
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(format!("{inbox}.>")).await.unwrap();
+    client.flush().await.unwrap();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // Sets of `n` to 1, 2, 3, ... per connection, back to back, a wave of one per
+    // connection at a time, until told to stop.
+    let load = async {
+        let mut round = 0u64;
+        while !*stop.borrow() {
+            round += 1;
+            for cid in &cids {
+                let call = json!({"cid": cid, "params": {"n": round}});
+                let rid = format!("session.note.{cid}");
+                send(
+                    &gw,
+                    format!("call.{rid}.set"),
+                    format!("{inbox}.{cid}.{round}"),
+                    call,
+                )
+                .await;
+            }
+            client.flush().await.unwrap();
+        }
+        round
+    };
+    // A third instance joins (partitions move to it), then the first leaves (its
+    // partitions move to the other two).
+    let churn = async {
+        let (c, mc) = start_member(&server, &yaml).await;
+        until("the third instance serves", || mc.served() > 0).await;
+        let left = [&mb, &mc];
+        a.stop().await;
+        until("the two left serve every partition", || {
+            ma.served() == 0
+                && left.iter().map(|m| m.served()).sum::<i64>() == i64::from(common::PARTITIONS)
+        })
+        .await;
+        let _ = stop_tx.send(true);
+        c
+    };
+    let (rounds, c) = futures::join!(load, churn);
+    for instance in [b, c] {
+        instance.stop().await;
+    }
+    // Each instance flushed on its way out: one round trip brings in what they sent.
+    client.flush().await.unwrap();
+    let mut acknowledged: HashMap<String, Vec<u64>> = HashMap::new();
+    {
+        use futures::FutureExt;
+        while let Some(Some(m)) = tokio::task::coop::unconstrained(replies.next()).now_or_never() {
+            let reply: Value = serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(reply, json!({"result": null}), "{}", m.subject);
+            let (cid, round) = m.subject.as_str()[inbox.len() + 1..]
+                .rsplit_once('.')
+                .unwrap();
+            acknowledged
+                .entry(cid.to_string())
+                .or_default()
+                .push(round.parse().unwrap());
+        }
+    }
+    let events = gw.pending_events();
+    let (next, metrics) = start_member(&server, &yaml).await;
+    until("the next instance serves every partition", || {
+        metrics.served() == i64::from(common::PARTITIONS)
+    })
+    .await;
+    let mut wrong = Vec::new();
+    let mut total = 0;
+    for cid in &cids {
+        let acked = acknowledged.remove(cid).unwrap_or_default();
+        total += acked.len();
+        let subject = format!("event.session.note.{cid}.change");
+        let applied: Vec<u64> = events
+            .iter()
+            .filter(|(s, _)| *s == subject)
+            .filter_map(|(_, e)| e["values"]["n"].as_u64())
+            .collect();
+        if applied.windows(2).any(|w| w[0] >= w[1]) {
+            wrong.push(format!("{cid}: applied out of the order sent: {applied:?}"));
+        }
+        let mut acked_sorted = acked.clone();
+        acked_sorted.sort_unstable();
+        if acked_sorted != applied {
+            wrong.push(format!(
+                "{cid}: acknowledged {acked_sorted:?}, change events {applied:?}"
+            ));
+        }
+        let stored = gw.get(&format!("session.note.{cid}")).await["n"].clone();
+        if stored != json!(applied.last().copied().unwrap_or(0)) {
+            wrong.push(format!(
+                "{cid}: the bucket holds {stored}, the last change event {applied:?}"
+            ));
+        }
+    }
+    next.stop().await;
+    eprintln!("{rounds} rounds of {CIDS} sets, {total} acknowledged");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(total > 0);
 }
 
 #[tokio::test]

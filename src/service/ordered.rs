@@ -61,9 +61,18 @@ pub(super) struct Ordered {
     auth: HashMap<String, Vec<OrderedSub>>,
     /// Other subjects in the channel (the shared store's probes), by subject.
     extra: Vec<u64>,
-    /// The mapped reads of the partitions this instance holds (or held lately), by
-    /// partition (`crate::mapping`).
-    partitions: HashMap<u32, u64>,
+    /// The mapped reads of the partitions this instance holds (or held lately), and
+    /// the mapped calls of those it follows (`crate::mapping`), by partition.
+    partitions: HashMap<(Mapped, u32), u64>,
+}
+
+/// Which of a partition's mapped requests a subscription receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Mapped {
+    /// Gets and access requests, in the queue group: one instance receives each.
+    Reads,
+    /// Calls, each received by every subscriber.
+    Writes,
 }
 
 impl Ordered {
@@ -163,30 +172,32 @@ impl Ordered {
         Ok(())
     }
 
-    /// Subscribes partition `p`'s mapped reads into the channel, in the queue group.
+    /// Subscribes partition `p`'s mapped reads (in the queue group `group`) or calls
+    /// (`group` none) into the channel.
     pub(super) async fn subscribe_partition(
         &mut self,
+        which: Mapped,
         p: u32,
         subject: String,
-        group: String,
+        group: Option<String>,
     ) -> Result<(), ServiceError> {
         let tx = self.tx.as_ref().ok_or_else(closed)?;
         let sid = self
             .client
-            .subscribe_into(subject.clone(), Some(group), tx.clone())
+            .subscribe_into(subject.clone(), group, tx.clone())
             .await
             .map_err(|source| ServiceError::Subscribe { subject, source })?;
-        if let Some(old) = self.partitions.insert(p, sid) {
+        if let Some(old) = self.partitions.insert((which, p), sid) {
             let _ = self.client.unsubscribe_sid(old).await;
         }
         Ok(())
     }
 
-    /// Ends partition `p`'s mapped reads' subscription, keeping what the server sent
-    /// before it took the end: a read the queue group had already handed to this
-    /// instance is placed (forwarded to the owner), not lost.
-    pub(super) async fn unsubscribe_partition(&mut self, p: u32) {
-        if let Some(sid) = self.partitions.remove(&p) {
+    /// Ends a subscription of partition `p`'s mapped requests, keeping what the server
+    /// sent before it took the end: a read the queue group had already handed to this
+    /// instance is placed (forwarded to the owner), a call kept or applied, not lost.
+    pub(super) async fn unsubscribe_partition(&mut self, which: Mapped, p: u32) {
+        if let Some(sid) = self.partitions.remove(&(which, p)) {
             if let Err(e) = self.client.unsubscribe_sid_drained(sid).await {
                 tracing::warn!(error = %e, "unsubscribe failed");
             }

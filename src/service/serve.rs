@@ -333,7 +333,7 @@ impl Service {
                         self.probe(subject.as_str()).await;
                         return;
                     }
-                    // A read nats-server mapped to its partition: served as if it had
+                    // A request nats-server mapped to its partition: served as if it had
                     // arrived on its own subject.
                     if let Some(original) = cluster.unmap(&msg.subject) {
                         msg.subject = original.to_string().into();

@@ -11,10 +11,12 @@
 //!
 //! The protocol, in short (docs/scaling.md tells it in full):
 //! - Every instance receives every state-changing message (token events, calls,
-//!   backend writes); only the owner of its partition applies it, in arrival order, so
-//!   each publisher's messages are applied in the order it sent them. The others keep
-//!   it for two leases in a window ([`window`]). Reads (get, access) go to one instance
-//!   of the queue group and are forwarded to the owner.
+//!   backend writes), unless nats-server maps calls to their partition: then the
+//!   instances [`Ownership::follows_writes`] names receive them. Only the owner of its
+//!   partition applies it, in arrival order, so each publisher's messages are applied
+//!   in the order it sent them. The others keep it for two leases in a window
+//!   ([`window`]). Reads (get, access) go to one instance of the queue group and are
+//!   forwarded to the owner.
 //! - An instance owns a partition while it holds its lease (`lease.<p>` in the bucket)
 //!   and before its deadline: 0.8 lease after it sent its last successful renewal.
 //!   Others judge a lease expired when its revision has not changed for a lease on
@@ -381,6 +383,21 @@ impl<M: Clone> Ownership<M> {
             .mine
             .as_ref()
             .is_some_and(|m| m.deadline > now)
+    }
+
+    /// Whether this instance is to receive the partition's mapped writes (calls that
+    /// nats-server routes to the partition's subscribers, `connres mapping`): while it
+    /// holds the lease, and while rendezvous hashing ranks it first or second among
+    /// the instances partitions are spread over, so that the instance that takes the
+    /// partition next (a handover when the owner leaves, a takeover when it dies, an
+    /// owner that missed messages handing it to one that did not) has received them
+    /// already. connres keeps the subscription a lease longer once this says no.
+    pub fn follows_writes(&self, p: u32, now: Now) -> bool {
+        if self.holds(p, now) {
+            return true;
+        }
+        let peers = self.members.peers(now, self.lease());
+        members::ranks_among(&peers, p, self.me(), 2)
     }
 
     /// How many partitions are served here.

@@ -224,8 +224,30 @@ impl Members {
 /// The instance a partition belongs to: the highest hash of (instance, partition). An
 /// instance that joins takes about 1/N of the partitions; none move between the others.
 pub(super) fn rendezvous(live: &[Instance], p: u32) -> Option<&Instance> {
-    // The hash of "<id>/<p>", as ever, without making that text for every instance on
-    // every placement.
+    let score = scorer(p);
+    live.iter()
+        .map(|id| (score(id), id))
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
+        .map(|(_, id)| id)
+}
+
+/// Whether `me` is among the first `k` instances rendezvous hashing ranks for the
+/// partition (`live` holds `me`): the owner, and the instances that would take the
+/// partition next when the ones before them leave.
+pub(super) fn ranks_among(live: &[Instance], p: u32, me: &Instance, k: usize) -> bool {
+    let score = scorer(p);
+    let mine = (score(me), me);
+    let ahead = live
+        .iter()
+        .filter(|id| *id != me)
+        .filter(|id| (score(id), *id) > mine)
+        .count();
+    ahead < k
+}
+
+/// The hash of "<id>/<p>", as ever, without making that text for every instance on
+/// every placement.
+fn scorer(p: u32) -> impl Fn(&Instance) -> u64 {
     let mut digits = [0u8; 10];
     let mut at = digits.len();
     let mut n = p;
@@ -237,12 +259,7 @@ pub(super) fn rendezvous(live: &[Instance], p: u32) -> Option<&Instance> {
             break;
         }
     }
-    let suffix = &digits[at..];
-    let score = |id: &Instance| stable_hash_of(&[id.as_bytes(), b"/", suffix]);
-    live.iter()
-        .map(|id| (score(id), id))
-        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)))
-        .map(|(_, id)| id)
+    move |id: &Instance| stable_hash_of(&[id.as_bytes(), b"/", &digits[at..]])
 }
 
 #[cfg(test)]
@@ -298,6 +315,26 @@ mod tests {
                 .iter()
                 .max_by_key(|id| (stable_hash(&format!("{id}/{p}")), id.to_string()));
             assert_eq!(rendezvous(&ids, p), old, "partition {p}");
+        }
+    }
+
+    #[test]
+    fn the_first_two_ranked_are_the_owner_and_who_takes_over_from_it() {
+        let all: Vec<Instance> = vec!["a".into(), "b".into(), "c".into(), "d".into()];
+        for p in 0..64 {
+            let first = rendezvous(&all, p).unwrap().clone();
+            let rest: Vec<Instance> = all.iter().filter(|i| **i != first).cloned().collect();
+            let second = rendezvous(&rest, p).unwrap().clone();
+            for me in &all {
+                assert_eq!(ranks_among(&all, p, me, 1), *me == first, "partition {p}");
+                assert_eq!(
+                    ranks_among(&all, p, me, 2),
+                    *me == first || *me == second,
+                    "partition {p}"
+                );
+            }
+            // Alone, an instance ranks first.
+            assert!(ranks_among(&all[..1], p, &all[0], 1));
         }
     }
 

@@ -1,6 +1,9 @@
 //! What an instance keeps of the state-changing messages it received but did not apply
-//! (every instance receives every one of them; only the owner of its partition applies
-//! it), and the cut: which of them a new owner applies when it starts serving.
+//! (every instance receives every one of them, or for mapped calls the instances that
+//! follow the partition's writes; only the owner of its partition applies it), and the
+//! cut: which of them a new owner applies when it starts serving. A window may lack
+//! any request: the cut applies only requests it holds that the previous owner did not
+//! apply, so a missing one is answered by no one, never applied out of order.
 //!
 //! The window keeps each partition's unapplied messages in arrival order for two leases
 //! (and at most `cap` per partition), and remembers until when messages may be missing

@@ -100,8 +100,10 @@ pub enum Command {
         query: Option<String>,
     },
     /// Print the nats-server `mappings` block that routes each get and access to the
-    /// instance owning its partition (`state.store: nats`), saving a forwarding hop.
-    /// Optional: without it reads are forwarded; connres logs whether it is in force.
+    /// instance owning its partition (`state.store: nats`), saving a forwarding hop, and
+    /// each call to the owner and the instance ranked next, not to every instance.
+    /// Optional: without it reads are forwarded and calls reach every instance; connres
+    /// logs whether it is in force.
     Mapping {
         #[command(flatten)]
         config: ConfigArg,

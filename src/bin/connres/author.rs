@@ -41,8 +41,8 @@ fn plan_suites(new: &Path, paths: Vec<PathBuf>) -> Option<Vec<Suite>> {
     found.map_err(|e| report_test_errors(&e)).ok()
 }
 
-/// `connres mapping`: the nats-server `mappings` block that routes each read of the
-/// config to its partition's owner (shared store only).
+/// `connres mapping`: the nats-server `mappings` block that routes each read and call of
+/// the config to its partition (shared store only).
 pub fn mapping(path: &Path) -> ExitCode {
     let Some(config) = load_or_report(path) else {
         return ExitCode::FAILURE;

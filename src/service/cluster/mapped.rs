@@ -1,9 +1,18 @@
-//! Reads that nats-server maps to their partition (`crate::mapping`): this instance
-//! subscribes to partition `p`'s mapped reads, in the queue group, while it holds `p`'s
-//! lease and for one lease after it let go (the next owner may not have subscribed yet;
-//! what reaches this instance meanwhile is forwarded, as any read that reaches an
-//! instance other than the owner). And the check, at start and after a reload that
-//! changes the mapping, of whether the server maps this config's reads.
+//! Requests that nats-server maps to their partition (`crate::mapping`).
+//! - Reads: this instance subscribes to partition `p`'s mapped reads, in the queue
+//!   group, while it holds `p`'s lease and for one lease after it let go (the next
+//!   owner may not have subscribed yet; what reaches this instance meanwhile is
+//!   forwarded, as any read that reaches an instance other than the owner).
+//! - Calls: it subscribes to `p`'s mapped calls, each subscriber receiving all, while
+//!   the ownership machine says it follows them (it holds the lease, or is ranked first
+//!   or second for `p`: `Ownership::follows_writes`) and for one lease after. A call
+//!   for a partition it does not serve is kept in the window, as on its own subject.
+//!   The protocol does not depend on who follows: a call that reaches neither the
+//!   owner nor the next owner is answered by no one (the gateway times it out), one
+//!   that reaches the next owner is applied by it or not by the usual cut.
+//!
+//! And the check, at start and after a reload that changes the mapping, of whether the
+//! server maps this config's requests.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,47 +23,69 @@ use futures::StreamExt;
 
 use super::metrics::ClusterMetrics;
 use crate::config::{Config, SharedStore};
-use crate::mapping::{partition_prefix, partition_subject, Mapping, Verdict};
+use crate::mapping::{
+    partition_prefix, partition_subject, write_prefix, write_subject, Mapping, Verdict,
+};
+use crate::service::ordered::Mapped;
 use crate::service::Service;
 
 /// How long the check waits for its message to come back.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The partitions whose mapped reads this instance is subscribed to.
-pub(super) struct MappedReads {
+/// The partitions whose mapped requests this instance is subscribed to.
+pub(super) struct MappedRequests {
     /// `_CONNRES.<bucket>.p.`: every mapped read's subject starts with it.
-    prefix: String,
-    /// By partition: when this instance stopped holding it (none: holds it).
-    subscribed: HashMap<u32, Option<Instant>>,
+    read_prefix: String,
+    /// `_CONNRES.<bucket>.w.`: every mapped call's subject starts with it.
+    write_prefix: String,
+    reads: Followed,
+    writes: Followed,
     /// The digest of the mapping last checked.
     checked: Option<String>,
 }
 
-impl MappedReads {
-    pub(super) fn new(settings: &SharedStore) -> MappedReads {
-        MappedReads {
-            prefix: partition_prefix(&settings.bucket),
-            subscribed: HashMap::new(),
+/// The partitions whose mapped reads, or calls, are subscribed: by partition, when this
+/// instance stopped wanting them (none: wants them).
+#[derive(Default)]
+struct Followed(HashMap<u32, Option<Instant>>);
+
+impl MappedRequests {
+    pub(super) fn new(settings: &SharedStore) -> MappedRequests {
+        MappedRequests {
+            read_prefix: partition_prefix(&settings.bucket),
+            write_prefix: write_prefix(&settings.bucket),
+            reads: Followed::default(),
+            writes: Followed::default(),
             checked: None,
         }
     }
 
-    /// What every mapped read's subject starts with.
-    pub(super) fn prefix(&self) -> &str {
-        &self.prefix
+    /// A mapped request's own subject, from its mapped subject.
+    pub(super) fn unmap<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        crate::mapping::unmap(&self.read_prefix, subject)
+            .or_else(|| crate::mapping::unmap(&self.write_prefix, subject))
     }
 
-    /// The partitions to subscribe and to unsubscribe, given which are held now: a
-    /// partition let go stays subscribed for `grace`.
+    fn followed(&mut self, which: Mapped) -> &mut Followed {
+        match which {
+            Mapped::Reads => &mut self.reads,
+            Mapped::Writes => &mut self.writes,
+        }
+    }
+}
+
+impl Followed {
+    /// The partitions to subscribe and to unsubscribe, given which are wanted now: a
+    /// partition no longer wanted stays subscribed for `grace`.
     fn changes(
         &mut self,
-        held: impl Iterator<Item = (u32, bool)>,
+        wanted: impl Iterator<Item = (u32, bool)>,
         now: Instant,
         grace: Duration,
     ) -> (Vec<u32>, Vec<u32>) {
         let (mut add, mut remove) = (Vec::new(), Vec::new());
-        for (p, holds) in held {
-            match (holds, self.subscribed.get_mut(&p)) {
+        for (p, holds) in wanted {
+            match (holds, self.0.get_mut(&p)) {
                 (true, None) => add.push(p),
                 (true, Some(since)) => *since = None,
                 (false, Some(since)) => match since {
@@ -66,14 +97,16 @@ impl MappedReads {
             }
         }
         for p in &remove {
-            self.subscribed.remove(p);
+            self.0.remove(p);
         }
         for p in &add {
-            self.subscribed.insert(*p, None);
+            self.0.insert(*p, None);
         }
         (add, remove)
     }
+}
 
+impl MappedRequests {
     /// Starts the check when the mapping `config` needs is not the one last checked.
     pub(super) fn check(
         &mut self,
@@ -142,43 +175,60 @@ async fn check(client: &Client, mapping: &Mapping, id: &str) -> Result<Verdict, 
 }
 
 impl Service {
-    /// Subscribes the mapped reads of the partitions this instance took, and ends those
-    /// of the partitions it let go a lease ago.
+    /// Subscribes the mapped reads of the partitions this instance took and the mapped
+    /// calls of those it follows, and ends those it stopped wanting a lease ago.
     pub(in crate::service) async fn follow_partitions(&mut self) {
+        self.follow(Mapped::Reads).await;
+        self.follow(Mapped::Writes).await;
+    }
+
+    async fn follow(&mut self, which: Mapped) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
         let at = cluster.now();
         let n = cluster.settings.partitions;
         let machine = &cluster.machine;
-        let held = (0..n).map(|p| (p, machine.holds(p, at)));
+        let wanted = (0..n).map(|p| {
+            let wants = match which {
+                Mapped::Reads => machine.holds(p, at),
+                Mapped::Writes => machine.follows_writes(p, at),
+            };
+            (p, wants)
+        });
+        let grace = cluster.settings.lease;
         let (add, remove) = cluster
             .mapped
-            .changes(held, Instant::now(), cluster.settings.lease);
+            .followed(which)
+            .changes(wanted, Instant::now(), grace);
         let bucket = cluster.settings.bucket.clone();
         if !add.is_empty() || !remove.is_empty() {
-            tracing::debug!(?add, ?remove, "mapped reads' subscriptions");
+            tracing::debug!(?which, ?add, ?remove, "mapped requests' subscriptions");
         }
         for p in remove {
-            self.ordered.unsubscribe_partition(p).await;
+            self.ordered.unsubscribe_partition(which, p).await;
         }
-        let group = self.config.nats.queue_group.clone();
+        let group = match which {
+            Mapped::Reads => Some(self.config.nats.queue_group.clone()),
+            Mapped::Writes => None,
+        };
         for p in add {
-            let subject = partition_subject(&bucket, p);
-            match self
+            let subject = match which {
+                Mapped::Reads => partition_subject(&bucket, p),
+                Mapped::Writes => write_subject(&bucket, p),
+            };
+            let result = self
                 .ordered
-                .subscribe_partition(p, subject, group.clone())
-                .await
-            {
-                Ok(()) => {}
-                Err(e) => {
-                    // Reads reach the queue group's subjects or are forwarded: served,
-                    // one hop later. Tried again at the next change.
-                    if let Some(cluster) = &mut self.cluster {
-                        cluster.mapped.subscribed.remove(&p);
-                    }
-                    tracing::warn!(partition = p, error = %e, "could not subscribe the partition's mapped reads");
+                .subscribe_partition(which, p, subject, group.clone())
+                .await;
+            if let Err(e) = result {
+                // Reads reach the queue group's subjects or are forwarded: served, one
+                // hop later. Calls reach the instances that did subscribe. Tried again
+                // at the next change.
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.mapped.followed(which).0.remove(&p);
                 }
+                tracing::warn!(partition = p, ?which, error = %e, "could not subscribe the partition's mapped requests");
             }
         }
     }
@@ -203,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_partition_let_go_stays_subscribed_for_the_grace() {
-        let mut m = MappedReads::new(&SharedStore::default());
+        let mut m = Followed::default();
         let t0 = Instant::now();
         let grace = Duration::from_secs(5);
         let held = |ps: &[u32]| {

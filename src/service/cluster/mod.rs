@@ -76,8 +76,8 @@ pub(super) struct Cluster {
     forward_prefix: String,
     /// Where this instance's probes go (in the ordered channel).
     probe_subject: String,
-    /// The partitions whose mapped reads are subscribed here.
-    mapped: mapped::MappedReads,
+    /// The partitions whose mapped requests are subscribed here.
+    mapped: mapped::MappedRequests,
     io_tx: mpsc::UnboundedSender<Io>,
     io_rx: mpsc::UnboundedReceiver<Io>,
     joined: bool,
@@ -146,7 +146,7 @@ impl Cluster {
             machine,
             forward_prefix: format!("_CONNRES.{}.fwd.", settings.bucket),
             probe_subject: format!("_CONNRES.{}.probe.{id}", settings.bucket),
-            mapped: mapped::MappedReads::new(settings),
+            mapped: mapped::MappedRequests::new(settings),
             io_tx,
             io_rx,
             joined: false,
@@ -210,9 +210,9 @@ impl Cluster {
         &self.probe_subject
     }
 
-    /// A mapped read's own subject, from its mapped subject (`crate::mapping`).
+    /// A mapped request's own subject, from its mapped subject (`crate::mapping`).
     pub(super) fn unmap<'a>(&self, subject: &'a str) -> Option<&'a str> {
-        crate::mapping::unmap(self.mapped.prefix(), subject)
+        self.mapped.unmap(subject)
     }
 
     /// A forwarded message's hops and original subject, from its forwarding subject.

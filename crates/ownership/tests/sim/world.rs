@@ -25,6 +25,10 @@ pub struct SimConfig {
     /// Mean milliseconds between two messages of one publisher.
     pub gap_ms: u64,
     pub faults: bool,
+    /// Whether nats-server maps calls to their partitions (`connres mapping`): then a
+    /// call reaches only the instances subscribed to its partition's writes
+    /// (`Ownership::follows_writes`, and a lease after), not every instance.
+    pub mapped: bool,
 }
 
 impl SimConfig {
@@ -39,6 +43,8 @@ impl SimConfig {
             busy_ms: 4000 + r.below(4000),
             gap_ms: 10 + r.below(50),
             faults: true,
+            // Drawn last, so that the settings above are what they were for each seed.
+            mapped: r.below(2) == 0,
         }
     }
 }
@@ -52,6 +58,8 @@ pub struct Outcome {
     pub acknowledged: u64,
     pub faults: u64,
     pub unconfirmed_at_end: u64,
+    /// Deliveries of calls to instances the mapping spared (not subscribed).
+    pub spared: u64,
     pub violations: Vec<String>,
 }
 
@@ -224,6 +232,12 @@ enum Ev {
     },
     Start,
     Reconnect,
+    /// A node's subscription to a partition's mapped writes reached the server.
+    Subscribed {
+        node: usize,
+        p: u32,
+        gen: u64,
+    },
 }
 
 /// A handled message's outcome, waiting for its unit's write.
@@ -263,6 +277,18 @@ struct Node {
     cut: u64,
     /// Its connection as far as what reached it says (see `node_receives`).
     link_up: bool,
+    /// Its subscriptions to partitions' mapped writes (`SimConfig::mapped`).
+    writes: HashMap<u32, WriteSub>,
+}
+
+/// A subscription to a partition's mapped writes.
+struct WriteSub {
+    /// Which subscription (a partition may be subscribed again).
+    gen: u64,
+    /// Whether the server has it.
+    active: bool,
+    /// Since when the instance no longer wants it (kept a lease longer).
+    let_go: Option<u64>,
 }
 
 struct World {
@@ -440,6 +466,7 @@ impl World {
             connected: self.now >= self.nats_down_until,
             cut: 0,
             link_up: self.now >= self.nats_down_until,
+            writes: HashMap::new(),
         });
         // The first heartbeat, then the watch's current values, then "joined".
         let now = self.t();
@@ -511,6 +538,7 @@ impl World {
                             self.pump(node, p);
                         }
                     }
+                    self.follow_writes(node);
                 }
                 let at = self.now + self.cfg.lease_ms / 8;
                 self.schedule(at, Ev::Tick { node });
@@ -555,6 +583,13 @@ impl World {
                     self.handle_delivery(node, d);
                     if !self.nodes[node].alive {
                         return;
+                    }
+                }
+            }
+            Ev::Subscribed { node, p, gen } => {
+                if let Some(sub) = self.nodes[node].writes.get_mut(&p) {
+                    if sub.gen == gen {
+                        sub.active = true;
                     }
                 }
             }
@@ -689,6 +724,15 @@ impl World {
             .filter(|&n| self.nodes[n].alive && self.nodes[n].connected)
             .collect();
         if msg.is_change() {
+            // A call reaches, when mapped, only the subscribers of its partition's writes.
+            let p = part_of(msg.cid, self.cfg.partitions);
+            let mapped = self.cfg.mapped && msg.from == GATEWAY;
+            let live = live
+                .into_iter()
+                .filter(|&n| !mapped || self.nodes[n].writes.get(&p).is_some_and(|s| s.active));
+            let live: Vec<usize> = live.collect();
+            self.out.spared +=
+                (self.nodes.iter().filter(|n| n.alive && n.connected).count() - live.len()) as u64;
             for n in live {
                 self.deliver(
                     100 + msg.from as u64,
@@ -702,6 +746,45 @@ impl World {
         } else if !live.is_empty() {
             let n = live[self.rng.below(live.len() as u64) as usize];
             self.deliver(100 + msg.from as u64, n, Delivery::Msg { msg, hops: 0 });
+        }
+    }
+
+    /// Subscribes the mapped writes of the partitions the instance follows now, and
+    /// ends those it stopped following a lease ago (as connres's `follow_partitions`).
+    fn follow_writes(&mut self, node: usize) {
+        if !self.cfg.mapped || !self.nodes[node].alive {
+            return;
+        }
+        let now = self.t();
+        for p in 0..self.cfg.partitions {
+            let wants = self.nodes[node].m.follows_writes(p, now);
+            let sub = self.nodes[node].writes.get_mut(&p);
+            match (wants, sub) {
+                (true, Some(sub)) => sub.let_go = None,
+                (true, None) => {
+                    self.seq += 1;
+                    let gen = self.seq;
+                    self.nodes[node].writes.insert(
+                        p,
+                        WriteSub {
+                            gen,
+                            active: false,
+                            let_go: None,
+                        },
+                    );
+                    let delay = self.delay();
+                    let at = self.arrive((1000 + node as u64, 2), delay);
+                    self.schedule(at, Ev::Subscribed { node, p, gen });
+                }
+                (false, Some(sub)) => match sub.let_go {
+                    None => sub.let_go = Some(self.now),
+                    Some(t) if self.now - t >= self.cfg.lease_ms => {
+                        self.nodes[node].writes.remove(&p);
+                    }
+                    Some(_) => {}
+                },
+                (false, None) => {}
+            }
         }
     }
 
@@ -870,6 +953,8 @@ impl World {
 
     fn handle_delivery(&mut self, node: usize, d: Delivery) {
         let now = self.t();
+        // Lease and membership news change which partitions' writes it follows.
+        let follow = matches!(d, Delivery::Watch { .. } | Delivery::Kv { .. });
         if self.trace {
             eprintln!("{:>6} {} <- {d:?}", self.now, self.nodes[node].id);
         }
@@ -953,6 +1038,9 @@ impl World {
             Delivery::Kv { purpose, result } => self.kv_result(node, purpose, result),
         };
         self.run_actions(node, actions);
+        if follow {
+            self.follow_writes(node);
+        }
     }
 
     fn kv_result(&mut self, node: usize, purpose: Purpose, result: KvResult) -> Vec<Action<Msg>> {
