@@ -196,7 +196,7 @@ impl<S: Store> Engine<S> {
                     }
                 }
                 if !logged_in {
-                    for rid in &conn.granted {
+                    for rid in conn.granted() {
                         if let Some(res) = config.resource_of(rid) {
                             if res.access_reads_token() {
                                 ResetQueue::push(&mut q.access, res, rid);

@@ -17,10 +17,10 @@ use crate::store::{Connection, Model, Store, Token, Written};
 use crate::template::{TemplateInput, TokenIn};
 
 impl<S: Store> Engine<S> {
-    /// A get. A remembered model of a connection keeps its encoded reply until its
-    /// written values, its connection's token or the config change (see
-    /// [`ReplyCache`](crate::store::ReplyCache)): a repeated get is a match, a lookup
-    /// and a reference count.
+    /// A get. A remembered model of a connection keeps its encoded reply from its
+    /// second get until its written values, its connection's token or the config change
+    /// (see [`ReplyCache`](crate::store::ReplyCache)): a repeated get is a match, a
+    /// lookup and a reference count.
     pub(super) fn get(&mut self, config: &Config, rid: &str) -> Option<Result<Bytes, ResError>> {
         let res = match self.resolve_resource(config, rid)? {
             Ok(res) => res,
@@ -38,15 +38,14 @@ impl<S: Store> Engine<S> {
             // text.
             let values = model_values(res, rid, &params(), token.into(), written, warnings);
             let body = reply_of(res, &values);
-            match model {
-                Some(m) => {
-                    // Kept for long: an allocation of its exact size, no shared header.
-                    let kept = Bytes::copy_from_slice(&body);
-                    m.reply.set(stamp, kept.clone());
-                    kept
-                }
-                None => body,
+            let Some(m) = model else { return body };
+            if !m.reply.keep(stamp) {
+                return body;
             }
+            // Kept for long: an allocation of its exact size, no shared header.
+            let kept = Bytes::copy_from_slice(&body);
+            m.reply.set(stamp, kept.clone());
+            kept
         };
         let body = match res.pattern.cid_of(rid) {
             // A token change must reach the gateway that now caches this model, so it

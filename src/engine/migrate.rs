@@ -178,8 +178,7 @@ impl<S: Store> Engine<S> {
                     n.is_some_and(|n| n.follows_token() || !m.written().is_empty())
                 }
             });
-            conn.granted
-                .retain(|rid| !matches!(affected(rid), Some((_, None))));
+            conn.retain_granted(|rid| !matches!(affected(rid), Some((_, None))));
         });
         self.store
             .retain_shared(|rid, written| match affected(rid) {
@@ -367,9 +366,7 @@ pub fn fit_unit(
                 changed |= !keep;
                 keep
             });
-            let before = conn.granted.len();
-            conn.granted.retain(|rid| config.resource_of(rid).is_some());
-            changed |= conn.granted.len() != before;
+            changed |= conn.retain_granted(|rid| config.resource_of(rid).is_some());
         }
         (Unit::Shared(written), UnitKey::Shared(rid)) => match config.resource_of(rid) {
             Some(res) if res.pattern.cid_of(rid).is_none() => {
@@ -628,7 +625,7 @@ mod tests {
         assert!(engine
             .store()
             .connection("c1")
-            .is_none_or(|c| c.models.is_empty() && c.granted.is_empty()));
+            .is_none_or(|c| c.models.is_empty() && c.granted().is_empty()));
     }
 
     #[test]
@@ -657,7 +654,7 @@ mod tests {
         assert!(engine
             .store()
             .connection("c1")
-            .is_none_or(|c| c.models.is_empty() && c.granted.is_empty()));
+            .is_none_or(|c| c.models.is_empty() && c.granted().is_empty()));
         engine.reloaded(&other, &old);
         assert_eq!(
             get(&mut engine, &old, "session.prefs.c1"),

@@ -167,7 +167,7 @@ impl<S: Store> Engine<S> {
             return;
         }
         let models: Vec<String> = conn.models.iter().map(|m| m.rid.to_string()).collect();
-        let granted: Vec<String> = conn.granted.iter().map(|g| g.to_string()).collect();
+        let granted: Vec<String> = conn.granted().iter().map(|g| g.to_string()).collect();
         let mut owned = Vec::with_capacity(models.len());
         for rid in &models {
             if let Some((res, params)) = config.resolve(rid) {

@@ -79,24 +79,42 @@ pub struct Connection {
     /// ones a gateway may cache whose values or access follow the token, and ones with
     /// written values.
     pub models: Vec<Model>,
-    /// Other resources this connection was granted access to whose rules read the
-    /// token: a login must ask the gateway to re-check them.
-    pub granted: Vec<Box<str>>,
     /// Counts changes to the token, the models list and the grants (see [`Changes`]).
     pub changes: Changes,
-    /// The digests of the last token events applied (the shared store only).
-    pub tokens: TokenLog,
-    /// The digests of the tokens those events set, as canonical JSON (the shared
-    /// store only): a request whose token is in it, but not last, carries a token a
-    /// later event replaced, and fills nothing in (see [`Connection::replaced`]).
-    pub token_values: TokenLog,
     /// When the token ends, in seconds since 1970 (the `expires` of the token event
     /// that set it); 0: never.
     pub expires: u32,
     /// What the token event that set the token said of its session (its `tid`, the
     /// resume key). Boxed, one pointer: most connections have none.
     pub session: Option<Box<Session>>,
+    /// Grants and token logs ([`Logs`]): boxed, one pointer, and none while all are
+    /// empty (with the memory store, most connections).
+    logs: Option<Box<Logs>>,
 }
+
+/// What a connection keeps beside its token and models that most connections have
+/// none of. Never kept empty (so that two records that say the same compare equal).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Logs {
+    /// Other resources this connection was granted access to whose rules read the
+    /// token: a login must ask the gateway to re-check them.
+    granted: Vec<Box<str>>,
+    /// The digests of the last token events applied (the shared store only).
+    tokens: TokenLog,
+    /// The digests of the tokens those events set, as canonical JSON (the shared
+    /// store only): a request whose token is in it, but not last, carries a token a
+    /// later event replaced, and fills nothing in (see [`Connection::replaced`]).
+    token_values: TokenLog,
+}
+
+impl Logs {
+    fn is_empty(&self) -> bool {
+        self.granted.is_empty() && self.tokens.0.is_none() && self.token_values.0.is_none()
+    }
+}
+
+/// An empty token log, for a connection that keeps none.
+static NO_LOG: TokenLog = TokenLog(None);
 
 /// What a token event said of its session, beside the token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -224,30 +242,66 @@ impl Model {
 /// token clears it ([`Model::written_mut`], [`Connection::replace_token`]), and it is
 /// served only under the stamp it was made with, which the engine changes with the
 /// config and after a reconnect. Not state: never compared, never counted.
-#[derive(Debug, Clone, Default)]
-pub struct ReplyCache(Option<(u64, Bytes)>);
+///
+/// Kept from the second get under one stamp on ([`ReplyCache::keep`]): a gateway gets a
+/// connection's model once and then follows its events, so a reply kept at the first
+/// get would mostly never be served again, and would take about as much memory as the
+/// rest of the connection.
+#[derive(Debug, Clone)]
+pub struct ReplyCache {
+    /// The stamp of the last get ([`ReplyCache::NONE`]: none since the last change).
+    stamp: u64,
+    /// Its reply, when kept: boxed, since most models keep none (a pointer, where a
+    /// `Bytes` would make every model 24 bytes larger).
+    reply: Option<Box<Bytes>>,
+}
+
+impl Default for ReplyCache {
+    fn default() -> ReplyCache {
+        ReplyCache {
+            stamp: ReplyCache::NONE,
+            reply: None,
+        }
+    }
+}
 
 impl ReplyCache {
+    /// No get since the last change (the engine's stamps count up from 0).
+    const NONE: u64 = u64::MAX;
+
     /// The reply, if it was made under this stamp.
     pub fn get(&self, stamp: u64) -> Option<&Bytes> {
-        self.0.as_ref().filter(|(s, _)| *s == stamp).map(|(_, b)| b)
+        self.reply.as_deref().filter(|_| self.stamp == stamp)
+    }
+
+    /// A get under `stamp` found no reply: whether to keep the one it makes (it is the
+    /// second get under this stamp since the last change). The first is noted.
+    pub fn keep(&mut self, stamp: u64) -> bool {
+        if self.stamp == stamp {
+            return true;
+        }
+        self.stamp = stamp;
+        self.reply = None;
+        false
     }
 
     pub fn set(&mut self, stamp: u64, reply: Bytes) {
-        self.0 = Some((stamp, reply));
+        self.stamp = stamp;
+        self.reply = Some(Box::new(reply));
     }
 
     pub fn clear(&mut self) {
-        self.0 = None;
+        *self = ReplyCache::default();
     }
 
+    /// Whether a reply is kept.
     pub fn is_some(&self) -> bool {
-        self.0.is_some()
+        self.reply.is_some()
     }
 
     /// The bytes of the reply it keeps.
     pub fn bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |(_, b)| b.len())
+        self.reply.as_ref().map_or(0, |b| b.len())
     }
 }
 
@@ -351,10 +405,64 @@ impl Connection {
     /// Remembers a resource of another connection, or without a cid, that this
     /// connection was granted access to.
     pub fn grant(&mut self, rid: &str) {
-        if !self.granted.iter().any(|g| &**g == rid) {
+        if !self.granted().iter().any(|g| &**g == rid) {
             self.changes.bump();
-            self.granted.reserve_exact(1);
-            self.granted.push(rid.into());
+            let granted = &mut self.logs_mut().granted;
+            granted.reserve_exact(1);
+            granted.push(rid.into());
+        }
+    }
+
+    /// The resources of other connections, or without a cid, this connection was
+    /// granted access to whose rules read the token (a login must ask the gateway to
+    /// re-check them).
+    pub fn granted(&self) -> &[Box<str>] {
+        self.logs.as_ref().map_or(&[], |l| &l.granted)
+    }
+
+    /// Keeps the grants `keep` says yes to; says whether any went.
+    pub fn retain_granted(&mut self, keep: impl FnMut(&Box<str>) -> bool) -> bool {
+        let Some(logs) = self.logs.as_mut() else {
+            return false;
+        };
+        let before = logs.granted.len();
+        logs.granted.retain(keep);
+        let changed = logs.granted.len() != before;
+        if changed {
+            self.changes.bump();
+            self.tidy_logs();
+        }
+        changed
+    }
+
+    /// The digests of the last token events applied (the shared store only).
+    pub fn tokens(&self) -> &TokenLog {
+        self.logs.as_ref().map_or(&NO_LOG, |l| &l.tokens)
+    }
+
+    /// The digests of the tokens those events set (the shared store only).
+    pub fn token_values(&self) -> &TokenLog {
+        self.logs.as_ref().map_or(&NO_LOG, |l| &l.token_values)
+    }
+
+    /// Sets the grants and token logs (a record read from the bucket).
+    pub fn set_logs(&mut self, granted: Vec<Box<str>>, tokens: TokenLog, token_values: TokenLog) {
+        self.logs = Some(Box::new(Logs {
+            granted,
+            tokens,
+            token_values,
+        }));
+        self.tidy_logs();
+    }
+
+    fn logs_mut(&mut self) -> &mut Logs {
+        self.logs.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the box of grants and logs once all are empty.
+    fn tidy_logs(&mut self) {
+        if self.logs.as_ref().is_some_and(|l| l.is_empty()) {
+            self.logs = None;
         }
     }
 
@@ -371,30 +479,32 @@ impl Connection {
 
     /// Records a token event applied to the connection (the shared store's token log).
     pub fn log_token(&mut self, digest: u32) {
-        if self.tokens.push(digest) {
+        if self.logs_mut().tokens.push(digest) {
             self.changes.bump();
         }
+        self.tidy_logs();
     }
 
     /// Records the token an applied token event set (the digest of its canonical
     /// JSON, `null` for a logout).
     pub fn log_token_value(&mut self, digest: u32) {
-        if self.token_values.push(digest) {
+        if self.logs_mut().token_values.push(digest) {
             self.changes.bump();
         }
+        self.tidy_logs();
     }
 
     /// Whether a token (the digest of its canonical JSON) was set by an applied token
     /// event that a later one replaced: a request carrying it is older than the record.
     pub fn replaced(&self, digest: u32) -> bool {
-        let values = self.token_values.digests();
+        let values = self.token_values().digests();
         values.last() != Some(&digest) && values.contains(&digest)
     }
 
     /// How many entries this connection counts towards `state.max_entries`: one per
     /// remembered model or granted resource, and one for a record that holds neither.
     pub fn entries(&self) -> usize {
-        (self.models.len() + self.granted.len()).max(1)
+        (self.models.len() + self.granted().len()).max(1)
     }
 
     /// The bytes this connection counts towards `state.max_bytes`: [`UNIT_OVERHEAD`],

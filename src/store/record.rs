@@ -104,10 +104,10 @@ pub fn encode(unit: UnitRef) -> Vec<u8> {
     let out = match unit {
         UnitRef::Connection(c) => serde_json::to_vec(&StoredConnection {
             models: Models(&c.models),
-            granted: Granted(&c.granted),
+            granted: Granted(c.granted()),
             confirmed: c.confirmed,
-            tokens: c.tokens.digests(),
-            token_values: c.token_values.digests(),
+            tokens: c.tokens().digests(),
+            token_values: c.token_values().digests(),
             expires: c.expires,
             tid: c.tid(),
             resume: c.resume().map(|r| StoredResume {
@@ -397,21 +397,20 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
             };
             let tokens = log("tokens");
             let token_values = log("token_values");
-            Unit::Connection(Connection {
+            let mut c = Connection {
                 token,
                 confirmed: value.get("confirmed") == Some(&Value::Bool(true)),
                 models,
-                granted,
-                changes: Default::default(),
-                tokens,
-                token_values,
                 expires: value
                     .get("expires")
                     .and_then(Value::as_u64)
                     .and_then(|e| u32::try_from(e).ok())
                     .unwrap_or(0),
                 session: session(&value),
-            })
+                ..Connection::default()
+            };
+            c.set_logs(granted, tokens, token_values);
+            Unit::Connection(c)
         }
     })
 }
@@ -538,8 +537,8 @@ mod tests {
             panic!("not a connection")
         };
         assert!(!back.model("session.user.c1").unwrap().reply.is_some());
-        assert_eq!(back.tokens.digests(), &[7, 4_000_000_000]);
-        assert_eq!(back.token_values.digests(), &[9]);
+        assert_eq!(back.tokens().digests(), &[7, 4_000_000_000]);
+        assert_eq!(back.token_values().digests(), &[9]);
         assert_eq!(back.expires, 1_800_000_000, "when the token ends");
         assert_eq!(back, c);
         c.confirmed = false;

@@ -13,9 +13,9 @@ use crate::protocol::json_len;
 /// What a unit costs in memory beside the bytes of its values, counted against
 /// `state.max_bytes` for every connection and every model without a cid: the records,
 /// the maps' slots and the models' names. Measured: RSS growth per unit at 100,000
-/// units of the seed's shape (a logged-in connection with its user model's reply
-/// cached and a preference written), less what its values are counted, rounded up.
-pub const UNIT_OVERHEAD: usize = 600;
+/// units of the seed's shape (a logged-in connection with its user model fetched and
+/// a preference written), less what its values are counted, rounded up.
+pub const UNIT_OVERHEAD: usize = 440;
 
 /// A `Value` where a vector or a record holds it (`size_of::<Value>()`).
 pub const SLOT: usize = 32;

@@ -20,13 +20,16 @@ fn cached(t: &T, rid: &str) -> bool {
         .is_some_and(|m| m.reply.is_some())
 }
 
-/// Gets twice: the second answer comes from the cache and is the same bytes.
+/// Gets three times: the reply is kept at the second, and the third answer comes from
+/// the cache, the same bytes.
 fn get_cached(t: &mut T, rid: &str) -> Value {
     let first = t.handle(Request::Get { rid }).reply.unwrap();
-    assert!(cached(t, rid), "{rid} is cached after a get");
     let second = t.handle(Request::Get { rid }).reply.unwrap();
+    assert!(cached(t, rid), "{rid} is cached after a second get");
+    let third = t.handle(Request::Get { rid }).reply.unwrap();
     assert_eq!(first, second);
-    serde_json::from_slice::<Value>(&second).unwrap()["result"]["model"].clone()
+    assert_eq!(second, third);
+    serde_json::from_slice::<Value>(&third).unwrap()["result"]["model"].clone()
 }
 
 fn api_set(t: &mut T, rid: &str, values: Value) {
@@ -42,6 +45,34 @@ fn set(t: &mut T, rid: &str, cid: &str, params: Value) {
     let payload = json!({"cid": cid, "params": params}).to_string();
     let out = t.call(rid, "set", &payload);
     assert_eq!(reply(&out), json!({"result": null}));
+}
+
+#[test]
+fn a_reply_is_kept_from_the_second_get_on() {
+    let mut t = T::new();
+    t.token("c1", ANN);
+    let rid = "session.prefs.c1";
+    set(&mut t, rid, "c1", json!({"theme": "dark"}));
+    // A gateway gets a model once, then follows its events: nothing kept.
+    assert_eq!(t.get(rid)["theme"], "dark");
+    assert!(!cached(&t, rid), "kept at the first get");
+    assert_eq!(t.get(rid)["theme"], "dark");
+    assert!(cached(&t, rid), "not kept at the second get");
+    // A write starts over: the next get is a first one again.
+    set(&mut t, rid, "c1", json!({"theme": "light"}));
+    assert_eq!(t.get(rid)["theme"], "light");
+    assert!(!cached(&t, rid), "kept at the first get after a write");
+    // So does a new stamp (a reconnect): a get under the old one does not count.
+    assert_eq!(t.get(rid)["theme"], "light");
+    assert!(cached(&t, rid));
+    t.engine.invalidate_replies();
+    assert_eq!(t.get(rid)["theme"], "light");
+    assert!(!cached_under_current_stamp(&mut t, rid));
+    assert_eq!(t.get(rid)["theme"], "light");
+    assert!(
+        cached_under_current_stamp(&mut t, rid),
+        "kept again at the second get under the new stamp"
+    );
 }
 
 #[test]
@@ -73,11 +104,10 @@ fn writes_clear_the_cached_reply() {
     // A client set.
     set(&mut t, "session.prefs.c1", "c1", json!({"fontSize": 20}));
     assert_eq!(
-        t.get("session.prefs.c1"),
+        get_cached(&mut t, "session.prefs.c1"),
         json!({"theme": "dark", "fontSize": 20})
     );
     // A backend set.
-    assert!(cached(&t, "session.prefs.c1"));
     let out = t.handle(Request::ApiSet {
         rid: "session.prefs.c1",
         payload: br#"{"values":{"theme":"light"}}"#,

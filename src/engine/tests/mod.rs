@@ -487,7 +487,7 @@ fn a_superseded_token_event_is_logged_not_applied() {
         t.engine
             .store()
             .connection(cid)
-            .map(|c| (c.tokens.digests().to_vec(), c.confirmed))
+            .map(|c| (c.tokens().digests().to_vec(), c.confirmed))
     };
     assert_eq!(
         digests(&t, "c1"),

@@ -156,7 +156,7 @@ impl Service {
                 .iter()
                 .filter_map(|l| match (&l.key, &l.unit) {
                     (UnitKey::Connection(cid), Some(Unit::Connection(c))) => {
-                        Some((stable_hash(cid), c.tokens.digests().to_vec()))
+                        Some((stable_hash(cid), c.tokens().digests().to_vec()))
                     }
                     _ => None,
                 })

@@ -342,8 +342,8 @@ pub(super) fn changed_units(
         } else {
             // Another instance's to keep; what was granted to it here is noted first.
             if let UnitKey::Connection(cid) = &key {
-                if let Some(c) = store.connection(cid).filter(|c| !c.granted.is_empty()) {
-                    granted_elsewhere(cid, &c.granted);
+                if let Some(c) = store.connection(cid).filter(|c| !c.granted().is_empty()) {
+                    granted_elsewhere(cid, c.granted());
                 }
             }
             store.forget(&key);
