@@ -60,7 +60,7 @@ fn a_cold_unit_costs_a_fraction_of_the_unit_in_memory() {
             let cid = cid(i);
             let rid = format!("session.prefs.{cid}");
             store.update_connection(&cid, 7, |c| {
-                let w = c.model_mut(&rid).written_mut();
+                let w = c.model_mut(&cid, &rid).written_mut();
                 w.insert("theme", json!("dark"));
                 w.insert("fontSize", json!(16));
             });

@@ -110,7 +110,7 @@ impl<S: Store> Engine<S> {
         if res.pattern.cid_of(rid) == Some(requester) {
             if res.follows_token() {
                 self.store.update_connection(requester, now, |c| {
-                    c.model_mut(rid);
+                    c.model_mut(requester, rid);
                 });
             }
             return;

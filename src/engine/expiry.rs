@@ -182,17 +182,18 @@ impl<S: Store> Engine<S> {
     fn dropped(&mut self, config: &Config, unit: Dropped) {
         let q = &mut self.resets;
         match unit {
-            Dropped::Connection { conn, .. } => {
+            Dropped::Connection { cid, conn } => {
                 let logged_in = conn.token.is_some();
                 for m in &conn.models {
-                    let Some(res) = config.resource_of(&m.rid) else {
+                    let rid = m.rid(&cid);
+                    let Some(res) = config.resource_of(&rid) else {
                         continue;
                     };
                     if res.fields_read_token() || (!logged_in && res.access_reads_token()) {
-                        ResetQueue::push(&mut q.access, res, &m.rid);
+                        ResetQueue::push(&mut q.access, res, &rid);
                     }
                     if !m.written().is_empty() {
-                        ResetQueue::push(&mut q.resources, res, &m.rid);
+                        ResetQueue::push(&mut q.resources, res, &rid);
                     }
                 }
                 if !logged_in {

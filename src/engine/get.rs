@@ -30,7 +30,7 @@ impl<S: Store> Engine<S> {
         let params = || res.pattern.matches(rid).unwrap_or_default();
         let (now, stamp, warnings) = (self.now, self.stamp, &self.warnings);
         let reply = |model: Option<&mut Model>, token: Option<&Token>| {
-            if let Some(cached) = model.as_ref().and_then(|m| m.reply.get(stamp)) {
+            if let Some(cached) = model.as_ref().and_then(|m| m.reply(stamp)) {
                 return cached.clone();
             }
             let written = model.as_ref().map(|m| m.written());
@@ -39,26 +39,26 @@ impl<S: Store> Engine<S> {
             let values = model_values(res, rid, &params(), token.into(), written, warnings);
             let body = reply_of(res, &values);
             let Some(m) = model else { return body };
-            if !m.reply.keep(stamp) {
+            if !m.keep_reply(stamp) {
                 return body;
             }
             // Kept for long: an allocation of its exact size, no shared header.
             let kept = Bytes::copy_from_slice(&body);
-            m.reply.set(stamp, kept.clone());
+            m.set_reply(stamp, kept.clone());
             kept
         };
         let body = match res.pattern.cid_of(rid) {
             // A token change must reach the gateway that now caches this model, so it
             // is remembered.
             Some(cid) if res.fields_read_token() => self.store.update_connection(cid, now, |c| {
-                let (model, token) = c.model_with_token(rid);
+                let (model, token) = c.model_with_token(cid, rid);
                 reply(Some(model), token)
             }),
             Some(cid) => self
                 .store
                 .update_existing(cid, now, |c| {
                     let Connection { token, models, .. } = c;
-                    let model = models.iter_mut().find(|m| &*m.rid == rid);
+                    let model = models.iter_mut().find(|m| m.is(rid, cid));
                     reply(model, token.as_ref())
                 })
                 .unwrap_or_else(|| reply(None, None)),

@@ -170,8 +170,8 @@ impl<S: Store> Engine<S> {
         };
         // Dropped values by (old pattern, field, why): keys borrowed from the old config.
         let mut dropped: Dropped = HashMap::new();
-        self.store.for_each_connection(|_, conn| {
-            conn.models.retain_mut(|m| match affected(&m.rid) {
+        self.store.for_each_connection(|cid, conn| {
+            conn.models.retain_mut(|m| match affected(&m.rid(cid)) {
                 None => true,
                 Some((o, n)) => {
                     drop_values(&mut dropped, o, n.as_deref(), m.written_mut());
@@ -348,9 +348,10 @@ pub fn fit_unit(
     match (unit, key) {
         (Unit::Connection(conn), UnitKey::Connection(cid)) => {
             conn.models.retain_mut(|m| {
+                let rid = m.rid(cid);
                 let Some(res) = config
-                    .resource_of(&m.rid)
-                    .filter(|r| r.pattern.cid_of(&m.rid) == Some(&**cid))
+                    .resource_of(&rid)
+                    .filter(|r| r.pattern.cid_of(&rid) == Some(&**cid))
                 else {
                     not_declared(m.written(), dropped);
                     changed = true;
@@ -650,7 +651,7 @@ mod tests {
         assert!(engine
             .store()
             .connection("c1")
-            .is_none_or(|c| c.model("session.prefs.c1").is_none()));
+            .is_none_or(|c| c.model("c1", "session.prefs.c1").is_none()));
         assert!(engine
             .store()
             .connection("c1")

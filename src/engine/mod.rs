@@ -397,7 +397,7 @@ impl<S: Store> Engine<S> {
     /// The written values of a model, if it has any.
     fn written(&self, res: &Resource, rid: &str) -> Option<&Written> {
         match res.pattern.cid_of(rid) {
-            Some(cid) => Some(self.store.connection(cid)?.model(rid)?.written()),
+            Some(cid) => Some(self.store.connection(cid)?.model(cid, rid)?.written()),
             None => self.store.shared(rid),
         }
     }
@@ -408,9 +408,10 @@ impl<S: Store> Engine<S> {
         let now = self.now;
         match res.pattern.cid_of(rid) {
             Some(cid) => self.store.update_connection(cid, now, |c| {
-                change(c.model_mut(rid).written_mut());
-                if !res.follows_token() && c.model(rid).is_some_and(|m| m.written().is_empty()) {
-                    c.remove_model(rid);
+                change(c.model_mut(cid, rid).written_mut());
+                let empty = c.model(cid, rid).is_some_and(|m| m.written().is_empty());
+                if !res.follows_token() && empty {
+                    c.remove_model(cid, rid);
                 }
             }),
             None => self.store.update_shared(rid, now, change),

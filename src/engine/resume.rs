@@ -78,10 +78,11 @@ impl<S: Store> Engine<S> {
         let mut models = Map::new();
         let mut moved = Vec::new();
         for m in &conn.models {
-            let (Some(res), false) = (config.resource_of(&m.rid), m.written().is_empty()) else {
+            let old = m.rid(from);
+            let (Some(res), false) = (config.resource_of(&old), m.written().is_empty()) else {
                 continue;
             };
-            let Some(rid) = res.pattern.with_cid(&m.rid, &take.to) else {
+            let Some(rid) = res.pattern.with_cid(&old, &take.to) else {
                 continue;
             };
             // A collection's items as the backend's adds take them (RES values), in order.
@@ -101,7 +102,7 @@ impl<S: Store> Engine<S> {
                 ),
             };
             models.insert(rid, values);
-            moved.push(m.rid.to_string());
+            moved.push(old.into_owned());
         }
         // The old connection keeps nothing: its models back to their defaults, then
         // logged out, in the gateways too.

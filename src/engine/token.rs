@@ -166,7 +166,11 @@ impl<S: Store> Engine<S> {
                 .update_connection(cid, now, |c| c.confirmed = true);
             return;
         }
-        let models: Vec<String> = conn.models.iter().map(|m| m.rid.to_string()).collect();
+        let models: Vec<String> = conn
+            .models
+            .iter()
+            .map(|m| m.rid(cid).into_owned())
+            .collect();
         let granted: Vec<String> = conn.granted().iter().map(|g| g.to_string()).collect();
         let mut owned = Vec::with_capacity(models.len());
         for rid in &models {
@@ -186,12 +190,12 @@ impl<S: Store> Engine<S> {
                         continue;
                     }
                     if res.follows_token() {
-                        if let Some(m) = c.models.iter_mut().find(|m| &*m.rid == *rid) {
+                        if let Some(m) = c.models.iter_mut().find(|m| m.is(rid, cid)) {
                             m.written_mut().clear();
                         }
                     } else {
                         // Only its written values made it worth remembering.
-                        c.remove_model(rid);
+                        c.remove_model(cid, rid);
                     }
                 }
             }

@@ -19,6 +19,7 @@
 
 pub mod cold;
 mod memory;
+mod name;
 pub mod record;
 pub mod size;
 mod token;
@@ -27,6 +28,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 pub use memory::MemoryStore;
+pub use name::{ModelName, ShortText};
 pub use size::UNIT_OVERHEAD;
 pub use token::{Token, TokenError};
 
@@ -191,29 +193,58 @@ impl PartialEq for Changes {
     }
 }
 
-/// A remembered model of a connection.
-#[derive(Debug, Clone, PartialEq)]
+/// A remembered model of a connection: 72 bytes (a connection's models sit in one
+/// vector, and most connections hold one or two). Two are equal when their names and
+/// written values are.
+#[derive(Debug, Clone)]
 pub struct Model {
-    pub rid: Box<str>,
+    /// Its name, without the connection's cid ([`ModelName`]): [`Model::is`] and
+    /// [`Model::rid`] take the cid the connection is keyed by.
+    name: ModelName,
     /// Only through [`Model::written_mut`], which drops the cached reply.
     written: Written,
     /// The encoded get reply, while it is known to be current (see [`ReplyCache`]).
-    pub reply: ReplyCache,
-    /// Counts the changes to the written values.
-    changes: Changes,
+    reply: ReplyCache,
     /// The written values' size ([`Written::bytes`]).
     len: Len,
+    /// Counts the changes to the written values (wrapping: a step compares the count
+    /// before and after it, and makes a handful of changes at most). Not state.
+    changes: u16,
+    /// The low bits of the stamp of the last get since the last change
+    /// ([`Model::keep_reply`]; [`NOT_SEEN`]: none). Not state.
+    seen: u16,
+}
+
+/// No get since the last change.
+const NOT_SEEN: u16 = u16::MAX;
+
+impl PartialEq for Model {
+    fn eq(&self, other: &Model) -> bool {
+        self.name == other.name && self.written == other.written
+    }
 }
 
 impl Model {
-    pub fn new(rid: &str) -> Model {
+    /// Model `rid` of connection `cid`.
+    pub fn new(rid: &str, cid: &str) -> Model {
         Model {
-            rid: rid.into(),
+            name: ModelName::new(rid, cid),
             written: Written::default(),
             reply: ReplyCache::default(),
-            changes: Changes::default(),
             len: Len::UNKNOWN,
+            changes: 0,
+            seen: NOT_SEEN,
         }
+    }
+
+    /// Whether this is model `rid`, as a model of connection `cid`.
+    pub fn is(&self, rid: &str, cid: &str) -> bool {
+        self.name.is(rid, cid)
+    }
+
+    /// Its name, as a model of connection `cid`.
+    pub fn rid(&self, cid: &str) -> std::borrow::Cow<'_, str> {
+        self.name.with_cid(cid)
     }
 
     /// The bytes of its written values ([`Written::bytes`]) and of its cached reply
@@ -230,84 +261,74 @@ impl Model {
     /// The written values, to change: the cached reply goes, since it showed them, and
     /// their length is measured again.
     pub fn written_mut(&mut self) -> &mut Written {
-        self.reply.clear();
-        self.changes.bump();
+        self.clear_reply();
+        self.changes = self.changes.wrapping_add(1);
         self.len = Len::UNKNOWN;
         &mut self.written
     }
-}
 
-/// A model's encoded get reply, kept between gets. It shows the model's written values,
-/// its connection's token and the config in force: changing the written values or the
-/// token clears it ([`Model::written_mut`], [`Connection::replace_token`]), and it is
-/// served only under the stamp it was made with, which the engine changes with the
-/// config and after a reconnect. Not state: never compared, never counted.
-///
-/// Kept from the second get under one stamp on ([`ReplyCache::keep`]): a gateway gets a
-/// connection's model once and then follows its events, so a reply kept at the first
-/// get would mostly never be served again, and would take about as much memory as the
-/// rest of the connection.
-#[derive(Debug, Clone)]
-pub struct ReplyCache {
-    /// The stamp of the last get ([`ReplyCache::NONE`]: none since the last change).
-    stamp: u64,
-    /// Its reply, when kept: boxed, since most models keep none (a pointer, where a
-    /// `Bytes` would make every model 24 bytes larger).
-    reply: Option<Box<Bytes>>,
-}
-
-impl Default for ReplyCache {
-    fn default() -> ReplyCache {
-        ReplyCache {
-            stamp: ReplyCache::NONE,
-            reply: None,
-        }
-    }
-}
-
-impl ReplyCache {
-    /// No get since the last change (the engine's stamps count up from 0).
-    const NONE: u64 = u64::MAX;
-
-    /// The reply, if it was made under this stamp.
-    pub fn get(&self, stamp: u64) -> Option<&Bytes> {
-        self.reply.as_deref().filter(|_| self.stamp == stamp)
+    /// The cached get reply, if it was made under this stamp.
+    pub fn reply(&self, stamp: u64) -> Option<&Bytes> {
+        self.reply.get(stamp)
     }
 
-    /// A get under `stamp` found no reply: whether to keep the one it makes (it is the
-    /// second get under this stamp since the last change). The first is noted.
-    pub fn keep(&mut self, stamp: u64) -> bool {
-        if self.stamp == stamp {
+    /// Whether a get reply is kept.
+    pub fn has_reply(&self) -> bool {
+        self.reply.0.is_some()
+    }
+
+    /// A get under `stamp` found no reply: whether to keep the one it makes. It is kept
+    /// from the second get under one stamp since the last change on: a gateway gets a
+    /// connection's model once and then follows its events, so a reply kept at the
+    /// first get would mostly never be served again, and would take about as much
+    /// memory as the rest of the connection. The first get is noted (by the stamp's low
+    /// bits: a match after 65,536 stamps only keeps a reply one get early, made under
+    /// the stamp in force and served only under it).
+    pub fn keep_reply(&mut self, stamp: u64) -> bool {
+        let low = stamp as u16;
+        if self.seen == low {
             return true;
         }
-        self.stamp = stamp;
-        self.reply = None;
+        self.seen = low;
+        self.reply.0 = None;
         false
     }
 
-    pub fn set(&mut self, stamp: u64, reply: Bytes) {
-        self.stamp = stamp;
-        self.reply = Some(Box::new(reply));
+    /// Keeps the get reply made under `stamp`.
+    pub fn set_reply(&mut self, stamp: u64, reply: Bytes) {
+        self.seen = stamp as u16;
+        self.reply.0 = Some(Box::new((stamp, reply)));
     }
 
-    pub fn clear(&mut self) {
-        *self = ReplyCache::default();
-    }
-
-    /// Whether a reply is kept.
-    pub fn is_some(&self) -> bool {
-        self.reply.is_some()
-    }
-
-    /// The bytes of the reply it keeps.
-    pub fn bytes(&self) -> usize {
-        self.reply.as_ref().map_or(0, |b| b.len())
+    /// Drops the cached reply, and that a get was seen.
+    pub fn clear_reply(&mut self) {
+        self.reply.0 = None;
+        self.seen = NOT_SEEN;
     }
 }
 
-impl PartialEq for ReplyCache {
-    fn eq(&self, _: &ReplyCache) -> bool {
-        true
+/// A model's encoded get reply, kept between gets ([`Model::keep_reply`]). It shows the
+/// model's written values, its connection's token and the config in force: changing
+/// the written values or the token clears it ([`Model::written_mut`],
+/// [`Connection::replace_token`]), and it is served only under the stamp it was made
+/// with, which the engine changes with the config and after a reconnect. Boxed, with
+/// its stamp, since most models keep none (a pointer). Not state: never compared,
+/// never counted.
+#[derive(Debug, Clone, Default)]
+pub struct ReplyCache(Option<Box<(u64, Bytes)>>);
+
+impl ReplyCache {
+    /// The reply, if it was made under this stamp.
+    fn get(&self, stamp: u64) -> Option<&Bytes> {
+        self.0
+            .as_deref()
+            .filter(|(s, _)| *s == stamp)
+            .map(|(_, b)| b)
+    }
+
+    /// The bytes of the reply it keeps.
+    fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |k| k.1.len())
     }
 }
 
@@ -320,7 +341,7 @@ impl Connection {
         self.session = None;
         self.changes.bump();
         for m in &mut self.models {
-            m.reply.clear();
+            m.clear_reply();
         }
     }
 
@@ -368,38 +389,40 @@ impl Connection {
     }
 
     /// The model (added, nothing written, when missing) with the connection's token.
-    pub fn model_with_token(&mut self, rid: &str) -> (&mut Model, Option<&Token>) {
-        self.model_mut(rid);
+    /// `cid`: the connection's, as for every model lookup.
+    pub fn model_with_token(&mut self, cid: &str, rid: &str) -> (&mut Model, Option<&Token>) {
+        let i = self.model_index(cid, rid);
         let Connection { token, models, .. } = self;
-        let model = models
-            .iter_mut()
-            .find(|m| &*m.rid == rid)
-            .expect("just added");
-        (model, token.as_ref())
+        (&mut models[i], token.as_ref())
     }
 
-    pub fn model(&self, rid: &str) -> Option<&Model> {
-        self.models.iter().find(|m| &*m.rid == rid)
+    /// Model `rid` of this connection, `cid`.
+    pub fn model(&self, cid: &str, rid: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.is(rid, cid))
     }
 
     /// The model, added (nothing written) when missing.
-    pub fn model_mut(&mut self, rid: &str) -> &mut Model {
-        let i = match self.models.iter().position(|m| &*m.rid == rid) {
+    pub fn model_mut(&mut self, cid: &str, rid: &str) -> &mut Model {
+        let i = self.model_index(cid, rid);
+        &mut self.models[i]
+    }
+
+    fn model_index(&mut self, cid: &str, rid: &str) -> usize {
+        match self.models.iter().position(|m| m.is(rid, cid)) {
             Some(i) => i,
             None => {
                 // Exact growth: most connections hold one or two models.
                 self.changes.bump();
                 self.models.reserve_exact(1);
-                self.models.push(Model::new(rid));
+                self.models.push(Model::new(rid, cid));
                 self.models.len() - 1
             }
-        };
-        &mut self.models[i]
+        }
     }
 
-    pub fn remove_model(&mut self, rid: &str) {
+    pub fn remove_model(&mut self, cid: &str, rid: &str) {
         self.changes.bump();
-        self.models.retain(|m| &*m.rid != rid);
+        self.models.retain(|m| !m.is(rid, cid));
     }
 
     /// Remembers a resource of another connection, or without a cid, that this
@@ -473,7 +496,7 @@ impl Connection {
         let models = self
             .models
             .iter()
-            .fold(0u32, |sum, m| sum.wrapping_add(m.changes.0));
+            .fold(0u32, |sum, m| sum.wrapping_add(u32::from(m.changes)));
         (self.changes.0, models, self.models.len(), self.confirmed)
     }
 
@@ -528,7 +551,8 @@ impl Connection {
 /// model.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Written {
-    Fields(Vec<(Box<str>, Value)>),
+    /// Field names in line up to 16 bytes ([`ShortText`]): no block per name.
+    Fields(Vec<(ShortText, Value)>),
     Items(Vec<Value>),
     /// A presence list's members and their connections.
     Presence(Box<crate::presence::Members>),
@@ -543,7 +567,7 @@ impl Default for Written {
 impl Written {
     pub fn get(&self, field: &str) -> Option<&Value> {
         match self {
-            Written::Fields(v) => v.iter().find(|(f, _)| &**f == field).map(|(_, v)| v),
+            Written::Fields(v) => v.iter().find(|(f, _)| f.as_str() == field).map(|(_, v)| v),
             Written::Items(_) | Written::Presence(_) => None,
         }
     }
@@ -556,11 +580,11 @@ impl Written {
         let Written::Fields(values) = self else {
             return;
         };
-        match values.iter_mut().find(|(f, _)| &**f == field) {
+        match values.iter_mut().find(|(f, _)| f.as_str() == field) {
             Some((_, v)) => *v = value,
             None => {
                 values.reserve_exact(1);
-                values.push((field.into(), value));
+                values.push((ShortText::new(field), value));
             }
         }
     }
@@ -584,7 +608,14 @@ impl Written {
         match self {
             Written::Fields(v) => v
                 .iter()
-                .map(|(f, v)| SLOT + ALLOCATION + f.len() + value_bytes(v))
+                .map(|(f, v)| {
+                    let name = if f.spilled() {
+                        ALLOCATION + f.as_str().len()
+                    } else {
+                        0
+                    };
+                    SLOT + name + value_bytes(v)
+                })
                 .sum(),
             Written::Items(v) => v.iter().map(|v| SLOT + value_bytes(v)).sum(),
             Written::Presence(p) => p.bytes(),
@@ -602,17 +633,17 @@ impl Written {
 
     /// Every field value, by field name (none for a collection's items).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        let values: &[(Box<str>, Value)] = match self {
+        let values: &[(ShortText, Value)] = match self {
             Written::Fields(v) => v,
             Written::Items(_) | Written::Presence(_) => &[],
         };
-        values.iter().map(|(f, v)| (&**f, v))
+        values.iter().map(|(f, v)| (f.as_str(), v))
     }
 
     /// Keeps the field values `keep` says yes to.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &Value) -> bool) {
         if let Written::Fields(v) = self {
-            v.retain(|(f, v)| keep(f, v));
+            v.retain(|(f, v)| keep(f.as_str(), v));
         }
     }
 

@@ -102,8 +102,8 @@ fn decode(text: &str) -> Option<String> {
 /// set's bucket write encodes the whole connection, on the owner's serving task).
 pub fn encode(unit: UnitRef) -> Vec<u8> {
     let out = match unit {
-        UnitRef::Connection(c) => serde_json::to_vec(&StoredConnection {
-            models: Models(&c.models),
+        UnitRef::Connection(cid, c) => serde_json::to_vec(&StoredConnection {
+            models: Models(cid, &c.models),
             granted: Granted(c.granted()),
             confirmed: c.confirmed,
             tokens: c.tokens().digests(),
@@ -191,7 +191,7 @@ struct StoredShared<'a> {
 
 #[derive(Serialize)]
 struct StoredModel<'a> {
-    rid: &'a str,
+    rid: std::borrow::Cow<'a, str>,
     #[serde(skip_serializing_if = "WrittenMap::is_other")]
     written: WrittenMap<'a>,
     #[serde(skip_serializing_if = "Items::is_other")]
@@ -206,13 +206,14 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// A connection's models: `[{"rid": ..., "written": {...}}]`.
-struct Models<'a>(&'a [Model]);
+/// A connection's models: `[{"rid": ..., "written": {...}}]` (the connection's cid, then
+/// its models).
+struct Models<'a>(&'a str, &'a [Model]);
 
 impl Serialize for Models<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|m| StoredModel {
-            rid: &m.rid,
+        s.collect_seq(self.1.iter().map(|m| StoredModel {
+            rid: m.rid(self.0),
             written: WrittenMap(m.written()),
             items: Items(m.written()),
         }))
@@ -322,7 +323,8 @@ fn decode_members(members: &Value) -> Result<Written, String> {
 /// A unit to encode, borrowed from the store.
 #[derive(Debug, Clone, Copy)]
 pub enum UnitRef<'a> {
-    Connection(&'a Connection),
+    /// A connection, and its cid.
+    Connection(&'a str, &'a Connection),
     Shared(&'a Written),
 }
 
@@ -356,7 +358,7 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
     };
     Ok(match key {
         UnitKey::Shared(_) => Unit::Shared(written(&value)?),
-        UnitKey::Connection(_) => {
+        UnitKey::Connection(cid) => {
             let token = match value.get("token") {
                 None | Some(Value::Null) => None,
                 Some(t) => Some(Token::new(t)),
@@ -372,7 +374,7 @@ pub fn decode_unit(key: &UnitKey, value: &[u8]) -> Result<Unit, String> {
                     .get("rid")
                     .and_then(Value::as_str)
                     .ok_or("a model without `rid`")?;
-                let mut model = Model::new(rid);
+                let mut model = Model::new(rid, cid);
                 *model.written_mut() = written(m)?;
                 models.push(model);
             }
@@ -463,16 +465,16 @@ mod tests {
             expires: 1_800_000_000,
             ..Connection::default()
         };
-        c.model_mut("session.prefs.c1")
+        c.model_mut("c1", "session.prefs.c1")
             .written_mut()
             .insert("theme", json!("dark"));
-        c.model_mut("session.recent.c1")
+        c.model_mut("c1", "session.recent.c1")
             .written_mut()
             .items_mut()
             .extend([json!("a"), json!("b")]);
         c.grant("public.board");
         c.log_token(5);
-        let stored: Value = serde_json::from_slice(&encode(UnitRef::Connection(&c))).unwrap();
+        let stored: Value = serde_json::from_slice(&encode(UnitRef::Connection("c1", &c))).unwrap();
         assert_eq!(
             stored,
             json!({
@@ -488,7 +490,7 @@ mod tests {
         );
         let logged_out = Connection::default();
         let stored: Value =
-            serde_json::from_slice(&encode(UnitRef::Connection(&logged_out))).unwrap();
+            serde_json::from_slice(&encode(UnitRef::Connection("c1", &logged_out))).unwrap();
         assert_eq!(stored, json!({"token": null, "models": [], "granted": []}));
         let mut w = Written::default();
         w.insert("title", json!("hi"));
@@ -520,29 +522,30 @@ mod tests {
             })),
             ..Connection::default()
         };
-        c.model_mut("session.prefs.c1")
+        c.model_mut("c1", "session.prefs.c1")
             .written_mut()
             .insert("theme", json!("dark"));
-        c.model_mut("session.user.c1")
-            .reply
-            .set(1, bytes::Bytes::from_static(b"x"));
-        *c.model_mut("session.recent.c1").written_mut() = Written::Items(vec![json!("a")]);
+        c.model_mut("c1", "session.user.c1")
+            .set_reply(1, bytes::Bytes::from_static(b"x"));
+        *c.model_mut("c1", "session.recent.c1").written_mut() = Written::Items(vec![json!("a")]);
         c.grant("public.board");
         c.log_token(7);
         c.log_token(4_000_000_000);
         c.log_token_value(9);
         let key = UnitKey::Connection("c1".into());
-        let Unit::Connection(back) = decode_unit(&key, &encode(UnitRef::Connection(&c))).unwrap()
+        let Unit::Connection(back) =
+            decode_unit(&key, &encode(UnitRef::Connection("c1", &c))).unwrap()
         else {
             panic!("not a connection")
         };
-        assert!(!back.model("session.user.c1").unwrap().reply.is_some());
+        assert!(!back.model("c1", "session.user.c1").unwrap().has_reply());
         assert_eq!(back.tokens().digests(), &[7, 4_000_000_000]);
         assert_eq!(back.token_values().digests(), &[9]);
         assert_eq!(back.expires, 1_800_000_000, "when the token ends");
         assert_eq!(back, c);
         c.confirmed = false;
-        let Unit::Connection(back) = decode_unit(&key, &encode(UnitRef::Connection(&c))).unwrap()
+        let Unit::Connection(back) =
+            decode_unit(&key, &encode(UnitRef::Connection("c1", &c))).unwrap()
         else {
             panic!("not a connection")
         };
@@ -565,7 +568,8 @@ mod tests {
         assert_eq!(token.claim("userId"), Some(json!(7)));
         assert!(back.confirmed);
         // Written again, it is the same record.
-        let again: Value = serde_json::from_slice(&encode(UnitRef::Connection(&back))).unwrap();
+        let again: Value =
+            serde_json::from_slice(&encode(UnitRef::Connection("c1", &back))).unwrap();
         assert_eq!(again, serde_json::from_slice::<Value>(old).unwrap());
     }
 

@@ -15,7 +15,7 @@ use crate::protocol::json_len;
 /// the maps' slots and the models' names. Measured: RSS growth per unit at 100,000
 /// units of the seed's shape (a logged-in connection with its user model fetched and
 /// a preference written), less what its values are counted, rounded up.
-pub const UNIT_OVERHEAD: usize = 440;
+pub const UNIT_OVERHEAD: usize = 400;
 
 /// A `Value` where a vector or a record holds it (`size_of::<Value>()`).
 pub const SLOT: usize = 32;

@@ -400,6 +400,14 @@ impl<M: Clone> Ownership<M> {
         members::ranks_among(&peers, p, self.me(), 2)
     }
 
+    /// [`Ownership::follows_writes`] for every partition, in order.
+    pub fn followed_writes(&self, now: Now) -> Vec<bool> {
+        let peers = self.members.peers(now, self.lease());
+        (0..self.settings.partitions)
+            .map(|p| self.holds(p, now) || members::ranks_among(&peers, p, self.me(), 2))
+            .collect()
+    }
+
     /// How many partitions are served here.
     pub fn served(&self, now: Now) -> usize {
         (0..self.settings.partitions)

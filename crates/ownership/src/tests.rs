@@ -685,3 +685,53 @@ fn a_lease_still_naming_this_instance_is_taken_back_wherever_it_belongs() {
         "and reset the partition's models, as a takeover does"
     );
 }
+
+#[test]
+fn mapped_writes_are_followed_by_the_owner_and_the_instance_ranked_next() {
+    let mut m: Ownership<&'static str> = Ownership::new(
+        "a".into(),
+        info(),
+        Settings {
+            partitions: 64,
+            lease: LEASE,
+            window_cap: 100,
+            max_held: 100,
+        },
+        Duration::ZERO,
+    );
+    let now = ms(100);
+    // Alone: every partition may come to it.
+    assert!(m.followed_writes(now).iter().all(|&f| f));
+    for (i, id) in ["b", "c"].into_iter().enumerate() {
+        m.handle(
+            Input::Node {
+                id: id.into(),
+                revision: i as u64 + 1,
+                info: Some(info()),
+                server_ms: Some(100),
+            },
+            now,
+        );
+    }
+    let all: Vec<Instance> = vec!["a".into(), "b".into(), "c".into()];
+    let followed = m.followed_writes(now);
+    for p in 0..64 {
+        // Holding nothing: exactly where it is first or second of three.
+        let last = all
+            .iter()
+            .filter(|id| members::rendezvous(&all, p) != Some(*id))
+            .cloned()
+            .collect::<Vec<_>>();
+        let third = all.iter().find(|id| {
+            members::rendezvous(&all, p) != Some(*id) && members::rendezvous(&last, p) != Some(*id)
+        });
+        assert_eq!(
+            followed[p as usize],
+            third != Some(&"a".into()),
+            "partition {p}"
+        );
+        assert_eq!(followed[p as usize], m.follows_writes(p, now));
+    }
+    let count = followed.iter().filter(|&&f| f).count();
+    assert!((30..=56).contains(&count), "{count} of 64 followed");
+}

@@ -16,8 +16,8 @@ fn cached(t: &T, rid: &str) -> bool {
     t.engine
         .store()
         .connection(cid)
-        .and_then(|c| c.model(rid))
-        .is_some_and(|m| m.reply.is_some())
+        .and_then(|c| c.model(cid, rid))
+        .is_some_and(|m| m.has_reply())
 }
 
 /// Gets three times: the reply is kept at the second, and the third answer comes from
@@ -226,8 +226,8 @@ fn cached_under_current_stamp(t: &mut T, rid: &str) -> bool {
     t.engine
         .store()
         .connection(cid)
-        .and_then(|c| c.model(rid))
-        .is_some_and(|m| m.reply.get(stamp).is_some())
+        .and_then(|c| c.model(cid, rid))
+        .is_some_and(|m| m.reply(stamp).is_some())
 }
 
 #[test]

@@ -189,13 +189,11 @@ impl Service {
         let at = cluster.now();
         let n = cluster.settings.partitions;
         let machine = &cluster.machine;
-        let wanted = (0..n).map(|p| {
-            let wants = match which {
-                Mapped::Reads => machine.holds(p, at),
-                Mapped::Writes => machine.follows_writes(p, at),
-            };
-            (p, wants)
-        });
+        let wanted: Vec<bool> = match which {
+            Mapped::Reads => (0..n).map(|p| machine.holds(p, at)).collect(),
+            Mapped::Writes => machine.followed_writes(at),
+        };
+        let wanted = (0..n).zip(wanted);
         let grace = cluster.settings.lease;
         let (add, remove) = cluster
             .mapped

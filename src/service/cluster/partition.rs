@@ -152,7 +152,7 @@ fn models_in(
         match &key {
             UnitKey::Connection(cid) => {
                 if let Some(c) = store.connection(cid) {
-                    names.extend(c.models.iter().map(|m| (m.rid.to_string(), true)));
+                    names.extend(c.models.iter().map(|m| (m.rid(cid).into_owned(), true)));
                 }
             }
             UnitKey::Shared(rid) => names.push((rid.to_string(), false)),

@@ -19,8 +19,8 @@ fn entries_count_models_and_records_without_models() {
     s.update_connection("c1", 0, |_| {});
     assert_eq!(s.entries(), 1);
     s.update_connection("c1", 0, |c| {
-        c.model_mut("a.c1");
-        c.model_mut("b.c1");
+        c.model_mut("c1", "a.c1");
+        c.model_mut("c1", "b.c1");
         c.grant("x.c2");
         c.grant("x.c2");
     });
@@ -44,12 +44,12 @@ fn only_changes_to_what_is_kept_are_listed() {
     s.update_connection("c1", 0, |_| {});
     assert_eq!(s.take_changed(), c1(), "created");
     s.update_connection("c1", 0, |c| {
-        c.model_mut("a.c1");
+        c.model_mut("c1", "a.c1");
     });
     assert_eq!(s.take_changed(), c1(), "a model remembered");
     // A get filling its cached reply, or a touch, changes nothing that is kept.
     s.update_connection("c1", 1, |c| {
-        c.model_mut("a.c1").reply.set(1, bytes::Bytes::new());
+        c.model_mut("c1", "a.c1").set_reply(1, bytes::Bytes::new());
     });
     assert!(s.touch_connection("c1", 3));
     assert_eq!(s.take_changed(), Vec::<UnitKey>::new());
@@ -57,7 +57,9 @@ fn only_changes_to_what_is_kept_are_listed() {
     s.update_existing("c1", 2, |c| c.confirmed = true);
     assert_eq!(s.take_changed(), c1(), "confirmed");
     s.update_existing("c1", 4, |c| {
-        c.model_mut("a.c1").written_mut().insert("x", Value::Null)
+        c.model_mut("c1", "a.c1")
+            .written_mut()
+            .insert("x", Value::Null)
     });
     assert_eq!(s.take_changed(), c1(), "a written value");
     s.update_existing("c1", 5, |c| c.replace_token(None));
@@ -100,8 +102,8 @@ fn eviction_takes_the_least_recently_touched_units_it_may_and_lists_no_change() 
     let mut s = MemoryStore::default();
     s.track_changes();
     s.update_connection("c1", 1, |c| {
-        c.model_mut("a.c1");
-        c.model_mut("b.c1");
+        c.model_mut("c1", "a.c1");
+        c.model_mut("c1", "b.c1");
     });
     s.update_shared("public.a", 2, |w| w.insert("x", Value::Null));
     s.update_connection("c2", 3, |_| {});
@@ -146,11 +148,11 @@ fn bytes_count_the_token_values_and_replies_of_each_unit_through_every_change() 
         c.replace_token(Some(crate::store::Token::new(&token)))
     });
     assert_eq!(s.bytes(), UNIT_OVERHEAD + token_bytes);
-    // A written value: its slot, its field's name and the value; overwritten, the new
-    // one.
-    let field = |v: &Value| SLOT + ALLOCATION + 3 + value_bytes(v);
+    // A written value: its slot (which holds a field name of up to 16 bytes) and the
+    // value; overwritten, the new one.
+    let field = |v: &Value| SLOT + value_bytes(v);
     s.update_existing("c1", 1, |c| {
-        c.model_mut("p.c1")
+        c.model_mut("c1", "p.c1")
             .written_mut()
             .insert("bio", "hello".into())
     });
@@ -159,7 +161,7 @@ fn bytes_count_the_token_values_and_replies_of_each_unit_through_every_change() 
         UNIT_OVERHEAD + token_bytes + field(&json!("hello"))
     );
     s.update_existing("c1", 1, |c| {
-        c.model_mut("p.c1")
+        c.model_mut("c1", "p.c1")
             .written_mut()
             .insert("bio", "hello, world".into())
     });
@@ -167,20 +169,19 @@ fn bytes_count_the_token_values_and_replies_of_each_unit_through_every_change() 
     assert_eq!(s.bytes(), UNIT_OVERHEAD + token_bytes + written);
     // A cached reply: its bytes, until the next write clears it.
     s.update_existing("c1", 2, |c| {
-        c.model_mut("p.c1")
-            .reply
-            .set(1, bytes::Bytes::from_static(b"0123456789"));
+        c.model_mut("c1", "p.c1")
+            .set_reply(1, bytes::Bytes::from_static(b"0123456789"));
     });
     assert_eq!(s.bytes(), UNIT_OVERHEAD + token_bytes + written + 10);
     // Logged out, its values reset: the record alone.
     s.update_existing("c1", 3, |c| {
         c.replace_token(None);
-        c.model_mut("p.c1").written_mut().clear();
+        c.model_mut("c1", "p.c1").written_mut().clear();
     });
     assert_eq!(s.bytes(), UNIT_OVERHEAD);
     // A collection's items, added and removed: each in its slot.
     s.update_existing("c1", 4, |c| {
-        let items = c.model_mut("l.c1").written_mut().items_mut();
+        let items = c.model_mut("c1", "l.c1").written_mut().items_mut();
         items.push("a".into());
         items.push(json!([1, 2]));
     });
@@ -190,12 +191,15 @@ fn bytes_count_the_token_values_and_replies_of_each_unit_through_every_change() 
     );
     assert_eq!(s.bytes(), UNIT_OVERHEAD + a + list);
     s.update_existing("c1", 4, |c| {
-        c.model_mut("l.c1").written_mut().items_mut().remove(0);
+        c.model_mut("c1", "l.c1")
+            .written_mut()
+            .items_mut()
+            .remove(0);
     });
     assert_eq!(s.bytes(), UNIT_OVERHEAD + list);
     // A model without a cid counts a unit of its own; emptied, it goes.
     s.update_shared("board.b", 5, |w| w.insert("title", "hi".into()));
-    let board = UNIT_OVERHEAD + SLOT + ALLOCATION + 5 + value_bytes(&json!("hi"));
+    let board = UNIT_OVERHEAD + SLOT + value_bytes(&json!("hi"));
     assert_eq!(s.bytes(), UNIT_OVERHEAD + list + board);
     // A presence list: what its members say.
     let mut members = crate::presence::Members::default();
@@ -282,24 +286,24 @@ mod accounting {
                     }),
                     2 => {
                         s.update_existing(&cid, now, |c| {
-                            c.model_mut(&rid).written_mut().insert("f", text)
+                            c.model_mut(&cid, &rid).written_mut().insert("f", text)
                         });
                     }
                     3 => {
                         s.update_existing(&cid, now, |c| {
                             let reply = bytes::Bytes::from(vec![b'r'; size]);
-                            c.model_mut(&rid).reply.set(1, reply);
+                            c.model_mut(&cid, &rid).set_reply(1, reply);
                         });
                     }
                     4 => {
                         s.update_existing(&cid, now, |c| {
-                            let items = c.model_mut(&format!("l.{cid}")).written_mut().items_mut();
+                            let items = c.model_mut(&cid, &format!("l.{cid}")).written_mut().items_mut();
                             items.insert(0, text);
                         });
                     }
                     5 => {
                         s.update_existing(&cid, now, |c| {
-                            let items = c.model_mut(&format!("l.{cid}")).written_mut().items_mut();
+                            let items = c.model_mut(&cid, &format!("l.{cid}")).written_mut().items_mut();
                             if !items.is_empty() {
                                 items.remove(size % items.len());
                             }
@@ -348,7 +352,7 @@ mod accounting {
                         }
                     }
                     _ => s.update_where(|c| c == cid, |c| {
-                        c.model_mut(&rid).written_mut().insert("g", json!(size));
+                        c.model_mut(&cid, &rid).written_mut().insert("g", json!(size));
                     }),
                 }
                 prop_assert_eq!(s.bytes(), recount(&s));

@@ -140,7 +140,7 @@ impl Pipeline {
             let value = match &key {
                 UnitKey::Connection(cid) => store
                     .connection(cid)
-                    .map(|c| record::encode(UnitRef::Connection(c))),
+                    .map(|c| record::encode(UnitRef::Connection(cid, c))),
                 UnitKey::Shared(rid) => store
                     .shared(rid)
                     .map(|w| record::encode(UnitRef::Shared(w))),
