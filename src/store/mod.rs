@@ -567,7 +567,7 @@ impl Default for Written {
 impl Written {
     pub fn get(&self, field: &str) -> Option<&Value> {
         match self {
-            Written::Fields(v) => v.iter().find(|(f, _)| f.as_str() == field).map(|(_, v)| v),
+            Written::Fields(v) => v.iter().find(|(f, _)| f.is(field)).map(|(_, v)| v),
             Written::Items(_) | Written::Presence(_) => None,
         }
     }
@@ -580,7 +580,7 @@ impl Written {
         let Written::Fields(values) = self else {
             return;
         };
-        match values.iter_mut().find(|(f, _)| f.as_str() == field) {
+        match values.iter_mut().find(|(f, _)| f.is(field)) {
             Some((_, v)) => *v = value,
             None => {
                 values.reserve_exact(1);
