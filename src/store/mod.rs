@@ -597,7 +597,8 @@ impl Written {
         self.len() == 0
     }
 
-    /// What it holds in memory: each field's name and value, each item, in its slot
+    /// What it holds in memory: each field's value (and its name, past the 16 bytes its
+    /// slot holds: [`ShortText`]), each item, in its slot
     /// ([`size::value_bytes`]); for a presence list, its members and connections
     /// ([`Members::bytes`], kept as it changes). A pass over the values, so the store
     /// keeps it beside them.
