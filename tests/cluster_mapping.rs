@@ -219,7 +219,7 @@ async fn with_the_mapping_each_call_reaches_its_owner_and_the_instance_ranked_ne
 }
 
 #[tokio::test]
-async fn with_the_mapping_calls_keep_their_order_while_partitions_move() {
+async fn with_the_mapping_calls_and_backend_writes_keep_their_order_while_partitions_move() {
     let yaml = format!("{}{NOTE}", common::shared_seed("wmoving"));
     let (server, _dir) = server_with_mapping(&yaml);
     let (a, mut gw, ma) = start_shared(&server, &yaml).await;
@@ -234,22 +234,23 @@ async fn with_the_mapping_calls_keep_their_order_while_partitions_move() {
     let mut replies = client.subscribe(format!("{inbox}.>")).await.unwrap();
     client.flush().await.unwrap();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    // Sets of `n` to 1, 2, 3, ... per connection, back to back, a wave of one per
-    // connection at a time, until told to stop.
+    // Sets of `n` to 1, 2, 3, ... per connection, back to back, a wave of two per
+    // connection at a time until told to stop: a client's call (mapped to the
+    // partition) sets an odd `n`, then a backend write (received by every instance)
+    // the next even one.
     let load = async {
         let mut round = 0u64;
         while !*stop.borrow() {
             round += 1;
+            let (odd, even) = (2 * round - 1, 2 * round);
             for cid in &cids {
-                let call = json!({"cid": cid, "params": {"n": round}});
                 let rid = format!("session.note.{cid}");
-                send(
-                    &gw,
-                    format!("call.{rid}.set"),
-                    format!("{inbox}.{cid}.{round}"),
-                    call,
-                )
-                .await;
+                let call = json!({"cid": cid, "params": {"n": odd}});
+                let reply = format!("{inbox}.{cid}.{odd}");
+                send(&gw, format!("call.{rid}.set"), reply, call).await;
+                let api = json!({"values": {"n": even}});
+                let reply = format!("{inbox}.{cid}.{even}");
+                send(&gw, format!("connres.set.{rid}"), reply, api).await;
             }
             client.flush().await.unwrap();
         }
@@ -326,7 +327,7 @@ async fn with_the_mapping_calls_keep_their_order_while_partitions_move() {
         }
     }
     next.stop().await;
-    eprintln!("{rounds} rounds of {CIDS} sets, {total} acknowledged");
+    eprintln!("{rounds} rounds of {CIDS} calls and {CIDS} backend writes, {total} acknowledged");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     assert!(total > 0);
 }
