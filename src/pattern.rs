@@ -482,6 +482,16 @@ mod tests {
         assert!(is_resource_name("a.é"), "valid, though not plain");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn a_plain_name_is_one_whose_parts_are_non_empty_and_plain(name in "[a-c._* é-]{0,12}") {
+            let plain = |p: &str| {
+                !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            };
+            proptest::prop_assert_eq!(is_plain_name(&name), name.split('.').all(plain));
+        }
+    }
+
     #[test]
     fn parses_literals_and_captures() {
         let p = Pattern::parse("session.user.{cid}").unwrap();
