@@ -51,8 +51,10 @@ pub(super) enum Mode {
         need_since: Now,
         unsure: bool,
     },
-    /// The lease is held; its units are being read.
+    /// The lease is held; its units are being read (by the load `load`: the result of an
+    /// earlier one, for an earlier holding of the partition, may still come back).
     Loading {
+        load: u64,
         cut: Cut,
         need_since: Now,
         logs: Option<HashMap<u64, Vec<u32>>>,
@@ -164,10 +166,12 @@ impl<M: Clone> Ownership<M> {
                 Mode::Loading {
                     retry_at: Some(t), ..
                 } if *t <= now => {
-                    if let Mode::Loading { retry_at, .. } = &mut self.parts[i].mode {
+                    let op = self.op();
+                    if let Mode::Loading { retry_at, load, .. } = &mut self.parts[i].mode {
                         *retry_at = None;
+                        *load = op;
                     }
-                    out.push(Action::Load { p });
+                    out.push(Action::Load { p, op });
                 }
                 Mode::Serving if self.parts[i].serving(now) => {
                     let stay = !self.leaving && self.refusing.is_none();
@@ -516,13 +520,16 @@ impl<M: Clone> Ownership<M> {
             renewing: None,
             last_sent: Now::ZERO,
         });
+        let load = self.op();
+        let part = &mut self.parts[p as usize];
         part.mode = Mode::Loading {
+            load,
             cut,
             need_since,
             logs: None,
             retry_at: None,
         };
-        out.push(Action::Load { p });
+        out.push(Action::Load { p, op: load });
     }
 
     pub(super) fn lease_written(
@@ -632,7 +639,10 @@ impl<M: Clone> Ownership<M> {
             renewing: None,
             last_sent: sent,
         });
+        let load = self.op();
+        let part = &mut self.parts[p as usize];
         part.mode = Mode::Loading {
+            load,
             cut,
             need_since,
             logs: None,
@@ -644,7 +654,7 @@ impl<M: Clone> Ownership<M> {
             seen: now,
             written: now,
         });
-        out.push(Action::Load { p });
+        out.push(Action::Load { p, op: load });
     }
 
     /// A lease read back after a conflict: still this instance's (a write that timed
@@ -745,12 +755,14 @@ impl<M: Clone> Ownership<M> {
     pub(super) fn loaded(
         &mut self,
         p: u32,
+        op: u64,
         logs: Result<HashMap<u64, Vec<u32>>, String>,
         now: Now,
         out: &mut Vec<Action<M>>,
     ) {
         let lease = self.lease();
         let Mode::Loading {
+            load,
             logs: slot,
             retry_at,
             ..
@@ -758,6 +770,11 @@ impl<M: Clone> Ownership<M> {
         else {
             return;
         };
+        if *load != op {
+            // An earlier load's: what it read may predate another owner's writes.
+            tracing::debug!(partition = p, op, current = *load, "a stale load ignored");
+            return;
+        }
         match logs {
             Ok(logs) => *slot = Some(logs),
             Err(e) => {

@@ -153,8 +153,11 @@ pub enum Input {
         entry: Result<Option<(u64, LeaseValue)>, String>,
     },
     /// The result of a [`Action::Load`]: each connection's token log, by cid hash.
+    /// `op`: the load's; the result of one that is not the partition's latest is
+    /// ignored.
     Loaded {
         p: u32,
+        op: u64,
         logs: Result<HashMap<u64, Vec<u32>>, String>,
     },
     /// Everything handled for the partition is out ([`Action::Drain`]).
@@ -205,8 +208,11 @@ pub enum Action<M> {
         p: u32,
     },
     /// Read the partition's units from the bucket (keep them until [`Action::Install`]).
+    /// `op` identifies the load: an earlier load of the partition may still answer, and
+    /// its units must not be installed.
     Load {
         p: u32,
+        op: u64,
     },
     /// The partition is served here from now: put its loaded units in the store
     /// (`confirmed` false: token events may have been missed, so each token record is
@@ -623,7 +629,7 @@ impl<M: Clone> Ownership<M> {
                 self.lease_written(p, op, result, now, &mut out)
             }
             Input::LeaseRead { p, entry } => self.lease_read(p, entry, now, &mut out),
-            Input::Loaded { p, logs } => self.loaded(p, logs, now, &mut out),
+            Input::Loaded { p, op, logs } => self.loaded(p, op, logs, now, &mut out),
             Input::Drained { p } => self.drained(p, now, &mut out),
             Input::Probe { sent } => {
                 if let Some(since) = self.catching_up.filter(|since| sent >= *since) {

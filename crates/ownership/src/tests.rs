@@ -147,8 +147,9 @@ impl One {
                     p: *p,
                     entry: Ok(self.lease.clone()),
                 }),
-                Action::Load { p } => self.input(Input::Loaded {
+                Action::Load { p, op } => self.input(Input::Loaded {
                     p: *p,
+                    op: *op,
                     logs: Ok(self.logs.clone()),
                 }),
                 _ => Vec::new(),

@@ -83,16 +83,25 @@ impl Service {
             Io::LeaseRead { p, entry } => {
                 cluster.machine.handle(Input::LeaseRead { p, entry }, now)
             }
-            Io::Loaded { p, units, took } => match units {
+            Io::Loaded { p, op, units, took } => match units {
                 Ok(units) => {
                     cluster.metrics.kv_read(took);
-                    // Complete when the probe sent after it comes back.
-                    cluster.loaded.insert(p, units);
+                    // Complete when the probe sent after it comes back. An earlier
+                    // load's units, answering late, are not kept over a later one's.
+                    let loaded = &mut cluster.loaded;
+                    if loaded.get(&p).is_none_or(|(latest, _)| *latest <= op) {
+                        loaded.insert(p, (op, units));
+                    }
                     Vec::new()
                 }
-                Err(e) => cluster
-                    .machine
-                    .handle(Input::Loaded { p, logs: Err(e) }, now),
+                Err(e) => cluster.machine.handle(
+                    Input::Loaded {
+                        p,
+                        op,
+                        logs: Err(e),
+                    },
+                    now,
+                ),
             },
             Io::UnitWritten {
                 p,
@@ -148,8 +157,14 @@ impl Service {
         let actions = if let Some(nanos) = rest.strip_prefix("t.").and_then(|n| n.parse().ok()) {
             let sent = Duration::from_nanos(nanos);
             cluster.machine.handle(Input::Probe { sent }, now)
-        } else if let Some(p) = rest.strip_prefix("l.").and_then(|p| p.parse::<u32>().ok()) {
-            let Some(units) = cluster.loaded.get(&p) else {
+        } else if let Some((p, op)) = rest.strip_prefix("l.").and_then(|r| {
+            let (p, op) = r.split_once('.')?;
+            Some((p.parse::<u32>().ok()?, op.parse::<u64>().ok()?))
+        }) {
+            // The units of this load, unless a later load's replaced them (that one's
+            // probe follows).
+            let Some((_, units)) = cluster.loaded.get(&p).filter(|(latest, _)| *latest == op)
+            else {
                 return;
             };
             let logs = units
@@ -161,9 +176,14 @@ impl Service {
                     _ => None,
                 })
                 .collect();
-            cluster
-                .machine
-                .handle(Input::Loaded { p, logs: Ok(logs) }, now)
+            cluster.machine.handle(
+                Input::Loaded {
+                    p,
+                    op,
+                    logs: Ok(logs),
+                },
+                now,
+            )
         } else {
             return;
         };

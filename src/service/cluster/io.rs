@@ -29,6 +29,8 @@ pub(in crate::service) enum Io {
     /// comes back through the ordered channel.
     Loaded {
         p: u32,
+        /// The load's id ([`ownership::Action::Load`]).
+        op: u64,
         units: Result<Vec<Loaded>, String>,
         took: std::time::Duration,
     },
@@ -181,6 +183,7 @@ pub(super) fn spawn_load(
     client: &async_nats::Client,
     probe: String,
     p: u32,
+    op: u64,
     timeout: std::time::Duration,
 ) {
     let (kv, tx, client) = (kv.clone(), tx.clone(), client.clone());
@@ -189,7 +192,7 @@ pub(super) fn spawn_load(
         let units = bucket::load(&kv, p, timeout).await;
         let ok = units.is_ok();
         let took = started.elapsed();
-        let _ = tx.send(Io::Loaded { p, units, took });
+        let _ = tx.send(Io::Loaded { p, op, units, took });
         if ok {
             if let Err(e) = client.publish(probe, Bytes::new()).await {
                 tracing::warn!(error = %e, partition = p, "could not send the load's probe");

@@ -83,8 +83,10 @@ pub(super) struct Cluster {
     joined: bool,
     tick: tokio::time::Interval,
     pipeline: Pipeline,
-    /// Units read for a partition, until the machine says to install them.
-    loaded: HashMap<u32, Vec<Loaded>>,
+    /// Units read for a partition, until the machine says to install them: by
+    /// partition, the latest load's id and units (an earlier load that answers later is
+    /// not kept: its units may predate another owner's writes).
+    loaded: HashMap<u32, (u64, Vec<Loaded>)>,
     /// Partitions whose handled messages must all be out before the machine hears so.
     drains: Vec<u32>,
     started: bool,

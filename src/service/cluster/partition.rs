@@ -20,7 +20,7 @@ impl Service {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        let units = cluster.loaded.remove(&p).unwrap_or_default();
+        let (_, units) = cluster.loaded.remove(&p).unwrap_or_default();
         // Every unit of the partition is loaded: none of it is cold.
         cluster.cold.clear_keys(p);
         cluster

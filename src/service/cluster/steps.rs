@@ -219,14 +219,15 @@ impl Service {
                 expect,
             } => io::spawn_lease_write(&cluster.kv, &cluster.io_tx, p, op, value, expect),
             Action::ReadLease { p } => io::spawn_lease_read(&cluster.kv, &cluster.io_tx, p),
-            Action::Load { p } => {
-                let probe = format!("{}.l.{p}", cluster.probe_subject);
+            Action::Load { p, op } => {
+                let probe = format!("{}.l.{p}.{op}", cluster.probe_subject);
                 io::spawn_load(
                     &cluster.kv,
                     &cluster.io_tx,
                     &cluster.client,
                     probe,
                     p,
+                    op,
                     cluster.settings.lease / 2,
                 );
             }

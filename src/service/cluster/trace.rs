@@ -49,7 +49,7 @@ pub(super) fn action(action: &Action<Received>) {
         Action::Unconfirm { p }
         | Action::Reset { p }
         | Action::Recall { p, .. }
-        | Action::Load { p }
+        | Action::Load { p, .. }
         | Action::Drain { p }
         | Action::Forget { p }
         | Action::ReadLease { p } => {

@@ -125,6 +125,7 @@ enum Purpose {
     },
     Load {
         p: u32,
+        op: u64,
     },
     Unit {
         p: u32,
@@ -159,6 +160,7 @@ enum Delivery {
     },
     Barrier {
         p: u32,
+        op: u64,
         units: Result<Vec<(usize, Unit, u64)>, String>,
     },
     Connected,
@@ -265,7 +267,9 @@ struct Node {
     m: Ownership<Msg>,
     units: HashMap<usize, Unit>,
     revisions: HashMap<usize, u64>,
-    loaded: HashMap<u32, Vec<(usize, Unit, u64)>>,
+    /// By partition: the latest load's id and units (an earlier load's result that
+    /// comes back later is not kept, as connres does not keep it).
+    loaded: HashMap<u32, (u64, Vec<(usize, Unit, u64)>)>,
     pipelines: HashMap<u32, VecDeque<Pending>>,
     /// Units with a write in flight.
     writing: HashSet<usize>,
@@ -866,7 +870,7 @@ impl World {
         };
         let at = self.now + delay;
         match (&purpose, result) {
-            (Purpose::Load { p }, KvResult::Loaded(units)) => {
+            (Purpose::Load { p, op }, KvResult::Loaded(units)) => {
                 // The barrier: the result is handed over only after every message the
                 // server sent this instance before it.
                 let last = self
@@ -877,7 +881,11 @@ impl World {
                     .max()
                     .unwrap_or(0);
                 let at = at.max(last + 1);
-                let d = Delivery::Barrier { p: *p, units };
+                let d = Delivery::Barrier {
+                    p: *p,
+                    op: *op,
+                    units,
+                };
                 self.fifo.insert((2, 1000 + node as u64), at);
                 self.schedule(
                     at,
@@ -1024,16 +1032,21 @@ impl World {
                     now,
                 )
             }
-            Delivery::Barrier { p, units } => {
+            Delivery::Barrier { p, op, units } => {
                 let logs = units.map(|units| {
                     let mut logs = HashMap::new();
                     for (cid, u, _) in &units {
                         logs.insert(conn_hash(*cid), u.tokens.clone());
                     }
-                    self.nodes[node].loaded.insert(p, units);
+                    let loaded = &mut self.nodes[node].loaded;
+                    if loaded.get(&p).is_none_or(|(latest, _)| *latest <= op) {
+                        loaded.insert(p, (op, units));
+                    }
                     logs
                 });
-                self.nodes[node].m.handle(Input::Loaded { p, logs }, now)
+                self.nodes[node]
+                    .m
+                    .handle(Input::Loaded { p, op, logs }, now)
             }
             Delivery::Kv { purpose, result } => self.kv_result(node, purpose, result),
         };
@@ -1156,11 +1169,12 @@ impl World {
                 KvOp::Get(format!("lease.{p}")),
                 Purpose::ReadLease { p },
             ),
-            Action::Load { p } => self.kv_request(node, KvOp::Load(p), Purpose::Load { p }),
+            Action::Load { p, op } => self.kv_request(node, KvOp::Load(p), Purpose::Load { p, op }),
             Action::Install { p, confirmed } => {
                 let n = &mut self.nodes[node];
                 let mut changed = Vec::new();
-                for (cid, mut u, rev) in n.loaded.remove(&p).unwrap_or_default() {
+                let (_, units) = n.loaded.remove(&p).unwrap_or_default();
+                for (cid, mut u, rev) in units {
                     if !confirmed && u.confirmed {
                         u.confirmed = false;
                         changed.push(cid);
