@@ -258,6 +258,9 @@ enum Write {
     Done,
 }
 
+/// A partition's units as a load read them: cid, unit, revision.
+type LoadedUnits = Vec<(usize, Unit, u64)>;
+
 struct Node {
     id: ownership::Instance,
     alive: bool,
@@ -269,7 +272,7 @@ struct Node {
     revisions: HashMap<usize, u64>,
     /// By partition: the latest load's id and units (an earlier load's result that
     /// comes back later is not kept, as connres does not keep it).
-    loaded: HashMap<u32, (u64, Vec<(usize, Unit, u64)>)>,
+    loaded: HashMap<u32, (u64, LoadedUnits)>,
     pipelines: HashMap<u32, VecDeque<Pending>>,
     /// Units with a write in flight.
     writing: HashSet<usize>,
