@@ -20,6 +20,7 @@ import { describe } from 'node:test';
 
 import { cidOf, connect, login, logout, within } from '../lib/client.mjs';
 import { clientFor, withStack } from '../lib/harness.mjs';
+import { follow, RID, ROOM } from '../lib/presence.mjs';
 import { replaceOnce, shippedConfig, WHOAMI } from '../lib/stack.mjs';
 
 const BUCKET = 'e2e';
@@ -30,18 +31,6 @@ const SHARED = `state:
   partitions: ${PARTITIONS}
   lease: 2s
 `;
-const ROOM = `
-  e2e.room.{room}.members:
-    presence:
-      member: "{{token.name}}"
-      join: token != null
-      ttl: 60s
-      max_members: 10
-    access:
-      get: "true"
-      call: token != null
-`;
-const RID = 'e2e.room.r1.members';
 
 /** A connection's partition: 32-bit FNV-1a of its ID, as connres and nats-server place it. */
 function partitionOf(cid) {
@@ -90,16 +79,6 @@ async function settledOwners(stack) {
   } finally {
     sub.close();
   }
-}
-
-/** Keeps `client` subscribed to the list; returns the collection. */
-async function follow(client) {
-  const list = await within(client.get(RID), `get ${RID}`);
-  // ResClient keeps a collection subscribed while it has listeners.
-  const listener = () => {};
-  list.on('add', listener);
-  list.on('remove', listener);
-  return list;
 }
 
 /** Resolves once the collection's items are `want` (now, or after an add or remove). */

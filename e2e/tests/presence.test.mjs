@@ -9,31 +9,8 @@ import { describe } from 'node:test';
 
 import { login, logout, roundTrip, within } from '../lib/client.mjs';
 import { clientFor, withStack } from '../lib/harness.mjs';
+import { follow, RID, ROOM } from '../lib/presence.mjs';
 import { shippedConfig, WHOAMI } from '../lib/stack.mjs';
-
-// The auth example's tokens are {userId, name, role}, `name` the display name ("Ann").
-const ROOM = `
-  e2e.room.{room}.members:
-    presence:
-      member: "{{token.name}}"
-      join: token != null
-      ttl: 60s
-      max_members: 10
-    access:
-      get: "true"
-      call: token != null
-`;
-const RID = 'e2e.room.r1.members';
-
-/** Keeps `client` subscribed to the list; `items()` is its copy now. */
-async function follow(client) {
-  const list = await within(client.get(RID), `get ${RID}`);
-  // ResClient keeps a collection subscribed while it has listeners.
-  const listener = () => {};
-  list.on('add', listener);
-  list.on('remove', listener);
-  return { items: () => list.toArray() };
-}
 
 /** What a client that gets the list now is served. */
 async function freshGet(stack, t) {
@@ -60,7 +37,7 @@ describe('presence lists through Resgate', () => {
     const expect = async (want, step) => {
       for (const [i, client] of [a, b, c].entries()) {
         await roundTrip(client);
-        assert.deepEqual(copies[i].items(), want, `${step}: client ${'abc'[i]}'s copy`);
+        assert.deepEqual(copies[i].toArray(), want, `${step}: client ${'abc'[i]}'s copy`);
       }
       assert.deepEqual(await freshGet(stack, t), want, `${step}: a fresh get`);
     };
