@@ -9,12 +9,20 @@
 # request is the figure that shows whether capacity grows with instances. Setups
 # `mappedN` are N instances with the block `connres mapping` prints loaded into
 # nats-server (reads routed to their owners, calls to their owner and the instance
-# ranked next); `natsN` without it (reads forwarded, calls to every instance).
+# ranked next); `natsN` without it (reads forwarded, calls to every instance);
+# `bareN` are N bare responders in one queue group (the load generator's yardstick:
+# no state, a fixed reply), the control for what splitting one load over N processes
+# costs on this machine whatever they do.
+#
+# LOAD says how many requests are in flight: `each` (the default) keeps CONC in flight
+# per instance (3 instances: 3 x CONC), so each instance works under the load one
+# instance does, as when instances are added for more clients; `total` keeps CONC in
+# flight whatever the setup, so each of N instances works in batches N times smaller.
 #
 #   scripts/bench-cluster.sh
 #   N=50000 CONC=64 SETUPS="memory nats1 nats3 mapped3" KINDS="get access set" scripts/bench-cluster.sh
 #   KEEP=1 ...                        # keep the instances' logs (printed path)
-#   SETUPS="mapped1 mapped3 mapped1 mapped3 mapped1 mapped3" ...
+#   SETUPS="mapped1 mapped3 bare1 bare3 mapped1 mapped3 bare1 bare3" LOAD=total ...
 #                                     # a setup named again runs again, on a bucket of its own
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,7 +35,9 @@ CIDS=${CIDS:-1000}
 WARMUP=${WARMUP:-2000}
 SETUPS=${SETUPS:-"memory nats1 nats2 nats3 mapped1 mapped2 mapped3"}
 KINDS=${KINDS:-"get access set"}
-LEASE=${LEASE:-2s}
+LEASE=${LEASE:-5s}
+LOAD=${LOAD:-each}
+case $LOAD in each | total) ;; *) echo "LOAD is each or total, not $LOAD" >&2; exit 2 ;; esac
 
 nats_bin=$("$root/scripts/install-nats-server.sh")
 release_bins
@@ -57,7 +67,7 @@ url="nats://127.0.0.1:$port"
 nats_pid=$!
 wait_port "$port" nats-server
 echo "machine: $(nproc) CPUs; nats-server $("$nats_bin" --version | grep -oE '[0-9]+\.[0-9.]+') with JetStream on $url" >&2
-echo "load: N=$N requests per kind, $CONC in flight, $CIDS connections, lease $LEASE" >&2
+echo "load: N=$N requests per kind, $CONC in flight ($LOAD), $CIDS connections, lease $LEASE" >&2
 
 # Loads a nats-server configuration (the mappings) and waits until the server says so.
 load_nats_conf() {
@@ -97,12 +107,18 @@ kv_mean_us() {
 }
 
 results="$work/results"
-printf "%-7s %-7s %9s %8s %8s %16s %10s %9s %6s\n" setup kind "req/s" "p50 us" "p99 us" "CPU us/req (sum)" "kv write us" forwarded errors >"$results"
+printf "%-7s %-7s %9s %9s %8s %8s %16s %10s %10s %9s %6s\n" setup kind "in flight" "req/s" "p50 us" "p99 us" "CPU us/req (sum)" "nats us/req" "kv write us" forwarded errors >"$results"
 round=0
 for setup in $SETUPS; do
   round=$((round + 1))
   case $setup in
-    memory) n=1; config="$root/resources.yaml" ;;
+    memory | bare*)
+      # No mapping: an empty block removes one loaded for an earlier setup.
+      echo 'mappings = {}' | load_nats_conf
+      n=1
+      config="$root/resources.yaml"
+      [ "$setup" = memory ] || n=${setup#bare}
+      ;;
     nats* | mapped*)
       n=${setup#nats}
       n=${n#mapped}
@@ -129,6 +145,16 @@ EOF
   pids=()
   metrics=()
   for i in $(seq 1 "$n"); do
+    if [ "${setup#bare}" != "$setup" ]; then
+      "$bench_bin" bare --nats "$url" >"$work/$setup-$i.log" 2>&1 &
+      pids+=($!)
+      for _ in $(seq 1 200); do
+        grep -q "bare responder ready" "$work/$setup-$i.log" && break
+        sleep 0.05
+      done
+      grep -q "bare responder ready" "$work/$setup-$i.log" || { echo "$setup-$i never got ready" >&2; exit 1; }
+      continue
+    fi
     m=$(free_port)
     RUST_LOG=warn "$connres_bin" serve --config "$config" --nats "$url" --metrics-addr "127.0.0.1:$m" \
       >"$work/$setup-$i.log" 2>&1 &
@@ -136,7 +162,7 @@ EOF
     metrics+=("$m")
     wait_port "$m" "connres $setup-$i"
   done
-  if [ "$setup" != memory ]; then
+  if [ -n "${metrics[*]}" ] && [ "$setup" != memory ]; then
     # Until every partition is served: the instances' partitions_served add up to 64.
     # Until every partition is served, each instance serves some, and that has held
     # for a second (handovers come one after another).
@@ -166,20 +192,27 @@ EOF
   echo "== $setup: ${#pids[@]} instance(s) (${pids[*]})" >&2
   also=()
   for p in "${pids[@]:1}"; do also+=(--also-pid "$p"); done
+  conc=$CONC
+  [ "$LOAD" = each ] && conc=$((CONC * n))
+  # The shared store's figures: only where there is a bucket.
+  shared=0
+  case $setup in nats* | mapped*) shared=1 ;; esac
+  target=()
+  [ "${setup#bare}" != "$setup" ] && target=(--target bare)
   for kind in $KINDS; do
     fwd_before=0
-    [ "$setup" != memory ] && fwd_before=$(metric_sum connres_cluster_forwarded_total "${metrics[@]}")
-    line=$("$bench_bin" load --nats "$url" --kind "$kind" --concurrency "$CONC" --requests "$N" \
-      --warmup "$WARMUP" --cids "$CIDS" --pid "${pids[0]}" "${also[@]}" | grep '^RESULT')
+    [ "$shared" = 1 ] && fwd_before=$(metric_sum connres_cluster_forwarded_total "${metrics[@]}")
+    line=$("$bench_bin" load --nats "$url" "${target[@]}" --kind "$kind" --concurrency "$conc" --requests "$N" \
+      --warmup "$WARMUP" --cids "$CIDS" --pid "${pids[0]}" "${also[@]}" --nats-pid "$nats_pid" | grep '^RESULT')
     fwd=-
-    [ "$setup" != memory ] && fwd=$(($(metric_sum connres_cluster_forwarded_total "${metrics[@]}") - fwd_before))
-    python3 - "$line" "$setup" "$kind" \
-      "$(if [ "$setup" != memory ] && [ "$kind" = set ]; then kv_mean_us "${metrics[@]}"; else echo -; fi)" \
+    [ "$shared" = 1 ] && fwd=$(($(metric_sum connres_cluster_forwarded_total "${metrics[@]}") - fwd_before))
+    python3 - "$line" "$setup" "$kind" "$conc" \
+      "$(if [ "$shared" = 1 ] && [ "$kind" = set ]; then kv_mean_us "${metrics[@]}"; else echo -; fi)" \
       "$fwd" >>"$results" <<'EOF'
 import sys
-line, setup, kind, kv, fwd = sys.argv[1:]
+line, setup, kind, conc, kv, fwd = sys.argv[1:]
 r = dict(kv_.split("=", 1) for kv_ in line.split()[1:])
-print(f"{setup:7s} {kind:7s} {float(r['rps']):9.0f} {float(r['p50_us']):8.1f} {float(r['p99_us']):8.1f} {r['server_cpu_us']:>16s} {kv:>10s} {fwd:>9s} {r['errors']:>6s}")
+print(f"{setup:7s} {kind:7s} {conc:>9s} {float(r['rps']):9.0f} {float(r['p50_us']):8.1f} {float(r['p99_us']):8.1f} {r['server_cpu_us']:>16s} {r['nats_cpu_us']:>10s} {kv:>10s} {fwd:>9s} {r['errors']:>6s}")
 EOF
   done
   for p in "${pids[@]}"; do stop_pid "$p"; done
@@ -188,20 +221,23 @@ done
 echo
 cat "$results"
 # A setup run more than once: its CPU per request in each run, the median, and the
-# median against the first setup's (ratios within one script run only).
+# median against its family's one-instance setup (mapped3 against mapped1, bare3
+# against bare1; against the first setup when the family has none), within this run.
 python3 - "$results" <<'EOF'
-import statistics, sys
+import re, statistics, sys
 rows = [l.split() for l in open(sys.argv[1]).read().splitlines()[1:]]
 cpu = {}
 for r in rows:
-    cpu.setdefault((r[0], r[1]), []).append(float(r[5]))
+    cpu.setdefault((r[0], r[1]), []).append(float(r[6]))
 if all(len(v) == 1 for v in cpu.values()):
     sys.exit(0)
-first = rows[0][0]
 print()
 for (setup, kind), v in cpu.items():
+    base = re.sub(r"[0-9]+$", "", setup) + "1"
+    if (base, kind) not in cpu:
+        base = rows[0][0]
     med = statistics.median(v)
-    base = statistics.median(cpu.get((first, kind), [med]))
+    ref = statistics.median(cpu.get((base, kind), [med]))
     runs = " ".join(f"{x:.2f}" for x in v)
-    print(f"{setup:7s} {kind:7s} CPU us/req {runs}  median {med:.2f}  {med / base:.2f}x {first}")
+    print(f"{setup:7s} {kind:7s} CPU us/req {runs}  median {med:.2f}  {med / ref:.2f}x {base}")
 EOF
