@@ -343,6 +343,10 @@ pub struct Ownership<M> {
     probed: Option<Now>,
     /// Stale messages let go while placing (reported with the next actions).
     stale: Vec<M>,
+    /// The instances partitions were last spread over, and by partition whether this
+    /// instance ranks first or second among them: what [`Ownership::followed_writes`]
+    /// asks on every lease event, computed again only when they change.
+    ranked: Option<(Vec<Instance>, Vec<bool>)>,
 }
 
 impl<M: Clone> Ownership<M> {
@@ -366,6 +370,7 @@ impl<M: Clone> Ownership<M> {
             catching_up: None,
             probed: None,
             stale: Vec::new(),
+            ranked: None,
         }
     }
 
@@ -406,11 +411,20 @@ impl<M: Clone> Ownership<M> {
         members::ranks_among(&peers, p, self.me(), 2)
     }
 
-    /// [`Ownership::follows_writes`] for every partition, in order.
-    pub fn followed_writes(&self, now: Now) -> Vec<bool> {
+    /// [`Ownership::follows_writes`] for every partition, in order. The ranks are
+    /// kept for as long as the instances partitions are spread over stay the same.
+    pub fn followed_writes(&mut self, now: Now) -> Vec<bool> {
         let peers = self.members.peers(now, self.lease());
+        if self.ranked.as_ref().is_none_or(|(seen, _)| *seen != peers) {
+            let me = self.me();
+            let ranks = (0..self.settings.partitions)
+                .map(|p| members::ranks_among(&peers, p, me, 2))
+                .collect();
+            self.ranked = Some((peers, ranks));
+        }
+        let ranks = &self.ranked.as_ref().expect("ranked above").1;
         (0..self.settings.partitions)
-            .map(|p| self.holds(p, now) || members::ranks_among(&peers, p, self.me(), 2))
+            .map(|p| ranks[p as usize] || self.holds(p, now))
             .collect()
     }
 

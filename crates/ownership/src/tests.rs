@@ -735,4 +735,17 @@ fn mapped_writes_are_followed_by_the_owner_and_the_instance_ranked_next() {
     }
     let count = followed.iter().filter(|&&f| f).count();
     assert!((30..=56).contains(&count), "{count} of 64 followed");
+    // The ranks are kept while the instances stay the same, and computed again when
+    // one leaves: of two, each is first or second everywhere.
+    assert_eq!(m.followed_writes(now), followed);
+    m.handle(
+        Input::Node {
+            id: "c".into(),
+            revision: 3,
+            info: None,
+            server_ms: Some(100),
+        },
+        now,
+    );
+    assert!(m.followed_writes(now).iter().all(|&f| f));
 }

@@ -188,7 +188,7 @@ impl Service {
         };
         let at = cluster.now();
         let n = cluster.settings.partitions;
-        let machine = &cluster.machine;
+        let machine = &mut cluster.machine;
         let wanted: Vec<bool> = match which {
             Mapped::Reads => (0..n).map(|p| machine.holds(p, at)).collect(),
             Mapped::Writes => machine.followed_writes(at),
