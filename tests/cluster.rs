@@ -596,3 +596,66 @@ async fn a_bucket_keeps_its_partition_count() {
         format!("key-value bucket `fixed` holds state in {PARTITIONS} partitions, but `state.partitions` is 16: use the bucket's count, or another bucket")
     );
 }
+
+/// A unit the bucket holds but connres cannot read (written by hand, or by a future
+/// version) counts as empty, and the next write replaces it. Its partition used to flap:
+/// the next change was a `create` of a key that existed, which failed, which dropped
+/// the partition, again at every change.
+#[tokio::test]
+async fn an_unreadable_unit_is_replaced_by_the_next_write_and_its_partition_stays() {
+    use connres::store::record::{key, partition_of_cid};
+    use connres::store::UnitKey;
+    let server = NatsServer::start_jetstream();
+    let yaml = shared("unreadable");
+    // A first start creates the bucket; the unreadable unit goes in while none runs.
+    let (connres, _gateway, _) = start_shared(&server, &yaml).await;
+    connres.stop().await;
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value("unreadable")
+        .await
+        .unwrap();
+    let unit_key = key(
+        partition_of_cid("c1", PARTITIONS as u32),
+        &UnitKey::Connection("c1".into()),
+    );
+    kv.put(&unit_key, "not a unit {".into()).await.unwrap();
+
+    let (connres, gateway, metrics) = start_shared(&server, &yaml).await;
+    settle(&[&metrics]).await;
+    let taken = metrics.takeovers();
+    assert_eq!(
+        gateway.get("session.prefs.c1").await,
+        json!({"theme": "light", "fontSize": 14})
+    );
+    let token = json!({"userId": 1, "name": "ann", "role": "user"});
+    gateway.token("c1", token.clone()).await;
+    for theme in ["dark", "light", "dark"] {
+        let reply = gateway
+            .call(
+                "session.prefs.c1",
+                "set",
+                "c1",
+                token.clone(),
+                json!({ "theme": theme }),
+            )
+            .await;
+        assert_eq!(reply, json!({"result": null}), "set {theme}");
+    }
+    // What the bucket holds now reads back: the last write replaced the unit.
+    let unit = stored(&server, "unreadable", "c1").await;
+    let written = unit["models"]
+        .as_array()
+        .expect("the unit reads back, with its models")
+        .iter()
+        .find(|m| m["rid"] == json!("session.prefs.c1"))
+        .map(|m| m["written"].clone());
+    assert_eq!(written, Some(json!({"theme": "dark"})));
+    assert_eq!(
+        metrics.served(),
+        PARTITIONS,
+        "the partition was never let go"
+    );
+    assert_eq!(metrics.takeovers(), taken, "no partition was taken again");
+    connres.stop().await;
+}

@@ -49,6 +49,8 @@ struct One {
     /// Probes do not come back (yet): the connection is still delivering what it
     /// received during a pause.
     probes_wait: bool,
+    /// Loads are not answered (yet): the bucket is slow to read.
+    loads_wait: bool,
     /// What loads return: each connection's token log.
     logs: HashMap<u64, Vec<u32>>,
     /// Every action the instance asked for, in order.
@@ -76,6 +78,7 @@ impl One {
             writes: Writes::Answered,
             reads_wait: false,
             probes_wait: false,
+            loads_wait: false,
             logs: HashMap::new(),
             log: Vec::new(),
         }
@@ -147,7 +150,7 @@ impl One {
                     p: *p,
                     entry: Ok(self.lease.clone()),
                 }),
-                Action::Load { p, op } => self.input(Input::Loaded {
+                Action::Load { p, op } if !self.loads_wait => self.input(Input::Loaded {
                     p: *p,
                     op: *op,
                     logs: Ok(self.logs.clone()),
@@ -748,4 +751,75 @@ fn mapped_writes_are_followed_by_the_owner_and_the_instance_ranked_next() {
         now,
     );
     assert!(m.followed_writes(now).iter().all(|&f| f));
+}
+
+/// A read held while its partition has no owner to serve it is dropped two leases after
+/// it arrived, however often it is placed again meanwhile. Each placement used to hold
+/// it anew with a fresh time, so while the bucket was down it never aged out and was
+/// applied minutes later, after the gateway had given up on it.
+#[test]
+fn a_held_read_ages_out_two_leases_after_it_arrived() {
+    let mut one = One::new(Duration::ZERO, None);
+    // The bucket is down: the free partition is never taken.
+    one.writes = Writes::Fail;
+    let out = one.input(Input::Joined);
+    one.answer(out);
+    assert!(matches!(one.place("get", Kind::Read), Placement::Kept));
+    let arrived = one.now;
+    let mut dropped = None;
+    while dropped.is_none() && one.now < arrived + LEASE * 4 {
+        one.now += ms(50);
+        let out = one.tick();
+        let too_old = |a: &Action<&str>| {
+            matches!(
+                a,
+                Action::Drop {
+                    msg: "get",
+                    why: Dropped::TooOld
+                }
+            )
+        };
+        if out.iter().any(too_old) {
+            dropped = Some(one.now);
+        }
+        assert!(applied(&out).is_empty(), "nothing serves the partition");
+        one.answer(out);
+    }
+    let at = dropped.expect("the held read never aged out");
+    assert!(at > arrived + LEASE * 2, "dropped at {at:?}, too early");
+    assert!(at <= arrived + LEASE * 2 + LEASE / 4, "dropped at {at:?}");
+}
+
+/// A load that does not come back holds up no renewal: the lease stays this instance's
+/// for as long as the load takes. Renewals used to wait behind loads, handovers and the
+/// work after a pause in one lease task, and past 0.8 lease every other partition
+/// stopped being served.
+#[test]
+fn renewals_go_on_while_a_load_does_not_come_back() {
+    let mut one = One::new(Duration::ZERO, None);
+    one.loads_wait = true;
+    let out = one.input(Input::Joined);
+    one.answer(out);
+    one.run(LEASE);
+    let asked = one
+        .log
+        .iter()
+        .position(|a| matches!(a, Action::Load { p: 0, .. }));
+    let asked = asked.expect("took the free partition and asked for its load");
+    let from = one.log.len();
+    one.run(LEASE * 3);
+    let renewals = one.log[from..]
+        .iter()
+        .filter(|a| matches!(a, Action::WriteLease { p: 0, .. }))
+        .count();
+    assert!(
+        renewals >= 3 * BEATS_PER_LEASE as usize - 1,
+        "{renewals} renewals in three leases while the load (action {asked}) waited"
+    );
+    let (_, value) = one.lease.as_ref().expect("a lease in the bucket");
+    assert_eq!(value.owner.as_deref(), Some("a"), "the lease is still held");
+    assert!(
+        !one.m.serves(0, one.now),
+        "nothing is served before the load"
+    );
 }
