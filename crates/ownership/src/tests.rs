@@ -51,6 +51,8 @@ struct One {
     probes_wait: bool,
     /// Loads are not answered (yet): the bucket is slow to read.
     loads_wait: bool,
+    /// How many loads fail before they succeed.
+    loads_fail: u32,
     /// What loads return: each connection's token log.
     logs: HashMap<u64, Vec<u32>>,
     /// Every action the instance asked for, in order.
@@ -79,6 +81,7 @@ impl One {
             reads_wait: false,
             probes_wait: false,
             loads_wait: false,
+            loads_fail: 0,
             logs: HashMap::new(),
             log: Vec::new(),
         }
@@ -150,11 +153,19 @@ impl One {
                     p: *p,
                     entry: Ok(self.lease.clone()),
                 }),
-                Action::Load { p, op } if !self.loads_wait => self.input(Input::Loaded {
-                    p: *p,
-                    op: *op,
-                    logs: Ok(self.logs.clone()),
-                }),
+                Action::Load { p, op } if !self.loads_wait => {
+                    let logs = if self.loads_fail > 0 {
+                        self.loads_fail -= 1;
+                        Err("timed out".to_string())
+                    } else {
+                        Ok(self.logs.clone())
+                    };
+                    self.input(Input::Loaded {
+                        p: *p,
+                        op: *op,
+                        logs,
+                    })
+                }
                 _ => Vec::new(),
             };
             self.log.push(a);
@@ -821,5 +832,37 @@ fn renewals_go_on_while_a_load_does_not_come_back() {
     assert!(
         !one.m.serves(0, one.now),
         "nothing is served before the load"
+    );
+}
+
+/// Loads that fail after taking over an expired lease keep the lease: it is tried again
+/// while held, and the takeover still resets the dead owner's models. The lease used to
+/// be let go on a failed load; the retry found it free, and took it as a free lease,
+/// with no reset.
+#[test]
+fn failed_loads_after_a_takeover_keep_the_lease_and_its_reset() {
+    let mut one = One::started_at(Duration::ZERO);
+    one.run_beside_b(LEASE);
+    // `b` dies: no heartbeat, no renewal. Its lease expires and `a` takes it over.
+    one.loads_fail = 3;
+    let from = one.log.len();
+    one.run(LEASE * 4);
+    assert!(one.m.serves(0, one.now), "took the partition over");
+    let after = &one.log[from..];
+    let loads = after
+        .iter()
+        .filter(|a| matches!(a, Action::Load { p: 0, .. }))
+        .count();
+    assert!(
+        loads >= 4,
+        "{loads} loads: the failed ones were tried again"
+    );
+    let let_go = after.iter().any(|a| {
+        matches!(a, Action::WriteLease { p: 0, value, .. } if value.owner.as_deref() != Some("a"))
+    });
+    assert!(!let_go, "the lease was let go after a failed load");
+    assert!(
+        after.iter().any(|a| matches!(a, Action::Reset { p: 0 })),
+        "no reset for the dead owner's models: {after:?}"
     );
 }
