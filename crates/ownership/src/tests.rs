@@ -866,3 +866,44 @@ fn failed_loads_after_a_takeover_keep_the_lease_and_its_reset() {
         "no reset for the dead owner's models: {after:?}"
     );
 }
+
+/// After a pause, probes that never come back (lost: a full channel, a failed publish)
+/// do not leave the instance catching up for good: probes go out again, and once one
+/// comes back it hands the partition over as usual. A lost barrier used to leave the
+/// partition marked stale for good, its lease renewed.
+#[test]
+fn a_probe_lost_after_a_pause_is_sent_again() {
+    let mut one = One::serving();
+    let other = winner();
+    one.now += ms(400);
+    // The probes sent from now on are lost.
+    one.probes_wait = true;
+    let mut revision = 1000;
+    let mut lost = 0;
+    for _ in 0..6 {
+        one.now += ms(50);
+        revision += 1;
+        let mut out = one.beat(&other, revision);
+        out.extend(one.tick());
+        assert!(!drains(&out), "handed over before catching up: {out:?}");
+        lost += out
+            .iter()
+            .filter(|a| matches!(a, Action::Probe { .. }))
+            .count();
+        one.answer(out);
+    }
+    assert!(lost >= 2, "{lost} probes sent while none came back");
+    one.probes_wait = false;
+    let from = one.log.len();
+    for _ in 0..10 {
+        one.now += ms(50);
+        revision += 1;
+        let mut out = one.beat(&other, revision);
+        out.extend(one.tick());
+        one.answer(out);
+    }
+    assert!(
+        drains(&one.log[from..]),
+        "never caught up, so never handed the partition over"
+    );
+}
