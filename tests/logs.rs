@@ -515,3 +515,36 @@ async fn client_values_stay_short_in_logs_and_floods_are_rate_limited() {
     }
     connres.stop().await;
 }
+
+/// A message on this instance's forwarding subject whose own subject names no request
+/// kind (sent by hand, or by an instance of another version) is not dropped silently:
+/// it is reported like any message on an unexpected subject.
+#[tokio::test]
+async fn a_forwarded_message_on_an_unknown_subject_is_reported() {
+    let mut logs = Logs::capture("info");
+    let server = NatsServer::start_jetstream();
+    let (connres, gw, _) = start_shared(&server, &shared_seed("unknownfwd")).await;
+    let serving = logs.wait_for(&["connres is serving"]).await;
+    let id = serving
+        .split("instance=")
+        .nth(1)
+        .map(|rest| rest.trim_start_matches('"'))
+        .and_then(|rest| rest.split(['"', ' ']).next())
+        .expect("the serving line names the instance")
+        .to_string();
+    gw.client
+        .publish(
+            format!("_CONNRES.unknownfwd.fwd.{id}.1.nonsense.subject"),
+            "{}".into(),
+        )
+        .await
+        .unwrap();
+    gw.client.flush().await.unwrap();
+    let line = logs
+        .wait_for(&["a forwarded message on an unexpected subject"])
+        .await;
+    for part in ["WARN", "nonsense.subject", "not answered"] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    connres.stop().await;
+}
