@@ -548,3 +548,34 @@ async fn a_forwarded_message_on_an_unknown_subject_is_reported() {
     }
     connres.stop().await;
 }
+
+/// An instance started with other `state` settings than the running ones takes no
+/// partition, and says why, naming the difference; the running instance goes on
+/// serving every partition, and requests that reach the newcomer are still answered.
+#[tokio::test]
+async fn an_instance_with_other_state_settings_takes_no_partition_and_says_why() {
+    let mut logs = Logs::capture("info");
+    let server = NatsServer::start_jetstream();
+    let yaml = shared_seed("othersettings");
+    let (first, gw, first_metrics) = start_shared(&server, &yaml).await;
+    common::auth::settle(&[&first_metrics]).await;
+    let other = yaml.replace("lease: 2s", "lease: 3s");
+    assert_ne!(other, yaml);
+    let (second, _, second_metrics) = start_shared(&server, &other).await;
+    let line = logs
+        .wait_for(&[
+            "this instance takes no partition",
+            "`state.lease` is 2s there, 3s here",
+        ])
+        .await;
+    assert!(line.contains("ERROR"), "{line}");
+    // Whichever instance the queue group hands a get to, it is answered.
+    for i in 0..16 {
+        let model = gw.get(&format!("session.prefs.o{i}")).await;
+        assert_eq!(model["theme"], json!("light"), "o{i}");
+    }
+    assert_eq!(second_metrics.served(), 0);
+    assert_eq!(first_metrics.served(), i64::from(PARTITIONS));
+    second.stop().await;
+    first.stop().await;
+}
