@@ -907,3 +907,31 @@ fn a_probe_lost_after_a_pause_is_sent_again() {
         "never caught up, so never handed the partition over"
     );
 }
+
+/// A reconnect after a NATS outage resets the models of the partitions held across it
+/// (what was sent meanwhile was missed), never every pattern: only an instance that
+/// finds no live owner when it joins does that. Every reconnect used to reset every
+/// pattern, emptying every gateway's cache.
+#[test]
+fn a_reconnect_resets_what_it_holds_not_every_pattern() {
+    let mut one = One::serving();
+    let from = one.log.len();
+    let out = one.input(Input::Disconnected {
+        backlog_placed: true,
+    });
+    one.answer(out);
+    one.now += ms(300);
+    let out = one.input(Input::Reconnected);
+    one.answer(out);
+    one.run(LEASE * 2);
+    let after = &one.log[from..];
+    assert!(
+        !after.iter().any(|a| matches!(a, Action::ResetAll)),
+        "a reconnect reset every pattern"
+    );
+    assert!(
+        after.iter().any(|a| matches!(a, Action::Reset { p: 0 })),
+        "the partition held across the outage is reset: {after:?}"
+    );
+    assert!(one.m.serves(0, one.now), "and served again");
+}
