@@ -562,8 +562,8 @@ async fn a_join_a_second_tab_a_ping_a_leave_and_a_logout_cost_these_writes_and_e
     }
 }
 
-/// Pings `cids` (with their names) every 300 ms, as open pages do, until stopped;
-/// records every reply.
+/// Pings `cids` (with their names) every 300 ms, as open pages do, until stopped, and
+/// then once more (a whole round after the stop); records every reply.
 /// The connections a pinger pings, with their names; locked for a whole round, so
 /// that a connection taken out has no ping on its way once the lock is taken.
 type Pinged = Arc<tokio::sync::Mutex<Vec<(String, String)>>>;
@@ -576,6 +576,7 @@ fn pinger(client: Client, cids: Pinged) -> (oneshot::Sender<()>, Replies, JoinHa
     let replies = Arc::new(Mutex::new(Vec::new()));
     let out = replies.clone();
     let task = tokio::spawn(async move {
+        let mut last = false;
         loop {
             let now = cids.lock().await;
             for (cid, name) in now.iter() {
@@ -588,8 +589,11 @@ fn pinger(client: Client, cids: Pinged) -> (oneshot::Sender<()>, Replies, JoinHa
                 }
             }
             drop(now);
+            if last {
+                return;
+            }
             tokio::select! {
-                _ = &mut stopped => return,
+                _ = &mut stopped => last = true,
                 _ = tokio::time::sleep(Duration::from_millis(300)) => {}
             }
         }
@@ -704,11 +708,18 @@ async fn the_lists_owner_killed_a_new_owner_keeps_who_pings_and_lets_ghosts_go_w
         let message = Gateway::expect_error(&reply, "system.invalidParams");
         assert!(message.contains("call join"), "{message}");
     }
+    let before_stop = pings.lock().unwrap().len();
     let _ = stop_pings.send(());
     pinger.await.unwrap();
-    // Every ping of the stayers that was answered was answered as joined.
+    // Every ping of the stayers that was answered was answered as joined, and the
+    // round after the stop (the room served, the ghosts gone) pinged each stayer.
     let pings = pings.lock().unwrap().clone();
-    assert!(pings.len() > 4, "{pings:?}");
+    for (cid, _) in stayers.lock().await.iter() {
+        assert!(
+            pings[before_stop..].iter().any(|(c, _)| c == cid),
+            "{cid} unanswered after the stop: {pings:?}"
+        );
+    }
     for (cid, reply) in &pings {
         assert_eq!(reply, &json!({"result": null}), "a ping of {cid}");
     }
